@@ -1,0 +1,1 @@
+"""The `chatledger` command."""

@@ -1,0 +1,1 @@
+"""The log: APSW persistence for `eventsourcing`, wire models, per-user files, and ingest."""

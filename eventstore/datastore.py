@@ -1,0 +1,290 @@
+"""APSW connections for one SQLite file: one writer, pooled readers, errors in the library's types.
+
+SQLite allows one writer at a time, so the datastore keeps exactly one write connection behind a
+lock and opens `BEGIN IMMEDIATE` transactions on it: a writer waits for the lock up front instead
+of failing halfway through a transaction that tried to upgrade. Readers each take a connection of
+their own from a small pool, so in WAL mode they read a consistent snapshot while the writer
+works. An in-memory database exists only inside the connection that made it, so there every
+transaction shares the one connection.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Literal
+from urllib.parse import unquote, urlsplit
+
+import apsw
+from chatledger.eventstore.codec import PayloadCodec
+from eventsourcing.persistence import (
+    DatabaseError,
+    DataError,
+    IntegrityError,
+    InterfaceError,
+    InternalError,
+    OperationalError,
+    PersistenceError,
+    ProgrammingError,
+)
+
+Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
+OriginatorIdType = Literal["uuid", "text"]
+
+DEFAULT_LOCK_TIMEOUT = 5.0
+# Bulk ingest writes many pages per commit; checkpointing every 1,000 pages (the default) made
+# batch ingest a third slower in measurements on this machine kind (see PERF-NOTES).
+DEFAULT_WAL_AUTOCHECKPOINT = 16_000
+FILE_MODE = 0o600
+
+_OPEN_FLAGS = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE | apsw.SQLITE_OPEN_URI
+
+
+def is_memory_name(db_name: str) -> bool:
+    """True for names that open a private in-memory database rather than a file."""
+    return db_name == ":memory:" or "mode=memory" in db_name or db_name.startswith("file::memory:")
+
+
+def filesystem_path(db_name: str) -> Path | None:
+    """The file a database name refers to (plain path or `file:` URI), or None for memory."""
+    if is_memory_name(db_name) or not db_name:
+        return None
+    if db_name.startswith("file:"):
+        return Path(unquote(urlsplit(db_name).path))
+    return Path(db_name)
+
+
+# Ordered most specific first: several APSW exceptions subclass others.
+_ERROR_MAP: tuple[tuple[type[BaseException], type[PersistenceError]], ...] = (
+    (apsw.ConstraintError, IntegrityError),
+    (apsw.BusyError, OperationalError),
+    (apsw.LockedError, OperationalError),
+    (apsw.SQLError, OperationalError),  # "no such table" is operational, as in sqlite3
+    (apsw.ReadOnlyError, OperationalError),
+    (apsw.CantOpenError, OperationalError),
+    (apsw.FullError, OperationalError),
+    (apsw.IOError, OperationalError),
+    (apsw.TooBigError, DataError),
+    (apsw.MismatchError, DataError),
+    (apsw.RangeError, DataError),
+    (apsw.NotADBError, DatabaseError),
+    (apsw.CorruptError, DatabaseError),
+    (apsw.InternalError, InternalError),
+    (apsw.ConnectionClosedError, InterfaceError),
+    (apsw.ThreadingViolationError, ProgrammingError),
+    (apsw.MisuseError, ProgrammingError),
+)
+
+
+def translate(error: apsw.Error) -> PersistenceError:
+    """The `eventsourcing` exception that stands for an APSW error."""
+    for apsw_type, library_type in _ERROR_MAP:
+        if isinstance(error, apsw_type):
+            return library_type(str(error))
+    return PersistenceError(str(error))
+
+
+@contextmanager
+def library_errors() -> Iterator[None]:
+    """Re-raise APSW errors as the `eventsourcing` library's own exception types."""
+    try:
+        yield
+    except apsw.Error as e:
+        raise translate(e) from e
+
+
+class APSWDatastore:
+    """One SQLite database reached through APSW: a locked writer and a pool of readers.
+
+    `transaction(commit=True)` runs on the writer inside `BEGIN IMMEDIATE`; `transaction(commit=False)`
+    runs on a reader inside a deferred `BEGIN`, so several statements see one snapshot. Listeners
+    registered with `listen()` are set after every commit of the writer (subscriptions wait on them).
+    """
+
+    def __init__(
+        self,
+        db_name: str,
+        *,
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+        synchronous: Synchronous = "NORMAL",
+        originator_id_type: OriginatorIdType = "uuid",
+        wal_autocheckpoint: int = DEFAULT_WAL_AUTOCHECKPOINT,
+        max_readers: int = 8,
+    ) -> None:
+        if not db_name:
+            raise InterfaceError("the database name is empty: give a file path or ':memory:'")
+        if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise InterfaceError(f"synchronous must be NORMAL or FULL, not {synchronous!r}")
+        self.db_name = db_name
+        self.lock_timeout = lock_timeout
+        self.synchronous = synchronous.upper()
+        self.originator_id_type = originator_id_type
+        self.wal_autocheckpoint = wal_autocheckpoint
+        self.is_memory = is_memory_name(db_name)
+        self.path = filesystem_path(db_name)
+        self._write_lock = threading.RLock()
+        self._readers: list[apsw.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._reader_slots = threading.BoundedSemaphore(max_readers)
+        self._listeners: set[threading.Event] = set()
+        self._after_rollback: list[Callable[[], None]] = []
+        self._closed = False
+        # How payloads are compressed is a property of the file, shared by all its recorders.
+        self.codec = PayloadCodec()
+        self._create_file()
+        self.writer = self._connect()
+        self._configure_writer(self.writer)
+
+    # -- connections ---------------------------------------------------------------------------
+
+    def _create_file(self) -> None:
+        # SQLite creates new files with the umask's mode; the design promises 0600. SQLite gives
+        # the -wal and -shm files the mode of the database file, so this covers all three.
+        if self.path is None or self.path.exists():
+            return
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        except FileExistsError:
+            return
+        except OSError as e:
+            raise OperationalError(f"cannot create {self.path}: {e.strerror}") from e
+        os.close(fd)
+
+    def _connect(self) -> apsw.Connection:
+        try:
+            connection = apsw.Connection(self.db_name, flags=_OPEN_FLAGS)
+            connection.set_busy_timeout(int(self.lock_timeout * 1000))
+            connection.execute(f"PRAGMA synchronous={self.synchronous}")
+        except apsw.Error as e:
+            raise translate(e) from e
+        return connection
+
+    def _configure_writer(self, connection: apsw.Connection) -> None:
+        with library_errors():
+            if not self.is_memory:
+                mode = connection.execute("PRAGMA journal_mode=WAL").fetchone()
+                if mode is None or str(mode[0]).lower() != "wal":
+                    raise OperationalError(f"cannot switch {self.db_name} to WAL mode")
+                connection.execute(f"PRAGMA wal_autocheckpoint={int(self.wal_autocheckpoint)}")
+            # Re-applied after the journal mode: changing it can reset the sync level.
+            connection.execute(f"PRAGMA synchronous={self.synchronous}")
+
+    def _take_reader(self) -> apsw.Connection:
+        self._reader_slots.acquire()
+        with self._readers_lock:
+            if self._readers:
+                return self._readers.pop()
+        try:
+            return self._connect()
+        except BaseException:
+            self._reader_slots.release()
+            raise
+
+    def _give_back_reader(self, connection: apsw.Connection) -> None:
+        with self._readers_lock:
+            if self._closed:
+                connection.close()
+            else:
+                self._readers.append(connection)
+        self._reader_slots.release()
+
+    # -- transactions --------------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self, *, commit: bool) -> Iterator[apsw.Cursor]:
+        """A cursor inside a transaction: the writer's when `commit`, else a reader's snapshot.
+
+        A write transaction commits when the block ends normally and rolls back on an exception.
+        """
+        if self._closed:
+            raise InterfaceError(f"the datastore for {self.db_name} is closed")
+        if commit or self.is_memory:
+            with self._write_lock:
+                yield from self._run(self.writer, commit=commit)
+        else:
+            connection = self._take_reader()
+            try:
+                yield from self._run(connection, commit=False)
+            finally:
+                self._give_back_reader(connection)
+
+    def _run(self, connection: apsw.Connection, *, commit: bool) -> Iterator[apsw.Cursor]:
+        with library_errors():
+            cursor = connection.cursor()
+            cursor.execute("BEGIN IMMEDIATE" if commit else "BEGIN")
+        try:
+            yield cursor
+        except BaseException as e:
+            with library_errors():
+                if connection.in_transaction:
+                    cursor.execute("ROLLBACK")
+            self._run_rollback_hooks()
+            if isinstance(e, apsw.Error):
+                raise translate(e) from e
+            raise
+        with library_errors():
+            try:
+                cursor.execute("COMMIT" if commit else "ROLLBACK")
+            except apsw.Error:
+                if connection.in_transaction:
+                    cursor.execute("ROLLBACK")
+                self._run_rollback_hooks()
+                raise
+        self._after_rollback.clear()
+        if commit:
+            self._notify()
+
+    def on_rollback(self, hook: Callable[[], None]) -> None:
+        """Run `hook` if the current write transaction rolls back (to undo cached state)."""
+        self._after_rollback.append(hook)
+
+    def _run_rollback_hooks(self) -> None:
+        hooks, self._after_rollback = self._after_rollback, []
+        for hook in hooks:
+            hook()
+
+    # -- change notification -------------------------------------------------------------------
+
+    def listen(self, event: threading.Event) -> None:
+        self._listeners.add(event)
+
+    def unlisten(self, event: threading.Event) -> None:
+        self._listeners.discard(event)
+
+    def _notify(self) -> None:
+        for listener in list(self._listeners):
+            listener.set()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def checkpoint(self) -> None:
+        """Move the WAL's pages into the database file and truncate the WAL."""
+        if self.is_memory:
+            return
+        with self._write_lock, library_errors():
+            self.writer.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_TRUNCATE)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        with self._write_lock:
+            self._closed = True
+            with self._readers_lock:
+                readers, self._readers = self._readers, []
+            for connection in readers:
+                connection.close()
+            self.writer.close()
+        self._notify()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown may have torn down apsw
+            pass

@@ -1,0 +1,177 @@
+"""Turning what the backend sent into log entries, or into rejections with a reason.
+
+Events are kept verbatim: an entry's payload is the exact slice of bytes that arrived. A query
+response or a sync response is split into its channel states or events (each one its own slice of
+the original bytes) plus one summary entry in the user's stream that records what the response
+said as a whole (which channels, in which order, which were inaccessible).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from chatledger.eventstore import wire
+
+# The backend's own limit for a message is 5 KB of text; an event is a few KB. Anything past
+# these bounds is not chat data, and would only bloat the log.
+MAX_EVENT_BYTES = 4 * 1024 * 1024
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+
+# Stream for everything that is about the user and the connection rather than one channel.
+USER_STREAM = "@user"
+
+# Topics of the entries this store writes itself (backend event types never contain "/").
+CHANNEL_STATE = "chatledger/channel.state"
+QUERY_RESULT = "chatledger/query.result"
+SYNC_RESULT = "chatledger/sync.result"
+
+Payload = bytes | bytearray | memoryview | str | dict[str, Any]
+
+
+@dataclass(slots=True)
+class Entry:
+    """One thing to append: its stream, its type (the topic) and the bytes to keep."""
+
+    stream: str
+    type: str
+    payload: bytes
+    event_at: int | None = None
+    connection_id: str | None = None
+
+
+@dataclass(slots=True)
+class Rejection:
+    """Input the log refuses to append; it goes to the quarantine table with the reason."""
+
+    payload: bytes
+    reason: str
+
+
+def as_bytes(item: Payload | Any) -> bytes:
+    """The bytes of an item: verbatim for bytes and text, encoded once for a dict."""
+    if isinstance(item, bytes):
+        return item
+    if isinstance(item, (bytearray, memoryview)):
+        return bytes(item)
+    if isinstance(item, str):
+        return item.encode("utf-8", "surrogatepass")
+    try:
+        return msgspec.json.encode(item)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise wire.WireError(f"cannot encode {type(item).__name__} as JSON: {e}") from e
+
+
+def _too_big(payload: bytes, limit: int) -> Rejection | None:
+    if len(payload) > limit:
+        return Rejection(payload, f"payload of {len(payload):,} bytes exceeds the {limit:,}-byte limit")
+    return None
+
+
+def stream_of(head: wire.EventHead) -> str:
+    """Channel events go to the channel's stream; the rest to the user's."""
+    cid = head.cid
+    return cid if cid and cid != "*" else USER_STREAM
+
+
+def event_entry(item: Payload | Any) -> Entry | Rejection:
+    """One backend event."""
+    try:
+        payload = as_bytes(item)
+    except wire.WireError as e:
+        return Rejection(repr(item).encode("utf-8", "replace"), e.reason)
+    if rejection := _too_big(payload, MAX_EVENT_BYTES):
+        return rejection
+    try:
+        head = wire.decode_event(payload)
+    except wire.WireError as e:
+        return Rejection(payload, e.reason)
+    return Entry(stream_of(head), head.type, payload, head.created_at, head.connection_id)
+
+
+def event_entries(items: Iterable[Payload | Any]) -> Iterator[Entry | Rejection]:
+    return (event_entry(item) for item in items)
+
+
+def _summary(stream: str, topic: str, body: dict[str, Any]) -> Entry:
+    return Entry(stream, topic, msgspec.json.encode(body))
+
+
+def channel_state_entry(raw: bytes) -> Entry | Rejection:
+    """One channel state (a channel query's answer, or one element of a query-channels answer)."""
+    if rejection := _too_big(raw, MAX_EVENT_BYTES):
+        return rejection
+    try:
+        head = wire.decode_channel_state(raw)
+    except wire.WireError as e:
+        return Rejection(raw, e.reason)
+    return Entry(head.cid, CHANNEL_STATE, raw)
+
+
+def query_channels_entries(
+    item: Payload | Any,
+    *,
+    filter: dict[str, Any] | None = None,
+    sort: list[Any] | None = None,
+) -> list[Entry | Rejection]:
+    """A query-channels response: one entry per channel state, then the query's result."""
+    try:
+        payload = as_bytes(item)
+    except wire.WireError as e:
+        return [Rejection(repr(item).encode("utf-8", "replace"), e.reason)]
+    if rejection := _too_big(payload, MAX_RESPONSE_BYTES):
+        return [rejection]
+    try:
+        response = wire.decode_query_channels(payload)
+    except wire.WireError as e:
+        return [Rejection(payload, f"not a query-channels response: {e.reason}")]
+    out: list[Entry | Rejection] = [channel_state_entry(bytes(raw)) for raw in response.channels]
+    cids = [e.stream for e in out if isinstance(e, Entry)]
+    out.append(
+        _summary(
+            USER_STREAM,
+            QUERY_RESULT,
+            {"filter": filter, "sort": sort, "cids": cids, "duration": response.duration},
+        )
+    )
+    return out
+
+
+def channel_query_entries(item: Payload | Any) -> list[Entry | Rejection]:
+    """The answer to a query of one channel."""
+    try:
+        payload = as_bytes(item)
+    except wire.WireError as e:
+        return [Rejection(repr(item).encode("utf-8", "replace"), e.reason)]
+    return [channel_state_entry(payload)]
+
+
+def sync_entries(item: Payload | Any, *, last_sync_at: str | None = None) -> list[Entry | Rejection]:
+    """A `/sync` response: each event, then what the response said as a whole."""
+    try:
+        payload = as_bytes(item)
+    except wire.WireError as e:
+        return [Rejection(repr(item).encode("utf-8", "replace"), e.reason)]
+    if rejection := _too_big(payload, MAX_RESPONSE_BYTES):
+        return [rejection]
+    try:
+        response = wire.decode_sync(payload)
+    except wire.WireError as e:
+        return [Rejection(payload, f"not a sync response: {e.reason}")]
+    out: list[Entry | Rejection] = [event_entry(bytes(raw)) for raw in response.events]
+    out.append(
+        _summary(
+            USER_STREAM,
+            SYNC_RESULT,
+            {
+                "last_sync_at": last_sync_at,
+                "events": len(response.events),
+                "inaccessible_cids": response.inaccessible_cids,
+                "duration": response.duration,
+            },
+        )
+    )
+    return out

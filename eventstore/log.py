@@ -1,0 +1,549 @@
+"""The event log of one user: appending what arrives, reading it back, and its statistics.
+
+Appends go straight through the recorder's table as stored events (the wire bytes are the state;
+no aggregate is built per received event). A batch is one transaction. Whoever must see an append
+in the same transaction (the projections) registers an `AppendListener`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import apsw
+import msgspec
+import zstandard
+from eventsourcing.persistence import DatabaseError, IntegrityError, OperationalError
+
+from chatledger.eventstore import ingest, schema
+from chatledger.eventstore.codec import MIN_COMPRESS_SIZE, RAW
+from chatledger.eventstore.datastore import APSWDatastore, Synchronous
+from chatledger.eventstore.ingest import Entry, Payload, Rejection
+from chatledger.eventstore.persistence import APSWProcessRecorder, EventRow, now_us
+
+# Train the compression dictionary once this many payloads are on file: enough samples for a
+# dictionary several times smaller than them, early enough that almost the whole log benefits.
+TRAIN_AFTER_EVENTS = 4_000
+TRAIN_SAMPLE_EVENTS = 20_000
+
+
+class StoreError(Exception):
+    """A store that cannot be opened or used as asked; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Quarantined:
+    """An input item the log refused, kept in the quarantine table with the reason."""
+
+    index: int  # position of the item in the input
+    reason: str
+    quarantine_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """What an append did: a log position for each stored item, None where quarantined."""
+
+    positions: list[int | None]
+    quarantined: list[Quarantined]
+
+    @property
+    def stored(self) -> int:
+        return sum(p is not None for p in self.positions)
+
+    @property
+    def last_position(self) -> int | None:
+        return max((p for p in self.positions if p is not None), default=None)
+
+
+@dataclass(frozen=True, slots=True)
+class AppendedEntry:
+    """An entry as appended: what listeners (projections) receive."""
+
+    position: int
+    entry: Entry
+
+
+class AppendListener(Protocol):
+    """Called inside the append transaction, after the rows are written, before the commit.
+
+    An exception aborts the whole transaction: the log and whatever the listener keeps never
+    disagree.
+    """
+
+    def appended(self, cursor: apsw.Cursor, entries: Sequence[AppendedEntry]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One entry of the log, as stored: the envelope and the exact payload bytes."""
+
+    position: int
+    stream: str
+    version: int
+    type: str
+    source: str
+    received_at: int  # epoch microseconds
+    event_at: int | None
+    connection_id: str | None
+    payload: bytes
+
+    def json(self) -> Any:
+        return msgspec.json.decode(self.payload)
+
+
+class EventLog:
+    """Append-only log of one user's chat events and commands, in one SQLite file."""
+
+    def __init__(self, datastore: APSWDatastore, *, compression: bool = True) -> None:
+        self.datastore = datastore
+        self.recorder = APSWProcessRecorder(datastore)
+        self.recorder.create_table()
+        with datastore.transaction(commit=True) as c:
+            c.execute(schema.QUARANTINE_TABLE)
+            self._check_schema_version(c)
+        self.compression = compression
+        self.listeners: list[AppendListener] = []
+        self._heads: dict[str, int] = {}
+        self._data_version: int | None = None
+        self._raw_rows: int | None = None
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        *,
+        synchronous: Synchronous = "NORMAL",
+        compression: bool = True,
+        lock_timeout: float = 5.0,
+    ) -> EventLog:
+        """Open (or create) the log in the SQLite file at `path` (or ":memory:")."""
+        name = str(path)
+        try:
+            datastore = APSWDatastore(name, synchronous=synchronous, lock_timeout=lock_timeout)
+        except DatabaseError as e:
+            raise StoreError(f"{name} is not a chatledger store ({e})") from e
+        except OperationalError as e:
+            raise StoreError(f"cannot open {name}: {e}") from e
+        try:
+            return cls(datastore, compression=compression)
+        except (DatabaseError, OperationalError) as e:
+            datastore.close()
+            raise StoreError(f"cannot open {name}: {e}") from e
+        except StoreError:
+            datastore.close()
+            raise
+
+    @staticmethod
+    def _check_schema_version(c: apsw.Cursor) -> None:
+        row = c.execute("SELECT value FROM chatledger_meta WHERE key='schema_version'").fetchone()
+        if row is None:
+            c.execute(
+                "INSERT INTO chatledger_meta (key, value) VALUES ('schema_version', ?)",
+                (schema.SCHEMA_VERSION,),
+            )
+        elif int(row[0]) > schema.SCHEMA_VERSION:
+            raise StoreError(
+                f"this file was written by a newer chatledger (schema {row[0]}, this version "
+                f"reads up to {schema.SCHEMA_VERSION}); upgrade chatledger to open it"
+            )
+
+    # -- metadata ------------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> Any:
+        with self.datastore.transaction(commit=False) as c:
+            row = c.execute("SELECT value FROM chatledger_meta WHERE key=?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def set_meta(self, key: str, value: Any) -> None:
+        with self.datastore.transaction(commit=True) as c:
+            c.execute(
+                "INSERT INTO chatledger_meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    # -- appending -----------------------------------------------------------------------------
+
+    def append_events(
+        self,
+        events: Iterable[Payload | Any],
+        *,
+        source: schema.Source | str = "websocket",
+        connection_id: str | None = None,
+        received_at: int | None = None,
+    ) -> AppendResult:
+        """Append backend events, verbatim, in one transaction."""
+        return self.append(ingest.event_entries(events), source=source,
+                           connection_id=connection_id, received_at=received_at)
+
+    def append_event(self, event: Payload | Any, **envelope: Any) -> AppendResult:
+        return self.append_events([event], **envelope)
+
+    def append_query_channels(
+        self,
+        response: Payload | Any,
+        *,
+        filter: dict[str, Any] | None = None,
+        sort: list[Any] | None = None,
+        source: schema.Source | str = "query",
+        received_at: int | None = None,
+    ) -> AppendResult:
+        """Append a query-channels response: each channel state, then the query's result."""
+        entries = ingest.query_channels_entries(response, filter=filter, sort=sort)
+        return self.append(entries, source=source, received_at=received_at)
+
+    def append_channel_state(
+        self, state: Payload | Any, *, source: schema.Source | str = "query",
+        received_at: int | None = None,
+    ) -> AppendResult:
+        """Append the answer to a query of one channel."""
+        return self.append(ingest.channel_query_entries(state), source=source, received_at=received_at)
+
+    def append_sync(
+        self, response: Payload | Any, *, last_sync_at: str | None = None,
+        received_at: int | None = None,
+    ) -> AppendResult:
+        """Append a `/sync` response: each missed event, then what the response said."""
+        entries = ingest.sync_entries(response, last_sync_at=last_sync_at)
+        return self.append(entries, source="sync", received_at=received_at)
+
+    def append(
+        self,
+        entries: Iterable[Entry | Rejection],
+        *,
+        source: schema.Source | str,
+        connection_id: str | None = None,
+        received_at: int | None = None,
+    ) -> AppendResult:
+        """Append prepared entries in one transaction; rejections go to the quarantine."""
+        src = schema.Source.parse(source)
+        items = list(entries)
+        if self.compression and not self.datastore.codec.active:
+            self._maybe_train(incoming=len(items))
+        when = now_us() if received_at is None else received_at
+        try:
+            return self._append_once(items, src, connection_id, when)
+        except IntegrityError:
+            # Another connection appended to one of our streams since we cached its head.
+            self._heads.clear()
+            return self._append_once(items, src, connection_id, when)
+
+    def _append_once(
+        self, items: list[Entry | Rejection], source: schema.Source, connection_id: str | None,
+        received_at: int,
+    ) -> AppendResult:
+        encode = self.datastore.codec.encode
+        heads = self._heads
+        rows: list[EventRow] = []
+        stored: list[tuple[int, Entry]] = []
+        rejected: list[tuple[int, Rejection]] = []
+        with self.datastore.transaction(commit=True) as c:
+            self._refresh_heads(c)
+            bumped: dict[str, int] = {}
+            try:
+                for index, item in enumerate(items):
+                    if isinstance(item, Rejection):
+                        rejected.append((index, item))
+                        continue
+                    stream = item.stream
+                    version = heads.get(stream)
+                    if version is None:
+                        version = self._load_head(c, stream)
+                    version += 1
+                    heads[stream] = version
+                    bumped.setdefault(stream, version - 1)
+                    codec, state = encode(item.payload)
+                    rows.append((
+                        stream, version, item.type, state, codec, source, received_at,
+                        item.event_at, item.connection_id or connection_id,
+                    ))
+                    stored.append((index, item))
+                positions = self.recorder._insert_rows(c, rows) or []
+                quarantined = [
+                    Quarantined(index, r.reason, self._quarantine(c, r, source, connection_id, received_at))
+                    for index, r in rejected
+                ]
+                if self.listeners and stored:
+                    appended = [AppendedEntry(p, e) for p, (_, e) in zip(positions, stored)]
+                    for listener in self.listeners:
+                        listener.appended(c, appended)
+            except BaseException:
+                # The transaction rolls back: so must the stream heads we advanced.
+                for stream, previous in bumped.items():
+                    heads[stream] = previous
+                raise
+        if self._raw_rows is not None:
+            self._raw_rows += sum(
+                1 for r in rows if r[4] == RAW and len(r[3]) >= MIN_COMPRESS_SIZE
+            )
+        result: list[int | None] = [None] * len(items)
+        for position, (index, _) in zip(positions, stored):
+            result[index] = position
+        return AppendResult(result, quarantined)
+
+    def _refresh_heads(self, c: apsw.Cursor) -> None:
+        # data_version changes when another connection commits: then cached heads may be stale.
+        version = c.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._data_version:
+            self._heads.clear()
+            self._data_version = version
+
+    def _load_head(self, c: apsw.Cursor, stream: str) -> int:
+        row = c.execute(
+            f"SELECT MAX(originator_version) FROM {self.recorder.events_table_name} "
+            "WHERE originator_id=?",
+            (stream,),
+        ).fetchone()
+        return 0 if row is None or row[0] is None else row[0]
+
+    def _quarantine(
+        self, c: apsw.Cursor, rejection: Rejection, source: schema.Source,
+        connection_id: str | None, received_at: int,
+    ) -> int:
+        codec, raw = self.datastore.codec.encode_plain(rejection.payload)
+        c.execute(
+            "INSERT INTO quarantine (received_at, source, connection_id, reason, size, codec, raw) "
+            "VALUES (?,?,?,?,?,?,?)",
+            (received_at, source, connection_id, rejection.reason, len(rejection.payload), codec, raw),
+        )
+        return c.connection.last_insert_rowid()
+
+    # -- compression ---------------------------------------------------------------------------
+
+    def _maybe_train(self, incoming: int) -> None:
+        if self._raw_rows is None:
+            with self.datastore.transaction(commit=False) as c:
+                self._raw_rows = c.execute(
+                    f"SELECT COUNT(*) FROM {self.recorder.events_table_name} "
+                    "WHERE codec=? AND length(state)>=?",
+                    (RAW, MIN_COMPRESS_SIZE),
+                ).fetchone()[0]
+        if self._raw_rows >= TRAIN_AFTER_EVENTS:
+            self.train_dictionary()
+
+    def train_dictionary(self) -> int | None:
+        """Train the compression dictionary on the newest payloads and re-encode raw rows with it.
+
+        Returns the dictionary id, or None when there are too few payloads to learn from.
+        Re-encoding changes only how bytes are kept: each decompresses to exactly what arrived.
+        """
+        table = self.recorder.events_table_name
+        codec = self.datastore.codec
+        with self.datastore.transaction(commit=True) as c:
+            samples = [
+                codec.decode(k, s)
+                for k, s in c.execute(
+                    f"SELECT codec, state FROM {table} WHERE length(state)>=? "
+                    "ORDER BY rowid DESC LIMIT ?",
+                    (MIN_COMPRESS_SIZE, TRAIN_SAMPLE_EVENTS),
+                )
+            ]
+            if len(samples) < 64:
+                return None
+            try:
+                dictionary_id = codec.train(c, samples, trained_on=len(samples))
+            except zstandard.ZstdError:
+                return None  # samples too uniform or too few to learn from; try again later
+            raw_rows = c.execute(
+                f"SELECT rowid, state FROM {table} WHERE codec=? AND length(state)>=?",
+                (RAW, MIN_COMPRESS_SIZE),
+            ).fetchall()
+            c.executemany(
+                f"UPDATE {table} SET codec=?, state=? WHERE rowid=?",
+                ((*codec.encode(state), rowid) for rowid, state in raw_rows),
+            )
+        self._raw_rows = 0
+        return dictionary_id
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def entries(
+        self,
+        *,
+        stream: str | None = None,
+        types: Sequence[str] = (),
+        since: int | None = None,
+        until: int | None = None,
+        after: int | None = None,
+        limit: int | None = None,
+        newest_first: bool = False,
+    ) -> list[LogEntry]:
+        """Entries of the log, oldest first (or newest first), filtered.
+
+        `since` and `until` are epoch microseconds compared with the event's own time, or with
+        the time it arrived for entries that carry none; `after` is a log position (exclusive).
+        """
+        clauses: list[str] = []
+        params: list[Any] = []
+        if stream is not None:
+            clauses.append("originator_id=?")
+            params.append(stream)
+        if types:
+            clauses.append(f"topic IN ({','.join('?' * len(types))})")
+            params.extend(types)
+        if since is not None:
+            clauses.append("COALESCE(event_at, received_at)>=?")
+            params.append(since)
+        if until is not None:
+            clauses.append("COALESCE(event_at, received_at)<=?")
+            params.append(until)
+        if after is not None:
+            clauses.append("rowid<?" if newest_first else "rowid>?")
+            params.append(after)
+        where = f"WHERE {' AND '.join(clauses)} " if clauses else ""
+        order = "DESC" if newest_first else "ASC"
+        statement = (
+            "SELECT rowid, originator_id, originator_version, topic, source, received_at, event_at,"
+            f" connection_id, codec, state FROM {self.recorder.events_table_name} {where}"
+            f"ORDER BY rowid {order}"
+        )
+        if limit is not None:
+            statement += " LIMIT ?"
+            params.append(limit)
+        decode = self.datastore.codec.decode
+        with self.datastore.transaction(commit=False) as c:
+            return [
+                LogEntry(
+                    position=row[0],
+                    stream=row[1],
+                    version=row[2],
+                    type=row[3],
+                    source=_source_name(row[4]),
+                    received_at=row[5],
+                    event_at=row[6],
+                    connection_id=row[7],
+                    payload=decode(row[8], row[9]),
+                )
+                for row in c.execute(statement, params)
+            ]
+
+    def iter_entries(self, *, batch: int = 1_000, **filters: Any) -> Iterator[LogEntry]:
+        """All matching entries, read in short transactions of `batch` rows.
+
+        Short read transactions let the WAL reset while a long scan runs.
+        """
+        after: int | None = filters.pop("after", None)
+        while True:
+            page = self.entries(after=after, limit=batch, **filters)
+            yield from page
+            if len(page) < batch:
+                return
+            after = page[-1].position
+
+    def quarantine(self, *, limit: int | None = None) -> list[dict[str, Any]]:
+        """Refused input, newest first: the reason and the bytes as they arrived."""
+        statement = (
+            "SELECT id, received_at, source, connection_id, reason, size, codec, raw "
+            "FROM quarantine ORDER BY id DESC"
+        )
+        params: tuple[Any, ...] = ()
+        if limit is not None:
+            statement += " LIMIT ?"
+            params = (limit,)
+        decode = self.datastore.codec.decode
+        with self.datastore.transaction(commit=False) as c:
+            return [
+                {
+                    "id": qid,
+                    "received_at": received_at,
+                    "source": _source_name(source),
+                    "connection_id": connection_id,
+                    "reason": reason,
+                    "size": size,
+                    "raw": decode(codec, raw),
+                }
+                for qid, received_at, source, connection_id, reason, size, codec, raw in c.execute(
+                    statement, params
+                )
+            ]
+
+    def max_position(self) -> int:
+        return self.recorder.max_notification_id() or 0
+
+    def stats(self) -> dict[str, Any]:
+        """Counts and sizes: entries by source and type, streams, payload and file bytes."""
+        table = self.recorder.events_table_name
+        with self.datastore.transaction(commit=False) as c:
+            c.connection.create_scalar_function("payload_size", _payload_size, 2, deterministic=True)
+            events, payload, stored, streams = c.execute(
+                f"SELECT COUNT(*), COALESCE(SUM(payload_size(codec, state)), 0), "
+                f"COALESCE(SUM(length(state)), 0), COUNT(DISTINCT originator_id) FROM {table}"
+            ).fetchone()
+            by_type = dict(
+                c.execute(f"SELECT topic, COUNT(*) FROM {table} GROUP BY topic ORDER BY 2 DESC")
+            )
+            by_source = {
+                _source_name(s): n
+                for s, n in c.execute(f"SELECT source, COUNT(*) FROM {table} GROUP BY source")
+            }
+            quarantined = c.execute("SELECT COUNT(*) FROM quarantine").fetchone()[0]
+            dictionaries = c.execute("SELECT COUNT(*) FROM zstd_dictionaries").fetchone()[0]
+            channels = c.execute(
+                f"SELECT COUNT(DISTINCT originator_id) FROM {table} WHERE originator_id LIKE '%:%'"
+                " AND source != ?", (schema.Source.LOCAL,)
+            ).fetchone()[0]
+            page_size = c.execute("PRAGMA page_size").fetchone()[0]
+            pages = c.execute("PRAGMA page_count").fetchone()[0]
+        file_bytes = page_size * pages
+        if self.datastore.path is not None:
+            file_bytes = sum(
+                p.stat().st_size
+                for p in (self.datastore.path, Path(f"{self.datastore.path}-wal"))
+                if p.exists()
+            )
+        return {
+            "events": events,
+            "streams": streams,
+            "channels": channels,
+            "quarantined": quarantined,
+            "payload_bytes": payload,
+            "stored_payload_bytes": stored,
+            "compression_ratio": round(payload / stored, 2) if stored else None,
+            "dictionaries": dictionaries,
+            "file_bytes": file_bytes,
+            "by_source": by_source,
+            "by_type": by_type,
+        }
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def checkpoint(self) -> None:
+        self.datastore.checkpoint()
+
+    def close(self) -> None:
+        self.datastore.close()
+
+    def __enter__(self) -> EventLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _payload_size(codec: int, state: bytes) -> int:
+    if codec == RAW:
+        return len(state)
+    size = zstandard.frame_content_size(state)
+    return size if size >= 0 else len(state)
+
+
+def _source_name(value: int) -> str:
+    try:
+        return schema.Source(value).name.lower()
+    except ValueError:
+        return str(value)
+
+
+__all__ = [
+    "AppendListener",
+    "AppendResult",
+    "AppendedEntry",
+    "EventLog",
+    "LogEntry",
+    "Quarantined",
+    "StoreError",
+]

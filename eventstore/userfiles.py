@@ -1,0 +1,102 @@
+"""Per-user database files: `<data dir>/<encoded user id>.chatledger`.
+
+A user id is the backend's string and may hold anything: `../x`, `a/b`, `.`, `CON`, upper and
+lower case, ten thousand characters. The file name must never leave the data directory, never be a
+name the operating system reserves, and never collide with another user's file, including on
+case-insensitive file systems. So the encoding keeps only lower-case ASCII letters, digits, `-`
+and `_` as they are and writes every other byte of the UTF-8 id as `~XX` (upper-case hex): the
+name is injective, case-stable and made of safe characters. Names too long for a file system end
+in a hash of the whole id; the id itself is stored in the file and checked on open.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+
+SUFFIX = ".chatledger"
+# The files SQLite keeps beside the database in WAL mode.
+COMPANION_SUFFIXES = ("", "-wal", "-shm", "-journal")
+
+_SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789-_")
+# Windows device names are reserved with any extension and in any case.
+_RESERVED = re.compile(r"^(con|prn|aux|nul|com[0-9]|lpt[0-9])$")
+# Most file systems allow 255 bytes per name; leave room for the suffix and "-wal".
+_MAX_STEM = 200
+_HASHED_PREFIX = 120
+
+
+class UserIdError(ValueError):
+    """A user id that cannot name a store."""
+
+
+def encode_user_id(user_id: str) -> str:
+    """The file-name stem for `user_id`: safe, reversible for short ids, collision-free."""
+    if not isinstance(user_id, str):
+        raise UserIdError(f"a user id must be a string, not {type(user_id).__name__}")
+    if not user_id:
+        raise UserIdError("the user id is empty: every store belongs to one user")
+    if "\x00" in user_id:
+        raise UserIdError("the user id contains a NUL character")
+    stem = "".join(
+        chr(b) if b in _SAFE else f"~{b:02X}" for b in user_id.encode("utf-8", "surrogatepass")
+    )
+    if _RESERVED.match(stem):
+        # Escape the first letter: "con" -> "~63on".
+        stem = f"~{ord(stem[0]):02X}{stem[1:]}"
+    if len(stem) > _MAX_STEM:
+        digest = hashlib.sha256(user_id.encode("utf-8", "surrogatepass")).hexdigest()
+        stem = f"{stem[:_HASHED_PREFIX].rstrip('~0123456789ABCDEF')}~~{digest}"
+    return stem
+
+
+def decode_user_id(stem: str) -> str | None:
+    """The user id a stem was made from, or None when the stem ends in a hash (ask the file)."""
+    if "~~" in stem:
+        return None
+    out = bytearray()
+    i = 0
+    while i < len(stem):
+        if stem[i] == "~":
+            out.append(int(stem[i + 1 : i + 3], 16))
+            i += 3
+        else:
+            out.append(ord(stem[i]))
+            i += 1
+    return out.decode("utf-8", "surrogatepass")
+
+
+def user_db_path(data_dir: str | os.PathLike[str], user_id: str) -> Path:
+    """Where the store of `user_id` lives inside `data_dir`."""
+    path = Path(data_dir) / f"{encode_user_id(user_id)}{SUFFIX}"
+    # The encoding already guarantees this; the check keeps it true if the encoding changes.
+    if path.parent != Path(data_dir):
+        raise UserIdError(f"user id {user_id!r} would leave the data directory")
+    return path
+
+
+def companion_files(db_path: Path) -> list[Path]:
+    """The database file and the files SQLite keeps beside it."""
+    return [db_path.with_name(db_path.name + suffix) for suffix in COMPANION_SUFFIXES]
+
+
+def flush_files(db_path: Path) -> list[Path]:
+    """Delete a store's database and its companions; returns what was removed."""
+    removed = []
+    for path in companion_files(db_path):
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        removed.append(path)
+    return removed
+
+
+def list_user_files(data_dir: str | os.PathLike[str]) -> list[Path]:
+    """Every store in a data directory."""
+    directory = Path(data_dir)
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if p.name.endswith(SUFFIX) and p.is_file())

@@ -1,0 +1,1 @@
+"""Read tables and the queries over them (built from the event log)."""

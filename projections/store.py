@@ -1,0 +1,201 @@
+"""`ChatStore`: the offline store of one user, the object applications hold.
+
+It owns the user's file: the event log, and (as they land) the read tables built from it and the
+local actions recorded in it. Everything the backend sends goes in through `ingest*`, verbatim.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from chatledger.eventstore.datastore import Synchronous
+from chatledger.eventstore.ingest import Payload
+from chatledger.eventstore.log import AppendResult, EventLog, LogEntry, StoreError
+from chatledger.eventstore.schema import Source
+from chatledger.eventstore.userfiles import flush_files, user_db_path
+
+
+class RejectedInput(ValueError):
+    """An item the store refused; it is kept in the quarantine table with `reason`."""
+
+    def __init__(self, reason: str, quarantine_id: int) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.quarantine_id = quarantine_id
+
+
+def default_data_dir() -> Path:
+    """`$CHATLEDGER_DATA_DIR`, else `$XDG_DATA_HOME/chatledger`, else `~/.local/share/chatledger`."""
+    if env := os.environ.get("CHATLEDGER_DATA_DIR"):
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "chatledger"
+
+
+class ChatStore:
+    """The offline store of one user: one SQLite file, opened with `ChatStore.open`.
+
+    >>> store = ChatStore.open("/tmp/chat", "alice")                    # doctest: +SKIP
+    >>> store.ingest(b'{"type":"message.new","cid":"messaging:general",...}')  # doctest: +SKIP
+    17
+    """
+
+    def __init__(self, log: EventLog, *, user_id: str | None = None) -> None:
+        self.log = log
+        self.user_id = user_id
+
+    # -- opening -------------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        data_dir: str | os.PathLike[str] | None,
+        user_id: str,
+        *,
+        synchronous: Synchronous = "NORMAL",
+        compression: bool = True,
+        create: bool = True,
+    ) -> ChatStore:
+        """Open the store of `user_id` in `data_dir` (created with mode 0700 when missing).
+
+        `synchronous="FULL"` makes every commit durable against power loss, at a cost in speed;
+        the default `NORMAL` is durable against a crash of the process. `create=False` refuses to
+        create a store that does not exist yet.
+        """
+        directory = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+        path = user_db_path(directory, user_id)
+        if not path.exists():
+            if not create:
+                raise StoreError(f"no store for user {user_id!r} in {directory}")
+            try:
+                directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            except OSError as e:
+                raise StoreError(f"cannot create the data directory {directory}: {e.strerror}") from e
+        log = EventLog.open(path, synchronous=synchronous, compression=compression)
+        try:
+            owner = log.get_meta("user_id")
+            if owner is None:
+                log.set_meta("user_id", user_id)
+            elif owner != user_id:
+                raise StoreError(f"{path} belongs to user {owner!r}, not {user_id!r}")
+        except BaseException:
+            log.close()
+            raise
+        return cls(log, user_id=user_id)
+
+    @classmethod
+    def open_file(
+        cls, path: str | os.PathLike[str], *, synchronous: Synchronous = "NORMAL",
+        compression: bool = True,
+    ) -> ChatStore:
+        """Open a store by its file name (or ":memory:" for a store that lives only in memory)."""
+        log = EventLog.open(Path(path) if path != ":memory:" else path,
+                            synchronous=synchronous, compression=compression)
+        return cls(log, user_id=log.get_meta("user_id"))
+
+    @property
+    def path(self) -> Path | None:
+        return self.log.datastore.path
+
+    # -- ingest --------------------------------------------------------------------------------
+
+    def ingest(
+        self,
+        event: Payload | Any,
+        *,
+        source: Source | str = "websocket",
+        connection_id: str | None = None,
+    ) -> int:
+        """Append one backend event verbatim; returns its log position.
+
+        Raises `RejectedInput` (with the reason) when the event is malformed; it is then kept in
+        the quarantine, and nothing else changes.
+        """
+        result = self.log.append_events([event], source=source, connection_id=connection_id)
+        if result.quarantined:
+            q = result.quarantined[0]
+            raise RejectedInput(q.reason, q.quarantine_id)
+        position = result.positions[0]
+        assert position is not None
+        return position
+
+    def ingest_many(
+        self,
+        events: Iterable[Payload | Any],
+        *,
+        source: Source | str = "websocket",
+        connection_id: str | None = None,
+    ) -> AppendResult:
+        """Append a batch of events in one transaction; malformed ones go to the quarantine."""
+        return self.log.append_events(events, source=source, connection_id=connection_id)
+
+    def ingest_query_channels(
+        self,
+        response: Payload | Any,
+        *,
+        filter: dict[str, Any] | None = None,
+        sort: list[Any] | None = None,
+    ) -> AppendResult:
+        """Append a query-channels response (and the filter and sort that asked for it)."""
+        return self.log.append_query_channels(response, filter=filter, sort=sort)
+
+    def ingest_channel_state(self, state: Payload | Any) -> AppendResult:
+        """Append the state of one channel, as a channel query returns it."""
+        return self.log.append_channel_state(state)
+
+    def ingest_sync(self, response: Payload | Any, *, last_sync_at: str | None = None) -> AppendResult:
+        """Append a `/sync` response: the missed events, in order."""
+        return self.log.append_sync(response, last_sync_at=last_sync_at)
+
+    # -- reading the log -----------------------------------------------------------------------
+
+    def history(
+        self,
+        *,
+        cid: str | None = None,
+        types: Iterable[str] = (),
+        since: int | None = None,
+        until: int | None = None,
+        limit: int | None = None,
+        newest_first: bool = False,
+    ) -> list[LogEntry]:
+        """The audit history: log entries, filtered by channel, type and time (epoch µs)."""
+        return self.log.entries(
+            stream=cid, types=tuple(types), since=since, until=until, limit=limit,
+            newest_first=newest_first,
+        )
+
+    def quarantine(self, *, limit: int | None = None) -> list[dict[str, Any]]:
+        """Input the store refused, newest first, with the reason and the bytes as they arrived."""
+        return self.log.quarantine(limit=limit)
+
+    def stats(self) -> dict[str, Any]:
+        stats = self.log.stats()
+        stats["user_id"] = self.user_id
+        stats["path"] = str(self.path) if self.path else ":memory:"
+        return stats
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self.log.close()
+
+    def flush(self) -> list[Path]:
+        """Log out: close the store and delete its files (database, -wal, -shm)."""
+        self.close()
+        return flush_files(self.path) if self.path is not None else []
+
+    @staticmethod
+    def flush_user(data_dir: str | os.PathLike[str] | None, user_id: str) -> list[Path]:
+        """Delete the store of `user_id` without opening it; returns the files removed."""
+        directory = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+        return flush_files(user_db_path(directory, user_id))
+
+    def __enter__(self) -> ChatStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,1 @@
+"""Talking to the chat backend: adapter, replayer, reconnect catch-up, development server."""
