@@ -267,6 +267,11 @@ class APSWDatastore:
         with self._write_lock, library_errors():
             self.writer.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_TRUNCATE)
 
+    def vacuum(self) -> None:
+        """Repack the file: pages left part-empty by rewritten rows are given back."""
+        with self._write_lock, library_errors():
+            self.writer.execute("VACUUM")
+
     @property
     def closed(self) -> bool:
         return self._closed

@@ -357,6 +357,9 @@ class EventLog:
                 ((*codec.encode(state), rowid) for rowid, state in raw_rows),
             )
         self._raw_rows = 0
+        # The re-encoded rows left their pages mostly empty. The file is still small (training
+        # happens early), so repacking it now is cheap and keeps it small for good.
+        self.datastore.vacuum()
         return dictionary_id
 
     # -- reading -------------------------------------------------------------------------------

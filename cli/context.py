@@ -1,0 +1,47 @@
+"""What every command shares: the store the global options name, and how to fail."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NoReturn
+
+import click
+
+from chatledger.projections.store import ChatStore
+
+
+class Context:
+    """What the global options said, and the store they name (opened on first use)."""
+
+    def __init__(self, data_dir: Path, user: str | None, synchronous: str) -> None:
+        self.data_dir = data_dir
+        self.user = user
+        self.synchronous = synchronous
+        self._store: ChatStore | None = None
+
+    def require_user(self) -> str:
+        if not self.user:
+            raise click.UsageError(
+                "no user given: pass --user ID (or set CHATLEDGER_USER) to choose whose store to use"
+            )
+        return self.user
+
+    def store(self, *, create: bool = True) -> ChatStore:
+        if self._store is None:
+            self._store = ChatStore.open(
+                self.data_dir, self.require_user(), synchronous=self.synchronous,  # type: ignore[arg-type]
+                create=create,
+            )
+        return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+
+pass_context = click.make_pass_decorator(Context)
+
+
+def fail(message: str) -> NoReturn:
+    raise click.ClickException(message)

@@ -1,0 +1,73 @@
+"""The `chatledger` command: the group, its global options, and one-line errors."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from chatledger.cli.admin import flush_command, quarantine_command, stats_command
+from chatledger.cli.context import Context, fail
+from chatledger.cli.history import log_command
+from chatledger.cli.importing import import_command
+from chatledger.eventstore.log import StoreError
+from chatledger.eventstore.userfiles import UserIdError
+from chatledger.eventstore.wire import WireError
+from chatledger.projections.store import default_data_dir
+
+
+class ChatledgerGroup(click.Group):
+    """Turns the store's own errors into one-line messages and a non-zero exit."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (StoreError, UserIdError, WireError, OSError) as e:
+            fail(str(e))
+
+
+@click.group(cls=ChatledgerGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="CHATLEDGER_DATA_DIR",
+    default=None,
+    help="Directory of the per-user store files [env CHATLEDGER_DATA_DIR; "
+    "default $XDG_DATA_HOME/chatledger].",
+)
+@click.option("--user", "-u", envvar="CHATLEDGER_USER", help="Whose store [env CHATLEDGER_USER].")
+@click.option(
+    "--synchronous",
+    type=click.Choice(["NORMAL", "FULL"], case_sensitive=False),
+    default="NORMAL",
+    show_default=True,
+    help="FULL makes every commit durable against power loss, at a cost in speed.",
+)
+@click.version_option(package_name="chatledger")
+@click.pass_context
+def cli(ctx: click.Context, data_dir: Path | None, user: str | None, synchronous: str) -> None:
+    """chatledger: an offline, event-sourced store of chat data, one SQLite file per user.
+
+    \b
+    Examples:
+      chatledger --user alice import events.jsonl
+      chatledger --user alice log --cid messaging:general --limit 20
+      chatledger --user alice stats
+    """
+    context = Context(data_dir or default_data_dir(), user, synchronous.upper())
+    ctx.obj = context
+    ctx.call_on_close(context.close)
+
+
+for command in (import_command, log_command, stats_command, quarantine_command, flush_command):
+    cli.add_command(command)
+
+
+def main() -> None:
+    try:
+        cli(prog_name="chatledger")
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        sys.exit(130)
