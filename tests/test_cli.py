@@ -1,0 +1,150 @@
+"""The command line: import, log, stats, quarantine, flush; clear errors, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from chatledger.cli.main import cli
+from fixtures import message_new, query_channels_response, reaction_new, sync_response
+
+
+@pytest.fixture()
+def run(tmp_path: Path):
+    runner = CliRunner()
+
+    def invoke(*args: str, input: bytes | str | None = None, user: str | None = "alice"):
+        base = ["--data-dir", str(tmp_path / "data")] + (["--user", user] if user else [])
+        return runner.invoke(cli, [*base, *args], input=input, catch_exceptions=False)
+
+    return invoke
+
+
+def events_file(tmp_path: Path, lines: list[bytes]) -> Path:
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path
+
+
+def test_import_then_log_as_json_gives_back_the_exact_bytes(run, tmp_path: Path) -> None:
+    lines = [message_new(mid=f"m{i}") for i in range(3)] + [reaction_new()]
+    result = run("import", str(events_file(tmp_path, lines)))
+    assert result.exit_code == 0, result.output
+    assert "Imported 4 of 4" in result.output
+    out = run("log", "--json")
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [r["position"] for r in rows] == [1, 2, 3, 4]
+    assert rows[3]["type"] == "reaction.new" and rows[3]["source"] == "import"
+    # The event is embedded verbatim.
+    assert out.stdout_bytes.splitlines()[0].endswith(b'"event":' + lines[0] + b"}")
+
+
+def test_import_from_stdin_and_of_responses(run) -> None:
+    assert run("import", "-", input=query_channels_response(["messaging:a"])).exit_code == 0
+    assert run("import", "-", input=sync_response([message_new(mid="x")])).exit_code == 0
+    types = [json.loads(line)["type"] for line in run("log", "--json").stdout.splitlines()]
+    assert types == ["chatledger/channel.state", "chatledger/query.result", "message.new",
+                     "chatledger/sync.result"]
+
+
+def test_pretty_printed_document_is_one_item(run, tmp_path: Path) -> None:
+    path = tmp_path / "pretty.json"
+    path.write_text(json.dumps(json.loads(message_new()), indent=2))
+    result = run("import", str(path))
+    assert result.exit_code == 0 and "Imported 1 of 1" in result.output
+
+
+def test_bad_lines_are_quarantined_and_the_exit_status_says_so(run, tmp_path: Path) -> None:
+    path = events_file(tmp_path, [message_new(), b"{not json", b'{"type": 3}', reaction_new()])
+    result = run("import", str(path))
+    assert result.exit_code == 1
+    assert "2 of 4 items were quarantined" in result.output
+    assert "line 2" in result.output
+    assert "Traceback" not in result.output
+    q = run("quarantine", "--json")
+    reasons = [json.loads(line)["reason"] for line in q.stdout.splitlines()]
+    assert reasons[1].startswith("line 2") and reasons[0].startswith("line 3")
+    assert json.loads(run("stats", "--json").stdout)["quarantined"] == 2
+
+
+def test_log_filters(run, tmp_path: Path) -> None:
+    run("import", str(events_file(tmp_path, [
+        message_new("messaging:a", "m1", at="2026-11-01T00:00:00Z"),
+        reaction_new("messaging:a", "m1", at="2026-11-02T00:00:00Z"),
+        message_new("messaging:b", "m2", at="2026-11-03T00:00:00Z"),
+    ])))
+
+    def positions(*args: str) -> list[int]:
+        result = run("log", "--json", *args)
+        assert result.exit_code == 0, result.output
+        return [json.loads(line)["position"] for line in result.stdout.splitlines()]
+
+    assert positions("--cid", "messaging:a") == [1, 2]
+    assert positions("--type", "message.new") == [1, 3]
+    assert positions("--since", "2026-11-02") == [2, 3]
+    assert positions("--until", "2026-11-02T00:00:00Z") == [1, 2]
+    assert positions("--limit", "1", "--newest-first") == [3]
+    human = run("log", "--cid", "messaging:a")
+    assert "reaction.new" in human.output and "messaging:b" not in human.output
+
+
+def test_stats(run, tmp_path: Path) -> None:
+    run("import", str(events_file(tmp_path, [message_new(), reaction_new()])))
+    stats = json.loads(run("stats", "--json").stdout)
+    assert stats["events"] == 2 and stats["channels"] == 1 and stats["user_id"] == "alice"
+    assert stats["by_type"] == {"message.new": 1, "reaction.new": 1}
+    assert "events" in run("stats").output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["log", "--since", "someday"], "is not a time"),
+        (["log", "--limit", "0"], "0"),
+        (["import", "/no/such/file"], "No such file"),
+    ],
+)
+def test_bad_input_is_one_line_and_non_zero(run, args: list[str], message: str) -> None:
+    run("import", "-", input=message_new())
+    result = run(*args)
+    assert result.exit_code != 0
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_reading_a_store_that_does_not_exist_is_an_error(run) -> None:
+    result = run("log", user="nobody")
+    assert result.exit_code == 1 and "no store for user 'nobody'" in result.output
+
+
+def test_a_user_is_required(run) -> None:
+    result = run("stats", user=None)
+    assert result.exit_code == 2 and "--user" in result.output
+
+
+def test_flush_asks_first(run, tmp_path: Path) -> None:
+    run("import", "-", input=message_new())
+    declined = run("flush", input="n\n")
+    assert declined.exit_code == 1 and (tmp_path / "data" / "alice.chatledger").exists()
+    done = run("flush", "--yes")
+    assert done.exit_code == 0
+    assert list((tmp_path / "data").iterdir()) == []
+    assert run("flush", "--yes").exit_code == 1
+
+
+def test_the_installed_command_runs(tmp_path: Path) -> None:
+    data = str(tmp_path / "d")
+    env_cmd = [sys.executable, "-c", "from chatledger.cli.main import main; main()"]
+    proc = subprocess.run(
+        [*env_cmd, "--data-dir", data, "--user", "zoe", "import", "-"],
+        input=b"garbage\n", capture_output=True, timeout=60,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.decode().startswith("Error: 1 of 1 items were quarantined")
+    assert b"Traceback" not in proc.stderr
+    assert len(proc.stderr.decode().strip().splitlines()) == 1
