@@ -4,6 +4,7 @@ The log stores every payload verbatim, so the hot path (`decode_event`) decodes 
 indexes (type, time, channel) and lets msgspec skip everything else without building objects.
 Responses that carry many payloads (query channels, sync) are split into `msgspec.Raw` slices of
 the original buffer: no payload is ever re-encoded, so what is stored is exactly what arrived.
+(They are views: pass bytes, not a bytearray that may change while the slices are alive.)
 
 The full models (`Event`, `Message`, `Channel`, ...) are for projections. Every optional field is
 `T | None = None`, so absent and null read the same and decoding never trips over the nulls the
@@ -65,7 +66,7 @@ __all__ = [
 
 
 class WireError(ValueError):
-    """A payload the store cannot accept; `reason` is a short human sentence for logs and quarantine."""
+    """A payload the store cannot accept; `reason` is a short sentence for logs and quarantine."""
 
     reason: str
 
@@ -93,7 +94,7 @@ _KIND_WORDS = {
 
 
 def _path(prefix: str, at: str | None) -> str:
-    """`$.message.user.id` relative to `prefix` as `message.user.id` (msgspec's path, without `$.`)."""
+    """msgspec's path (`$.message.user.id`) under `prefix`, written `message.user.id`."""
     at = (at or "").lstrip(".")
     if prefix and at:
         return f"{prefix}{'' if at.startswith('[') else '.'}{at}"
@@ -165,7 +166,9 @@ UNSET_TIME = "0001-01-01T00:00:00Z"
 
 _US_PER_DAY = 86_400_000_000
 _TIME_RE = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:[.,](\d{1,9}))?(?:[Zz]|([+-])(\d{2}):(\d{2}))",
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})"  # date, time
+    r"(?:[.,](\d{1,9}))?"  # fraction ("," is ISO 8601's; fromisoformat takes it too)
+    r"(?:[Zz]|([+-])(\d{2}):(\d{2}))",  # offset
     re.ASCII,
 )
 _MONTH_DAYS = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
@@ -220,10 +223,11 @@ def _parse_time_slow(value: str) -> int | None:
         raise WireError(f"not a valid time: {value[:64]!r}")
     base = (_days_from_civil(year, month, day) * 1440 + hour * 60 + minute) * 60_000_000
     micros = int(fraction[:6].ljust(6, "0")) if fraction else 0
-    if sign is None and base != _UNSET_US:  # the sentinel's minute must keep taking this path
-        if len(_MINUTES) >= _MINUTES_MAX:
-            _MINUTES.clear()
-        _MINUTES[value[:16]] = base
+    if sign is None:
+        if base != _UNSET_US:  # the sentinel's minute keeps taking this path (it maps to None)
+            if len(_MINUTES) >= _MINUTES_MAX:
+                _MINUTES.clear()
+            _MINUTES[value[:16]] = base
     else:
         off_h, off_m = int(off_hour), int(off_minute)
         if off_h > 23 or off_m > 59:
@@ -387,7 +391,7 @@ _QUERY_CHANNELS_DECODER = msgspec.json.Decoder(_WireQueryChannels)
 
 
 def decode_query_channels(raw: Buffer) -> QueryChannelsResponse:
-    """Split a query-channels answer; WireError unless `channels` is a list of objects (null = [])."""
+    """Split a query-channels answer; WireError unless `channels` lists objects (null = [])."""
     wire = _decode(_QUERY_CHANNELS_DECODER, raw)
     channels = wire.channels if wire.channels is not None else []
     _require_objects(channels, "channels")
@@ -870,7 +874,7 @@ _M = TypeVar("_M", bound=msgspec.Struct)
 
 
 def decode_model(raw: Buffer, model: type[_M]) -> _M:
-    """Decode one object (Message, ChannelState, ...) with WireError reasons; decoders are cached."""
+    """Decode one object (Message, ChannelState, ...) with WireError reasons; cached decoders."""
     decoder = _MODEL_DECODERS.get(model)
     if decoder is None:
         decoder = _MODEL_DECODERS[model] = msgspec.json.Decoder(model)
