@@ -14,6 +14,7 @@ import click
 # name -> (module, one-line help shown even when the module cannot be imported)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "ingest": ("benchmarks.ingest", "Append throughput: chatledger's log vs raw APSW vs stock eventsourcing."),
+    "sample": ("benchmarks.sample", "Write generated events as JSON lines (to try the store out)."),
     # Planned, each as its own module defining `command`:
     # "project": ("benchmarks.project", "Projection of the log into read tables."),
     # "rebuild": ("benchmarks.rebuild", "Rebuild of the read tables by replay."),

@@ -6,8 +6,9 @@ import click
 from rich.table import Table
 
 from chatledger.cli.context import Context, fail, pass_context
-from chatledger.cli.output import console, echo_json, format_time
+from chatledger.cli.output import console, echo_json, format_time, iso_time
 from chatledger.eventstore.userfiles import user_db_path
+from chatledger.projections.store import ChatStore
 
 
 @click.command("stats")
@@ -66,7 +67,8 @@ def quarantine_command(ctx: Context, limit: int, as_json: bool) -> None:
     if as_json:
         for item in items:
             raw = item["raw"]
-            echo_json({**item, "raw": raw.decode("utf-8", "replace")})
+            echo_json({**item, "received_at": iso_time(item["received_at"]),
+                       "raw": raw.decode("utf-8", "replace")})
         return
     if not items:
         click.echo("Nothing is quarantined.")
@@ -97,7 +99,9 @@ def flush_command(ctx: Context, yes: bool) -> None:
         fail(f"no store for user {user!r} in {ctx.data_dir}")
     if not yes:
         click.confirm(f"Delete the store of {user!r} ({path})?", abort=True)
-    removed = ctx.store(create=False).flush()
+    # Deleted without opening: a store that cannot be opened (damaged, from a newer version)
+    # can still be logged out of.
+    removed = ChatStore.flush_user(ctx.data_dir, user)
     click.echo(f"Deleted {len(removed)} file(s) of {user!r}.")
 
 

@@ -13,10 +13,13 @@ from chatledger.projections.store import ChatStore
 class Context:
     """What the global options said, and the store they name (opened on first use)."""
 
-    def __init__(self, data_dir: Path, user: str | None, synchronous: str) -> None:
+    def __init__(
+        self, data_dir: Path, user: str | None, synchronous: str, lock_timeout: float = 5.0
+    ) -> None:
         self.data_dir = data_dir
         self.user = user
         self.synchronous = synchronous
+        self.lock_timeout = lock_timeout
         self._store: ChatStore | None = None
 
     def require_user(self) -> str:
@@ -30,7 +33,7 @@ class Context:
         if self._store is None:
             self._store = ChatStore.open(
                 self.data_dir, self.require_user(), synchronous=self.synchronous,  # type: ignore[arg-type]
-                create=create,
+                create=create, lock_timeout=self.lock_timeout,
             )
         return self._store
 

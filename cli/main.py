@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from eventsourcing.persistence import PersistenceError
 
 from chatledger.cli.admin import flush_command, quarantine_command, stats_command
 from chatledger.cli.context import Context, fail
@@ -24,8 +25,8 @@ class ChatledgerGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (StoreError, UserIdError, WireError, OSError) as e:
-            fail(str(e))
+        except (StoreError, UserIdError, WireError, PersistenceError, OSError) as e:
+            fail(str(e) or type(e).__name__)
 
 
 @click.group(cls=ChatledgerGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -45,9 +46,20 @@ class ChatledgerGroup(click.Group):
     show_default=True,
     help="FULL makes every commit durable against power loss, at a cost in speed.",
 )
+@click.option(
+    "--lock-timeout",
+    type=click.FloatRange(min=0),
+    default=5.0,
+    show_default=True,
+    envvar="CHATLEDGER_LOCK_TIMEOUT",
+    help="Seconds to wait while another process is writing the store [env CHATLEDGER_LOCK_TIMEOUT].",
+)
 @click.version_option(package_name="chatledger")
 @click.pass_context
-def cli(ctx: click.Context, data_dir: Path | None, user: str | None, synchronous: str) -> None:
+def cli(
+    ctx: click.Context, data_dir: Path | None, user: str | None, synchronous: str,
+    lock_timeout: float,
+) -> None:
     """chatledger: an offline, event-sourced store of chat data, one SQLite file per user.
 
     \b
@@ -56,7 +68,7 @@ def cli(ctx: click.Context, data_dir: Path | None, user: str | None, synchronous
       chatledger --user alice log --cid messaging:general --limit 20
       chatledger --user alice stats
     """
-    context = Context(data_dir or default_data_dir(), user, synchronous.upper())
+    context = Context(data_dir or default_data_dir(), user, synchronous.upper(), lock_timeout)
     ctx.obj = context
     ctx.call_on_close(context.close)
 

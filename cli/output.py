@@ -19,7 +19,11 @@ _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def console(err: bool = False) -> Console:
-    return Console(stderr=err, highlight=False, soft_wrap=False)
+    stream = sys.stderr if err else sys.stdout
+    # Rich assumes 80 columns when output is not a terminal and drops columns to fit; a pipe
+    # or a file should get whole lines instead.
+    width = None if stream.isatty() else 200
+    return Console(stderr=err, highlight=False, soft_wrap=False, width=width)
 
 
 def parse_when(text: str, *, now_us: int | None = None) -> int:

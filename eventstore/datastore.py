@@ -38,6 +38,7 @@ DEFAULT_LOCK_TIMEOUT = 5.0
 # Bulk ingest writes many pages per commit; checkpointing every 1,000 pages (the default) made
 # batch ingest a third slower in measurements on this machine kind (see PERF-NOTES).
 DEFAULT_WAL_AUTOCHECKPOINT = 16_000
+WAL_SIZE_LIMIT = 64 * 1024 * 1024
 FILE_MODE = 0o600
 
 _OPEN_FLAGS = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE | apsw.SQLITE_OPEN_URI
@@ -117,7 +118,9 @@ class APSWDatastore:
         if not db_name:
             raise InterfaceError("the database name is empty: give a file path or ':memory:'")
         if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
-            raise InterfaceError(f"synchronous must be NORMAL or FULL, not {synchronous!r}")
+            raise InterfaceError(
+                f"synchronous must be OFF, NORMAL, FULL or EXTRA, not {synchronous!r}"
+            )
         self.db_name = db_name
         self.lock_timeout = lock_timeout
         self.synchronous = synchronous.upper()
@@ -133,7 +136,7 @@ class APSWDatastore:
         self._after_rollback: list[Callable[[], None]] = []
         self._closed = False
         # How payloads are compressed is a property of the file, shared by all its recorders.
-        self.codec = PayloadCodec()
+        self.codec = PayloadCodec(loader=None if self.is_memory else self._load_dictionary)
         self._create_file()
         self.writer = self._connect()
         self._configure_writer(self.writer)
@@ -169,6 +172,8 @@ class APSWDatastore:
                 if mode is None or str(mode[0]).lower() != "wal":
                     raise OperationalError(f"cannot switch {self.db_name} to WAL mode")
                 connection.execute(f"PRAGMA wal_autocheckpoint={int(self.wal_autocheckpoint)}")
+                # After a checkpoint the WAL is cut back to this size rather than kept at its peak.
+                connection.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
             # Re-applied after the journal mode: changing it can reset the sync level.
             connection.execute(f"PRAGMA synchronous={self.synchronous}")
 
@@ -245,6 +250,13 @@ class APSWDatastore:
         hooks, self._after_rollback = self._after_rollback, []
         for hook in hooks:
             hook()
+
+    def _load_dictionary(self, dictionary_id: int) -> tuple[int, bytes] | None:
+        with self.transaction(commit=False) as c:
+            row = c.execute(
+                "SELECT level, data FROM zstd_dictionaries WHERE id=?", (dictionary_id,)
+            ).fetchone()
+        return None if row is None else (row[0], row[1])
 
     # -- change notification -------------------------------------------------------------------
 

@@ -8,13 +8,13 @@ line number in the reason; the import carries on.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO, Literal
 
 import msgspec
 
-from chatledger.eventstore.ingest import MAX_RESPONSE_BYTES, Rejection, event_entry
+from chatledger.eventstore.ingest import MAX_RESPONSE_BYTES, Entry, Rejection, event_entry
 from chatledger.eventstore.log import AppendResult, EventLog
 
 Kind = Literal["auto", "events", "query", "sync", "channel"]
@@ -72,25 +72,58 @@ def import_stream(
     batch_size: int = 1_000,
     on_progress: ProgressCallback | None = None,
 ) -> ImportReport:
-    """Append the contents of a binary stream to the log; see the module docstring for formats."""
+    """Append the contents of a binary stream to the log; see the module docstring for formats.
+
+    With `kind="auto"`, a stream whose first line is a JSON object followed by more lines is read
+    as JSON lines; otherwise the content is read as one document when it parses as one, and as
+    JSON lines (each bad line quarantined) when it does not.
+    """
+    skipped = 0  # blank lines before the first line with content
     first = stream.readline()
-    rest_starts = stream.readline()
-    read = len(first) + len(rest_starts)
-    single_line = not rest_starts.strip()
-    first_is_document = _decodes(first)
-    if kind in ("query", "sync", "channel") or (
-        kind == "auto" and not (first_is_document and not single_line)
-    ):
-        # One JSON document, possibly pretty-printed over many lines.
-        body = first + rest_starts + stream.read(MAX_RESPONSE_BYTES + 1 - read)
+    while first and not first.strip():
+        skipped += 1
+        first = stream.readline()
+    if not first:
+        return ImportReport(kind="events" if kind == "auto" else kind)
+    if kind in ("query", "sync", "channel"):
+        body = first + stream.read(MAX_RESPONSE_BYTES + 1 - len(first))
         if on_progress:
             on_progress(len(body))
         return _import_document(log, body, kind, source)
+    if kind == "events":
+        return _import_lines(log, _chain([first], stream), skipped, source, batch_size, on_progress)
+    second = stream.readline()
+    if _decodes(first) and second.strip():
+        return _import_lines(
+            log, _chain([first, second], stream), skipped, source, batch_size, on_progress
+        )
+    # One document (perhaps pretty-printed), or JSON lines whose first line is broken.
+    body = first + second + stream.read(MAX_RESPONSE_BYTES + 1 - len(first) - len(second))
+    if _decodes(body) or len(body) > MAX_RESPONSE_BYTES:
+        if on_progress:
+            on_progress(len(body))
+        return _import_document(log, body, kind, source)
+    lines = body.splitlines(keepends=True)
+    return _import_lines(log, _chain(lines, stream), skipped, source, batch_size, on_progress)
+
+
+def _chain(lines: list[bytes], stream: BinaryIO) -> Iterator[bytes]:
+    yield from lines
+    yield from stream
+
+
+def _import_lines(
+    log: EventLog,
+    lines: Iterable[bytes],
+    skipped: int,
+    source: str,
+    batch_size: int,
+    on_progress: ProgressCallback | None,
+) -> ImportReport:
     report = ImportReport(kind="events")
-    batch: list[object] = []
-    line_number = 0
-    for line in _lines(first, rest_starts, stream):
-        line_number += 1
+    batch: list[Entry | Rejection] = []
+    read = skipped
+    for line_number, line in enumerate(lines, start=skipped + 1):
         read += len(line)
         if not line.strip():
             continue
@@ -99,27 +132,20 @@ def import_stream(
             entry.reason = f"line {line_number}: {entry.reason}"
         batch.append(entry)
         if len(batch) >= batch_size:
-            report.add(log.append(batch, source=source))  # type: ignore[arg-type]
+            report.add(log.append(batch, source=source))
             batch = []
             if on_progress:
                 on_progress(read)
     if batch:
-        report.add(log.append(batch, source=source))  # type: ignore[arg-type]
+        report.add(log.append(batch, source=source))
     if on_progress:
         on_progress(read)
     return report
 
 
-def _lines(first: bytes, second: bytes, stream: BinaryIO):  # type: ignore[no-untyped-def]
-    yield first
-    if second:
-        yield second
-    yield from stream
-
-
-def _decodes(line: bytes) -> bool:
+def _decodes(data: bytes) -> bool:
     try:
-        msgspec.json.decode(line)
+        msgspec.json.decode(data)
     except (msgspec.DecodeError, ValueError):
         return False
     return True
@@ -135,7 +161,7 @@ def _import_document(log: EventLog, body: bytes, kind: str, source: str) -> Impo
     if kind == "query":
         report.add(log.append_query_channels(body, source=source))
     elif kind == "sync":
-        report.add(log.append_sync(body))
+        report.add(log.append_sync(body, source=source))
     elif kind == "channel":
         report.add(log.append_channel_state(body, source=source))
     else:

@@ -77,19 +77,28 @@ def stream_of(head: wire.EventHead) -> str:
     return cid if cid and cid != "*" else USER_STREAM
 
 
-def event_entry(item: Payload | Any) -> Entry | Rejection:
-    """One backend event."""
+def payload_of(item: Payload | Any) -> bytes | Rejection:
+    """The bytes to keep for an item, or why there are none."""
     try:
         payload = as_bytes(item)
     except wire.WireError as e:
         return Rejection(repr(item).encode("utf-8", "replace"), e.reason)
-    if rejection := _too_big(payload, MAX_EVENT_BYTES):
-        return rejection
+    return _too_big(payload, MAX_EVENT_BYTES) or payload
+
+
+def entry_of(payload: bytes) -> Entry | Rejection:
+    """The entry for one backend event's bytes."""
     try:
         head = wire.decode_event(payload)
     except wire.WireError as e:
         return Rejection(payload, e.reason)
     return Entry(stream_of(head), head.type, payload, head.created_at, head.connection_id)
+
+
+def event_entry(item: Payload | Any) -> Entry | Rejection:
+    """One backend event."""
+    payload = payload_of(item)
+    return payload if isinstance(payload, Rejection) else entry_of(payload)
 
 
 def event_entries(items: Iterable[Payload | Any]) -> Iterator[Entry | Rejection]:

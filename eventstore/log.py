@@ -8,7 +8,8 @@ in the same transaction (the projections) registers an `AppendListener`.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -16,18 +17,21 @@ from typing import Any, Protocol
 import apsw
 import msgspec
 import zstandard
-from eventsourcing.persistence import DatabaseError, IntegrityError, OperationalError
+from eventsourcing.persistence import DatabaseError, OperationalError
 
 from chatledger.eventstore import ingest, schema
 from chatledger.eventstore.codec import MIN_COMPRESS_SIZE, RAW
 from chatledger.eventstore.datastore import APSWDatastore, Synchronous
 from chatledger.eventstore.ingest import Entry, Payload, Rejection
 from chatledger.eventstore.persistence import APSWProcessRecorder, EventRow, now_us
+from chatledger.eventstore.streams import StreamHeads
 
 # Train the compression dictionary once this many payloads are on file: enough samples for a
 # dictionary several times smaller than them, early enough that almost the whole log benefits.
 TRAIN_AFTER_EVENTS = 4_000
 TRAIN_SAMPLE_EVENTS = 20_000
+# Handing a batch to the compression thread pays off from about this many events.
+_BACKGROUND_MIN_BATCH = 64
 
 
 class StoreError(Exception):
@@ -107,9 +111,9 @@ class EventLog:
             self._check_schema_version(c)
         self.compression = compression
         self.listeners: list[AppendListener] = []
-        self._heads: dict[str, int] = {}
-        self._data_version: int | None = None
+        self._heads = StreamHeads(self.recorder.events_table_name)
         self._raw_rows: int | None = None
+        self._encoder: ThreadPoolExecutor | None = None
 
     @classmethod
     def open(
@@ -177,8 +181,15 @@ class EventLog:
         received_at: int | None = None,
     ) -> AppendResult:
         """Append backend events, verbatim, in one transaction."""
-        return self.append(ingest.event_entries(events), source=source,
-                           connection_id=connection_id, received_at=received_at)
+        self._maybe_train()
+        payloads = [ingest.payload_of(e) for e in events]
+        # Compression (native threads, no GIL) runs while this thread decodes the events.
+        encoded = self._encode_in_background(
+            [p if isinstance(p, bytes) else b"" for p in payloads]
+        )
+        entries = [ingest.entry_of(p) if isinstance(p, bytes) else p for p in payloads]
+        return self.append(entries, source=source, connection_id=connection_id,
+                           received_at=received_at, encoded=encoded())
 
     def append_event(self, event: Payload | Any, **envelope: Any) -> AppendResult:
         return self.append_events([event], **envelope)
@@ -205,11 +216,11 @@ class EventLog:
 
     def append_sync(
         self, response: Payload | Any, *, last_sync_at: str | None = None,
-        received_at: int | None = None,
+        source: schema.Source | str = "sync", received_at: int | None = None,
     ) -> AppendResult:
         """Append a `/sync` response: each missed event, then what the response said."""
         entries = ingest.sync_entries(response, last_sync_at=last_sync_at)
-        return self.append(entries, source="sync", received_at=received_at)
+        return self.append(entries, source=source, received_at=received_at)
 
     def append(
         self,
@@ -218,90 +229,83 @@ class EventLog:
         source: schema.Source | str,
         connection_id: str | None = None,
         received_at: int | None = None,
+        encoded: Sequence[tuple[int, bytes]] | None = None,
     ) -> AppendResult:
-        """Append prepared entries in one transaction; rejections go to the quarantine."""
+        """Append prepared entries in one transaction; rejections go to the quarantine.
+
+        `encoded`, when given, holds the (codec, stored bytes) of each entry's payload, in order.
+        """
         src = schema.Source.parse(source)
         items = list(entries)
-        if self.compression and not self.datastore.codec.active:
-            self._maybe_train(incoming=len(items))
-        when = now_us() if received_at is None else received_at
-        try:
-            return self._append_once(items, src, connection_id, when)
-        except IntegrityError:
-            # Another connection appended to one of our streams since we cached its head.
-            self._heads.clear()
-            return self._append_once(items, src, connection_id, when)
-
-    def _append_once(
-        self, items: list[Entry | Rejection], source: schema.Source, connection_id: str | None,
-        received_at: int,
-    ) -> AppendResult:
-        encode = self.datastore.codec.encode
-        heads = self._heads
-        rows: list[EventRow] = []
         stored: list[tuple[int, Entry]] = []
         rejected: list[tuple[int, Rejection]] = []
-        with self.datastore.transaction(commit=True) as c:
-            self._refresh_heads(c)
-            bumped: dict[str, int] = {}
-            try:
-                for index, item in enumerate(items):
-                    if isinstance(item, Rejection):
-                        rejected.append((index, item))
-                        continue
-                    stream = item.stream
-                    version = heads.get(stream)
-                    if version is None:
-                        version = self._load_head(c, stream)
-                    version += 1
-                    heads[stream] = version
-                    bumped.setdefault(stream, version - 1)
-                    codec, state = encode(item.payload)
+        for index, item in enumerate(items):
+            if isinstance(item, Rejection):
+                rejected.append((index, item))
+            else:
+                stored.append((index, item))
+        if encoded is None:
+            self._maybe_train()
+            # Compressed before taking the write lock: the costliest step needs no database.
+            stored_encoded = self._encode([e.payload for _, e in stored])
+        else:
+            stored_encoded = [encoded[index] for index, _ in stored]
+        when = now_us() if received_at is None else received_at
+        return self._append_once(len(items), stored, stored_encoded, rejected, int(src),
+                                 connection_id, when)
+
+    def _append_once(
+        self,
+        count: int,
+        stored: list[tuple[int, Entry]],
+        encoded: list[tuple[int, bytes]],
+        rejected: list[tuple[int, Rejection]],
+        source: int,
+        connection_id: str | None,
+        received_at: int,
+    ) -> AppendResult:
+        heads = self._heads
+        rows: list[EventRow] = []
+        try:
+            with self.datastore.transaction(commit=True) as c:
+                if heads.sync(c):
+                    self._on_foreign_commit(c)
+                for (_, item), (codec, state) in zip(stored, encoded):
                     rows.append((
-                        stream, version, item.type, state, codec, source, received_at,
-                        item.event_at, item.connection_id or connection_id,
+                        item.stream, heads.next_version(c, item.stream), item.type, state, codec,
+                        source, received_at, item.event_at, item.connection_id or connection_id,
                     ))
-                    stored.append((index, item))
                 positions = self.recorder._insert_rows(c, rows) or []
+                heads.appended(c, len(rows), positions[-1] if positions else None)
                 quarantined = [
-                    Quarantined(index, r.reason, self._quarantine(c, r, source, connection_id, received_at))
+                    Quarantined(index, r.reason,
+                                self._quarantine(c, r, source, connection_id, received_at))
                     for index, r in rejected
                 ]
                 if self.listeners and stored:
                     appended = [AppendedEntry(p, e) for p, (_, e) in zip(positions, stored)]
                     for listener in self.listeners:
                         listener.appended(c, appended)
-            except BaseException:
-                # The transaction rolls back: so must the stream heads we advanced.
-                for stream, previous in bumped.items():
-                    heads[stream] = previous
-                raise
+        except BaseException:
+            # The transaction rolled back: the heads advanced in memory are not in the file.
+            heads.invalidate()
+            raise
         if self._raw_rows is not None:
             self._raw_rows += sum(
                 1 for r in rows if r[4] == RAW and len(r[3]) >= MIN_COMPRESS_SIZE
             )
-        result: list[int | None] = [None] * len(items)
+        result: list[int | None] = [None] * count
         for position, (index, _) in zip(positions, stored):
             result[index] = position
         return AppendResult(result, quarantined)
 
-    def _refresh_heads(self, c: apsw.Cursor) -> None:
-        # data_version changes when another connection commits: then cached heads may be stale.
-        version = c.execute("PRAGMA data_version").fetchone()[0]
-        if version != self._data_version:
-            self._heads.clear()
-            self._data_version = version
-
-    def _load_head(self, c: apsw.Cursor, stream: str) -> int:
-        row = c.execute(
-            f"SELECT MAX(originator_version) FROM {self.recorder.events_table_name} "
-            "WHERE originator_id=?",
-            (stream,),
-        ).fetchone()
-        return 0 if row is None or row[0] is None else row[0]
+    def _on_foreign_commit(self, c: apsw.Cursor) -> None:
+        """Another connection wrote to the file: it may have trained a dictionary."""
+        self.datastore.codec.refresh(c)
+        self._raw_rows = None
 
     def _quarantine(
-        self, c: apsw.Cursor, rejection: Rejection, source: schema.Source,
+        self, c: apsw.Cursor, rejection: Rejection, source: int,
         connection_id: str | None, received_at: int,
     ) -> int:
         codec, raw = self.datastore.codec.encode_plain(rejection.payload)
@@ -314,7 +318,22 @@ class EventLog:
 
     # -- compression ---------------------------------------------------------------------------
 
-    def _maybe_train(self, incoming: int) -> None:
+    def _encode(self, payloads: list[bytes]) -> list[tuple[int, bytes]]:
+        if not self.compression:
+            return [(RAW, p) for p in payloads]
+        return self.datastore.codec.encode_many(payloads)
+
+    def _encode_in_background(self, payloads: list[bytes]) -> Callable[[], list[tuple[int, bytes]]]:
+        """Start compressing `payloads`; the returned function waits for the result."""
+        if not (self.compression and self.datastore.codec.active) or len(payloads) < _BACKGROUND_MIN_BATCH:
+            return lambda: self._encode(payloads)
+        if self._encoder is None:
+            self._encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chatledger-zstd")
+        return self._encoder.submit(self._encode, payloads).result
+
+    def _maybe_train(self) -> None:
+        if not self.compression or self.datastore.codec.active:
+            return
         if self._raw_rows is None:
             with self.datastore.transaction(commit=False) as c:
                 self._raw_rows = c.execute(
@@ -333,29 +352,38 @@ class EventLog:
         """
         table = self.recorder.events_table_name
         codec = self.datastore.codec
-        with self.datastore.transaction(commit=True) as c:
-            samples = [
-                codec.decode(k, s)
-                for k, s in c.execute(
-                    f"SELECT codec, state FROM {table} WHERE length(state)>=? "
-                    "ORDER BY rowid DESC LIMIT ?",
-                    (MIN_COMPRESS_SIZE, TRAIN_SAMPLE_EVENTS),
+        dictionary_id: int | None = None
+        try:
+            with self.datastore.transaction(commit=True) as c:
+                codec.refresh(c)  # another connection may have trained one already
+                if codec.active:
+                    return codec.dictionary_id
+                samples = [
+                    codec.decode(k, s)
+                    for k, s in c.execute(
+                        f"SELECT codec, state FROM {table} WHERE length(state)>=? "
+                        "ORDER BY rowid DESC LIMIT ?",
+                        (MIN_COMPRESS_SIZE, TRAIN_SAMPLE_EVENTS),
+                    )
+                ]
+                if len(samples) < 64:
+                    return None
+                try:
+                    dictionary_id = codec.train(c, samples, trained_on=len(samples))
+                except zstandard.ZstdError:
+                    return None  # samples too uniform or too few to learn from; try later
+                raw_rows = c.execute(
+                    f"SELECT rowid, state FROM {table} WHERE codec=? AND length(state)>=?",
+                    (RAW, MIN_COMPRESS_SIZE),
+                ).fetchall()
+                c.executemany(
+                    f"UPDATE {table} SET codec=?, state=? WHERE rowid=?",
+                    ((*codec.encode(state), rowid) for rowid, state in raw_rows),
                 )
-            ]
-            if len(samples) < 64:
-                return None
-            try:
-                dictionary_id = codec.train(c, samples, trained_on=len(samples))
-            except zstandard.ZstdError:
-                return None  # samples too uniform or too few to learn from; try again later
-            raw_rows = c.execute(
-                f"SELECT rowid, state FROM {table} WHERE codec=? AND length(state)>=?",
-                (RAW, MIN_COMPRESS_SIZE),
-            ).fetchall()
-            c.executemany(
-                f"UPDATE {table} SET codec=?, state=? WHERE rowid=?",
-                ((*codec.encode(state), rowid) for rowid, state in raw_rows),
-            )
+        except BaseException:
+            if dictionary_id is not None:
+                codec.forget_since(dictionary_id)  # it never reached the file
+            raise
         self._raw_rows = 0
         # The re-encoded rows left their pages mostly empty. The file is still small (training
         # happens early), so repacking it now is cheap and keeps it small for good.
@@ -518,6 +546,14 @@ class EventLog:
         self.datastore.checkpoint()
 
     def close(self) -> None:
+        if not self.datastore.closed and self._heads.pending:
+            # Write the heads down so the next open need not scan for them.
+            with self.datastore.transaction(commit=True) as c:
+                self._heads.sync(c)
+                self._heads.persist(c, self.recorder._max_notification_id(c) or 0)
+        if self._encoder is not None:
+            self._encoder.shutdown()
+            self._encoder = None
         self.datastore.close()
 
     def __enter__(self) -> EventLog:

@@ -105,6 +105,7 @@ class APSWAggregateRecorder(APSWRecorder, AggregateRecorder):
         return [
             *super().create_table_statements(),
             *schema.events_table(self.events_table_name),
+            schema.STREAMS_TABLE,
             schema.DICTIONARIES_TABLE,
         ]
 
@@ -179,11 +180,23 @@ class APSWAggregateRecorder(APSWRecorder, AggregateRecorder):
         desc: bool = False,
         limit: int | None = None,
     ) -> Sequence[StoredEvent]:
-        statement = (
-            f"SELECT originator_id, originator_version, topic, state, codec "
-            f"FROM {self.events_table_name} WHERE originator_id=?"
-        )
-        params: list[Any] = [originator_key(originator_id)]
+        key = originator_key(originator_id)
+        with self.datastore.transaction(commit=False) as c:
+            # An aggregate's events are found through the aggregate index; a stream of backend
+            # events has no index (see schema.events_table) and is read by a scan.
+            is_backend_stream = c.execute("SELECT 1 FROM streams WHERE name=?", (key,)).fetchone()
+            statement = (
+                f"SELECT originator_id, originator_version, topic, state, codec "
+                f"FROM {self.events_table_name} WHERE originator_id=?"
+                + ("" if is_backend_stream else " AND source=0")
+            )
+            return self._select_events(c, statement, key, gt, lte, desc, limit)
+
+    def _select_events(
+        self, c: apsw.Cursor, statement: str, key: str, gt: int | None, lte: int | None,
+        desc: bool, limit: int | None,
+    ) -> list[StoredEvent]:
+        params: list[Any] = [key]
         if gt is not None:
             statement += " AND originator_version>?"
             params.append(gt)
@@ -195,16 +208,15 @@ class APSWAggregateRecorder(APSWRecorder, AggregateRecorder):
             statement += " LIMIT ?"
             params.append(limit)
         decode = self.codec.decode
-        with self.datastore.transaction(commit=False) as c:
-            return [
-                StoredEvent(
-                    originator_id=self._originator_id(oid),
-                    originator_version=version,
-                    topic=topic,
-                    state=decode(codec, state),
-                )
-                for oid, version, topic, state, codec in c.execute(statement, params)
-            ]
+        return [
+            StoredEvent(
+                originator_id=self._originator_id(oid),
+                originator_version=version,
+                topic=topic,
+                state=decode(codec, state),
+            )
+            for oid, version, topic, state, codec in c.execute(statement, params)
+        ]
 
 
 class APSWApplicationRecorder(APSWAggregateRecorder, ApplicationRecorder):

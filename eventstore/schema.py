@@ -38,7 +38,10 @@ class Source(IntEnum):
 
 def events_table(name: str) -> list[str]:
     # A rowid table: the rowid is the notification id, so appends land at the end of the
-    # B-tree; the unique index keeps each stream's versions in order for select_events.
+    # B-tree. Only the library's own aggregates (source 0) are indexed by stream: an index
+    # ordered by stream would put every batch of backend events on as many index pages as it
+    # has channels, which measured as half the cost of an append. Backend streams keep their
+    # heads in `streams` instead, and are read by scanning (audit and replay read in order).
     return [
         f"""CREATE TABLE IF NOT EXISTS {name} (
             originator_id TEXT NOT NULL,
@@ -51,9 +54,16 @@ def events_table(name: str) -> list[str]:
             event_at INTEGER,                      -- the event's own created_at, epoch microseconds
             connection_id TEXT
         )""",
-        f"""CREATE UNIQUE INDEX IF NOT EXISTS {name}_stream
-            ON {name} (originator_id, originator_version)""",
+        f"""CREATE UNIQUE INDEX IF NOT EXISTS {name}_aggregate
+            ON {name} (originator_id, originator_version) WHERE source = 0""",
     ]
+
+
+# The head (last version) of each stream of backend events, advanced in the append's transaction.
+STREAMS_TABLE = """CREATE TABLE IF NOT EXISTS streams (
+    name TEXT PRIMARY KEY,
+    head INTEGER NOT NULL
+) WITHOUT ROWID"""
 
 
 TRACKING_TABLE = """CREATE TABLE IF NOT EXISTS tracking (

@@ -58,12 +58,14 @@ class ChatStore:
         synchronous: Synchronous = "NORMAL",
         compression: bool = True,
         create: bool = True,
+        lock_timeout: float = 5.0,
     ) -> ChatStore:
         """Open the store of `user_id` in `data_dir` (created with mode 0700 when missing).
 
         `synchronous="FULL"` makes every commit durable against power loss, at a cost in speed;
         the default `NORMAL` is durable against a crash of the process. `create=False` refuses to
-        create a store that does not exist yet.
+        create a store that does not exist yet. `lock_timeout` is how many seconds a write waits
+        while another process holds the file's write lock.
         """
         directory = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
         path = user_db_path(directory, user_id)
@@ -74,7 +76,8 @@ class ChatStore:
                 directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             except OSError as e:
                 raise StoreError(f"cannot create the data directory {directory}: {e.strerror}") from e
-        log = EventLog.open(path, synchronous=synchronous, compression=compression)
+        log = EventLog.open(path, synchronous=synchronous, compression=compression,
+                            lock_timeout=lock_timeout)
         try:
             owner = log.get_meta("user_id")
             if owner is None:

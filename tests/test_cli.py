@@ -148,3 +148,49 @@ def test_the_installed_command_runs(tmp_path: Path) -> None:
     assert proc.stderr.decode().startswith("Error: 1 of 1 items were quarantined")
     assert b"Traceback" not in proc.stderr
     assert len(proc.stderr.decode().strip().splitlines()) == 1
+
+
+def test_jsonl_with_a_broken_first_line_keeps_the_rest(run, tmp_path: Path) -> None:
+    path = events_file(tmp_path, [b"", b"{broken", message_new(mid="a"), message_new(mid="b")])
+    result = run("import", str(path))
+    assert result.exit_code == 1
+    assert "1 of 3 items were quarantined (first: line 2:" in result.output
+    assert [json.loads(line)["event"]["message"]["id"]
+            for line in run("log", "--json").stdout.splitlines()] == ["a", "b"]
+
+
+def test_an_empty_file_is_an_error(run, tmp_path: Path) -> None:
+    path = tmp_path / "empty.jsonl"
+    path.write_bytes(b"\n\n")
+    result = run("import", str(path))
+    assert result.exit_code == 1 and "nothing to import" in result.output
+
+
+def test_flush_removes_a_store_that_cannot_be_opened(run, tmp_path: Path) -> None:
+    run("import", "-", input=message_new())
+    path = tmp_path / "data" / "alice.chatledger"
+    path.write_bytes(b"garbage" * 1000)
+    assert run("stats").exit_code == 1
+    assert run("flush", "--yes").exit_code == 0
+    assert not path.exists()
+
+
+def test_a_locked_store_is_a_one_line_error(run, tmp_path: Path) -> None:
+    import apsw
+
+    run("import", "-", input=message_new())
+    blocker = apsw.Connection(str(tmp_path / "data" / "alice.chatledger"))
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        env_cmd = [sys.executable, "-c", "from chatledger.cli.main import main; main()"]
+        proc = subprocess.run(
+            [*env_cmd, "--data-dir", str(tmp_path / "data"), "--user", "alice", "import", "-"],
+            input=message_new(mid="late"), capture_output=True, timeout=120,
+            env={**__import__("os").environ, "CHATLEDGER_LOCK_TIMEOUT": "0.2"},
+        )
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert proc.returncode == 1
+    assert b"Traceback" not in proc.stderr
+    assert proc.stderr.startswith(b"Error: ") and b"locked" in proc.stderr

@@ -254,3 +254,99 @@ def test_a_listener_sees_appends_in_the_transaction_and_can_abort_them(store: Ch
     store.log.listeners.clear()
     store.ingest(message_new(mid="m2"))
     assert [e.version for e in store.history()] == [1, 2]
+
+
+def _varied_events(n: int, seed: int = 3) -> list[bytes]:
+    rng = random.Random(seed)
+    return [
+        message_new(f"messaging:c{rng.randrange(30)}", f"m{seed}-{i}",
+                    text=" ".join(rng.choice(["hi", "ok", "lunch?", "ship it", "😀", "fine"])
+                                  for _ in range(rng.randrange(1, 30))))
+        for i in range(n)
+    ]
+
+
+def test_one_store_shared_by_threads_stays_consistent(tmp_path: Path) -> None:
+    import threading
+
+    store = ChatStore.open(tmp_path, "alice")
+    store.ingest_many(_varied_events(4_500, seed=1))  # enough to train a dictionary
+    errors: list[BaseException] = []
+    batches = [_varied_events(300, seed=10 + t) for t in range(4)]
+
+    def write(batch: list[bytes]) -> None:
+        try:
+            for start in range(0, len(batch), 50):
+                store.ingest_many(batch[start:start + 50])
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    def read() -> None:
+        try:
+            for _ in range(20):
+                for entry in store.history(limit=200, newest_first=True):
+                    entry.json()
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=write, args=(b,)) for b in batches]
+    threads += [threading.Thread(target=read) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    payloads = {e.payload for e in store.history()}
+    assert all(p in payloads for b in batches for p in b)
+    assert store.stats()["dictionaries"] == 1
+    store.close()
+
+
+def test_a_dictionary_trained_by_another_connection_is_found(tmp_path: Path) -> None:
+    path = tmp_path / "two.chatledger"
+    reader, writer = EventLog.open(path), EventLog.open(path)
+    events = _varied_events(5_000)
+    writer.append_events(events[:4_500])
+    writer.append_events(events[4_500:])  # trains, and re-encodes what the reader knew raw
+    assert writer.stats()["dictionaries"] == 1
+    assert [e.payload for e in reader.entries()] == events
+    reader.append_events(_varied_events(200, seed=9))  # and it compresses with it too
+    assert reader.entries(newest_first=True, limit=1)[0].payload == _varied_events(200, seed=9)[-1]
+    reader.close()
+    writer.close()
+
+
+def test_stream_heads_survive_a_crash(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "crash.chatledger"
+    script = (
+        "import sys, os\n"
+        "sys.path.insert(0, sys.argv[2])\n"
+        "from chatledger.eventstore.log import EventLog\n"
+        "from fixtures import message_new\n"
+        "log = EventLog.open(sys.argv[1])\n"
+        "for i in range(7):\n"
+        "    log.append_events([message_new('messaging:a', f'a{i}') for _ in range(1000)])\n"
+        "os._exit(0)  # no close: the heads of the last 2,000 rows were never written down\n"
+    )
+    subprocess.run([sys.executable, "-c", script, str(path), str(Path(__file__).parent)],
+                   check=True, timeout=120)
+    log = EventLog.open(path)
+    log.append_event(message_new("messaging:a", "after"))
+    versions = [e.version for e in log.entries(stream="messaging:a")]
+    assert versions == list(range(1, 7_002))
+    log.close()
+
+
+def test_several_writers_still_train_a_dictionary(tmp_path: Path) -> None:
+    path = tmp_path / "many.chatledger"
+    logs = [EventLog.open(path) for _ in range(4)]
+    events = _varied_events(6_000)
+    for n, start in enumerate(range(0, len(events), 250)):
+        logs[n % 4].append_events(events[start:start + 250])
+    assert logs[0].stats()["dictionaries"] == 1
+    assert [e.payload for e in logs[3].entries()] == events
+    for log in logs:
+        log.close()

@@ -1,0 +1,96 @@
+"""The head (last version) of every stream of backend events.
+
+Backend streams have no index by stream (see `schema.events_table`), so their heads live in the
+`streams` table. Writing every head on every append would add a page to each commit, so the table
+is a cache of the log: a new stream is recorded at once (membership is always exact), while
+advanced heads are written every `PERSIST_EVERY` rows, with the log position they are valid up to.
+Whoever loads the table scans the few rows after that position to bring it up to date, which also
+makes it right after a crash or after another connection appended.
+"""
+
+from __future__ import annotations
+
+import apsw
+
+PERSIST_EVERY = 5_000
+_POSITION_KEY = "streams_position"
+
+
+class StreamHeads:
+    """In-memory heads of one file's backend streams, kept in step with its log.
+
+    Use inside the write transaction of an append: `sync` first, then `next_version` for each
+    row, then `appended` once the rows are in. After a rollback, call `invalidate`.
+    """
+
+    def __init__(self, events_table: str) -> None:
+        self._table = events_table
+        self._heads: dict[str, int] = {}
+        self._dirty: set[str] = set()
+        self._unpersisted_rows = 0
+        self._data_version: int | None = None
+
+    def sync(self, c: apsw.Cursor) -> bool:
+        """Reload the heads if another connection committed since we last wrote; True if so."""
+        # data_version changes only for commits made by other connections.
+        version = c.execute("PRAGMA data_version").fetchone()[0]
+        if version == self._data_version:
+            return False
+        first_load = self._data_version is None
+        self._data_version = version
+        self._heads = dict(c.execute("SELECT name, head FROM streams"))
+        row = c.execute(
+            "SELECT value FROM chatledger_meta WHERE key=?", (_POSITION_KEY,)
+        ).fetchone()
+        valid_up_to = 0 if row is None else int(row[0])
+        tail = c.execute(
+            f"SELECT originator_id, MAX(originator_version), COUNT(*) FROM {self._table} "
+            "WHERE rowid > ? AND source != 0 GROUP BY originator_id",
+            (valid_up_to,),
+        ).fetchall()
+        for stream, head, _ in tail:
+            self._heads[stream] = max(head, self._heads.get(stream, 0))
+        self._dirty = {stream for stream, _, _ in tail}
+        self._unpersisted_rows = sum(count for _, _, count in tail)
+        return not first_load
+
+    def next_version(self, c: apsw.Cursor, stream: str) -> int:
+        """The version the next row of `stream` takes (recording a stream seen for the first time)."""
+        head = self._heads.get(stream)
+        if head is None:
+            head = 0
+            c.execute("INSERT INTO streams (name, head) VALUES (?, 0)", (stream,))
+        self._heads[stream] = head + 1
+        self._dirty.add(stream)
+        return head + 1
+
+    def appended(self, c: apsw.Cursor, rows: int, last_position: int | None) -> None:
+        """Account for rows just inserted; write the heads down when enough have accumulated."""
+        self._unpersisted_rows += rows
+        if last_position is not None and self._unpersisted_rows >= PERSIST_EVERY:
+            self.persist(c, last_position)
+
+    def persist(self, c: apsw.Cursor, position: int) -> None:
+        """Write the advanced heads, valid up to log `position`."""
+        if self._dirty:
+            c.executemany(
+                "UPDATE streams SET head=? WHERE name=?",
+                [(self._heads[s], s) for s in self._dirty],
+            )
+        c.execute(
+            "INSERT INTO chatledger_meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (_POSITION_KEY, position),
+        )
+        self._dirty.clear()
+        self._unpersisted_rows = 0
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._dirty)
+
+    def invalidate(self) -> None:
+        """Forget everything: the next `sync` reloads from the file (after a rollback)."""
+        self._data_version = None
+        self._heads.clear()
+        self._dirty.clear()
