@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
@@ -133,7 +133,6 @@ class APSWDatastore:
         self._readers_lock = threading.Lock()
         self._reader_slots = threading.BoundedSemaphore(max_readers)
         self._listeners: set[threading.Event] = set()
-        self._after_rollback: list[Callable[[], None]] = []
         self._closed = False
         # How payloads are compressed is a property of the file, shared by all its recorders.
         self.codec = PayloadCodec(loader=None if self.is_memory else self._load_dictionary)
@@ -198,58 +197,14 @@ class APSWDatastore:
 
     # -- transactions --------------------------------------------------------------------------
 
-    @contextmanager
-    def transaction(self, *, commit: bool) -> Iterator[apsw.Cursor]:
+    def transaction(self, *, commit: bool) -> Transaction:
         """A cursor inside a transaction: the writer's when `commit`, else a reader's snapshot.
 
         A write transaction commits when the block ends normally and rolls back on an exception.
         """
         if self._closed:
             raise InterfaceError(f"the datastore for {self.db_name} is closed")
-        if commit or self.is_memory:
-            with self._write_lock:
-                yield from self._run(self.writer, commit=commit)
-        else:
-            connection = self._take_reader()
-            try:
-                yield from self._run(connection, commit=False)
-            finally:
-                self._give_back_reader(connection)
-
-    def _run(self, connection: apsw.Connection, *, commit: bool) -> Iterator[apsw.Cursor]:
-        with library_errors():
-            cursor = connection.cursor()
-            cursor.execute("BEGIN IMMEDIATE" if commit else "BEGIN")
-        try:
-            yield cursor
-        except BaseException as e:
-            with library_errors():
-                if connection.in_transaction:
-                    cursor.execute("ROLLBACK")
-            self._run_rollback_hooks()
-            if isinstance(e, apsw.Error):
-                raise translate(e) from e
-            raise
-        with library_errors():
-            try:
-                cursor.execute("COMMIT" if commit else "ROLLBACK")
-            except apsw.Error:
-                if connection.in_transaction:
-                    cursor.execute("ROLLBACK")
-                self._run_rollback_hooks()
-                raise
-        self._after_rollback.clear()
-        if commit:
-            self._notify()
-
-    def on_rollback(self, hook: Callable[[], None]) -> None:
-        """Run `hook` if the current write transaction rolls back (to undo cached state)."""
-        self._after_rollback.append(hook)
-
-    def _run_rollback_hooks(self) -> None:
-        hooks, self._after_rollback = self._after_rollback, []
-        for hook in hooks:
-            hook()
+        return Transaction(self, commit=commit)
 
     def _load_dictionary(self, dictionary_id: int) -> tuple[int, bytes] | None:
         with self.transaction(commit=False) as c:
@@ -305,3 +260,71 @@ class APSWDatastore:
             self.close()
         except Exception:  # noqa: BLE001 - interpreter shutdown may have torn down apsw
             pass
+
+
+class Transaction:
+    """`with datastore.transaction(commit=...) as cursor:` (a class: appends open one each)."""
+
+    __slots__ = ("_datastore", "_commit", "_connection", "_cursor", "_locked")
+
+    def __init__(self, datastore: APSWDatastore, *, commit: bool) -> None:
+        self._datastore = datastore
+        self._commit = commit
+        self._connection: apsw.Connection | None = None
+        self._cursor: apsw.Cursor | None = None
+        self._locked = False
+
+    def __enter__(self) -> apsw.Cursor:
+        datastore = self._datastore
+        if self._commit or datastore.is_memory:
+            datastore._write_lock.acquire()
+            self._locked = True
+            connection = datastore.writer
+        else:
+            connection = datastore._take_reader()
+        self._connection = connection
+        try:
+            cursor = self._cursor = connection.cursor()
+            cursor.execute("BEGIN IMMEDIATE" if self._commit else "BEGIN")
+        except BaseException as e:
+            self._release()
+            if isinstance(e, apsw.Error):
+                raise translate(e) from e
+            raise
+        return cursor
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        connection, cursor = self._connection, self._cursor
+        assert connection is not None and cursor is not None
+        # On the transaction's own cursor: executing resets whatever statement it left open.
+        try:
+            if exc is None:
+                try:
+                    cursor.execute("COMMIT" if self._commit else "ROLLBACK")
+                except apsw.Error as e:
+                    if connection.in_transaction:
+                        cursor.execute("ROLLBACK")
+                    raise translate(e) from e
+            else:
+                if connection.in_transaction:
+                    try:
+                        cursor.execute("ROLLBACK")
+                    except apsw.Error as e:
+                        raise translate(e) from e
+                if isinstance(exc, apsw.Error):
+                    raise translate(exc) from exc
+        finally:
+            self._release()
+        if self._commit:
+            self._datastore._notify()
+
+    def _release(self) -> None:
+        datastore = self._datastore
+        if self._locked:
+            self._locked = False
+            datastore._write_lock.release()
+        elif self._connection is not None:
+            datastore._give_back_reader(self._connection)
+

@@ -8,7 +8,7 @@ in the same transaction (the projections) registers an `AppendListener`.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +28,9 @@ from chatledger.eventstore.streams import StreamHeads
 
 # Train the compression dictionary once this many payloads are on file: enough samples for a
 # dictionary several times smaller than them, early enough that almost the whole log benefits.
-TRAIN_AFTER_EVENTS = 4_000
+TRAIN_AFTER_EVENTS = 2_000
 TRAIN_SAMPLE_EVENTS = 20_000
+_SOURCE_CODES = {s.name.lower(): int(s) for s in schema.Source}
 # Handing a batch to the compression thread pays off from about this many events.
 _BACKGROUND_MIN_BATCH = 64
 
@@ -183,13 +184,16 @@ class EventLog:
         """Append backend events, verbatim, in one transaction."""
         self._maybe_train()
         payloads = [ingest.payload_of(e) for e in events]
-        # Compression (native threads, no GIL) runs while this thread decodes the events.
-        encoded = self._encode_in_background(
-            [p if isinstance(p, bytes) else b"" for p in payloads]
-        )
-        entries = [ingest.entry_of(p) if isinstance(p, bytes) else p for p in payloads]
-        return self.append(entries, source=source, connection_id=connection_id,
-                           received_at=received_at, encoded=encoded())
+        entry_of = ingest.entry_of
+        if len(payloads) >= _BACKGROUND_MIN_BATCH and self.compression and self.datastore.codec.active:
+            # Compression (native code, no GIL) runs while this thread decodes the events.
+            pending = self._encoder_pool().submit(
+                self._encode, [p if type(p) is bytes else b"" for p in payloads]
+            )
+            items = [entry_of(p) if type(p) is bytes else p for p in payloads]
+            return self._write(items, pending.result(), source, connection_id, received_at)
+        items = [entry_of(p) if type(p) is bytes else p for p in payloads]
+        return self._write(items, None, source, connection_id, received_at)
 
     def append_event(self, event: Payload | Any, **envelope: Any) -> AppendResult:
         return self.append_events([event], **envelope)
@@ -229,61 +233,52 @@ class EventLog:
         source: schema.Source | str,
         connection_id: str | None = None,
         received_at: int | None = None,
-        encoded: Sequence[tuple[int, bytes]] | None = None,
     ) -> AppendResult:
-        """Append prepared entries in one transaction; rejections go to the quarantine.
+        """Append prepared entries in one transaction; rejections go to the quarantine."""
+        self._maybe_train()
+        return self._write(list(entries), None, source, connection_id, received_at)
 
-        `encoded`, when given, holds the (codec, stored bytes) of each entry's payload, in order.
-        """
-        src = schema.Source.parse(source)
-        items = list(entries)
-        stored: list[tuple[int, Entry]] = []
-        rejected: list[tuple[int, Rejection]] = []
-        for index, item in enumerate(items):
-            if isinstance(item, Rejection):
-                rejected.append((index, item))
-            else:
-                stored.append((index, item))
-        if encoded is None:
-            self._maybe_train()
-            # Compressed before taking the write lock: the costliest step needs no database.
-            stored_encoded = self._encode([e.payload for _, e in stored])
-        else:
-            stored_encoded = [encoded[index] for index, _ in stored]
-        when = now_us() if received_at is None else received_at
-        return self._append_once(len(items), stored, stored_encoded, rejected, int(src),
-                                 connection_id, when)
-
-    def _append_once(
+    def _write(
         self,
-        count: int,
-        stored: list[tuple[int, Entry]],
-        encoded: list[tuple[int, bytes]],
-        rejected: list[tuple[int, Rejection]],
-        source: int,
+        items: list[Entry | Rejection],
+        encoded: list[tuple[int, bytes]] | None,
+        source: schema.Source | str,
         connection_id: str | None,
-        received_at: int,
+        received_at: int | None,
     ) -> AppendResult:
+        """The append transaction. `encoded[i]` is (codec, stored bytes) of `items[i]`."""
+        if encoded is None:
+            # Compressed before taking the write lock: the costliest step needs no database.
+            encoded = self._encode([i.payload if type(i) is Entry else b"" for i in items])
+        src = _SOURCE_CODES.get(source) if type(source) is str else None  # type: ignore[call-overload]
+        if src is None:
+            src = int(schema.Source.parse(source))
+        when = now_us() if received_at is None else received_at
         heads = self._heads
         rows: list[EventRow] = []
+        stored: list[int] = []  # indexes of the items that became rows
+        quarantined: list[Quarantined] = []
         try:
             with self.datastore.transaction(commit=True) as c:
                 if heads.sync(c):
                     self._on_foreign_commit(c)
-                for (_, item), (codec, state) in zip(stored, encoded):
+                next_version = heads.next_version
+                for index, item in enumerate(items):
+                    if type(item) is Rejection:
+                        quarantined.append(Quarantined(
+                            index, item.reason,
+                            self._quarantine(c, item, src, connection_id, when)))
+                        continue
+                    codec, state = encoded[index]
                     rows.append((
-                        item.stream, heads.next_version(c, item.stream), item.type, state, codec,
-                        source, received_at, item.event_at, item.connection_id or connection_id,
+                        item.stream, next_version(c, item.stream), item.type, state, codec,
+                        src, when, item.event_at, item.connection_id or connection_id,
                     ))
+                    stored.append(index)
                 positions = self.recorder._insert_rows(c, rows) or []
                 heads.appended(c, len(rows), positions[-1] if positions else None)
-                quarantined = [
-                    Quarantined(index, r.reason,
-                                self._quarantine(c, r, source, connection_id, received_at))
-                    for index, r in rejected
-                ]
-                if self.listeners and stored:
-                    appended = [AppendedEntry(p, e) for p, (_, e) in zip(positions, stored)]
+                if self.listeners and rows:
+                    appended = [AppendedEntry(p, items[i]) for p, i in zip(positions, stored)]  # type: ignore[arg-type]
                     for listener in self.listeners:
                         listener.appended(c, appended)
         except BaseException:
@@ -294,8 +289,10 @@ class EventLog:
             self._raw_rows += sum(
                 1 for r in rows if r[4] == RAW and len(r[3]) >= MIN_COMPRESS_SIZE
             )
-        result: list[int | None] = [None] * count
-        for position, (index, _) in zip(positions, stored):
+        if len(stored) == len(items):
+            return AppendResult(positions, quarantined)
+        result: list[int | None] = [None] * len(items)
+        for position, index in zip(positions, stored):
             result[index] = position
         return AppendResult(result, quarantined)
 
@@ -323,13 +320,10 @@ class EventLog:
             return [(RAW, p) for p in payloads]
         return self.datastore.codec.encode_many(payloads)
 
-    def _encode_in_background(self, payloads: list[bytes]) -> Callable[[], list[tuple[int, bytes]]]:
-        """Start compressing `payloads`; the returned function waits for the result."""
-        if not (self.compression and self.datastore.codec.active) or len(payloads) < _BACKGROUND_MIN_BATCH:
-            return lambda: self._encode(payloads)
+    def _encoder_pool(self) -> ThreadPoolExecutor:
         if self._encoder is None:
             self._encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chatledger-zstd")
-        return self._encoder.submit(self._encode, payloads).result
+        return self._encoder
 
     def _maybe_train(self) -> None:
         if not self.compression or self.datastore.codec.active:

@@ -163,7 +163,10 @@ class APSWAggregateRecorder(APSWRecorder, AggregateRecorder):
         """Insert encoded rows; returns their notification ids (rowids), in order."""
         if not rows:
             return []
-        c.executemany(self.insert_statement, rows)
+        if len(rows) == 1:
+            c.execute(self.insert_statement, rows[0])
+        else:
+            c.executemany(self.insert_statement, rows)
         # Inside the write transaction nobody else inserts, and nothing is ever deleted from
         # the end of the log, so the rowids of one executemany are consecutive.
         last = c.connection.last_insert_rowid()
