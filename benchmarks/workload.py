@@ -562,18 +562,10 @@ class _World:
 
     def ev_message_new(self, ch: _Channel, now: str) -> dict:
         msg = self.new_message(ch, now)
-        ev = {
-            "type": "message.new",
-            "cid": ch.cid,
-            "channel_id": ch.id,
-            "channel_type": "messaging",
-            "created_at": now,
-            "channel_member_count": len(ch.members),
-            "channel_message_count": ch.message_count,
-            "message_id": msg.id,
-            "message": self.message_dict(msg, ch),
-            "user": self.user_raw[msg.uidx],
-        }
+        ev = self.head("message.new", ch, now)
+        ev["message_id"] = msg.id
+        ev["message"] = self.message_dict(msg, ch)
+        ev["user"] = self.user_raw[msg.uidx]
         if ch.custom_raw is not None:
             ev["channel_custom"] = ch.custom_raw
         return ev

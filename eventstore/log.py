@@ -21,7 +21,7 @@ from eventsourcing.persistence import DatabaseError, OperationalError
 
 from chatledger.eventstore import ingest, schema
 from chatledger.eventstore.codec import MIN_COMPRESS_SIZE, RAW
-from chatledger.eventstore.datastore import APSWDatastore, Synchronous
+from chatledger.eventstore.datastore import APSWDatastore, Synchronous, filesystem_path
 from chatledger.eventstore.ingest import Entry, Payload, Rejection
 from chatledger.eventstore.persistence import APSWProcessRecorder, EventRow, now_us
 from chatledger.eventstore.streams import StreamHeads
@@ -106,10 +106,16 @@ class EventLog:
     def __init__(self, datastore: APSWDatastore, *, compression: bool = True) -> None:
         self.datastore = datastore
         self.recorder = APSWProcessRecorder(datastore)
+        with datastore.transaction(commit=True) as c:
+            # Before anything is created: a file from a newer version is left exactly as it is.
+            self._check_schema_version(c)
         self.recorder.create_table()
         with datastore.transaction(commit=True) as c:
             c.execute(schema.QUARANTINE_TABLE)
-            self._check_schema_version(c)
+            c.execute(
+                "INSERT OR IGNORE INTO chatledger_meta (key, value) VALUES ('schema_version', ?)",
+                (schema.SCHEMA_VERSION,),
+            )
         self.compression = compression
         self.listeners: list[AppendListener] = []
         self._heads = StreamHeads(self.recorder.events_table_name)
@@ -127,6 +133,9 @@ class EventLog:
     ) -> EventLog:
         """Open (or create) the log in the SQLite file at `path` (or ":memory:")."""
         name = str(path)
+        existing = filesystem_path(name)
+        if existing is not None and existing.exists() and existing.stat().st_size > 0:
+            cls._inspect(existing)
         try:
             datastore = APSWDatastore(name, synchronous=synchronous, lock_timeout=lock_timeout)
         except DatabaseError as e:
@@ -142,15 +151,33 @@ class EventLog:
             datastore.close()
             raise
 
+    @classmethod
+    def _inspect(cls, path: Path) -> None:
+        """Refuse a file that is not a store this version can open, before touching it."""
+        try:
+            connection = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
+        except apsw.Error as e:
+            raise StoreError(f"cannot open {path}: {e}") from e
+        try:
+            connection.set_busy_timeout(5_000)
+            cls._check_schema_version(connection.cursor())
+        except apsw.Error as e:
+            raise StoreError(f"{path} is not a chatledger store ({e})") from e
+        finally:
+            connection.close()
+
     @staticmethod
     def _check_schema_version(c: apsw.Cursor) -> None:
+        tables = {name for (name,) in c.execute("SELECT name FROM sqlite_schema WHERE type='table'")}
+        if "chatledger_meta" not in tables:
+            if tables:
+                raise StoreError(
+                    "this is an SQLite database of something else (tables: "
+                    f"{', '.join(sorted(tables)[:5])}); chatledger leaves it alone"
+                )
+            return
         row = c.execute("SELECT value FROM chatledger_meta WHERE key='schema_version'").fetchone()
-        if row is None:
-            c.execute(
-                "INSERT INTO chatledger_meta (key, value) VALUES ('schema_version', ?)",
-                (schema.SCHEMA_VERSION,),
-            )
-        elif int(row[0]) > schema.SCHEMA_VERSION:
+        if row is not None and int(row[0]) > schema.SCHEMA_VERSION:
             raise StoreError(
                 f"this file was written by a newer chatledger (schema {row[0]}, this version "
                 f"reads up to {schema.SCHEMA_VERSION}); upgrade chatledger to open it"

@@ -350,3 +350,29 @@ def test_several_writers_still_train_a_dictionary(tmp_path: Path) -> None:
     assert [e.payload for e in logs[3].entries()] == events
     for log in logs:
         log.close()
+
+
+def test_another_programs_database_is_refused_and_untouched(tmp_path: Path) -> None:
+    import apsw
+
+    path = tmp_path / "other.db"
+    other = apsw.Connection(str(path))
+    other.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL)")
+    other.close()
+    before = path.read_bytes()
+    with pytest.raises(StoreError, match="something else"):
+        EventLog.open(path)
+    assert path.read_bytes() == before
+
+
+def test_a_truncated_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "t.chatledger"
+    log = EventLog.open(path)
+    log.append_events([message_new(mid=f"m{i}") for i in range(500)])
+    log.close()
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+    with pytest.raises(StoreError):
+        reopened = EventLog.open(path)
+        reopened.entries()  # a damaged page may only show when read
+        reopened.close()

@@ -38,6 +38,7 @@ from chatledger.eventstore.wire import (
     format_time,
     parse_time,
 )
+from chatledger.eventstore.wire import times as wire_times
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -354,7 +355,7 @@ def test_unset_created_at() -> None:
     ],
 )
 def test_parse_time(text: str, expected: datetime) -> None:
-    wire._MINUTES.clear()
+    wire_times._MINUTES.clear()
     assert parse_time(text) == us_of(expected)  # slow path
     assert parse_time(text) == us_of(expected)  # fast path when the minute is cached
 
@@ -443,10 +444,10 @@ def test_parse_time_matches_datetime(
 
 
 def test_minute_cache_stays_bounded() -> None:
-    wire._MINUTES.clear()
-    for minute in range(wire._MINUTES_MAX + 10):
+    wire_times._MINUTES.clear()
+    for minute in range(wire_times._MINUTES_MAX + 10):
         parse_time(format_time(minute * 60_000_000))
-    assert len(wire._MINUTES) <= wire._MINUTES_MAX
+    assert len(wire_times._MINUTES) <= wire_times._MINUTES_MAX
 
 
 # --------------------------------------------------------------------------------------------

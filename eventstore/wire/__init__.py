@@ -1,0 +1,98 @@
+"""The Stream Chat wire format (see WIRE.md): fast heads for the log, full models for projections.
+
+- `errors`: `WireError`, and msgspec's errors turned into its short reasons.
+- `times`: RFC 3339 text <-> integer microseconds (`parse_time`, `format_time`, `UNSET_TIME`).
+- `heads`: what the log needs: event heads and exact Raw splits of query-channels and sync answers.
+- `models`: the full models for projections (`Event`, `Message`, `Channel`, ...) and `custom_fields`.
+
+Every public name is re-exported here: `from chatledger.eventstore.wire import X` is the usual way.
+"""
+
+from __future__ import annotations
+
+from chatledger.eventstore.wire.errors import Buffer as Buffer
+from chatledger.eventstore.wire.errors import WireError
+from chatledger.eventstore.wire.heads import (
+    NO_RAW,
+    ChannelStateHead,
+    ErrorBody,
+    EventHead,
+    QueryChannelsResponse,
+    SyncResponse,
+    decode_channel_state,
+    decode_error,
+    decode_event,
+    decode_query_channels,
+    decode_sync,
+)
+from chatledger.eventstore.wire.models import (
+    CHANNEL_FIELDS,
+    MESSAGE_FIELDS,
+    REACTION_FIELDS,
+    USER_FIELDS,
+    Attachment,
+    Channel,
+    ChannelConfig,
+    ChannelState,
+    ChannelStateParts,
+    Draft,
+    Event,
+    EventParts,
+    Member,
+    Message,
+    OwnUser,
+    Poll,
+    Reaction,
+    ReactionGroup,
+    Read,
+    User,
+    custom_fields,
+    decode_channel_state_parts,
+    decode_event_parts,
+    decode_full_event,
+    decode_model,
+)
+from chatledger.eventstore.wire.times import UNSET_TIME, format_time, parse_time
+
+__all__ = [
+    "WireError",
+    "UNSET_TIME",
+    "NO_RAW",
+    "parse_time",
+    "format_time",
+    "EventHead",
+    "decode_event",
+    "QueryChannelsResponse",
+    "decode_query_channels",
+    "ChannelStateHead",
+    "decode_channel_state",
+    "SyncResponse",
+    "decode_sync",
+    "ErrorBody",
+    "decode_error",
+    "User",
+    "OwnUser",
+    "ChannelConfig",
+    "Channel",
+    "Attachment",
+    "ReactionGroup",
+    "Reaction",
+    "Poll",
+    "Message",
+    "Member",
+    "Read",
+    "Draft",
+    "ChannelState",
+    "Event",
+    "EventParts",
+    "ChannelStateParts",
+    "decode_full_event",
+    "decode_model",
+    "decode_event_parts",
+    "decode_channel_state_parts",
+    "custom_fields",
+    "USER_FIELDS",
+    "CHANNEL_FIELDS",
+    "MESSAGE_FIELDS",
+    "REACTION_FIELDS",
+]

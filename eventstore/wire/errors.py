@@ -1,0 +1,103 @@
+"""Wire errors: `WireError`, and msgspec's messages turned into the short reasons it carries."""
+
+from __future__ import annotations
+
+import re
+from typing import TypeVar
+
+import msgspec
+
+__all__ = ["WireError", "Buffer"]
+
+
+class WireError(ValueError):
+    """A payload the store cannot accept; `reason` is a short sentence for logs and quarantine."""
+
+    reason: str
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+Buffer = bytes | bytearray | memoryview | str
+"""What the decoders accept: JSON text as bytes-like or str (msgspec reads all without copying)."""
+
+# --------------------------------------------------------------------------------------------
+# Errors: msgspec's messages turned into the short sentences WireError promises.
+
+_EXPECTED_RE = re.compile(r"Expected `(.+?)`, got `(\w+)`(?: - at `\$(.*)`)?\Z", re.S)
+_MISSING_RE = re.compile(r"Object missing required field `(.+?)`(?: - at `\$(.*)`)?\Z", re.S)
+_KIND_WORDS = {
+    "str": "a string",
+    "int": "an integer",
+    "float": "a number",
+    "bool": "a boolean",
+    "object": "an object",
+    "array": "an array",
+}
+
+
+def _path(prefix: str, at: str | None) -> str:
+    """msgspec's path (`$.message.user.id`) under `prefix`, written `message.user.id`."""
+    at = (at or "").lstrip(".")
+    if prefix and at:
+        return f"{prefix}{'' if at.startswith('[') else '.'}{at}"
+    return prefix or at
+
+
+def _validation_reason(exc: msgspec.ValidationError, prefix: str = "") -> str:
+    message = str(exc)
+    match = _EXPECTED_RE.match(message)
+    if match is not None:
+        expected, got, at = match.groups()
+        where = _path(prefix, at)
+        if not where and expected == "object":
+            return "not a JSON object"
+        kinds = [k for k in expected.split(" | ") if k != "null"] or ["null"]
+        wanted = " or ".join(_KIND_WORDS.get(k, f"`{k}`") for k in kinds)
+        return f"'{where or '$'}' must be {wanted}, got {got}"
+    match = _MISSING_RE.match(message)
+    if match is not None:
+        name, at = match.groups()
+        return f"missing '{_path(_path(prefix, at), name)}'"
+    return f"{prefix}: {message}" if prefix else message
+
+
+def _not_json_reason(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return "not JSON: nested too deeply"
+    if isinstance(exc, UnicodeError):
+        return "not JSON: invalid UTF-8 text"
+    message = str(exc).removeprefix("JSON is malformed: ")
+    return f"not JSON: {message[:1].lower()}{message[1:]}"
+
+
+_T = TypeVar("_T")
+
+
+def _decode(decoder: msgspec.json.Decoder[_T], raw: Buffer, prefix: str = "") -> _T:
+    """decoder.decode(raw) with every failure mapped to WireError (off the hot path)."""
+    try:
+        return decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        raise WireError(_validation_reason(exc, prefix)) from None
+    except msgspec.DecodeError as exc:
+        raise WireError(_not_json_reason(exc)) from None
+    except (UnicodeError, RecursionError) as exc:
+        # msgspec decodes the strings it keeps strictly (UnicodeDecodeError), encodes str input
+        # (UnicodeEncodeError on lone surrogates) and bounds nesting (RecursionError).
+        raise WireError(_not_json_reason(exc)) from None
+
+
+_JSON_KINDS = {ord("{"): "object", ord("["): "array", ord('"'): "str", ord("n"): "null"}
+_JSON_KINDS.update({ord("t"): "bool", ord("f"): "bool"})
+
+
+def _require_objects(items: list[msgspec.Raw], name: str) -> None:
+    """Each Raw slice must be a JSON object (msgspec.Raw accepts any value)."""
+    for index, item in enumerate(items):
+        view = memoryview(item)
+        if view[:1] != b"{":
+            kind = _JSON_KINDS.get(view[0], "number") if len(view) else "nothing"
+            raise WireError(f"'{name}[{index}]' must be an object, got {kind}")
