@@ -70,6 +70,7 @@ class AppendedEntry:
 
     position: int
     entry: Entry
+    received_at: int  # epoch microseconds, as recorded in the envelope
 
 
 class AppendListener(Protocol):
@@ -305,7 +306,7 @@ class EventLog:
                 positions = self.recorder._insert_rows(c, rows) or []
                 heads.appended(c, len(rows), positions[-1] if positions else None)
                 if self.listeners and rows:
-                    appended = [AppendedEntry(p, items[i]) for p, i in zip(positions, stored)]  # type: ignore[arg-type]
+                    appended = [AppendedEntry(p, items[i], when) for p, i in zip(positions, stored)]  # type: ignore[arg-type]
                     for listener in self.listeners:
                         listener.appended(c, appended)
         except BaseException:

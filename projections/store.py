@@ -16,6 +16,8 @@ from chatledger.eventstore.ingest import Payload
 from chatledger.eventstore.log import AppendResult, EventLog, LogEntry, StoreError
 from chatledger.eventstore.schema import Source
 from chatledger.eventstore.userfiles import flush_files, user_db_path
+from chatledger.projections.engine import Difference, ProgressCallback, Projections
+from chatledger.projections.queries import ChannelSummary, ReadModel, StoredMessage
 
 
 class RejectedInput(ValueError):
@@ -43,9 +45,16 @@ class ChatStore:
     17
     """
 
-    def __init__(self, log: EventLog, *, user_id: str | None = None) -> None:
+    def __init__(
+        self, log: EventLog, *, user_id: str | None = None,
+        on_rebuild_progress: ProgressCallback | None = None,
+    ) -> None:
         self.log = log
         self.user_id = user_id
+        self.projections = Projections(log, user_id)
+        self.read = ReadModel(log.datastore, user_id)
+        # "rebuilt" when the read tables had to be built from the log (first open, or an upgrade).
+        self.opened_as = self.projections.install(on_rebuild_progress)
 
     # -- opening -------------------------------------------------------------------------------
 
@@ -59,13 +68,15 @@ class ChatStore:
         compression: bool = True,
         create: bool = True,
         lock_timeout: float = 5.0,
+        on_rebuild_progress: ProgressCallback | None = None,
     ) -> ChatStore:
         """Open the store of `user_id` in `data_dir` (created with mode 0700 when missing).
 
         `synchronous="FULL"` makes every commit durable against power loss, at a cost in speed;
         the default `NORMAL` is durable against a crash of the process. `create=False` refuses to
         create a store that does not exist yet. `lock_timeout` is how many seconds a write waits
-        while another process holds the file's write lock.
+        while another process holds the file's write lock. When the read tables must be rebuilt
+        (tables from another version), `on_rebuild_progress(done, total)` follows the replay.
         """
         directory = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
         path = user_db_path(directory, user_id)
@@ -84,10 +95,10 @@ class ChatStore:
                 log.set_meta("user_id", user_id)
             elif owner != user_id:
                 raise StoreError(f"{path} belongs to user {owner!r}, not {user_id!r}")
+            return cls(log, user_id=user_id, on_rebuild_progress=on_rebuild_progress)
         except BaseException:
             log.close()
             raise
-        return cls(log, user_id=user_id)
 
     @classmethod
     def open_file(
@@ -97,7 +108,11 @@ class ChatStore:
         """Open a store by its file name (or ":memory:" for a store that lives only in memory)."""
         log = EventLog.open(Path(path) if path != ":memory:" else path,
                             synchronous=synchronous, compression=compression)
-        return cls(log, user_id=log.get_meta("user_id"))
+        try:
+            return cls(log, user_id=log.get_meta("user_id"))
+        except BaseException:
+            log.close()
+            raise
 
     @property
     def path(self) -> Path | None:
@@ -180,6 +195,77 @@ class ChatStore:
         stats["user_id"] = self.user_id
         stats["path"] = str(self.path) if self.path else ":memory:"
         return stats
+
+    # -- reading what is stored (see projections.queries for the details) ----------------------
+
+    def channels(
+        self, filter: dict[str, Any] | None = None, sort: list[dict[str, Any]] | None = None,
+        *, limit: int = 30, offset: int = 0,
+    ) -> list[ChannelSummary]:
+        """Channels matching a backend-style filter, sorted, evaluated against stored data."""
+        return self.read.channels(filter, sort, limit=limit, offset=offset)
+
+    def cached_channels(
+        self, filter: dict[str, Any] | None = None, sort: list[dict[str, Any]] | None = None
+    ) -> list[str] | None:
+        """The cids of the last online answer to the same query (None if never asked online)."""
+        return self.read.cached_channels(filter, sort)
+
+    def channel(self, cid: str, *, messages: int = 25) -> dict[str, Any] | None:
+        """One channel's state: channel, members, reads, messages, pinned, own membership."""
+        return self.read.channel(cid, messages=messages)
+
+    def messages(
+        self, cid: str, *, before: tuple[int, str] | None = None,
+        after: tuple[int, str] | None = None, inclusive: bool = False, limit: int = 50,
+    ) -> list[StoredMessage]:
+        """A page of messages by (created_at, id) cursor, oldest first."""
+        return self.read.messages(cid, before=before, after=after, inclusive=inclusive, limit=limit)
+
+    def thread(
+        self, parent_id: str, *, before: tuple[int, str] | None = None,
+        after: tuple[int, str] | None = None, inclusive: bool = False, limit: int = 50,
+    ) -> list[StoredMessage]:
+        """Replies to a message, paged like `messages`."""
+        return self.read.thread(parent_id, before=before, after=after, inclusive=inclusive,
+                                limit=limit)
+
+    def message(self, message_id: str) -> StoredMessage | None:
+        return self.read.message(message_id)
+
+    def pinned(self, cid: str, *, limit: int = 25) -> list[StoredMessage]:
+        return self.read.pinned(cid, limit=limit)
+
+    def reactions(self, message_id: str, *, own: bool = False, limit: int = 25) -> list[dict[str, Any]]:
+        return self.read.reactions(message_id, own=own, limit=limit)
+
+    def members(self, cid: str) -> list[dict[str, Any]]:
+        return self.read.members(cid)
+
+    def reads(self, cid: str) -> list[dict[str, Any]]:
+        return self.read.reads(cid)
+
+    def unread_counts(self) -> dict[str, Any]:
+        return self.read.unread_counts()
+
+    def user(self, user_id: str) -> dict[str, Any] | None:
+        return self.read.user(user_id)
+
+    def channel_ids_to_sync(self, limit: int = 250) -> list[str]:
+        return self.read.channel_ids_to_sync(limit)
+
+    def connection_info(self) -> dict[str, Any]:
+        return self.read.connection_info()
+
+    # -- read tables ---------------------------------------------------------------------------
+
+    def rebuild(self, on_progress: ProgressCallback | None = None) -> int:
+        """Rebuild the read tables from the whole log; returns the log position they reflect."""
+        return self.projections.rebuild(on_progress)
+
+    def verify(self, on_progress: ProgressCallback | None = None) -> list[Difference]:
+        """Rebuild into a scratch copy and list how the live tables differ (empty: all good)."""
+        return self.projections.verify(on_progress)
 
     # -- lifecycle -----------------------------------------------------------------------------
 

@@ -65,3 +65,17 @@ def query_channels_response(cids: list[str]) -> bytes:
 def sync_response(events: list[bytes], inaccessible: list[str] | None = None) -> bytes:
     return (b'{"events":[' + b",".join(events) + b'],"inaccessible_cids":'
             + msgspec.json.encode(inaccessible or []) + b',"duration":"1.2ms"}')
+
+
+def event(kind: str, cid: str | None = "messaging:general", at: str = T0, **fields) -> bytes:
+    body = {"type": kind, "created_at": at, **fields}
+    if cid is not None:
+        body["cid"] = cid
+        body["channel_type"], body["channel_id"] = cid.split(":", 1)
+    return msgspec.json.encode(body)
+
+
+def message(mid: str, cid: str = "messaging:general", at: str = T0, uid: str = "bob",
+            text: str = "hi", **fields) -> dict:
+    return {"id": mid, "cid": cid, "text": text, "type": "regular", "user": user(uid),
+            "created_at": at, "updated_at": at, **fields}

@@ -69,6 +69,7 @@ def test_any_batch_is_stored_or_quarantined(data: st.DataObject) -> None:
     check_consistent(store, before + stored)
     assert len(store.quarantine()) == len(quarantined)
     assert store.ingest(message_new(mid="after")) > 0
+    assert store.verify() == []  # the read tables equal a fresh rebuild
     store.close()
 
 
@@ -84,4 +85,5 @@ def test_mutated_responses_never_crash(data: st.DataObject) -> None:
                    store.ingest_channel_state(mutate(b'{"channel":{"cid":"a:b"}}', data))):
         assert result.stored + len(result.quarantined) >= 1
     check_consistent(store, before)
+    assert store.verify() == []
     store.close()

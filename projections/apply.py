@@ -1,0 +1,657 @@
+"""How each log entry changes the read tables (the effect column of WIRE.md's events table).
+
+`Projector.apply` runs inside the transaction of the append that brought the entries, so the
+tables and the log never disagree. It decodes each payload once, into the lean structs of
+`payloads`, and writes rows with prepared statements (APSW caches them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import NamedTuple
+
+import apsw
+import msgspec
+
+from chatledger.eventstore import ingest
+from chatledger.eventstore.wire import CHANNEL_FIELDS, WireError, custom_fields, parse_time
+from chatledger.projections import payloads as p
+from chatledger.projections.schema import SLOT_EVENT, SLOT_PINNED_BASE
+
+
+class Item(NamedTuple):
+    """A log entry as the projector sees it."""
+
+    position: int
+    type: str
+    stream: str
+    payload: bytes
+    received_at: int
+
+
+def t(value: str | None) -> int | None:
+    """RFC 3339 text to epoch microseconds; None for absent, unset or unreadable times."""
+    if not value:
+        return None
+    try:
+        return parse_time(value)
+    except WireError:
+        return None
+
+
+def b(value: bool | None) -> int:
+    return 1 if value else 0
+
+
+def query_key(filter_raw: bytes | None, sort_raw: bytes | None) -> str:
+    """Canonical text of a query (keys sorted, compact), the key of its cached online result."""
+    decode = msgspec.json.decode
+    return msgspec.json.encode(
+        {"filter": decode(filter_raw) if filter_raw else None,
+         "sort": decode(sort_raw) if sort_raw else None},
+        order="sorted",
+    ).decode()
+
+
+# A stored payload can be valid for the log yet not shaped as its type says, or hold bad UTF-8
+# in parts the log never read: such a payload projects nothing.
+DECODE_ERRORS = (msgspec.MsgspecError, ValueError, RecursionError)  # WireError is a ValueError
+
+# Events that change nothing durable: typing and presence of watchers are ephemeral by nature.
+EPHEMERAL_PREFIXES = ("typing.", "user.watching.", "ai_indicator.")
+
+
+class Projector:
+    """Applies log entries to the read tables of one user's file."""
+
+    def __init__(self, own_user_id: str | None) -> None:
+        self.own = own_user_id
+        # user id -> updated_at of the row on file: most events repeat an unchanged user object.
+        self._user_seen: dict[str, tuple[int | None, int | None, int]] = {}
+        self._handlers: dict[str, Callable[[apsw.Cursor, Item, p.Event], None]] = {
+            "message.new": self._message_new,
+            "notification.message_new": self._message_new,
+            "message.updated": self._message_updated,
+            "message.undeleted": self._message_updated,
+            "message.deleted": self._message_deleted,
+            "reaction.new": self._reaction_upsert,
+            "reaction.updated": self._reaction_upsert,
+            "reaction.deleted": self._reaction_deleted,
+            "message.read": self._mark_read,
+            "notification.mark_read": self._mark_read,
+            "notification.mark_unread": self._mark_unread,
+            "message.delivered": self._delivered,
+            "channel.updated": self._channel_updated,
+            "channel.created": self._channel_updated,
+            "notification.channel_created": self._channel_updated,
+            "channel.truncated": self._channel_truncated,
+            "notification.channel_truncated": self._channel_truncated,
+            "channel.deleted": self._channel_deleted,
+            "notification.channel_deleted": self._channel_deleted,
+            "channel.hidden": self._channel_hidden,
+            "channel.visible": self._channel_visible,
+            "member.added": self._member_upsert,
+            "member.updated": self._member_upsert,
+            "notification.added_to_channel": self._member_upsert,
+            "notification.invited": self._member_upsert,
+            "notification.invite_accepted": self._member_upsert,
+            "notification.invite_rejected": self._member_upsert,
+            "member.removed": self._member_removed,
+            "notification.removed_from_channel": self._member_removed,
+            "user.updated": self._user_event,
+            "user.presence.changed": self._user_event,
+            "user.banned": self._user_banned,
+            "user.unbanned": self._user_banned,
+            "user.deleted": self._user_event,
+            "user.messages.deleted": self._user_messages_deleted,
+            "draft.updated": self._draft_updated,
+            "draft.deleted": self._draft_deleted,
+            "health.check": self._health_check,
+        }
+
+    def forget_cache(self) -> None:
+        """Drop what is remembered of rows (after a rollback or a rebuild)."""
+        self._user_seen.clear()
+
+    # -- entry point ---------------------------------------------------------------------------
+
+    def apply(self, c: apsw.Cursor, items: Iterable[Item]) -> None:
+        handlers = self._handlers
+        decode = p.EVENT.decode
+        for item in items:
+            kind = item.type
+            if kind == ingest.CHANNEL_STATE:
+                self._channel_state(c, item)
+                continue
+            if kind == ingest.QUERY_RESULT:
+                self._query_result(c, item)
+                continue
+            handler = handlers.get(kind)
+            if handler is None:
+                if kind.startswith("poll."):
+                    handler = self._poll
+                else:
+                    continue  # unknown, ephemeral, or the library's own events: the log keeps them
+            try:
+                event = decode(item.payload)
+            except DECODE_ERRORS:
+                # Stored verbatim but not shaped as this type says: nothing to project.
+                continue
+            handler(c, item, event)
+
+    # -- messages ------------------------------------------------------------------------------
+
+    def _cid_of(self, item: Item, event: p.Event, message: p.Message | None = None) -> str | None:
+        if message is not None and message.cid:
+            return message.cid
+        if event.cid and event.cid != "*":
+            return event.cid
+        return item.stream if ":" in item.stream else None
+
+    def _upsert_message(
+        self, c: apsw.Cursor, cid: str, m: p.Message, position: int, slot: int,
+        confirm: tuple[str, ...] = ("sending", "send_failed"),
+    ) -> bool:
+        """Insert or replace a message's row; True when it was not on file before."""
+        created = t(m.created_at)
+        existing = c.execute(
+            "SELECT created_at, local_state FROM messages WHERE id=?", (m.id,)
+        ).fetchone()
+        if created is None:
+            created = existing[0] if existing else 0
+        state = existing[1] if existing else None
+        if state in confirm:
+            state = None  # the backend has it now
+        row = (
+            cid, created, m.id, m.author, m.type, m.parent_id, b(m.show_in_channel),
+            m.reply_count or 0, b(m.pinned), t(m.pinned_at), t(m.updated_at), t(m.deleted_at),
+            b(m.silent), state, position, slot,
+        )
+        if existing is not None and existing[0] != created:
+            c.execute("DELETE FROM messages WHERE id=?", (m.id,))
+            existing = None
+        if existing is None:
+            c.execute(
+                "INSERT INTO messages (cid, created_at, id, user_id, type, parent_id, "
+                "show_in_channel, reply_count, pinned, pinned_at, updated_at, deleted_at, silent, "
+                "local_state, position, slot) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                row,
+            )
+            return True
+        c.execute(
+            "UPDATE messages SET cid=?, created_at=?, user_id=?, type=?, parent_id=?, "
+            "show_in_channel=?, reply_count=?, pinned=?, pinned_at=?, updated_at=?, deleted_at=?, "
+            "silent=?, local_state=?, position=?, slot=? WHERE id=?",
+            (*row[:2], *row[3:], m.id),
+        )
+        return False
+
+    def _message_new(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
+        m = event.message
+        if event.channel:
+            self._channel_upsert(c, item, event.channel, SLOT_EVENT)
+        if m is None or not m.id:
+            return
+        cid = self._cid_of(item, event, m)
+        if cid is None:
+            return
+        self._ensure_channel(c, cid)
+        is_new = self._upsert_message(c, cid, m, item.position, SLOT_EVENT)
+        self._remember_user(c, item, event.user)
+        created = t(m.created_at)
+        in_channel = not m.parent_id or bool(m.show_in_channel)
+        if is_new and m.parent_id:
+            c.execute("UPDATE messages SET reply_count=reply_count+1 WHERE id=?", (m.parent_id,))
+        if in_channel and created is not None:
+            c.execute(
+                "UPDATE channels SET last_message_at=max(coalesce(last_message_at, 0), ?) "
+                "WHERE cid=?",
+                (created, cid),
+            )
+        if event.channel_member_count is not None or event.channel_message_count is not None:
+            c.execute(
+                "UPDATE channels SET member_count=coalesce(?, member_count), "
+                "message_count=coalesce(?, message_count) WHERE cid=?",
+                (event.channel_member_count, event.channel_message_count, cid),
+            )
+        if not is_new or self.own is None:
+            return
+        author = m.author
+        if author == self.own:
+            self._set_read(c, cid, self.own, last_read=created, unread=0, last_read_message_id=m.id)
+        elif in_channel and not m.silent and m.type not in ("system", "ephemeral", "error"):
+            c.execute(
+                "INSERT INTO reads (cid, user_id, unread_messages) VALUES (?, ?, 1) "
+                "ON CONFLICT (cid, user_id) DO UPDATE SET unread_messages=unread_messages+1",
+                (cid, self.own),
+            )
+
+    def _message_updated(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
+        m = event.message
+        if m is None or not m.id:
+            return
+        cid = self._cid_of(item, event, m)
+        if cid is None:
+            return
+        self._ensure_channel(c, cid)
+        self._upsert_message(c, cid, m, item.position, SLOT_EVENT,
+                             confirm=("sending", "send_failed", "updating", "update_failed"))
+
+    def _message_deleted(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
+        m = event.message
+        if m is None or not m.id:
+            return
+        if event.hard_delete:
+            self._hard_delete(c, "id=?", (m.id,))
+            return
+        if event.deleted_for_me:
+            c.execute("UPDATE messages SET deleted_for_me=1, position=?, slot=? WHERE id=?",
+                      (item.position, SLOT_EVENT, m.id))
+            return
+        cid = self._cid_of(item, event, m)
+        if cid is None:
+            return
+        self._ensure_channel(c, cid)
+        self._upsert_message(c, cid, m, item.position, SLOT_EVENT,
+                             confirm=("sending", "send_failed", "deleting", "delete_failed"))
+        c.execute("UPDATE messages SET type='deleted', deleted_at=coalesce(deleted_at, ?) "
+                  "WHERE id=?", (t(event.created_at) or item.received_at, m.id))
+
+    def _hard_delete(self, c: apsw.Cursor, where: str, params: tuple[object, ...]) -> None:
+        """Remove messages (and their reactions), keeping parents' reply counts right."""
+        rows = c.execute(f"SELECT id, parent_id FROM messages WHERE {where}", params).fetchall()
+        for message_id, parent_id in rows:
+            c.execute("DELETE FROM reactions WHERE message_id=?", (message_id,))
+            if parent_id:
+                c.execute("UPDATE messages SET reply_count=max(reply_count-1, 0) WHERE id=?",
+                          (parent_id,))
+        c.execute(f"DELETE FROM messages WHERE {where}", params)
+
+    # -- reactions -----------------------------------------------------------------------------
+
+    def _reaction_upsert(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
+        r = event.reaction
+        if r is None or not r.type:
+            return
+        message_id = r.message_id or (event.message.id if event.message else None)
+        user_id = r.user_id or (r.user.id if r.user else None) or (event.user.id if event.user else None)
+        if not message_id or not user_id:
+            return
+        c.execute(
+            "INSERT INTO reactions (message_id, user_id, type, score, created_at, updated_at, "
+            "position) VALUES (?,?,?,?,?,?,?) ON CONFLICT (message_id, user_id, type) DO UPDATE SET "
+            "score=excluded.score, updated_at=excluded.updated_at, position=excluded.position",
+            (message_id, user_id, r.type, r.score if r.score is not None else 1,
+             t(r.created_at), t(r.updated_at), item.position),
+        )
+        self._message_counters(c, item, event)
+
+    def _reaction_deleted(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
+        r = event.reaction
+        if r is None:
+            return
+        message_id = r.message_id or (event.message.id if event.message else None)
+        user_id = r.user_id or (r.user.id if r.user else None) or (event.user.id if event.user else None)
+        c.execute("DELETE FROM reactions WHERE message_id=? AND user_id=? AND type=?",
+                  (message_id, user_id, r.type))
+        self._message_counters(c, item, event)
+
+    def _message_counters(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
+        # The event carries the message with its new counters: it becomes the message's source.
+        if event.message is not None and event.message.id:
+            c.execute("UPDATE messages SET position=?, slot=? WHERE id=?",
+                      (item.position, SLOT_EVENT, event.message.id))
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def _set_read(
+        self, c: apsw.Cursor, cid: str, user_id: str, *, last_read: int | None, unread: int,
+        last_read_message_id: str | None, first_unread_message_id: str | None = None,
+    ) -> None:
+        c.execute(
+            "INSERT INTO reads (cid, user_id, last_read, unread_messages, last_read_message_id, "
+            "first_unread_message_id) VALUES (?,?,?,?,?,?) ON CONFLICT (cid, user_id) DO UPDATE SET "
+            "last_read=excluded.last_read, unread_messages=excluded.unread_messages, "
+            "last_read_message_id=excluded.last_read_message_id, "
+            "first_unread_message_id=excluded.first_unread_message_id",
+            (cid, user_id, last_read, unread, last_read_message_id, first_unread_message_id),
+        )
+
+    def _event_user(self, event: p.Event) -> str | None:
+        return (event.user.id if event.user else None) or event.user_id
+
+    def _mark_read(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
+        user_id = self._event_user(event) or self.own
+        if user_id is None:
+            return
+        when = t(event.created_at)
+        cid = self._cid_of(item, event)
+        if cid is None:  # notification.mark_read without a channel: everything is read
+            c.execute("UPDATE reads SET unread_messages=0, last_read=? WHERE user_id=?",
+                      (when, user_id))
+            return
+        self._set_read(c, cid, user_id, last_read=when, unread=0,
+                       last_read_message_id=event.last_read_message_id)
+
+    def _mark_unread(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
+        user_id = self._event_user(event) or self.own
+        cid = self._cid_of(item, event)
+        if user_id is None or cid is None:
+            return
+        self._set_read(
+            c, cid, user_id, last_read=t(event.last_read_at), unread=event.unread_messages or 0,
+            last_read_message_id=event.last_read_message_id,
+            first_unread_message_id=event.first_unread_message_id,
+        )
+
+    def _delivered(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
+        user_id = self._event_user(event)
+        cid = self._cid_of(item, event)
+        if user_id is None or cid is None:
+            return
+        c.execute(
+            "INSERT INTO reads (cid, user_id, last_delivered_at, last_delivered_message_id) "
+            "VALUES (?,?,?,?) ON CONFLICT (cid, user_id) DO UPDATE SET "
+            "last_delivered_at=excluded.last_delivered_at, "
+            "last_delivered_message_id=excluded.last_delivered_message_id",
+            (cid, user_id, t(event.last_delivered_at), event.last_delivered_message_id),
+        )
+
+    # -- channels ------------------------------------------------------------------------------
+
+    def _ensure_channel(self, c: apsw.Cursor, cid: str) -> None:
+        """A channel first heard of through one of its events gets a row from its cid alone."""
+        kind, _, ident = cid.partition(":")
+        c.execute("INSERT OR IGNORE INTO channels (cid, type, id) VALUES (?,?,?)", (cid, kind, ident))
+
+    def _channel_upsert(
+        self, c: apsw.Cursor, item: Item, raw: msgspec.Raw, slot: int
+    ) -> str | None:
+        try:
+            ch = p.CHANNEL.decode(raw)
+        except DECODE_ERRORS:
+            return None
+        cid = ch.cid or (f"{ch.type}:{ch.id}" if ch.type and ch.id else None)
+        if cid is None:
+            return None
+        kind, _, ident = cid.partition(":")
+        try:
+            custom = custom_fields(raw, CHANNEL_FIELDS)
+        except DECODE_ERRORS:
+            custom = {}
+        c.execute(
+            "INSERT INTO channels (cid, type, id, name, created_by, created_at, updated_at, "
+            "last_message_at, member_count, frozen, disabled, hidden, team, truncated_at, "
+            "deleted_at, custom, position, slot) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+            "ON CONFLICT (cid) DO UPDATE SET type=excluded.type, id=excluded.id, "
+            "name=excluded.name, created_by=excluded.created_by, created_at=excluded.created_at, "
+            "updated_at=excluded.updated_at, "
+            "last_message_at=max(coalesce(excluded.last_message_at, 0), "
+            "coalesce(channels.last_message_at, 0)), "
+            "member_count=coalesce(excluded.member_count, channels.member_count), "
+            "frozen=excluded.frozen, disabled=excluded.disabled, "
+            "hidden=CASE WHEN ? THEN excluded.hidden ELSE channels.hidden END, team=excluded.team, "
+            "truncated_at=excluded.truncated_at, deleted_at=excluded.deleted_at, "
+            "custom=excluded.custom, position=excluded.position, slot=excluded.slot",
+            (cid, ch.type or kind, ch.id or ident, ch.name, ch.created_by.id if ch.created_by else None,
+             t(ch.created_at), t(ch.updated_at), t(ch.last_message_at), ch.member_count,
+             b(ch.frozen), b(ch.disabled), b(ch.hidden), ch.team, t(ch.truncated_at),
+             t(ch.deleted_at), msgspec.json.encode(custom, order="sorted").decode() if custom else None,
+             item.position, slot, ch.hidden is not None),
+        )
+        c.execute("UPDATE channels SET last_message_at=NULLIF(last_message_at, 0) WHERE cid=?", (cid,))
+        for member in ch.members or ():
+            self._upsert_member(c, cid, member)
+        return cid
+
+    def _channel_updated(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
+        if event.channel:
+            self._channel_upsert(c, item, event.channel, SLOT_EVENT)
+
+    def _channel_truncated(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
+        cid = self._cid_of(item, event)
+        if event.channel:
+            cid = self._channel_upsert(c, item, event.channel, SLOT_EVENT) or cid
+        if cid is None:
+            return
+        row = c.execute("SELECT truncated_at FROM channels WHERE cid=?", (cid,)).fetchone()
+        until = (row[0] if row and row[0] else None) or t(event.created_at)
+        if until is not None:
+            self._hard_delete(c, "cid=? AND created_at<?", (cid, until))
+        if event.message is not None and event.message.id:
+            self._upsert_message(c, cid, event.message, item.position, SLOT_EVENT)
+
+    def _channel_deleted(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
+        cid = self._cid_of(item, event)
+        if cid is None and event.channel:
+            cid = self._channel_cid(event.channel)
+        if cid is not None:
+            self._drop_channel(c, cid)
+
+    @staticmethod
+    def _channel_cid(raw: msgspec.Raw) -> str | None:
+        try:
+            ch = p.CHANNEL.decode(raw)
+        except DECODE_ERRORS:
+            return None
+        return ch.cid or (f"{ch.type}:{ch.id}" if ch.type and ch.id else None)
+
+    def _drop_channel(self, c: apsw.Cursor, cid: str) -> None:
+        c.execute("DELETE FROM reactions WHERE message_id IN (SELECT id FROM messages WHERE cid=?)",
+                  (cid,))
+        for table in ("messages", "members", "reads", "drafts", "channels"):
+            c.execute(f"DELETE FROM {table} WHERE cid=?", (cid,))
+
+    def _channel_hidden(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
+        cid = self._cid_of(item, event)
+        if cid is None:
+            return
+        self._ensure_channel(c, cid)
+        c.execute("UPDATE channels SET hidden=1 WHERE cid=?", (cid,))
+        if event.clear_history:
+            until = t(event.created_at) or item.received_at
+            self._hard_delete(c, "cid=? AND created_at<=?", (cid, until))
+
+    def _channel_visible(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
+        cid = self._cid_of(item, event)
+        if cid is not None:
+            c.execute("UPDATE channels SET hidden=0 WHERE cid=?", (cid,))
+
+    # -- members -------------------------------------------------------------------------------
+
+    def _upsert_member(self, c: apsw.Cursor, cid: str, m: p.Member) -> None:
+        uid = m.uid
+        if not uid:
+            return
+        c.execute(
+            "INSERT INTO members (cid, user_id, role, channel_role, banned, pinned_at, archived_at, "
+            "created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (cid, user_id) DO UPDATE "
+            "SET role=excluded.role, channel_role=excluded.channel_role, banned=excluded.banned, "
+            "pinned_at=excluded.pinned_at, archived_at=excluded.archived_at, "
+            "created_at=excluded.created_at, updated_at=excluded.updated_at",
+            (cid, uid, m.role, m.channel_role, b(m.banned), t(m.pinned_at), t(m.archived_at),
+             t(m.created_at), t(m.updated_at)),
+        )
+
+    def _member_upsert(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
+        cid = self._cid_of(item, event)
+        if event.channel:
+            cid = self._channel_upsert(c, item, event.channel, SLOT_EVENT) or cid
+        if cid is None or event.member is None:
+            return
+        self._ensure_channel(c, cid)
+        self._upsert_member(c, cid, event.member)
+
+    def _member_removed(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
+        cid = self._cid_of(item, event)
+        if cid is None and event.channel:
+            cid = self._channel_cid(event.channel)
+        uid = (event.member.uid if event.member else None) or self._event_user(event)
+        if cid is None or uid is None:
+            return
+        if uid == self.own:
+            self._drop_channel(c, cid)  # no longer ours: it leaves the channel list
+        else:
+            c.execute("DELETE FROM members WHERE cid=? AND user_id=?", (cid, uid))
+
+    # -- users ---------------------------------------------------------------------------------
+
+    def _remember_user(self, c: apsw.Cursor, item: Item, user: p.User | None) -> None:
+        """Upsert a user seen in passing, unless the row on file already says the same."""
+        if user is None or not user.id:
+            return
+        key = (t(user.updated_at), t(user.last_active), b(user.online))
+        if self._user_seen.get(user.id) == key:
+            return
+        self._upsert_user(c, item, user)
+        self._user_seen[user.id] = key
+
+    def _upsert_user(self, c: apsw.Cursor, item: Item, user: p.User, *, banned: int | None = None) -> None:
+        c.execute(
+            "INSERT INTO users (id, name, role, online, banned, last_active, updated_at, deleted_at, "
+            "position) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (id) DO UPDATE SET name=excluded.name, "
+            "role=excluded.role, online=excluded.online, banned=excluded.banned, "
+            "last_active=excluded.last_active, updated_at=excluded.updated_at, "
+            "deleted_at=excluded.deleted_at, position=excluded.position",
+            (user.id, user.name, user.role, b(user.online),
+             banned if banned is not None else b(user.banned), t(user.last_active),
+             t(user.updated_at), t(user.deleted_at), item.position),
+        )
+
+    def _user_event(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
+        if event.user is not None and event.user.id:
+            self._upsert_user(c, item, event.user)
+            self._user_seen.pop(event.user.id, None)
+
+    def _user_banned(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
+        uid = self._event_user(event)
+        if uid is None:
+            return
+        banned = 1 if event.type == "user.banned" else 0
+        cid = self._cid_of(item, event)
+        if cid is not None:  # banned from one channel
+            c.execute("UPDATE members SET banned=? WHERE cid=? AND user_id=?", (banned, cid, uid))
+            return
+        if event.user is not None:
+            self._upsert_user(c, item, event.user, banned=banned)
+            self._user_seen.pop(uid, None)
+        else:
+            c.execute("UPDATE users SET banned=? WHERE id=?", (banned, uid))
+
+    def _user_messages_deleted(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
+        uid = self._event_user(event)
+        if uid is None:
+            return
+        cid = self._cid_of(item, event)
+        where, params = ("user_id=? AND cid=?", (uid, cid)) if cid else ("user_id=?", (uid,))
+        if event.hard_delete:
+            self._hard_delete(c, where, params)
+        else:
+            c.execute(
+                f"UPDATE messages SET type='deleted', deleted_at=coalesce(deleted_at, ?) WHERE {where}",
+                (t(event.created_at) or item.received_at, *params),
+            )
+
+    # -- drafts, polls, connection -------------------------------------------------------------
+
+    def _draft_updated(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
+        d = event.draft
+        cid = (d.channel_cid if d else None) or self._cid_of(item, event)
+        if cid is None:
+            return
+        self._ensure_channel(c, cid)
+        c.execute(
+            "INSERT INTO drafts (cid, parent_id, created_at, position) VALUES (?,?,?,?) "
+            "ON CONFLICT (cid, parent_id) DO UPDATE SET created_at=excluded.created_at, "
+            "position=excluded.position",
+            (cid, (d.parent_id if d else None) or "", t(d.created_at) if d else None, item.position),
+        )
+
+    def _draft_deleted(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
+        d = event.draft
+        cid = (d.channel_cid if d else None) or self._cid_of(item, event)
+        if cid is not None:
+            c.execute("DELETE FROM drafts WHERE cid=? AND parent_id=?",
+                      (cid, (d.parent_id if d else None) or ""))
+
+    def _poll(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
+        poll = event.poll
+        if poll is None or not poll.id:
+            return
+        if event.type == "poll.deleted":
+            c.execute("DELETE FROM polls WHERE id=?", (poll.id,))
+            return
+        c.execute(
+            "INSERT INTO polls (id, cid, message_id, updated_at, position) VALUES (?,?,?,?,?) "
+            "ON CONFLICT (id) DO UPDATE SET cid=coalesce(excluded.cid, polls.cid), "
+            "message_id=coalesce(excluded.message_id, polls.message_id), "
+            "updated_at=excluded.updated_at, position=excluded.position",
+            (poll.id, self._cid_of(item, event), event.message.id if event.message else None,
+             t(poll.updated_at), item.position),
+        )
+
+    def _health_check(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
+        values: list[tuple[str, object]] = [("last_health_check_at", item.received_at)]
+        if event.connection_id:
+            values.append(("connection_id", event.connection_id))
+        if event.me is not None and event.me.id:
+            values.append(("me_position", item.position))
+            self._remember_user(c, item, event.me)
+        c.executemany(
+            "INSERT INTO connection (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value=excluded.value",
+            values,
+        )
+
+    # -- snapshots -----------------------------------------------------------------------------
+
+    def _channel_state(self, c: apsw.Cursor, item: Item) -> None:
+        """A channel state replaces what it covers and keeps what it does not (local sends)."""
+        try:
+            state = p.CHANNEL_STATE.decode(item.payload)
+        except DECODE_ERRORS:
+            return
+        cid = self._channel_upsert(c, item, state.channel, 0) if state.channel else None
+        cid = cid or (item.stream if ":" in item.stream else None)
+        if cid is None:
+            return
+        self._ensure_channel(c, cid)
+        for index, m in enumerate(state.messages or ()):
+            if m.id:
+                self._upsert_message(c, m.cid or cid, m, item.position, index)
+        for index, m in enumerate(state.pinned_messages or ()):
+            if m.id and not c.execute("SELECT 1 FROM messages WHERE id=?", (m.id,)).fetchone():
+                self._upsert_message(c, m.cid or cid, m, item.position, SLOT_PINNED_BASE + index)
+        for member in state.members or ():
+            self._upsert_member(c, cid, member)
+        if state.membership is not None:
+            if not state.membership.uid and self.own:
+                state.membership.user_id = self.own
+            self._upsert_member(c, cid, state.membership)
+        for read in state.read or ():
+            uid = read.user_id or (read.user.id if read.user else None)
+            if uid:
+                self._set_read(c, cid, uid, last_read=t(read.last_read),
+                               unread=read.unread_messages or 0,
+                               last_read_message_id=read.last_read_message_id,
+                               first_unread_message_id=read.first_unread_message_id)
+        if state.draft is not None:
+            c.execute(
+                "INSERT INTO drafts (cid, parent_id, created_at, position) VALUES (?,?,?,?) "
+                "ON CONFLICT (cid, parent_id) DO UPDATE SET created_at=excluded.created_at, "
+                "position=excluded.position",
+                (cid, state.draft.parent_id or "", t(state.draft.created_at), item.position),
+            )
+
+    def _query_result(self, c: apsw.Cursor, item: Item) -> None:
+        try:
+            result = p.QUERY_RESULT.decode(item.payload)
+        except DECODE_ERRORS:
+            return
+        key = query_key(bytes(result.filter) or None, bytes(result.sort) or None)
+        c.execute(
+            "INSERT INTO channel_queries (query, cids, position, received_at) VALUES (?,?,?,?) "
+            "ON CONFLICT (query) DO UPDATE SET cids=excluded.cids, position=excluded.position, "
+            "received_at=excluded.received_at",
+            (key, msgspec.json.encode(result.cids).decode(), item.position, item.received_at),
+        )

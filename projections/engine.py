@@ -1,0 +1,255 @@
+"""Keeping the read tables in step with the log: live, on upgrade, on demand, and for checking.
+
+- Live: `Projections` is an `AppendListener` of the log, so each append updates the tables in its
+  own transaction, and the tracking record (the `eventsourcing` library's) says which log position
+  the tables reflect.
+- On open: tables built by another projection version are rebuilt from the log; tables behind the
+  log (appended by a program that did not project) catch up.
+- `rebuild()` replays the whole log into fresh tables in one transaction, so readers see the old
+  tables or the new, never half of either. `verify()` replays into a scratch database and lists
+  every row that differs from the live tables.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import apsw
+
+from chatledger.eventstore.codec import PayloadCodec
+from chatledger.eventstore.log import AppendedEntry, EventLog
+from chatledger.projections.apply import Item, Projector
+from chatledger.projections.schema import INDEXES, LOOKUP_INDEXES, PROJECTION_VERSION, TABLES
+
+TRACKING_NAME = "projections"
+_VERSION_KEY = "projection_version"
+_REPLAY_CHUNK = 5_000
+
+ProgressCallback = Callable[[int, int], None]  # (entries applied, entries in all)
+
+
+@dataclass(frozen=True, slots=True)
+class Difference:
+    """A row that a fresh rebuild has and the live tables lack, or the other way round."""
+
+    table: str
+    side: str  # "missing" (only in the rebuild) or "extra" (only in the live tables)
+    row: tuple[Any, ...]
+
+
+def create_tables(c: apsw.Cursor, schema: str = "main", *, with_indexes: bool = True) -> None:
+    for ddl in TABLES.values():
+        c.execute(ddl.replace("CREATE TABLE ", f"CREATE TABLE {schema}.", 1))
+    indexes = LOOKUP_INDEXES + (INDEXES if with_indexes else [])
+    for ddl in indexes:
+        c.execute(ddl.replace(" INDEX ", f" INDEX {schema}.", 1))
+
+
+def drop_tables(c: apsw.Cursor, schema: str = "main") -> None:
+    for name in TABLES:
+        c.execute(f"DROP TABLE IF EXISTS {schema}.{name}")
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    # Replays build many short-lived objects; the cyclic collector only slows them down.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def replay(
+    source: apsw.Cursor,
+    target: apsw.Cursor,
+    events_table: str,
+    codec: PayloadCodec,
+    projector: Projector,
+    *,
+    upto: int | None = None,
+    after: int = 0,
+    on_progress: ProgressCallback | None = None,
+) -> int:
+    """Apply the log's entries after `after` (up to `upto`), read through `source`, to the tables
+    that `target` writes; returns the last position applied. Reads in chunks by position."""
+    total, last = source.execute(
+        f"SELECT COUNT(*), MAX(rowid) FROM {events_table} WHERE rowid>? AND rowid<=?",
+        (after, upto if upto is not None else 2**62),
+    ).fetchone()
+    stop = last or after
+    reader = source.connection.cursor()
+    done = 0
+    position = after
+    decode = codec.decode
+    while position < stop:
+        rows = reader.execute(
+            f"SELECT rowid, topic, originator_id, codec, state, received_at FROM {events_table} "
+            "WHERE rowid>? AND rowid<=? ORDER BY rowid LIMIT ?",
+            (position, stop, _REPLAY_CHUNK),
+        ).fetchall()
+        if not rows:
+            break
+        projector.apply(target, [Item(r[0], r[1], r[2], decode(r[3], r[4]), r[5]) for r in rows])
+        position = rows[-1][0]
+        done += len(rows)
+        if on_progress is not None:
+            on_progress(done, total)
+    return stop
+
+
+class Projections:
+    """The read tables of one log, kept up to date as the log grows."""
+
+    def __init__(self, log: EventLog, own_user_id: str | None) -> None:
+        self.log = log
+        self.own_user_id = own_user_id
+        self.projector = Projector(own_user_id)
+
+    # -- installation --------------------------------------------------------------------------
+
+    def install(self, on_progress: ProgressCallback | None = None) -> str:
+        """Make the tables current, then follow every append. Returns what was needed:
+        "ready", "caught up", or "rebuilt" (first use, or built by another version)."""
+        outcome = "ready"
+        version = self.log.get_meta(_VERSION_KEY)
+        if version != PROJECTION_VERSION or not self._tables_exist():
+            self.rebuild(on_progress)
+            outcome = "rebuilt"
+        elif (self.position() or 0) < self.log.max_position():
+            self.catch_up(on_progress)
+            outcome = "caught up"
+        self.log.listeners.append(self)
+        return outcome
+
+    def _tables_exist(self) -> bool:
+        with self.log.datastore.transaction(commit=False) as c:
+            names = {n for (n,) in c.execute("SELECT name FROM sqlite_schema WHERE type='table'")}
+        return set(TABLES) <= names
+
+    def position(self) -> int | None:
+        """The log position the tables reflect."""
+        return self.log.recorder.max_tracking_id(TRACKING_NAME)
+
+    # -- live ----------------------------------------------------------------------------------
+
+    def appended(self, cursor: apsw.Cursor, entries: Sequence[AppendedEntry]) -> None:
+        try:
+            self.projector.apply(
+                cursor,
+                [Item(a.position, a.entry.type, a.entry.stream, a.entry.payload, a.received_at)
+                 for a in entries],
+            )
+        except BaseException:
+            self.projector.forget_cache()  # the rows it remembered are rolled back
+            raise
+        self._track(cursor, entries[-1].position)
+
+    def _track(self, c: apsw.Cursor, position: int) -> None:
+        c.execute(
+            "INSERT INTO tracking (application_name, notification_id) VALUES (?, ?) "
+            "ON CONFLICT (application_name) DO UPDATE SET notification_id=excluded.notification_id",
+            (TRACKING_NAME, position),
+        )
+
+    # -- rebuild, catch up, verify -------------------------------------------------------------
+
+    def rebuild(self, on_progress: ProgressCallback | None = None) -> int:
+        """Replay the whole log into fresh tables, in one transaction; returns the position."""
+        log = self.log
+        self.projector.forget_cache()
+        with _collector_paused(), log.datastore.transaction(commit=True) as c:
+            drop_tables(c)
+            create_tables(c, with_indexes=False)
+            position = replay(c, c, log.recorder.events_table_name, log.datastore.codec,
+                              self.projector, on_progress=on_progress)
+            for ddl in INDEXES:
+                c.execute(ddl)
+            self._track(c, position)
+            c.execute(
+                "INSERT INTO chatledger_meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value=excluded.value",
+                (_VERSION_KEY, PROJECTION_VERSION),
+            )
+        return position
+
+    def catch_up(self, on_progress: ProgressCallback | None = None) -> int:
+        """Apply the entries appended since the tables' position."""
+        log = self.log
+        with _collector_paused(), log.datastore.transaction(commit=True) as c:
+            after = log.recorder._max_tracking_id(c, TRACKING_NAME) or 0
+            position = replay(c, c, log.recorder.events_table_name, log.datastore.codec,
+                              self.projector, after=after, on_progress=on_progress)
+            if position > after:
+                self._track(c, position)
+        return position
+
+    def verify(self, on_progress: ProgressCallback | None = None) -> list[Difference]:
+        """Rebuild into a scratch database and list the rows that differ from the live tables.
+
+        The replay and the comparison read one snapshot of the file, so appends made meanwhile
+        (by this process or another) neither disturb nor fail the check.
+        """
+        log = self.log
+        table = log.recorder.events_table_name
+        shadow = apsw.Connection(":memory:", flags=_MEMORY_FLAGS)
+        try:
+            target = shadow.cursor()
+            create_tables(target, with_indexes=False)
+            projector = Projector(self.own_user_id)
+            with _collector_paused():
+                if log.datastore.path is None:  # an in-memory store: compare in Python
+                    return self._verify_in_memory(shadow, projector, on_progress)
+                target.execute("ATTACH DATABASE ? AS live", (f"file:{log.datastore.path}?mode=ro",))
+                target.execute("BEGIN")
+                try:
+                    position = _tracked(target, "live") or 0
+                    replay(target, target, f"live.{table}", log.datastore.codec, projector,
+                           upto=position, on_progress=on_progress)
+                    return [
+                        Difference(name, side, tuple(row))
+                        for name in TABLES
+                        for side, first, second in (("missing", "main", "live"),
+                                                    ("extra", "live", "main"))
+                        for row in target.execute(
+                            f"SELECT * FROM {first}.{name} EXCEPT SELECT * FROM {second}.{name}")
+                    ]
+                finally:
+                    target.execute("COMMIT")
+        finally:
+            shadow.close()
+
+    def _verify_in_memory(
+        self, shadow: apsw.Connection, projector: Projector,
+        on_progress: ProgressCallback | None,
+    ) -> list[Difference]:
+        log = self.log
+        target = shadow.cursor()
+        with log.datastore.transaction(commit=False) as c:
+            position = _tracked(c, "main") or 0
+            replay(c, target, log.recorder.events_table_name, log.datastore.codec, projector,
+                   upto=position, on_progress=on_progress)
+            live = {name: set(c.execute(f"SELECT * FROM {name}")) for name in TABLES}
+        differences = []
+        for name in TABLES:
+            rebuilt = set(target.execute(f"SELECT * FROM {name}"))
+            differences += [Difference(name, "missing", tuple(r)) for r in rebuilt - live[name]]
+            differences += [Difference(name, "extra", tuple(r)) for r in live[name] - rebuilt]
+        return differences
+
+
+_MEMORY_FLAGS = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE | apsw.SQLITE_OPEN_URI
+
+
+def _tracked(c: apsw.Cursor, schema: str) -> int | None:
+    row = c.execute(
+        f"SELECT notification_id FROM {schema}.tracking WHERE application_name=?",
+        (TRACKING_NAME,),
+    ).fetchone()
+    return None if row is None else row[0]

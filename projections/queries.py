@@ -1,0 +1,372 @@
+"""Reading the tables: channel lists, one channel's state, messages by cursor, threads, reactions.
+
+Rows carry what filters and sorts need; the objects themselves come from the log entry that holds
+them as they now stand (`position`, `slot`), read in the same snapshot as the rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import apsw
+import msgspec
+
+from chatledger.eventstore.codec import PayloadCodec
+from chatledger.eventstore.datastore import APSWDatastore
+from chatledger.projections.apply import query_key
+from chatledger.projections.schema import SLOT_EVENT, SLOT_PINNED_BASE
+
+NO_RAW = msgspec.Raw()
+
+
+class _WithMessage(msgspec.Struct):
+    message: msgspec.Raw = NO_RAW
+
+
+class _WithChannel(msgspec.Struct):
+    channel: msgspec.Raw = NO_RAW
+
+
+class _WithUser(msgspec.Struct):
+    user: msgspec.Raw = NO_RAW
+    me: msgspec.Raw = NO_RAW
+
+
+class _State(msgspec.Struct):
+    channel: msgspec.Raw = NO_RAW
+    messages: list[msgspec.Raw] = []
+    pinned_messages: list[msgspec.Raw] = []
+
+
+_MESSAGE = msgspec.json.Decoder(_WithMessage)
+_CHANNEL = msgspec.json.Decoder(_WithChannel)
+_USER = msgspec.json.Decoder(_WithUser)
+_STATE = msgspec.json.Decoder(_State)
+
+
+@dataclass(slots=True)
+class StoredMessage:
+    """A message as stored now: its row (with the local state) and its object's exact bytes."""
+
+    id: str
+    cid: str
+    created_at: int
+    user_id: str | None
+    type: str | None
+    parent_id: str | None
+    reply_count: int
+    pinned: bool
+    deleted_at: int | None
+    deleted_for_me: bool
+    local_state: str | None
+    local_command: str | None
+    position: int
+    raw: bytes = b""
+
+    def json(self) -> dict[str, Any]:
+        return msgspec.json.decode(self.raw) if self.raw else {}
+
+
+_MESSAGE_COLUMNS = (
+    "id, cid, created_at, user_id, type, parent_id, reply_count, pinned, deleted_at, "
+    "deleted_for_me, local_state, local_command, position, slot"
+)
+
+
+@dataclass(slots=True)
+class ChannelSummary:
+    """One line of a channel list: the channel, its newest message, unread count, membership."""
+
+    cid: str
+    name: str | None
+    last_message_at: int | None
+    member_count: int | None
+    unread_count: int
+    hidden: bool
+    membership: dict[str, Any] | None
+    last_message: StoredMessage | None
+    custom: dict[str, Any] = field(default_factory=dict)
+
+
+class ReadModel:
+    """Queries over one file's read tables."""
+
+    def __init__(self, datastore: APSWDatastore, own_user_id: str | None) -> None:
+        self.datastore = datastore
+        self.own = own_user_id
+
+    @property
+    def _codec(self) -> PayloadCodec:
+        return self.datastore.codec
+
+    # -- objects from the log ------------------------------------------------------------------
+
+    def _payload(self, c: apsw.Cursor, position: int) -> bytes:
+        row = c.execute("SELECT codec, state FROM stored_events WHERE rowid=?", (position,)).fetchone()
+        return b"" if row is None else self._codec.decode(row[0], row[1])
+
+    def _message_raw(self, c: apsw.Cursor, position: int, slot: int) -> bytes:
+        payload = self._payload(c, position)
+        if not payload:
+            return b""
+        try:
+            if slot == SLOT_EVENT:
+                return bytes(_MESSAGE.decode(payload).message)
+            state = _STATE.decode(payload)
+            items = state.messages if slot < SLOT_PINNED_BASE else state.pinned_messages
+            index = slot if slot < SLOT_PINNED_BASE else slot - SLOT_PINNED_BASE
+            return bytes(items[index]) if index < len(items) else b""
+        except (msgspec.MsgspecError, ValueError):
+            return b""
+
+    def _messages(self, c: apsw.Cursor, rows: list[tuple[Any, ...]]) -> list[StoredMessage]:
+        return [
+            StoredMessage(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]), r[8], bool(r[9]),
+                          r[10], r[11], r[12], self._message_raw(c, r[12], r[13]))
+            for r in rows
+        ]
+
+    def _channel_raw(self, c: apsw.Cursor, position: int | None, slot: int) -> bytes:
+        if position is None:
+            return b""
+        payload = self._payload(c, position)
+        try:
+            decoded = _CHANNEL.decode(payload) if slot == SLOT_EVENT else _STATE.decode(payload)
+        except (msgspec.MsgspecError, ValueError):
+            return b""
+        return bytes(decoded.channel)
+
+    # -- channel lists -------------------------------------------------------------------------
+
+    def channels(
+        self,
+        filter: dict[str, Any] | None = None,
+        sort: list[dict[str, Any]] | None = None,
+        *,
+        limit: int = 30,
+        offset: int = 0,
+    ) -> list[ChannelSummary]:
+        """Channels matching `filter`, in `sort` order, evaluated against the stored data."""
+        from chatledger.projections.filters import compile_channel_query
+
+        query = compile_channel_query(filter, sort, own_user_id=self.own or "")
+        with self.datastore.transaction(commit=False) as c:
+            cids = [
+                cid for (cid,) in c.execute(
+                    f"SELECT c.cid FROM channels c WHERE {query.where} ORDER BY {query.order_by} "
+                    "LIMIT ? OFFSET ?",
+                    [*query.params, limit, offset],
+                )
+            ]
+            return [self._summary(c, cid) for cid in cids]
+
+    def _summary(self, c: apsw.Cursor, cid: str) -> ChannelSummary:
+        name, last_message_at, member_count, hidden, custom = c.execute(
+            "SELECT name, last_message_at, member_count, hidden, custom FROM channels WHERE cid=?",
+            (cid,),
+        ).fetchone()
+        rows = c.execute(
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE cid=? AND (parent_id IS NULL OR "
+            "show_in_channel=1) AND deleted_for_me=0 ORDER BY created_at DESC, id DESC LIMIT 1",
+            (cid,),
+        ).fetchall()
+        return ChannelSummary(
+            cid=cid, name=name, last_message_at=last_message_at, member_count=member_count,
+            unread_count=self._unread(c, cid), hidden=bool(hidden),
+            membership=self._membership(c, cid),
+            last_message=self._messages(c, rows)[0] if rows else None,
+            custom=msgspec.json.decode(custom) if custom else {},
+        )
+
+    def _unread(self, c: apsw.Cursor, cid: str) -> int:
+        row = c.execute("SELECT unread_messages FROM reads WHERE cid=? AND user_id=?",
+                        (cid, self.own)).fetchone()
+        return row[0] if row else 0
+
+    def _membership(self, c: apsw.Cursor, cid: str) -> dict[str, Any] | None:
+        if self.own is None:
+            return None
+        return _one_dict(c, "SELECT * FROM members WHERE cid=? AND user_id=?", (cid, self.own))
+
+    def cached_channels(
+        self, filter: dict[str, Any] | None = None, sort: list[dict[str, Any]] | None = None
+    ) -> list[str] | None:
+        """The channel ids of the last online answer to the same query, or None."""
+        key = query_key(msgspec.json.encode(filter) if filter is not None else None,
+                        msgspec.json.encode(sort) if sort is not None else None)
+        with self.datastore.transaction(commit=False) as c:
+            row = c.execute("SELECT cids FROM channel_queries WHERE query=?", (key,)).fetchone()
+        return None if row is None else msgspec.json.decode(row[0])
+
+    # -- one channel ---------------------------------------------------------------------------
+
+    def channel(self, cid: str, *, messages: int = 25) -> dict[str, Any] | None:
+        """One channel's state: channel, members, reads, newest messages, pinned, draft,
+        own membership."""
+        with self.datastore.transaction(commit=False) as c:
+            row = c.execute("SELECT position, slot FROM channels WHERE cid=?", (cid,)).fetchone()
+            if row is None:
+                return None
+            raw = self._channel_raw(c, row[0], row[1])
+            channel = msgspec.json.decode(raw) if raw else _one_dict(
+                c, "SELECT * FROM channels WHERE cid=?", (cid,))
+            page = self._page(c, "cid=? AND (parent_id IS NULL OR show_in_channel=1)", (cid,),
+                              None, before=True, inclusive=False, limit=messages)
+            pinned = self._messages(c, c.execute(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE cid=? AND pinned=1 "
+                "ORDER BY pinned_at DESC LIMIT 25", (cid,)).fetchall())
+            draft = c.execute("SELECT position FROM drafts WHERE cid=? AND parent_id=''",
+                              (cid,)).fetchone()
+            return {
+                "channel": channel,
+                "members": _dicts(c, "SELECT * FROM members WHERE cid=? ORDER BY created_at, user_id",
+                                  (cid,)),
+                "read": _dicts(c, "SELECT * FROM reads WHERE cid=? ORDER BY user_id", (cid,)),
+                "messages": page,
+                "pinned_messages": pinned,
+                "membership": self._membership(c, cid),
+                "draft_position": draft[0] if draft else None,
+                "unread_count": self._unread(c, cid),
+            }
+
+    # -- messages ------------------------------------------------------------------------------
+
+    def messages(
+        self,
+        cid: str,
+        *,
+        before: tuple[int, str] | None = None,
+        after: tuple[int, str] | None = None,
+        inclusive: bool = False,
+        limit: int = 50,
+    ) -> list[StoredMessage]:
+        """A page of a channel's messages (thread replies only when shown in the channel),
+        oldest first, before or after a (created_at, id) cursor; without one, the newest."""
+        if before is not None and after is not None:
+            raise ValueError("give before or after, not both")
+        with self.datastore.transaction(commit=False) as c:
+            return self._page(c, "cid=? AND (parent_id IS NULL OR show_in_channel=1)", (cid,),
+                              after if after is not None else before, before=after is None,
+                              inclusive=inclusive, limit=limit)
+
+    def thread(
+        self,
+        parent_id: str,
+        *,
+        before: tuple[int, str] | None = None,
+        after: tuple[int, str] | None = None,
+        inclusive: bool = False,
+        limit: int = 50,
+    ) -> list[StoredMessage]:
+        """Replies to a message, oldest first, paged like `messages`."""
+        if before is not None and after is not None:
+            raise ValueError("give before or after, not both")
+        with self.datastore.transaction(commit=False) as c:
+            return self._page(c, "parent_id=?", (parent_id,),
+                              after if after is not None else before, before=after is None,
+                              inclusive=inclusive, limit=limit)
+
+    def _page(
+        self, c: apsw.Cursor, where: str, params: tuple[Any, ...], cursor: tuple[int, str] | None,
+        *, before: bool, inclusive: bool, limit: int,
+    ) -> list[StoredMessage]:
+        clauses = [where, "deleted_for_me=0"]
+        values = list(params)
+        if cursor is not None:
+            op = ("<" if before else ">") + ("=" if inclusive else "")
+            clauses.append(f"(created_at, id) {op} (?, ?)")
+            values += [cursor[0], cursor[1]]
+        order = "DESC" if before else "ASC"
+        rows = c.execute(
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE {' AND '.join(clauses)} "
+            f"ORDER BY created_at {order}, id {order} LIMIT ?",
+            [*values, limit],
+        ).fetchall()
+        if before:
+            rows.reverse()
+        return self._messages(c, rows)
+
+    def message(self, message_id: str) -> StoredMessage | None:
+        with self.datastore.transaction(commit=False) as c:
+            rows = c.execute(f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id=?",
+                             (message_id,)).fetchall()
+            return self._messages(c, rows)[0] if rows else None
+
+    def pinned(self, cid: str, *, limit: int = 25) -> list[StoredMessage]:
+        with self.datastore.transaction(commit=False) as c:
+            return self._messages(c, c.execute(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE cid=? AND pinned=1 "
+                "ORDER BY pinned_at DESC LIMIT ?", (cid, limit)).fetchall())
+
+    # -- reactions, members, reads, users --------------------------------------------------------
+
+    def reactions(self, message_id: str, *, own: bool = False, limit: int = 25) -> list[dict[str, Any]]:
+        """A message's reactions, newest first (only the own user's with `own=True`)."""
+        sql = "SELECT * FROM reactions WHERE message_id=?"
+        params: list[Any] = [message_id]
+        if own:
+            sql += " AND user_id=?"
+            params.append(self.own)
+        with self.datastore.transaction(commit=False) as c:
+            return _dicts(c, sql + " ORDER BY coalesce(updated_at, created_at) DESC LIMIT ?",
+                          (*params, limit))
+
+    def members(self, cid: str) -> list[dict[str, Any]]:
+        with self.datastore.transaction(commit=False) as c:
+            return _dicts(c, "SELECT * FROM members WHERE cid=? ORDER BY created_at, user_id", (cid,))
+
+    def reads(self, cid: str) -> list[dict[str, Any]]:
+        with self.datastore.transaction(commit=False) as c:
+            return _dicts(c, "SELECT * FROM reads WHERE cid=? ORDER BY user_id", (cid,))
+
+    def unread_counts(self) -> dict[str, Any]:
+        """The own user's unread messages per channel and in total, and channels with any."""
+        with self.datastore.transaction(commit=False) as c:
+            per_channel = dict(c.execute(
+                "SELECT r.cid, r.unread_messages FROM reads r JOIN channels ch ON ch.cid=r.cid "
+                "WHERE r.user_id=? AND r.unread_messages>0 ORDER BY r.cid", (self.own,)))
+        return {"total_unread_count": sum(per_channel.values()),
+                "unread_channels": len(per_channel), "channels": per_channel}
+
+    def user(self, user_id: str) -> dict[str, Any] | None:
+        """A user as last seen: the object from the log, with the row's flags."""
+        with self.datastore.transaction(commit=False) as c:
+            row = _one_dict(c, "SELECT * FROM users WHERE id=?", (user_id,))
+            if row is None:
+                return None
+            payload = self._payload(c, row["position"])
+        try:
+            holder = _USER.decode(payload)
+            raw = holder.user or holder.me
+            data = msgspec.json.decode(raw) if raw else {}
+        except (msgspec.MsgspecError, ValueError):
+            data = {}
+        if data.get("id") != user_id:
+            data = {"id": user_id, "name": row["name"], "role": row["role"]}
+        return {**data, "_row": row}
+
+    def channel_ids_to_sync(self, limit: int = 250) -> list[str]:
+        """The most recently active channels: what a reconnect asks `/sync` about."""
+        with self.datastore.transaction(commit=False) as c:
+            return [cid for (cid,) in c.execute(
+                "SELECT cid FROM channels ORDER BY last_message_at IS NULL, last_message_at DESC, "
+                "cid LIMIT ?", (limit,))]
+
+    def connection_info(self) -> dict[str, Any]:
+        with self.datastore.transaction(commit=False) as c:
+            return dict(c.execute("SELECT key, value FROM connection"))
+
+
+def _dicts(c: apsw.Cursor, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
+    cursor = c.execute(sql, params)
+    try:
+        names = [d[0] for d in cursor.getdescription()]
+    except apsw.ExecutionCompleteError:  # no rows: the statement has already finished
+        return []
+    return [dict(zip(names, r)) for r in cursor]
+
+
+def _one_dict(c: apsw.Cursor, sql: str, params: tuple[Any, ...]) -> dict[str, Any] | None:
+    rows = _dicts(c, sql, params)
+    return rows[0] if rows else None

@@ -1,0 +1,151 @@
+"""The read tables: what queries need, not a second copy of every payload.
+
+A row keeps the fields that filters, sorts and joins use, plus `position`: the log position of
+the entry whose payload holds the object as it now stands (and `slot`, its place inside that
+payload when the entry carries many, such as a channel state). Whoever needs the whole object
+reads those bytes from the log, which already has them.
+
+Times are epoch microseconds (INTEGER), booleans 0/1, custom fields a JSON object (TEXT).
+"""
+
+from __future__ import annotations
+
+# Bumped whenever what the tables hold, or how events change them, changes: a file whose tables
+# were built by another version is rebuilt from the log when it is opened.
+PROJECTION_VERSION = 1
+
+# `slot` says where the object sits in the payload at `position`:
+SLOT_EVENT = -1  # the event's own `message` / `channel` / `user` / ... object
+# slot >= 0: index into the `messages` (or `pinned_messages` + 10_000_000) list of a channel state
+SLOT_PINNED_BASE = 10_000_000
+
+TABLES: dict[str, str] = {
+    "channels": """CREATE TABLE channels (
+        cid TEXT PRIMARY KEY,
+        type TEXT NOT NULL,
+        id TEXT NOT NULL,
+        name TEXT,
+        created_by TEXT,
+        created_at INTEGER,
+        updated_at INTEGER,
+        last_message_at INTEGER,
+        member_count INTEGER,
+        message_count INTEGER,
+        frozen INTEGER NOT NULL DEFAULT 0,
+        disabled INTEGER NOT NULL DEFAULT 0,
+        hidden INTEGER NOT NULL DEFAULT 0,
+        team TEXT,
+        truncated_at INTEGER,
+        deleted_at INTEGER,
+        custom TEXT,                      -- JSON object of the channel's custom fields
+        position INTEGER,                 -- entry holding the channel object as it stands
+        slot INTEGER NOT NULL DEFAULT -1  -- -1: the event's `channel`; 0: a channel state's `channel`
+    ) WITHOUT ROWID""",
+    # Clustered by channel and time, so a page of a channel's messages is a few adjacent pages;
+    # `messages_id` finds a message by id for updates, deletes and reactions.
+    "messages": """CREATE TABLE messages (
+        cid TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        id TEXT NOT NULL,
+        user_id TEXT,
+        type TEXT,
+        parent_id TEXT,
+        show_in_channel INTEGER NOT NULL DEFAULT 0,
+        reply_count INTEGER NOT NULL DEFAULT 0,
+        pinned INTEGER NOT NULL DEFAULT 0,
+        pinned_at INTEGER,
+        updated_at INTEGER,
+        deleted_at INTEGER,
+        deleted_for_me INTEGER NOT NULL DEFAULT 0,
+        silent INTEGER NOT NULL DEFAULT 0,
+        local_state TEXT,                 -- sending, updating, deleting, *_failed; NULL when confirmed
+        local_command TEXT,               -- the command that put it in that state
+        position INTEGER NOT NULL,
+        slot INTEGER NOT NULL DEFAULT -1,
+        PRIMARY KEY (cid, created_at, id)
+    ) WITHOUT ROWID""",
+    "reactions": """CREATE TABLE reactions (
+        message_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        type TEXT NOT NULL,
+        score INTEGER NOT NULL DEFAULT 1,
+        created_at INTEGER,
+        updated_at INTEGER,
+        position INTEGER NOT NULL,
+        PRIMARY KEY (message_id, user_id, type)
+    ) WITHOUT ROWID""",
+    "members": """CREATE TABLE members (
+        cid TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        role TEXT,
+        channel_role TEXT,
+        banned INTEGER NOT NULL DEFAULT 0,
+        pinned_at INTEGER,
+        archived_at INTEGER,
+        created_at INTEGER,
+        updated_at INTEGER,
+        PRIMARY KEY (cid, user_id)
+    ) WITHOUT ROWID""",
+    "reads": """CREATE TABLE reads (
+        cid TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        last_read INTEGER,
+        unread_messages INTEGER NOT NULL DEFAULT 0,
+        last_read_message_id TEXT,
+        first_unread_message_id TEXT,
+        last_delivered_at INTEGER,
+        last_delivered_message_id TEXT,
+        PRIMARY KEY (cid, user_id)
+    ) WITHOUT ROWID""",
+    "users": """CREATE TABLE users (
+        id TEXT PRIMARY KEY,
+        name TEXT,
+        role TEXT,
+        online INTEGER NOT NULL DEFAULT 0,
+        banned INTEGER NOT NULL DEFAULT 0,
+        last_active INTEGER,
+        updated_at INTEGER,
+        deleted_at INTEGER,
+        custom TEXT,
+        position INTEGER NOT NULL
+    ) WITHOUT ROWID""",
+    "drafts": """CREATE TABLE drafts (
+        cid TEXT NOT NULL,
+        parent_id TEXT NOT NULL DEFAULT '',  -- '' for the channel's own draft
+        created_at INTEGER,
+        position INTEGER NOT NULL,
+        PRIMARY KEY (cid, parent_id)
+    ) WITHOUT ROWID""",
+    "polls": """CREATE TABLE polls (
+        id TEXT PRIMARY KEY,
+        cid TEXT,
+        message_id TEXT,
+        updated_at INTEGER,
+        position INTEGER NOT NULL
+    ) WITHOUT ROWID""",
+    "connection": """CREATE TABLE connection (
+        key TEXT PRIMARY KEY,             -- connection_id, me_position, last_event_at, last_sync_at
+        value
+    ) WITHOUT ROWID""",
+    "channel_queries": """CREATE TABLE channel_queries (
+        query TEXT PRIMARY KEY,           -- canonical JSON of {"filter": ..., "sort": ...}
+        cids TEXT NOT NULL,               -- JSON list, in the order the backend returned them
+        position INTEGER NOT NULL,
+        received_at INTEGER NOT NULL
+    ) WITHOUT ROWID""",
+}
+
+# Needed while events are applied (lookups by id): created with the tables.
+LOOKUP_INDEXES: list[str] = [
+    "CREATE UNIQUE INDEX messages_id ON messages (id)",
+]
+
+# Only queries need these: a rebuild creates them after filling the tables, which is cheaper
+# than maintaining them row by row.
+INDEXES: list[str] = [
+    "CREATE INDEX messages_by_parent ON messages (parent_id, created_at, id) WHERE parent_id IS NOT NULL",
+    "CREATE INDEX messages_pinned ON messages (cid, pinned_at) WHERE pinned = 1",
+    "CREATE INDEX messages_by_user ON messages (user_id)",
+    "CREATE INDEX members_by_user ON members (user_id, cid)",
+    "CREATE INDEX channels_by_last_message ON channels (last_message_at)",
+]

@@ -1,0 +1,250 @@
+"""Read tables: each event's effect, snapshots, rebuild, verify, and the read API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from chatledger import ChatStore
+from fixtures import channel_state, event, message, query_channels_response, user
+
+
+@pytest.fixture()
+def store(tmp_path: Path) -> ChatStore:
+    s = ChatStore.open(tmp_path, "alice")
+    yield s
+    assert s.verify() == []  # whatever a test did, the live tables equal a fresh rebuild
+    s.close()
+
+
+def at(n: int) -> str:
+    return f"2026-11-25T10:{n // 60:02d}:{n % 60:02d}.000000Z"
+
+
+def ids(messages) -> list[str]:
+    return [m.id for m in messages]
+
+
+def test_new_messages_fill_the_channel_and_count_unread(store: ChatStore) -> None:
+    store.ingest_many([event("message.new", at=at(i), message=message(f"m{i}", at=at(i)),
+                             user=user("bob"), channel_member_count=2) for i in range(3)])
+    assert ids(store.messages("messaging:general")) == ["m0", "m1", "m2"]
+    [summary] = store.channels()
+    assert summary.cid == "messaging:general" and summary.unread_count == 3
+    assert summary.last_message.id == "m2" and summary.member_count == 2
+    assert summary.last_message.json()["text"] == "hi"
+    store.ingest(event("message.new", at=at(9), message=message("own", at=at(9), uid="alice"),
+                       user=user("alice")))
+    assert store.unread_counts()["total_unread_count"] == 0
+
+
+def test_update_delete_undelete(store: ChatStore) -> None:
+    store.ingest(event("message.new", message=message("m1", text="first")))
+    store.ingest(event("message.updated", at=at(5), message=message("m1", text="second")))
+    assert store.message("m1").json()["text"] == "second"
+    store.ingest(event("message.deleted", at=at(6),
+                       message=message("m1", type="deleted", deleted_at=at(6))))
+    soft = store.message("m1")
+    assert soft.type == "deleted" and soft.deleted_at is not None
+    store.ingest(event("message.undeleted", at=at(7), message=message("m1", text="back")))
+    assert store.message("m1").type == "regular"
+    store.ingest(event("message.deleted", at=at(8), message=message("m1"), hard_delete=True))
+    assert store.message("m1") is None
+
+
+def test_delete_for_me_hides_only_from_pages(store: ChatStore) -> None:
+    store.ingest(event("message.new", message=message("m1")))
+    store.ingest(event("message.deleted", message=message("m1"), deleted_for_me=True))
+    assert store.messages("messaging:general") == []
+    assert store.message("m1").deleted_for_me
+
+
+def test_thread_replies_and_reply_counts(store: ChatStore) -> None:
+    store.ingest(event("message.new", message=message("p")))
+    for i in range(3):
+        store.ingest(event("message.new", at=at(i + 1),
+                           message=message(f"r{i}", at=at(i + 1), parent_id="p",
+                                           show_in_channel=i == 2)))
+    assert store.message("p").reply_count == 3
+    assert ids(store.thread("p")) == ["r0", "r1", "r2"]
+    assert ids(store.messages("messaging:general")) == ["p", "r2"]
+    store.ingest(event("message.deleted", message=message("r0"), hard_delete=True))
+    assert store.message("p").reply_count == 2
+
+
+def test_reactions_and_counters_from_the_event(store: ChatStore) -> None:
+    store.ingest(event("message.new", message=message("m1")))
+    store.ingest(event("reaction.new", at=at(1),
+                       reaction={"message_id": "m1", "user_id": "alice", "type": "like", "score": 1},
+                       message=message("m1", reaction_counts={"like": 1})))
+    store.ingest(event("reaction.new", at=at(2),
+                       reaction={"message_id": "m1", "user_id": "bob", "type": "love"},
+                       message=message("m1", reaction_counts={"like": 1, "love": 1})))
+    assert len(store.reactions("m1")) == 2
+    assert [r["type"] for r in store.reactions("m1", own=True)] == ["like"]
+    assert store.message("m1").json()["reaction_counts"] == {"like": 1, "love": 1}
+    store.ingest(event("reaction.deleted", at=at(3),
+                       reaction={"message_id": "m1", "user_id": "bob", "type": "love"},
+                       message=message("m1", reaction_counts={"like": 1})))
+    assert [r["user_id"] for r in store.reactions("m1")] == ["alice"]
+
+
+def test_reads(store: ChatStore) -> None:
+    store.ingest_many([event("message.new", cid=c, message=message(f"m-{c}", cid=c))
+                       for c in ("messaging:a", "messaging:b")])
+    assert store.unread_counts()["total_unread_count"] == 2
+    store.ingest(event("message.read", cid="messaging:a", user=user("alice"),
+                       last_read_message_id="m-messaging:a"))
+    assert store.unread_counts()["channels"] == {"messaging:b": 1}
+    store.ingest(event("notification.mark_unread", cid="messaging:a", user=user("alice"),
+                       unread_messages=4, last_read_at=at(1), first_unread_message_id="x"))
+    assert store.unread_counts()["channels"] == {"messaging:a": 4, "messaging:b": 1}
+    store.ingest(event("notification.mark_read", cid=None, user=user("alice")))
+    assert store.unread_counts()["total_unread_count"] == 0
+
+
+def test_truncation_drops_only_older_messages(store: ChatStore) -> None:
+    store.ingest_many([event("message.new", at=at(i), message=message(f"m{i}", at=at(i)))
+                       for i in range(4)])
+    store.ingest(event("channel.truncated", at=at(10),
+                       channel={"cid": "messaging:general", "id": "general", "type": "messaging",
+                                "truncated_at": at(2)}))
+    assert ids(store.messages("messaging:general")) == ["m2", "m3"]
+
+
+def test_channel_updates_hidden_and_deleted(store: ChatStore) -> None:
+    store.ingest(event("channel.updated", channel={"cid": "messaging:general", "id": "general",
+                                                   "type": "messaging", "name": "General",
+                                                   "colour": "teal"}))
+    [summary] = store.channels()
+    # `name` is custom data in the backend's model too.
+    assert summary.name == "General" and summary.custom == {"colour": "teal", "name": "General"}
+    store.ingest(event("message.new", message=message("m1")))
+    store.ingest(event("channel.hidden", at=at(30), clear_history=True))
+    assert store.channels()[0].hidden and store.messages("messaging:general") == []
+    store.ingest(event("channel.visible", at=at(31)))
+    assert not store.channels()[0].hidden
+    store.ingest(event("channel.deleted", channel={"cid": "messaging:general"}))
+    assert store.channels() == [] and store.channel("messaging:general") is None
+
+
+def test_members_and_own_removal(store: ChatStore) -> None:
+    store.ingest(event("member.added", member={"user_id": "alice", "user": user("alice"),
+                                               "channel_role": "channel_member"}))
+    store.ingest(event("member.added", member={"user_id": "bob", "user": user("bob")}))
+    assert [m["user_id"] for m in store.members("messaging:general")] == ["alice", "bob"]
+    store.ingest(event("member.removed", member={"user_id": "bob"}))
+    assert [m["user_id"] for m in store.members("messaging:general")] == ["alice"]
+    store.ingest(event("notification.removed_from_channel", member={"user_id": "alice"}))
+    assert store.channels() == []
+
+
+def test_users(store: ChatStore) -> None:
+    store.ingest(event("user.updated", cid=None, user={**user("bob"), "name": "Robert"}))
+    assert store.user("bob")["name"] == "Robert"
+    store.ingest(event("user.banned", cid=None, user=user("bob")))
+    assert store.user("bob")["_row"]["banned"] == 1
+    store.ingest_many([event("message.new", message=message("b1", uid="bob")),
+                       event("message.new", cid="messaging:x", message=message("b2", cid="messaging:x", uid="bob"))])
+    store.ingest(event("user.messages.deleted", cid="messaging:x", user=user("bob")))
+    assert store.message("b2").type == "deleted" and store.message("b1").type == "regular"
+    store.ingest(event("user.messages.deleted", cid=None, user=user("bob"), hard_delete=True))
+    assert store.message("b1") is None and store.message("b2") is None
+
+
+def test_snapshots_replace_what_they_cover_and_keep_the_rest(store: ChatStore) -> None:
+    store.ingest(event("message.new", message=message("older", at="2026-11-24T00:00:00Z")))
+    store.ingest_query_channels(query_channels_response(["messaging:general", "messaging:b"]),
+                                filter={"members": {"$in": ["alice"]}})
+    assert "older" in ids(store.messages("messaging:general"))
+    assert set(store.cached_channels({"members": {"$in": ["alice"]}})) == {
+        "messaging:general", "messaging:b"}
+    state = store.channel("messaging:b")
+    assert state["channel"]["team_colour"] == "blue"
+    assert [m["user_id"] for m in state["members"]] == ["alice"]
+    assert len(state["messages"]) == 2 and state["messages"][0].json()["cid"] == "messaging:b"
+
+
+def test_drafts_polls_and_connection(store: ChatStore) -> None:
+    store.ingest(event("draft.updated", cid=None,
+                       draft={"channel_cid": "messaging:general", "message": {"text": "wip"}}))
+    assert store.channel("messaging:general")["draft_position"] is not None
+    store.ingest(event("draft.deleted", cid=None, draft={"channel_cid": "messaging:general"}))
+    assert store.channel("messaging:general")["draft_position"] is None
+    store.ingest(event("health.check", cid=None, connection_id="c-1", me=user("alice")))
+    assert store.connection_info()["connection_id"] == "c-1"
+
+
+def test_cursor_paging(store: ChatStore) -> None:
+    store.ingest_many([event("message.new", at=at(i), message=message(f"m{i}", at=at(i)))
+                       for i in range(10)])
+    page = store.messages("messaging:general", limit=3)
+    assert ids(page) == ["m7", "m8", "m9"]
+    cursor = (page[0].created_at, page[0].id)
+    assert ids(store.messages("messaging:general", before=cursor, limit=3)) == ["m4", "m5", "m6"]
+    assert ids(store.messages("messaging:general", before=cursor, inclusive=True, limit=2)) == ["m6", "m7"]
+    assert ids(store.messages("messaging:general", after=cursor, limit=2)) == ["m8", "m9"]
+    assert ids(store.messages("messaging:general", after=cursor, inclusive=True, limit=2)) == ["m7", "m8"]
+
+
+def test_channel_ids_to_sync_newest_first(store: ChatStore) -> None:
+    store.ingest_many([event("message.new", cid=f"messaging:c{i}", at=at(i),
+                             message=message(f"m{i}", cid=f"messaging:c{i}", at=at(i)))
+                       for i in range(5)])
+    assert store.channel_ids_to_sync(3) == ["messaging:c4", "messaging:c3", "messaging:c2"]
+
+
+def test_rebuild_gives_the_same_tables_and_upgrades_rebuild(tmp_path: Path) -> None:
+    store = ChatStore.open(tmp_path, "alice")
+    store.ingest_many([event("message.new", at=at(i), message=message(f"m{i}", at=at(i)))
+                       for i in range(20)])
+    before = ids(store.messages("messaging:general"))
+    store.rebuild()
+    assert ids(store.messages("messaging:general")) == before
+    store.log.set_meta("projection_version", 0)  # as if built by an older version
+    store.close()
+    reopened = ChatStore.open(tmp_path, "alice")
+    assert reopened.opened_as == "rebuilt"
+    assert ids(reopened.messages("messaging:general")) == before
+    assert reopened.verify() == []
+    reopened.close()
+
+
+def test_tables_behind_the_log_catch_up(tmp_path: Path) -> None:
+    from chatledger.eventstore.log import EventLog
+    from chatledger.eventstore.userfiles import user_db_path
+
+    ChatStore.open(tmp_path, "alice").close()
+    raw = EventLog.open(user_db_path(tmp_path, "alice"))  # a program that does not project
+    raw.append_event(event("message.new", message=message("late")))
+    raw.close()
+    store = ChatStore.open(tmp_path, "alice")
+    assert store.opened_as == "caught up" and ids(store.messages("messaging:general")) == ["late"]
+    store.close()
+
+
+def test_verify_reports_a_tampered_row(store: ChatStore) -> None:
+    store.ingest(event("message.new", message=message("m1")))
+    with store.log.datastore.transaction(commit=True) as c:
+        c.execute("UPDATE messages SET reply_count=99 WHERE id='m1'")
+    differences = store.verify()
+    assert {(d.table, d.side) for d in differences} == {("messages", "missing"), ("messages", "extra")}
+    store.rebuild()  # and rebuild repairs it (the fixture verifies again)
+
+
+def test_events_for_unknown_channels_and_odd_shapes_never_fail(store: ChatStore) -> None:
+    store.ingest_many([
+        event("message.new", cid="messaging:nowhere", message={"id": "x", "created_at": "bad"}),
+        event("reaction.new", reaction={"type": "like"}),
+        event("message.new", message=[1, 2, 3]),
+        event("member.added", member=None),
+        msgspec.json.encode({"type": "channel.updated", "created_at": T0, "channel": "no"}),
+        event("poll.vote_casted", poll={"id": "p1"}),
+        event("typing.start"),
+    ])
+    assert store.message("x") is not None
+
+
+T0 = "2026-11-25T10:00:00Z"
