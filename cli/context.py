@@ -31,10 +31,15 @@ class Context:
 
     def store(self, *, create: bool = True) -> ChatStore:
         if self._store is None:
-            self._store = ChatStore.open(
-                self.data_dir, self.require_user(), synchronous=self.synchronous,  # type: ignore[arg-type]
-                create=create, lock_timeout=self.lock_timeout,
-            )
+            from chatledger.cli.progress import replay_progress
+
+            # Opening rebuilds the read tables when another version built them: show it.
+            with replay_progress("rebuilding read tables") as on_progress:
+                self._store = ChatStore.open(
+                    self.data_dir, self.require_user(), synchronous=self.synchronous,  # type: ignore[arg-type]
+                    create=create, lock_timeout=self.lock_timeout,
+                    on_rebuild_progress=on_progress,
+                )
         return self._store
 
     def close(self) -> None:

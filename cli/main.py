@@ -13,6 +13,8 @@ from chatledger.cli.admin import flush_command, quarantine_command, stats_comman
 from chatledger.cli.context import Context, fail
 from chatledger.cli.history import log_command
 from chatledger.cli.importing import import_command
+from chatledger.cli.reading import channels_command, show_group
+from chatledger.cli.tables import rebuild_command, verify_command
 from chatledger.eventstore.log import StoreError
 from chatledger.eventstore.userfiles import UserIdError
 from chatledger.eventstore.wire import WireError
@@ -73,7 +75,8 @@ def cli(
     ctx.call_on_close(context.close)
 
 
-for command in (import_command, log_command, stats_command, quarantine_command, flush_command):
+for command in (import_command, log_command, stats_command, quarantine_command, flush_command,
+                channels_command, show_group, rebuild_command, verify_command):
     cli.add_command(command)
 
 

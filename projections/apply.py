@@ -154,35 +154,41 @@ class Projector:
     ) -> bool:
         """Insert or replace a message's row; True when it was not on file before."""
         created = t(m.created_at)
+        row = [
+            cid, created, m.id, m.author, m.type, m.parent_id, b(m.show_in_channel),
+            m.reply_count or 0, b(m.pinned), t(m.pinned_at), t(m.updated_at), t(m.deleted_at),
+            b(m.silent), position, slot,
+        ]
+        if created is not None:
+            # The usual case, a message not seen before, costs one statement.
+            c.execute(
+                "INSERT OR IGNORE INTO messages (cid, created_at, id, user_id, type, parent_id, "
+                "show_in_channel, reply_count, pinned, pinned_at, updated_at, deleted_at, silent, "
+                "position, slot) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                row,
+            )
+            if c.connection.changes():
+                return True
         existing = c.execute(
             "SELECT created_at, local_state FROM messages WHERE id=?", (m.id,)
         ).fetchone()
-        if created is None:
-            created = existing[0] if existing else 0
-        state = existing[1] if existing else None
-        if state in confirm:
-            state = None  # the backend has it now
-        row = (
-            cid, created, m.id, m.author, m.type, m.parent_id, b(m.show_in_channel),
-            m.reply_count or 0, b(m.pinned), t(m.pinned_at), t(m.updated_at), t(m.deleted_at),
-            b(m.silent), state, position, slot,
-        )
-        if existing is not None and existing[0] != created:
-            c.execute("DELETE FROM messages WHERE id=?", (m.id,))
-            existing = None
-        if existing is None:
+        if existing is None:  # no time given and not on file: file it at the epoch
+            row[1] = 0
             c.execute(
                 "INSERT INTO messages (cid, created_at, id, user_id, type, parent_id, "
                 "show_in_channel, reply_count, pinned, pinned_at, updated_at, deleted_at, silent, "
-                "local_state, position, slot) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "position, slot) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 row,
             )
             return True
+        if created is None:
+            row[1] = existing[0]
+        state = None if existing[1] in confirm else existing[1]  # confirmed: the backend has it
         c.execute(
             "UPDATE messages SET cid=?, created_at=?, user_id=?, type=?, parent_id=?, "
             "show_in_channel=?, reply_count=?, pinned=?, pinned_at=?, updated_at=?, deleted_at=?, "
-            "silent=?, local_state=?, position=?, slot=? WHERE id=?",
-            (*row[:2], *row[3:], m.id),
+            "silent=?, position=?, slot=?, local_state=? WHERE id=?",
+            (*row[:2], *row[3:], state, m.id),
         )
         return False
 
@@ -195,25 +201,24 @@ class Projector:
         cid = self._cid_of(item, event, m)
         if cid is None:
             return
-        self._ensure_channel(c, cid)
-        is_new = self._upsert_message(c, cid, m, item.position, SLOT_EVENT)
-        self._remember_user(c, item, event.user)
         created = t(m.created_at)
         in_channel = not m.parent_id or bool(m.show_in_channel)
+        # One statement files the channel (even one not heard of before) and its counters.
+        kind, _, ident = cid.partition(":")
+        c.execute(
+            "INSERT INTO channels (cid, type, id, last_message_at, member_count, message_count) "
+            "VALUES (?,?,?,?,?,?) ON CONFLICT (cid) DO UPDATE SET "
+            "last_message_at=CASE WHEN excluded.last_message_at > coalesce(last_message_at, 0) "
+            "THEN excluded.last_message_at ELSE last_message_at END, "
+            "member_count=coalesce(excluded.member_count, member_count), "
+            "message_count=coalesce(excluded.message_count, message_count)",
+            (cid, kind, ident, created if in_channel else None, event.channel_member_count,
+             event.channel_message_count),
+        )
+        is_new = self._upsert_message(c, cid, m, item.position, SLOT_EVENT)
+        self._remember_user(c, item, event.user)
         if is_new and m.parent_id:
             c.execute("UPDATE messages SET reply_count=reply_count+1 WHERE id=?", (m.parent_id,))
-        if in_channel and created is not None:
-            c.execute(
-                "UPDATE channels SET last_message_at=max(coalesce(last_message_at, 0), ?) "
-                "WHERE cid=?",
-                (created, cid),
-            )
-        if event.channel_member_count is not None or event.channel_message_count is not None:
-            c.execute(
-                "UPDATE channels SET member_count=coalesce(?, member_count), "
-                "message_count=coalesce(?, message_count) WHERE cid=?",
-                (event.channel_member_count, event.channel_message_count, cid),
-            )
         if not is_new or self.own is None:
             return
         author = m.author

@@ -194,3 +194,60 @@ def test_a_locked_store_is_a_one_line_error(run, tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert b"Traceback" not in proc.stderr
     assert proc.stderr.startswith(b"Error: ") and b"locked" in proc.stderr
+
+
+def _conversation(tmp_path: Path) -> Path:
+    from fixtures import event, message, user
+
+    lines = [event("channel.updated", cid=c, channel={"cid": c, "type": "messaging",
+                                                       "id": c.split(":")[1], "name": c.upper(),
+                                                       "topic": "t" if c.endswith("a") else "u"})
+             for c in ("messaging:a", "messaging:b")]
+    lines += [event("message.new", cid="messaging:a", at=f"2026-11-25T10:00:0{i}Z",
+                    message=message(f"m{i}", cid="messaging:a", at=f"2026-11-25T10:00:0{i}Z",
+                                    text=f"hello {i}"), user=user("bob"))
+              for i in range(3)]
+    return events_file(tmp_path, lines)
+
+
+def test_channels_with_filter_and_sort(run, tmp_path: Path) -> None:
+    run("import", str(_conversation(tmp_path)))
+    rows = [json.loads(line) for line in run("channels", "--json").stdout.splitlines()]
+    assert [r["cid"] for r in rows] == ["messaging:a", "messaging:b"]
+    assert rows[0]["unread_count"] == 3 and rows[0]["last_message"]["message"]["text"] == "hello 2"
+    filtered = run("channels", "--json", "--filter", '{"topic": "u"}')
+    assert [json.loads(line)["cid"] for line in filtered.stdout.splitlines()] == ["messaging:b"]
+    by_cid = run("channels", "--json", "--sort", '[{"field": "cid", "direction": -1}]')
+    assert [json.loads(line)["cid"] for line in by_cid.stdout.splitlines()] == ["messaging:b",
+                                                                                 "messaging:a"]
+    bad = run("channels", "--filter", '{"name": {"$regex": "x"}}')
+    assert bad.exit_code == 1 and "$regex" in bad.output and "Traceback" not in bad.output
+    assert run("channels", "--filter", "{nope").exit_code == 2
+
+
+def test_show_channel_message_user(run, tmp_path: Path) -> None:
+    run("import", str(_conversation(tmp_path)))
+    channel = run("show", "channel", "messaging:a", "--messages", "2")
+    assert channel.exit_code == 0 and "hello 2" in channel.output and "hello 0" not in channel.output
+    as_json = json.loads(run("show", "channel", "messaging:a", "--json").stdout)
+    assert [m["message"]["id"] for m in as_json["messages"]] == ["m0", "m1", "m2"]
+    assert json.loads(run("show", "message", "m1", "--json").stdout)["message"]["text"] == "hello 1"
+    assert "hello 1" in run("show", "message", "m1").output
+    assert json.loads(run("show", "user", "bob", "--json").stdout)["name"] == "Bob"
+    missing = run("show", "message", "nope")
+    assert missing.exit_code == 1 and "no message 'nope'" in missing.output
+
+
+def test_rebuild_and_verify(run, tmp_path: Path) -> None:
+    import apsw
+
+    run("import", str(_conversation(tmp_path)))
+    assert run("verify").exit_code == 0
+    db = apsw.Connection(str(tmp_path / "data" / "alice.chatledger"))
+    db.execute("DELETE FROM messages WHERE id='m1'")
+    db.close()
+    broken = run("verify")
+    assert broken.exit_code == 1 and "differ from a fresh rebuild in 1 rows" in broken.output
+    assert "messages: missing" in broken.output
+    assert run("rebuild").exit_code == 0
+    assert run("verify").exit_code == 0

@@ -1,0 +1,163 @@
+"""`chatledger channels` and `chatledger show`: the stored state, as the application reads it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+import msgspec
+from rich.table import Table
+
+from chatledger.cli.context import Context, fail, pass_context
+from chatledger.cli.output import console, echo_json, format_time
+from chatledger.projections.queries import StoredMessage
+
+
+def _json_option(value: str | None, name: str) -> Any:
+    if value is None:
+        return None
+    try:
+        return msgspec.json.decode(value)
+    except msgspec.DecodeError as e:
+        raise click.BadParameter(f"not JSON: {e}", param_hint=name) from None
+
+
+def _message_json(m: StoredMessage) -> dict[str, Any]:
+    return {"message": msgspec.Raw(m.raw) if m.raw else None, "local_state": m.local_state,
+            "local_command": m.local_command, "position": m.position,
+            "deleted_for_me": m.deleted_for_me}
+
+
+def _message_line(m: StoredMessage) -> tuple[str, ...]:
+    text = (m.json().get("text") or "").replace("\n", " ")
+    if len(text) > 70:
+        text = text[:69] + "…"
+    state = m.local_state or ("deleted" if m.deleted_at else "")
+    return (format_time(m.created_at), m.user_id or "-", m.id, state, text)
+
+
+@click.command("channels")
+@click.option("--filter", "filter_", metavar="JSON",
+              help='A query-channels filter, e.g. \'{"members": {"$in": ["alice"]}}\'.')
+@click.option("--sort", metavar="JSON",
+              help='Sort keys, e.g. \'[{"field": "last_message_at", "direction": -1}]\'.')
+@click.option("--limit", type=click.IntRange(1, 1000), default=30, show_default=True)
+@click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="JSON lines.")
+@pass_context
+def channels_command(
+    ctx: Context, filter_: str | None, sort: str | None, limit: int, offset: int, as_json: bool
+) -> None:
+    """List channels: the filter and sort of the backend's query language, evaluated against
+    the stored data.
+
+    \b
+    Examples:
+      chatledger --user alice channels --limit 10
+      chatledger --user alice channels --filter '{"type": "messaging", "frozen": false}'
+      chatledger --user alice channels --sort '[{"field": "unread_count", "direction": -1}]' --json
+    """
+    from chatledger.projections.filters import FilterError
+
+    store = ctx.store(create=False)
+    try:
+        rows = store.channels(_json_option(filter_, "--filter"), _json_option(sort, "--sort"),
+                              limit=limit, offset=offset)
+    except FilterError as e:
+        fail(str(e))
+    if as_json:
+        for s in rows:
+            echo_json({"cid": s.cid, "name": s.name, "last_message_at": s.last_message_at,
+                       "member_count": s.member_count, "unread_count": s.unread_count,
+                       "hidden": s.hidden, "membership": s.membership, "custom": s.custom,
+                       "last_message": _message_json(s.last_message) if s.last_message else None})
+        return
+    if not rows:
+        click.echo("No channels match.")
+        return
+    table = Table("cid", "name", "last message", "unread", "members", "last", box=None,
+                  pad_edge=False, header_style="bold")
+    for s in rows:
+        last = ""
+        if s.last_message is not None:
+            last = f"{s.last_message.user_id}: {_message_line(s.last_message)[4]}"[:60]
+        table.add_row(s.cid, s.name or "", format_time(s.last_message_at), str(s.unread_count),
+                      str(s.member_count or ""), last)
+    console().print(table)
+
+
+@click.group("show")
+def show_group() -> None:
+    """Show a channel, a message or a user as stored now.
+
+    \b
+    Examples:
+      chatledger --user alice show channel messaging:general --messages 10
+      chatledger --user alice show message 3f1c...
+      chatledger --user alice show user bob --json
+    """
+
+
+@show_group.command("channel")
+@click.argument("cid")
+@click.option("--messages", type=click.IntRange(0, 1000), default=25, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@pass_context
+def show_channel(ctx: Context, cid: str, messages: int, as_json: bool) -> None:
+    """One channel's state: the channel, members, reads and its newest messages."""
+    state = ctx.store(create=False).channel(cid, messages=messages)
+    if state is None:
+        fail(f"no channel {cid!r} is stored")
+    if as_json:
+        echo_json({**state, "messages": [_message_json(m) for m in state["messages"]],
+                   "pinned_messages": [_message_json(m) for m in state["pinned_messages"]]})
+        return
+    channel = state["channel"]
+    out = console()
+    out.print(f"[bold]{cid}[/bold]  {channel.get('name') or ''}  "
+              f"members: {len(state['members'])}  unread: {state['unread_count']}")
+    table = Table("time", "user", "id", "state", "text", box=None, pad_edge=False,
+                  header_style="bold")
+    for m in state["messages"]:
+        table.add_row(*_message_line(m))
+    out.print(table)
+
+
+@show_group.command("message")
+@click.argument("message_id")
+@click.option("--json", "as_json", is_flag=True)
+@pass_context
+def show_message(ctx: Context, message_id: str, as_json: bool) -> None:
+    """A message as stored now, with its local state."""
+    m = ctx.store(create=False).message(message_id)
+    if m is None:
+        fail(f"no message {message_id!r} is stored")
+    if as_json:
+        echo_json(_message_json(m))
+        return
+    out = console()
+    for label, value in (("id", m.id), ("channel", m.cid), ("user", m.user_id),
+                         ("created", format_time(m.created_at)), ("type", m.type),
+                         ("thread of", m.parent_id or "-"), ("replies", m.reply_count),
+                         ("local state", m.local_state or "confirmed"),
+                         ("log position", m.position)):
+        out.print(f"[bold]{label:>12}[/bold]  {value}")
+    out.print(f"[bold]{'text':>12}[/bold]  {m.json().get('text') or ''}")
+
+
+@show_group.command("user")
+@click.argument("user_id")
+@click.option("--json", "as_json", is_flag=True)
+@pass_context
+def show_user(ctx: Context, user_id: str, as_json: bool) -> None:
+    """A user as last seen."""
+    user = ctx.store(create=False).user(user_id)
+    if user is None:
+        fail(f"no user {user_id!r} is stored")
+    if as_json:
+        echo_json(user)
+        return
+    out = console()
+    for key, value in user.items():
+        if key != "_row":
+            out.print(f"[bold]{key:>12}[/bold]  {value}")

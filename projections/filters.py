@@ -1,0 +1,590 @@
+"""Stream query-channels filters and sorts -> SQL over the `channels` read table (alias `c`).
+
+The caller runs
+
+    SELECT c.cid FROM channels c WHERE {where} ORDER BY {order_by} LIMIT ? OFFSET ?
+
+with `params + [limit, offset]`. Filters arrive from applications (and, through them, from users), so
+nothing from a filter is ever spliced into SQL: values are bound parameters, and field names either
+map to a fixed expression below or are checked against a strict pattern before they become a quoted
+JSON path.
+
+Semantics, where Stream's documentation leaves room:
+
+- Every condition is two-valued (0/1, never NULL), so `$ne`, `$nin` and `$nor` are exact complements:
+  `{"team": {"$ne": "red"}}` also matches channels without a team, as in Stream's Mongo-like
+  filters. `$eq: null` / `$exists: false` match a missing value, `$exists: true` a present one.
+- Time fields take RFC 3339 text. Go's zero time ("0001-01-01T00:00:00Z") means "unset": equal to
+  null for `$eq`/`$in`, and the earliest possible time for `$gt`/`$lt` (`$gt` it = "has a time").
+- Custom fields live in the `custom` JSON object: `json_extract(c.custom, '$."<name>"')`. Their
+  names are 1-128 ASCII letters, digits, `_` or `-` (first character not `-`). A dot is refused:
+  in Mongo-style filters `a.b` means a nested path, which the store does not support, and treating
+  it as a flat key would silently match nothing. JSON true/false compare as 1/0 (what json_extract
+  returns), so `true` also equals a stored 1. Ordering comparisons on custom fields only match
+  values of the same JSON type (numbers with numbers, strings with strings).
+- Sorts put channels without a value last in both directions (what the backend does).
+- `members`: `$in` = has any of these members, `$nin` = has none of them, a list (or `$eq` list) =
+  exactly this member set, a string (or `$eq` string) = has this member; `$ne` negates `$eq`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from chatledger.eventstore.wire import CHANNEL_FIELDS, WireError, parse_time
+
+__all__ = [
+    "FilterError",
+    "ChannelQuery",
+    "compile_channel_query",
+    "canonical_query_key",
+    "MAX_DEPTH",
+    "MAX_CONDITIONS",
+    "MAX_SORT_KEYS",
+]
+
+MAX_DEPTH = 16  # nesting of $and/$or/$nor, the top-level object being level 1
+MAX_CONDITIONS = 10_000  # leaf conditions (one per field operator, and per empty object)
+MAX_SORT_KEYS = 32  # SQLite refuses more than 2,000 ORDER BY terms; no real sort needs 32
+MAX_AUTOCOMPLETE_CHARS = 1_000  # SQLite refuses LIKE patterns over 50,000 bytes
+# Lists up to this size become `IN (?, ?, ...)`; longer ones one JSON parameter read by json_each,
+# so a 20,000-cid `$in` costs one parameter, not 20,000 (SQLite allows at most 32,766).
+INLINE_LIST_MAX = 16
+# Parameters a query may use: SQLite's 32,766 less room for the caller's LIMIT and OFFSET.
+PARAM_BUDGET = 32_000
+
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+# Go's zero time in epoch µs: what "unset" compares as in $gt/$lt (parse_time maps it to None).
+_UNSET_US = (datetime(1, 1, 1, tzinfo=timezone.utc) - datetime(1970, 1, 1, tzinfo=timezone.utc)) // (
+    timedelta(microseconds=1)
+)
+_CUSTOM_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,127}", re.ASCII)
+
+
+class FilterError(ValueError):
+    """A filter or sort the store cannot evaluate; the message names the operator, field or value."""
+
+
+@dataclass(frozen=True)
+class ChannelQuery:
+    where: str  # SQL boolean expression over alias c (and subqueries), "1" when empty
+    order_by: str  # ORDER BY body, ending with the unique tiebreak c.cid
+    params: list[Any]  # bound parameters in order of appearance: where first, then order_by
+
+
+# --------------------------------------------------------------------------------------------
+# SQL fragments: text plus the parameters its placeholders take, in order.
+
+
+@dataclass(frozen=True)
+class _Sql:
+    sql: str
+    params: tuple[Any, ...] = ()
+
+
+_TRUE = _Sql("1")
+_FALSE = _Sql("0")
+_JOIN_FLAT = 8  # terms joined flat; longer lists are split in halves (see _join)
+
+
+def _join(parts: list[_Sql], op: str) -> _Sql:
+    """AND/OR the parts. Long lists nest in halves: SQLite parses `a AND b AND c ...` into a
+    left-deep tree and refuses trees deeper than 1,000, which a flat 10,000-term $or would be."""
+    if not parts:
+        return _TRUE if op == "AND" else _FALSE
+    if len(parts) == 1:
+        return parts[0]
+    if len(parts) > _JOIN_FLAT:
+        mid = len(parts) // 2
+        parts = [_join(parts[:mid], op), _join(parts[mid:], op)]
+    sql = f" {op} ".join(p.sql for p in parts)
+    return _Sql(f"({sql})", tuple(v for p in parts for v in p.params))
+
+
+def _not(part: _Sql) -> _Sql:
+    # Exact complement only because every condition built here is 0 or 1, never NULL.
+    return _Sql(f"NOT ({part.sql})", part.params)
+
+
+# --------------------------------------------------------------------------------------------
+# Fields: each name maps to an expression over `c` of a known kind.
+
+_TEXT, _NUMBER, _TIME, _BOOL, _CUSTOM, _MEMBERS = "text", "number", "time", "bool", "custom", "members"
+
+
+@dataclass(frozen=True)
+class _Field:
+    name: str
+    expr: str  # SQL expression; may hold placeholders (own user id) taking `params`
+    kind: str
+    nullable: bool
+    params: tuple[Any, ...] = ()
+    exists_ok: bool = True  # $exists is meaningless on computed yes/no fields
+    autocomplete: bool = False
+    json_path: str | None = None  # custom fields: the quoted path literal, for type checks
+
+    def use(self, template: str, *values: Any) -> _Sql:
+        """`template` with {x} = the expression (possibly several times), then `values`."""
+        count = template.count("{x}")
+        return _Sql(template.format(x=self.expr), self.params * count + values)
+
+
+# (expression, kind, nullable), straight from the `channels` columns.
+_LAST_UPDATED = (
+    "max(coalesce(c.updated_at, c.last_message_at), coalesce(c.last_message_at, c.updated_at))"
+)
+_COLUMNS: dict[str, tuple[str, str, bool]] = {
+    "cid": ("c.cid", _TEXT, False),
+    "id": ("c.id", _TEXT, False),
+    "type": ("c.type", _TEXT, False),
+    "name": ("c.name", _TEXT, True),
+    "created_by": ("c.created_by", _TEXT, True),
+    "created_by_id": ("c.created_by", _TEXT, True),
+    "team": ("c.team", _TEXT, True),
+    "created_at": ("c.created_at", _TIME, True),
+    "updated_at": ("c.updated_at", _TIME, True),
+    "last_message_at": ("c.last_message_at", _TIME, True),
+    "deleted_at": ("c.deleted_at", _TIME, True),
+    "truncated_at": ("c.truncated_at", _TIME, True),
+    "last_updated": (_LAST_UPDATED, _TIME, True),
+    "member_count": ("c.member_count", _NUMBER, True),
+    "message_count": ("c.message_count", _NUMBER, True),
+    "frozen": ("c.frozen", _BOOL, False),
+    "disabled": ("c.disabled", _BOOL, False),
+    "hidden": ("c.hidden", _BOOL, False),
+}
+_OWN_MEMBER = "SELECT 1 FROM members m WHERE m.cid = c.cid AND m.user_id = ?"
+_OWN_READ = "FROM reads r WHERE r.cid = c.cid AND r.user_id = ?"
+# Fields about the own user's membership and read state: (expression, kind, nullable, exists_ok).
+_OWN_FIELDS: dict[str, tuple[str, str, bool, bool]] = {
+    "joined": (f"(EXISTS ({_OWN_MEMBER}))", _BOOL, False, False),
+    "pinned": (f"(EXISTS ({_OWN_MEMBER} AND m.pinned_at IS NOT NULL))", _BOOL, False, False),
+    "archived": (f"(EXISTS ({_OWN_MEMBER} AND m.archived_at IS NOT NULL))", _BOOL, False, False),
+    "pinned_at": (
+        "(SELECT m.pinned_at FROM members m WHERE m.cid = c.cid AND m.user_id = ?)",
+        _TIME, True, True,
+    ),
+    # No read row means nothing unread.
+    "unread_count": (f"coalesce((SELECT r.unread_messages {_OWN_READ}), 0)", _NUMBER, False, False),
+    "has_unread": (f"coalesce((SELECT r.unread_messages > 0 {_OWN_READ}), 0)", _BOOL, False, False),
+}  # fmt: skip
+# Channel keys the backend sets but the read tables do not keep: they are not in `custom` either
+# (custom_fields leaves them out), so treating them as custom would silently match nothing.
+_NOT_STORED = frozenset(CHANNEL_FIELDS) - set(_COLUMNS) - set(_OWN_FIELDS) - {"members"}
+
+
+def _show(value: Any) -> str:
+    """A value for an error message: repr, cut short (hostile input can be megabytes)."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _json_type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def _resolve(name: Any, own_user_id: str) -> _Field:
+    if not isinstance(name, str):
+        raise FilterError(f"field names must be strings, got {_show(name)}")
+    if name in _COLUMNS:
+        expr, kind, nullable = _COLUMNS[name]
+        return _Field(name, expr, kind, nullable, autocomplete=name == "name")
+    if name in _OWN_FIELDS:
+        expr, kind, nullable, exists_ok = _OWN_FIELDS[name]
+        return _Field(name, expr, kind, nullable, (own_user_id,), exists_ok=exists_ok)
+    if name == "members":
+        return _Field(name, "", _MEMBERS, False, exists_ok=False)
+    if name in _NOT_STORED:
+        raise FilterError(f"field {_show(name)} is not kept offline: it cannot be filtered or sorted on")
+    if not _CUSTOM_NAME_RE.fullmatch(name):
+        raise FilterError(
+            f"invalid field name {_show(name)}: custom field names are 1 to 128 ASCII letters, "
+            "digits, '_' or '-' (not starting with '-')"
+        )
+    # Safe as a literal: the pattern above admits no quote, backslash or dot. A literal (not a
+    # parameter) path also lets an expression index on json_extract(custom, path) serve it.
+    path = f"'$.\"{name}\"'"
+    return _Field(
+        name, f"json_extract(c.custom, {path})", _CUSTOM, True, autocomplete=True, json_path=path
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Values: checked against the field's kind before they are bound.
+
+
+def _text(value: str, where: str) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise FilterError(f"{where}: text is not valid Unicode (lone surrogate)") from None
+    return value
+
+
+def _number(value: Any, where: str) -> int | float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise FilterError(f"{where} expects a number, got {_json_type_name(value)}")
+    if isinstance(value, int) and not _INT64_MIN <= value <= _INT64_MAX:
+        raise FilterError(f"{where}: integer {_show(value)} is out of the 64-bit range")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise FilterError(f"{where}: {value} is not a finite number")
+    return value
+
+
+def _time(value: Any, where: str) -> int | None:
+    if not isinstance(value, str):
+        raise FilterError(f"{where} expects an RFC 3339 time string, got {_json_type_name(value)}")
+    try:
+        return parse_time(value)
+    except (WireError, ValueError, IndexError, OverflowError):
+        raise FilterError(f"{where}: not a valid RFC 3339 time: {_show(value)}") from None
+
+
+class _Compiler:
+    """One compilation: the own user, how lists are bound, and the condition budget."""
+
+    def __init__(self, own_user_id: str, inline_max: int) -> None:
+        self.own_user_id = own_user_id
+        self.inline_max = inline_max
+        self.conditions = 0
+
+    def _count(self) -> None:
+        self.conditions += 1
+        if self.conditions > MAX_CONDITIONS:
+            raise FilterError(f"filter has more than {MAX_CONDITIONS:,} conditions")
+
+    # ---- filter structure
+
+    def filter(self, node: Any, depth: int) -> _Sql:
+        if depth > MAX_DEPTH:
+            raise FilterError(f"filter is nested deeper than {MAX_DEPTH} levels")
+        if not isinstance(node, dict):
+            raise FilterError(f"a filter must be an object, got {_json_type_name(node)}")
+        if not node:  # {} matches every channel, as at the top level
+            self._count()
+            return _TRUE
+        parts = []
+        for key, value in node.items():
+            if key in ("$and", "$or", "$nor"):
+                parts.append(self._logical(key, value, depth))
+            elif isinstance(key, str) and key.startswith("$"):
+                raise FilterError(f"unsupported operator {_show(key)} at the top of a filter")
+            else:
+                parts.append(self._field_condition(key, value))
+        return _join(parts, "AND")
+
+    def _logical(self, op: str, value: Any, depth: int) -> _Sql:
+        if not isinstance(value, (list, tuple)) or not value:
+            raise FilterError(f"{op!r} needs a non-empty list of filters, got {_show(value)}")
+        subs = [self.filter(item, depth + 1) for item in value]
+        if op == "$and":
+            return _join(subs, "AND")
+        if op == "$or":
+            return _join(subs, "OR")
+        return _not(_join(subs, "OR"))  # $nor
+
+    def _field_condition(self, name: Any, spec: Any) -> _Sql:
+        field = _resolve(name, self.own_user_id)
+        if isinstance(spec, dict):
+            if not spec:
+                raise FilterError(f"empty condition on field {_show(name)}")
+            return _join([self._operator(field, op, value) for op, value in spec.items()], "AND")
+        if isinstance(spec, (list, tuple)) and field.kind != _MEMBERS:
+            raise FilterError(f"field {_show(name)}: a list value needs an operator such as '$in'")
+        return self._operator(field, "$eq", spec)
+
+    def _operator(self, field: _Field, op: Any, value: Any) -> _Sql:
+        self._count()
+        if not isinstance(op, str) or not op.startswith("$"):
+            # Mongo would read this as equality with a nested object; Stream has no such filter.
+            raise FilterError(
+                f"field {_show(field.name)}: expected operators such as '$eq', got key {_show(op)}"
+            )
+        if field.kind == _MEMBERS:
+            return self._members(op, value)
+        if op == "$eq":
+            return self._eq(field, op, value)
+        if op == "$ne":
+            return _not(self._eq(field, op, value))
+        if op == "$in":
+            return self._in(field, op, value)
+        if op == "$nin":
+            return _not(self._in(field, op, value))
+        if op in _COMPARISONS:
+            return self._compare(field, op, value)
+        if op == "$exists":
+            return self._exists(field, value)
+        if op == "$autocomplete":
+            return self._autocomplete(field, value)
+        raise FilterError(f"unsupported operator {_show(op)} on field {_show(field.name)}")
+
+    # ---- operators on plain fields
+
+    def _value(self, field: _Field, op: str, value: Any) -> Any:
+        """A non-null filter value as the parameter to bind (None: Go's zero time, i.e. unset)."""
+        where = f"operator {op!r} on field {field.name!r}"
+        match field.kind:
+            case "text":
+                if not isinstance(value, str):
+                    raise FilterError(f"{where} expects a string, got {_json_type_name(value)}")
+                return _text(value, where)
+            case "number":
+                return _number(value, where)
+            case "time":
+                return _time(value, where)
+            case "bool":
+                if not isinstance(value, bool):
+                    raise FilterError(f"{where} expects true or false, got {_json_type_name(value)}")
+                return int(value)
+            case _:  # custom: any JSON scalar; true/false are 1/0 to json_extract
+                if isinstance(value, bool):
+                    return int(value)
+                if isinstance(value, str):
+                    return _text(value, where)
+                if isinstance(value, (int, float)):
+                    return _number(value, where)
+                raise FilterError(
+                    f"{where} expects a string, number or boolean, got {_json_type_name(value)}"
+                )
+
+    def _eq(self, field: _Field, op: str, value: Any) -> _Sql:
+        bound = None if value is None else self._value(field, op, value)
+        if bound is None:
+            return field.use("{x} IS NULL")
+        # IS, not =: 0 rather than NULL when the stored value is missing.
+        return field.use("{x} IS ?" if field.nullable else "{x} = ?", bound)
+
+    def _in(self, field: _Field, op: str, value: Any) -> _Sql:
+        if not isinstance(value, (list, tuple)):
+            raise FilterError(
+                f"operator {op!r} on field {field.name!r} expects a list, got {_json_type_name(value)}"
+            )
+        bound, null = [], False
+        for item in value:
+            converted = None if item is None else self._value(field, op, item)
+            if converted is None:
+                null = True
+            else:
+                bound.append(converted)
+        parts = []
+        if bound:
+            listed = self._list(list(dict.fromkeys(bound)))
+            # listed.sql is ours ("(?, ?)" or the json_each form): no braces for format() to see.
+            template = "({x} IS NOT NULL AND {x} IN " if field.nullable else "({x} IN "
+            part = field.use(template + listed.sql + ")")
+            parts.append(_Sql(part.sql, part.params + listed.params))
+        if null:
+            parts.append(field.use("{x} IS NULL"))
+        return _join(parts, "OR") if parts else _FALSE
+
+    def _list(self, values: list[Any]) -> _Sql:
+        """`(?, ?, ...)` for short lists, one JSON parameter expanded by json_each for long ones."""
+        if len(values) <= self.inline_max:
+            return _Sql("(" + ", ".join("?" * len(values)) + ")", tuple(values))
+        return _Sql("(SELECT value FROM json_each(?))", (json.dumps(values),))
+
+    def _compare(self, field: _Field, op: str, value: Any) -> _Sql:
+        if field.kind == _BOOL:
+            raise FilterError(f"operator {op!r} is not supported on boolean field {field.name!r}")
+        if value is None:
+            raise FilterError(f"operator {op!r} on field {field.name!r} needs a value, got null")
+        if field.kind == _CUSTOM and isinstance(value, bool):
+            raise FilterError(f"operator {op!r} on field {field.name!r} cannot order booleans")
+        bound = self._value(field, op, value)
+        if bound is None:  # Go's zero time: earlier than any real time
+            bound = _UNSET_US
+        symbol = _COMPARISONS[op]
+        if field.kind == _CUSTOM:
+            # Compare like with like: SQLite orders every number before every string, so without
+            # this `{"$gt": 5}` would match all string values.
+            types = "('text')" if isinstance(bound, str) else "('integer', 'real')"
+            guard = f"coalesce(json_type(c.custom, {field.json_path}), '') IN {types}"
+            return field.use(f"({guard} AND {{x}} {symbol} ?)", bound)
+        if field.nullable:
+            return field.use(f"({{x}} IS NOT NULL AND {{x}} {symbol} ?)", bound)
+        return field.use(f"{{x}} {symbol} ?", bound)
+
+    def _exists(self, field: _Field, value: Any) -> _Sql:
+        if not field.exists_ok:
+            raise FilterError(f"operator '$exists' is not supported on field {field.name!r}")
+        if not isinstance(value, bool):
+            raise FilterError(
+                f"operator '$exists' on field {field.name!r} expects true or false, "
+                f"got {_json_type_name(value)}"
+            )
+        return field.use("{x} IS NOT NULL" if value else "{x} IS NULL")
+
+    def _autocomplete(self, field: _Field, value: Any) -> _Sql:
+        if not field.autocomplete:
+            raise FilterError(f"operator '$autocomplete' is not supported on field {field.name!r}")
+        where = f"operator '$autocomplete' on field {field.name!r}"
+        if not isinstance(value, str):
+            raise FilterError(f"{where} expects a string, got {_json_type_name(value)}")
+        if len(value) > MAX_AUTOCOMPLETE_CHARS:
+            raise FilterError(f"{where}: text longer than {MAX_AUTOCOMPLETE_CHARS} characters")
+        escaped = _text(value, where).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        # Any word starts with the text: prepend a space so the first word counts as one.
+        # lower() on both sides (ASCII only in SQLite) keeps it case-insensitive whatever
+        # PRAGMA case_sensitive_like says.
+        if field.kind == _CUSTOM:
+            is_text = f"json_type(c.custom, {field.json_path}) IS 'text'"
+        else:
+            is_text = "{x} IS NOT NULL"
+        return field.use(
+            f"({is_text} AND (' ' || lower({{x}})) LIKE lower(?) ESCAPE '\\')", f"% {escaped}%"
+        )
+
+    # ---- members
+
+    def _members(self, op: str, value: Any) -> _Sql:
+        where = f"operator {op!r} on field 'members'"
+        if op in ("$eq", "$ne"):
+            if isinstance(value, str):
+                frag = _Sql(
+                    "(EXISTS (SELECT 1 FROM members m WHERE m.cid = c.cid AND m.user_id = ?))",
+                    (_text(value, where),),
+                )
+            elif isinstance(value, (list, tuple)):
+                frag = self._member_set(self._user_ids(value, where))
+            else:
+                raise FilterError(
+                    f"{where} expects a user id or a list of them, got {_json_type_name(value)}"
+                )
+            return frag if op == "$eq" else _not(frag)
+        if op in ("$in", "$nin"):
+            if not isinstance(value, (list, tuple)):
+                raise FilterError(f"{where} expects a list of user ids, got {_json_type_name(value)}")
+            ids = self._user_ids(value, where)
+            if not ids:
+                return _FALSE if op == "$in" else _TRUE
+            listed = self._list(ids)
+            frag = _Sql(
+                "(EXISTS (SELECT 1 FROM members m WHERE m.cid = c.cid AND m.user_id IN "
+                f"{listed.sql}))",
+                listed.params,
+            )
+            return frag if op == "$in" else _not(frag)
+        if op in _KNOWN_OPERATORS:
+            raise FilterError(f"operator {op!r} is not supported on field 'members'")
+        raise FilterError(f"unsupported operator {_show(op)} on field 'members'")
+
+    @staticmethod
+    def _user_ids(values: list[Any] | tuple[Any, ...], where: str) -> list[str]:
+        ids = []
+        for item in values:
+            if not isinstance(item, str):
+                raise FilterError(f"{where} expects user id strings, got {_json_type_name(item)}")
+            ids.append(_text(item, where))
+        return list(dict.fromkeys(ids))
+
+    def _member_set(self, ids: list[str]) -> _Sql:
+        """Exactly these members: as many rows as ids ((cid, user_id) is the key), none outside."""
+        if not ids:
+            return _Sql("(NOT EXISTS (SELECT 1 FROM members m WHERE m.cid = c.cid))")
+        listed = self._list(ids)
+        return _Sql(
+            "((SELECT count(*) FROM members m WHERE m.cid = c.cid) = ? AND NOT EXISTS "
+            f"(SELECT 1 FROM members m WHERE m.cid = c.cid AND m.user_id NOT IN {listed.sql}))",
+            (len(ids), *listed.params),
+        )
+
+    # ---- sort
+
+    def order_by(self, sort: Any) -> _Sql:
+        if sort is None or (isinstance(sort, (list, tuple)) and not sort):
+            sort = [{"field": "last_updated", "direction": -1}]  # the backend's default
+        if not isinstance(sort, (list, tuple)):
+            raise FilterError(f"sort must be a list of {{'field', 'direction'}} objects, got {_show(sort)}")
+        if len(sort) > MAX_SORT_KEYS:
+            raise FilterError(f"sort has more than {MAX_SORT_KEYS} keys")
+        terms: list[_Sql] = []
+        for item in sort:
+            field, direction = self._sort_key(item)
+            order = "ASC" if direction == 1 else "DESC"
+            if field.nullable:  # no value: last, whichever the direction
+                terms.append(field.use("{x} IS NULL"))
+            terms.append(field.use(f"{{x}} {order}"))
+            if field.expr == "c.cid":  # unique: later keys could never matter
+                break
+        else:
+            terms.append(_Sql("c.cid"))  # a total order, so pages never overlap or skip
+        return _Sql(", ".join(t.sql for t in terms), tuple(v for t in terms for v in t.params))
+
+    def _sort_key(self, item: Any) -> tuple[_Field, int]:
+        if not isinstance(item, dict) or "field" not in item or "direction" not in item:
+            raise FilterError(f"each sort key must be {{'field': ..., 'direction': 1|-1}}, got {_show(item)}")
+        extra = set(item) - {"field", "direction"}
+        if extra:
+            raise FilterError(f"unknown keys in sort key: {_show(sorted(map(str, extra)))}")
+        name, direction = item["field"], item["direction"]
+        field = _resolve(name, self.own_user_id)
+        if field.kind == _MEMBERS:
+            raise FilterError("cannot sort on field 'members'")
+        if type(direction) is not int or direction not in (1, -1):  # noqa: E721 (bool is an int)
+            raise FilterError(f"sort direction for field {name!r} must be 1 or -1, got {_show(direction)}")
+        return field, direction
+
+
+_COMPARISONS = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+_KNOWN_OPERATORS = frozenset({"$eq", "$ne", "$in", "$nin", "$exists", "$autocomplete", *_COMPARISONS})
+
+
+# --------------------------------------------------------------------------------------------
+# Public API
+
+
+def compile_channel_query(
+    filter: dict[str, Any] | None,  # noqa: A002 (Stream's name for it)
+    sort: list[dict[str, Any]] | None,
+    *,
+    own_user_id: str,
+    now_us: int | None = None,
+) -> ChannelQuery:
+    """The WHERE and ORDER BY of a query-channels request, over `channels c`.
+
+    `own_user_id` is the user the store belongs to (joined, pinned, archived, unread fields).
+    `now_us` is accepted for conditions relative to the present; none of the supported ones needs
+    it yet. Raises FilterError, and only FilterError, for anything it cannot evaluate.
+    """
+    del now_us  # see the docstring
+    if not isinstance(own_user_id, str):
+        raise FilterError(f"own_user_id must be a string, got {_show(own_user_id)}")
+    # First with short lists inline (readable, planner-friendly); if that needs too many parameters
+    # (thousands of small lists), again with every list as one JSON parameter: at most two
+    # parameters per condition then, so any filter under MAX_CONDITIONS fits.
+    for inline_max in (INLINE_LIST_MAX, 0):
+        compiler = _Compiler(own_user_id, inline_max)
+        where = _TRUE if filter is None or filter == {} else compiler.filter(filter, 1)
+        order = compiler.order_by(sort)
+        params = [*where.params, *order.params]
+        if len(params) <= PARAM_BUDGET:
+            return ChannelQuery(where.sql, order.sql, params)
+    raise FilterError(f"filter needs more than {PARAM_BUDGET:,} SQL parameters")
+
+
+def canonical_query_key(filter: Any, sort: Any) -> str:  # noqa: A002
+    """Canonical JSON of {"filter", "sort"} (sorted keys, compact, ASCII): the same query sent
+    with its keys in another order gets the same key. Not validated: the backend may answer
+    filters the store cannot evaluate offline, and their results are still worth caching."""
+    body = {"filter": {} if filter is None else filter, "sort": [] if sort is None else sort}
+    try:
+        return json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise FilterError(f"query is not JSON data: {_show(str(exc))}") from None
