@@ -15,6 +15,7 @@ import msgspec
 from chatledger.eventstore.codec import PayloadCodec
 from chatledger.eventstore.datastore import APSWDatastore
 from chatledger.projections.apply import query_key
+from chatledger.projections.filters import compile_channel_query
 from chatledger.projections.schema import SLOT_EVENT, SLOT_PINNED_BASE
 
 NO_RAW = msgspec.Raw()
@@ -96,6 +97,11 @@ class ReadModel:
         self.datastore = datastore
         self.own = own_user_id
 
+    def warm_up(self) -> None:
+        """Open a reader connection and read the schema now, so the first screen is fast."""
+        with self.datastore.transaction(commit=False) as c:
+            c.execute("SELECT 1 FROM channels LIMIT 1").fetchall()
+
     @property
     def _codec(self) -> PayloadCodec:
         return self.datastore.codec
@@ -107,7 +113,11 @@ class ReadModel:
         return b"" if row is None else self._codec.decode(row[0], row[1])
 
     def _message_raw(self, c: apsw.Cursor, position: int, slot: int) -> bytes:
-        payload = self._payload(c, position)
+        return self._extract_message(self._payload(c, position), slot)
+
+    @staticmethod
+    def _extract_message(payload: bytes, slot: int) -> bytes:
+        """The bytes of the message object at `slot` of an entry's payload."""
         if not payload:
             return b""
         try:
@@ -148,8 +158,6 @@ class ReadModel:
         offset: int = 0,
     ) -> list[ChannelSummary]:
         """Channels matching `filter`, in `sort` order, evaluated against the stored data."""
-        from chatledger.projections.filters import compile_channel_query
-
         query = compile_channel_query(filter, sort, own_user_id=self.own or "")
         with self.datastore.transaction(commit=False) as c:
             cids = [
@@ -159,25 +167,55 @@ class ReadModel:
                     [*query.params, limit, offset],
                 )
             ]
-            return [self._summary(c, cid) for cid in cids]
+            return self._summaries(c, cids)
 
-    def _summary(self, c: apsw.Cursor, cid: str) -> ChannelSummary:
-        name, last_message_at, member_count, hidden, custom = c.execute(
-            "SELECT name, last_message_at, member_count, hidden, custom FROM channels WHERE cid=?",
-            (cid,),
-        ).fetchone()
+    def _summaries(self, c: apsw.Cursor, cids: list[str]) -> list[ChannelSummary]:
+        """Channel, unread count, own membership and newest message of each cid, in one query."""
+        if not cids:
+            return []
         rows = c.execute(
-            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE cid=? AND (parent_id IS NULL OR "
-            "show_in_channel=1) AND deleted_for_me=0 ORDER BY created_at DESC, id DESC LIMIT 1",
-            (cid,),
+            f"""SELECT ch.cid, ch.name, ch.last_message_at, ch.member_count, ch.hidden, ch.custom,
+                       coalesce(r.unread_messages, 0), mb.user_id, mb.role, mb.channel_role,
+                       mb.banned, mb.pinned_at, mb.archived_at, mb.created_at, mb.updated_at,
+                       {', '.join('lm.' + col for col in _MESSAGE_COLUMNS.split(', '))},
+                       e.codec, e.state
+                FROM channels ch
+                LEFT JOIN reads r ON r.cid = ch.cid AND r.user_id = ?
+                LEFT JOIN members mb ON mb.cid = ch.cid AND mb.user_id = ?
+                LEFT JOIN messages lm ON (lm.cid, lm.created_at, lm.id) = (
+                    SELECT cid, created_at, id FROM messages
+                    WHERE cid = ch.cid AND (parent_id IS NULL OR show_in_channel = 1)
+                      AND deleted_for_me = 0
+                    ORDER BY created_at DESC, id DESC LIMIT 1)
+                LEFT JOIN stored_events e ON e.rowid = lm.position
+                WHERE ch.cid IN (SELECT value FROM json_each(?))""",
+            (self.own, self.own, msgspec.json.encode(cids)),
         ).fetchall()
-        return ChannelSummary(
-            cid=cid, name=name, last_message_at=last_message_at, member_count=member_count,
-            unread_count=self._unread(c, cid), hidden=bool(hidden),
-            membership=self._membership(c, cid),
-            last_message=self._messages(c, rows)[0] if rows else None,
-            custom=msgspec.json.decode(custom) if custom else {},
-        )
+        by_cid = {row[0]: row for row in rows}
+        out = []
+        for cid in cids:
+            row = by_cid.get(cid)
+            if row is None:
+                continue
+            membership = None
+            if row[7] is not None:
+                membership = dict(zip(
+                    ("cid", "user_id", "role", "channel_role", "banned", "pinned_at",
+                     "archived_at", "created_at", "updated_at"), (cid, *row[7:15])))
+            last = None
+            if row[15] is not None:
+                m = row[15:29]
+                raw = b""
+                if row[29] is not None:
+                    raw = self._extract_message(self._codec.decode(row[29], row[30]), m[13])
+                last = StoredMessage(m[0], m[1], m[2], m[3], m[4], m[5], m[6], bool(m[7]), m[8],
+                                     bool(m[9]), m[10], m[11], m[12], raw)
+            out.append(ChannelSummary(
+                cid=cid, name=row[1], last_message_at=row[2], member_count=row[3],
+                unread_count=row[6], hidden=bool(row[4]), membership=membership,
+                last_message=last, custom=msgspec.json.decode(row[5]) if row[5] else {},
+            ))
+        return out
 
     def _unread(self, c: apsw.Cursor, cid: str) -> int:
         row = c.execute("SELECT unread_messages FROM reads WHERE cid=? AND user_id=?",

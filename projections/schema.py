@@ -145,7 +145,6 @@ LOOKUP_INDEXES: list[str] = [
 INDEXES: list[str] = [
     "CREATE INDEX messages_by_parent ON messages (parent_id, created_at, id) WHERE parent_id IS NOT NULL",
     "CREATE INDEX messages_pinned ON messages (cid, pinned_at) WHERE pinned = 1",
-    "CREATE INDEX messages_by_user ON messages (user_id)",
     "CREATE INDEX members_by_user ON members (user_id, cid)",
     "CREATE INDEX channels_by_last_message ON channels (last_message_at)",
 ]

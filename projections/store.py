@@ -53,6 +53,7 @@ class ChatStore:
         self.user_id = user_id
         self.projections = Projections(log, user_id)
         self.read = ReadModel(log.datastore, user_id)
+        self.read.warm_up()
         # "rebuilt" when the read tables had to be built from the log (first open, or an upgrade).
         self.opened_as = self.projections.install(on_rebuild_progress)
 
