@@ -52,10 +52,10 @@ class ChatStore:
         self.log = log
         self.user_id = user_id
         self.projections = Projections(log, user_id)
-        self.read = ReadModel(log.datastore, user_id)
-        self.read.warm_up()
         # "rebuilt" when the read tables had to be built from the log (first open, or an upgrade).
         self.opened_as = self.projections.install(on_rebuild_progress)
+        self.read = ReadModel(log.datastore, user_id)
+        self.read.warm_up()
 
     # -- opening -------------------------------------------------------------------------------
 
