@@ -29,14 +29,29 @@ class Item(NamedTuple):
     received_at: int
 
 
+_TIMES: dict[str, int | None] = {}
+_TIMES_MAX = 65_536
+
+
 def t(value: str | None) -> int | None:
     """RFC 3339 text to epoch microseconds; None for absent, unset or unreadable times."""
     if not value:
         return None
+    # One event repeats the same instant several times (created_at, updated_at, the message's).
+    cached = _TIMES.get(value, _MISSING)
+    if cached is not _MISSING:
+        return cached  # type: ignore[return-value]
     try:
-        return parse_time(value)
+        result = parse_time(value)
     except WireError:
-        return None
+        result = None
+    if len(_TIMES) >= _TIMES_MAX:
+        _TIMES.clear()
+    _TIMES[value] = result
+    return result
+
+
+_MISSING = object()
 
 
 def b(value: bool | None) -> int:
