@@ -7,6 +7,7 @@ tables and the log never disagree. It decodes each payload once, into the lean s
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
@@ -17,6 +18,9 @@ from chatledger.eventstore import ingest
 from chatledger.eventstore.wire import CHANNEL_FIELDS, WireError, custom_fields, parse_time
 from chatledger.projections import payloads as p
 from chatledger.projections.schema import SLOT_EVENT, SLOT_PINNED_BASE
+
+
+logger = logging.getLogger("chatledger.projections")
 
 
 class Item(NamedTuple):
@@ -152,7 +156,13 @@ class Projector:
             except DECODE_ERRORS:
                 # Stored verbatim but not shaped as this type says: nothing to project.
                 continue
-            handler(c, item, event)
+            try:
+                handler(c, item, event)
+            except (apsw.ConstraintError, apsw.MismatchError, TypeError, ValueError, KeyError):
+                # An event this version cannot apply must not cost the user the event itself:
+                # it is in the log, and a rebuild (which skips it the same way) agrees.
+                logger.warning("could not project %s at position %d", kind, item.position,
+                               exc_info=True)
 
     # -- messages ------------------------------------------------------------------------------
 
