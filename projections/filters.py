@@ -4,14 +4,14 @@ The caller runs
 
     SELECT c.cid FROM channels c WHERE {where} ORDER BY {order_by} LIMIT ? OFFSET ?
 
-with `params + [limit, offset]`. Filters arrive from applications (and, through them, from users), so
-nothing from a filter is ever spliced into SQL: values are bound parameters, and field names either
-map to a fixed expression below or are checked against a strict pattern before they become a quoted
-JSON path.
+with `params + [limit, offset]`. Filters arrive from applications (and, through them, from
+users), so nothing from a filter is ever spliced into SQL: values are bound parameters, and field
+names either map to a fixed expression below or are checked against a strict pattern before they
+become a quoted JSON path.
 
 Semantics, where Stream's documentation leaves room:
 
-- Every condition is two-valued (0/1, never NULL), so `$ne`, `$nin` and `$nor` are exact complements:
+- A condition on a missing value is false, and `$ne`, `$nin` and `$nor` are exact complements:
   `{"team": {"$ne": "red"}}` also matches channels without a team, as in Stream's Mongo-like
   filters. `$eq: null` / `$exists: false` match a missing value, `$exists: true` a present one.
 - Time fields take RFC 3339 text. Go's zero time ("0001-01-01T00:00:00Z") means "unset": equal to
@@ -20,8 +20,8 @@ Semantics, where Stream's documentation leaves room:
   names are 1-128 ASCII letters, digits, `_` or `-` (first character not `-`). A dot is refused:
   in Mongo-style filters `a.b` means a nested path, which the store does not support, and treating
   it as a flat key would silently match nothing. JSON true/false compare as 1/0 (what json_extract
-  returns), so `true` also equals a stored 1. Ordering comparisons on custom fields only match
-  values of the same JSON type (numbers with numbers, strings with strings).
+  returns), so `true` also equals a stored 1 (and is > 0). Ordering comparisons on custom fields
+  only match values of the same kind (numbers and booleans together, strings together).
 - Sorts put channels without a value last in both directions (what the backend does).
 - `members`: `$in` = has any of these members, `$nin` = has none of them, a list (or `$eq` list) =
   exactly this member set, a string (or `$eq` string) = has this member; `$ne` negates `$eq`.
@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import reprlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -46,10 +47,14 @@ __all__ = [
     "MAX_DEPTH",
     "MAX_CONDITIONS",
     "MAX_SORT_KEYS",
+    "MAX_SUBQUERIES",
 ]
 
 MAX_DEPTH = 16  # nesting of $and/$or/$nor, the top-level object being level 1
 MAX_CONDITIONS = 10_000  # leaf conditions (one per field operator, and per empty object)
+# Conditions on members, joined, pinned, archived, pinned_at, unread_count, has_unread (each a
+# correlated subquery); equality conditions on one field in an $or are merged first (_merge).
+MAX_SUBQUERIES = 100
 MAX_SORT_KEYS = 32  # SQLite refuses more than 2,000 ORDER BY terms; no real sort needs 32
 MAX_AUTOCOMPLETE_CHARS = 1_000  # SQLite refuses LIKE patterns over 50,000 bytes
 # Lists up to this size become `IN (?, ?, ...)`; longer ones one JSON parameter read by json_each,
@@ -60,14 +65,14 @@ PARAM_BUDGET = 32_000
 
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 # Go's zero time in epoch µs: what "unset" compares as in $gt/$lt (parse_time maps it to None).
-_UNSET_US = (datetime(1, 1, 1, tzinfo=timezone.utc) - datetime(1970, 1, 1, tzinfo=timezone.utc)) // (
-    timedelta(microseconds=1)
-)
+_UNSET_US = (
+    datetime(1, 1, 1, tzinfo=timezone.utc) - datetime(1970, 1, 1, tzinfo=timezone.utc)
+) // timedelta(microseconds=1)
 _CUSTOM_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,127}", re.ASCII)
 
 
 class FilterError(ValueError):
-    """A filter or sort the store cannot evaluate; the message names the operator, field or value."""
+    """A filter or sort the store cannot evaluate; the message names the operator, field, value."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,10 @@ class ChannelQuery:
 class _Sql:
     sql: str
     params: tuple[Any, ...] = ()
+    # May evaluate to NULL (a comparison with a missing value). AND/OR treat such a NULL exactly
+    # like false as far as WHERE's final answer goes; only NOT needs it made 0 first (see _not).
+    # Plain `x = ?` rather than null-proof forms lets SQLite use indexes and turn ORs into IN.
+    nullable: bool = False
 
 
 _TRUE = _Sql("1")
@@ -97,24 +106,31 @@ def _join(parts: list[_Sql], op: str) -> _Sql:
     left-deep tree and refuses trees deeper than 1,000, which a flat 10,000-term $or would be."""
     if not parts:
         return _TRUE if op == "AND" else _FALSE
+    parts = list(dict.fromkeys(parts))  # x AND x = x OR x = x; repeated subqueries cost time
     if len(parts) == 1:
         return parts[0]
     if len(parts) > _JOIN_FLAT:
         mid = len(parts) // 2
         parts = [_join(parts[:mid], op), _join(parts[mid:], op)]
     sql = f" {op} ".join(p.sql for p in parts)
-    return _Sql(f"({sql})", tuple(v for p in parts for v in p.params))
+    params = tuple(v for p in parts for v in p.params)
+    return _Sql(f"({sql})", params, any(p.nullable for p in parts))
 
 
 def _not(part: _Sql) -> _Sql:
-    # Exact complement only because every condition built here is 0 or 1, never NULL.
+    """The exact complement: NULL (some missing value made the condition false) becomes 0 first.
+    Under AND/OR a NULL can only stand where false would give the same final answer (the
+    operators are monotone), so making it 0 here, at each NOT, is all two-valued logic needs."""
+    if part.nullable:
+        return _Sql(f"NOT coalesce({part.sql}, 0)", part.params)
     return _Sql(f"NOT ({part.sql})", part.params)
 
 
 # --------------------------------------------------------------------------------------------
 # Fields: each name maps to an expression over `c` of a known kind.
 
-_TEXT, _NUMBER, _TIME, _BOOL, _CUSTOM, _MEMBERS = "text", "number", "time", "bool", "custom", "members"
+_TEXT, _NUMBER, _TIME, _BOOL = "text", "number", "time", "bool"
+_CUSTOM, _MEMBERS = "custom", "members"
 
 
 @dataclass(frozen=True)
@@ -128,10 +144,12 @@ class _Field:
     autocomplete: bool = False
     json_path: str | None = None  # custom fields: the quoted path literal, for type checks
 
-    def use(self, template: str, *values: Any) -> _Sql:
-        """`template` with {x} = the expression (possibly several times), then `values`."""
+    def use(self, template: str, *values: Any, nullable: bool | None = None) -> _Sql:
+        """`template` with {x} = the expression (possibly several times), then `values`. The
+        result may be NULL when the field may be (unless told otherwise)."""
         count = template.count("{x}")
-        return _Sql(template.format(x=self.expr), self.params * count + values)
+        maybe_null = self.nullable if nullable is None else nullable
+        return _Sql(template.format(x=self.expr), self.params * count + values, maybe_null)
 
 
 # (expression, kind, nullable), straight from the `channels` columns.
@@ -178,9 +196,17 @@ _OWN_FIELDS: dict[str, tuple[str, str, bool, bool]] = {
 _NOT_STORED = frozenset(CHANNEL_FIELDS) - set(_COLUMNS) - set(_OWN_FIELDS) - {"members"}
 
 
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 2, 60, 60
+
+
 def _show(value: Any) -> str:
-    """A value for an error message: repr, cut short (hostile input can be megabytes)."""
-    text = repr(value)
+    """A value for an error message: a short repr (hostile input can be megabytes, or nested
+    100,000 deep, or an integer too long for str())."""
+    try:
+        text = _REPR.repr(value)
+    except (ValueError, RecursionError):
+        return f"<{_json_type_name(value)}>"
     return text if len(text) <= 80 else text[:77] + "..."
 
 
@@ -212,7 +238,9 @@ def _resolve(name: Any, own_user_id: str) -> _Field:
     if name == "members":
         return _Field(name, "", _MEMBERS, False, exists_ok=False)
     if name in _NOT_STORED:
-        raise FilterError(f"field {_show(name)} is not kept offline: it cannot be filtered or sorted on")
+        raise FilterError(
+            f"field {_show(name)} is not kept offline: it cannot be filtered or sorted on"
+        )
     if not _CUSTOM_NAME_RE.fullmatch(name):
         raise FilterError(
             f"invalid field name {_show(name)}: custom field names are 1 to 128 ASCII letters, "
@@ -264,6 +292,7 @@ class _Compiler:
         self.own_user_id = own_user_id
         self.inline_max = inline_max
         self.conditions = 0
+        self.subqueries = 0
 
     def _count(self) -> None:
         self.conditions += 1
@@ -293,12 +322,71 @@ class _Compiler:
     def _logical(self, op: str, value: Any, depth: int) -> _Sql:
         if not isinstance(value, (list, tuple)) or not value:
             raise FilterError(f"{op!r} needs a non-empty list of filters, got {_show(value)}")
-        subs = [self.filter(item, depth + 1) for item in value]
+        # Merge first: an $or of 10,000 `{"members": id}` would otherwise be 10,000 subqueries.
+        subs = [self.filter(item, depth + 1) for item in self._merge(value, op)]
         if op == "$and":
             return _join(subs, "AND")
         if op == "$or":
             return _join(subs, "OR")
         return _not(_join(subs, "OR"))  # $nor
+
+    def _merge(self, items: list[Any] | tuple[Any, ...], op: str) -> list[Any]:
+        """The items of an $or/$nor with equality conditions on one field gathered into one `$in`
+        (of an $and: `$ne`/`$nin` into one `$nin`): same meaning, one list, one subquery, and
+        SQLite plans a long list far faster than as many ORs. Each gathered item still counts
+        as a condition."""
+        wanted = ("$eq", "$in") if op in ("$or", "$nor") else ("$ne", "$nin")
+        groups: dict[str, list[int]] = {}
+        values: dict[str, list[Any]] = {}
+        for index, item in enumerate(items):
+            found = self._mergeable(item, wanted)
+            if found is not None:
+                groups.setdefault(found[0], []).append(index)
+                values.setdefault(found[0], []).extend(found[1])
+        merged: dict[int, Any] = {}  # index of a group's first item -> the merged condition
+        dropped: set[int] = set()
+        for name, indexes in groups.items():
+            if len(indexes) > 1:
+                merged[indexes[0]] = {name: {wanted[1]: values[name]}}
+                dropped.update(indexes[1:])
+                for _ in indexes[1:]:
+                    self._count()
+        if not merged:
+            return list(items)
+        return [merged.get(i, item) for i, item in enumerate(items) if i not in dropped]
+
+    def _mergeable(self, item: Any, wanted: tuple[str, str]) -> tuple[str, list[Any]] | None:
+        """(field, values) when `item` is one such condition on one field with valid values;
+        None otherwise (left to compile on its own, errors included, with their own words)."""
+        if not isinstance(item, dict) or len(item) != 1:
+            return None
+        [(name, spec)] = item.items()
+        if not isinstance(name, str) or name.startswith("$"):
+            return None
+        if isinstance(spec, dict):
+            if len(spec) != 1:
+                return None
+            [(op, value)] = spec.items()
+        else:
+            op, value = "$eq", spec
+        if op == wanted[0] and not isinstance(value, (dict, list, tuple)):
+            candidates = [value]
+        elif op == wanted[1] and isinstance(value, (list, tuple)):
+            candidates = list(value)
+        else:
+            return None
+        try:
+            field = _resolve(name, self.own_user_id)
+            for candidate in candidates:
+                if field.kind == _MEMBERS:
+                    if not isinstance(candidate, str):
+                        return None
+                    _text(candidate, "")
+                elif candidate is not None:
+                    self._value(field, op, candidate)
+        except FilterError:
+            return None
+        return name, candidates
 
     def _field_condition(self, name: Any, spec: Any) -> _Sql:
         field = _resolve(name, self.own_user_id)
@@ -312,6 +400,15 @@ class _Compiler:
 
     def _operator(self, field: _Field, op: Any, value: Any) -> _Sql:
         self._count()
+        if field.kind == _MEMBERS or field.params:
+            # Correlated subqueries run once per channel, and SQLite slows down more than
+            # linearly with their number (about 0.2 s for 64 over 5,000 channels, 19 s for 512).
+            self.subqueries += 1
+            if self.subqueries > MAX_SUBQUERIES:
+                raise FilterError(
+                    f"filter has more than {MAX_SUBQUERIES} conditions on members or on the own "
+                    "user's membership and read state"
+                )
         if not isinstance(op, str) or not op.startswith("$"):
             # Mongo would read this as equality with a nested object; Stream has no such filter.
             raise FilterError(
@@ -351,7 +448,8 @@ class _Compiler:
                 return _time(value, where)
             case "bool":
                 if not isinstance(value, bool):
-                    raise FilterError(f"{where} expects true or false, got {_json_type_name(value)}")
+                    got = _json_type_name(value)
+                    raise FilterError(f"{where} expects true or false, got {got}")
                 return int(value)
             case _:  # custom: any JSON scalar; true/false are 1/0 to json_extract
                 if isinstance(value, bool):
@@ -367,15 +465,13 @@ class _Compiler:
     def _eq(self, field: _Field, op: str, value: Any) -> _Sql:
         bound = None if value is None else self._value(field, op, value)
         if bound is None:
-            return field.use("{x} IS NULL")
-        # IS, not =: 0 rather than NULL when the stored value is missing.
-        return field.use("{x} IS ?" if field.nullable else "{x} = ?", bound)
+            return field.use("{x} IS NULL", nullable=False)
+        return field.use("{x} = ?", bound)
 
     def _in(self, field: _Field, op: str, value: Any) -> _Sql:
         if not isinstance(value, (list, tuple)):
-            raise FilterError(
-                f"operator {op!r} on field {field.name!r} expects a list, got {_json_type_name(value)}"
-            )
+            got = _json_type_name(value)
+            raise FilterError(f"operator {op!r} on field {field.name!r} expects a list, got {got}")
         bound, null = [], False
         for item in value:
             converted = None if item is None else self._value(field, op, item)
@@ -387,11 +483,10 @@ class _Compiler:
         if bound:
             listed = self._list(list(dict.fromkeys(bound)))
             # listed.sql is ours ("(?, ?)" or the json_each form): no braces for format() to see.
-            template = "({x} IS NOT NULL AND {x} IN " if field.nullable else "({x} IN "
-            part = field.use(template + listed.sql + ")")
-            parts.append(_Sql(part.sql, part.params + listed.params))
+            part = field.use("{x} IN " + listed.sql)
+            parts.append(_Sql(part.sql, part.params + listed.params, part.nullable))
         if null:
-            parts.append(field.use("{x} IS NULL"))
+            parts.append(field.use("{x} IS NULL", nullable=False))
         return _join(parts, "OR") if parts else _FALSE
 
     def _list(self, values: list[Any]) -> _Sql:
@@ -413,12 +508,11 @@ class _Compiler:
         symbol = _COMPARISONS[op]
         if field.kind == _CUSTOM:
             # Compare like with like: SQLite orders every number before every string, so without
-            # this `{"$gt": 5}` would match all string values.
-            types = "('text')" if isinstance(bound, str) else "('integer', 'real')"
-            guard = f"coalesce(json_type(c.custom, {field.json_path}), '') IN {types}"
+            # this `{"$gt": 5}` would match all string values. true/false are the numbers 1/0.
+            numbers = "('integer', 'real', 'true', 'false')"
+            types = "('text')" if isinstance(bound, str) else numbers
+            guard = f"json_type(c.custom, {field.json_path}) IN {types}"
             return field.use(f"({guard} AND {{x}} {symbol} ?)", bound)
-        if field.nullable:
-            return field.use(f"({{x}} IS NOT NULL AND {{x}} {symbol} ?)", bound)
         return field.use(f"{{x}} {symbol} ?", bound)
 
     def _exists(self, field: _Field, value: Any) -> _Sql:
@@ -429,7 +523,7 @@ class _Compiler:
                 f"operator '$exists' on field {field.name!r} expects true or false, "
                 f"got {_json_type_name(value)}"
             )
-        return field.use("{x} IS NOT NULL" if value else "{x} IS NULL")
+        return field.use("{x} IS NOT NULL" if value else "{x} IS NULL", nullable=False)
 
     def _autocomplete(self, field: _Field, value: Any) -> _Sql:
         if not field.autocomplete:
@@ -443,13 +537,10 @@ class _Compiler:
         # Any word starts with the text: prepend a space so the first word counts as one.
         # lower() on both sides (ASCII only in SQLite) keeps it case-insensitive whatever
         # PRAGMA case_sensitive_like says.
-        if field.kind == _CUSTOM:
-            is_text = f"json_type(c.custom, {field.json_path}) IS 'text'"
-        else:
-            is_text = "{x} IS NOT NULL"
-        return field.use(
-            f"({is_text} AND (' ' || lower({{x}})) LIKE lower(?) ESCAPE '\\')", f"% {escaped}%"
-        )
+        like = "(' ' || lower({x})) LIKE lower(?) ESCAPE '\\'"
+        if field.kind == _CUSTOM:  # text only: json_extract gives arrays and objects as text too
+            like = f"(json_type(c.custom, {field.json_path}) = 'text' AND {like})"
+        return field.use(like, f"% {escaped}%")
 
     # ---- members
 
@@ -470,7 +561,8 @@ class _Compiler:
             return frag if op == "$eq" else _not(frag)
         if op in ("$in", "$nin"):
             if not isinstance(value, (list, tuple)):
-                raise FilterError(f"{where} expects a list of user ids, got {_json_type_name(value)}")
+                got = _json_type_name(value)
+                raise FilterError(f"{where} expects a list of user ids, got {got}")
             ids = self._user_ids(value, where)
             if not ids:
                 return _FALSE if op == "$in" else _TRUE
@@ -511,15 +603,21 @@ class _Compiler:
         if sort is None or (isinstance(sort, (list, tuple)) and not sort):
             sort = [{"field": "last_updated", "direction": -1}]  # the backend's default
         if not isinstance(sort, (list, tuple)):
-            raise FilterError(f"sort must be a list of {{'field', 'direction'}} objects, got {_show(sort)}")
+            raise FilterError(
+                f"sort must be a list of {{'field', 'direction'}} objects, got {_show(sort)}"
+            )
         if len(sort) > MAX_SORT_KEYS:
             raise FilterError(f"sort has more than {MAX_SORT_KEYS} keys")
         terms: list[_Sql] = []
+        seen: set[str] = set()
         for item in sort:
             field, direction = self._sort_key(item)
+            if field.expr in seen:  # ties on it were already broken the first time
+                continue
+            seen.add(field.expr)
             order = "ASC" if direction == 1 else "DESC"
             if field.nullable:  # no value: last, whichever the direction
-                terms.append(field.use("{x} IS NULL"))
+                terms.append(field.use("{x} IS NULL", nullable=False))
             terms.append(field.use(f"{{x}} {order}"))
             if field.expr == "c.cid":  # unique: later keys could never matter
                 break
@@ -529,7 +627,9 @@ class _Compiler:
 
     def _sort_key(self, item: Any) -> tuple[_Field, int]:
         if not isinstance(item, dict) or "field" not in item or "direction" not in item:
-            raise FilterError(f"each sort key must be {{'field': ..., 'direction': 1|-1}}, got {_show(item)}")
+            raise FilterError(
+                f"each sort key must be {{'field': ..., 'direction': 1|-1}}, got {_show(item)}"
+            )
         extra = set(item) - {"field", "direction"}
         if extra:
             raise FilterError(f"unknown keys in sort key: {_show(sorted(map(str, extra)))}")
@@ -538,12 +638,16 @@ class _Compiler:
         if field.kind == _MEMBERS:
             raise FilterError("cannot sort on field 'members'")
         if type(direction) is not int or direction not in (1, -1):  # noqa: E721 (bool is an int)
-            raise FilterError(f"sort direction for field {name!r} must be 1 or -1, got {_show(direction)}")
+            raise FilterError(
+                f"sort direction for field {name!r} must be 1 or -1, got {_show(direction)}"
+            )
         return field, direction
 
 
 _COMPARISONS = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
-_KNOWN_OPERATORS = frozenset({"$eq", "$ne", "$in", "$nin", "$exists", "$autocomplete", *_COMPARISONS})
+_KNOWN_OPERATORS = frozenset(
+    {"$eq", "$ne", "$in", "$nin", "$exists", "$autocomplete", *_COMPARISONS}
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -566,9 +670,9 @@ def compile_channel_query(
     del now_us  # see the docstring
     if not isinstance(own_user_id, str):
         raise FilterError(f"own_user_id must be a string, got {_show(own_user_id)}")
-    # First with short lists inline (readable, planner-friendly); if that needs too many parameters
-    # (thousands of small lists), again with every list as one JSON parameter: at most two
-    # parameters per condition then, so any filter under MAX_CONDITIONS fits.
+    # First with short lists inline (readable, planner-friendly); if that needs too many
+    # parameters (thousands of small lists), again with every list as one JSON parameter: at most
+    # two parameters per condition then, so any filter under MAX_CONDITIONS fits.
     for inline_max in (INLINE_LIST_MAX, 0):
         compiler = _Compiler(own_user_id, inline_max)
         where = _TRUE if filter is None or filter == {} else compiler.filter(filter, 1)

@@ -159,10 +159,14 @@ class ReadModel:
     ) -> list[ChannelSummary]:
         """Channels matching `filter`, in `sort` order, evaluated against the stored data."""
         query = compile_channel_query(filter, sort, own_user_id=self.own or "")
+        where = query.where
+        if not (filter and "hidden" in filter):
+            # As the backend does: hidden channels are listed only when the filter asks about them.
+            where = f"({where}) AND c.hidden = 0"
         with self.datastore.transaction(commit=False) as c:
             cids = [
                 cid for (cid,) in c.execute(
-                    f"SELECT c.cid FROM channels c WHERE {query.where} ORDER BY {query.order_by} "
+                    f"SELECT c.cid FROM channels c WHERE {where} ORDER BY {query.order_by} "
                     "LIMIT ? OFFSET ?",
                     [*query.params, limit, offset],
                 )

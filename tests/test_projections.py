@@ -123,7 +123,9 @@ def test_channel_updates_hidden_and_deleted(store: ChatStore) -> None:
     assert summary.name == "General" and summary.custom == {"colour": "teal", "name": "General"}
     store.ingest(event("message.new", message=message("m1")))
     store.ingest(event("channel.hidden", at=at(30), clear_history=True))
-    assert store.channels()[0].hidden and store.messages("messaging:general") == []
+    assert store.channels() == []  # hidden channels are listed only when asked for
+    assert store.channels({"hidden": True})[0].hidden
+    assert store.messages("messaging:general") == []
     store.ingest(event("channel.visible", at=at(31)))
     assert not store.channels()[0].hidden
     store.ingest(event("channel.deleted", channel={"cid": "messaging:general"}))
