@@ -87,6 +87,9 @@ class Projector:
         self.own = own_user_id
         # user id -> updated_at of the row on file: most events repeat an unchanged user object.
         self._user_seen: dict[str, tuple[int | None, int | None, int]] = {}
+        # What a run of new messages does to channels and unread counts, written once per run.
+        self._pending_channels: dict[str, tuple[int | None, int | None, int | None]] = {}
+        self._pending_unread: dict[str, int] = {}
         self._handlers: dict[str, Callable[[apsw.Cursor, Item, p.Event], None]] = {
             "message.new": self._message_new,
             "notification.message_new": self._message_new,
@@ -131,21 +134,27 @@ class Projector:
     def forget_cache(self) -> None:
         """Drop what is remembered of rows (after a rollback or a rebuild)."""
         self._user_seen.clear()
+        self._pending_channels.clear()
+        self._pending_unread.clear()
 
     # -- entry point ---------------------------------------------------------------------------
 
     def apply(self, c: apsw.Cursor, items: Iterable[Item]) -> None:
         handlers = self._handlers
         decode = p.EVENT.decode
+        message_new = self._message_new
         for item in items:
             kind = item.type
+            handler = handlers.get(kind)
+            if handler is not message_new and self._pending:
+                # Only runs of new messages are coalesced; anything else sees the rows as they are.
+                self._flush(c)
             if kind == ingest.CHANNEL_STATE:
                 self._channel_state(c, item)
                 continue
             if kind == ingest.QUERY_RESULT:
                 self._query_result(c, item)
                 continue
-            handler = handlers.get(kind)
             if handler is None:
                 if kind.startswith("poll."):
                     handler = self._poll
@@ -163,6 +172,37 @@ class Projector:
                 # it is in the log, and a rebuild (which skips it the same way) agrees.
                 logger.warning("could not project %s at position %d", kind, item.position,
                                exc_info=True)
+        if self._pending:
+            self._flush(c)
+
+    def _flush(self, c: apsw.Cursor) -> None:
+        """Write what a run of new messages did to their channels and the own unread counts."""
+        channels, unread = self._pending_channels, self._pending_unread
+        if channels:
+            # One statement per channel files it (even one not heard of before) with its newest
+            # message time and the latest counters the events carried.
+            c.executemany(
+                "INSERT INTO channels (cid, type, id, last_message_at, member_count, message_count) "
+                "VALUES (?,?,?,?,?,?) ON CONFLICT (cid) DO UPDATE SET "
+                "last_message_at=CASE WHEN excluded.last_message_at > coalesce(last_message_at, 0) "
+                "THEN excluded.last_message_at ELSE last_message_at END, "
+                "member_count=coalesce(excluded.member_count, member_count), "
+                "message_count=coalesce(excluded.message_count, message_count)",
+                [(cid, *cid.partition(":")[::2], *values) for cid, values in channels.items()],
+            )
+            channels.clear()
+        if unread:
+            c.executemany(
+                "INSERT INTO reads (cid, user_id, unread_messages) VALUES (?, ?, ?) "
+                "ON CONFLICT (cid, user_id) DO UPDATE SET "
+                "unread_messages=unread_messages+excluded.unread_messages",
+                [(cid, self.own, n) for cid, n in unread.items()],
+            )
+            unread.clear()
+
+    @property
+    def _pending(self) -> bool:
+        return bool(self._pending_channels or self._pending_unread)
 
     # -- messages ------------------------------------------------------------------------------
 
@@ -220,6 +260,7 @@ class Projector:
     def _message_new(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
         m = event.message
         if event.channel:
+            self._flush(c)  # the channel object lands after what earlier messages did to it
             self._channel_upsert(c, item, event.channel, SLOT_EVENT)
         if m is None or not m.id:
             return
@@ -228,18 +269,16 @@ class Projector:
             return
         created = t(m.created_at)
         in_channel = not m.parent_id or bool(m.show_in_channel)
-        # One statement files the channel (even one not heard of before) and its counters.
-        kind, _, ident = cid.partition(":")
-        c.execute(
-            "INSERT INTO channels (cid, type, id, last_message_at, member_count, message_count) "
-            "VALUES (?,?,?,?,?,?) ON CONFLICT (cid) DO UPDATE SET "
-            "last_message_at=CASE WHEN excluded.last_message_at > coalesce(last_message_at, 0) "
-            "THEN excluded.last_message_at ELSE last_message_at END, "
-            "member_count=coalesce(excluded.member_count, member_count), "
-            "message_count=coalesce(excluded.message_count, message_count)",
-            (cid, kind, ident, created if in_channel else None, event.channel_member_count,
-             event.channel_message_count),
-        )
+        latest = created if in_channel else None
+        pending = self._pending_channels.get(cid)
+        if pending is not None:
+            if pending[0] is not None and (latest is None or pending[0] > latest):
+                latest = pending[0]
+            members = event.channel_member_count if event.channel_member_count is not None else pending[1]
+            count = event.channel_message_count if event.channel_message_count is not None else pending[2]
+        else:
+            members, count = event.channel_member_count, event.channel_message_count
+        self._pending_channels[cid] = (latest, members, count)
         is_new = self._upsert_message(c, cid, m, item.position, SLOT_EVENT)
         self._remember_user(c, item, event.user)
         if is_new and m.parent_id:
@@ -248,13 +287,10 @@ class Projector:
             return
         author = m.author
         if author == self.own:
+            self._pending_unread.pop(cid, None)  # reading up to here clears what came before
             self._set_read(c, cid, self.own, last_read=created, unread=0, last_read_message_id=m.id)
         elif in_channel and not m.silent and m.type not in ("system", "ephemeral", "error"):
-            c.execute(
-                "INSERT INTO reads (cid, user_id, unread_messages) VALUES (?, ?, 1) "
-                "ON CONFLICT (cid, user_id) DO UPDATE SET unread_messages=unread_messages+1",
-                (cid, self.own),
-            )
+            self._pending_unread[cid] = self._pending_unread.get(cid, 0) + 1
 
     def _message_updated(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
         m = event.message

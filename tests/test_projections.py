@@ -250,3 +250,39 @@ def test_events_for_unknown_channels_and_odd_shapes_never_fail(store: ChatStore)
 
 
 T0 = "2026-11-25T10:00:00Z"
+
+
+def _all_rows(store: ChatStore) -> dict[str, list[tuple]]:
+    from chatledger.projections.schema import TABLES
+
+    with store.log.datastore.transaction(commit=False) as c:
+        # position differs between stores only if entries differ; compare everything.
+        return {name: sorted(map(tuple, c.execute(f"SELECT * FROM {name}")), key=repr)
+                for name in TABLES if name != "connection"}
+
+
+def test_one_batch_projects_exactly_like_one_event_at_a_time(tmp_path: Path) -> None:
+    seq = []
+    for i in range(12):
+        cid = f"messaging:c{i % 3}"
+        author = "alice" if i % 5 == 4 else "bob"
+        seq.append(event("message.new", cid=cid, at=at(i), channel_member_count=i,
+                         message=message(f"m{i}", cid=cid, at=at(i), uid=author,
+                                         parent_id="m0" if i == 7 else None)))
+        if i == 6:
+            seq.append(event("message.read", cid="messaging:c0", at=at(i), user=user("alice")))
+        if i == 8:
+            seq.append(event("notification.message_new", cid="messaging:c2", at=at(i),
+                             channel={"cid": "messaging:c2", "type": "messaging", "id": "c2",
+                                      "member_count": 40},
+                             message=message("n8", cid="messaging:c2", at=at(i))))
+    batched = ChatStore.open(tmp_path / "a", "alice")
+    batched.ingest_many(seq)
+    single = ChatStore.open(tmp_path / "b", "alice")
+    for e in seq:
+        single.ingest(e)
+    assert _all_rows(batched) == _all_rows(single)
+    assert batched.unread_counts() == single.unread_counts()
+    assert batched.verify() == [] and single.verify() == []
+    batched.close()
+    single.close()
