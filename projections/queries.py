@@ -73,6 +73,12 @@ _MESSAGE_COLUMNS = (
     "id, cid, created_at, user_id, type, parent_id, reply_count, pinned, deleted_at, "
     "deleted_for_me, local_state, local_command, position, slot"
 )
+# A message row with the bytes of the entry holding its object, in one lookup. (No column name
+# is shared by the two tables, so conditions may name message columns unqualified.)
+_MESSAGE_SELECT = (
+    "SELECT " + ", ".join("m." + col for col in _MESSAGE_COLUMNS.split(", "))
+    + ", e.codec, e.state FROM messages m LEFT JOIN stored_events e ON e.rowid = m.position"
+)
 
 
 @dataclass(slots=True)
@@ -112,9 +118,6 @@ class ReadModel:
         row = c.execute("SELECT codec, state FROM stored_events WHERE rowid=?", (position,)).fetchone()
         return b"" if row is None else self._codec.decode(row[0], row[1])
 
-    def _message_raw(self, c: apsw.Cursor, position: int, slot: int) -> bytes:
-        return self._extract_message(self._payload(c, position), slot)
-
     @staticmethod
     def _extract_message(payload: bytes, slot: int) -> bytes:
         """The bytes of the message object at `slot` of an entry's payload."""
@@ -131,9 +134,13 @@ class ReadModel:
             return b""
 
     def _messages(self, c: apsw.Cursor, rows: list[tuple[Any, ...]]) -> list[StoredMessage]:
+        """Rows of `_MESSAGE_SELECT`: the message row, then its entry's codec and state."""
+        decode = self._codec.decode
+        extract = self._extract_message
         return [
             StoredMessage(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]), r[8], bool(r[9]),
-                          r[10], r[11], r[12], self._message_raw(c, r[12], r[13]))
+                          r[10], r[11], r[12],
+                          extract(decode(r[14], r[15]), r[13]) if r[14] is not None else b"")
             for r in rows
         ]
 
@@ -256,7 +263,7 @@ class ReadModel:
             page = self._page(c, "cid=? AND (parent_id IS NULL OR show_in_channel=1)", (cid,),
                               None, before=True, inclusive=False, limit=messages)
             pinned = self._messages(c, c.execute(
-                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE cid=? AND pinned=1 "
+                f"{_MESSAGE_SELECT} WHERE cid=? AND pinned=1 "
                 "ORDER BY pinned_at DESC LIMIT 25", (cid,)).fetchall())
             draft = c.execute("SELECT position FROM drafts WHERE cid=? AND parent_id=''",
                               (cid,)).fetchone()
@@ -321,7 +328,7 @@ class ReadModel:
             values += [cursor[0], cursor[1]]
         order = "DESC" if before else "ASC"
         rows = c.execute(
-            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE {' AND '.join(clauses)} "
+            f"{_MESSAGE_SELECT} WHERE {' AND '.join(clauses)} "
             f"ORDER BY created_at {order}, id {order} LIMIT ?",
             [*values, limit],
         ).fetchall()
@@ -331,14 +338,14 @@ class ReadModel:
 
     def message(self, message_id: str) -> StoredMessage | None:
         with self.datastore.transaction(commit=False) as c:
-            rows = c.execute(f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id=?",
+            rows = c.execute(f"{_MESSAGE_SELECT} WHERE id=?",
                              (message_id,)).fetchall()
             return self._messages(c, rows)[0] if rows else None
 
     def pinned(self, cid: str, *, limit: int = 25) -> list[StoredMessage]:
         with self.datastore.transaction(commit=False) as c:
             return self._messages(c, c.execute(
-                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE cid=? AND pinned=1 "
+                f"{_MESSAGE_SELECT} WHERE cid=? AND pinned=1 "
                 "ORDER BY pinned_at DESC LIMIT ?", (cid, limit)).fetchall())
 
     # -- reactions, members, reads, users --------------------------------------------------------

@@ -1,0 +1,261 @@
+"""`python -m benchmarks rebuild`: replaying the whole log into fresh read tables.
+
+The N-event store is built once, by ingesting the generated events through `ChatStore.ingest_many`
+(batches of `--batch`; the slow part, progress on stderr). Then each of `--reps` runs is a fresh
+Python process that imports chatledger, opens the store and calls `ChatStore.rebuild()` once, and
+reports:
+
+- the rebuild's wall-clock and CPU seconds (events/s = entries in the log / wall seconds);
+- the process's RSS high-water mark after the imports, after opening the store and after the
+  rebuild. SQLite's page caches are allocated outside Python, so tracemalloc would miss them; a
+  process that does nothing else gives a clean figure. On Linux it is `VmHWM` from
+  /proc/self/status, not `getrusage(RUSAGE_SELF).ru_maxrss`: the latter survives `execve`, so a
+  child starts at its parent's RSS (this parent holds all the payloads). `peak_rss_bytes` is the
+  whole process's high-water mark (interpreter and imports included: what the target < 200 MB is
+  checked against), `rebuild_rss_growth_bytes` what the rebuild added to it.
+
+The median run counts for the speed, the largest for the memory. The file is measured before and
+after (after a TRUNCATE checkpoint): a rebuild drops and refills the tables in one transaction, so
+the freed pages of the old tables are reused or left as free pages.
+
+`--profile` adds one run under cProfile (not counted) and prints its top functions by own time.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+import click
+
+from benchmarks.common import default_reps, emit_json, environment, fmt_rate, median, progress, scratch_dir
+from benchmarks.project import (
+    MachineLoad,
+    build_store_file,
+    common_options,
+    file_figures,
+    fmt_bytes,
+    prepare_workload,
+    run_child,
+)
+
+TARGET_EVENTS_PER_S = 150_000
+TARGET_PEAK_RSS_BYTES = 200 * 1024 * 1024
+
+
+# --- the child process ---------------------------------------------------------------------------
+
+
+def _maxrss_bytes() -> int:
+    """`getrusage(RUSAGE_SELF).ru_maxrss` in bytes. Careful: on Linux this high-water mark survives
+    `execve`, so a child spawned by a big parent starts at the parent's RSS at fork time (a parent
+    holding 1,000,000 payloads makes every child look that big); see `_peak_rss_bytes`."""
+    import resource
+
+    value = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return value if sys.platform == "darwin" else value * 1024  # Linux reports KiB
+
+
+def _peak_rss_bytes() -> int:
+    """This process image's RSS high-water mark: `VmHWM` of /proc/self/status on Linux (kept per
+    address space, so it starts afresh at exec), else `ru_maxrss`."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return _maxrss_bytes()
+
+
+def _current_rss_bytes() -> int | None:
+    try:
+        with open("/proc/self/statm") as f:
+            import os
+
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _cpu_s() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def child_main(argv: list[str]) -> None:
+    """In a fresh process: open the store in `argv[0]` as user `argv[1]`, rebuild, report JSON.
+    With `argv[2] == "profile"`, the rebuild runs under cProfile and the top functions go to
+    stderr (and the stats to `argv[3]` when given)."""
+    data_dir, user_id = argv[0], argv[1]
+    profile = len(argv) > 2 and argv[2] == "profile"
+    rss_start = _peak_rss_bytes()
+    from chatledger import ChatStore
+
+    rss_imported = _peak_rss_bytes()
+    store = ChatStore.open(data_dir, user_id, create=False)
+    try:
+        with store.log.datastore.transaction(commit=False) as c:
+            entries = c.execute(
+                f"SELECT COUNT(*) FROM {store.log.recorder.events_table_name}").fetchone()[0]
+            mmap_size = c.execute("PRAGMA mmap_size").fetchone()
+        rss_opened = _peak_rss_bytes()
+        rss_opened_now = _current_rss_bytes()
+        step = max(1, entries // 10)
+        last = [0]
+
+        def on_progress(done: int, total: int) -> None:
+            if done - last[0] >= step and done < total:
+                last[0] = done
+                print(f"  rebuild: {done:,}/{total:,} entries ({done / (time.perf_counter() - t0):,.0f}/s)",
+                      file=sys.stderr, flush=True)
+
+        cpu0 = _cpu_s()
+        t0 = time.perf_counter()
+        if profile:
+            import cProfile
+            import pstats
+
+            profiler = cProfile.Profile()
+            profiler.runcall(store.rebuild, on_progress)
+            seconds = time.perf_counter() - t0
+            stats = pstats.Stats(profiler, stream=sys.stderr)
+            stats.sort_stats("tottime").print_stats(30)
+            if len(argv) > 3:
+                stats.dump_stats(argv[3])
+        else:
+            store.rebuild(on_progress)
+            seconds = time.perf_counter() - t0
+        cpu = _cpu_s() - cpu0
+        rss_peak = _peak_rss_bytes()
+        rss_now = _current_rss_bytes()
+    finally:
+        store.close()
+    print(json.dumps({
+        "entries": entries,
+        "seconds": seconds,
+        "cpu_s": cpu,
+        "rss_start_bytes": rss_start,
+        "rss_imported_bytes": rss_imported,
+        "rss_opened_bytes": rss_opened,
+        "rss_opened_now_bytes": rss_opened_now,
+        "peak_rss_bytes": rss_peak,
+        "rss_after_bytes": rss_now,
+        "ru_maxrss_bytes": _maxrss_bytes(),
+        "mmap_size": mmap_size[0] if mmap_size else None,
+        "profiled": profile,
+    }), flush=True)
+
+
+# --- the subcommand ------------------------------------------------------------------------------
+
+
+@click.command(name="rebuild")
+@common_options(200_000)
+@click.option("--reps", type=click.IntRange(min=1), default=None,
+              help="Rebuilds, each in a fresh process; the median counts. "
+                   "Default: 3 up to 200,000 events, else 1.")
+@click.option("--profile", is_flag=True,
+              help="One more rebuild under cProfile (not counted): top 30 functions by own time "
+                   "on stderr; the stats file is kept with --keep.")
+def command(n_events: int, seed: int, directory: str | None, keep: bool, batch: int,
+            channels: int, users: int, reps: int | None, profile: bool) -> None:
+    """Rebuild of the read tables by replaying the log: events/s and peak memory (fresh process)."""
+    reps = reps or default_reps(n_events)
+    workload = prepare_workload(n_events, seed, channels, users)
+    runs: list[dict[str, Any]] = []
+    with scratch_dir(directory, keep=keep) as scratch:
+        data_dir, path, build_s = build_store_file(scratch, workload, batch)
+        before = file_figures(path, workload.payload_bytes)
+        load = MachineLoad()
+        for rep in range(reps):
+            progress(f"rep {rep + 1}/{reps}: rebuild in a fresh process ...")
+            run = run_child("benchmarks.rebuild", [str(data_dir), workload.user_id])
+            progress(f"  {run['seconds']:.2f} s, {run['entries'] / run['seconds']:,.0f} events/s, "
+                     f"peak RSS {run['peak_rss_bytes'] / 2**20:,.0f} MiB")
+            runs.append(run)
+        cores_busy_other = load.stop()
+        after = file_figures(path, workload.payload_bytes)
+        if profile:
+            progress("profiled rebuild (not counted) ...")
+            run_child("benchmarks.rebuild", [str(data_dir), workload.user_id, "profile",
+                                              str(scratch / "rebuild.prof")])
+        if keep:
+            progress(f"scratch files kept in {scratch} (store: {path})")
+
+    entries = runs[0]["entries"]
+    seconds = median([r["seconds"] for r in runs])
+    rate = entries / seconds
+    peak = max(r["peak_rss_bytes"] for r in runs)
+    growth = max(r["peak_rss_bytes"] - r["rss_opened_bytes"] for r in runs)
+    result: dict[str, Any] = {
+        "benchmark": "rebuild",
+        "events": n_events,
+        "entries": entries,
+        "batch": batch,
+        "seed": seed,
+        "reps": reps,
+        "user_id": workload.user_id,
+        "events_per_s": round(rate, 1),
+        "mb_per_s": round(rate * workload.payload_bytes / n_events / 1e6, 2),
+        "rebuild_s": round(seconds, 4),
+        "cpu_share": round(median([r["cpu_s"] / r["seconds"] for r in runs]), 3),
+        "target_events_per_s": TARGET_EVENTS_PER_S,
+        "peak_rss_bytes": peak,
+        "peak_rss_mb": round(peak / 2**20, 1),
+        "rss_before_rebuild_bytes": max(r["rss_opened_bytes"] for r in runs),
+        "rebuild_rss_growth_bytes": growth,
+        "rss_after_rebuild_bytes": max((r["rss_after_bytes"] or 0) for r in runs) or None,
+        "target_peak_rss_mb": TARGET_PEAK_RSS_BYTES // 2**20,
+        "mmap_size": runs[0]["mmap_size"],
+        **after,
+        "file_bytes_before_rebuild": before["file_bytes"],
+        "file_by_table_before_rebuild": before["file_by_table"],
+        "build_events_per_s": round(n_events / build_s, 1),
+        "runs_s": [round(r["seconds"], 4) for r in runs],
+        "cores_busy_other": cores_busy_other,
+        "env": environment(),
+    }
+    _print_human(result)
+    emit_json(result)
+
+
+def _print_human(r: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False, soft_wrap=True, width=120)
+    console.print(f"rebuild: {r['entries']:,} log entries, seed {r['seed']}, median of {r['reps']} "
+                  f"fresh processes, user {r['user_id']}")
+    table = Table()
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    table.add_column("target", justify="right")
+    table.add_column("")
+    ok_rate = r["events_per_s"] >= TARGET_EVENTS_PER_S
+    ok_rss = r["peak_rss_bytes"] < TARGET_PEAK_RSS_BYTES
+    ok_file = r["file_ratio"] is not None and r["file_ratio"] <= 0.5
+    table.add_row("events/s", fmt_rate(r["events_per_s"]), f">= {TARGET_EVENTS_PER_S:,}",
+                  "ok" if ok_rate else "MISSES")
+    table.add_row("rebuild seconds", f"{r['rebuild_s']:.2f}", "", "")
+    table.add_row("CPU / wall", f"{r['cpu_share']:.2f}", "", "")
+    table.add_row("peak RSS (whole process)", f"{r['peak_rss_mb']:,.1f} MiB",
+                  f"< {r['target_peak_rss_mb']} MiB", "ok" if ok_rss else "MISSES")
+    table.add_row("  of which before the rebuild", f"{r['rss_before_rebuild_bytes'] / 2**20:,.1f} MiB", "", "")
+    table.add_row("  added by the rebuild", f"{r['rebuild_rss_growth_bytes'] / 2**20:,.1f} MiB", "", "")
+    table.add_row("file after rebuild", fmt_bytes(r["file_bytes"]), "", "")
+    table.add_row("file / payload", f"{r['file_ratio']:.3f}", "<= 0.5", "ok" if ok_file else "MISSES")
+    table.add_row("file before rebuild", fmt_bytes(r["file_bytes_before_rebuild"]), "", "")
+    console.print(table)
+    console.print(f"after the rebuild: log {fmt_bytes(r['file_log_bytes'])}, read tables "
+                  f"{fmt_bytes(r['file_tables_bytes'])}, free pages {fmt_bytes(r['file_free_bytes'])}; "
+                  f"payload {fmt_bytes(r['payload_bytes'])}. Store built at "
+                  f"{r['build_events_per_s']:,.0f} events/s; SQLite mmap_size {r['mmap_size']}.")
+    if r["cores_busy_other"] is not None:
+        console.print(f"other processes kept {r['cores_busy_other']:.2f} of "
+                      f"{r['env']['cpus']} cores busy during the rebuilds.")
