@@ -17,6 +17,7 @@ import msgspec
 from chatledger.eventstore import ingest
 from chatledger.eventstore.wire import CHANNEL_FIELDS, WireError, custom_fields, parse_time
 from chatledger.projections import payloads as p
+from chatledger.projections.filters import canonical_query_key
 from chatledger.projections.schema import SLOT_EVENT, SLOT_PINNED_BASE
 
 
@@ -63,13 +64,10 @@ def b(value: bool | None) -> int:
 
 
 def query_key(filter_raw: bytes | None, sort_raw: bytes | None) -> str:
-    """Canonical text of a query (keys sorted, compact), the key of its cached online result."""
+    """The key of a query's cached online result, from the filter and sort as stored."""
     decode = msgspec.json.decode
-    return msgspec.json.encode(
-        {"filter": decode(filter_raw) if filter_raw else None,
-         "sort": decode(sort_raw) if sort_raw else None},
-        order="sorted",
-    ).decode()
+    return canonical_query_key(decode(filter_raw) if filter_raw else None,
+                               decode(sort_raw) if sort_raw else None)
 
 
 # A stored payload can be valid for the log yet not shaped as its type says, or hold bad UTF-8
@@ -85,8 +83,6 @@ class Projector:
 
     def __init__(self, own_user_id: str | None) -> None:
         self.own = own_user_id
-        # user id -> updated_at of the row on file: most events repeat an unchanged user object.
-        self._user_seen: dict[str, tuple[int | None, int | None, int]] = {}
         # What a run of new messages does to channels and unread counts, written once per run.
         self._pending_channels: dict[str, tuple[int | None, int | None, int | None]] = {}
         self._pending_unread: dict[str, int] = {}
@@ -133,7 +129,6 @@ class Projector:
 
     def forget_cache(self) -> None:
         """Drop what is remembered of rows (after a rollback or a rebuild)."""
-        self._user_seen.clear()
         self._pending_channels.clear()
         self._pending_unread.clear()
 
@@ -289,8 +284,16 @@ class Projector:
         if author == self.own:
             self._pending_unread.pop(cid, None)  # reading up to here clears what came before
             self._set_read(c, cid, self.own, last_read=created, unread=0, last_read_message_id=m.id)
-        elif in_channel and not m.silent and m.type not in ("system", "ephemeral", "error"):
+        elif (in_channel and not m.silent and m.type not in ("system", "ephemeral", "error")
+              and self._counts_unread(c, cid)):
             self._pending_unread[cid] = self._pending_unread.get(cid, 0) + 1
+
+    def _counts_unread(self, c: apsw.Cursor, cid: str) -> bool:
+        """Unread counts are kept for channels the own user is in (or whose members are unknown)."""
+        row = c.execute(
+            "SELECT max(user_id = ?), count(*) FROM members WHERE cid=?", (self.own, cid)
+        ).fetchone()
+        return not row[1] or bool(row[0])
 
     def _message_updated(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
         m = event.message
@@ -566,11 +569,16 @@ class Projector:
         """Upsert a user seen in passing, unless the row on file already says the same."""
         if user is None or not user.id:
             return
-        key = (t(user.updated_at), t(user.last_active), b(user.online))
-        if self._user_seen.get(user.id) == key:
+        # Decided by the row on file, never by what this process happens to remember: a rebuild
+        # must make the same choice, or `verify` would find the positions differ.
+        on_file = c.execute(
+            "SELECT name, role, online, banned, last_active, updated_at, deleted_at FROM users "
+            "WHERE id=?", (user.id,),
+        ).fetchone()
+        if on_file == (user.name, user.role, b(user.online), b(user.banned),
+                       t(user.last_active), t(user.updated_at), t(user.deleted_at)):
             return
         self._upsert_user(c, item, user)
-        self._user_seen[user.id] = key
 
     def _upsert_user(self, c: apsw.Cursor, item: Item, user: p.User, *, banned: int | None = None) -> None:
         c.execute(
@@ -587,7 +595,6 @@ class Projector:
     def _user_event(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
         if event.user is not None and event.user.id:
             self._upsert_user(c, item, event.user)
-            self._user_seen.pop(event.user.id, None)
 
     def _user_banned(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
         uid = self._event_user(event)
@@ -600,7 +607,6 @@ class Projector:
             return
         if event.user is not None:
             self._upsert_user(c, item, event.user, banned=banned)
-            self._user_seen.pop(uid, None)
         else:
             c.execute("UPDATE users SET banned=? WHERE id=?", (banned, uid))
 

@@ -14,8 +14,7 @@ import msgspec
 
 from chatledger.eventstore.codec import PayloadCodec
 from chatledger.eventstore.datastore import APSWDatastore
-from chatledger.projections.apply import query_key
-from chatledger.projections.filters import compile_channel_query
+from chatledger.projections.filters import canonical_query_key, compile_channel_query
 from chatledger.projections.schema import SLOT_EVENT, SLOT_PINNED_BASE
 
 NO_RAW = msgspec.Raw()
@@ -167,7 +166,7 @@ class ReadModel:
         """Channels matching `filter`, in `sort` order, evaluated against the stored data."""
         query = compile_channel_query(filter, sort, own_user_id=self.own or "")
         where = query.where
-        if not (filter and "hidden" in filter):
+        if not _mentions(filter, "hidden"):
             # As the backend does: hidden channels are listed only when the filter asks about them.
             where = f"({where}) AND c.hidden = 0"
         with self.datastore.transaction(commit=False) as c:
@@ -242,8 +241,7 @@ class ReadModel:
         self, filter: dict[str, Any] | None = None, sort: list[dict[str, Any]] | None = None
     ) -> list[str] | None:
         """The channel ids of the last online answer to the same query, or None."""
-        key = query_key(msgspec.json.encode(filter) if filter is not None else None,
-                        msgspec.json.encode(sort) if sort is not None else None)
+        key = canonical_query_key(filter, sort)
         with self.datastore.transaction(commit=False) as c:
             row = c.execute("SELECT cids FROM channel_queries WHERE query=?", (key,)).fetchone()
         return None if row is None else msgspec.json.decode(row[0])
@@ -405,6 +403,15 @@ class ReadModel:
     def connection_info(self) -> dict[str, Any]:
         with self.datastore.transaction(commit=False) as c:
             return dict(c.execute("SELECT key, value FROM connection"))
+
+
+def _mentions(filter: Any, field_name: str) -> bool:
+    """Whether a filter names a field anywhere (inside $and, $or, $nor too)."""
+    if isinstance(filter, dict):
+        return any(k == field_name or _mentions(v, field_name) for k, v in filter.items())
+    if isinstance(filter, list):
+        return any(_mentions(v, field_name) for v in filter)
+    return False
 
 
 def _dicts(c: apsw.Cursor, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:

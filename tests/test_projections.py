@@ -286,3 +286,36 @@ def test_one_batch_projects_exactly_like_one_event_at_a_time(tmp_path: Path) -> 
     assert batched.verify() == [] and single.verify() == []
     batched.close()
     single.close()
+
+
+def test_a_second_session_projects_like_a_rebuild(tmp_path: Path) -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent.parent))
+    from benchmarks.workload import generate_events
+
+    events = list(generate_events(1_200, seed=5))
+    with ChatStore.open(tmp_path, "alice") as first:
+        first.ingest_many(events[:1_000])
+    with ChatStore.open(tmp_path, "alice") as second:  # remembers nothing of the first
+        second.ingest_many(events[1_000:])
+        second.ingest_many(events[1_100:1_103])  # the same events again
+        assert second.verify() == []
+
+
+def test_unread_counts_only_in_channels_the_user_is_in(store: ChatStore) -> None:
+    store.ingest(event("member.added", cid="messaging:theirs", member={"user_id": "bob"}))
+    store.ingest(event("message.new", cid="messaging:theirs",
+                       message=message("t1", cid="messaging:theirs")))
+    store.ingest(event("message.new", cid="messaging:unknown",
+                       message=message("u1", cid="messaging:unknown")))
+    assert store.unread_counts()["channels"] == {"messaging:unknown": 1}
+
+
+def test_hidden_channels_listed_when_any_part_of_the_filter_asks(store: ChatStore) -> None:
+    store.ingest(event("channel.hidden", cid="messaging:h"))
+    store.ingest(event("channel.updated", cid="messaging:v",
+                       channel={"cid": "messaging:v", "type": "messaging", "id": "v"}))
+    assert [s.cid for s in store.channels()] == ["messaging:v"]
+    both = store.channels({"$or": [{"hidden": True}, {"cid": "messaging:v"}]})
+    assert sorted(s.cid for s in both) == ["messaging:h", "messaging:v"]
