@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ import click
 from eventsourcing.persistence import PersistenceError
 
 from chatledger.cli.admin import flush_command, quarantine_command, stats_command
+from chatledger.cli.audit import as_of_group, explain_command
 from chatledger.cli.context import Context, fail
 from chatledger.cli.history import log_command
 from chatledger.cli.importing import import_command
@@ -27,6 +29,8 @@ class ChatledgerGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except BrokenPipeError:
+            raise  # the reader went away (`| head`): not an error of ours
         except (StoreError, UserIdError, WireError, PersistenceError, OSError) as e:
             fail(str(e) or type(e).__name__)
 
@@ -76,7 +80,8 @@ def cli(
 
 
 for command in (import_command, log_command, stats_command, quarantine_command, flush_command,
-                channels_command, show_group, rebuild_command, verify_command):
+                channels_command, show_group, rebuild_command, verify_command, as_of_group,
+                explain_command):
     cli.add_command(command)
 
 
@@ -86,3 +91,7 @@ def main() -> None:
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(130)
+    except BrokenPipeError:
+        # Quietly, as `cat` does; point stdout at nothing so the exit flush cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)

@@ -152,6 +152,7 @@ def _decodes(data: bytes) -> bool:
 
 
 def _import_document(log: EventLog, body: bytes, kind: str, source: str) -> ImportReport:
+    body = body.strip()  # the file's surrounding whitespace is not part of the document
     if kind == "auto":
         try:
             kind = _document_kind(msgspec.json.decode(body))

@@ -246,9 +246,10 @@ class Projector:
         state = None if existing[1] in confirm else existing[1]  # confirmed: the backend has it
         c.execute(
             "UPDATE messages SET cid=?, created_at=?, user_id=?, type=?, parent_id=?, "
-            "show_in_channel=?, reply_count=?, pinned=?, pinned_at=?, updated_at=?, deleted_at=?, "
-            "silent=?, position=?, slot=?, local_state=? WHERE id=?",
-            (*row[:2], *row[3:], state, m.id),
+            "show_in_channel=?, reply_count=coalesce(?, reply_count), pinned=?, pinned_at=?, "
+            "updated_at=?, deleted_at=?, silent=?, position=?, slot=?, local_state=? WHERE id=?",
+            # A payload without reply_count keeps the count the store has built up.
+            (*row[:2], *row[3:7], m.reply_count, *row[8:], state, m.id),
         )
         return False
 

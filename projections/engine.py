@@ -206,7 +206,8 @@ class Projections:
             with _collector_paused():
                 if log.datastore.path is None:  # an in-memory store: compare in Python
                     return self._verify_in_memory(shadow, projector, on_progress)
-                target.execute("ATTACH DATABASE ? AS live", (f"file:{log.datastore.path}?mode=ro",))
+                target.execute("ATTACH DATABASE ? AS live",
+                               (f"{log.datastore.path.resolve().as_uri()}?mode=ro",))
                 target.execute("BEGIN")
                 try:
                     position = _tracked(target, "live") or 0

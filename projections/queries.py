@@ -426,3 +426,69 @@ def _dicts(c: apsw.Cursor, sql: str, params: tuple[Any, ...]) -> list[dict[str, 
 def _one_dict(c: apsw.Cursor, sql: str, params: tuple[Any, ...]) -> dict[str, Any] | None:
     rows = _dicts(c, sql, params)
     return rows[0] if rows else None
+
+
+class ReadAPI:
+    """The read methods a store offers, by delegation to its `ReadModel` (`self.read`): shared by
+    the live store and by a store as it stood in the past."""
+
+    read: ReadModel
+
+    def channels(
+        self, filter: dict[str, Any] | None = None, sort: list[dict[str, Any]] | None = None,
+        *, limit: int = 30, offset: int = 0,
+    ) -> list[ChannelSummary]:
+        """Channels matching a backend-style filter, sorted, evaluated against stored data."""
+        return self.read.channels(filter, sort, limit=limit, offset=offset)
+
+    def cached_channels(
+        self, filter: dict[str, Any] | None = None, sort: list[dict[str, Any]] | None = None
+    ) -> list[str] | None:
+        """The cids of the last online answer to the same query (None if never asked online)."""
+        return self.read.cached_channels(filter, sort)
+
+    def channel(self, cid: str, *, messages: int = 25) -> dict[str, Any] | None:
+        """One channel's state: channel, members, reads, messages, pinned, own membership."""
+        return self.read.channel(cid, messages=messages)
+
+    def messages(
+        self, cid: str, *, before: tuple[int, str] | None = None,
+        after: tuple[int, str] | None = None, inclusive: bool = False, limit: int = 50,
+    ) -> list[StoredMessage]:
+        """A page of messages by (created_at, id) cursor, oldest first."""
+        return self.read.messages(cid, before=before, after=after, inclusive=inclusive, limit=limit)
+
+    def thread(
+        self, parent_id: str, *, before: tuple[int, str] | None = None,
+        after: tuple[int, str] | None = None, inclusive: bool = False, limit: int = 50,
+    ) -> list[StoredMessage]:
+        """Replies to a message, paged like `messages`."""
+        return self.read.thread(parent_id, before=before, after=after, inclusive=inclusive,
+                                limit=limit)
+
+    def message(self, message_id: str) -> StoredMessage | None:
+        return self.read.message(message_id)
+
+    def pinned(self, cid: str, *, limit: int = 25) -> list[StoredMessage]:
+        return self.read.pinned(cid, limit=limit)
+
+    def reactions(self, message_id: str, *, own: bool = False, limit: int = 25) -> list[dict[str, Any]]:
+        return self.read.reactions(message_id, own=own, limit=limit)
+
+    def members(self, cid: str) -> list[dict[str, Any]]:
+        return self.read.members(cid)
+
+    def reads(self, cid: str) -> list[dict[str, Any]]:
+        return self.read.reads(cid)
+
+    def unread_counts(self) -> dict[str, Any]:
+        return self.read.unread_counts()
+
+    def user(self, user_id: str) -> dict[str, Any] | None:
+        return self.read.user(user_id)
+
+    def channel_ids_to_sync(self, limit: int = 250) -> list[str]:
+        return self.read.channel_ids_to_sync(limit)
+
+    def connection_info(self) -> dict[str, Any]:
+        return self.read.connection_info()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chatledger.eventstore.datastore import Synchronous
 from chatledger.eventstore.ingest import Payload
@@ -17,7 +17,10 @@ from chatledger.eventstore.log import AppendResult, EventLog, LogEntry, StoreErr
 from chatledger.eventstore.schema import Source
 from chatledger.eventstore.userfiles import flush_files, user_db_path
 from chatledger.projections.engine import Difference, ProgressCallback, Projections
-from chatledger.projections.queries import ChannelSummary, ReadModel, StoredMessage
+from chatledger.projections.queries import ReadAPI, ReadModel
+
+if TYPE_CHECKING:
+    from chatledger.projections.history import Explanation, PastStore
 
 
 class RejectedInput(ValueError):
@@ -37,7 +40,7 @@ def default_data_dir() -> Path:
     return Path(base) / "chatledger"
 
 
-class ChatStore:
+class ChatStore(ReadAPI):
     """The offline store of one user: one SQLite file, opened with `ChatStore.open`.
 
     >>> store = ChatStore.open("/tmp/chat", "alice")                    # doctest: +SKIP
@@ -197,67 +200,6 @@ class ChatStore:
         stats["path"] = str(self.path) if self.path else ":memory:"
         return stats
 
-    # -- reading what is stored (see projections.queries for the details) ----------------------
-
-    def channels(
-        self, filter: dict[str, Any] | None = None, sort: list[dict[str, Any]] | None = None,
-        *, limit: int = 30, offset: int = 0,
-    ) -> list[ChannelSummary]:
-        """Channels matching a backend-style filter, sorted, evaluated against stored data."""
-        return self.read.channels(filter, sort, limit=limit, offset=offset)
-
-    def cached_channels(
-        self, filter: dict[str, Any] | None = None, sort: list[dict[str, Any]] | None = None
-    ) -> list[str] | None:
-        """The cids of the last online answer to the same query (None if never asked online)."""
-        return self.read.cached_channels(filter, sort)
-
-    def channel(self, cid: str, *, messages: int = 25) -> dict[str, Any] | None:
-        """One channel's state: channel, members, reads, messages, pinned, own membership."""
-        return self.read.channel(cid, messages=messages)
-
-    def messages(
-        self, cid: str, *, before: tuple[int, str] | None = None,
-        after: tuple[int, str] | None = None, inclusive: bool = False, limit: int = 50,
-    ) -> list[StoredMessage]:
-        """A page of messages by (created_at, id) cursor, oldest first."""
-        return self.read.messages(cid, before=before, after=after, inclusive=inclusive, limit=limit)
-
-    def thread(
-        self, parent_id: str, *, before: tuple[int, str] | None = None,
-        after: tuple[int, str] | None = None, inclusive: bool = False, limit: int = 50,
-    ) -> list[StoredMessage]:
-        """Replies to a message, paged like `messages`."""
-        return self.read.thread(parent_id, before=before, after=after, inclusive=inclusive,
-                                limit=limit)
-
-    def message(self, message_id: str) -> StoredMessage | None:
-        return self.read.message(message_id)
-
-    def pinned(self, cid: str, *, limit: int = 25) -> list[StoredMessage]:
-        return self.read.pinned(cid, limit=limit)
-
-    def reactions(self, message_id: str, *, own: bool = False, limit: int = 25) -> list[dict[str, Any]]:
-        return self.read.reactions(message_id, own=own, limit=limit)
-
-    def members(self, cid: str) -> list[dict[str, Any]]:
-        return self.read.members(cid)
-
-    def reads(self, cid: str) -> list[dict[str, Any]]:
-        return self.read.reads(cid)
-
-    def unread_counts(self) -> dict[str, Any]:
-        return self.read.unread_counts()
-
-    def user(self, user_id: str) -> dict[str, Any] | None:
-        return self.read.user(user_id)
-
-    def channel_ids_to_sync(self, limit: int = 250) -> list[str]:
-        return self.read.channel_ids_to_sync(limit)
-
-    def connection_info(self) -> dict[str, Any]:
-        return self.read.connection_info()
-
     # -- read tables ---------------------------------------------------------------------------
 
     def rebuild(self, on_progress: ProgressCallback | None = None) -> int:
@@ -289,3 +231,18 @@ class ChatStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # -- the past (see projections.history) ----------------------------------------------------
+
+    def as_of(self, *, position: int | None = None, time: int | None = None) -> PastStore:
+        """The read tables as of a log position or a time (epoch µs), read-only: a `PastStore`
+        with the read methods of this class. Close it when done."""
+        from chatledger.projections.history import as_of
+
+        return as_of(self, position=position, time=time)
+
+    def explain(self, message_id: str, *, unchanged: bool = False) -> list[Explanation]:
+        """Every log entry that changed a message, oldest first, with what it changed."""
+        from chatledger.projections.history import explain
+
+        return explain(self, message_id, unchanged=unchanged)

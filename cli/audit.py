@@ -1,0 +1,232 @@
+"""`chatledger as-of` and `chatledger explain`: the stored state at a past moment, and why a
+message is what it is."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+import msgspec
+from rich.table import Table
+
+from chatledger.cli.context import Context, fail, pass_context
+from chatledger.cli.output import console, echo_json, format_time, iso_time, parse_when
+from chatledger.cli.progress import replay_progress
+from chatledger.cli.reading import _message_json, _message_line
+from chatledger.projections.history import Explanation, PastStore, as_of
+
+# -- as-of ------------------------------------------------------------------------------------------
+
+
+@click.group("as-of")
+@click.option("--position", type=click.IntRange(min=0), default=None,
+              help="The log position to stop at (see `chatledger log`).")
+@click.option("--time", "when", metavar="TIME", default=None,
+              help="The moment to stop at: RFC 3339, a date (UTC), or an age such as 2h or 3d.")
+@click.pass_context
+def as_of_group(ctx: click.Context, position: int | None, when: str | None) -> None:
+    """Show a channel or a message as the store had it at a past log position or time.
+
+    The read tables are rebuilt from the log up to that point in a private in-memory copy;
+    the store itself is only read. A time means the log as it stood when the last entry that
+    arrived at or before it had been appended (arrival time, not the events' own times).
+
+    \b
+    Examples:
+      chatledger --user alice as-of --position 120 channel messaging:general
+      chatledger --user alice as-of --time 2h channel messaging:general --messages 10
+      chatledger --user alice as-of --time 2026-11-25T10:00:00Z message 3f1c... --json
+    """
+    ctx.meta["as_of"] = (position, when)
+
+
+def _past(ctx: Context) -> PastStore:
+    position, when = click.get_current_context().meta["as_of"]
+    if position is None and when is None:
+        raise click.UsageError("say when: give --position N or --time T (before the subcommand)")
+    if position is not None and when is not None:
+        raise click.UsageError("give --position or --time, not both")
+    time_us = parse_when(when) if when is not None else None
+    store = ctx.store(create=False)
+    try:
+        with replay_progress("replaying the log") as on_progress:
+            return as_of(store, position=position, time=time_us, on_progress=on_progress)
+    except ValueError as e:
+        fail(str(e))
+
+
+def _as_of_json(past: PastStore) -> dict[str, Any]:
+    return {"position": past.position, "time": iso_time(past.time)}
+
+
+def _as_of_text(past: PastStore) -> str:
+    where = f"log position {past.position:,}"
+    if past.position == 0:
+        where += ": before the first entry"
+    if past.time is not None:
+        return f"as of {format_time(past.time)} ({where})"
+    return f"as of {where}"
+
+
+@as_of_group.command("channel")
+@click.argument("cid")
+@click.option("--messages", type=click.IntRange(0, 1000), default=25, show_default=True)
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON document: the shape of `show channel --json`, plus \"as_of\".")
+@pass_context
+def as_of_channel(ctx: Context, cid: str, messages: int, as_json: bool) -> None:
+    """One channel's state as it stood then: the channel, members, reads and its newest
+    messages.
+
+    \b
+    Example:
+      chatledger --user alice as-of --position 120 channel messaging:general --json
+    """
+    with _past(ctx) as past:
+        state = past.channel(cid, messages=messages)
+        if state is None:
+            fail(f"no channel {cid!r} was stored {_as_of_text(past)}")
+        if as_json:
+            echo_json({**state, "messages": [_message_json(m) for m in state["messages"]],
+                       "pinned_messages": [_message_json(m) for m in state["pinned_messages"]],
+                       "as_of": _as_of_json(past)})
+            return
+        channel = state["channel"]
+        out = console()
+        out.print(f"[bold]{cid}[/bold]  {channel.get('name') or ''}  "
+                  f"members: {len(state['members'])}  unread: {state['unread_count']}  "
+                  f"[dim]{_as_of_text(past)}[/dim]")
+        table = Table("time", "user", "id", "state", "text", box=None, pad_edge=False,
+                      header_style="bold")
+        for m in state["messages"]:
+            table.add_row(*_message_line(m))
+        out.print(table)
+
+
+@as_of_group.command("message")
+@click.argument("message_id")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON document: the shape of `show message --json`, plus \"as_of\".")
+@pass_context
+def as_of_message(ctx: Context, message_id: str, as_json: bool) -> None:
+    """A message as it stood then.
+
+    \b
+    Example:
+      chatledger --user alice as-of --time 1d message 3f1c...
+    """
+    with _past(ctx) as past:
+        m = past.message(message_id)
+        if m is None:
+            fail(f"no message {message_id!r} was stored {_as_of_text(past)}")
+        if as_json:
+            echo_json({**_message_json(m), "as_of": _as_of_json(past)})
+            return
+        out = console()
+        out.print(f"[dim]{_as_of_text(past)}[/dim]")
+        for label, value in (("id", m.id), ("channel", m.cid), ("user", m.user_id),
+                             ("created", format_time(m.created_at)), ("type", m.type),
+                             ("thread of", m.parent_id or "-"), ("replies", m.reply_count),
+                             ("local state", m.local_state or "confirmed"),
+                             ("log position", m.position)):
+            out.print(f"[bold]{label:>12}[/bold]  {value}")
+        out.print(f"[bold]{'text':>12}[/bold]  {m.json().get('text') or ''}")
+
+
+# -- explain ----------------------------------------------------------------------------------------
+
+
+@click.command("explain")
+@click.argument("message_id")
+@click.option("--all", "unchanged", is_flag=True,
+              help="Also list entries that name the message but changed nothing.")
+@click.option("--json", "as_json", is_flag=True,
+              help="JSON lines: one per entry, with each change as [before, after].")
+@pass_context
+def explain_command(ctx: Context, message_id: str, unchanged: bool, as_json: bool) -> None:
+    """Every log entry that made a message what it is, oldest first, with what each changed.
+
+    Includes entries that changed it without naming it: a truncation, a deleted or cleared
+    channel, all of a user's messages deleted.
+
+    \b
+    Examples:
+      chatledger --user alice explain 3f1c...
+      chatledger --user alice explain 3f1c... --json | jq .changes
+    """
+    store = ctx.store(create=False)
+    explained = store.explain(message_id, unchanged=unchanged)
+    if not explained:
+        fail(f"no message {message_id!r} was ever stored")
+    for e in explained:
+        if as_json:
+            echo_json(_explanation_json(e))
+        else:
+            click.echo(f"{e.position:>7}  {format_time(e.event_at or e.received_at)}  "
+                       f"{e.source:<9}  {e.type:<24}  {describe(e)}")
+
+
+def _explanation_json(e: Explanation) -> dict[str, Any]:
+    return {
+        "position": e.position, "stream": e.stream, "type": e.type, "source": e.source,
+        "received_at": iso_time(e.received_at), "event_at": iso_time(e.event_at),
+        "note": e.note,
+        "changes": {field: [_json_value(field, before), _json_value(field, after)]
+                    for field, (before, after) in e.changes.items()},
+    }
+
+
+_TIME_FIELDS = frozenset({"created_at", "pinned_at", "updated_at", "deleted_at"})
+
+
+def _json_value(field: str, value: Any) -> Any:
+    # The row's times are epoch microseconds; in JSON, like the log's envelope, RFC 3339.
+    if field in _TIME_FIELDS and isinstance(value, int) and not isinstance(value, bool):
+        return iso_time(value)
+    return value
+
+
+def _show(field: str, value: Any, width: int = 40) -> str:
+    if value is None:
+        return "-"
+    if field in _TIME_FIELDS and isinstance(value, int) and not isinstance(value, bool):
+        return format_time(value)
+    if isinstance(value, str):
+        text = repr(value.replace("\n", " "))
+    elif isinstance(value, (bool, int, float)):
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+    else:
+        text = msgspec.json.encode(value).decode()
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _reactions(before: dict[str, int], after: dict[str, int]) -> str:
+    parts = [f"+{k}" for k in after if k not in before]
+    parts += [f"-{k}" for k in before if k not in after]
+    parts += [f"{k} score {before[k]} -> {after[k]}" for k in after
+              if k in before and before[k] != after[k]]
+    return " ".join(parts)
+
+
+def describe(e: Explanation) -> str:
+    """One line: the note, then each change as `field: before -> after`."""
+    changes = e.changes
+    if e.note == "stored":
+        shown = [f"{f} {_show(f, changes[f][1])}" for f in ("user_id", "text") if f in changes]
+        if "reactions" in changes:
+            shown.append(f"reactions: {_reactions(*changes['reactions'])}")
+        return f"stored: {', '.join(shown)}" if shown else "stored"
+    removed = "cid" in changes and changes["cid"][1] is None
+    if removed or not changes:
+        # The whole row went, or nothing changed: the note says it all.
+        text = e.note
+        if "reactions" in changes and changes["reactions"][0]:
+            text += f" (with reactions {' '.join(changes['reactions'][0])})"
+        return text
+    shown = []
+    for field, (before, after) in changes.items():
+        if field == "reactions":
+            shown.append(f"reactions: {_reactions(before, after)}")
+        else:
+            shown.append(f"{field}: {_show(field, before)} -> {_show(field, after)}")
+    return f"{e.note}: {', '.join(shown)}"

@@ -1,0 +1,601 @@
+"""The past of the read tables: any state as of a log position or a time, and why a message is
+what it is.
+
+- `as_of(store, position=...)` / `as_of(store, time=...)` replays the log up to that point into a
+  private in-memory database and answers the same queries as the live store (`PastStore`).
+- `explain(store, message_id)` lists every log entry that changed a message, with what it changed.
+
+Both only read the store's file: a file store is attached read-only (`file:...?mode=ro`) to a
+private in-memory connection, and everything is read in one read transaction, so appends made
+meanwhile (by this process or another) neither disturb nor fail them.
+
+Time. A point in time means "the log as it stood when the last entry received at or before that
+time had been appended": the position is the highest one whose `received_at` (when the entry
+arrived, in this store's clock) is at or before the time. Arrival order is position order, so this
+is the state the live store showed at that moment, and a batch (one transaction, one
+`received_at`) is never split. The event's own time (`created_at` in the payload) is not used:
+events arrive late and out of order (a `/sync` after a reconnect brings hours-old events), so
+"entries whose event time is before T" is not a state the store was ever in.
+
+A position inside a batch (`ingest_many`, a query or sync response) gives the state after that
+entry, which no reader of the live store saw (the batch committed at once) but which is what the
+log says.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import apsw
+import msgspec
+
+from chatledger.eventstore import ingest
+from chatledger.eventstore.codec import PayloadCodec
+from chatledger.eventstore.log import StoreError
+from chatledger.eventstore.schema import Source, events_table
+from chatledger.projections.apply import Item, Projector
+from chatledger.projections.engine import ProgressCallback, create_tables, drop_tables, replay
+from chatledger.projections.queries import ReadAPI, ReadModel, StoredMessage
+from chatledger.projections.schema import INDEXES, SLOT_EVENT, SLOT_PINNED_BASE
+
+if TYPE_CHECKING:
+    from chatledger.projections.store import ChatStore
+
+_MEMORY_FLAGS = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE | apsw.SQLITE_OPEN_URI
+_CHUNK = 2_000
+_COPY_CHUNK = 500
+
+
+# -- reading the log in one snapshot ----------------------------------------------------------------
+
+
+def readonly_uri(path: Path) -> str:
+    """An SQLite URI that opens `path` read-only, whatever characters the path holds.
+
+    A bare `file:{path}` breaks on `?`, `#` and `%` in a directory name (SQLite reads them as the
+    query, the fragment and escapes); a percent-encoded absolute URI does not.
+    """
+    return f"{Path(path).resolve().as_uri()}?mode=ro"
+
+
+@contextmanager
+def _reading(store: ChatStore, scratch: apsw.Connection) -> Iterator[tuple[apsw.Cursor, str]]:
+    """A cursor that reads the store's log in one read transaction, and the log table's name as
+    that cursor sees it. The scratch connection is inside a transaction meanwhile too.
+
+    A file store is attached read-only to the scratch connection as `live`: the cursor is the
+    scratch connection's, and stays usable for payloads after the block (the attachment stays).
+    An in-memory store can be reached only through its own connection: the cursor is a reader
+    transaction of its datastore (the scratch connection is then a separate database).
+    """
+    log = store.log
+    table = log.recorder.events_table_name
+    target = scratch.cursor()
+    path = log.datastore.path
+    if path is not None:
+        target.execute("ATTACH DATABASE ? AS live", (readonly_uri(path),))
+        target.execute("BEGIN")
+        try:
+            yield target, f"live.{table}"
+        except BaseException:
+            target.execute("ROLLBACK")
+            raise
+        target.execute("COMMIT")
+        return
+    with log.datastore.transaction(commit=False) as source:
+        target.execute("BEGIN")
+        try:
+            yield source, table
+        except BaseException:
+            target.execute("ROLLBACK")
+            raise
+        target.execute("COMMIT")
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    # Replays build many short-lived objects; the cyclic collector only slows them down.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _max_position(source: apsw.Cursor, table: str) -> int:
+    return source.execute(f"SELECT MAX(rowid) FROM {table}").fetchall()[0][0] or 0
+
+
+def _position_at(source: apsw.Cursor, table: str, time: int) -> int:
+    """The last position received at or before `time` (epoch microseconds); 0 if none was.
+
+    A scan rather than a binary search: arrival times are monotonic only as far as the clock of
+    whoever appended was, and the answer must be the definition's, not an approximation of it.
+    """
+    rows = source.execute(f"SELECT MAX(rowid) FROM {table} WHERE received_at<=?", (time,)).fetchall()
+    return rows[0][0] or 0
+
+
+def position_at(store: ChatStore, time: int) -> int:
+    """The log position that stood at `time` (see the module doc); 0 before the first entry."""
+    log = store.log
+    table = log.recorder.events_table_name
+    with log.datastore.transaction(commit=False) as c:
+        return _position_at(c, table, time)
+
+
+# -- point in time -----------------------------------------------------------------------------------
+
+
+class _ScratchDatastore:
+    """What `ReadModel` needs of a datastore (read transactions and the codec), over the private
+    in-memory database of a `PastStore`."""
+
+    def __init__(self, connection: apsw.Connection, codec: PayloadCodec) -> None:
+        self.connection = connection
+        self.codec = codec
+        self.closed = False
+        self._lock = threading.RLock()
+
+    @contextmanager
+    def transaction(self, *, commit: bool) -> Iterator[apsw.Cursor]:
+        if commit:
+            raise StoreError("a store as of a past position is read-only")
+        with self._lock:
+            if self.closed:
+                raise StoreError("this view of the past is closed")
+            cursor = self.connection.cursor()
+            outer = not self.connection.in_transaction
+            if outer:
+                cursor.execute("BEGIN")
+            try:
+                yield cursor
+            finally:
+                if outer and self.connection.in_transaction:
+                    cursor.execute("ROLLBACK")
+
+    def close(self) -> None:
+        with self._lock:
+            if not self.closed:
+                self.closed = True
+                self.connection.close()
+
+
+class PastStore(ReadAPI):
+    """The read tables as they stood at a log position: the read methods of `ChatStore`, with the
+    same names and results, over a private in-memory copy. Read-only; close it when done (it
+    holds a read-only handle on the store's file). A context manager."""
+
+    def __init__(
+        self, connection: apsw.Connection, codec: PayloadCodec, own_user_id: str | None,
+        position: int, time: int | None = None,
+    ) -> None:
+        self.position = position  # the last log entry the tables reflect (0: none)
+        self.time = time  # the time asked for, when the position came from one
+        self.user_id = own_user_id
+        self._datastore = _ScratchDatastore(connection, codec)
+        self.read = ReadModel(self._datastore, own_user_id)  # type: ignore[arg-type]
+
+    @property
+    def closed(self) -> bool:
+        return self._datastore.closed
+
+    def close(self) -> None:
+        self._datastore.close()
+
+    def __enter__(self) -> PastStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<PastStore of {self.user_id!r} as of position {self.position}>"
+
+
+def as_of(
+    store: ChatStore, *, position: int | None = None, time: int | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> PastStore:
+    """The read tables as of a log position, or as of a time (epoch microseconds; see the module
+    doc for what a time means). Give exactly one.
+
+    Replays entries 1..position with a fresh projector into a private in-memory database; the
+    replay reads the log in chunks, so memory holds the tables, never the payloads. Raises
+    `ValueError` for a negative position or one past the end of the log.
+    """
+    if (position is None) == (time is None):
+        raise ValueError("give either a log position or a time, not both and not neither")
+    if position is not None and (isinstance(position, bool) or position < 0):
+        raise ValueError(f"a log position is a whole number from 0 up, not {position!r}")
+    log = store.log
+    codec = log.datastore.codec
+    scratch = apsw.Connection(":memory:", flags=_MEMORY_FLAGS)
+    try:
+        with _reading(store, scratch) as (source, table):
+            end = _max_position(source, table)
+            if time is not None:
+                position = _position_at(source, table, time)
+            assert position is not None
+            if position > end:
+                raise ValueError(f"log position {position:,} is past the end of the log "
+                                 f"(its last position is {end:,})")
+            target = scratch.cursor()
+            create_tables(target, with_indexes=False)
+            with _collector_paused():
+                replay(source, target, table, codec, Projector(store.user_id), upto=position,
+                       on_progress=on_progress)
+            for ddl in INDEXES:
+                target.execute(ddl)
+            if log.datastore.path is None:
+                _copy_payloads(source, table, target)
+        # Whatever reads the copy must not write to it (nor, through it, to the live file).
+        scratch.execute("PRAGMA query_only=1")
+    except BaseException:
+        scratch.close()
+        raise
+    return PastStore(scratch, codec, store.user_id, position, time)
+
+
+# Every column of the read tables that names the log entry holding an object.
+_REFERENCED_POSITIONS = """
+    SELECT position FROM messages UNION SELECT position FROM channels WHERE position IS NOT NULL
+    UNION SELECT position FROM users UNION SELECT position FROM drafts
+    UNION SELECT position FROM polls UNION SELECT position FROM channel_queries
+    UNION SELECT position FROM reactions
+    UNION SELECT value FROM connection WHERE key='me_position'"""
+
+
+def _copy_payloads(source: apsw.Cursor, table: str, target: apsw.Cursor) -> None:
+    """For an in-memory store, whose log no other connection can attach: copy the payload rows
+    the tables point at (as stored, still compressed) into the scratch database's own
+    `stored_events`, which is all `ReadModel` reads of the log. Bounded by the number of objects
+    in the tables, not by the length of the log."""
+    # The live table's own layout, so that whatever a query reads of it is there.
+    target.execute(events_table(f"main.{table}")[0])
+    columns = ", ".join(d[1] for d in target.execute(f"PRAGMA main.table_info({table})"))
+    positions = [p for (p,) in target.execute(_REFERENCED_POSITIONS).fetchall() if p is not None]
+    for start in range(0, len(positions), _COPY_CHUNK):
+        rows = source.execute(
+            f"SELECT rowid, {columns} FROM {table} WHERE rowid IN (SELECT value FROM json_each(?))",
+            (json.dumps(positions[start:start + _COPY_CHUNK]),),
+        ).fetchall()
+        if rows:
+            target.executemany(f"INSERT INTO main.{table} (rowid, {columns}) "
+                               f"VALUES ({', '.join('?' * len(rows[0]))})", rows)
+
+
+# -- explain ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """One log entry that changed a message, and what it changed.
+
+    `changes` maps a field to (before, after). The fields are the message's row (times in epoch
+    microseconds, flags as booleans, `type`, `deleted_at`, `reply_count`, `local_state`, ...),
+    the other top-level fields of the message object the row points at (`text`, `attachments`,
+    `reaction_counts`, ...), and `reactions`: {"type(user)": score} before and after. When the
+    entry stored the message, every field is (None, value); when it removed it, (value, None).
+    """
+
+    position: int
+    type: str
+    source: str
+    received_at: int
+    event_at: int | None
+    changes: dict[str, tuple[Any, Any]]
+    note: str
+    stream: str = ""
+
+
+# Row columns reported (position and slot say where the object is kept, not what it is).
+_ROW_COLUMNS = ("cid", "created_at", "user_id", "type", "parent_id", "show_in_channel",
+                "reply_count", "pinned", "pinned_at", "updated_at", "deleted_at", "deleted_for_me",
+                "silent", "local_state", "local_command")
+_BOOL_COLUMNS = frozenset({"show_in_channel", "pinned", "deleted_for_me", "silent"})
+_TIME_COLUMNS = frozenset({"created_at", "pinned_at", "updated_at", "deleted_at"})
+# Fields of the message object left out of the comparison: the author's user object (it changes
+# with presence, not with the message), and reaction lists that `reactions` reports from the table.
+_NOISE = frozenset({"id", "user", "latest_reactions", "own_reactions", "reaction_groups",
+                    "reaction_scores"})
+
+_REMOVED_BY = {
+    "message.deleted": "hard-deleted",
+    "channel.truncated": "removed: the channel was truncated",
+    "notification.channel_truncated": "removed: the channel was truncated",
+    "channel.deleted": "removed: the channel was deleted",
+    "notification.channel_deleted": "removed: the channel was deleted",
+    "channel.hidden": "removed: the channel was hidden with its history cleared",
+    "user.messages.deleted": "removed: all messages of its author were hard-deleted",
+    "member.removed": "removed: the channel left the own user's list",
+    "notification.removed_from_channel": "removed: the channel left the own user's list",
+}
+
+Snapshot = tuple["dict[str, Any] | None", "dict[str, int]"]
+
+
+def _needles(message_id: str) -> list[bytes]:
+    """The forms the id can take in JSON bytes: as is, escaped, and escaped to ASCII."""
+    forms = [message_id.encode("utf-8", "surrogatepass"), msgspec.json.encode(message_id)[1:-1],
+             json.dumps(message_id)[1:-1].encode()]
+    return list(dict.fromkeys(f for f in forms if f))
+
+
+def _get(value: Any, key: str) -> Any:
+    return value.get(key) if isinstance(value, dict) else None
+
+
+def mentions(topic: str, payload: bytes, message_id: str) -> bool:
+    """True when a backend entry names the message as itself, as the message of a reaction, as
+    the parent of a reply, or among a channel state's messages."""
+    try:
+        doc = msgspec.json.decode(payload)
+    except (msgspec.MsgspecError, ValueError, RecursionError):
+        return False
+    if not isinstance(doc, dict):
+        return False
+    if topic == ingest.CHANNEL_STATE:
+        return any(_get(m, "id") == message_id
+                   for key in ("messages", "pinned_messages")
+                   for m in (doc.get(key) if isinstance(doc.get(key), list) else ()))
+    message = doc.get("message")
+    return (doc.get("message_id") == message_id
+            or _get(message, "id") == message_id
+            or _get(message, "parent_id") == message_id
+            or _get(doc.get("reaction"), "message_id") == message_id)
+
+
+def command_mentions(topic: str, payload: bytes, message_id: str) -> bool:
+    """The seam for the library's own command events (source `local`): True when a command's
+    event acts on the message (a send, edit, delete or reaction by this client).
+
+    No command events exist yet, so nothing is matched. When they land, decode the command's
+    event here and compare its message id; its stream (the command's) is then replayed with the
+    channel's, and the explanation shows what the optimistic row and `local_state` became.
+    """
+    return False
+
+
+def _message_object(payload: bytes, slot: int) -> dict[str, Any]:
+    """The message object at `slot` of a payload (see `schema.SLOT_*`), decoded; {} if none."""
+    try:
+        doc = msgspec.json.decode(payload)
+    except (msgspec.MsgspecError, ValueError, RecursionError):
+        return {}
+    if slot == SLOT_EVENT:
+        found = _get(doc, "message")
+    else:
+        items = _get(doc, "messages" if slot < SLOT_PINNED_BASE else "pinned_messages")
+        index = slot if slot < SLOT_PINNED_BASE else slot - SLOT_PINNED_BASE
+        found = items[index] if isinstance(items, list) and 0 <= index < len(items) else None
+    return found if isinstance(found, dict) else {}
+
+
+class _Objects:
+    """The message object a row points at, decoded once per (position, slot)."""
+
+    def __init__(self, source: apsw.Cursor, table: str, codec: PayloadCodec) -> None:
+        self._reader = source.connection.cursor()
+        self._table = table
+        self._codec = codec
+        self._key: tuple[int, int] | None = None
+        self._value: dict[str, Any] = {}
+        self.current: tuple[int, bytes] | None = None  # the entry being applied
+
+    def get(self, position: int, slot: int) -> dict[str, Any]:
+        if self._key != (position, slot):
+            if self.current is not None and self.current[0] == position:
+                payload = self.current[1]
+            else:
+                rows = self._reader.execute(  # fetchall: no statement left open
+                    f"SELECT codec, state FROM {self._table} WHERE rowid=?", (position,)).fetchall()
+                payload = self._codec.decode(*rows[0]) if rows else b""
+            self._key, self._value = (position, slot), _message_object(payload, slot)
+        return self._value
+
+
+def _snapshot(c: apsw.Cursor, message_id: str, objects: _Objects) -> Snapshot:
+    reactions = {
+        f"{kind}({user})": score for kind, user, score in c.execute(
+            "SELECT type, user_id, score FROM reactions WHERE message_id=? ORDER BY type, user_id",
+            (message_id,))
+    }
+    rows = c.execute(f"SELECT {', '.join(_ROW_COLUMNS)}, position, slot FROM messages WHERE id=?",
+                    (message_id,)).fetchall()
+    row = rows[0] if rows else None
+    if row is None:
+        return None, reactions
+    obj = objects.get(row[-2], row[-1])
+    fields: dict[str, Any] = {}
+    if "text" in obj:
+        fields["text"] = obj["text"]
+    for name, value in zip(_ROW_COLUMNS, row):
+        fields[name] = bool(value) if name in _BOOL_COLUMNS else value
+    for key in sorted(obj):
+        if key not in fields and key not in _NOISE:
+            fields[key] = obj[key]
+    return fields, reactions
+
+
+def _diff(before: Snapshot, after: Snapshot) -> dict[str, tuple[Any, Any]]:
+    (old, old_reactions), (new, new_reactions) = before, after
+    changes: dict[str, tuple[Any, Any]] = {}
+    if old is None and new is not None:
+        changes = {k: (None, v) for k, v in new.items() if v is not None}
+    elif old is not None and new is None:
+        changes = {k: (v, None) for k, v in old.items() if v is not None}
+    elif old is not None and new is not None:
+        for key in [*new, *(k for k in old if k not in new)]:
+            if old.get(key) != new.get(key):
+                changes[key] = (old.get(key), new.get(key))
+    if old_reactions != new_reactions:
+        changes["reactions"] = (old_reactions, new_reactions)
+    return changes
+
+
+def _note(kind: str, before: Snapshot, after: Snapshot, changes: dict[str, tuple[Any, Any]]) -> str:
+    old, new = before[0], after[0]
+    if old is None and new is not None:
+        return "stored"
+    if old is not None and new is None:
+        return _REMOVED_BY.get(kind, "removed")
+    if not changes:
+        return "no change"
+    notes: list[str] = []
+    if "type" in changes and changes["type"][1] == "deleted":
+        notes.append("soft-deleted: all messages of its author were deleted"
+                     if kind == "user.messages.deleted" else "soft-deleted")
+    elif "type" in changes and changes["type"][0] == "deleted":
+        notes.append("undeleted")
+    if "deleted_for_me" in changes:
+        notes.append("deleted for me" if changes["deleted_for_me"][1] else "restored for me")
+    if "text" in changes and "type" not in changes:
+        notes.append("edited")
+    if "reply_count" in changes:
+        old_count, new_count = changes["reply_count"]
+        notes.append("reply added" if (new_count or 0) > (old_count or 0) else "reply removed")
+    if "pinned" in changes:
+        notes.append("pinned" if changes["pinned"][1] else "unpinned")
+    if "reactions" in changes:
+        old_r, new_r = changes["reactions"]
+        if set(new_r) - set(old_r):
+            notes.append("reaction added")
+        if set(old_r) - set(new_r):
+            notes.append("reaction removed")
+        if any(old_r[k] != new_r[k] for k in set(old_r) & set(new_r)):
+            notes.append("reaction updated")
+    if "local_state" in changes:
+        notes.append(f"local state {changes['local_state'][1] or 'confirmed'}")
+    return ", ".join(notes) or "updated"
+
+
+def explain(store: ChatStore, message_id: str, *, unchanged: bool = False) -> list[Explanation]:
+    """Every log entry that changed the message, oldest first, with what it changed.
+
+    Finds the entries that name the message (a byte search of each decompressed payload for the
+    id, confirmed by decoding: `message.id`, `message_id`, `reaction.message_id`,
+    `message.parent_id`, a channel state's messages), then replays the streams they are in, the
+    streams of every channel the message was filed under and the user's stream (`@user`) entry by
+    entry into a scratch database, comparing the message's row, object and reactions after each.
+    So channel-wide entries that changed it (a truncation, a deleted channel, history cleared, all
+    of a user's messages deleted) show up without naming it. With `unchanged=True`, entries that
+    name the message but changed nothing (a duplicate, an unchanged snapshot) are listed too.
+
+    An id that no entry names, or that never had a row, gives an empty list.
+    """
+    log = store.log
+    codec = log.datastore.codec
+    scratch = apsw.Connection(":memory:", flags=_MEMORY_FLAGS)
+    try:
+        with _reading(store, scratch) as (source, table):
+            end = _max_position(source, table)
+            named, streams = _named_by(source, table, codec, message_id, end)
+            if not named:
+                return []
+            streams.add(ingest.USER_STREAM)
+            target = scratch.cursor()
+            while True:
+                create_tables(target, with_indexes=False)
+                with _collector_paused():
+                    explained, filed_under = _replay_message(
+                        source, table, target, codec, store.user_id, message_id, streams, named,
+                        end, unchanged)
+                if filed_under <= streams:
+                    return explained
+                # Filed under a channel whose stream was not replayed: replay again with it.
+                streams |= filed_under
+                drop_tables(target)
+    finally:
+        scratch.close()
+
+
+def _named_by(
+    source: apsw.Cursor, table: str, codec: PayloadCodec, message_id: str, end: int,
+) -> tuple[set[int], set[str]]:
+    """Positions of the entries that name the message, and their streams."""
+    needles = _needles(message_id)
+    named: set[int] = set()
+    streams: set[str] = set()
+    reader = source.connection.cursor()
+    after = 0
+    decode = codec.decode
+    local = int(Source.LOCAL)
+    while after < end:
+        rows = reader.execute(
+            f"SELECT rowid, originator_id, topic, source, codec, state FROM {table} "
+            "WHERE rowid>? AND rowid<=? ORDER BY rowid LIMIT ?", (after, end, _CHUNK)).fetchall()
+        if not rows:
+            break
+        for position, stream, topic, origin, kind, state in rows:
+            payload = decode(kind, state)
+            if not any(n in payload for n in needles):
+                continue
+            check: Callable[[str, bytes, str], bool] = (
+                command_mentions if origin == local else mentions)
+            if check(topic, payload, message_id):
+                named.add(position)
+                streams.add(stream)
+        after = rows[-1][0]
+    return named, streams
+
+
+def _replay_message(
+    source: apsw.Cursor, table: str, target: apsw.Cursor, codec: PayloadCodec,
+    own_user_id: str | None, message_id: str, streams: set[str], named: set[int], end: int,
+    unchanged: bool,
+) -> tuple[list[Explanation], set[str]]:
+    projector = Projector(own_user_id)
+    objects = _Objects(source, table, codec)
+    reader = source.connection.cursor()
+    decode = codec.decode
+    wanted = json.dumps(sorted(streams))
+    previous: Snapshot = (None, {})
+    ever_stored = False
+    filed_under: set[str] = set()
+    out: list[Explanation] = []
+    after = 0
+    while after < end:
+        rows = reader.execute(
+            f"SELECT rowid, topic, originator_id, source, codec, state, received_at, event_at "
+            f"FROM {table} WHERE rowid>? AND rowid<=? "
+            "AND originator_id IN (SELECT value FROM json_each(?)) ORDER BY rowid LIMIT ?",
+            (after, end, wanted, _CHUNK)).fetchall()
+        if not rows:
+            break
+        for position, topic, stream, origin, kind, state, received_at, event_at in rows:
+            payload = decode(kind, state)
+            objects.current = (position, payload)
+            projector.apply(target, [Item(position, topic, stream, payload, received_at)])
+            current = _snapshot(target, message_id, objects)
+            changes = _diff(previous, current)
+            if current[0] is not None:
+                ever_stored = True
+                filed_under.add(current[0]["cid"])
+            if changes or (unchanged and position in named):
+                out.append(Explanation(
+                    position=position, type=topic, source=_source_name(origin),
+                    received_at=received_at, event_at=event_at, changes=changes,
+                    note=_note(topic, previous, current, changes), stream=stream))
+            previous = current
+        after = rows[-1][0]
+    return (out if ever_stored else []), filed_under
+
+
+def _source_name(value: int) -> str:
+    try:
+        return Source(value).name.lower()
+    except ValueError:
+        return str(value)
+
+
+__all__ = ["Explanation", "PastStore", "as_of", "explain", "position_at", "readonly_uri"]
