@@ -107,16 +107,22 @@ class EventLog:
     def __init__(self, datastore: APSWDatastore, *, compression: bool = True) -> None:
         self.datastore = datastore
         self.recorder = APSWProcessRecorder(datastore)
-        with datastore.transaction(commit=True) as c:
+        # Opening an existing store only reads, so it never waits for another process's writer.
+        with datastore.transaction(commit=False) as c:
             # Before anything is created: a file from a newer version is left exactly as it is.
             self._check_schema_version(c)
-        self.recorder.create_table()
-        with datastore.transaction(commit=True) as c:
-            c.execute(schema.QUARANTINE_TABLE)
-            c.execute(
-                "INSERT OR IGNORE INTO chatledger_meta (key, value) VALUES ('schema_version', ?)",
-                (schema.SCHEMA_VERSION,),
-            )
+            ready = self._is_set_up(c)
+            if ready:
+                datastore.codec.load(c)
+        if not ready:
+            self.recorder.create_table()
+            with datastore.transaction(commit=True) as c:
+                c.execute(schema.QUARANTINE_TABLE)
+                c.execute(
+                    "INSERT OR IGNORE INTO chatledger_meta (key, value) "
+                    "VALUES ('schema_version', ?)",
+                    (schema.SCHEMA_VERSION,),
+                )
         self.compression = compression
         self.listeners: list[AppendListener] = []
         self._heads = StreamHeads(self.recorder.events_table_name)
@@ -166,6 +172,13 @@ class EventLog:
             raise StoreError(f"{path} is not a chatledger store ({e})") from e
         finally:
             connection.close()
+
+    def _is_set_up(self, c: apsw.Cursor) -> bool:
+        tables = {name for (name,) in c.execute("SELECT name FROM sqlite_schema WHERE type='table'")}
+        needed = {self.recorder.events_table_name, "streams", "zstd_dictionaries", "tracking",
+                  "chatledger_meta", "quarantine"}
+        return needed <= tables and c.execute(
+            "SELECT 1 FROM chatledger_meta WHERE key='schema_version'").fetchone() is not None
 
     @staticmethod
     def _check_schema_version(c: apsw.Cursor) -> None:

@@ -376,3 +376,19 @@ def test_a_truncated_file_is_refused(tmp_path: Path) -> None:
         reopened = EventLog.open(path)
         reopened.entries()  # a damaged page may only show when read
         reopened.close()
+
+
+def test_opening_an_existing_store_does_not_wait_for_a_writer(tmp_path: Path) -> None:
+    import apsw
+
+    path = tmp_path / "busy.chatledger"
+    EventLog.open(path).close()
+    writer = apsw.Connection(str(path))
+    writer.execute("BEGIN IMMEDIATE")  # another process is in the middle of a write
+    try:
+        log = EventLog.open(path, lock_timeout=0.1)
+        assert log.entries() == []
+        log.close()
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
