@@ -582,10 +582,14 @@ class EventLog:
 
     def close(self) -> None:
         if not self.datastore.closed and self._heads.pending:
-            # Write the heads down so the next open need not scan for them.
-            with self.datastore.transaction(commit=True) as c:
-                self._heads.sync(c)
-                self._heads.persist(c, self.recorder._max_notification_id(c) or 0)
+            # Write the heads down so the next open need not scan for them. They are a cache of
+            # the log: if another writer holds the file, the next open rebuilds them instead.
+            try:
+                with self.datastore.transaction(commit=True) as c:
+                    self._heads.sync(c)
+                    self._heads.persist(c, self.recorder._max_notification_id(c) or 0)
+            except OperationalError:
+                pass
         if self._encoder is not None:
             self._encoder.shutdown()
             self._encoder = None
