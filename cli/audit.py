@@ -12,7 +12,7 @@ from rich.table import Table
 from chatledger.cli.context import Context, fail, pass_context
 from chatledger.cli.output import console, echo_json, format_time, iso_time, parse_when
 from chatledger.cli.progress import replay_progress
-from chatledger.cli.reading import _message_json, _message_line
+from chatledger.cli.reading import _message_json, _message_line, print_message
 from chatledger.projections.history import Explanation, PastStore, as_of
 
 # -- as-of ------------------------------------------------------------------------------------------
@@ -124,13 +124,7 @@ def as_of_message(ctx: Context, message_id: str, as_json: bool) -> None:
             return
         out = console()
         out.print(f"[dim]{_as_of_text(past)}[/dim]")
-        for label, value in (("id", m.id), ("channel", m.cid), ("user", m.user_id),
-                             ("created", format_time(m.created_at)), ("type", m.type),
-                             ("thread of", m.parent_id or "-"), ("replies", m.reply_count),
-                             ("local state", m.local_state or "confirmed"),
-                             ("log position", m.position)):
-            out.print(f"[bold]{label:>12}[/bold]  {value}")
-        out.print(f"[bold]{'text':>12}[/bold]  {m.json().get('text') or ''}")
+        print_message(m, out)
 
 
 # -- explain ----------------------------------------------------------------------------------------

@@ -135,7 +135,12 @@ def show_message(ctx: Context, message_id: str, as_json: bool) -> None:
     if as_json:
         echo_json(_message_json(m))
         return
-    out = console()
+    print_message(m)
+
+
+def print_message(m: StoredMessage, out: Any = None) -> None:
+    """A message as a block of labelled lines."""
+    out = out or console()
     for label, value in (("id", m.id), ("channel", m.cid), ("user", m.user_id),
                          ("created", format_time(m.created_at)), ("type", m.type),
                          ("thread of", m.parent_id or "-"), ("replies", m.reply_count),
