@@ -15,13 +15,13 @@ import click
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "ingest": ("benchmarks.ingest", "Append throughput: chatledger's log vs raw APSW vs stock eventsourcing."),
     "sample": ("benchmarks.sample", "Write generated events as JSON lines (to try the store out)."),
+    "loop": ("benchmarks.loop", "Event-loop stalls while ingesting in background mode (AsyncChatStore)."),
+    "project": ("benchmarks.project", "Ingest with every projection vs the log alone vs raw APSW; file size."),
+    "rebuild": ("benchmarks.rebuild", "Rebuild of the read tables by replay: events/s and peak memory."),
+    "read": ("benchmarks.read", "Reads in a fresh process: first screen, pages of 50 messages."),
     # Planned, each as its own module defining `command`:
-    # "project": ("benchmarks.project", "Projection of the log into read tables."),
-    # "rebuild": ("benchmarks.rebuild", "Rebuild of the read tables by replay."),
-    # "read":    ("benchmarks.read", "Reads: channel list, message pages."),
     # "outbox":  ("benchmarks.outbox", "Local commands: record, replay, retry."),
     # "sync":    ("benchmarks.sync", "Reconnect and /sync against the local server."),
-    # "loop":    ("benchmarks.loop", "The whole loop: ingest, project, read, send."),
 }
 
 

@@ -1,0 +1,443 @@
+"""`BackgroundWriter`: one thread that owns every write to one `EventLog`.
+
+Callers (typically an asyncio event loop) hand work to the writer and get a
+`concurrent.futures.Future` back at once; they never wait for SQLite, for the write lock of the
+file, or for the decoding of what they submitted. The thread takes everything queued (up to a
+bound), merges consecutive event appends with the same envelope into one
+`EventLog.append_events` call (one transaction: many small events that arrive together cost one
+commit), and splits the result back to each caller.
+
+Contract:
+- Work runs in submission order; positions increase in submission order, per caller and overall.
+- An accepted item is written even if nobody waits for it: its future is marked running when it
+  is accepted, so `Future.cancel()` returns False and cancelling an awaiting task only stops the
+  wait. `close()` drains the queue before the thread stops.
+- A failure reaches exactly the futures of the work it concerns. When a merged append fails for
+  a reason that may lie in one item (a listener that raises, say), the transaction rolled back,
+  and each caller's events are appended again on their own, so one bad submission does not fail
+  the others. A failure of the file itself (locked, closed, I/O) fails the whole merged batch
+  at once: retrying it item by item would only wait out the lock once per item.
+- Submitting after `close()` raises `WriterClosed`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import apsw
+from eventsourcing.persistence import InterfaceError, OperationalError
+
+from chatledger.eventstore import ingest, schema
+from chatledger.eventstore.ingest import Entry, Payload, Rejection
+from chatledger.eventstore.log import AppendResult, EventLog, Quarantined, StoreError
+
+T = TypeVar("T")
+
+# One merged append at most this many events or payload bytes: large enough that a burst costs
+# one commit, small enough that the first caller of a burst is answered within tens of ms and a
+# batch's rows stay a few MB of memory.
+DEFAULT_MAX_BATCH_EVENTS = 5_000
+DEFAULT_MAX_BATCH_BYTES = 8 * 1024 * 1024
+# What a payload that is not bytes or text (a dict) counts for in the byte bound.
+_NON_BYTES_SIZE = 1_024
+# Every this many seconds of work, the writer leaves the GIL free for DEFAULT_YIELD_PAUSE (see
+# GilCourtesy): at most a tenth of its time, and a waiting event loop gets in within about 1 ms.
+DEFAULT_YIELD_EVERY = 0.001
+DEFAULT_YIELD_PAUSE = 0.0001
+
+
+class WriterClosed(StoreError):
+    """Work was submitted to a background writer that is closed (or closing)."""
+
+
+class WriteLockTimeout(OperationalError):
+    """Another connection held the file's write lock for longer than `lock_timeout` seconds."""
+
+
+@dataclass(slots=True)
+class _Append:
+    """Events to append with one envelope; `finish` turns the caller's AppendResult into its answer."""
+
+    events: list[Payload | Any]
+    source: schema.Source | str
+    connection_id: str | None
+    received_at: int | None
+    finish: Callable[[AppendResult], Any] | None
+    future: Future[Any] = field(default_factory=Future)
+
+    def merge_key(self) -> tuple[Any, ...]:
+        return (self.source, self.connection_id, self.received_at)
+
+    def size(self) -> int:
+        return sum(
+            len(e) if isinstance(e, (bytes, bytearray, memoryview, str)) else _NON_BYTES_SIZE
+            for e in self.events
+        )
+
+
+@dataclass(slots=True)
+class _Call:
+    """Any other write: a callable run alone on the writer thread."""
+
+    fn: Callable[[], Any]
+    future: Future[Any] = field(default_factory=Future)
+
+
+_Work = _Append | _Call
+
+
+class GilCourtesy:
+    """Leaves the GIL free for `pause` seconds after every `every` seconds of writing.
+
+    Why: in CPython a thread waiting for the GIL (an event loop back from `epoll`) may force a
+    switch only after a whole switch interval in which no other thread released the GIL; every
+    release restarts its clock. The writer releases and retakes the GIL around each SQLite call,
+    microseconds apart, so the waiter gets the GIL only when it wins a race it mostly loses: a
+    thread alternating 50 us of Python with one SQLite statement delayed 1 ms asyncio timers by
+    up to 13 ms (500 us of Python: 395 ms), whatever `sys.setswitchinterval` said. A real sleep
+    leaves the GIL free long enough for the waiter to wake up and take it.
+
+    Called as the write connection's exec tracer (before each statement; it chains to a tracer
+    that was there before) and by the writer between batches. `every=None` turns it off.
+    """
+
+    def __init__(self, every: float | None, pause: float) -> None:
+        self.every = every
+        self.pause = pause
+        self.pauses = 0
+        self._due = time.perf_counter() + (every or 0.0)
+        self._chained: Callable[[apsw.Cursor, str, Any], bool] | None = None
+
+    def maybe_pause(self) -> None:
+        if self.every is None:
+            return
+        now = time.perf_counter()
+        if now >= self._due:
+            time.sleep(self.pause)
+            self.pauses += 1
+            self._due = time.perf_counter() + self.every
+
+    def restart(self) -> None:
+        """The writer was idle: its next `every` seconds of work start now."""
+        if self.every is not None:
+            self._due = time.perf_counter() + self.every
+
+    def __call__(self, cursor: apsw.Cursor, sql: str, bindings: Any) -> bool:
+        self.maybe_pause()
+        return True if self._chained is None else self._chained(cursor, sql, bindings)
+
+    def install(self, connection: apsw.Connection) -> None:
+        if self.every is None:
+            return
+        self._chained = connection.exec_trace
+        connection.exec_trace = self
+
+    def uninstall(self, connection: apsw.Connection) -> None:
+        if self.every is not None and connection.exec_trace is self:
+            connection.exec_trace = self._chained
+
+
+class BackgroundWriter:
+    """A daemon thread applying queued writes to `log`, in order, in merged transactions.
+
+    The thread runs from construction until `close()`. Nothing else should write to `log`
+    meanwhile (reads are fine: they use the datastore's reader connections).
+    """
+
+    def __init__(
+        self,
+        log: EventLog,
+        *,
+        max_batch_events: int = DEFAULT_MAX_BATCH_EVENTS,
+        max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
+        yield_every: float | None = DEFAULT_YIELD_EVERY,
+        yield_pause: float = DEFAULT_YIELD_PAUSE,
+        name: str = "chatledger-writer",
+    ) -> None:
+        """`yield_every`/`yield_pause`: see `GilCourtesy` (None: never pause for other threads)."""
+        if max_batch_events < 1 or max_batch_bytes < 1:
+            raise ValueError("max_batch_events and max_batch_bytes must be positive")
+        self.log = log
+        self.max_batch_events = max_batch_events
+        self.max_batch_bytes = max_batch_bytes
+        self._queue: deque[_Work] = deque()
+        self._wakeup = threading.Condition(threading.Lock())
+        self._backlog: deque[_Work] = deque()  # taken off the queue, owned by the thread
+        self._closing = False
+        # Counters for tests and benchmarks: transactions run, events in them, the largest.
+        self.batches = 0
+        self.batched_events = 0
+        self.largest_batch = 0
+        self.courtesy = GilCourtesy(yield_every, yield_pause)
+        # Nothing else runs statements on the write connection yet: the thread is not started.
+        self.courtesy.install(log.datastore.writer)
+        # A daemon thread, so a forgotten close() cannot hang the interpreter's exit; the atexit
+        # hook drains it instead (daemon threads still run while atexit hooks do).
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+        atexit.register(self._drain_at_exit)
+
+    # -- submitting (any thread) -----------------------------------------------------------------
+
+    def append_events(
+        self,
+        events: Sequence[Payload | Any],
+        *,
+        source: schema.Source | str = "websocket",
+        connection_id: str | None = None,
+        received_at: int | None = None,
+        finish: Callable[[AppendResult], T] | None = None,
+    ) -> Future[AppendResult] | Future[T]:
+        """Queue events for `EventLog.append_events`; the future gets the caller's AppendResult.
+
+        `events` is copied into a list here (cheap: references only), so the caller may reuse
+        its buffer at once; decoding happens on the writer thread. `finish`, when given, runs on the writer thread on this
+        caller's AppendResult and its return value (or exception) becomes the future's outcome.
+        """
+        return self._submit(_Append(list(events), source, connection_id, received_at, finish))
+
+    def call(self, fn: Callable[[], T]) -> Future[T]:
+        """Queue any other write: `fn()` runs alone on the writer thread, in queue order."""
+        return self._submit(_Call(fn))
+
+    def _submit(self, work: _Work) -> Future[Any]:
+        # Running from acceptance on: an accepted item cannot be withdrawn (see the module doc).
+        work.future.set_running_or_notify_cancel()
+        with self._wakeup:
+            if self._closing:
+                raise WriterClosed("the background writer is closed; open the store again")
+            self._queue.append(work)
+            self._wakeup.notify()
+        return work.future
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closing
+
+    @property
+    def queued(self) -> int:
+        """About how many accepted items wait for the thread (a snapshot, for monitoring)."""
+        return len(self._queue) + len(self._backlog)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Refuse new work, apply everything accepted, then stop the thread.
+
+        Blocks until the queue is drained (or `timeout` seconds pass: then the thread keeps
+        draining in the background and `TimeoutError` is raised). Safe to call twice.
+        """
+        with self._wakeup:
+            self._closing = True
+            self._wakeup.notify()
+        atexit.unregister(self._drain_at_exit)
+        if self._thread is threading.current_thread():
+            return  # called from a queued write: the loop drains and stops on its own
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise TimeoutError(f"the background writer did not drain within {timeout} s")
+        if not self.log.datastore.closed:
+            try:
+                self.courtesy.uninstall(self.log.datastore.writer)
+            except apsw.ThreadingViolationError:
+                pass  # another thread is using the connection: the tracer stays, harmlessly
+        # The loop only ends with an empty queue; anything left means the thread died of a bug.
+        # Fail those futures loudly rather than leave their callers waiting forever.
+        with self._wakeup:
+            leftovers = [*self._backlog, *self._queue]
+            self._backlog.clear()
+            self._queue.clear()
+        for work in leftovers:
+            _settle(work.future, error=WriterClosed("the background writer stopped unexpectedly"))
+
+    def _drain_at_exit(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - nothing to report to at exit; callers got their errors
+            pass
+
+    # -- the thread ------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        backlog = self._backlog
+        while True:
+            with self._wakeup:
+                if not self._queue and not backlog and not self._closing:
+                    while not self._queue and not self._closing:
+                        self._wakeup.wait()
+                    self.courtesy.restart()
+                # Move what is queued to the thread's own backlog (one C-level copy): the bounds
+                # are then worked out without the lock, so submitters never wait on them.
+                backlog.extend(self._queue)
+                self._queue.clear()
+                if not backlog:
+                    return  # closing, and drained
+            self.courtesy.maybe_pause()
+            batch = self._take(backlog)
+            try:
+                self._apply(batch)
+            except BaseException as e:  # noqa: BLE001 - a bug here must not kill the thread
+                for work in batch:
+                    if not work.future.done():
+                        work.future.set_exception(e)
+
+    def _take(self, backlog: deque[_Work]) -> list[_Work]:
+        """Pop work up to the bounds (the first item always, however large)."""
+        first = backlog.popleft()
+        taken: list[_Work] = [first]
+        events = bytes_ = 0
+        if type(first) is _Append:
+            events, bytes_ = len(first.events), first.size()
+        while backlog:
+            work = backlog[0]
+            if type(work) is _Append:
+                n, size = len(work.events), work.size()
+                if events + n > self.max_batch_events or bytes_ + size > self.max_batch_bytes:
+                    break
+                events += n
+                bytes_ += size
+            taken.append(backlog.popleft())
+        return taken
+
+    def _apply(self, batch: list[_Work]) -> None:
+        """Run a taken batch: runs of mergeable appends as one transaction each, calls alone."""
+        i = 0
+        while i < len(batch):
+            work = batch[i]
+            if type(work) is _Call:
+                self._run_call(work)
+                i += 1
+                continue
+            j = i + 1
+            key = work.merge_key()
+            while j < len(batch) and type(batch[j]) is _Append and batch[j].merge_key() == key:
+                j += 1
+            self._run_appends(batch[i:j])  # type: ignore[arg-type]
+            i = j
+
+    def _run_call(self, work: _Call) -> None:
+        try:
+            result = work.fn()
+        except BaseException as e:  # noqa: BLE001 - every failure belongs to the caller
+            _settle(work.future, error=self._explain(e))
+        else:
+            _settle(work.future, result=result)
+
+    def _run_appends(self, group: list[_Append]) -> None:
+        # Decoded here, a caller at a time, so a retry after a failed merge need not decode again.
+        self._append_decoded(group, [self._decode(work.events) for work in group])
+
+    def _decode(self, events: list[Payload | Any]) -> list[Entry | Rejection]:
+        """`EventLog.append_events`'s decoding, done here so the writer can pause inside it.
+
+        Decoding is the writer's longest stretch of pure Python (a few us per event); pausing
+        every 32 events keeps it from holding the GIL for a whole batch. The log then gets
+        prepared entries (`EventLog.append`), compressed in one native call without the GIL,
+        on this thread: no third thread contends for the GIL with the event loop.
+        """
+        pause = self.courtesy.maybe_pause
+        entries: list[Entry | Rejection] = []
+        for start in range(0, len(events), 32):
+            entries += [ingest.event_entry(e) for e in events[start : start + 32]]
+            pause()
+        return entries
+
+    def _append_decoded(self, group: list[_Append], parts: list[list[Entry | Rejection]]) -> None:
+        first = group[0]
+        items = parts[0] if len(parts) == 1 else [item for part in parts for item in part]
+        try:
+            result = self.log.append(
+                items, source=first.source, connection_id=first.connection_id,
+                received_at=first.received_at,
+            )
+        except BaseException as e:  # noqa: BLE001
+            if len(group) == 1 or _concerns_the_file(e):
+                error = self._explain(e)
+                for work in group:
+                    _settle(work.future, error=error)
+                return
+            # The transaction rolled back; find out whose events were the trouble.
+            for work, part in zip(group, parts):
+                self._append_decoded([work], [part])
+            return
+        self.batches += 1
+        self.batched_events += len(items)
+        self.largest_batch = max(self.largest_batch, len(items))
+        if len(group) == 1:
+            _finish(first, result)
+            return
+        for work, share in zip(group, _split(result, [len(part) for part in parts])):
+            _finish(work, share)
+
+    def _explain(self, error: BaseException) -> BaseException:
+        """A lock timeout says what it is; other errors reach the caller as they are."""
+        if isinstance(error, OperationalError) and isinstance(error.__cause__, apsw.BusyError):
+            datastore = self.log.datastore
+            clear = WriteLockTimeout(
+                f"{datastore.path or datastore.db_name} is being written by another connection "
+                f"or process, which held its write lock for more than lock_timeout="
+                f"{datastore.lock_timeout:g} s ({error})"
+            )
+            clear.__cause__ = error
+            return clear
+        return error
+
+
+def _concerns_the_file(error: BaseException) -> bool:
+    """Failures of the database itself rather than of any one item (no point retrying items)."""
+    return isinstance(error, (OperationalError, InterfaceError)) or not isinstance(error, Exception)
+
+
+def _split(result: AppendResult, sizes: list[int]) -> list[AppendResult]:
+    """Cut a merged AppendResult into one per caller, quarantine indexes re-based per caller."""
+    parts: list[AppendResult] = []
+    quarantined = result.quarantined  # in input order
+    q = 0
+    start = 0
+    for size in sizes:
+        end = start + size
+        mine: list[Quarantined] = []
+        while q < len(quarantined) and quarantined[q].index < end:
+            item = quarantined[q]
+            mine.append(Quarantined(item.index - start, item.reason, item.quarantine_id))
+            q += 1
+        parts.append(AppendResult(result.positions[start:end], mine))
+        start = end
+    return parts
+
+
+def _finish(work: _Append, result: AppendResult) -> None:
+    if work.finish is None:
+        _settle(work.future, result=result)
+        return
+    try:
+        answer = work.finish(result)
+    except BaseException as e:  # noqa: BLE001
+        _settle(work.future, error=e)
+    else:
+        _settle(work.future, result=answer)
+
+
+def _settle(future: Future[Any], *, result: Any = None, error: BaseException | None = None) -> None:
+    # Futures are running from acceptance and settled exactly once, by the writer thread.
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+__all__ = [
+    "DEFAULT_MAX_BATCH_BYTES",
+    "DEFAULT_MAX_BATCH_EVENTS",
+    "BackgroundWriter",
+    "GilCourtesy",
+    "WriteLockTimeout",
+    "WriterClosed",
+]

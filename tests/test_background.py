@@ -1,0 +1,455 @@
+"""Background mode: `AsyncChatStore` over a `BackgroundWriter` (one writer thread, pooled readers).
+
+Plain test functions running `asyncio.run(...)`; no timing assertions. Where a test needs the
+writer to merge work, it holds the writer thread on a gate first, so that what follows is queued
+together whatever the machine's speed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import apsw
+import msgspec
+import pytest
+from eventsourcing.persistence import OperationalError
+
+from chatledger import ChatStore
+from chatledger.eventstore.log import AppendedEntry, StoreError
+from chatledger.eventstore.writer import BackgroundWriter, WriteLockTimeout, WriterClosed
+from chatledger.projections.aio_store import AsyncChatStore, is_write_method
+from chatledger.projections.store import RejectedInput
+from fixtures import message_new, query_channels_response, reaction_new, sync_response
+
+USER = "alice"
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def events(prefix: str, n: int, cid: str = "messaging:general") -> list[bytes]:
+    return [message_new(cid, f"{prefix}-{i}") for i in range(n)]
+
+
+def stored_ids(data_dir: Path) -> list[str]:
+    with ChatStore.open(data_dir, USER, create=False) as store:
+        return [e.json()["message"]["id"] for e in store.history() if e.type == "message.new"]
+
+
+class Gate:
+    """Holds the writer thread inside a queued call until `open()`; queue work meanwhile."""
+
+    def __init__(self, writer: BackgroundWriter) -> None:
+        self._entered = threading.Event()
+        self._release = threading.Event()
+        self.future = writer.call(self._hold)
+        assert self._entered.wait(10), "the writer thread never ran the gate"
+
+    def _hold(self) -> None:
+        self._entered.set()
+        self._release.wait(10)
+
+    def open(self) -> None:
+        self._release.set()
+
+
+class FailOn:
+    """A listener that aborts any append containing `marker` (inside the transaction)."""
+
+    def __init__(self, marker: bytes) -> None:
+        self.marker = marker
+
+    def appended(self, cursor: apsw.Cursor, entries: Sequence[AppendedEntry]) -> None:
+        if any(self.marker in e.entry.payload for e in entries):
+            raise ValueError(f"listener refuses {self.marker!r}")
+
+
+# -- ordering and batching ------------------------------------------------------------------------
+
+
+def test_positions_follow_submission_order_per_caller_and_overall(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with AsyncChatStore.open(tmp_path, USER) as store:
+            submitted: list[tuple[int, asyncio.Future[Any]]] = []
+
+            async def client(k: int) -> None:
+                for burst in range(15):
+                    fut = store.ingest_many(events(f"c{k}-b{burst}", 1 + (k + burst) % 5))
+                    submitted.append((k, fut))  # the call queued it: this is submission order
+                    await fut
+
+            await asyncio.gather(*(client(k) for k in range(6)))
+            positions = [p for _, fut in submitted for p in fut.result().positions]
+            assert positions == sorted(positions) and len(set(positions)) == len(positions)
+            for k in range(6):
+                mine = [p for c, fut in submitted if c == k for p in fut.result().positions]
+                assert mine == sorted(mine)
+            history = await store.history()
+            assert [e.position for e in history] == positions
+
+    run(main())
+
+
+def test_appends_queued_together_share_one_transaction(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with AsyncChatStore.open(tmp_path, USER) as store:
+            writer = store.writer
+            gate = Gate(writer)
+            before = writer.batches
+            futures = [store.ingest_many(events(f"b{i}", 3)) for i in range(20)]
+            single = store.ingest(message_new(mid="single"))
+            gate.open()
+            results = await asyncio.gather(*futures)
+            assert writer.batches - before == 1  # 61 events, one commit
+            assert [r.positions for r in results] == [
+                [1 + 3 * i, 2 + 3 * i, 3 + 3 * i] for i in range(20)]
+            assert await single == 61
+
+    run(main())
+
+
+def test_the_batch_bound_splits_a_backlog_into_several_transactions(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with AsyncChatStore.open(tmp_path, USER, max_batch_events=10) as store:
+            gate = Gate(store.writer)
+            futures = [store.ingest_many(events(f"b{i}", 4)) for i in range(10)]
+            big = store.ingest_many(events("big", 25))  # over the bound: taken alone, not split
+            gate.open()
+            await asyncio.gather(*futures, big)
+            assert store.writer.largest_batch == 25
+            assert store.writer.batches >= 5
+            assert len(await store.history()) == 65
+
+    run(main())
+
+
+def test_quarantined_items_are_reported_to_their_own_caller(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with AsyncChatStore.open(tmp_path, USER) as store:
+            gate = Gate(store.writer)
+            first = store.ingest_many([message_new(mid="a1"), b"{bad", message_new(mid="a2")])
+            bad_single = store.ingest(b"not json at all")
+            good_single = store.ingest(message_new(mid="s"))
+            last = store.ingest_many([b"[1]", message_new(mid="c1")])
+            gate.open()
+            r1 = await first
+            assert [q.index for q in r1.quarantined] == [1] and r1.stored == 2
+            with pytest.raises(RejectedInput, match="JSON") as caught:
+                await bad_single
+            assert isinstance(await good_single, int)
+            r4 = await last
+            assert [q.index for q in r4.quarantined] == [0] and r4.positions[0] is None
+            quarantine = await store.quarantine()
+            assert [q["raw"] for q in quarantine] == [b"[1]", b"not json at all", b"{bad"]
+            assert caught.value.quarantine_id == quarantine[1]["id"]
+
+    run(main())
+
+
+def test_other_writes_run_on_the_writer_in_queue_order(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with AsyncChatStore.open(tmp_path, USER) as store:
+            a = store.ingest(message_new(mid="before"))
+            q = store.ingest_query_channels(query_channels_response(["messaging:x"]),
+                                            filter={"type": "messaging"})
+            s = store.ingest_sync(sync_response([reaction_new(mid="before")]))
+            b = store.ingest(message_new(mid="after"))
+            r_q, r_s = await q, await s
+            assert await a < r_q.positions[0] and r_q.last_position < r_s.positions[0]
+            assert r_s.last_position < await b
+            sources = [e.source for e in await store.history()]
+            assert sources == ["websocket", "query", "query", "sync", "sync", "websocket"]
+
+    run(main())
+
+
+# -- durability and closing -----------------------------------------------------------------------
+
+
+def test_everything_awaited_is_there_after_reopening(tmp_path: Path) -> None:
+    async def main() -> list[str]:
+        ids: list[str] = []
+        async with AsyncChatStore.open(tmp_path, USER) as store:
+            for i in range(30):
+                batch = events(f"d{i}", 1 + i % 4)
+                await store.ingest_many(batch, connection_id="conn-1")
+                ids += [msgspec.json.decode(e)["message"]["id"] for e in batch]
+        return ids
+
+    awaited = run(main())
+    assert stored_ids(tmp_path) == awaited
+
+
+def test_close_while_busy_loses_nothing(tmp_path: Path) -> None:
+    async def main() -> list[asyncio.Future[Any]]:
+        store = await AsyncChatStore.open(tmp_path, USER)
+        futures: list[asyncio.Future[Any]] = []
+        for i in range(300):  # nothing awaited before close()
+            futures.append(store.ingest_many(events(f"x{i}", 1 + i % 7)))
+            futures.append(store.ingest(reaction_new(mid=f"x{i}-0")))
+        await store.close()
+        assert all(f.done() and f.exception() is None for f in futures)
+        with pytest.raises(WriterClosed):
+            store.ingest(message_new(mid="late"))
+        with pytest.raises(StoreError):
+            await store.history()
+        return futures
+
+    run(main())
+    expected = sum(1 + i % 7 for i in range(300))
+    assert len(stored_ids(tmp_path)) == expected
+    with ChatStore.open(tmp_path, USER, create=False) as store:
+        assert store.stats()["events"] == expected + 300
+
+
+def test_cancelling_the_wait_does_not_withdraw_the_write(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with AsyncChatStore.open(tmp_path, USER) as store:
+            gate = Gate(store.writer)
+            waiting = store.ingest_many(events("kept", 3))
+            waiting.cancel()  # the caller gave up waiting; the events were already accepted
+            gate.open()
+
+    run(main())
+    assert stored_ids(tmp_path) == ["kept-0", "kept-1", "kept-2"]
+
+
+CHILD = """
+import asyncio, sys
+import msgspec
+from chatledger.projections.aio_store import AsyncChatStore
+
+def event(i):
+    return msgspec.json.encode({{"type": "message.new", "cid": "messaging:k", "created_at":
+        "2026-11-25T10:00:00Z", "message": {{"id": f"k{{i}}", "text": "x" * (i % 300)}}}})
+
+async def main():
+    store = await AsyncChatStore.open({data_dir!r}, {user!r})
+    n = 0
+    for burst in range(60):
+        size = 1 + burst % 9
+        await asyncio.gather(*(store.ingest_many([event(n + j)]) for j in range(size)))
+        n += size
+    print(n, flush=True)            # everything up to here was awaited
+    for i in range(10**9):          # keep writing until killed, never closing
+        await store.ingest(event(n + i))
+
+asyncio.run(main())
+"""
+
+
+def test_what_was_awaited_survives_sigkill(tmp_path: Path) -> None:
+    script = tmp_path / "child.py"
+    script.write_text(CHILD.format(data_dir=str(tmp_path), user=USER))
+    child = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        line = child.stdout.readline() if child.stdout else ""
+        assert line.strip().isdigit(), f"the child wrote {line!r}"
+        awaited = int(line)
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait(10)
+        if child.stdout:
+            child.stdout.close()
+    ids = stored_ids(tmp_path)
+    assert ids[:awaited] == [f"k{i}" for i in range(awaited)]
+    assert ids == [f"k{i}" for i in range(len(ids))]  # and whatever came after, in order
+
+
+# -- errors ---------------------------------------------------------------------------------------
+
+
+def test_an_exception_in_the_writer_reaches_exactly_its_caller(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with AsyncChatStore.open(tmp_path, USER) as store:
+            # First, so that it fails before the projections run (they are not told of a
+            # rollback caused by a later listener).
+            store.log.listeners.insert(0, FailOn(b"boom"))
+            gate = Gate(store.writer)
+            good1 = store.ingest_many(events("g1", 2))
+            bad = store.ingest_many([message_new(mid="ok-but-with"), message_new(mid="boom")])
+            good2 = store.ingest(message_new(mid="g2"))
+            gate.open()
+            with pytest.raises(ValueError, match="listener refuses"):
+                await bad
+            assert (await good1).stored == 2 and isinstance(await good2, int)
+            with pytest.raises(ValueError):
+                await store.ingest(message_new(mid="boom-alone"))
+            failing_call = store.writer.call(lambda: 1 / 0)
+            with pytest.raises(ZeroDivisionError):
+                await asyncio.wrap_future(failing_call)
+            assert await store.ingest(message_new(mid="after")) > 0  # still working
+
+    run(main())
+    assert stored_ids(tmp_path) == ["g1-0", "g1-1", "g2", "after"]
+
+
+def test_a_second_writer_waits_for_the_lock_when_it_is_released_in_time(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with AsyncChatStore.open(tmp_path, USER, lock_timeout=10) as store:
+            other = apsw.Connection(str(store.path))
+            other.execute("BEGIN IMMEDIATE")  # another writer holds the file's write lock
+            pending = store.ingest(message_new(mid="waited"))
+            await asyncio.sleep(0.3)
+            assert not pending.done()
+            other.execute("COMMIT")
+            other.close()
+            assert await pending > 0
+
+    run(main())
+    assert stored_ids(tmp_path) == ["waited"]
+
+
+def test_a_second_writer_gets_a_clear_error_past_lock_timeout(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with AsyncChatStore.open(tmp_path, USER, lock_timeout=0.2) as store:
+            other = apsw.Connection(str(store.path))
+            other.execute("BEGIN IMMEDIATE")
+            gate = Gate(store.writer)
+            first = store.ingest_many(events("a", 2))
+            second = store.ingest(message_new(mid="b"))
+            gate.open()
+            for pending in (first, second):  # one merged batch: both fail, neither retried alone
+                with pytest.raises(WriteLockTimeout, match="lock_timeout=0.2") as caught:
+                    await pending
+                assert isinstance(caught.value, OperationalError)
+                assert "database is locked" in str(caught.value)
+            other.execute("ROLLBACK")
+            other.close()
+            assert await store.ingest(message_new(mid="later")) > 0
+
+    run(main())
+    assert stored_ids(tmp_path) == ["later"]
+
+
+# -- reading --------------------------------------------------------------------------------------
+
+
+def test_reads_see_whole_batches_only(tmp_path: Path) -> None:
+    batch = 7
+
+    async def main() -> None:
+        async with AsyncChatStore.open(tmp_path, USER) as store:
+            writes = [store.ingest_many(events(f"s{i}", batch)) for i in range(120)]
+            seen: list[int] = []
+            while not all(w.done() for w in writes):
+                history, stats = await asyncio.gather(store.history(), store.stats())
+                seen += [len(history), stats["events"]]
+            await asyncio.gather(*writes)
+            seen.append(len(await store.history()))
+            assert all(n % batch == 0 for n in seen), seen
+            assert seen[-1] == 120 * batch
+
+    run(main())
+
+
+def test_quarantine_and_stats_through_the_async_api(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with AsyncChatStore.open(tmp_path, USER) as store:
+            with pytest.raises(RejectedInput):
+                await store.ingest(b'{"type": 5}')
+            [item] = await store.quarantine(limit=5)
+            assert item["raw"] == b'{"type": 5}' and "type" in item["reason"]
+            stats = await store.stats()
+            assert stats["quarantined"] == 1 and stats["user_id"] == USER
+
+    run(main())
+
+
+class ExtendedStore(ChatStore):
+    """Stands for methods the lead adds to ChatStore later: one read, one write."""
+
+    def thread_of_count(self) -> tuple[str, int]:
+        return threading.current_thread().name, self.log.max_position()
+
+    def send_note(self, text: str) -> tuple[str, int | None]:
+        body = msgspec.json.encode({"type": "note", "cid": "messaging:n", "text": text,
+                                    "created_at": "2026-11-25T10:00:00Z"})
+        result = self.ingest_many([body], source="command")
+        return threading.current_thread().name, result.last_position
+
+
+def test_methods_added_to_chatstore_are_forwarded_to_the_right_thread(tmp_path: Path) -> None:
+    assert is_write_method("send_note") and is_write_method("ingest_many")
+    assert not is_write_method("thread_of_count") and not is_write_method("pinned_messages")
+
+    async def main() -> None:
+        chat = ExtendedStore(ChatStore.open(tmp_path, USER).log, user_id=USER)
+        async with AsyncChatStore.wrap(chat) as store:
+            writer_thread, position = await store.send_note("hi")
+            reader_thread, count = await store.thread_of_count()
+            assert writer_thread == "chatledger-writer" and position == count == 1
+            assert reader_thread.startswith("chatledger-read")
+            assert store.user_id == USER and store.path == chat.path and store.log is chat.log
+            assert "send_note" in dir(store)
+            with pytest.raises(AttributeError):
+                store._private  # noqa: B018
+            with pytest.raises(AttributeError):
+                store.no_such_method  # noqa: B018
+
+    run(main())
+
+
+def test_an_in_memory_store_works_in_background_mode() -> None:
+    async def main() -> None:
+        async with AsyncChatStore.open_file(":memory:") as store:
+            await asyncio.gather(*(store.ingest(m) for m in events("mem", 50)))
+            assert len(await store.history(limit=100)) == 50
+            assert store.path is None
+
+    run(main())
+
+
+# -- several processes ----------------------------------------------------------------------------
+
+READER = """
+import sys, time
+from chatledger import ChatStore
+errors, reads = [], 0
+deadline = time.monotonic() + 60
+while time.monotonic() < deadline and reads < 40:
+    try:
+        with ChatStore.open({data_dir!r}, {user!r}, create=False) as store:
+            store.stats()
+            for _ in range(5):
+                store.history(newest_first=True, limit=20)
+                reads += 1
+    except Exception as e:
+        errors.append(f"{{type(e).__name__}}: {{e}}")
+print(reads, len(errors), errors[:3], flush=True)
+"""
+
+
+def test_another_process_reads_while_the_writer_runs(tmp_path: Path) -> None:
+    script = tmp_path / "reader.py"
+    script.write_text(READER.format(data_dir=str(tmp_path), user=USER))
+
+    async def main() -> str:
+        async with AsyncChatStore.open(tmp_path, USER) as store:
+            await store.ingest(message_new(mid="first"))
+            reader = await asyncio.create_subprocess_exec(
+                sys.executable, str(script), stdout=asyncio.subprocess.PIPE)
+            communicate = asyncio.ensure_future(reader.communicate())
+            i = 0
+            while not communicate.done():  # write continuously until the reader is done
+                await asyncio.gather(*(store.ingest_many(events(f"w{i}-{j}", 20))
+                                       for j in range(4)))
+                await asyncio.sleep(0.002)  # busy, but not a file that grows by 100 MB
+                i += 1
+            out, _ = await communicate
+            return out.decode()
+
+    reads, failures, errors = run(main()).split(" ", 2)
+    assert int(failures) == 0, errors
+    assert int(reads) >= 40
