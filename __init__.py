@@ -8,7 +8,8 @@ The package root wires the folders together; applications start here::
     store.ingest(b'{"type": "message.new", "cid": "messaging:general", ...}')
 """
 
+from chatledger.projections.aio_store import AsyncChatStore
 from chatledger.projections.store import ChatStore
 
-__all__ = ["ChatStore"]
+__all__ = ["AsyncChatStore", "ChatStore"]
 __version__ = "0.1.0"
