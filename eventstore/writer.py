@@ -3,9 +3,11 @@
 Callers (typically an asyncio event loop) hand work to the writer and get a
 `concurrent.futures.Future` back at once; they never wait for SQLite, for the write lock of the
 file, or for the decoding of what they submitted. The thread takes everything queued (up to a
-bound), merges consecutive event appends with the same envelope into one
-`EventLog.append_events` call (one transaction: many small events that arrive together cost one
-commit), and splits the result back to each caller.
+bound), merges consecutive event appends with the same envelope into one append (one
+transaction: many small events that arrive together cost one commit), and splits the result back
+to each caller. The append is `EventLog.append_events` done in two steps (decode with
+`ingest.event_entry`, then `EventLog.append`), so that the writer can pause inside the decoding
+and hand the GIL to the event loop (see `GilCourtesy`).
 
 Contract:
 - Work runs in submission order; positions increase in submission order, per caller and overall.
@@ -26,7 +28,7 @@ import atexit
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -48,9 +50,11 @@ DEFAULT_MAX_BATCH_BYTES = 8 * 1024 * 1024
 # What a payload that is not bytes or text (a dict) counts for in the byte bound.
 _NON_BYTES_SIZE = 1_024
 # Every this many seconds of work, the writer leaves the GIL free for DEFAULT_YIELD_PAUSE (see
-# GilCourtesy): at most a tenth of its time, and a waiting event loop gets in within about 1 ms.
+# GilCourtesy), so a waiting event loop gets in within about 1 ms. 50 us (about 100 us with the
+# kernel's timer slack) was enough for the loop thread to wake and take the GIL in measurements.
+# Cost on the loop benchmark: about 15 % of throughput (the pauses, and a Python call per statement).
 DEFAULT_YIELD_EVERY = 0.001
-DEFAULT_YIELD_PAUSE = 0.0001
+DEFAULT_YIELD_PAUSE = 0.00005
 
 
 class WriterClosed(StoreError):
@@ -99,10 +103,11 @@ class GilCourtesy:
     Why: in CPython a thread waiting for the GIL (an event loop back from `epoll`) may force a
     switch only after a whole switch interval in which no other thread released the GIL; every
     release restarts its clock. The writer releases and retakes the GIL around each SQLite call,
-    microseconds apart, so the waiter gets the GIL only when it wins a race it mostly loses: a
-    thread alternating 50 us of Python with one SQLite statement delayed 1 ms asyncio timers by
-    up to 13 ms (500 us of Python: 395 ms), whatever `sys.setswitchinterval` said. A real sleep
-    leaves the GIL free long enough for the waiter to wake up and take it.
+    microseconds apart, so the waiter gets the GIL only when it wins a race it mostly loses.
+    Measured on the 2-core benchmark machine: a thread alternating 50 us of Python with one
+    SQLite statement delayed 1 ms asyncio timers by up to 17 ms (500 us of Python: 480 ms),
+    whatever `sys.setswitchinterval` said; pausing 20-100 us every 0.5-1 ms brought both under
+    5 ms. A real sleep leaves the GIL free long enough for the waiter to wake up and take it.
 
     Called as the write connection's exec tracer (before each statement; it chains to a tracer
     that was there before) and by the writer between batches. `every=None` turns it off.
@@ -188,7 +193,7 @@ class BackgroundWriter:
 
     def append_events(
         self,
-        events: Sequence[Payload | Any],
+        events: Iterable[Payload | Any],
         *,
         source: schema.Source | str = "websocket",
         connection_id: str | None = None,
@@ -198,8 +203,9 @@ class BackgroundWriter:
         """Queue events for `EventLog.append_events`; the future gets the caller's AppendResult.
 
         `events` is copied into a list here (cheap: references only), so the caller may reuse
-        its buffer at once; decoding happens on the writer thread. `finish`, when given, runs on the writer thread on this
-        caller's AppendResult and its return value (or exception) becomes the future's outcome.
+        its buffer at once; decoding happens on the writer thread. `finish`, when given, runs on
+        the writer thread on this caller's AppendResult, and its return value (or exception)
+        becomes the future's outcome.
         """
         return self._submit(_Append(list(events), source, connection_id, received_at, finish))
 

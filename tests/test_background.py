@@ -453,3 +453,26 @@ def test_another_process_reads_while_the_writer_runs(tmp_path: Path) -> None:
     reads, failures, errors = run(main()).split(" ", 2)
     assert int(failures) == 0, errors
     assert int(reads) >= 40
+
+
+def test_the_gil_courtesy_chains_an_existing_tracer_and_can_be_removed() -> None:
+    from chatledger.eventstore.writer import GilCourtesy
+
+    connection = apsw.Connection(":memory:")
+    seen: list[str] = []
+
+    def tracer(cursor: apsw.Cursor, sql: str, bindings: Any) -> bool:
+        seen.append(sql)
+        return True
+
+    connection.exec_trace = tracer
+    courtesy = GilCourtesy(every=0.0, pause=0.0)  # due at every statement
+    courtesy.install(connection)
+    connection.execute("CREATE TABLE t (x)")
+    connection.cursor().executemany("INSERT INTO t VALUES (?)", [(1,), (2,)])
+    assert courtesy.pauses == 3 and len(seen) == 3
+    courtesy.uninstall(connection)
+    assert connection.exec_trace is tracer
+    off = GilCourtesy(every=None, pause=0.0)
+    off.install(connection)
+    assert connection.exec_trace is tracer
