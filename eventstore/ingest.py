@@ -8,7 +8,6 @@ said as a whole (which channels, in which order, which were inaccessible).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,10 +98,6 @@ def event_entry(item: Payload | Any) -> Entry | Rejection:
     """One backend event."""
     payload = payload_of(item)
     return payload if isinstance(payload, Rejection) else entry_of(payload)
-
-
-def event_entries(items: Iterable[Payload | Any]) -> Iterator[Entry | Rejection]:
-    return (event_entry(item) for item in items)
 
 
 def _summary(stream: str, topic: str, body: dict[str, Any]) -> Entry:

@@ -92,11 +92,3 @@ def flush_files(db_path: Path) -> list[Path]:
             continue
         removed.append(path)
     return removed
-
-
-def list_user_files(data_dir: str | os.PathLike[str]) -> list[Path]:
-    """Every store in a data directory."""
-    directory = Path(data_dir)
-    if not directory.is_dir():
-        return []
-    return sorted(p for p in directory.iterdir() if p.name.endswith(SUFFIX) and p.is_file())
