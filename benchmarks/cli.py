@@ -19,9 +19,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "project": ("benchmarks.project", "Ingest with every projection vs the log alone vs raw APSW; file size."),
     "rebuild": ("benchmarks.rebuild", "Rebuild of the read tables by replay: events/s and peak memory."),
     "read": ("benchmarks.read", "Reads in a fresh process: first screen, pages of 50 messages."),
-    # Planned, each as its own module defining `command`:
-    # "outbox":  ("benchmarks.outbox", "Local commands: record, replay, retry."),
-    # "sync":    ("benchmarks.sync", "Reconnect and /sync against the local server."),
+    "outbox": ("benchmarks.outbox", "Local commands: queue offline, replay; the store's cost per command."),
+    "sync": ("benchmarks.sync", "Replay queued actions against the development server: the store's share."),
 }
 
 

@@ -164,7 +164,7 @@ def _explanation_json(e: Explanation) -> dict[str, Any]:
     return {
         "position": e.position, "stream": e.stream, "type": e.type, "source": e.source,
         "received_at": iso_time(e.received_at), "event_at": iso_time(e.event_at),
-        "note": e.note,
+        "note": e.note, "command": e.command or None,
         "changes": {field: [_json_value(field, before), _json_value(field, after)]
                     for field, (before, after) in e.changes.items()},
     }
@@ -203,7 +203,15 @@ def _reactions(before: dict[str, int], after: dict[str, int]) -> str:
 
 
 def describe(e: Explanation) -> str:
-    """One line: the note, then each change as `field: before -> after`."""
+    """One line: the note, then each change as `field: before -> after` (after what a local
+    command's event says, for those)."""
+    text = _describe_changes(e)
+    if e.command:
+        return e.command if text == "no change" else f"{e.command}; {text}"
+    return text
+
+
+def _describe_changes(e: Explanation) -> str:
     changes = e.changes
     if e.note == "stored":
         shown = [f"{f} {_show(f, changes[f][1])}" for f in ("user_id", "text") if f in changes]

@@ -10,12 +10,17 @@ from typing import Any
 import click
 from eventsourcing.persistence import PersistenceError
 
+from chatledger.cli.actions import ACTION_COMMANDS
 from chatledger.cli.admin import flush_command, quarantine_command, stats_command
 from chatledger.cli.audit import as_of_group, explain_command
 from chatledger.cli.context import Context, fail
+from chatledger.cli.demo import demo_command
+from chatledger.cli.devserver import devserver_command
 from chatledger.cli.history import log_command
 from chatledger.cli.importing import import_command
+from chatledger.cli.outbox import conflicts_command, outbox_group
 from chatledger.cli.reading import channels_command, show_group
+from chatledger.cli.sync import sync_command
 from chatledger.cli.tables import rebuild_command, verify_command
 from chatledger.eventstore.log import StoreError
 from chatledger.eventstore.userfiles import UserIdError
@@ -81,7 +86,11 @@ def cli(
 
 for command in (import_command, log_command, stats_command, quarantine_command, flush_command,
                 channels_command, show_group, rebuild_command, verify_command, as_of_group,
-                explain_command):
+                explain_command, devserver_command):
+    cli.add_command(command)
+for command in (*ACTION_COMMANDS, outbox_group, conflicts_command):
+    cli.add_command(command)
+for command in (sync_command, demo_command):
     cli.add_command(command)
 
 

@@ -153,8 +153,14 @@ def channel_query_entries(item: Payload | Any) -> list[Entry | Rejection]:
     return [channel_state_entry(payload)]
 
 
-def sync_entries(item: Payload | Any, *, last_sync_at: str | None = None) -> list[Entry | Rejection]:
-    """A `/sync` response: each event, then what the response said as a whole."""
+def sync_entries(
+    item: Payload | Any, *, last_sync_at: str | None = None, synced_at: str | None = None,
+) -> list[Entry | Rejection]:
+    """A `/sync` response: each event, then what the response said as a whole.
+
+    `last_sync_at` is the time the request asked from; `synced_at`, when given, the time up to
+    which the store now holds every event (the next sync asks from there).
+    """
     try:
         payload = as_bytes(item)
     except wire.WireError as e:
@@ -172,6 +178,7 @@ def sync_entries(item: Payload | Any, *, last_sync_at: str | None = None) -> lis
             SYNC_RESULT,
             {
                 "last_sync_at": last_sync_at,
+                "synced_at": synced_at,
                 "events": len(response.events),
                 "inaccessible_cids": response.inaccessible_cids,
                 "duration": response.duration,
@@ -179,3 +186,11 @@ def sync_entries(item: Payload | Any, *, last_sync_at: str | None = None) -> lis
         )
     )
     return out
+
+
+def sync_point_entry(synced_at: str, *, requeried: list[str] | None = None) -> Entry:
+    """A mark that the store holds every event up to `synced_at`, written when the gap was
+    closed some other way than `/sync` (the channels were queried again, or the event stream
+    was followed live until then)."""
+    return _summary(USER_STREAM, SYNC_RESULT,
+                    {"synced_at": synced_at, "requeried": requeried or []})

@@ -7,6 +7,7 @@ in the same transaction (the projections) registers an `AppendListener`.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -17,13 +18,18 @@ from typing import Any, Protocol
 import apsw
 import msgspec
 import zstandard
-from eventsourcing.persistence import DatabaseError, OperationalError
+from eventsourcing.persistence import DatabaseError, IntegrityError, OperationalError, StoredEvent
 
 from chatledger.eventstore import ingest, schema
 from chatledger.eventstore.codec import MIN_COMPRESS_SIZE, RAW
 from chatledger.eventstore.datastore import APSWDatastore, Synchronous, filesystem_path
 from chatledger.eventstore.ingest import Entry, Payload, Rejection
-from chatledger.eventstore.persistence import APSWProcessRecorder, EventRow, now_us
+from chatledger.eventstore.persistence import (
+    APSWProcessRecorder,
+    EventRow,
+    now_us,
+    originator_key,
+)
 from chatledger.eventstore.streams import StreamHeads
 
 # Train the compression dictionary once this many payloads are on file: enough samples for a
@@ -128,6 +134,9 @@ class EventLog:
         self._heads = StreamHeads(self.recorder.events_table_name)
         self._raw_rows: int | None = None
         self._encoder: ThreadPoolExecutor | None = None
+        # The thread and cursor of the open `write_transaction`, which nested ones join.
+        self._local_owner: int | None = None
+        self._local_cursor: apsw.Cursor | None = None
 
     @classmethod
     def open(
@@ -261,10 +270,11 @@ class EventLog:
 
     def append_sync(
         self, response: Payload | Any, *, last_sync_at: str | None = None,
-        source: schema.Source | str = "sync", received_at: int | None = None,
+        synced_at: str | None = None, source: schema.Source | str = "sync",
+        received_at: int | None = None,
     ) -> AppendResult:
         """Append a `/sync` response: each missed event, then what the response said."""
-        entries = ingest.sync_entries(response, last_sync_at=last_sync_at)
+        entries = ingest.sync_entries(response, last_sync_at=last_sync_at, synced_at=synced_at)
         return self.append(entries, source=source, received_at=received_at)
 
     def append(
@@ -336,6 +346,66 @@ class EventLog:
         for position, index in zip(positions, stored):
             result[index] = position
         return AppendResult(result, quarantined)
+
+    # -- the library's own aggregates (local commands) ------------------------------------------
+
+    def write_transaction(self) -> _LocalTransaction:
+        """A write transaction for recording commands: `with log.write_transaction() as c:`,
+        then `record(c, ...)` as often as needed; everything commits (or not) together."""
+        return _LocalTransaction(self)
+
+    def record(
+        self, c: apsw.Cursor, stored_events: Sequence[StoredEvent], *,
+        received_at: int | None = None,
+    ) -> list[int]:
+        """Insert already-versioned events of this client's aggregates (source `local`) inside the
+        caller's write transaction, and hand them to the listeners at once, so whatever reads
+        them later in the same transaction (the read tables) already reflects them.
+
+        The partial unique index on (originator_id, originator_version) of local rows is the
+        optimistic concurrency check: a version written twice raises `IntegrityError` (and the
+        transaction rolls back). Returns the positions, in order.
+        """
+        if not stored_events:
+            return []
+        when = now_us() if received_at is None else received_at
+        encode = self.datastore.codec.encode
+        rows: list[EventRow] = []
+        for s in stored_events:
+            codec, state = encode(s.state) if self.compression else (RAW, s.state)
+            rows.append((originator_key(s.originator_id), s.originator_version, s.topic, state,
+                         codec, int(schema.Source.LOCAL), when, None, None))
+        try:
+            positions = list(self.recorder._insert_rows(c, rows) or [])
+        except apsw.ConstraintError as e:
+            raise IntegrityError(
+                f"a version of {rows[0][0]} was recorded concurrently ({e})") from e
+        if self.listeners:
+            appended = [
+                AppendedEntry(p, Entry(str(r[0]), r[2], s.state), when)
+                for p, r, s in zip(positions, rows, stored_events)
+            ]
+            for listener in self.listeners:
+                listener.appended(c, appended)
+        return positions
+
+    def insert_local(self, stored_events: Sequence[StoredEvent]) -> list[int]:
+        """`record` in a transaction of its own."""
+        with self.write_transaction() as c:
+            return self.record(c, stored_events)
+
+    def select_local(self, c: apsw.Cursor, originator_id: str) -> list[tuple[int, StoredEvent]]:
+        """The events of one of this client's aggregates, with their positions, read through
+        the caller's cursor (so inside a write transaction it sees what was just recorded)."""
+        decode = self.datastore.codec.decode
+        return [
+            (rowid, StoredEvent(originator_id=originator_id, originator_version=version,
+                                topic=topic, state=decode(codec, state)))
+            for rowid, version, topic, codec, state in c.execute(
+                f"SELECT rowid, originator_version, topic, codec, state FROM "
+                f"{self.recorder.events_table_name} WHERE originator_id=? AND source=0 "
+                "ORDER BY originator_version", (originator_id,))
+        ]
 
     def _on_foreign_commit(self, c: apsw.Cursor) -> None:
         """Another connection wrote to the file: it may have trained a dictionary."""
@@ -600,6 +670,63 @@ class EventLog:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _LocalTransaction:
+    """The write transaction of `EventLog.write_transaction`: on a rollback, the in-memory
+    stream heads are forgotten (as after a failed append), and the listeners told.
+
+    Nested in another one of the same thread (`ChatStore.batch`), it joins it as a savepoint:
+    one commit for all; a nested one that fails is undone alone.
+    """
+
+    __slots__ = ("_log", "_inner", "_joined")
+
+    def __init__(self, log: EventLog) -> None:
+        self._log = log
+        self._inner: Any = None
+        self._joined = False
+
+    def __enter__(self) -> apsw.Cursor:
+        log = self._log
+        if log._local_owner == threading.get_ident() and log._local_cursor is not None:
+            # A savepoint: an action that fails inside a batch is undone alone.
+            self._joined = True
+            log._local_cursor.execute("SAVEPOINT chatledger_action")
+            return log._local_cursor
+        # No stream heads to sync: commands are indexed by the aggregate index, not `streams`,
+        # and an append syncs the heads itself. (A dictionary another process trained meanwhile
+        # is not needed either: each row records the dictionary that encoded it.)
+        self._inner = log.datastore.transaction(commit=True)
+        cursor = self._inner.__enter__()
+        log._local_owner, log._local_cursor = threading.get_ident(), cursor
+        return cursor
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        if self._joined:
+            cursor = self._log._local_cursor
+            assert cursor is not None
+            if exc is not None:
+                cursor.execute("ROLLBACK TO chatledger_action")
+                self._rolled_back()
+            cursor.execute("RELEASE chatledger_action")
+            return
+        log = self._log
+        log._local_owner, log._local_cursor = None, None
+        try:
+            self._inner.__exit__(exc_type, exc, tb)
+        except BaseException:
+            self._rolled_back()
+            raise
+        if exc is not None:
+            self._rolled_back()
+
+    def _rolled_back(self) -> None:
+        self._log._heads.invalidate()
+        for listener in self._log.listeners:
+            forget = getattr(listener, "rolled_back", None)
+            if forget is not None:
+                forget()
 
 
 def _payload_size(codec: int, state: bytes) -> int:

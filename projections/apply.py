@@ -59,6 +59,15 @@ def t(value: str | None) -> int | None:
 _MISSING = object()
 
 
+def keeps_local(c: apsw.Cursor, command_id: str | None) -> bool:
+    """True when a row's local change belongs to a command never tried: nothing the backend
+    sends about the message can be about that change yet, so the row keeps showing it."""
+    if command_id is None:
+        return False
+    row = c.execute("SELECT status, attempts FROM outbox WHERE id=?", (command_id,)).fetchone()
+    return row is not None and row[0] == "pending" and row[1] == 0
+
+
 def b(value: bool | None) -> int:
     return 1 if value else 0
 
@@ -126,6 +135,12 @@ class Projector:
             "draft.deleted": self._draft_deleted,
             "health.check": self._health_check,
         }
+        # The events of local commands, by topic: their payloads are the library's own, not a
+        # backend event, so their handlers decode them themselves (projections.local).
+        from chatledger.projections.local import LocalProjector
+
+        self._raw_handlers: dict[str, Callable[[apsw.Cursor, Item], None]] = (
+            LocalProjector(self).handlers)
 
     def forget_cache(self) -> None:
         """Drop what is remembered of rows (after a rollback or a rebuild)."""
@@ -136,6 +151,7 @@ class Projector:
 
     def apply(self, c: apsw.Cursor, items: Iterable[Item]) -> None:
         handlers = self._handlers
+        raw_handlers = self._raw_handlers
         decode = p.EVENT.decode
         message_new = self._message_new
         for item in items:
@@ -144,11 +160,25 @@ class Projector:
             if handler is not message_new and self._pending:
                 # Only runs of new messages are coalesced; anything else sees the rows as they are.
                 self._flush(c)
+            raw = raw_handlers.get(kind)
+            if raw is not None:
+                try:
+                    raw(c, item)
+                except (*DECODE_ERRORS, apsw.ConstraintError, apsw.MismatchError, TypeError,
+                        KeyError):
+                    logger.warning("could not project %s at position %d", kind, item.position,
+                                   exc_info=True)
+                if self._pending:
+                    self._flush(c)
+                continue
             if kind == ingest.CHANNEL_STATE:
                 self._channel_state(c, item)
                 continue
             if kind == ingest.QUERY_RESULT:
                 self._query_result(c, item)
+                continue
+            if kind == ingest.SYNC_RESULT:
+                self._sync_result(c, item)
                 continue
             if handler is None:
                 if kind.startswith("poll."):
@@ -230,7 +260,8 @@ class Projector:
             if c.connection.changes():
                 return True
         existing = c.execute(
-            "SELECT created_at, local_state FROM messages WHERE id=?", (m.id,)
+            "SELECT created_at, local_state, local_command, position, slot FROM messages "
+            "WHERE id=?", (m.id,)
         ).fetchone()
         if existing is None:  # no time given and not on file: file it at the epoch
             row[1] = 0
@@ -244,6 +275,10 @@ class Projector:
         if created is None:
             row[1] = existing[0]
         state = None if existing[1] in confirm else existing[1]  # confirmed: the backend has it
+        if existing[1] is not None and keeps_local(c, existing[2]):
+            # A local change not yet tried: whatever the backend says predates it, so the row
+            # keeps showing it (and its state) until the command's own outcome.
+            state, row[-2], row[-1] = existing[1], existing[3], existing[4]
         c.execute(
             "UPDATE messages SET cid=?, created_at=?, user_id=?, type=?, parent_id=?, "
             "show_in_channel=?, reply_count=coalesce(?, reply_count), pinned=?, pinned_at=?, "
@@ -369,7 +404,9 @@ class Projector:
     def _message_counters(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
         # The event carries the message with its new counters: it becomes the message's source.
         if event.message is not None and event.message.id:
-            c.execute("UPDATE messages SET position=?, slot=? WHERE id=?",
+            # A row showing a local change of its own keeps pointing at that change.
+            c.execute("UPDATE messages SET position=?, slot=? WHERE id=? AND "
+                      "(local_command IS NULL OR local_state IS NULL)",
                       (item.position, SLOT_EVENT, event.message.id))
 
     # -- reads ---------------------------------------------------------------------------------
@@ -715,6 +752,22 @@ class Projector:
                 "position=excluded.position",
                 (cid, state.draft.parent_id or "", t(state.draft.created_at), item.position),
             )
+
+    def _sync_result(self, c: apsw.Cursor, item: Item) -> None:
+        """`last_sync_at` moves forward only: the store holds every event up to it."""
+        try:
+            result = p.SYNC_RESULT.decode(item.payload)
+        except DECODE_ERRORS:
+            return
+        synced_at = t(result.synced_at)
+        if synced_at is None:
+            return
+        c.execute(  # epoch microseconds, so that later compares greater whatever the format
+            "INSERT INTO connection (key, value) VALUES ('last_sync_at', ?) "
+            "ON CONFLICT (key) DO UPDATE SET value=excluded.value "
+            "WHERE excluded.value > value",
+            (synced_at,),
+        )
 
     def _query_result(self, c: apsw.Cursor, item: Item) -> None:
         try:

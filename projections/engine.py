@@ -151,6 +151,10 @@ class Projections:
             raise
         self._track(cursor, entries[-1].position)
 
+    def rolled_back(self) -> None:
+        """The transaction the last entries came in was rolled back (see EventLog)."""
+        self.projector.forget_cache()
+
     def _track(self, c: apsw.Cursor, position: int) -> None:
         c.execute(
             "INSERT INTO tracking (application_name, notification_id) VALUES (?, ?) "

@@ -36,14 +36,14 @@ from typing import TYPE_CHECKING, Any
 import apsw
 import msgspec
 
-from chatledger.eventstore import ingest
+from chatledger.eventstore import commands, ingest
 from chatledger.eventstore.codec import PayloadCodec
 from chatledger.eventstore.log import StoreError
 from chatledger.eventstore.schema import Source, events_table
 from chatledger.projections.apply import Item, Projector
 from chatledger.projections.engine import ProgressCallback, create_tables, drop_tables, replay
 from chatledger.projections.queries import ReadAPI, ReadModel, StoredMessage
-from chatledger.projections.schema import INDEXES, SLOT_EVENT, SLOT_PINNED_BASE
+from chatledger.projections.schema import INDEXES, SLOT_EVENT, SLOT_PINNED_BASE, SLOT_RESPONSE
 
 if TYPE_CHECKING:
     from chatledger.projections.store import ChatStore
@@ -296,6 +296,7 @@ class Explanation:
     changes: dict[str, tuple[Any, Any]]
     note: str
     stream: str = ""
+    command: str = ""  # for a local command's event: what it says (e.g. "attempt 2 failed: 500")
 
 
 # Row columns reported (position and slot say where the object is kept, not what it is).
@@ -356,14 +357,49 @@ def mentions(topic: str, payload: bytes, message_id: str) -> bool:
 
 
 def command_mentions(topic: str, payload: bytes, message_id: str) -> bool:
-    """The seam for the library's own command events (source `local`): True when a command's
-    event acts on the message (a send, edit, delete or reaction by this client).
+    """True when a local command's event acts on the message: a command requested (or amended)
+    for it, or a send of a reply to it. The command's other events (attempts, outcome) are in
+    its stream, which `explain` then replays whole."""
+    if topic not in (commands.REQUESTED, commands.AMENDED):
+        return False
+    try:
+        doc = msgspec.json.decode(payload)
+    except (msgspec.MsgspecError, ValueError, RecursionError):
+        return False
+    if not isinstance(doc, dict):
+        return False
+    message = doc.get("message")
+    return (doc.get("message_id") == message_id
+            or _get(message, "id") == message_id
+            or _get(message, "parent_id") == message_id)
 
-    No command events exist yet, so nothing is matched. When they land, decode the command's
-    event here and compare its message id; its stream (the command's) is then replayed with the
-    channel's, and the explanation shows what the optimistic row and `local_state` became.
-    """
-    return False
+
+def command_note(topic: str, payload: bytes) -> str:
+    """What a command's event says, in words: which action, which attempt, which outcome."""
+    try:
+        doc = msgspec.json.decode(payload)
+    except (msgspec.MsgspecError, ValueError, RecursionError):
+        doc = {}
+    doc = doc if isinstance(doc, dict) else {}
+    error = doc.get("error") if isinstance(doc.get("error"), dict) else {}
+    said = " ".join(str(v) for v in (error.get("status"), error.get("message")) if v)
+    if topic == commands.REQUESTED:
+        return f"{doc.get('kind', 'command')} requested"
+    if topic == commands.AMENDED:
+        return "request amended"
+    if topic == commands.ATTEMPT_STARTED:
+        return f"attempt {doc.get('attempt')} started"
+    if topic == commands.ATTEMPT_FAILED:
+        return f"attempt {doc.get('attempt')} failed" + (f": {said}" if said else "")
+    if topic == commands.SUCCEEDED:
+        return "succeeded"
+    if topic == commands.REJECTED:
+        return f"rejected: {doc.get('reason')}"
+    if topic == commands.CANCELLED:
+        return f"cancelled: {doc.get('reason')}"
+    if topic == commands.RETRIED:
+        return "retried"
+    return topic
 
 
 def _message_object(payload: bytes, slot: int) -> dict[str, Any]:
@@ -374,6 +410,8 @@ def _message_object(payload: bytes, slot: int) -> dict[str, Any]:
         return {}
     if slot == SLOT_EVENT:
         found = _get(doc, "message")
+    elif slot == SLOT_RESPONSE:
+        found = _get(_get(doc, "response"), "message")
     else:
         items = _get(doc, "messages" if slot < SLOT_PINNED_BASE else "pinned_messages")
         index = slot if slot < SLOT_PINNED_BASE else slot - SLOT_PINNED_BASE
@@ -555,6 +593,7 @@ def _replay_message(
     unchanged: bool,
 ) -> tuple[list[Explanation], set[str]]:
     projector = Projector(own_user_id)
+    local = int(Source.LOCAL)
     objects = _Objects(source, table, codec)
     reader = source.connection.cursor()
     decode = codec.decode
@@ -581,11 +620,14 @@ def _replay_message(
             if current[0] is not None:
                 ever_stored = True
                 filed_under.add(current[0]["cid"])
-            if changes or (unchanged and position in named):
+            command = origin == local and topic in commands.TOPICS
+            if changes or (unchanged and position in named) or command:
+                # Every step of a command on the message is listed, changed or not.
                 out.append(Explanation(
                     position=position, type=topic, source=_source_name(origin),
                     received_at=received_at, event_at=event_at, changes=changes,
-                    note=_note(topic, previous, current, changes), stream=stream))
+                    note=_note(topic, previous, current, changes), stream=stream,
+                    command=command_note(topic, payload) if command else ""))
             previous = current
         after = rows[-1][0]
     return (out if ever_stored else []), filed_under

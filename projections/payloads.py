@@ -166,7 +166,14 @@ class QueryResult(msgspec.Struct, gc=False):
     cids: list[str] = []
 
 
+class SyncResult(msgspec.Struct, gc=False):
+    """The summary entry of a `/sync` (or of another way the gap was closed)."""
+
+    synced_at: str | None = None
+
+
 EVENT = msgspec.json.Decoder(Event)
 CHANNEL = msgspec.json.Decoder(Channel)
 CHANNEL_STATE = msgspec.json.Decoder(ChannelState)
+SYNC_RESULT = msgspec.json.Decoder(SyncResult)
 QUERY_RESULT = msgspec.json.Decoder(QueryResult)

@@ -14,14 +14,19 @@ import msgspec
 
 from chatledger.eventstore.codec import PayloadCodec
 from chatledger.eventstore.datastore import APSWDatastore
+from chatledger.eventstore.wire.times import format_time
 from chatledger.projections.filters import canonical_query_key, compile_channel_query
-from chatledger.projections.schema import SLOT_EVENT, SLOT_PINNED_BASE
+from chatledger.projections.schema import SLOT_EVENT, SLOT_PINNED_BASE, SLOT_RESPONSE
 
 NO_RAW = msgspec.Raw()
 
 
 class _WithMessage(msgspec.Struct):
     message: msgspec.Raw = NO_RAW
+
+
+class _WithResponse(msgspec.Struct):
+    response: _WithMessage = msgspec.field(default_factory=_WithMessage)
 
 
 class _WithChannel(msgspec.Struct):
@@ -40,6 +45,7 @@ class _State(msgspec.Struct):
 
 
 _MESSAGE = msgspec.json.Decoder(_WithMessage)
+_RESPONSE = msgspec.json.Decoder(_WithResponse)
 _CHANNEL = msgspec.json.Decoder(_WithChannel)
 _USER = msgspec.json.Decoder(_WithUser)
 _STATE = msgspec.json.Decoder(_State)
@@ -125,6 +131,8 @@ class ReadModel:
         try:
             if slot == SLOT_EVENT:
                 return bytes(_MESSAGE.decode(payload).message)
+            if slot == SLOT_RESPONSE:  # a command's answer from the backend
+                return bytes(_RESPONSE.decode(payload).response.message)
             state = _STATE.decode(payload)
             items = state.messages if slot < SLOT_PINNED_BASE else state.pinned_messages
             index = slot if slot < SLOT_PINNED_BASE else slot - SLOT_PINNED_BASE
@@ -402,7 +410,16 @@ class ReadModel:
 
     def connection_info(self) -> dict[str, Any]:
         with self.datastore.transaction(commit=False) as c:
-            return dict(c.execute("SELECT key, value FROM connection"))
+            info = dict(c.execute("SELECT key, value FROM connection"))
+        if isinstance(info.get("last_sync_at"), int):
+            info["last_sync_at"] = format_time(info["last_sync_at"])
+        return info
+
+    def last_sync_at(self) -> str | None:
+        """The time up to which the store holds every event (RFC 3339), or None before any sync."""
+        with self.datastore.transaction(commit=False) as c:
+            row = c.execute("SELECT value FROM connection WHERE key='last_sync_at'").fetchone()
+        return format_time(row[0]) if row and isinstance(row[0], int) else None
 
 
 def _mentions(filter: Any, field_name: str) -> bool:
@@ -492,3 +509,6 @@ class ReadAPI:
 
     def connection_info(self) -> dict[str, Any]:
         return self.read.connection_info()
+
+    def last_sync_at(self) -> str | None:
+        return self.read.last_sync_at()

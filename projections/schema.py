@@ -12,10 +12,11 @@ from __future__ import annotations
 
 # Bumped whenever what the tables hold, or how events change them, changes: a file whose tables
 # were built by another version is rebuilt from the log when it is opened.
-PROJECTION_VERSION = 1
+PROJECTION_VERSION = 2
 
 # `slot` says where the object sits in the payload at `position`:
 SLOT_EVENT = -1  # the event's own `message` / `channel` / `user` / ... object
+SLOT_RESPONSE = -2  # a command's `Succeeded` entry: the `message` of the server's answer
 # slot >= 0: index into the `messages` (or `pinned_messages` + 10_000_000) list of a channel state
 SLOT_PINNED_BASE = 10_000_000
 
@@ -127,6 +128,35 @@ TABLES: dict[str, str] = {
         key TEXT PRIMARY KEY,             -- connection_id, me_position, last_event_at, last_sync_at
         value
     ) WITHOUT ROWID""",
+    # One row per local command (see eventstore.commands): the outbox, and the retry stream
+    # (status pending, in_flight or failed) in request order.
+    "outbox": """CREATE TABLE outbox (
+        id TEXT PRIMARY KEY,
+        seq INTEGER NOT NULL,             -- log position of the request: the order of requests
+        kind TEXT NOT NULL,
+        cid TEXT,
+        message_id TEXT,
+        status TEXT NOT NULL,             -- pending, in_flight, failed, succeeded, rejected, cancelled
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,                  -- JSON {status, code, message, retry_at}
+        next_try_at REAL,                 -- unix seconds
+        depends_on TEXT,
+        created_at INTEGER NOT NULL,      -- epoch microseconds, the request's time
+        updated_at INTEGER NOT NULL,
+        reason TEXT,                      -- why it was rejected or cancelled
+        version INTEGER NOT NULL,         -- the command aggregate's version
+        position INTEGER NOT NULL,        -- entry holding the request as it stands (requested/amended)
+        response_position INTEGER,        -- the `Succeeded` entry, when its answer has a message
+        undo TEXT                         -- JSON: what the optimistic change replaced
+    ) WITHOUT ROWID""",
+    # The retry stream (unfinished commands) in request order. A table of its own rather than
+    # an index on `outbox.status`: every attempt changes the status, and keeping such an index
+    # doubled the cost of recording one; this table changes only when a command enters or
+    # leaves the stream.
+    "retry_stream": """CREATE TABLE retry_stream (
+        seq INTEGER PRIMARY KEY,          -- outbox.seq
+        id TEXT NOT NULL                  -- outbox.id
+    )""",
     "channel_queries": """CREATE TABLE channel_queries (
         query TEXT PRIMARY KEY,           -- canonical JSON of {"filter": ..., "sort": ...}
         cids TEXT NOT NULL,               -- JSON list, in the order the backend returned them
@@ -138,6 +168,8 @@ TABLES: dict[str, str] = {
 # Needed while events are applied (lookups by id): created with the tables.
 LOOKUP_INDEXES: list[str] = [
     "CREATE UNIQUE INDEX messages_id ON messages (id)",
+    # Outcomes carry over to the commands waiting for one.
+    "CREATE INDEX outbox_dependents ON outbox (depends_on) WHERE depends_on IS NOT NULL",
 ]
 
 # Only queries need these: a rebuild creates them after filling the tables, which is cheaper

@@ -7,16 +7,19 @@ local actions recorded in it. Everything the backend sends goes in through `inge
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from chatledger.eventstore.datastore import Synchronous
-from chatledger.eventstore.ingest import Payload
+from chatledger.eventstore.ingest import Payload, sync_point_entry
 from chatledger.eventstore.log import AppendResult, EventLog, LogEntry, StoreError
 from chatledger.eventstore.schema import Source
 from chatledger.eventstore.userfiles import flush_files, user_db_path
+from chatledger.projections.actions import ActionsMixin
 from chatledger.projections.engine import Difference, ProgressCallback, Projections
+from chatledger.projections.outbox import Outbox
 from chatledger.projections.queries import ReadAPI, ReadModel
 
 if TYPE_CHECKING:
@@ -40,7 +43,7 @@ def default_data_dir() -> Path:
     return Path(base) / "chatledger"
 
 
-class ChatStore(ReadAPI):
+class ChatStore(ActionsMixin, ReadAPI):
     """The offline store of one user: one SQLite file, opened with `ChatStore.open`.
 
     >>> store = ChatStore.open("/tmp/chat", "alice")                    # doctest: +SKIP
@@ -59,6 +62,8 @@ class ChatStore(ReadAPI):
         self.opened_as = self.projections.install(on_rebuild_progress)
         self.read = ReadModel(log.datastore, user_id)
         self.read.warm_up()
+        # The local commands: the retry stream for the replayer, retry and cancel for the user.
+        self.outbox = Outbox(log)
 
     # -- opening -------------------------------------------------------------------------------
 
@@ -168,9 +173,36 @@ class ChatStore(ReadAPI):
         """Append the state of one channel, as a channel query returns it."""
         return self.log.append_channel_state(state)
 
-    def ingest_sync(self, response: Payload | Any, *, last_sync_at: str | None = None) -> AppendResult:
-        """Append a `/sync` response: the missed events, in order."""
-        return self.log.append_sync(response, last_sync_at=last_sync_at)
+    def ingest_sync(
+        self, response: Payload | Any, *, last_sync_at: str | None = None,
+        synced_at: str | None = None,
+    ) -> AppendResult:
+        """Append a `/sync` response: the missed events, in order. `synced_at` (RFC 3339)
+        advances `last_sync_at()`: the store now holds every event up to that time."""
+        return self.log.append_sync(response, last_sync_at=last_sync_at, synced_at=synced_at)
+
+    def mark_synced(self, synced_at: str, *, requeried: Iterable[str] = ()) -> int:
+        """Record that the store holds every event up to `synced_at` (RFC 3339), having closed
+        the gap some other way than `/sync` (the channels in `requeried` were queried again, or
+        the event stream was followed live). Returns the log position of the mark."""
+        result = self.log.append([sync_point_entry(synced_at, requeried=list(requeried))],
+                                 source="sync")
+        position = result.positions[0]
+        assert position is not None
+        return position
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Local actions and outbox calls inside the block share one transaction: one commit
+        for all of them (much cheaper than one each). An action that raises inside is undone
+        alone; an exception that leaves the block undoes them all. Reads made inside the block
+        (other than by the actions themselves) do not see its changes until it ends.
+
+        >>> with store.batch():                                     # doctest: +SKIP
+        ...     ids = [store.send_message(cid, text) for text in texts]
+        """
+        with self.log.write_transaction():
+            yield
 
     # -- reading the log -----------------------------------------------------------------------
 

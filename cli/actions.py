@@ -1,0 +1,143 @@
+"""`chatledger send`, `edit`, `delete`, `react`, `unreact`, `read`: local actions.
+
+Each records a command in the store and changes what `show` prints at once (the message shows as
+`sending`, `updating`, `deleting`). Without a backend they only queue: `chatledger outbox` lists
+what waits, and a sync against a backend replays it.
+"""
+
+from __future__ import annotations
+
+import click
+
+from chatledger.cli.context import Context, pass_context
+from chatledger.cli.output import echo_json
+
+
+def _done(ctx: Context, command_id: str, as_json: bool, what: str) -> None:
+    info = ctx.store(create=False).outbox.get(command_id)
+    if as_json:
+        echo_json({"command_id": command_id, "status": info.status})
+    elif info.status == "cancelled":  # a delete of a message never sent: it is not sent at all
+        click.echo(f"not sent: command {command_id} cancelled ({info.reason})")
+    elif what != "sending" and info.kind == "send_message":  # folded into the unsent message
+        click.echo(f"changed the unsent message: command {command_id} carries it")
+    else:
+        click.echo(f"{what}: command {command_id} {'queued' if info.unfinished else info.status}")
+
+
+_json_flag = click.option("--json", "as_json", is_flag=True, help='Print {"command_id": ..., "status": ...}.')
+
+
+@click.command("send")
+@click.option("--cid", required=True, help="The channel, TYPE:ID (e.g. messaging:general).")
+@click.option("--text", required=True, help="The message text.")
+@click.option("--id", "message_id", help="The message id (a new UUID when not given).")
+@click.option("--parent", "parent_id", help="Reply in the thread of this message.")
+@click.option("--silent", is_flag=True, help="Send without counting as unread for others.")
+@_json_flag
+@pass_context
+def send_command(ctx: Context, cid: str, text: str, message_id: str | None,
+                 parent_id: str | None, silent: bool, as_json: bool) -> None:
+    """Send a message (queued until a sync delivers it).
+
+    \b
+    Examples:
+      chatledger --user alice send --cid messaging:general --text "hello"
+      chatledger --user alice send --cid messaging:general --text "me too" --parent 3f1c...
+    """
+    store = ctx.store()
+    command_id = store.send_message(cid, text, id=message_id, parent_id=parent_id, silent=silent)
+    _done(ctx, command_id, as_json, "sending")
+
+
+@click.command("edit")
+@click.argument("message_id")
+@click.option("--text", required=True, help="The new text.")
+@_json_flag
+@pass_context
+def edit_command(ctx: Context, message_id: str, text: str, as_json: bool) -> None:
+    """Change a message's text. A message not sent yet is changed in place (its send carries
+    the new text).
+
+    \b
+    Example:
+      chatledger --user alice edit 3f1c... --text "hello, world"
+    """
+    command_id = ctx.store(create=False).update_message(message_id, text)
+    _done(ctx, command_id, as_json, "updating")
+
+
+@click.command("delete")
+@click.argument("message_id")
+@click.option("--hard", is_flag=True, help="Remove it for everyone (not kept as deleted).")
+@click.option("--for-me", is_flag=True, help="Hide it for the own user only.")
+@_json_flag
+@pass_context
+def delete_command(ctx: Context, message_id: str, hard: bool, for_me: bool, as_json: bool) -> None:
+    """Delete a message. A message not sent yet is simply not sent (its send is cancelled).
+
+    \b
+    Examples:
+      chatledger --user alice delete 3f1c...
+      chatledger --user alice delete 3f1c... --hard
+    """
+    if hard and for_me:
+        raise click.UsageError("give --hard or --for-me, not both")
+    command_id = ctx.store(create=False).delete_message(message_id, hard=hard, for_me=for_me)
+    _done(ctx, command_id, as_json, "deleting")
+
+
+@click.command("react")
+@click.option("--message", "message_id", required=True, help="The message to react to.")
+@click.option("--type", "kind", required=True, help="The reaction type (like, love, ...).")
+@click.option("--score", type=int, default=1, show_default=True)
+@click.option("--unique", is_flag=True, help="Replace all the own reactions on the message.")
+@_json_flag
+@pass_context
+def react_command(ctx: Context, message_id: str, kind: str, score: int, unique: bool,
+                  as_json: bool) -> None:
+    """React to a message.
+
+    \b
+    Example:
+      chatledger --user alice react --message 3f1c... --type like
+    """
+    command_id = ctx.store(create=False).send_reaction(message_id, kind, score=score,
+                                                       enforce_unique=unique)
+    _done(ctx, command_id, as_json, "reacting")
+
+
+@click.command("unreact")
+@click.option("--message", "message_id", required=True, help="The message.")
+@click.option("--type", "kind", required=True, help="The reaction type to remove.")
+@_json_flag
+@pass_context
+def unreact_command(ctx: Context, message_id: str, kind: str, as_json: bool) -> None:
+    """Remove the own reaction of a type from a message.
+
+    \b
+    Example:
+      chatledger --user alice unreact --message 3f1c... --type like
+    """
+    command_id = ctx.store(create=False).delete_reaction(message_id, kind)
+    _done(ctx, command_id, as_json, "removing the reaction")
+
+
+@click.command("read")
+@click.option("--cid", required=True, help="The channel, TYPE:ID.")
+@click.option("--message", "message_id", help="Read up to this message (default: all).")
+@_json_flag
+@pass_context
+def read_command(ctx: Context, cid: str, message_id: str | None, as_json: bool) -> None:
+    """Mark a channel read.
+
+    \b
+    Example:
+      chatledger --user alice read --cid messaging:general
+    """
+    command_id = ctx.store(create=False).mark_read(cid, message_id=message_id)
+    _done(ctx, command_id, as_json, "marking read")
+
+
+ACTION_COMMANDS = (send_command, edit_command, delete_command, react_command, unreact_command,
+                   read_command)

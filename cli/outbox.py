@@ -1,0 +1,139 @@
+"""`chatledger outbox` (and its `retry`, `cancel`) and `chatledger conflicts`: the local commands
+that wait for the backend, and those it refused."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import click
+from rich.table import Table
+
+from chatledger.cli.context import Context, pass_context
+from chatledger.cli.output import console, echo_json, format_time, iso_time
+from chatledger.projections.outbox import CommandEvent, CommandInfo
+
+
+def _unix(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return format_time(int(seconds * 1_000_000))
+
+
+def _error_text(error: dict[str, Any] | None) -> str:
+    if not error:
+        return ""
+    parts = [str(error[k]) for k in ("status", "code") if error.get(k) is not None]
+    message = str(error.get("message") or "")
+    return " ".join(parts + ([message] if message else []))
+
+
+def _info_json(info: CommandInfo) -> dict[str, Any]:
+    return {
+        "id": info.id, "kind": info.kind, "cid": info.cid, "message_id": info.message_id,
+        "status": info.status, "attempts": info.attempts,
+        "next_try_at": (datetime.fromtimestamp(info.next_try_at, tz=timezone.utc).isoformat()
+                        .replace("+00:00", "Z") if info.next_try_at is not None else None),
+        "depends_on": info.depends_on, "last_error": info.last_error, "reason": info.reason,
+        "created_at": iso_time(info.created_at), "updated_at": iso_time(info.updated_at),
+        "request": info.request,
+    }
+
+
+def _event_json(e: CommandEvent) -> dict[str, Any]:
+    return {"position": e.position, "event": e.name, "received_at": iso_time(e.received_at),
+            **{k: v for k, v in e.data.items() if k != "timestamp"}}
+
+
+@click.group("outbox", invoke_without_command=True)
+@click.option("--all", "show_all", is_flag=True,
+              help="Every command, finished ones too (default: the unfinished ones).")
+@click.option("--json", "as_json", is_flag=True, help="JSON lines, one per command.")
+@click.pass_context
+def outbox_group(click_ctx: click.Context, show_all: bool, as_json: bool) -> None:
+    """The local commands waiting for the backend: pending, in flight, failed (with attempts
+    and the last error). `retry` and `cancel` act on one of them.
+
+    \b
+    Examples:
+      chatledger --user alice outbox
+      chatledger --user alice outbox --all --json
+      chatledger --user alice outbox retry send_message:3f1c...
+      chatledger --user alice outbox cancel update_message:9a0e...
+    """
+    if click_ctx.invoked_subcommand is not None:
+        return
+    ctx: Context = click_ctx.obj
+    outbox = ctx.store(create=False).outbox
+    commands = outbox.list() if show_all else outbox.list(("pending", "in_flight", "failed"))
+    if as_json:
+        for info in commands:
+            echo_json(_info_json(info))
+        return
+    if not commands:
+        click.echo("The outbox is empty: nothing waits for the backend.")
+        return
+    table = Table("id", "kind", "status", "tries", "next try", "target", "last error / reason",
+                  box=None, pad_edge=False, header_style="bold")
+    for info in commands:
+        target = info.message_id or info.cid or "-"
+        detail = info.reason or _error_text(info.last_error)
+        if info.depends_on and info.unfinished:
+            detail = f"waits for {info.depends_on}" + (f"; {detail}" if detail else "")
+        table.add_row(info.id, info.kind, info.status, str(info.attempts),
+                      _unix(info.next_try_at) if info.status == "failed" else "-", target,
+                      detail)
+    console().print(table)
+
+
+@outbox_group.command("retry")
+@click.argument("command_id")
+@pass_context
+def outbox_retry(ctx: Context, command_id: str) -> None:
+    """Try a failed or rejected command again at the next sync (and what was rejected with it)."""
+    ctx.store(create=False).outbox.retry(command_id)
+    click.echo(f"{command_id}: pending again")
+
+
+@outbox_group.command("cancel")
+@click.argument("command_id")
+@pass_context
+def outbox_cancel(ctx: Context, command_id: str) -> None:
+    """Give up on a command: its local change is undone where possible (a message never sent
+    disappears), and commands waiting for it are cancelled too."""
+    ctx.store(create=False).outbox.cancel(command_id)
+    click.echo(f"{command_id}: cancelled")
+
+
+@click.command("conflicts")
+@click.option("--json", "as_json", is_flag=True,
+              help="JSON lines: the command, its reason and its log entries under \"events\".")
+@pass_context
+def conflicts_command(ctx: Context, as_json: bool) -> None:
+    """Commands the backend refused, with the reason and the log entries of each.
+
+    Retry one with `chatledger outbox retry ID`, or drop it with `chatledger outbox cancel ID`.
+
+    \b
+    Examples:
+      chatledger --user alice conflicts
+      chatledger --user alice conflicts --json | jq .reason
+    """
+    conflicts = ctx.store(create=False).outbox.conflicts()
+    if as_json:
+        for info in conflicts:
+            echo_json({**_info_json(info), "events": [_event_json(e) for e in info.history]})
+        return
+    if not conflicts:
+        click.echo("No conflicts: the backend has refused nothing.")
+        return
+    out = console()
+    for info in conflicts:
+        out.print(f"[bold]{info.id}[/bold]  {info.kind}  {info.message_id or info.cid or ''}")
+        out.print(f"  reason: {info.reason}" + (f" ({_error_text(info.last_error)})"
+                                                 if info.last_error else ""))
+        for e in info.history:
+            detail = _error_text(e.data.get("error")) or e.data.get("reason") or ""
+            if e.name == "attempt_started":
+                detail = f"attempt {e.data.get('attempt')}"
+            out.print(f"  {e.position:>7}  {format_time(e.received_at)}  {e.name:<16} {detail}")

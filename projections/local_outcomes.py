@@ -1,0 +1,141 @@
+"""What a command's success does to the read tables (see `projections.local`).
+
+The backend's answer becomes the row (`slot` SLOT_RESPONSE), unless a later command has taken
+the row over: the row then keeps showing that newer intent until its own outcome.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import apsw
+import msgspec
+
+from chatledger.eventstore import commands as cmd
+from chatledger.eventstore.commands import CommandKind as K
+from chatledger.projections import payloads as p
+from chatledger.projections.apply import t
+from chatledger.projections.schema import SLOT_RESPONSE
+
+if TYPE_CHECKING:
+    from chatledger.projections.apply import Item, Projector
+
+REACTION_KINDS = frozenset({K.SEND_REACTION, K.DELETE_REACTION})
+
+
+class _Answer(msgspec.Struct, gc=False):
+    message: p.Message | None = None
+    reaction: p.Reaction | None = None
+
+
+_ANSWER = msgspec.json.Decoder(_Answer)
+
+
+class OutcomeHandlers:
+    """The `Succeeded` handler of `LocalProjector`."""
+
+    p: Projector
+
+    @property
+    def own(self) -> str | None:
+        return self.p.own
+
+    def _start(self, c: apsw.Cursor, item: Item) -> Any:
+        raise NotImplementedError
+
+    def _advance(self, c: apsw.Cursor, item: Item, sets: str, values: tuple[Any, ...],
+                 when: int) -> None:
+        raise NotImplementedError
+
+    # -- succeeded -----------------------------------------------------------------------------
+
+    def succeeded(self, c: apsw.Cursor, item: Item) -> None:
+        if (found := self._start(c, item)) is None:
+            return
+        e, (kind, cid, mid, _, seq, undo, _), when = found
+        try:
+            answer = _ANSWER.decode(e.response) if e.response else _Answer()
+        except (msgspec.MsgspecError, ValueError):
+            answer = _Answer()  # not an object we can read: the command's own intent stands
+        m = answer.message if answer.message is not None and answer.message.id else None
+        c.execute("DELETE FROM retry_stream WHERE seq=?", (seq,))
+        self._advance(c, item, "status=?, next_try_at=NULL, response_position=?",
+                      (cmd.CommandStatus.SUCCEEDED, item.position if m else None), when)
+        if kind in cmd.MESSAGE_KINDS:
+            self._confirm_message(c, item, kind, cid, mid, m)
+        elif kind == K.DELETE_MESSAGE:
+            self._confirm_delete(c, item, cid, mid, m, undo, when)
+        elif kind in REACTION_KINDS:
+            self._confirm_reaction(c, item, kind, mid, answer, seq)
+
+    def _owner(self, c: apsw.Cursor, mid: str | None) -> tuple[int, str | None] | None:
+        """(created_at, local_command) of the message's row, None when there is none."""
+        return c.execute("SELECT created_at, local_command FROM messages WHERE id=?",
+                         (mid,)).fetchone()
+
+    def _confirmed(self, c: apsw.Cursor, cid: str, m: p.Message, position: int,
+                   created_at: int) -> None:
+        """The row becomes the backend's message (one statement: the row is known to exist,
+        and to be this command's or nobody's). The same columns as `Projector._upsert_message`."""
+        c.execute(
+            "UPDATE messages SET cid=?, created_at=?, user_id=?, type=?, parent_id=?, "
+            "show_in_channel=?, reply_count=coalesce(?, reply_count), pinned=?, pinned_at=?, "
+            "updated_at=?, deleted_at=?, silent=?, position=?, slot=?, local_state=NULL, "
+            "local_command=NULL WHERE id=?",
+            (cid, t(m.created_at) or created_at, m.author, m.type, m.parent_id,
+             1 if m.show_in_channel else 0, m.reply_count, 1 if m.pinned else 0,
+             t(m.pinned_at), t(m.updated_at), t(m.deleted_at), 1 if m.silent else 0, position,
+             SLOT_RESPONSE, m.id))
+
+    def _confirm_message(self, c: apsw.Cursor, item: Item, kind: str, cid: str | None,
+                         mid: str | None, m: p.Message | None) -> None:
+        row = self._owner(c, mid)
+        if row is not None and row[1] not in (item.stream, None):
+            return  # a later command has taken the row over: it shows that newer intent
+        target = (m.cid if m is not None else None) or cid
+        if m is not None and m.id == mid and target is not None:
+            if row is not None:
+                self._confirmed(c, target, m, item.position, row[0])
+                return
+            if kind == K.SEND_MESSAGE:  # cancelled meanwhile, yet delivered: the backend has it
+                self.p._ensure_channel(c, target)
+                if self.p._upsert_message(c, target, m, item.position, SLOT_RESPONSE,
+                                          confirm=()) and m.parent_id:
+                    c.execute("UPDATE messages SET reply_count=reply_count+1 WHERE id=?",
+                              (m.parent_id,))
+            return
+        if row is not None:  # no message in the answer ("already exists"): its own stands
+            c.execute("UPDATE messages SET local_state=NULL, local_command=NULL WHERE id=?",
+                      (mid,))
+
+    def _confirm_delete(self, c: apsw.Cursor, item: Item, cid: str | None, mid: str | None,
+                        m: p.Message | None, undo: str | None, when: int) -> None:
+        mode = (msgspec.json.decode(undo) if undo else {}).get("mode", "soft")
+        if mode == "hard":
+            self.p._hard_delete(c, "id=?", (mid,))  # gone at the backend, whoever owns the row
+            return
+        row = self._owner(c, mid)
+        if row is None or row[1] not in (item.stream, None):
+            return
+        target = (m.cid if m is not None else None) or cid
+        if m is not None and mode == "soft" and target:
+            self.p._upsert_message(c, target, m, item.position, SLOT_RESPONSE, confirm=())
+            c.execute("UPDATE messages SET type='deleted', deleted_at=coalesce(deleted_at, ?) "
+                      "WHERE id=?", (when, mid))
+        c.execute("UPDATE messages SET local_state=NULL, local_command=NULL WHERE id=?", (mid,))
+
+    def _confirm_reaction(self, c: apsw.Cursor, item: Item, kind: str, mid: str | None,
+                          answer: _Answer, seq: int) -> None:
+        r = answer.reaction
+        if kind == K.SEND_REACTION and r is not None and r.type and mid and self.own:
+            c.execute(
+                "UPDATE reactions SET score=coalesce(?, score), created_at=coalesce(?, created_at),"
+                " updated_at=coalesce(?, updated_at), position=? "
+                "WHERE message_id=? AND user_id=? AND type=? AND position=?",
+                (r.score, t(r.created_at), t(r.updated_at), item.position, mid, self.own, r.type,
+                 seq))
+        if answer.message is not None and answer.message.id:
+            # The answer's message carries the new counters; a row with a local change of its
+            # own keeps showing that change.
+            c.execute("UPDATE messages SET position=?, slot=? WHERE id=? AND local_command IS NULL",
+                      (item.position, SLOT_RESPONSE, answer.message.id))

@@ -1,0 +1,367 @@
+"""`store.outbox`: the local commands, what the replayer works through, and what the user sees.
+
+- `pending()` is the retry stream: every unfinished command (pending, in flight, failed), in the
+  order the user asked for them, with the exact keyword arguments of its backend call.
+- `start()` and `settle()` record attempts and outcomes, many in one transaction.
+- `retry()`, `cancel()`, `conflicts()`, `list()`, `get()` are for the user.
+
+Every change is a command event recorded in the log; the read tables (the `outbox` table and the
+optimistic rows) change in the same transaction. The aggregate of a command is restored from its
+outbox row, which the same transactions keep in step with its events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import apsw
+import msgspec
+
+from chatledger.eventstore import commands as cmd
+from chatledger.eventstore.commands import (
+    Command,
+    CommandStatus,
+    Delivered,
+    Failed,
+    Refused,
+    Settlement,
+    UnknownCommand,
+)
+
+if TYPE_CHECKING:
+    from chatledger.eventstore.log import EventLog
+
+
+class PendingCommand(msgspec.Struct, frozen=True):
+    """An unfinished command, as the replayer needs it. `request` holds exactly the keyword
+    arguments of the `sync.backend.Backend` method named by `kind`."""
+
+    id: str
+    kind: str
+    cid: str | None
+    message_id: str | None
+    request: dict[str, Any]
+    status: str
+    attempts: int
+    next_try_at: float | None
+    depends_on: str | None
+    last_error: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class CommandEvent:
+    """One event of a command's lifecycle, as the log holds it."""
+
+    position: int
+    name: str          # requested, amended, attempt_started, attempt_failed, succeeded, ...
+    received_at: int   # epoch microseconds
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class CommandInfo:
+    """A command as the outbox knows it; `history` is filled by `Outbox.get`."""
+
+    id: str
+    kind: str
+    cid: str | None
+    message_id: str | None
+    status: str
+    attempts: int
+    next_try_at: float | None
+    depends_on: str | None
+    last_error: dict[str, Any] | None
+    reason: str | None
+    created_at: int
+    updated_at: int
+    request: dict[str, Any]
+    response: bytes | None = None
+    history: list[CommandEvent] = field(default_factory=list)
+
+    @property
+    def unfinished(self) -> bool:
+        return self.status in cmd.UNFINISHED
+
+
+class _Held(msgspec.Struct, gc=False):
+    """What the entry at an outbox row's `position` (requested or amended) holds."""
+
+    request: dict[str, Any] = {}
+    message: dict[str, Any] | None = None
+
+
+class _Answer(msgspec.Struct, gc=False):
+    response: msgspec.Raw = msgspec.Raw()
+
+
+class _RequestOnly(msgspec.Struct, gc=False):
+    request: dict[str, Any] = {}
+
+
+_HELD = msgspec.json.Decoder(_Held)
+_REQUEST_ONLY = msgspec.json.Decoder(_RequestOnly)  # the retry stream needs no message object
+_ANSWER = msgspec.json.Decoder(_Answer)
+
+_COLUMNS = ("o.id, o.kind, o.cid, o.message_id, o.status, o.attempts, o.next_try_at, "
+            "o.depends_on, o.last_error, o.reason, o.created_at, o.updated_at, o.version, "
+            "o.position, e.codec, e.state")
+_SELECT = f"SELECT {_COLUMNS} FROM outbox o LEFT JOIN stored_events e ON e.rowid = o.position"
+
+
+def _json(text: str | None) -> Any:
+    return msgspec.json.decode(text) if text else None
+
+
+def surely_unsent(status: str, attempts: int, last_error: dict[str, Any] | None) -> bool:
+    """Whether a command (unfinished, or rejected) certainly never took effect at the backend:
+    never tried, or every try was answered with an error (a rejection included). A try that got
+    no answer may have been applied, so a command tried that way is treated as sent (folding
+    into it could lose the change)."""
+    if status not in (CommandStatus.PENDING, CommandStatus.FAILED, CommandStatus.REJECTED):
+        return False
+    return attempts == 0 or (last_error is not None and last_error.get("status") is not None)
+
+
+class Outbox:
+    """The local commands of one store (see the module doc)."""
+
+    def __init__(self, log: EventLog) -> None:
+        self._log = log
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def pending(self, *, cid: str | None = None) -> list[PendingCommand]:
+        """The retry stream: unfinished commands (including those in flight when the process
+        stopped), in request order; only one channel's with `cid`."""
+        sql = (f"SELECT {_COLUMNS} FROM retry_stream r JOIN outbox o ON o.id = r.id "
+               "LEFT JOIN stored_events e ON e.rowid = o.position")
+        params: tuple[Any, ...] = ()
+        if cid is not None:
+            sql += " WHERE o.cid=?"
+            params = (cid,)
+        decode = self._log.datastore.codec.decode
+        with self._log.datastore.transaction(commit=False) as c:
+            rows = c.execute(sql + " ORDER BY r.seq", params).fetchall()
+        request_of = _REQUEST_ONLY.decode
+        return [
+            PendingCommand(r[0], r[1], r[2], r[3],
+                           request_of(decode(r[14], r[15])).request if r[14] is not None else {},
+                           r[4], r[5], r[6], r[7], _json(r[8]))
+            for r in rows
+        ]
+
+    @staticmethod
+    def _held(decode: Any, row: Sequence[Any]) -> _Held:
+        if row[14] is None:
+            return _Held()
+        return _HELD.decode(decode(row[14], row[15]))
+
+    def _info(self, decode: Any, row: Sequence[Any]) -> CommandInfo:
+        return CommandInfo(
+            id=row[0], kind=row[1], cid=row[2], message_id=row[3], status=row[4],
+            attempts=row[5], next_try_at=row[6], depends_on=row[7], last_error=_json(row[8]),
+            reason=row[9], created_at=row[10], updated_at=row[11],
+            request=self._held(decode, row).request)
+
+    def list(self, status: str | Iterable[str] | None = None) -> list[CommandInfo]:
+        """Commands in request order: all, or those with the given status(es)."""
+        statuses = [status] if isinstance(status, str) else list(status or ())
+        sql = _SELECT
+        if statuses:
+            sql += f" WHERE o.status IN ({','.join('?' * len(statuses))})"
+        decode = self._log.datastore.codec.decode
+        with self._log.datastore.transaction(commit=False) as c:
+            rows = c.execute(sql + " ORDER BY o.seq", statuses).fetchall()
+        return [self._info(decode, r) for r in rows]
+
+    def conflicts(self) -> list[CommandInfo]:
+        """Rejected commands (with the reason), each with its lifecycle events."""
+        return [self.get(info.id) for info in self.list(CommandStatus.REJECTED)]
+
+    def get(self, command_id: str) -> CommandInfo:
+        """One command with its whole lifecycle (`history`) and the server's answer."""
+        decode = self._log.datastore.codec.decode
+        with self._log.datastore.transaction(commit=False) as c:
+            row = c.execute(f"{_SELECT} WHERE o.id=?", (command_id,)).fetchone()
+            if row is None:
+                raise UnknownCommand(f"no command {command_id!r} in the outbox")
+            events = self._log.select_local(c, command_id)
+            received = dict(c.execute(
+                "SELECT rowid, received_at FROM stored_events WHERE originator_id=? AND source=0",
+                (command_id,)))
+        info = self._info(decode, row)
+        history: list[CommandEvent] = []
+        response: bytes | None = None
+        for position, stored in events:
+            data = msgspec.json.decode(stored.state)
+            data.pop("originator_topic", None)
+            if stored.topic == cmd.SUCCEEDED:
+                response = bytes(_ANSWER.decode(stored.state).response)
+            history.append(CommandEvent(position, stored.topic.rsplit(".", 1)[-1],
+                                        received[position], data))
+        return CommandInfo(**{**_fields(info), "response": response, "history": history})
+
+    # -- the replayer's side -------------------------------------------------------------------
+
+    def start(self, command_ids: Sequence[str]) -> None:
+        """An attempt starts for each command (one transaction). An id given twice starts two
+        attempts, one after the other; a command that has finished meanwhile (cancelled by the
+        user since `pending()`) is left as it is. An unknown id raises `UnknownCommand`."""
+        self.record(command_ids)
+
+    def settle(self, results: Sequence[Settlement]) -> None:
+        """Record the outcomes of attempts (one transaction): `Delivered` (the server's answer,
+        kept verbatim), `Failed` (try again at `next_try_at`), `Refused` (rejected for good;
+        the commands waiting for it are rejected with it).
+
+        An outcome for a command that has finished already is a late duplicate and changes
+        nothing, except a delivery of a cancelled command: the backend has it, so it counts.
+        """
+        self.record(results)
+
+    def record(self, records: Sequence[str | Settlement]) -> None:
+        """Starts (a command id) and outcomes (a `Settlement`) in the order they happened, in
+        one transaction: what `start` and `settle` do, for a batch that mixes them."""
+        with self._log.write_transaction() as c:
+            # Each command is loaded once and its events are recorded together at the end (one
+            # pass of the projections, one tracking update), except before carrying a rejection
+            # over to the commands waiting for it, which reads what was recorded so far.
+            loaded = self._load_many(c, [r if isinstance(r, str) else r.command_id
+                                         for r in records])
+            events: list[Any] = []  # in the order they happened, across commands
+            for record in records:
+                command_id = record if isinstance(record, str) else record.command_id
+                command = loaded.get(command_id)
+                if command is None:
+                    command = loaded[command_id] = self.load(c, command_id)
+                if isinstance(record, str):
+                    # Finished meanwhile (the user cancelled it between `pending()` and here):
+                    # nothing to start, and no reason to fail the whole batch over it.
+                    rejected = False
+                    if command.unfinished:
+                        command.start_attempt()
+                else:
+                    rejected = self._settle(command, record)
+                events += command.collect_events()
+                if rejected:
+                    self._record(c, events)
+                    events = []
+                    self.cascade(c, command.id, "reject")
+                    loaded.clear()  # the cascade may have moved commands on: load them again
+            self._record(c, events)
+
+    def _record(self, c: apsw.Cursor, events: list[Any]) -> None:
+        self._log.record(c, [cmd.MAPPER.to_stored_event(e) for e in events])
+
+    @staticmethod
+    def _settle(command: Command, result: Settlement) -> bool:
+        """Apply one outcome to the command; True when it was rejected (to be carried over)."""
+        if isinstance(result, Delivered):
+            if command.unfinished or command.status == CommandStatus.CANCELLED:
+                command.succeed(result.response)
+        elif isinstance(result, Failed):
+            if command.unfinished:
+                command.fail_attempt(result.error, result.next_try_at)
+        elif isinstance(result, Refused):
+            if command.unfinished:
+                command.reject(result.reason, result.error)
+                return True
+        else:
+            raise TypeError(f"not a settlement: {result!r}")
+        return False
+
+    # -- the user's side -----------------------------------------------------------------------
+
+    def retry(self, command_id: str) -> None:
+        """Try a rejected or failed command again, now (and what was rejected with it)."""
+        with self._log.write_transaction() as c:
+            command = self.load(c, command_id)
+            command.retry()
+            self.save(c, command)
+            self.cascade(c, command_id, "retry")
+
+    def cancel(self, command_id: str, *, reason: str = "cancelled by the user") -> None:
+        """Give up on an unfinished or rejected command, undoing its optimistic change where
+        possible (a cancelled send removes the local message); commands waiting for it are
+        cancelled with it."""
+        with self._log.write_transaction() as c:
+            command = self.load(c, command_id)
+            command.cancel(reason)
+            self.save(c, command)
+            self.cascade(c, command_id, "cancel")
+
+    # -- shared with the actions (inside their transaction) ------------------------------------
+
+    def row(self, c: apsw.Cursor, command_id: str) -> tuple[Any, ...] | None:
+        """(kind, cid, message_id, status, attempts, last_error, position) or None."""
+        row = c.execute(
+            "SELECT kind, cid, message_id, status, attempts, last_error, position FROM outbox "
+            "WHERE id=?", (command_id,)).fetchone()
+        return None if row is None else (*row[:5], _json(row[5]), row[6])
+
+    _LOAD = ("SELECT o.kind, o.cid, o.message_id, o.status, o.attempts, o.depends_on, o.version, "
+             "o.next_try_at, o.last_error, o.reason, o.position, o.id FROM outbox o")
+
+    def load(self, c: apsw.Cursor, command_id: str, *, with_request: bool = False) -> Command:
+        """The command as its outbox row (a snapshot kept in step with its events) says."""
+        row = c.execute(f"{self._LOAD} WHERE o.id=?", (command_id,)).fetchone()
+        if row is None:
+            raise UnknownCommand(f"no command {command_id!r} in the outbox")
+        held = self.held(c, row[10]) if with_request else _Held()
+        return self._restore(row, held)
+
+    def _load_many(self, c: apsw.Cursor, command_ids: Sequence[str]) -> dict[str, Command]:
+        """Several commands in one query (unknown ids are left out: `load` names them)."""
+        rows = c.execute(f"{self._LOAD} WHERE o.id IN (SELECT value FROM json_each(?))",
+                         (msgspec.json.encode(list(dict.fromkeys(command_ids))),)).fetchall()
+        return {row[11]: self._restore(row, _Held()) for row in rows}
+
+    @staticmethod
+    def _restore(row: Sequence[Any], held: _Held) -> Command:
+        return Command.restore(
+            row[11], row[6], kind=row[0], cid=row[1], message_id=row[2], status=row[3],
+            attempts=row[4], depends_on=row[5], next_try_at=row[7], last_error=_json(row[8]),
+            reason=row[9], request=held.request, message=held.message)
+
+    def held(self, c: apsw.Cursor, position: int) -> _Held:
+        row = c.execute("SELECT codec, state FROM stored_events WHERE rowid=?",
+                        (position,)).fetchone()
+        return _Held() if row is None else _HELD.decode(self._log.datastore.codec.decode(*row))
+
+    def save(self, c: apsw.Cursor, *commands: Command) -> list[int]:
+        stored = [cmd.MAPPER.to_stored_event(e) for a in commands for e in a.collect_events()]
+        return self._log.record(c, stored)
+
+    def cascade(self, c: apsw.Cursor, command_id: str, action: str) -> None:
+        """Carry an outcome over to the commands that wait for `command_id` (and theirs)."""
+        if action == "retry":
+            reason = f"depends on rejected {command_id}"
+            waiting = [i for (i,) in c.execute(
+                "SELECT id FROM outbox WHERE depends_on=? AND status='rejected' AND reason=? "
+                "ORDER BY seq", (command_id, reason))]
+        else:
+            finished = "('succeeded', 'cancelled')" if action == "cancel" else \
+                "('succeeded', 'cancelled', 'rejected')"
+            waiting = [i for (i,) in c.execute(
+                f"SELECT id FROM outbox WHERE depends_on=? AND status NOT IN {finished} "
+                "ORDER BY seq", (command_id,))]
+        for dependent in waiting:
+            command = self.load(c, dependent)
+            if action == "reject":
+                command.reject(f"depends on rejected {command_id}")
+            elif action == "cancel":
+                command.cancel(f"depends on cancelled {command_id}")
+            else:
+                command.retry()
+            self.save(c, command)
+            self.cascade(c, dependent, action)
+
+
+def _fields(info: CommandInfo) -> dict[str, Any]:
+    return {name: getattr(info, name) for name in CommandInfo.__dataclass_fields__}
+
+
+__all__ = ["CommandEvent", "CommandInfo", "Outbox", "PendingCommand", "surely_unsent",
+           "Delivered", "Failed", "Refused"]

@@ -1,0 +1,362 @@
+"""The sync client: keeps one user's store in step with the backend.
+
+While connected, every WebSocket frame is appended to the log as it arrives. On each (re)connect
+the client closes the gap: the retry stream is replayed first (the user's actions happened before
+whatever the backend did meanwhile, as far as this client knows), then `/sync` fetches the events
+the store missed since `last_sync_at`, at most 255 channels per call. A "too old" answer, or a gap
+over 30 days, queries those channels again instead; nothing local is dropped for it.
+
+Where the gap ends is read off the backend's own clock: the `created_at` of the first frame of
+the new connection. Everything after it arrives on the connection, so `last_sync_at` can advance
+to it once the catch-up is done, without trusting this machine's clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from chatledger.eventstore.wire.times import format_time, parse_time
+from chatledger.sync.backend import Backend, BackendError, EventStream
+from chatledger.sync.outcomes import Backoff
+from chatledger.sync.replayer import Replayer, ReplayReport, TokenProvider
+
+if TYPE_CHECKING:
+    from chatledger.projections.store import ChatStore
+
+logger = logging.getLogger("chatledger.sync")
+
+SYNC_CHUNK = 255  # channels per `/sync` call, the backend's limit
+MAX_GAP_US = 30 * 24 * 3600 * 1_000_000  # the oldest `last_sync_at` the backend accepts
+# How often, while connected, the store notes that it holds everything up to the latest frame,
+# so that a crash costs at most this much of a re-sync.
+MARK_EVERY = 60.0
+
+
+class _FrameHead(msgspec.Struct):
+    type: str = ""
+    created_at: str | None = None
+    connection_id: str | None = None
+
+
+_HEAD = msgspec.json.Decoder(_FrameHead)
+
+
+@dataclass
+class SyncReport:
+    """What one catch-up did."""
+
+    since: str | None = None
+    synced_at: str | None = None
+    events: int = 0
+    calls: int = 0
+    requeried: list[str] = field(default_factory=list)
+    loaded: list[str] = field(default_factory=list)  # channels queried on a first sync
+    replay: ReplayReport | None = None
+
+
+@dataclass
+class Status:
+    """The client's state, for a status line."""
+
+    state: str = "offline"  # offline, connecting, catching up, online, stopped
+    connection_id: str | None = None
+    frames: int = 0
+    quarantined: int = 0
+    reconnects: int = 0
+    last_error: str | None = None
+    delivered: int = 0
+    rejected: int = 0
+    retrying: int = 0
+    last_sync_at: str | None = None
+
+
+class SyncClient:
+    """Runs a store against a backend: `await client.run(stop)` until `stop` is set.
+
+    >>> client = SyncClient(store, StreamBackend(url, key, token, "alice"))   # doctest: +SKIP
+    >>> await client.run(stop_event)                                           # doctest: +SKIP
+
+    `channel_filter` and `channel_sort` choose the channels a first sync loads (default: the
+    user's own channels, most recent first). `on_status` is called whenever `status` changes.
+    """
+
+    def __init__(
+        self,
+        store: ChatStore,
+        backend: Backend,
+        *,
+        user_id: str | None = None,
+        channel_filter: dict[str, Any] | None = None,
+        channel_sort: Sequence[dict[str, Any]] | None = None,
+        channel_limit: int = 30,
+        concurrency: int = 8,
+        backoff: Backoff | None = None,
+        reconnect_backoff: Backoff | None = None,
+        token_provider: TokenProvider | None = None,
+        on_status: Callable[[Status], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.backend = backend
+        self.user_id = user_id or store.user_id
+        self.channel_filter = channel_filter or (
+            {"members": {"$in": [self.user_id]}} if self.user_id else {})
+        self.channel_sort = list(channel_sort or [{"field": "last_message_at", "direction": -1}])
+        self.channel_limit = channel_limit
+        self.replayer = Replayer(store, backend, concurrency=concurrency, backoff=backoff,
+                                 token_provider=token_provider)
+        self.reconnect_backoff = reconnect_backoff or Backoff(base=0.5, factor=2.0, cap=30.0)
+        self.on_status = on_status
+        self.status = Status(last_sync_at=store.last_sync_at())
+        self._last_frame_at: str | None = None
+        self._marked_at = 0.0
+
+    # -- pieces an application can call on their own ------------------------------------------
+
+    async def load_channels(
+        self, filter: dict[str, Any] | None = None,
+        sort: Sequence[dict[str, Any]] | None = None, *, limit: int | None = None,
+        offset: int = 0,
+    ) -> list[str]:
+        """Query channels online and append the answer; returns the cids it holds."""
+        filter = self.channel_filter if filter is None else filter
+        sort = self.channel_sort if sort is None else list(sort)
+        raw = await self.backend.query_channels(filter, sort, limit=limit or self.channel_limit,
+                                                offset=offset)
+        self.store.ingest_query_channels(raw, filter=filter, sort=list(sort))
+        return _cids_of(raw)
+
+    async def replay(self) -> ReplayReport:
+        """Send the retry stream now."""
+        report = await self.replayer.replay()
+        self._count(report)
+        return report
+
+    async def sync_missed(self, until: str) -> SyncReport:
+        """Fetch what the store missed between `last_sync_at` and `until` (RFC 3339, on the
+        backend's clock), then advance `last_sync_at` to `until`."""
+        report = SyncReport(since=self.store.last_sync_at(), synced_at=until)
+        cids = self.store.channel_ids_to_sync()
+        if report.since is None:
+            # Never synced: the channel list itself is what is missing.
+            report.loaded = await self.load_channels()
+            self.store.mark_synced(until, requeried=report.loaded)
+        elif not cids:
+            self.store.mark_synced(until)
+        elif parse_time(until) - parse_time(report.since) > MAX_GAP_US:
+            report.requeried = await self._requery(cids)
+            self.store.mark_synced(until, requeried=report.requeried)
+        else:
+            stale: list[str] = []
+            for start in range(0, len(cids), SYNC_CHUNK):
+                chunk = cids[start:start + SYNC_CHUNK]
+                report.calls += 1
+                try:
+                    raw = await self.backend.sync(chunk, report.since)
+                except BackendError as error:
+                    if error.status != 400:
+                        raise
+                    stale.extend(chunk)  # too old, or too many events: query them instead
+                    continue
+                result = self.store.ingest_sync(raw, last_sync_at=report.since)
+                report.events += max(0, result.stored - 1)  # less the summary entry
+            if stale:
+                report.requeried = await self._requery(stale)
+            self.store.mark_synced(until, requeried=report.requeried)
+        self.status.last_sync_at = self.store.last_sync_at()
+        return report
+
+    async def _requery(self, cids: Sequence[str]) -> list[str]:
+        done = []
+        for cid in cids:
+            try:
+                raw = await self.backend.query_channel(cid)
+            except BackendError as error:
+                if error.status in (403, 404):
+                    continue  # gone, or no longer ours: what the store has stays as it was
+                raise
+            self.store.ingest_channel_state(raw)
+            done.append(cid)
+        return done
+
+    async def catch_up(self, until: str) -> SyncReport:
+        """Replay the retry stream, then fetch what was missed up to `until`."""
+        replay = await self.replay()
+        report = await self.sync_missed(until)
+        report.replay = replay
+        return report
+
+    def notify(self) -> None:
+        """A local action was queued: replay it now if online."""
+        self.replayer.notify()
+
+    # -- the connection loop --------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Connect, catch up, follow the event stream; reconnect with backoff when it drops."""
+        failures = 0
+        try:
+            while not stop.is_set():
+                self._set(state="connecting")
+                try:
+                    stream = await self.backend.connect()
+                except BackendError as error:
+                    failures += 1
+                    self._set(state="offline", last_error=str(error))
+                    await _sleep_or_stop(stop, self.reconnect_backoff.delay(failures))
+                    continue
+                try:
+                    await self._connected(stream, stop)
+                    failures = 0
+                except BackendError as error:
+                    failures += 1
+                    self._set(state="offline", last_error=str(error))
+                finally:
+                    with contextlib.suppress(Exception):
+                        await stream.close()
+                if not stop.is_set():
+                    self.status.reconnects += 1
+                    await _sleep_or_stop(stop, self.reconnect_backoff.delay(max(1, failures)))
+        finally:
+            self._set(state="stopped")
+
+    async def run_once(self) -> SyncReport:
+        """Connect, replay the retry stream, catch up, and disconnect."""
+        self._set(state="connecting")
+        stream = await self.backend.connect()
+        try:
+            report = await self._connected(stream, asyncio.Event(), follow=False)
+        finally:
+            with contextlib.suppress(Exception):
+                await stream.close()
+            self._set(state="stopped")
+        assert report is not None
+        return report
+
+    async def _connected(
+        self, stream: EventStream, stop: asyncio.Event, *, follow: bool = True,
+    ) -> SyncReport | None:
+        """One connection: its frames go to the log; catch up; then (when `follow`) replay new
+        actions and keep appending frames until the connection drops or `stop` is set."""
+        first = asyncio.Event()
+        reader = asyncio.create_task(self._read(stream, first), name="chatledger-frames")
+        online = asyncio.Event()
+        replaying: asyncio.Task[None] | None = None
+        caught_up = False
+        try:
+            started = asyncio.create_task(first.wait())
+            await asyncio.wait([started, reader], return_when=asyncio.FIRST_COMPLETED)
+            started.cancel()
+            if reader.done():
+                reader.result()  # the connection died before its first frame: raise why
+                return None
+            self._set(state="catching up", connection_id=stream.connection_id)
+            until = self._last_frame_at or format_time(int(time.time() * 1_000_000))
+            report = await self.catch_up(until)
+            caught_up = True
+            self._set(state="online", last_error=None)
+            if not follow:
+                return report
+            replaying = asyncio.create_task(self._replay_online(online), name="chatledger-replay")
+            stopping = asyncio.create_task(stop.wait())
+            await asyncio.wait([reader, stopping], return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if reader.done():
+                reader.result()
+            return report
+        finally:
+            online.set()
+            for task in (reader, replaying):
+                if task is not None and not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, BackendError):
+                        await task
+            if caught_up:
+                self._mark_synced_quietly()
+
+    async def _replay_online(self, stop: asyncio.Event) -> None:
+        await self.replayer.run(stop, on_pass=self._count)
+
+    async def _read(self, stream: EventStream, first: asyncio.Event) -> None:
+        from chatledger.projections.store import RejectedInput
+
+        async for frame in stream:
+            try:
+                self.store.ingest(frame, source="websocket", connection_id=stream.connection_id)
+            except RejectedInput:
+                self.status.quarantined += 1
+            self.status.frames += 1
+            try:
+                head = _HEAD.decode(frame)
+            except msgspec.DecodeError:
+                head = None
+            if head is not None and head.created_at:
+                self._last_frame_at = head.created_at
+            if not first.is_set():
+                first.set()
+            elif self.status.state == "online" and time.monotonic() - self._marked_at > MARK_EVERY:
+                self._mark_synced_quietly()
+            self._notify_status()
+
+    def _mark_synced_quietly(self) -> None:
+        """Everything up to the latest frame is in the store: note it, so a later catch-up
+        starts there. Only once a catch-up has run for this connection (else there may be a
+        gap before the connection that `/sync` has not filled yet)."""
+        if self._last_frame_at is None:
+            return
+        try:
+            self.store.mark_synced(self._last_frame_at)
+            self._marked_at = time.monotonic()
+            self.status.last_sync_at = self.store.last_sync_at()
+        except Exception:
+            logger.warning("could not record the sync point", exc_info=True)
+
+    # -- status --------------------------------------------------------------------------------
+
+    def _count(self, report: ReplayReport) -> None:
+        self.status.delivered += report.delivered
+        self.status.rejected += report.rejected
+        self.status.retrying = report.retrying
+        self._notify_status()
+
+    def _set(self, **changes: Any) -> None:
+        for key, value in changes.items():
+            setattr(self.status, key, value)
+        self._notify_status()
+
+    def _notify_status(self) -> None:
+        if self.on_status is not None:
+            self.on_status(self.status)
+
+
+class _Channel(msgspec.Struct):
+    cid: str = ""
+
+
+class _State(msgspec.Struct):
+    channel: _Channel | None = None
+
+
+class _Answer(msgspec.Struct):
+    channels: list[_State] = []
+
+
+def _cids_of(raw: bytes) -> list[str]:
+    """The cids of a query-channels answer, in its order."""
+    try:
+        answer = msgspec.json.decode(raw, type=_Answer)
+    except msgspec.DecodeError:
+        return []
+    return [s.channel.cid for s in answer.channels if s.channel and s.channel.cid]
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)

@@ -1,0 +1,75 @@
+"""What a replay does with an answer: WIRE.md's error table, as code.
+
+`classify(kind, error)` maps a `BackendError` raised by a command's call to one `Outcome`. The
+table is the only place that knows which status and code mean what, so the replayer, the
+adapter's tests and the development server agree on it.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from enum import Enum
+
+from chatledger.sync.backend import BackendError, NoResponse
+
+
+class Outcome(Enum):
+    DELIVERED = "delivered"          # success, or the backend already had it
+    RETRY = "retry"                  # transient: try again after a backoff (or `retry_at`)
+    REFRESH_TOKEN = "refresh_token"  # ask the application for a fresh token, then retry
+    REJECT = "reject"                # permanent: record the reason as a conflict
+    STOP = "stop"                    # the app is suspended: stop replaying, keep everything
+
+
+# Command kinds that remove something: "does not exist" means the removal already happened.
+REMOVALS = frozenset({"delete_message", "delete_reaction", "delete_draft"})
+SENDS = frozenset({"send_message"})
+
+TOKEN_CODES = frozenset({2, 5, 40, 41, 42, 43})
+
+
+def classify(kind: str, error: BackendError) -> Outcome:
+    """The outcome of `error` for a command of `kind` (a `CommandKind` value)."""
+    if isinstance(error, NoResponse) or error.status is None:
+        return Outcome.RETRY
+    status, code = error.status, error.code
+    if status == 400:
+        if code == 4 and kind in SENDS and "already exists" in error.message.lower():
+            return Outcome.DELIVERED
+        return Outcome.REJECT
+    if status == 401 or code in TOKEN_CODES:
+        return Outcome.REFRESH_TOKEN
+    if status == 403:
+        if code == 60:
+            return Outcome.RETRY  # slow mode: wait for the cooldown
+        if code == 99:
+            return Outcome.STOP
+        return Outcome.REJECT
+    if status == 404:
+        return Outcome.DELIVERED if kind in REMOVALS else Outcome.REJECT
+    if status in (408, 429) or status >= 500:
+        return Outcome.RETRY
+    return Outcome.REJECT  # any other 4xx: the request itself is wrong
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Exponential backoff with full jitter: attempt n waits uniformly in [0, min(cap, base * factor**(n-1))]."""
+
+    base: float = 0.5
+    factor: float = 2.0
+    cap: float = 60.0
+
+    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
+        ceiling = min(self.cap, self.base * self.factor ** max(0, attempt - 1))
+        return (rng or random).uniform(0.0, ceiling)
+
+    def next_try(self, attempt: int, now: float, error: BackendError | None = None,
+                 rng: random.Random | None = None) -> float:
+        """When to try again (unix time): after the jittered delay, and never before the time
+        the backend named (rate-limit reset, `Retry-After`, cooldown)."""
+        at = now + self.delay(attempt, rng)
+        if error is not None and error.retry_at is not None:
+            at = max(at, error.retry_at)
+        return at

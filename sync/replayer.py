@@ -1,0 +1,323 @@
+"""The replayer: sends the retry stream to the backend and records every outcome.
+
+Commands of one channel go strictly in the order the user made them (a failing head blocks its
+channel: a reply must not overtake the message it answers); channels run in parallel, up to
+`concurrency` at once. Each answer becomes an outcome from `sync.outcomes.classify`, and each
+outcome an event of the command's lifecycle, so no command ends without a recorded outcome.
+
+The store is written in batches: lanes queue their "attempt started" and outcome records in a
+`Journal`, which writes everything queued during one turn of the event loop in one transaction.
+A crash between a call and the write that records its answer leaves the command unfinished, and
+it is sent again after the restart: the client-chosen ids make that resend harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from chatledger.eventstore.commands import Delivered, Failed, Refused
+from chatledger.sync.backend import Backend, BackendError
+from chatledger.sync.outcomes import Backoff, Outcome, classify
+
+if TYPE_CHECKING:
+    from chatledger.projections.store import ChatStore
+
+logger = logging.getLogger("chatledger.sync")
+
+TokenProvider = Callable[[], "str | Awaitable[str]"]
+Settlement = Delivered | Failed | Refused
+
+
+@dataclass
+class ReplayReport:
+    """What one pass over the retry stream did."""
+
+    delivered: int = 0
+    retrying: int = 0      # failed this pass, will be tried again after a backoff
+    rejected: int = 0
+    waiting: int = 0       # not tried: their next try is later, or their channel is blocked
+    stopped: str | None = None  # the reason replay stopped (the app is suspended)
+    store_seconds: float = 0.0  # time spent writing outcomes to the store
+    seconds: float = 0.0
+
+    @property
+    def attempted(self) -> int:
+        return self.delivered + self.retrying + self.rejected
+
+    def merge(self, other: ReplayReport) -> None:
+        self.delivered += other.delivered
+        self.retrying += other.retrying
+        self.rejected += other.rejected
+        self.waiting = other.waiting
+        self.stopped = other.stopped or self.stopped
+        self.store_seconds += other.store_seconds
+        self.seconds += other.seconds
+
+
+class Journal:
+    """Collects lifecycle records from the lanes and writes them in batches."""
+
+    def __init__(self, store: ChatStore, *, max_batch: int = 500) -> None:
+        self.store = store
+        self.max_batch = max_batch
+        self._started: list[str] = []
+        self._settled: list[Settlement] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.seconds = 0.0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="chatledger-journal")
+
+    def started(self, command_id: str) -> None:
+        self._started.append(command_id)
+        self._queued()
+
+    def settled(self, settlement: Settlement) -> None:
+        self._settled.append(settlement)
+        self._queued()
+
+    def _queued(self) -> None:
+        if len(self._started) + len(self._settled) >= self.max_batch:
+            self.flush()
+        else:
+            self._wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            # One more turn of the loop lets every lane that is ready add its record first.
+            await asyncio.sleep(0)
+            self.flush()
+
+    def flush(self) -> None:
+        started, settled = self._started, self._settled
+        if not started and not settled:
+            return
+        self._started, self._settled = [], []
+        begin = time.perf_counter()
+        try:
+            outbox = self.store.outbox
+            if started:
+                outbox.start(started)
+            if settled:
+                outbox.settle(settled)
+        finally:
+            self.seconds += time.perf_counter() - begin
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        self.flush()
+
+
+@dataclass
+class _Pass:
+    report: ReplayReport = field(default_factory=ReplayReport)
+    rejected: set[str] = field(default_factory=set)
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Replayer:
+    """Replays a store's retry stream against a `Backend`.
+
+    >>> replayer = Replayer(store, backend)            # doctest: +SKIP
+    >>> report = await replayer.replay()               # doctest: +SKIP
+
+    `token_provider` is the application's callback for a fresh token when the backend says the
+    token expired (it may be a coroutine function); without one, such commands wait and retry.
+    """
+
+    def __init__(
+        self,
+        store: ChatStore,
+        backend: Backend,
+        *,
+        concurrency: int = 8,
+        backoff: Backoff | None = None,
+        token_provider: TokenProvider | None = None,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.store = store
+        self.backend = backend
+        self.concurrency = concurrency
+        self.backoff = backoff or Backoff()
+        self.token_provider = token_provider
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self._wake = asyncio.Event()
+        self._token_lock = asyncio.Lock()
+        self._token_generation = 0
+
+    # -- running -------------------------------------------------------------------------------
+
+    async def replay(self) -> ReplayReport:
+        """One pass: try every command that is due now, channel by channel, and record the
+        outcomes. Commands waiting for a later retry are counted in `waiting`."""
+        started = time.perf_counter()
+        state = _Pass()
+        journal = Journal(self.store)
+        journal.start()
+        try:
+            lanes = self._lanes(self.store.outbox.pending())
+            slots = asyncio.Semaphore(self.concurrency)
+
+            async def run(lane: list[Any]) -> None:
+                async with slots:
+                    await self._run_lane(lane, journal, state)
+
+            await asyncio.gather(*(run(lane) for lane in lanes))
+        finally:
+            await journal.close()
+        report = state.report
+        report.store_seconds = journal.seconds
+        report.seconds = time.perf_counter() - started
+        return report
+
+    async def run(
+        self, stop: asyncio.Event, on_pass: Callable[[ReplayReport], None] | None = None,
+    ) -> ReplayReport:
+        """Replay until `stop` is set: a pass, then sleep until the next retry is due or
+        `notify()` says a new action was queued. `on_pass` sees each pass's report."""
+        total = ReplayReport()
+        while not stop.is_set():
+            self._wake.clear()
+            report = await self.replay()
+            total.merge(report)
+            if on_pass is not None and report.attempted:
+                on_pass(report)
+            if report.stopped:
+                break
+            delay = self._until_next_try()
+            waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
+            try:
+                await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waiters:
+                    w.cancel()
+        return total
+
+    def notify(self) -> None:
+        """A new action was queued: wake `run()` for another pass."""
+        self._wake.set()
+
+    def _until_next_try(self) -> float | None:
+        pending = self.store.outbox.pending()
+        if not pending:
+            return None
+        now = self.clock()
+        times = [c.next_try_at or now for c in pending]
+        return max(0.0, min(times) - now)
+
+    # -- one channel ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _lanes(pending: Sequence[Any]) -> list[list[Any]]:
+        """Commands grouped by channel, each group in request order."""
+        lanes: dict[str, list[Any]] = {}
+        for command in pending:
+            key = command.cid or command.message_id or command.id
+            lanes.setdefault(key, []).append(command)
+        return list(lanes.values())
+
+    async def _run_lane(self, lane: list[Any], journal: Journal, state: _Pass) -> None:
+        report = state.report
+        for index, command in enumerate(lane):
+            if state.stop.is_set():
+                report.waiting += len(lane) - index
+                return
+            if command.depends_on in state.rejected:
+                # The store rejected it with the command it depended on.
+                state.rejected.add(command.id)
+                continue
+            if command.next_try_at is not None and command.next_try_at > self.clock():
+                report.waiting += len(lane) - index  # the head waits: the channel waits with it
+                return
+            if not await self._attempt(command, journal, state):
+                report.waiting += len(lane) - index - 1
+                return
+
+    async def _attempt(self, command: Any, journal: Journal, state: _Pass) -> bool:
+        """Send one command until it has an outcome for this pass; False blocks the channel."""
+        report = state.report
+        refreshed = False
+        attempt = command.attempts
+        while True:
+            attempt += 1
+            journal.started(command.id)
+            generation = self._token_generation
+            try:
+                response = await self._call(command)
+            except BackendError as raised:
+                error = raised
+                outcome = classify(command.kind, error)
+            else:
+                journal.settled(Delivered(command.id, response))
+                report.delivered += 1
+                return True
+            if outcome is Outcome.DELIVERED:
+                journal.settled(Delivered(command.id, error.body or b""))
+                report.delivered += 1
+                return True
+            if outcome is Outcome.REJECT:
+                journal.settled(Refused(command.id, _reason(error), error.as_dict()))
+                state.rejected.add(command.id)
+                report.rejected += 1
+                return True
+            if outcome is Outcome.REFRESH_TOKEN and not refreshed and self.token_provider:
+                refreshed = await self._refresh_token(generation)
+                if refreshed:
+                    continue  # the same attempt again, with the fresh token
+            if outcome is Outcome.STOP:
+                state.stop.set()
+                report.stopped = _reason(error)
+            journal.settled(Failed(
+                command.id, error.as_dict(),
+                self.backoff.next_try(attempt, self.clock(), error, self.rng),
+            ))
+            report.retrying += 1
+            return False
+
+    async def _call(self, command: Any) -> bytes:
+        method = getattr(self.backend, command.kind)
+        return await method(**command.request)
+
+    async def _refresh_token(self, generation: int) -> bool:
+        """Ask the application for a fresh token once, however many lanes hit the expiry."""
+        async with self._token_lock:
+            if self._token_generation != generation:
+                return True  # another lane refreshed it meanwhile
+            assert self.token_provider is not None
+            try:
+                token = self.token_provider()
+                if inspect.isawaitable(token):
+                    token = await token
+            except Exception:
+                logger.warning("the token provider failed", exc_info=True)
+                return False
+            self.backend.set_token(str(token))
+            self._token_generation += 1
+            return True
+
+
+def _reason(error: BackendError) -> str:
+    parts = [error.message or "rejected"]
+    if error.status is not None:
+        parts.append(f"(HTTP {error.status}" + (f", code {error.code})" if error.code is not None else ")"))
+    return " ".join(parts)
