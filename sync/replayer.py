@@ -14,6 +14,7 @@ it is sent again after the restart: the client-chosen ids make that resend harml
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import random
@@ -62,30 +63,49 @@ class ReplayReport:
 
 
 class Journal:
-    """Collects lifecycle records from the lanes and writes them in batches."""
+    """Collects lifecycle records from the lanes and writes them in batches.
 
-    def __init__(self, store: ChatStore, *, max_batch: int = 500) -> None:
+    Records are written in the order they happened, one transaction per batch. While calls are
+    on the wire, a batch waits up to `interval` seconds for their answers (or until `max_batch`
+    records): a commit costs far more than the records in it, and a batch lost in a crash only
+    means its commands are sent again after the restart, which their client-chosen ids make
+    harmless. When nothing is on the wire, what is queued is written at once.
+    """
+
+    def __init__(self, store: ChatStore, *, max_batch: int = 1_000,
+                 interval: float = 0.1) -> None:
         self.store = store
         self.max_batch = max_batch
-        self._started: list[str] = []
-        self._settled: list[Settlement] = []
+        self.interval = interval
+        self._records: list[str | Settlement] = []
+        self._on_the_wire = 0
         self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._error: BaseException | None = None
+        self._closing = False
         self.seconds = 0.0
+        self.batches = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="chatledger-journal")
 
     def started(self, command_id: str) -> None:
-        self._started.append(command_id)
-        self._queued()
+        self._on_the_wire += 1
+        self._idle.clear()
+        self._add(command_id)
 
     def settled(self, settlement: Settlement) -> None:
-        self._settled.append(settlement)
-        self._queued()
+        self._on_the_wire -= 1
+        if self._on_the_wire <= 0:
+            self._idle.set()
+        self._add(settlement)
 
-    def _queued(self) -> None:
-        if len(self._started) + len(self._settled) >= self.max_batch:
+    def _add(self, record: str | Settlement) -> None:
+        if self._error is not None:
+            raise self._error
+        self._records.append(record)
+        if len(self._records) >= self.max_batch:
             self.flush()
         else:
             self._wake.set()
@@ -93,34 +113,47 @@ class Journal:
     async def _run(self) -> None:
         while True:
             await self._wake.wait()
-            self._wake.clear()
-            # One more turn of the loop lets every lane that is ready add its record first.
+            # One turn of the loop lets every lane that is ready add its record; then, while
+            # answers are still due, wait for them (up to `interval`).
             await asyncio.sleep(0)
-            self.flush()
+            if self._on_the_wire > 0 and not self._closing:
+                idle = asyncio.ensure_future(self._idle.wait())
+                try:
+                    await asyncio.wait([idle], timeout=self.interval)
+                finally:
+                    idle.cancel()
+            self._wake.clear()
+            try:
+                self.flush()
+            except Exception as error:  # reaches the lanes on their next record, and close()
+                self._error = error
+                return
+            if self._closing:
+                return
 
     def flush(self) -> None:
-        started, settled = self._started, self._settled
-        if not started and not settled:
+        records = self._records
+        if not records:
             return
-        self._started, self._settled = [], []
+        self._records = []
         begin = time.perf_counter()
         try:
-            outbox = self.store.outbox
-            if started:
-                outbox.start(started)
-            if settled:
-                outbox.settle(settled)
+            self.store.outbox.record(records)
+            self.batches += 1
         finally:
             self.seconds += time.perf_counter() - begin
 
     async def close(self) -> None:
+        """Write what is queued and stop. (Not by cancelling the task: a cancellation that
+        lands while it waits can be lost, and the close would wait forever.)"""
+        self._closing = True
+        self._wake.set()
+        self._idle.set()
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            await self._task
             self._task = None
+        if self._error is not None:
+            raise self._error
         self.flush()
 
 
