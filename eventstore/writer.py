@@ -180,6 +180,7 @@ class BackgroundWriter:
         self.batches = 0
         self.batched_events = 0
         self.largest_batch = 0
+        self.busy_seconds = 0.0  # time spent applying work (not waiting for it)
         self.courtesy = GilCourtesy(yield_every, yield_pause)
         # Nothing else runs statements on the write connection yet: the thread is not started.
         self.courtesy.install(log.datastore.writer)
@@ -314,6 +315,13 @@ class BackgroundWriter:
 
     def _apply(self, batch: list[_Work]) -> None:
         """Run a taken batch: runs of mergeable appends as one transaction each, calls alone."""
+        began = time.perf_counter()
+        try:
+            self._apply_runs(batch)
+        finally:
+            self.busy_seconds += time.perf_counter() - began
+
+    def _apply_runs(self, batch: list[_Work]) -> None:
         i = 0
         while i < len(batch):
             work = batch[i]

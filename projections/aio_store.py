@@ -38,6 +38,7 @@ from chatledger.eventstore.writer import (
     DEFAULT_YIELD_EVERY,
     BackgroundWriter,
 )
+from chatledger.projections.aio_outbox import AsyncOutbox
 from chatledger.projections.store import ChatStore, RejectedInput
 
 T = TypeVar("T")
@@ -210,9 +211,16 @@ class AsyncChatStore:
         return self._write(self.store.ingest_channel_state, state)
 
     def ingest_sync(
-        self, response: Payload | Any, *, last_sync_at: str | None = None
+        self, response: Payload | Any, *, last_sync_at: str | None = None,
+        synced_at: str | None = None,
     ) -> asyncio.Future[AppendResult]:
-        return self._write(self.store.ingest_sync, response, last_sync_at=last_sync_at)
+        return self._write(self.store.ingest_sync, response, last_sync_at=last_sync_at,
+                           synced_at=synced_at)
+
+    @functools.cached_property
+    def outbox(self) -> AsyncOutbox:
+        """The outbox, awaitable: `await store.outbox.pending()`, `await store.outbox.record(...)`."""
+        return AsyncOutbox(self.store.outbox, self._write, self._read)
 
     def _write(self, method: Callable[..., T], /, *args: Any, **kwargs: Any) -> asyncio.Future[T]:
         # The whole method (decoding included) runs on the writer thread, in queue order.

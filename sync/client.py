@@ -15,21 +15,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
 from chatledger.eventstore.wire.times import format_time, parse_time
 from chatledger.sync.backend import Backend, BackendError, EventStream
 from chatledger.sync.outcomes import Backoff
+from chatledger.projections.store import RejectedInput
 from chatledger.sync.replayer import Replayer, ReplayReport, TokenProvider
-
-if TYPE_CHECKING:
-    from chatledger.projections.store import ChatStore
+from chatledger.sync.stores import AnyStore, done
 
 logger = logging.getLogger("chatledger.sync")
 
@@ -90,7 +90,7 @@ class SyncClient:
 
     def __init__(
         self,
-        store: ChatStore,
+        store: AnyStore,
         backend: Backend,
         *,
         user_id: str | None = None,
@@ -114,9 +114,10 @@ class SyncClient:
                                  token_provider=token_provider)
         self.reconnect_backoff = reconnect_backoff or Backoff(base=0.5, factor=2.0, cap=30.0)
         self.on_status = on_status
-        self.status = Status(last_sync_at=store.last_sync_at())
+        self.status = Status()
         self._last_frame_at: str | None = None
         self._marked_at = 0.0
+        self._appending: set[asyncio.Future[Any]] = set()  # frames queued in background mode
 
     # -- pieces an application can call on their own ------------------------------------------
 
@@ -130,7 +131,7 @@ class SyncClient:
         sort = self.channel_sort if sort is None else list(sort)
         raw = await self.backend.query_channels(filter, sort, limit=limit or self.channel_limit,
                                                 offset=offset)
-        self.store.ingest_query_channels(raw, filter=filter, sort=list(sort))
+        await done(self.store.ingest_query_channels(raw, filter=filter, sort=list(sort)))
         return _cids_of(raw)
 
     async def replay(self) -> ReplayReport:
@@ -142,17 +143,17 @@ class SyncClient:
     async def sync_missed(self, until: str) -> SyncReport:
         """Fetch what the store missed between `last_sync_at` and `until` (RFC 3339, on the
         backend's clock), then advance `last_sync_at` to `until`."""
-        report = SyncReport(since=self.store.last_sync_at(), synced_at=until)
-        cids = self.store.channel_ids_to_sync()
+        report = SyncReport(since=await done(self.store.last_sync_at()), synced_at=until)
+        cids = await done(self.store.channel_ids_to_sync())
         if report.since is None:
             # Never synced: the channel list itself is what is missing.
             report.loaded = await self.load_channels()
-            self.store.mark_synced(until, requeried=report.loaded)
+            await done(self.store.mark_synced(until, requeried=report.loaded))
         elif not cids:
-            self.store.mark_synced(until)
+            await done(self.store.mark_synced(until))
         elif parse_time(until) - parse_time(report.since) > MAX_GAP_US:
             report.requeried = await self._requery(cids)
-            self.store.mark_synced(until, requeried=report.requeried)
+            await done(self.store.mark_synced(until, requeried=report.requeried))
         else:
             stale: list[str] = []
             for start in range(0, len(cids), SYNC_CHUNK):
@@ -165,16 +166,16 @@ class SyncClient:
                         raise
                     stale.extend(chunk)  # too old, or too many events: query them instead
                     continue
-                result = self.store.ingest_sync(raw, last_sync_at=report.since)
+                result = await done(self.store.ingest_sync(raw, last_sync_at=report.since))
                 report.events += max(0, result.stored - 1)  # less the summary entry
             if stale:
                 report.requeried = await self._requery(stale)
-            self.store.mark_synced(until, requeried=report.requeried)
-        self.status.last_sync_at = self.store.last_sync_at()
+            await done(self.store.mark_synced(until, requeried=report.requeried))
+        self.status.last_sync_at = await done(self.store.last_sync_at())
         return report
 
     async def _requery(self, cids: Sequence[str]) -> list[str]:
-        done = []
+        queried = []
         for cid in cids:
             try:
                 raw = await self.backend.query_channel(cid)
@@ -182,9 +183,9 @@ class SyncClient:
                 if error.status in (403, 404):
                     continue  # gone, or no longer ours: what the store has stays as it was
                 raise
-            self.store.ingest_channel_state(raw)
-            done.append(cid)
-        return done
+            await done(self.store.ingest_channel_state(raw))
+            queried.append(cid)
+        return queried
 
     async def catch_up(self, until: str) -> SyncReport:
         """Replay the retry stream, then fetch what was missed up to `until`."""
@@ -225,6 +226,7 @@ class SyncClient:
                     self.status.reconnects += 1
                     await _sleep_or_stop(stop, self.reconnect_backoff.delay(max(1, failures)))
         finally:
+            await self._appended_all()
             self._set(state="stopped")
 
     async def run_once(self) -> SyncReport:
@@ -236,6 +238,7 @@ class SyncClient:
         finally:
             with contextlib.suppress(Exception):
                 await stream.close()
+            await self._appended_all()
             self._set(state="stopped")
         assert report is not None
         return report
@@ -279,19 +282,14 @@ class SyncClient:
                     with contextlib.suppress(asyncio.CancelledError, BackendError):
                         await task
             if caught_up:
-                self._mark_synced_quietly()
+                await self._mark_synced_quietly()
 
     async def _replay_online(self, stop: asyncio.Event) -> None:
         await self.replayer.run(stop, on_pass=self._count)
 
     async def _read(self, stream: EventStream, first: asyncio.Event) -> None:
-        from chatledger.projections.store import RejectedInput
-
         async for frame in stream:
-            try:
-                self.store.ingest(frame, source="websocket", connection_id=stream.connection_id)
-            except RejectedInput:
-                self.status.quarantined += 1
+            self._append(frame, stream.connection_id)
             self.status.frames += 1
             try:
                 head = _HEAD.decode(frame)
@@ -302,19 +300,48 @@ class SyncClient:
             if not first.is_set():
                 first.set()
             elif self.status.state == "online" and time.monotonic() - self._marked_at > MARK_EVERY:
-                self._mark_synced_quietly()
+                await self._mark_synced_quietly()
             self._notify_status()
 
-    def _mark_synced_quietly(self) -> None:
+    def _append(self, frame: bytes, connection_id: str | None) -> None:
+        """Append a frame as it arrived. In background mode the frame is queued on the writer
+        thread without waiting (the queue keeps arrival order); outcomes are counted here."""
+        try:
+            result = self.store.ingest(frame, source="websocket", connection_id=connection_id)
+        except RejectedInput:
+            self.status.quarantined += 1
+            return
+        if inspect.isawaitable(result):
+            queued = asyncio.ensure_future(result)
+            self._appending.add(queued)
+            queued.add_done_callback(self._appended)
+
+    def _appended(self, queued: asyncio.Future[Any]) -> None:
+        self._appending.discard(queued)
+        if queued.cancelled():
+            return
+        error = queued.exception()
+        if isinstance(error, RejectedInput):
+            self.status.quarantined += 1
+        elif error is not None:
+            logger.error("could not append a frame: %s", error)
+            self.status.last_error = f"could not append a frame: {error}"
+
+    async def _appended_all(self) -> None:
+        """Wait for the frames still queued for the writer (background mode)."""
+        if self._appending:
+            await asyncio.gather(*self._appending, return_exceptions=True)
+
+    async def _mark_synced_quietly(self) -> None:
         """Everything up to the latest frame is in the store: note it, so a later catch-up
         starts there. Only once a catch-up has run for this connection (else there may be a
         gap before the connection that `/sync` has not filled yet)."""
         if self._last_frame_at is None:
             return
         try:
-            self.store.mark_synced(self._last_frame_at)
+            await done(self.store.mark_synced(self._last_frame_at))
             self._marked_at = time.monotonic()
-            self.status.last_sync_at = self.store.last_sync_at()
+            self.status.last_sync_at = await done(self.store.last_sync_at())
         except Exception:
             logger.warning("could not record the sync point", exc_info=True)
 

@@ -21,14 +21,12 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from chatledger.eventstore.commands import Delivered, Failed, Refused
 from chatledger.sync.backend import Backend, BackendError
 from chatledger.sync.outcomes import Backoff, Outcome, classify
-
-if TYPE_CHECKING:
-    from chatledger.projections.store import ChatStore
+from chatledger.sync.stores import AnyStore, done
 
 logger = logging.getLogger("chatledger.sync")
 
@@ -72,7 +70,7 @@ class Journal:
     harmless. When nothing is on the wire, what is queued is written at once.
     """
 
-    def __init__(self, store: ChatStore, *, max_batch: int = 1_000,
+    def __init__(self, store: AnyStore, *, max_batch: int = 1_000,
                  interval: float = 0.1) -> None:
         self.store = store
         self.max_batch = max_batch
@@ -106,9 +104,8 @@ class Journal:
             raise self._error
         self._records.append(record)
         if len(self._records) >= self.max_batch:
-            self.flush()
-        else:
-            self._wake.set()
+            self._idle.set()  # full: write now, whatever is still on the wire
+        self._wake.set()
 
     async def _run(self) -> None:
         while True:
@@ -116,29 +113,32 @@ class Journal:
             # One turn of the loop lets every lane that is ready add its record; then, while
             # answers are still due, wait for them (up to `interval`).
             await asyncio.sleep(0)
-            if self._on_the_wire > 0 and not self._closing:
+            if (self._on_the_wire > 0 and not self._closing
+                    and len(self._records) < self.max_batch):
                 idle = asyncio.ensure_future(self._idle.wait())
                 try:
                     await asyncio.wait([idle], timeout=self.interval)
                 finally:
                     idle.cancel()
             self._wake.clear()
+            if self._on_the_wire > 0:
+                self._idle.clear()
             try:
-                self.flush()
+                await self.flush()
             except Exception as error:  # reaches the lanes on their next record, and close()
                 self._error = error
                 return
             if self._closing:
                 return
 
-    def flush(self) -> None:
+    async def flush(self) -> None:
         records = self._records
         if not records:
             return
         self._records = []
         begin = time.perf_counter()
         try:
-            self.store.outbox.record(records)
+            await done(self.store.outbox.record(records))
             self.batches += 1
         finally:
             self.seconds += time.perf_counter() - begin
@@ -154,7 +154,7 @@ class Journal:
             self._task = None
         if self._error is not None:
             raise self._error
-        self.flush()
+        await self.flush()
 
 
 @dataclass
@@ -176,7 +176,7 @@ class Replayer:
 
     def __init__(
         self,
-        store: ChatStore,
+        store: AnyStore,
         backend: Backend,
         *,
         concurrency: int = 8,
@@ -208,7 +208,7 @@ class Replayer:
         journal = Journal(self.store)
         journal.start()
         try:
-            lanes = self._lanes(self.store.outbox.pending())
+            lanes = self._lanes(await done(self.store.outbox.pending()))
             slots = asyncio.Semaphore(self.concurrency)
 
             async def run(lane: list[Any]) -> None:
@@ -237,7 +237,7 @@ class Replayer:
                 on_pass(report)
             if report.stopped:
                 break
-            delay = self._until_next_try()
+            delay = await self._until_next_try()
             waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
             try:
                 await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
@@ -250,8 +250,8 @@ class Replayer:
         """A new action was queued: wake `run()` for another pass."""
         self._wake.set()
 
-    def _until_next_try(self) -> float | None:
-        pending = self.store.outbox.pending()
+    async def _until_next_try(self) -> float | None:
+        pending = await done(self.store.outbox.pending())
         if not pending:
             return None
         now = self.clock()

@@ -287,3 +287,22 @@ def _message_new(mid: str) -> bytes:
     from fixtures import message_new
 
     return message_new(A, mid, uid="alice")
+
+
+def test_replays_through_an_async_store(tmp_path):
+    """Background mode: the outbox is read in the read pool and written on the writer thread."""
+    from chatledger import AsyncChatStore
+
+    async def main() -> None:
+        async with AsyncChatStore.open(tmp_path, "alice") as store:
+            for i in range(5):
+                await store.send_message(A if i % 2 else B, f"m{i}", id=f"m{i}")
+            await store.send_reaction("m1", "like")
+            backend = ScriptedBackend().then("send_message", error(403, 17, "not allowed"))
+            report = await Replayer(store, backend, rng=random.Random(1)).replay()
+            assert report.delivered == 5 and report.rejected == 1  # m0 refused; the rest through
+            assert await store.outbox.pending() == []
+            assert [c.kind for c in await store.outbox.conflicts()] == ["send_message"]
+            assert await store.verify() == []
+
+    asyncio.run(main())

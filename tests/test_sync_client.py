@@ -199,3 +199,41 @@ def test_sync_client_survives_a_failing_connect(tmp_path, kind):
             await asyncio.wait_for(task, 5)
 
     asyncio.run(main())
+
+
+def test_background_mode_keeps_sqlite_off_the_event_loop(tmp_path):
+    """The same story with an AsyncChatStore: frames, replay and catch-up go through its
+    writer thread and read pool."""
+    from chatledger import AsyncChatStore
+
+    async def main() -> None:
+        async with DevServer(seed="demo", health_interval=0.2) as server:
+            store = await AsyncChatStore.open(tmp_path, "alice")
+            backend = StreamBackend(server.url, server.api_key, server.make_token("alice"),
+                                    "alice", timeout=2.0, health_interval=0.2, dead_after=1.5)
+            client = SyncClient(store, backend, backoff=FAST, reconnect_backoff=FAST)
+            try:
+                stop = asyncio.Event()
+                task = asyncio.create_task(client.run(stop))
+                await eventually(lambda: client.status.state == "online")
+                server.act("bob", "send_message", cid=GENERAL, text="live", id="bg-live")
+                await store.send_message(GENERAL, "from alice", id="bg-1")
+                await store.send_reaction("demo-hello", "like")
+                client.notify()
+                for _ in range(250):
+                    if not await store.outbox.pending() and await store.message("bg-live"):
+                        break
+                    await asyncio.sleep(0.02)
+                assert await store.outbox.pending() == []
+                assert (await store.message("bg-1")).local_state is None
+                stop.set()
+                await asyncio.wait_for(task, 5)
+                report = await client.run_once()
+                assert report.replay.delivered == 0
+                assert differences(store.store, server.snapshot()) == []
+                assert await store.verify() == []
+            finally:
+                await backend.close()
+                await store.close()
+
+    asyncio.run(main())
