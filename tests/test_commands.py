@@ -368,7 +368,7 @@ def test_the_async_store_queues_actions_in_order(tmp_path: Path) -> None:
             sent = store.send_message(CID, "hello", id="m1")
             reacted = store.send_reaction("m1", "like")
             assert await sent == send_command_id("m1")
-            assert store.outbox.get(await reacted).depends_on == send_command_id("m1")
+            assert (await store.outbox.get(await reacted)).depends_on == send_command_id("m1")
             assert (await store.message("m1")).local_state == "sending"
         finally:
             await store.close()
