@@ -12,7 +12,7 @@ from __future__ import annotations
 
 # Bumped whenever what the tables hold, or how events change them, changes: a file whose tables
 # were built by another version is rebuilt from the log when it is opened.
-PROJECTION_VERSION = 2
+PROJECTION_VERSION = 3
 
 # `slot` says where the object sits in the payload at `position`:
 SLOT_EVENT = -1  # the event's own `message` / `channel` / `user` / ... object
@@ -130,9 +130,12 @@ TABLES: dict[str, str] = {
     ) WITHOUT ROWID""",
     # One row per local command (see eventstore.commands): the outbox, and the retry stream
     # (status pending, in_flight or failed) in request order.
+    # Keyed by `seq`, not by the (random) command id: a replay updates the rows of the commands
+    # it sends in request order, so a batch of outcomes writes neighbouring pages; lookups by id
+    # read the unique index, which those updates never change.
     "outbox": """CREATE TABLE outbox (
-        id TEXT PRIMARY KEY,
-        seq INTEGER NOT NULL,             -- log position of the request: the order of requests
+        seq INTEGER PRIMARY KEY,          -- log position of the request: the order of requests
+        id TEXT NOT NULL UNIQUE,
         kind TEXT NOT NULL,
         cid TEXT,
         message_id TEXT,
@@ -148,7 +151,7 @@ TABLES: dict[str, str] = {
         position INTEGER NOT NULL,        -- entry holding the request as it stands (requested/amended)
         response_position INTEGER,        -- the `Succeeded` entry, when its answer has a message
         undo TEXT                         -- JSON: what the optimistic change replaced
-    ) WITHOUT ROWID""",
+    )""",
     # The retry stream (unfinished commands) in request order. A table of its own rather than
     # an index on `outbox.status`: every attempt changes the status, and keeping such an index
     # doubled the cost of recording one; this table changes only when a command enters or
