@@ -336,14 +336,20 @@ def _get(value: Any, key: str) -> Any:
     return value.get(key) if isinstance(value, dict) else None
 
 
-def mentions(topic: str, payload: bytes, message_id: str) -> bool:
-    """True when a backend entry names the message as itself, as the message of a reaction, as
-    the parent of a reply, or among a channel state's messages."""
+def _object(payload: bytes) -> dict[str, Any] | None:
+    """The payload as a JSON object, or None when it is not one."""
     try:
         doc = msgspec.json.decode(payload)
     except (msgspec.MsgspecError, ValueError, RecursionError):
-        return False
-    if not isinstance(doc, dict):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def mentions(topic: str, payload: bytes, message_id: str) -> bool:
+    """True when a backend entry names the message as itself, as the message of a reaction, as
+    the parent of a reply, or among a channel state's messages."""
+    doc = _object(payload)
+    if doc is None:
         return False
     if topic == ingest.CHANNEL_STATE:
         return any(_get(m, "id") == message_id
@@ -362,11 +368,8 @@ def command_mentions(topic: str, payload: bytes, message_id: str) -> bool:
     its stream, which `explain` then replays whole."""
     if topic not in (commands.REQUESTED, commands.AMENDED):
         return False
-    try:
-        doc = msgspec.json.decode(payload)
-    except (msgspec.MsgspecError, ValueError, RecursionError):
-        return False
-    if not isinstance(doc, dict):
+    doc = _object(payload)
+    if doc is None:
         return False
     message = doc.get("message")
     return (doc.get("message_id") == message_id
