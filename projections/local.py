@@ -143,12 +143,15 @@ class LocalProjector(OutcomeHandlers):
         elif kind == K.MARK_UNREAD and r.cid and self.own and mid:
             self._mark_unread(c, r.cid, mid)
         elif kind == K.SAVE_DRAFT and r.cid:
+            # A draft's thread is named inside its message, as the backend's draft body has it.
+            parent = request.parent_id or (_MESSAGE.decode(r.message).parent_id
+                                           if r.message else None)
             self.p._ensure_channel(c, r.cid)
             c.execute(
                 "INSERT INTO drafts (cid, parent_id, created_at, position) VALUES (?,?,?,?) "
                 "ON CONFLICT (cid, parent_id) DO UPDATE SET created_at=excluded.created_at, "
                 "position=excluded.position",
-                (r.cid, request.parent_id or "", when, item.position))
+                (r.cid, parent or "", when, item.position))
         elif kind == K.DELETE_DRAFT and r.cid:
             c.execute("DELETE FROM drafts WHERE cid=? AND parent_id=?",
                       (r.cid, request.parent_id or ""))

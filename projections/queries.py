@@ -408,6 +408,40 @@ class ReadModel:
                 "SELECT cid FROM channels ORDER BY last_message_at IS NULL, last_message_at DESC, "
                 "cid LIMIT ?", (limit,))]
 
+    def drafts(self, cid: str | None = None) -> list[dict[str, Any]]:
+        """Unsent drafts, newest first (one per channel and thread): `cid`, `parent_id` (None
+        for the channel's own draft), `created_at` and the `draft` object as stored."""
+        with self.datastore.transaction(commit=False) as c:
+            rows = c.execute(
+                "SELECT cid, parent_id, created_at, position FROM drafts "
+                + ("WHERE cid=? " if cid is not None else "")
+                + "ORDER BY created_at DESC, cid, parent_id",
+                (cid,) if cid is not None else ()).fetchall()
+            return [{"cid": row_cid, "parent_id": parent or None, "created_at": created_at,
+                     "draft": _draft_object(self._payload(c, position), row_cid, parent)}
+                    for row_cid, parent, created_at, position in rows]
+
+    def draft(self, cid: str, parent_id: str | None = None) -> dict[str, Any] | None:
+        """The draft of a channel (or of one of its threads), or None."""
+        return next((d for d in self.drafts(cid) if d["parent_id"] == (parent_id or None)), None)
+
+    def polls(self, cid: str | None = None) -> list[dict[str, Any]]:
+        """Polls as last heard of, most recently updated first: `id`, `cid`, `message_id`,
+        `updated_at` and the `poll` object as stored."""
+        with self.datastore.transaction(commit=False) as c:
+            rows = c.execute(
+                "SELECT id, cid, message_id, updated_at, position FROM polls "
+                + ("WHERE cid=? " if cid is not None else "")
+                + "ORDER BY updated_at DESC, id",
+                (cid,) if cid is not None else ()).fetchall()
+            return [{"id": poll_id, "cid": poll_cid, "message_id": message_id,
+                     "updated_at": updated_at,
+                     "poll": _member_object(self._payload(c, position), "poll")}
+                    for poll_id, poll_cid, message_id, updated_at, position in rows]
+
+    def poll(self, poll_id: str) -> dict[str, Any] | None:
+        return next((p for p in self.polls() if p["id"] == poll_id), None)
+
     def connection_info(self) -> dict[str, Any]:
         with self.datastore.transaction(commit=False) as c:
             info = dict(c.execute("SELECT key, value FROM connection"))
@@ -420,6 +454,29 @@ class ReadModel:
         with self.datastore.transaction(commit=False) as c:
             row = c.execute("SELECT value FROM connection WHERE key='last_sync_at'").fetchone()
         return format_time(row[0]) if row and isinstance(row[0], int) else None
+
+
+def _member_object(payload: bytes, key: str) -> dict[str, Any] | None:
+    """`payload[key]` when the payload is an object holding an object there."""
+    try:
+        doc = msgspec.json.decode(payload)
+    except (msgspec.MsgspecError, ValueError, RecursionError):
+        return None
+    value = doc.get(key) if isinstance(doc, dict) else None
+    return value if isinstance(value, dict) else None
+
+
+def _draft_object(payload: bytes, cid: str, parent_id: str) -> dict[str, Any] | None:
+    """The draft as the entry at its position holds it: a backend event's or a channel state's
+    `draft`, or (for a draft saved here and not yet echoed) the message of the save command."""
+    draft = _member_object(payload, "draft")
+    if draft is not None:
+        return draft
+    request = _member_object(payload, "request")
+    message = request.get("message") if request else None
+    if not isinstance(message, dict):
+        return None
+    return {"channel_cid": cid, "parent_id": parent_id or None, "message": message}
 
 
 def _mentions(filter: Any, field_name: str) -> bool:
@@ -512,3 +569,15 @@ class ReadAPI:
 
     def last_sync_at(self) -> str | None:
         return self.read.last_sync_at()
+
+    def drafts(self, cid: str | None = None) -> list[dict[str, Any]]:
+        return self.read.drafts(cid)
+
+    def draft(self, cid: str, parent_id: str | None = None) -> dict[str, Any] | None:
+        return self.read.draft(cid, parent_id)
+
+    def polls(self, cid: str | None = None) -> list[dict[str, Any]]:
+        return self.read.polls(cid)
+
+    def poll(self, poll_id: str) -> dict[str, Any] | None:
+        return self.read.poll(poll_id)
