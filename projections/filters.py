@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import apsw
+
 from chatledger.eventstore.wire import CHANNEL_FIELDS, WireError, parse_time
 
 __all__ = [
@@ -57,6 +59,21 @@ MAX_CONDITIONS = 10_000  # leaf conditions (one per field operator, and per empt
 MAX_SUBQUERIES = 100
 MAX_SORT_KEYS = 32  # SQLite refuses more than 2,000 ORDER BY terms; no real sort needs 32
 MAX_AUTOCOMPLETE_CHARS = 1_000  # SQLite refuses LIKE patterns over 50,000 bytes
+
+# `$autocomplete` folds case with Python's Unicode rules, as an SQL function every APSW
+# connection of this process gets when it is opened (the read pool's, `as-of`'s scratch ones).
+FOLD_FUNCTION = "chatledger_casefold"
+
+
+def _casefold(value: Any) -> Any:
+    return value.casefold() if isinstance(value, str) else value
+
+
+def _register_casefold(connection: apsw.Connection) -> None:
+    connection.create_scalar_function(FOLD_FUNCTION, _casefold, 1, deterministic=True)
+
+
+apsw.connection_hooks.append(_register_casefold)
 # Lists up to this size become `IN (?, ?, ...)`; longer ones one JSON parameter read by json_each,
 # so a 20,000-cid `$in` costs one parameter, not 20,000 (SQLite allows at most 32,766).
 INLINE_LIST_MAX = 16
@@ -533,11 +550,12 @@ class _Compiler:
             raise FilterError(f"{where} expects a string, got {_json_type_name(value)}")
         if len(value) > MAX_AUTOCOMPLETE_CHARS:
             raise FilterError(f"{where}: text longer than {MAX_AUTOCOMPLETE_CHARS} characters")
-        escaped = _text(value, where).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        escaped = (_text(value, where).casefold()
+                   .replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_"))
         # Any word starts with the text: prepend a space so the first word counts as one.
-        # lower() on both sides (ASCII only in SQLite) keeps it case-insensitive whatever
-        # PRAGMA case_sensitive_like says.
-        like = "(' ' || lower({x})) LIKE lower(?) ESCAPE '\\'"
+        # Unicode case folding on both sides ("Über" finds "über", "STRASSE" finds "Straße"),
+        # whatever PRAGMA case_sensitive_like says; SQLite's own lower() folds ASCII only.
+        like = f"(' ' || {FOLD_FUNCTION}({{x}})) LIKE ? ESCAPE '\\'"
         if field.kind == _CUSTOM:  # text only: json_extract gives arrays and objects as text too
             like = f"(json_type(c.custom, {field.json_path}) = 'text' AND {like})"
         return field.use(like, f"% {escaped}%")

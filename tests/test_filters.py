@@ -1022,3 +1022,26 @@ def test_arbitrary_input_gives_filter_error_or_runnable_sql(filter: Any, sort: A
         pass
     else:
         assert isinstance(key, str) and key.isascii()
+
+
+def test_autocomplete_folds_case_beyond_ascii(tmp_path) -> None:
+    from fixtures import event
+
+    from chatledger import ChatStore
+
+    with ChatStore.open(tmp_path, "alice") as store:
+        for cid, name in [("messaging:u", "Über Team"), ("messaging:s", "Straße"),
+                          ("messaging:g", "ΣΟΦΙΑ")]:
+            kind, cid_id = cid.split(":")
+            store.ingest(event("channel.updated", cid=cid,
+                               channel={"cid": cid, "type": kind, "id": cid_id, "name": name}))
+
+        def found(text: str) -> set[str]:
+            return {c.cid for c in store.channels({"name": {"$autocomplete": text}})}
+
+        assert found("über") == found("ÜBER") == found("team") == {"messaging:u"}
+        assert found("STRASSE") == found("straße") == {"messaging:s"}
+        assert found("σοφ") == {"messaging:g"}
+        with store.as_of(position=3) as past:  # the same function in a scratch database
+            assert {c.cid for c in past.channels({"name": {"$autocomplete": "über"}})} == {
+                "messaging:u"}
