@@ -35,7 +35,9 @@ def _state_struct(cls: type) -> type[msgspec.Struct]:
     and version, which are columns of the row), typed as the event declares them."""
     hints = typing.get_type_hints(cls)
     fields = [
-        (f.name, hints[f.name]) for f in dataclasses.fields(cls)
+        (f.name, hints[f.name]) if f.default is dataclasses.MISSING
+        else (f.name, hints[f.name], f.default)  # added later: events stored before lack it
+        for f in dataclasses.fields(cls)
         if f.name not in ("originator_id", "originator_version")
     ]
     return msgspec.defstruct(f"{cls.__name__}State", fields, forbid_unknown_fields=False)

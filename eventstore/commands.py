@@ -17,6 +17,7 @@ keeps the server's answer as the exact bytes that arrived (`msgspec.Raw`, never 
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import time
 from datetime import datetime
@@ -197,7 +198,10 @@ class Command(BaseAggregate[str]):
 
     class Succeeded(Event):
         TOPIC = "chatledger/command.succeeded"
-        response: msgspec.Raw  # the server's answer, exactly as it arrived
+        response: msgspec.Raw  # the server's answer, exactly as it arrived, when it is JSON
+        # An answer that is not JSON (an empty body, a proxy's HTML page) cannot sit inside the
+        # event's JSON: it is kept here instead, base64-encoded, and `response` is null.
+        unreadable: str | None = None
 
         def apply(self, aggregate: Command) -> None:
             aggregate.status = CommandStatus.SUCCEEDED
@@ -329,7 +333,14 @@ class Command(BaseAggregate[str]):
         # the backend's word is what happened, so it is recorded.
         if not (self.unfinished or self.status == CommandStatus.CANCELLED):
             raise self._refuse("settle")
-        self.trigger_event(self.Succeeded, response=msgspec.Raw(bytes(response)))
+        answer = bytes(response)
+        try:
+            msgspec.json.decode(answer)
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+            self.trigger_event(self.Succeeded, response=msgspec.Raw(b"null"),
+                               unreadable=base64.b64encode(answer).decode("ascii"))
+        else:
+            self.trigger_event(self.Succeeded, response=msgspec.Raw(answer))
 
     def reject(self, reason: str, error: dict[str, Any] | None = None) -> None:
         if not self.unfinished:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -170,8 +171,17 @@ class EventLog:
     @classmethod
     def _inspect(cls, path: Path) -> None:
         """Refuse a file that is not a store this version can open, before touching it."""
+        # A read-only connection to a WAL-mode file creates its -wal and -shm files and cannot
+        # remove them again: a refused file would leave two files behind. When neither exists
+        # (no process has the file open, none crashed with it open, no rollback journal is
+        # waiting), the file alone is the whole database: read it as immutable, which creates
+        # nothing beside it.
+        alone = not any(Path(f"{path}{suffix}").exists()
+                        for suffix in ("-wal", "-shm", "-journal"))
+        name = f"file:{urllib.parse.quote(str(path))}?immutable=1" if alone else str(path)
+        flags = apsw.SQLITE_OPEN_READONLY | (apsw.SQLITE_OPEN_URI if alone else 0)
         try:
-            connection = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
+            connection = apsw.Connection(name, flags=flags)
         except apsw.Error as e:
             raise StoreError(f"cannot open {path}: {e}") from e
         try:

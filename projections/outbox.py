@@ -12,6 +12,7 @@ outbox row, which the same transactions keep in step with its events.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -94,6 +95,13 @@ class _Held(msgspec.Struct, gc=False):
 
 class _Answer(msgspec.Struct, gc=False):
     response: msgspec.Raw = msgspec.Raw()
+    unreadable: str | None = None  # an answer that was not JSON, base64-encoded
+
+    def answer(self) -> bytes:
+        """The backend's answer exactly as it arrived."""
+        if self.unreadable is not None:
+            return base64.b64decode(self.unreadable)
+        return bytes(self.response)
 
 
 class _RequestOnly(msgspec.Struct, gc=False):
@@ -198,7 +206,7 @@ class Outbox:
             data = msgspec.json.decode(stored.state)
             data.pop("originator_topic", None)
             if stored.topic == cmd.SUCCEEDED:
-                response = bytes(_ANSWER.decode(stored.state).response)
+                response = _ANSWER.decode(stored.state).answer()
             history.append(CommandEvent(position, stored.topic.rsplit(".", 1)[-1],
                                         received[position], data))
         return CommandInfo(**{**_fields(info), "response": response, "history": history})

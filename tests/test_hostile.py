@@ -1,0 +1,431 @@
+"""Hostile input: user ids, filters, damaged or foreign database files, unwritable places.
+
+Already covered elsewhere (not repeated here):
+- how user ids become file names (traversal, reserved names, case, length, injectivity):
+  tests/test_userfiles.py; files are 0600 and flush removes the file set: same file;
+- filter compilation: values are parameters, bad field names and operators refused, huge
+  `$in` lists as one parameter, SQLite's limits: tests/test_filters.py;
+- damaged, foreign and newer files refused untouched by `EventLog.open`: tests/test_log.py;
+- a locked store and a garbage store from the command line: tests/test_cli.py.
+
+Here: the same promises end to end, through `ChatStore`, real stores on disk and the command line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import subprocess
+import sys
+import unicodedata
+from pathlib import Path
+from typing import Any
+
+import apsw
+import pytest
+from click.testing import CliRunner
+
+from chatledger import ChatStore
+from chatledger.cli.main import cli
+from chatledger.eventstore.log import EventLog, StoreError
+from chatledger.projections.filters import FilterError
+from fixtures import event, message, message_new, user
+
+# --------------------------------------------------------------------------------------------
+# User ids: real stores, side by side
+
+NFC, NFD = unicodedata.normalize("NFC", "José"), unicodedata.normalize("NFD", "José")
+ID_GROUPS = [
+    ["alice", "Alice", "ALICE"],
+    [NFC, NFD],  # look the same, differ in bytes: two users
+    ["../x", "..", ".", "x", "%2e%2e", "..%2fx"],
+    ["a/b", "a\\b", "a_b", "a%2Fb"],
+    ["CON", "con", "nul", "COM1", "aux.txt"],
+    ["x" * 10_000, "x" * 9_999, "x" * 254],
+    ["\u00e5", "\u212b", "A\u030a"],  # three spellings of Å
+    ["\u200b", "\ufeffa", "a\u200d", " ", "  "],
+]
+
+
+def _tree(root: Path) -> set[Path]:
+    return {p for p in root.rglob("*")}
+
+
+@pytest.mark.parametrize("ids", ID_GROUPS, ids=[f"group{i}" for i in range(len(ID_GROUPS))])
+def test_hostile_user_ids_get_their_own_file_inside_the_data_dir(tmp_path: Path,
+                                                                 ids: list[str]) -> None:
+    data = tmp_path / "nest" / "data"
+    paths = []
+    for n, uid in enumerate(ids):
+        store = ChatStore.open(data, uid)
+        try:
+            store.ingest(message_new(mid=f"m{n}"))
+            paths.append(store.path.resolve())
+        finally:
+            store.close()
+    assert len(set(paths)) == len(ids), "two users share a file"
+    assert len({str(p).lower() for p in paths}) == len(ids), "names differ only by case"
+    for p in _tree(tmp_path):
+        assert p == tmp_path / "nest" or p.resolve().is_relative_to(data.resolve()), p
+    for p in paths:
+        assert p.parent == data.resolve() and len(p.name) < 255
+    # Each store holds its own data only, and knows its owner.
+    for n, uid in enumerate(ids):
+        store = ChatStore.open(data, uid, create=False)
+        try:
+            assert store.user_id == uid
+            assert [e.json()["message"]["id"] for e in store.history()] == [f"m{n}"]
+        finally:
+            store.close()
+
+
+def test_flush_of_one_hostile_id_leaves_the_others(tmp_path: Path) -> None:
+    ids = ["../x", "x", "X", NFC, NFD]
+    for uid in ids:
+        ChatStore.open(tmp_path, uid).close()
+    before = _tree(tmp_path)
+    removed = ChatStore.flush_user(tmp_path, "../x")
+    assert removed and set(removed) <= before
+    assert len(_tree(tmp_path)) == len(before) - len(removed)
+    for uid in ids[1:]:
+        ChatStore.open(tmp_path, uid, create=False).close()
+
+
+def test_an_unusable_user_id_is_a_one_line_error_from_the_command_line(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["--data-dir", str(tmp_path), "--user", "", "stats"])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------------------------
+# Filters: injection through values, field names, operators and sort keys
+
+
+EVIL = [
+    "x' OR 1=1 --",
+    "'); DROP TABLE channels; --",
+    "a\"); DROP TABLE messages; --",
+    "1; ATTACH DATABASE '/tmp/pwn.db' AS pwn; --",
+    "$.\"x\"') OR 1=1 --",
+    "%' OR '1'='1",
+]
+
+
+def _conversation(store: ChatStore) -> None:
+    for c, topic in (("messaging:a", "t"), ("messaging:b", "u")):
+        store.ingest(event("channel.updated", cid=c, channel={
+            "cid": c, "type": "messaging", "id": c.split(":")[1], "name": c.upper(),
+            "topic": topic}))
+        store.ingest(event("message.new", cid=c, message=message(f"{c}-m", cid=c),
+                           user=user("bob")))
+
+
+def _dump(path: Path) -> str:
+    db = apsw.Connection(str(path))
+    try:
+        names = [r[0] for r in db.execute(
+            "SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")]
+        return hashlib.sha256(json.dumps(
+            {n: [list(map(repr, r)) for r in db.execute(f'SELECT * FROM "{n}" ORDER BY 1')]
+             for n in names}).encode()).hexdigest() + ",".join(names)
+    finally:
+        db.close()
+
+
+class SQLTrace:
+    """Every SQL statement run by connections opened while it is active."""
+
+    def __init__(self) -> None:
+        self.statements: list[str] = []
+
+    def _trace(self, cursor: Any, sql: str, bindings: Any) -> bool:
+        self.statements.append(sql)
+        return True
+
+    def _hook(self, connection: apsw.Connection) -> None:
+        connection.exec_trace = self._trace
+
+    def __enter__(self) -> SQLTrace:
+        apsw.connection_hooks.append(self._hook)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        apsw.connection_hooks.remove(self._hook)
+
+
+REFUSED = None
+
+
+def _hostile_queries(evil: str) -> list[tuple[Any, Any, list[str] | None]]:
+    """(filter, sort, expected cids or REFUSED) that carry `evil` in every place a query has."""
+    return [
+        ({"name": evil}, None, []),
+        ({"topic": {"$in": [evil, "t"]}}, None, ["messaging:a"]),
+        ({"cid": {"$in": [evil] * 50}}, None, []),
+        ({"name": {"$autocomplete": evil}}, None, []),
+        ({"members": {"$in": [evil]}}, None, []),
+        ({"topic": {"$ne": evil}}, [{"field": "cid", "direction": 1}],
+         ["messaging:a", "messaging:b"]),
+        ({evil: "x"}, None, REFUSED),
+        ({"$or": [{evil: {"$exists": True}}]}, None, REFUSED),
+        ({"name": {evil: "x"}}, None, REFUSED),
+        ({"name": {"$" + evil: "x"}}, None, REFUSED),
+        (None, [{"field": evil, "direction": 1}], REFUSED),
+        (None, [{"field": "name", "direction": evil}], REFUSED),
+        (None, [{evil: "name"}], REFUSED),
+    ]
+
+
+@pytest.mark.parametrize("evil", EVIL)
+def test_injection_through_store_channels_runs_no_sql_from_input(tmp_path: Path,
+                                                                 evil: str) -> None:
+    store = ChatStore.open(tmp_path, "alice")
+    _conversation(store)
+    path = store.path
+    store.close()
+    before = _dump(path)
+    with SQLTrace() as trace:
+        store = ChatStore.open(tmp_path, "alice", create=False)
+        try:
+            for filter, sort, expected in _hostile_queries(evil):
+                if expected is REFUSED:
+                    with pytest.raises(FilterError) as info:
+                        store.channels(filter, sort)
+                    message = str(info.value)
+                    assert message and "\n" not in message and len(message) < 300
+                else:
+                    assert [c.cid for c in store.channels(filter, sort)] == expected
+            assert {c.cid for c in store.channels()} == {"messaging:a", "messaging:b"}
+        finally:
+            store.close()
+    assert trace.statements, "the trace saw nothing: it would prove nothing"
+    assert not [s for s in trace.statements if evil in s]
+    assert _dump(path) == before
+
+
+@pytest.mark.parametrize("evil", EVIL[:3])
+def test_injection_through_the_channels_command_is_a_clean_error(tmp_path: Path,
+                                                                 evil: str) -> None:
+    store = ChatStore.open(tmp_path, "alice")
+    _conversation(store)
+    path = store.path
+    store.close()
+    before = _dump(path)
+    runner = CliRunner()
+    base = ["--data-dir", str(tmp_path), "--user", "alice", "channels", "--json"]
+    for filter, sort, expected in _hostile_queries(evil):
+        args = [*base]
+        if filter is not None:
+            args += ["--filter", json.dumps(filter)]
+        if sort is not None:
+            args += ["--sort", json.dumps(sort)]
+        result = runner.invoke(cli, args)
+        assert "Traceback" not in result.output and not isinstance(
+            result.exception, Exception) or isinstance(result.exception, SystemExit), result.output
+        if expected is REFUSED:
+            assert result.exit_code == 1, result.output
+            errors = [line for line in result.output.splitlines() if line.startswith("Error: ")]
+            assert len(errors) == 1 and len(result.output.strip().splitlines()) == 1
+        else:
+            assert result.exit_code == 0, result.output
+            assert [json.loads(line)["cid"] for line in result.stdout.splitlines()] == expected
+    for bad in ("{nope", "[1,", '"x\'; DROP TABLE channels; --"', "null", "[]", "{}", "1e999"):
+        for option in ("--filter", "--sort"):
+            result = runner.invoke(cli, [*base, option, bad])
+            assert result.exit_code in (0, 1, 2) and "Traceback" not in result.output
+            assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert _dump(path) == before
+
+
+def test_a_hundred_thousand_cids_in_one_filter(tmp_path: Path) -> None:
+    store = ChatStore.open(tmp_path, "alice")
+    try:
+        _conversation(store)
+        cids = [f"messaging:c{i}" for i in range(100_000)] + ["messaging:b"]
+        assert [c.cid for c in store.channels({"cid": {"$in": cids}})] == ["messaging:b"]
+        assert [c.cid for c in store.channels({"cid": {"$nin": cids}})] == ["messaging:a"]
+        spread = {"$or": [{"cid": c} for c in cids[:9_000]] + [{"cid": "messaging:a"}]}
+        try:
+            assert [c.cid for c in store.channels(spread)] == ["messaging:a"]
+        except FilterError as e:  # refusing is fine too, if it says why
+            assert "condition" in str(e) or "too" in str(e)
+    finally:
+        store.close()
+    result = CliRunner().invoke(cli, ["--data-dir", str(tmp_path), "--user", "alice", "channels",
+                                      "--json", "--filter", json.dumps({"cid": {"$in": cids}})])
+    assert result.exit_code == 0, result.output
+    assert [json.loads(line)["cid"] for line in result.stdout.splitlines()] == ["messaging:b"]
+
+
+# --------------------------------------------------------------------------------------------
+# Files that are not (this version's) stores
+
+
+def _store_file(tmp_path: Path) -> Path:
+    store = ChatStore.open(tmp_path / "data", "alice")
+    store.ingest_many([message_new(mid=f"m{i}") for i in range(300)])
+    path = store.path
+    store.close()
+    return path
+
+
+def _truncated(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+
+
+def _not_sqlite(path: Path) -> None:
+    path.write_bytes(b"PK\x03\x04 this is a zip file, honest" * 200)
+
+
+def _someone_elses(path: Path) -> None:
+    path.unlink()
+    db = apsw.Connection(str(path))
+    db.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL);"
+               "INSERT INTO invoices VALUES (1, 9.5)")
+    db.close()
+
+
+def _newer(path: Path) -> None:
+    log = EventLog.open(path)
+    log.set_meta("schema_version", 10_000)
+    log.close()
+
+
+def _header_only(path: Path) -> None:
+    path.write_bytes(b"SQLite format 3\x00" + b"\x00" * 84)
+
+
+DAMAGE = {"truncated": _truncated, "not-sqlite": _not_sqlite, "someone-elses": _someone_elses,
+          "newer": _newer, "header-only": _header_only}
+COMMANDS = [["stats"], ["log"], ["verify"], ["rebuild"], ["channels"], ["outbox"],
+            ["show", "message", "m1"], ["import", "-"], ["send", "--cid", "messaging:general", "--text", "hi"]]
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_a_file_that_is_not_a_usable_store_is_refused_untouched(tmp_path: Path,
+                                                                damage: str) -> None:
+    path = _store_file(tmp_path)
+    DAMAGE[damage](path)
+    for suffix in ("-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    digest = _sha(path)
+    runner = CliRunner()
+    known = {c.name for c in cli.commands.values()}
+    for command in COMMANDS:
+        if command[0] not in known:
+            continue
+        result = runner.invoke(cli, ["--data-dir", str(path.parent), "--user", "alice", *command],
+                               input=message_new(mid="new"))
+        assert result.exit_code == 1, (command, result.output)
+        assert isinstance(result.exception, SystemExit), (command, result.exception)
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("Error: "), (command, result.output)
+        assert _sha(path) == digest, f"{command} changed the file"
+    with pytest.raises(StoreError):
+        ChatStore.open(path.parent, "alice").close()
+    assert _sha(path) == digest
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
+
+
+def test_the_installed_command_says_so_in_one_line(tmp_path: Path) -> None:
+    path = _store_file(tmp_path)
+    _newer(path)
+    digest = _sha(path)
+    proc = subprocess.run(
+        [sys.executable, "-c", "from chatledger.cli.main import main; main()",
+         "--data-dir", str(path.parent), "--user", "alice", "stats"],
+        capture_output=True, timeout=60)
+    assert proc.returncode == 1 and b"Traceback" not in proc.stderr
+    assert len(proc.stderr.decode().strip().splitlines()) == 1
+    assert b"newer" in proc.stderr
+    assert _sha(path) == digest
+
+
+# --------------------------------------------------------------------------------------------
+# Places that cannot be written; file modes; nothing left behind
+
+
+def test_a_data_dir_that_is_a_file_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "data"
+    blocker.write_bytes(b"not a directory")
+    with pytest.raises(StoreError):
+        ChatStore.open(blocker, "alice")
+    with pytest.raises(StoreError):
+        ChatStore.open(blocker / "deeper", "alice")
+    for data in (blocker, blocker / "deeper"):
+        result = CliRunner().invoke(cli, ["--data-dir", str(data), "--user", "alice",
+                                          "import", "-"], input=message_new())
+        assert result.exit_code in (1, 2), result.output  # 2: click's usage error
+        assert isinstance(result.exception, SystemExit), result.exception
+        assert len([line for line in result.output.splitlines() if line.startswith("Error: ")]) == 1
+        assert "Traceback" not in result.output
+    assert blocker.read_bytes() == b"not a directory"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into a read-only directory")
+def test_a_read_only_data_dir_is_a_clear_error(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    ChatStore.open(data, "alice").close()  # one existing store
+    data.chmod(0o500)
+    try:
+        for user in ("alice", "bob"):  # an existing store (needs -wal, -shm) and a new one
+            result = CliRunner().invoke(cli, ["--data-dir", str(data), "--user", user,
+                                              "import", "-"], input=message_new())
+            assert result.exit_code == 1 and isinstance(result.exception, SystemExit), \
+                result.output
+            assert result.output.startswith("Error: ")
+            assert len(result.output.strip().splitlines()) == 1
+            assert "Traceback" not in result.output
+    finally:
+        data.chmod(0o700)
+
+
+@pytest.mark.parametrize("umask", [0o000, 0o022])
+def test_files_are_0600_whatever_the_umask_and_from_the_command_line(tmp_path: Path,
+                                                                     umask: int) -> None:
+    old = os.umask(umask)
+    try:
+        data = tmp_path / "data"
+        result = CliRunner().invoke(cli, ["--data-dir", str(data), "--user", "alice", "import",
+                                          "-"], input=message_new())
+        assert result.exit_code == 0, result.output
+        store = ChatStore.open(data, "alice")
+        try:
+            store.send_message("messaging:general", "hi", id="x1")
+            files = sorted(data.iterdir())
+            assert {p.name for p in files} >= {"alice.chatledger", "alice.chatledger-wal",
+                                                "alice.chatledger-shm"}
+            for p in files:
+                assert stat.S_IMODE(p.stat().st_mode) == 0o600, p
+        finally:
+            store.close()
+        assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    finally:
+        os.umask(old)
+
+
+def test_flush_after_a_crash_leaves_nothing_behind(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    script = (
+        "import os, sys\n"
+        "from chatledger import ChatStore\n"
+        "s = ChatStore.open(sys.argv[1], 'alice')\n"
+        "s.send_message('messaging:general', 'hi', id='x1')\n"
+        "os._exit(0)  # no close: -wal and -shm stay\n"
+    )
+    subprocess.run([sys.executable, "-c", script, str(data)], check=True, timeout=60)
+    assert {p.name for p in data.iterdir()} >= {"alice.chatledger-wal", "alice.chatledger-shm"}
+    Path(f"{data / 'alice.chatledger'}-journal").write_bytes(b"")  # as a rollback journal would
+    other = ChatStore.open(data, "bob")
+    other.close()
+    result = CliRunner().invoke(cli, ["--data-dir", str(data), "--user", "alice", "flush",
+                                      "--yes"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in data.iterdir()) == ["bob.chatledger"]
