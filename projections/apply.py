@@ -348,6 +348,9 @@ class Projector:
             return
         if event.hard_delete:
             self._hard_delete(c, "id=?", (m.id,))
+            # Its reactions go even when the row is gone already: a `/sync` that replays older
+            # events may have filed a reaction for it since.
+            c.execute("DELETE FROM reactions WHERE message_id=?", (m.id,))
             return
         if event.deleted_for_me:
             c.execute("UPDATE messages SET deleted_for_me=1, position=?, slot=? WHERE id=?",

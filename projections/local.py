@@ -371,6 +371,8 @@ class LocalProjector(OutcomeHandlers):
         # Only what this command put there goes; what arrived since from the backend stays.
         c.execute("DELETE FROM reactions WHERE message_id=? AND user_id=? AND position=?",
                   (mid, self.own, seq))
+        if c.execute("SELECT 1 FROM messages WHERE id=?", (mid,)).fetchone() is None:
+            return  # the message is gone (hard-deleted meanwhile): its reactions went with it
         c.executemany(
             "INSERT OR IGNORE INTO reactions (message_id, user_id, type, score, created_at, "
             "updated_at, position) VALUES (?,?,?,?,?,?,?)",

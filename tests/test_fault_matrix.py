@@ -266,20 +266,10 @@ async def run_session(ops: list[tuple[Any, ...]], directory: str) -> None:
         if rejected:
             await client.run_once()
             snapshot = server.snapshot()
-        found = differences(store, snapshot)
-        # Known bug, pinned by test_a_reaction_replayed_after_a_hard_delete_is_not_kept (xfail):
-        # a reaction that /sync replays after its message was hard-deleted stays behind. Only
-        # that exact case is set aside here; every other difference fails.
-        gone = set(snapshot.get("hard_deleted_message_ids", []))
-        found = [d for d in found if not (d.startswith("reaction (") and d.endswith("local only")
-                                          and d.split("'")[1] in gone)]
-        assert found == []
+        assert differences(store, snapshot) == []
         assert store.verify() == []
 
 
-@pytest.mark.xfail(strict=True, reason="projections/apply.py: a reaction.new for a message that "
-                   "is not (or no longer) stored inserts an orphan reaction row, and a later hard "
-                   "delete only clears reactions of rows it finds")
 def test_a_reaction_replayed_after_a_hard_delete_is_not_kept(tmp_path) -> None:
     """WIRE.md: a hard delete removes the message *and its reactions*. After a reconnect,
     `/sync` replays the older `reaction.new` once the row is gone; the reaction must not stay
