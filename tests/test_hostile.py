@@ -387,6 +387,20 @@ def test_a_read_only_data_dir_is_a_clear_error(tmp_path: Path) -> None:
         data.chmod(0o700)
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+@pytest.mark.parametrize("data", ["/proc", "/proc/chatledger-data"])
+def test_a_data_dir_where_nothing_can_be_created_is_a_clear_error(data: str) -> None:
+    """/proc refuses new files and folders even to root: the read-only case that holds whoever
+    runs the tests (the test above cannot, as root)."""
+    result = CliRunner().invoke(cli, ["--data-dir", data, "--user", "alice", "import", "-"],
+                                input=message_new())
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert result.output.startswith("Error: ")
+    assert len(result.output.strip().splitlines()) == 1
+    assert "Traceback" not in result.output
+    assert not Path(data, "alice.chatledger").exists()
+
+
 @pytest.mark.parametrize("umask", [0o000, 0o022])
 def test_files_are_0600_whatever_the_umask_and_from_the_command_line(tmp_path: Path,
                                                                      umask: int) -> None:
