@@ -134,6 +134,7 @@ class Projector:
             "draft.updated": self._draft_updated,
             "draft.deleted": self._draft_deleted,
             "health.check": self._health_check,
+            "thread.updated": self._thread_updated,
         }
         # The events of local commands, by topic: their payloads are the library's own, not a
         # backend event, so their handlers decode them themselves (projections.local).
@@ -702,6 +703,27 @@ class Projector:
             (poll.id, self._cid_of(item, event), event.message.id if event.message else None,
              t(poll.updated_at), item.position),
         )
+
+    def _thread_updated(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
+        thread = event.thread
+        if thread is None or not thread.parent_message_id:
+            return
+        c.execute(
+            "INSERT INTO threads (parent_id, cid, reply_count, participant_count, "
+            "last_message_at, updated_at, position) VALUES (?,?,?,?,?,?,?) "
+            "ON CONFLICT (parent_id) DO UPDATE SET cid=coalesce(excluded.cid, cid), "
+            "reply_count=coalesce(excluded.reply_count, reply_count), "
+            "participant_count=coalesce(excluded.participant_count, participant_count), "
+            "last_message_at=coalesce(excluded.last_message_at, last_message_at), "
+            "updated_at=excluded.updated_at, position=excluded.position",
+            (thread.parent_message_id, thread.channel_cid or self._cid_of(item, event),
+             thread.reply_count, thread.participant_count, t(thread.last_message_at),
+             t(thread.updated_at), item.position),
+        )
+        if thread.reply_count is not None:
+            # The backend's count is the truth for the parent message too.
+            c.execute("UPDATE messages SET reply_count=? WHERE id=?",
+                      (thread.reply_count, thread.parent_message_id))
 
     def _health_check(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
         values: list[tuple[str, object]] = [("last_health_check_at", item.received_at)]

@@ -115,6 +115,17 @@ class Poll(msgspec.Struct, gc=False):
     updated_at: str | None = None
 
 
+class Thread(msgspec.Struct, gc=False):
+    """A thread (the replies under one message), as `thread.updated` carries it."""
+
+    parent_message_id: str | None = None
+    channel_cid: str | None = None
+    reply_count: int | None = None
+    participant_count: int | None = None
+    last_message_at: str | None = None
+    updated_at: str | None = None
+
+
 class Event(msgspec.Struct, gc=False):
     """Any backend event, as far as the read tables care."""
 
@@ -144,6 +155,7 @@ class Event(msgspec.Struct, gc=False):
     last_delivered_message_id: str | None = None
     draft: Draft | None = None
     poll: Poll | None = None
+    thread: Thread | None = None
 
 
 class ChannelState(msgspec.Struct, gc=False):

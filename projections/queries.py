@@ -442,6 +442,21 @@ class ReadModel:
     def poll(self, poll_id: str) -> dict[str, Any] | None:
         return next((p for p in self.polls() if p["id"] == poll_id), None)
 
+    def threads(self, cid: str | None = None) -> list[dict[str, Any]]:
+        """Threads the backend described (`thread.updated`), most recently active first:
+        `parent_id`, `cid`, `reply_count`, `participant_count`, `last_message_at`, and the
+        `thread` object as last received."""
+        with self.datastore.transaction(commit=False) as c:
+            rows = c.execute(
+                "SELECT parent_id, cid, reply_count, participant_count, last_message_at, "
+                "position FROM threads " + ("WHERE cid=? " if cid is not None else "")
+                + "ORDER BY last_message_at IS NULL, last_message_at DESC, parent_id",
+                (cid,) if cid is not None else ()).fetchall()
+            return [{"parent_id": parent, "cid": row_cid, "reply_count": replies,
+                     "participant_count": participants, "last_message_at": last,
+                     "thread": _member_object(self._payload(c, position), "thread")}
+                    for parent, row_cid, replies, participants, last, position in rows]
+
     def connection_info(self) -> dict[str, Any]:
         with self.datastore.transaction(commit=False) as c:
             info = dict(c.execute("SELECT key, value FROM connection"))
@@ -581,3 +596,6 @@ class ReadAPI:
 
     def poll(self, poll_id: str) -> dict[str, Any] | None:
         return self.read.poll(poll_id)
+
+    def threads(self, cid: str | None = None) -> list[dict[str, Any]]:
+        return self.read.threads(cid)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 # Bumped whenever what the tables hold, or how events change them, changes: a file whose tables
 # were built by another version is rebuilt from the log when it is opened.
-PROJECTION_VERSION = 3
+PROJECTION_VERSION = 4
 
 # `slot` says where the object sits in the payload at `position`:
 SLOT_EVENT = -1  # the event's own `message` / `channel` / `user` / ... object
@@ -121,6 +121,17 @@ TABLES: dict[str, str] = {
         id TEXT PRIMARY KEY,
         cid TEXT,
         message_id TEXT,
+        updated_at INTEGER,
+        position INTEGER NOT NULL
+    ) WITHOUT ROWID""",
+    # Threads as the backend last described them (`thread.updated`); their replies are rows of
+    # `messages` with `parent_id`.
+    "threads": """CREATE TABLE threads (
+        parent_id TEXT PRIMARY KEY,
+        cid TEXT,
+        reply_count INTEGER,
+        participant_count INTEGER,
+        last_message_at INTEGER,
         updated_at INTEGER,
         position INTEGER NOT NULL
     ) WITHOUT ROWID""",

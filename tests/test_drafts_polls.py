@@ -66,3 +66,20 @@ def test_polls(store):
     assert store.poll("nope") is None
     with store.as_of(position=2) as past:
         assert past.poll("poll-1")["poll"]["vote_count"] == 0
+
+
+def test_threads_from_thread_updated(store):
+    store.ingest(event("message.new", message=message("parent")))
+    thread = {"parent_message_id": "parent", "channel_cid": CID, "reply_count": 7,
+              "participant_count": 3, "last_message_at": "2026-11-25T11:00:00Z",
+              "updated_at": "2026-11-25T11:00:00Z", "title": "Lunch"}
+    store.ingest(event("thread.updated", thread=thread))
+    [stored] = store.threads(CID)
+    assert stored["parent_id"] == "parent" and stored["reply_count"] == 7
+    assert stored["participant_count"] == 3 and stored["thread"]["title"] == "Lunch"
+    assert store.message("parent").reply_count == 7
+    store.ingest(event("thread.updated", thread={"parent_message_id": "parent",
+                                                 "reply_count": 8}))
+    assert store.threads()[0]["reply_count"] == 8
+    assert store.threads()[0]["participant_count"] == 3  # kept when not said again
+    assert store.threads("messaging:other") == []
