@@ -83,6 +83,11 @@ def query_key(filter_raw: bytes | None, sort_raw: bytes | None) -> str:
 # in parts the log never read: such a payload projects nothing.
 DECODE_ERRORS = (msgspec.MsgspecError, ValueError, RecursionError)  # WireError is a ValueError
 
+# What applying a stored entry may raise when its payload is valid JSON yet unusable (a wrong
+# type, an integer too big for SQLite): the entry is skipped, live and in a rebuild alike.
+UNAPPLIABLE = (apsw.ConstraintError, apsw.MismatchError, TypeError, ValueError, KeyError,
+               OverflowError)
+
 # Events that change nothing durable: typing and presence of watchers are ephemeral by nature.
 EPHEMERAL_PREFIXES = ("typing.", "user.watching.", "ai_indicator.")
 
@@ -142,6 +147,12 @@ class Projector:
 
         self._raw_handlers: dict[str, Callable[[apsw.Cursor, Item], None]] = (
             LocalProjector(self).handlers)
+        # The log's own summary entries (what a response held as a whole), likewise.
+        self._summary_handlers: dict[str, Callable[[apsw.Cursor, Item], None]] = {
+            ingest.CHANNEL_STATE: self._channel_state,
+            ingest.QUERY_RESULT: self._query_result,
+            ingest.SYNC_RESULT: self._sync_result,
+        }
 
     def forget_cache(self) -> None:
         """Drop what is remembered of rows (after a rollback or a rebuild)."""
@@ -161,25 +172,15 @@ class Projector:
             if handler is not message_new and self._pending:
                 # Only runs of new messages are coalesced; anything else sees the rows as they are.
                 self._flush(c)
-            raw = raw_handlers.get(kind)
+            raw = raw_handlers.get(kind) or self._summary_handlers.get(kind)
             if raw is not None:
                 try:
                     raw(c, item)
-                except (*DECODE_ERRORS, apsw.ConstraintError, apsw.MismatchError, TypeError,
-                        KeyError):
+                except (*DECODE_ERRORS, *UNAPPLIABLE):
                     logger.warning("could not project %s at position %d", kind, item.position,
                                    exc_info=True)
                 if self._pending:
                     self._flush(c)
-                continue
-            if kind == ingest.CHANNEL_STATE:
-                self._channel_state(c, item)
-                continue
-            if kind == ingest.QUERY_RESULT:
-                self._query_result(c, item)
-                continue
-            if kind == ingest.SYNC_RESULT:
-                self._sync_result(c, item)
                 continue
             if handler is None:
                 if kind.startswith("poll."):
@@ -193,7 +194,7 @@ class Projector:
                 continue
             try:
                 handler(c, item, event)
-            except (apsw.ConstraintError, apsw.MismatchError, TypeError, ValueError, KeyError):
+            except UNAPPLIABLE:
                 # An event this version cannot apply must not cost the user the event itself:
                 # it is in the log, and a rebuild (which skips it the same way) agrees.
                 logger.warning("could not project %s at position %d", kind, item.position,

@@ -83,3 +83,17 @@ def test_threads_from_thread_updated(store):
     assert store.threads()[0]["reply_count"] == 8
     assert store.threads()[0]["participant_count"] == 3  # kept when not said again
     assert store.threads("messaging:other") == []
+
+
+def test_an_integer_too_big_for_sqlite_costs_only_its_own_projection(store):
+    """msgspec reads integers up to 2**64; SQLite stores up to 2**63 - 1. The entry stays in the
+    log, the rest of the batch is stored and projected."""
+    huge = 2**63 + 5
+    bad = event("message.new", message=message("big", reply_count=huge))
+    state = channel_state("messaging:other")
+    state["channel"]["member_count"] = huge
+    result = store.ingest_many([bad, event("message.new", message=message("fine"))])
+    assert result.stored == 2
+    assert store.message("fine") is not None
+    store.ingest_channel_state(state)
+    assert len(store.history()) == 3
