@@ -6,10 +6,11 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 
-from chatledger import ChatStore
+from chatledger import AsyncChatStore, ChatStore
 from chatledger.eventstore.wire.times import format_time
 from chatledger.sync.client import SyncClient
 from chatledger.sync.devserver import DevServer
@@ -22,10 +23,13 @@ FAST = Backoff(base=0.01, factor=2, cap=0.05)
 
 
 @contextlib.asynccontextmanager
-async def running(tmp_path, **server_options) -> AsyncIterator[tuple[DevServer, ChatStore, SyncClient]]:
+async def running(tmp_path, *, background: bool = False,
+                  **server_options) -> AsyncIterator[tuple[DevServer, Any, SyncClient]]:
+    """A development server, Alice's store (an AsyncChatStore when `background`) and a client."""
     server_options.setdefault("health_interval", 0.2)
     async with DevServer(seed="demo", **server_options) as server:
-        store = ChatStore.open(tmp_path, "alice")
+        store = (await AsyncChatStore.open(tmp_path, "alice") if background
+                 else ChatStore.open(tmp_path, "alice"))
         backend = StreamBackend(server.url, server.api_key, server.make_token("alice"), "alice",
                                 timeout=2.0, health_interval=0.2, dead_after=1.5)
         client = SyncClient(store, backend, backoff=FAST, reconnect_backoff=FAST)
@@ -33,7 +37,10 @@ async def running(tmp_path, **server_options) -> AsyncIterator[tuple[DevServer, 
             yield server, store, client
         finally:
             await backend.close()
-            store.close()
+            if background:
+                await store.close()
+            else:
+                store.close()
 
 
 async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -204,36 +211,27 @@ def test_sync_client_survives_a_failing_connect(tmp_path, kind):
 def test_background_mode_keeps_sqlite_off_the_event_loop(tmp_path):
     """The same story with an AsyncChatStore: frames, replay and catch-up go through its
     writer thread and read pool."""
-    from chatledger import AsyncChatStore
 
     async def main() -> None:
-        async with DevServer(seed="demo", health_interval=0.2) as server:
-            store = await AsyncChatStore.open(tmp_path, "alice")
-            backend = StreamBackend(server.url, server.api_key, server.make_token("alice"),
-                                    "alice", timeout=2.0, health_interval=0.2, dead_after=1.5)
-            client = SyncClient(store, backend, backoff=FAST, reconnect_backoff=FAST)
-            try:
-                stop = asyncio.Event()
-                task = asyncio.create_task(client.run(stop))
-                await eventually(lambda: client.status.state == "online")
-                server.act("bob", "send_message", cid=GENERAL, text="live", id="bg-live")
-                await store.send_message(GENERAL, "from alice", id="bg-1")
-                await store.send_reaction("demo-hello", "like")
-                client.notify()
-                for _ in range(250):
-                    if not await store.outbox.pending() and await store.message("bg-live"):
-                        break
-                    await asyncio.sleep(0.02)
-                assert await store.outbox.pending() == []
-                assert (await store.message("bg-1")).local_state is None
-                stop.set()
-                await asyncio.wait_for(task, 5)
-                report = await client.run_once()
-                assert report.replay.delivered == 0
-                assert differences(store.store, server.snapshot()) == []
-                assert await store.verify() == []
-            finally:
-                await backend.close()
-                await store.close()
+        async with running(tmp_path, background=True) as (server, store, client):
+            stop = asyncio.Event()
+            task = asyncio.create_task(client.run(stop))
+            await eventually(lambda: client.status.state == "online")
+            server.act("bob", "send_message", cid=GENERAL, text="live", id="bg-live")
+            await store.send_message(GENERAL, "from alice", id="bg-1")
+            await store.send_reaction("demo-hello", "like")
+            client.notify()
+            for _ in range(250):
+                if not await store.outbox.pending() and await store.message("bg-live"):
+                    break
+                await asyncio.sleep(0.02)
+            assert await store.outbox.pending() == []
+            assert (await store.message("bg-1")).local_state is None
+            stop.set()
+            await asyncio.wait_for(task, 5)
+            report = await client.run_once()
+            assert report.replay.delivered == 0
+            assert differences(store.store, server.snapshot()) == []
+            assert await store.verify() == []
 
     asyncio.run(main())
