@@ -6,6 +6,7 @@ the row over: the row then keeps showing that newer intent until its own outcome
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any
 
 import apsw
@@ -31,8 +32,8 @@ class _Answer(msgspec.Struct, gc=False):
 _ANSWER = msgspec.json.Decoder(_Answer)
 
 
-class OutcomeHandlers:
-    """The `Succeeded` handler of `LocalProjector`."""
+class OutcomeHandlers(ABC):
+    """The `Succeeded` handler of `LocalProjector`, which provides the two lookups below."""
 
     p: Projector
 
@@ -40,12 +41,14 @@ class OutcomeHandlers:
     def own(self) -> str | None:
         return self.p.own
 
+    @abstractmethod
     def _start(self, c: apsw.Cursor, item: Item) -> Any:
-        raise NotImplementedError
+        """(the event, the command's outbox row, when) or None for an unknown command."""
 
+    @abstractmethod
     def _advance(self, c: apsw.Cursor, item: Item, sets: str, values: tuple[Any, ...],
                  when: int) -> None:
-        raise NotImplementedError
+        """Update the command's outbox row."""
 
     # -- succeeded -----------------------------------------------------------------------------
 
