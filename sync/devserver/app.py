@@ -15,7 +15,7 @@ from aiohttp import web
 from chatledger.sync.devserver import query
 from chatledger.sync.devserver.auth import verify_token
 from chatledger.sync.devserver.faults import Fault
-from chatledger.sync.devserver.wire import UTC, ApiError, decode, encode, error_body
+from chatledger.sync.devserver.wire import UTC, ApiError, decode_object, encode, error_body
 from chatledger.sync.devserver.ws import parse_connect_query, serve_connection
 
 if TYPE_CHECKING:
@@ -46,13 +46,7 @@ async def read_json(request: web.Request) -> dict[str, Any]:
     raw = await request.read()
     if not raw.strip():
         return {}
-    try:
-        body = decode(raw)
-    except Exception:
-        raise ApiError(400, 4, "request body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, 4, "request body must be a JSON object")
-    return body
+    return decode_object(raw, "request body")
 
 
 def authenticate(request: web.Request, server: DevServer, *, from_query: bool = False) -> str:

@@ -77,6 +77,17 @@ class ApiError(Exception):
         return error_body(self.status, self.code, self.message, self.more_info)
 
 
+def decode_object(data: bytes | str, what: str) -> dict[str, Any]:
+    """`data` as a JSON object, or the input error a real server gives, naming `what`."""
+    try:
+        value = decode(data)
+    except Exception:
+        raise ApiError(400, 4, f"{what} is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise ApiError(400, 4, f"{what} must be a JSON object")
+    return value
+
+
 def error_body(status: int, code: int, message: str, more_info: str = "") -> dict[str, Any]:
     """Exactly the five keys of WIRE.md's error body."""
     return {"code": code, "message": message, "StatusCode": status, "duration": "0.00ms",

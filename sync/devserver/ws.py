@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import WSMsgType, web
 
 from chatledger.sync.devserver.state import State
-from chatledger.sync.devserver.wire import ApiError, decode, encode, iso
+from chatledger.sync.devserver.wire import ApiError, decode, decode_object, encode, iso
 
 if TYPE_CHECKING:
     from chatledger.sync.devserver.runner import DevServer
@@ -163,12 +163,7 @@ def parse_connect_query(request: web.Request) -> tuple[str | None, dict[str, Any
     raw = request.query.get("json")
     if not raw:
         raise ApiError(400, 4, "the json query parameter is required")
-    try:
-        payload = decode(raw)
-    except Exception:
-        raise ApiError(400, 4, "the json query parameter is not valid JSON") from None
-    if not isinstance(payload, dict):
-        raise ApiError(400, 4, "the json query parameter must be an object")
+    payload = decode_object(raw, "the json query parameter")
     details = payload.get("user_details") or {}
     if not isinstance(details, dict):
         raise ApiError(400, 4, "user_details must be an object")
