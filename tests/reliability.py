@@ -54,3 +54,46 @@ def run_async(coro: Any, timeout: float) -> Any:
         raise AssertionError(f"no progress in {timeout} s; tasks:\n{out.getvalue()}")
 
     return asyncio.run(guarded())
+
+
+def fast_backoff() -> Any:
+    """Retries in hundredths of a second, for tests."""
+    from chatledger.sync.outcomes import Backoff
+
+    return Backoff(base=0.01, cap=0.05)
+
+
+def connected(directory: Any, *, background: bool = False, timeout: float = 2.0,
+              health_interval: float = 0.2, dead_after: float = 1.5,
+              **server_options: Any) -> Any:
+    """`async with connected(dir) as (server, store, client)`: a development server with the
+    demo seed, Alice's store in `directory` (an AsyncChatStore when `background`), and a sync
+    client over the Stream adapter with fast retries; all closed on the way out."""
+    import contextlib
+
+    from chatledger import AsyncChatStore, ChatStore
+    from chatledger.sync.client import SyncClient
+    from chatledger.sync.devserver import DevServer
+    from chatledger.sync.stream import StreamBackend
+
+    @contextlib.asynccontextmanager
+    async def opened() -> Any:
+        async with DevServer(seed="demo", health_interval=health_interval,
+                             **server_options) as server:
+            store = (await AsyncChatStore.open(directory, "alice") if background
+                     else ChatStore.open(directory, "alice"))
+            backend = StreamBackend(server.url, server.api_key, server.make_token("alice"),
+                                    "alice", timeout=timeout, health_interval=health_interval,
+                                    dead_after=dead_after)
+            client = SyncClient(store, backend, backoff=fast_backoff(),
+                                reconnect_backoff=fast_backoff())
+            try:
+                yield server, store, client
+            finally:
+                await backend.close()
+                if background:
+                    await store.close()
+                else:
+                    store.close()
+
+    return opened()

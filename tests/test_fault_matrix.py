@@ -11,11 +11,9 @@ Loopback only, small timeouts (a `timeout` fault costs half a second), fast back
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import tempfile
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -29,13 +27,10 @@ from chatledger.sync.client import SyncClient
 from chatledger.sync.devserver import DevServer
 from chatledger.sync.devserver.faults import KINDS
 from chatledger.sync.devserver.wire import ApiError
-from chatledger.sync.outcomes import Backoff
-from chatledger.sync.stream import StreamBackend
 from convergence import differences, stored_twice
-from reliability import no_rate_limits, run_async, scaled
+from reliability import connected, no_rate_limits, run_async, scaled
 
 GENERAL, DIRECT = "messaging:general", "messaging:alice-bob"
-FAST = Backoff(base=0.01, cap=0.05)
 FINISHED = {CommandStatus.SUCCEEDED, CommandStatus.REJECTED, CommandStatus.CANCELLED}
 WRITES = ("send_message", "update_message", "delete_message", "send_reaction", "delete_reaction",
           "mark_read")
@@ -51,18 +46,10 @@ assert set(OPTIONS) == set(KINDS), "a fault kind the matrix does not cover"
 COMBOS = [(k,) for k in KINDS] + list(itertools.combinations(KINDS, 2))
 
 
-@contextlib.asynccontextmanager
-async def online(directory: Any) -> AsyncIterator[tuple[DevServer, ChatStore, SyncClient]]:
-    async with DevServer(seed="demo", health_interval=0.3, rate_limits=no_rate_limits()) as server:
-        store = ChatStore.open(directory, "alice")
-        backend = StreamBackend(server.url, server.api_key, server.make_token("alice"), "alice",
-                                timeout=0.5, health_interval=0.3, dead_after=2.0)
-        client = SyncClient(store, backend, backoff=FAST, reconnect_backoff=FAST)
-        try:
-            yield server, store, client
-        finally:
-            await backend.close()
-            store.close()
+def online(directory: Any) -> Any:
+    """Server, store and client with short timeouts and no rate limits (`reliability.connected`)."""
+    return connected(directory, timeout=0.5, health_interval=0.3, dead_after=2.0,
+                     rate_limits=no_rate_limits())
 
 
 async def sync_until_settled(store: ChatStore, client: SyncClient, seconds: float) -> int:

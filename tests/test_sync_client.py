@@ -3,44 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from chatledger import AsyncChatStore, ChatStore
 from chatledger.eventstore.wire.times import format_time
-from chatledger.sync.client import SyncClient
-from chatledger.sync.devserver import DevServer
-from chatledger.sync.outcomes import Backoff
-from chatledger.sync.stream import StreamBackend
 from convergence import differences, stored_twice
+from reliability import connected
 
 GENERAL = "messaging:general"
-FAST = Backoff(base=0.01, factor=2, cap=0.05)
 
 
-@contextlib.asynccontextmanager
-async def running(tmp_path, *, background: bool = False,
-                  **server_options) -> AsyncIterator[tuple[DevServer, Any, SyncClient]]:
-    """A development server, Alice's store (an AsyncChatStore when `background`) and a client."""
-    server_options.setdefault("health_interval", 0.2)
-    async with DevServer(seed="demo", **server_options) as server:
-        store = (await AsyncChatStore.open(tmp_path, "alice") if background
-                 else ChatStore.open(tmp_path, "alice"))
-        backend = StreamBackend(server.url, server.api_key, server.make_token("alice"), "alice",
-                                timeout=2.0, health_interval=0.2, dead_after=1.5)
-        client = SyncClient(store, backend, backoff=FAST, reconnect_backoff=FAST)
-        try:
-            yield server, store, client
-        finally:
-            await backend.close()
-            if background:
-                await store.close()
-            else:
-                store.close()
+def running(tmp_path, *, background: bool = False, **server_options: Any) -> Any:
+    """A development server, Alice's store and a client (see `reliability.connected`)."""
+    return connected(tmp_path, background=background, **server_options)
 
 
 async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
