@@ -91,6 +91,18 @@ UNAPPLIABLE = (apsw.ConstraintError, apsw.MismatchError, TypeError, ValueError, 
 # Events that change nothing durable: typing and presence of watchers are ephemeral by nature.
 EPHEMERAL_PREFIXES = ("typing.", "user.watching.", "ai_indicator.")
 
+# Events that neither read nor change channels, reads or members: a run of new messages (whose
+# channel and unread-count changes are written once per run) goes on across them.
+RUN_WITH_NEW_MESSAGES = frozenset({
+    "message.new", "notification.message_new", "message.updated", "message.undeleted",
+    "message.deleted", "reaction.new", "reaction.updated", "reaction.deleted", "user.updated",
+    "user.presence.changed", "user.deleted", "user.messages.deleted", "health.check",
+    "thread.updated", "draft.updated", "draft.deleted", "poll.created", "poll.updated",
+    "poll.closed", "poll.deleted", "poll.vote_casted", "poll.vote_changed", "poll.vote_removed",
+})
+
+_USERS_REMEMBERED = 100_000
+
 
 class Projector:
     """Applies log entries to the read tables of one user's file."""
@@ -100,6 +112,13 @@ class Projector:
         # What a run of new messages does to channels and unread counts, written once per run.
         self._pending_channels: dict[str, tuple[int | None, int | None, int | None]] = {}
         self._pending_unread: dict[str, int] = {}
+        # Whether the own user's unread counts are kept in a channel (its memberships), as on
+        # file: forgotten for a channel whenever its members change.
+        self._counts_unread_in: dict[str, bool] = {}
+        # The users rows as on file, remembered across appends while no other connection writes:
+        # a message carries its author, and most authors are unchanged since the last message.
+        self._users_on_file: dict[str, tuple[object, ...] | None] = {}
+        self._seen_version: tuple[apsw.Connection, int] | None = None
         self._handlers: dict[str, Callable[[apsw.Cursor, Item, p.Event], None]] = {
             "message.new": self._message_new,
             "notification.message_new": self._message_new,
@@ -158,40 +177,44 @@ class Projector:
         """Drop what is remembered of rows (after a rollback or a rebuild)."""
         self._pending_channels.clear()
         self._pending_unread.clear()
+        self._counts_unread_in.clear()
+        self._users_on_file.clear()
+        self._seen_version = None
 
     # -- entry point ---------------------------------------------------------------------------
 
     def apply(self, c: apsw.Cursor, items: Iterable[Item]) -> None:
+        self._check_remembered(c)
         handlers = self._handlers
         raw_handlers = self._raw_handlers
+        summary_handlers = self._summary_handlers
         decode = p.EVENT.decode
-        message_new = self._message_new
         for item in items:
             kind = item.type
             handler = handlers.get(kind)
-            if handler is not message_new and self._pending:
-                # Only runs of new messages are coalesced; anything else sees the rows as they are.
-                self._flush(c)
-            raw = raw_handlers.get(kind) or self._summary_handlers.get(kind)
+            raw = None
+            if handler is None:
+                raw = raw_handlers.get(kind) or summary_handlers.get(kind)
+                if raw is None:
+                    if not kind.startswith("poll."):
+                        continue  # unknown, ephemeral, or the library's own events: the log keeps them
+                    handler = self._poll
             if raw is not None:
+                self._barrier(c)
                 try:
                     raw(c, item)
                 except (*DECODE_ERRORS, *UNAPPLIABLE):
                     logger.warning("could not project %s at position %d", kind, item.position,
                                    exc_info=True)
-                if self._pending:
-                    self._flush(c)
+                self._barrier(c)
                 continue
-            if handler is None:
-                if kind.startswith("poll."):
-                    handler = self._poll
-                else:
-                    continue  # unknown, ephemeral, or the library's own events: the log keeps them
             try:
                 event = decode(item.payload)
             except DECODE_ERRORS:
                 # Stored verbatim but not shaped as this type says: nothing to project.
                 continue
+            if kind not in RUN_WITH_NEW_MESSAGES:
+                self._barrier_for(c, item, event)
             try:
                 handler(c, item, event)
             except UNAPPLIABLE:
@@ -199,37 +222,66 @@ class Projector:
                 # it is in the log, and a rebuild (which skips it the same way) agrees.
                 logger.warning("could not project %s at position %d", kind, item.position,
                                exc_info=True)
-        if self._pending:
-            self._flush(c)
+        self._barrier(c)
 
-    def _flush(self, c: apsw.Cursor) -> None:
+    def _check_remembered(self, c: apsw.Cursor) -> None:
+        """Forget remembered rows if another connection may have changed them since."""
+        # data_version changes only for commits made by other connections.
+        seen = (c.connection, c.execute("PRAGMA data_version").fetchone()[0])
+        if self._seen_version is None or seen[0] is not self._seen_version[0] \
+                or seen[1] != self._seen_version[1]:
+            self._users_on_file.clear()
+            self._counts_unread_in.clear()
+        self._seen_version = seen
+
+    def _barrier_for(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
+        """The barrier before an event: for the channels it names (each handler outside the run
+        changes only those), or for all when it names none."""
+        named = self._cid_of(item, event)
+        in_object = self._channel_cid(event.channel) if event.channel else None
+        if named is None and in_object is None:
+            self._barrier(c)
+            return
+        for cid in {named, in_object} - {None}:
+            self._barrier(c, cid)
+
+    def _barrier(self, c: apsw.Cursor, cid: str | None = None) -> None:
+        """Before an event that reads or changes channels or reads (of channel `cid` only, or of
+        any): write what the run of new messages did to them."""
+        if cid is None:
+            self._flush(c, self._pending_channels.items(), self._pending_unread.items())
+            self._pending_channels.clear()
+            self._pending_unread.clear()
+            return
+        channel = self._pending_channels.pop(cid, None)
+        unread = self._pending_unread.pop(cid, None)
+        if channel is not None or unread is not None:
+            self._flush(c, [(cid, channel)] if channel is not None else (),
+                        [(cid, unread)] if unread is not None else ())
+
+    def _flush(
+        self, c: apsw.Cursor,
+        channels: Iterable[tuple[str, tuple[int | None, int | None, int | None]]],
+        unread: Iterable[tuple[str, int]],
+    ) -> None:
         """Write what a run of new messages did to their channels and the own unread counts."""
-        channels, unread = self._pending_channels, self._pending_unread
-        if channels:
-            # One statement per channel files it (even one not heard of before) with its newest
-            # message time and the latest counters the events carried.
-            c.executemany(
-                "INSERT INTO channels (cid, type, id, last_message_at, member_count, message_count) "
-                "VALUES (?,?,?,?,?,?) ON CONFLICT (cid) DO UPDATE SET "
-                "last_message_at=CASE WHEN excluded.last_message_at > coalesce(last_message_at, 0) "
-                "THEN excluded.last_message_at ELSE last_message_at END, "
-                "member_count=coalesce(excluded.member_count, member_count), "
-                "message_count=coalesce(excluded.message_count, message_count)",
-                [(cid, *cid.partition(":")[::2], *values) for cid, values in channels.items()],
-            )
-            channels.clear()
-        if unread:
-            c.executemany(
-                "INSERT INTO reads (cid, user_id, unread_messages) VALUES (?, ?, ?) "
-                "ON CONFLICT (cid, user_id) DO UPDATE SET "
-                "unread_messages=unread_messages+excluded.unread_messages",
-                [(cid, self.own, n) for cid, n in unread.items()],
-            )
-            unread.clear()
-
-    @property
-    def _pending(self) -> bool:
-        return bool(self._pending_channels or self._pending_unread)
+        # One statement per channel files it (even one not heard of before) with its newest
+        # message time and the latest counters the events carried.
+        c.executemany(
+            "INSERT INTO channels (cid, type, id, last_message_at, member_count, message_count) "
+            "VALUES (?,?,?,?,?,?) ON CONFLICT (cid) DO UPDATE SET "
+            "last_message_at=CASE WHEN excluded.last_message_at > coalesce(last_message_at, 0) "
+            "THEN excluded.last_message_at ELSE last_message_at END, "
+            "member_count=coalesce(excluded.member_count, member_count), "
+            "message_count=coalesce(excluded.message_count, message_count)",
+            [(cid, *cid.partition(":")[::2], *values) for cid, values in channels],
+        )
+        c.executemany(
+            "INSERT INTO reads (cid, user_id, unread_messages) VALUES (?, ?, ?) "
+            "ON CONFLICT (cid, user_id) DO UPDATE SET "
+            "unread_messages=unread_messages+excluded.unread_messages",
+            [(cid, self.own, n) for cid, n in unread],
+        )
 
     # -- messages ------------------------------------------------------------------------------
 
@@ -293,7 +345,7 @@ class Projector:
     def _message_new(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
         m = event.message
         if event.channel:
-            self._flush(c)  # the channel object lands after what earlier messages did to it
+            self._barrier(c)  # the channel object lands after what earlier messages did to it
             self._channel_upsert(c, item, event.channel, SLOT_EVENT)
         if m is None or not m.id:
             return
@@ -328,10 +380,14 @@ class Projector:
 
     def _counts_unread(self, c: apsw.Cursor, cid: str) -> bool:
         """Unread counts are kept for channels the own user is in (or whose members are unknown)."""
+        known = self._counts_unread_in.get(cid)
+        if known is not None:
+            return known
         row = c.execute(
             "SELECT max(user_id = ?), count(*) FROM members WHERE cid=?", (self.own, cid)
         ).fetchone()
-        return not row[1] or bool(row[0])
+        counts = self._counts_unread_in[cid] = not row[1] or bool(row[0])
+        return counts
 
     def _message_updated(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
         m = event.message
@@ -553,6 +609,7 @@ class Projector:
                   (cid,))
         for table in ("messages", "members", "reads", "drafts", "channels"):
             c.execute(f"DELETE FROM {table} WHERE cid=?", (cid,))
+        self._counts_unread_in.pop(cid, None)
 
     def _channel_hidden(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
         cid = self._cid_of(item, event)
@@ -575,6 +632,7 @@ class Projector:
         uid = m.uid
         if not uid:
             return
+        self._counts_unread_in.pop(cid, None)
         c.execute(
             "INSERT INTO members (cid, user_id, role, channel_role, banned, pinned_at, archived_at, "
             "created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (cid, user_id) DO UPDATE "
@@ -605,6 +663,7 @@ class Projector:
             self._drop_channel(c, cid)  # no longer ours: it leaves the channel list
         else:
             c.execute("DELETE FROM members WHERE cid=? AND user_id=?", (cid, uid))
+            self._counts_unread_in.pop(cid, None)
 
     # -- users ---------------------------------------------------------------------------------
 
@@ -614,26 +673,32 @@ class Projector:
             return
         # Decided by the row on file, never by what this process happens to remember: a rebuild
         # must make the same choice, or `verify` would find the positions differ.
-        on_file = c.execute(
-            "SELECT name, role, online, banned, last_active, updated_at, deleted_at FROM users "
-            "WHERE id=?", (user.id,),
-        ).fetchone()
+        on_file = self._users_on_file.get(user.id, _MISSING)
+        if on_file is _MISSING:
+            on_file = self._users_on_file[user.id] = c.execute(
+                "SELECT name, role, online, banned, last_active, updated_at, deleted_at FROM users "
+                "WHERE id=?", (user.id,),
+            ).fetchone()
         if on_file == (user.name, user.role, b(user.online), b(user.banned),
                        t(user.last_active), t(user.updated_at), t(user.deleted_at)):
             return
         self._upsert_user(c, item, user)
 
     def _upsert_user(self, c: apsw.Cursor, item: Item, user: p.User, *, banned: int | None = None) -> None:
+        row = (user.name, user.role, b(user.online),
+               banned if banned is not None else b(user.banned), t(user.last_active),
+               t(user.updated_at), t(user.deleted_at))
         c.execute(
             "INSERT INTO users (id, name, role, online, banned, last_active, updated_at, deleted_at, "
             "position) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (id) DO UPDATE SET name=excluded.name, "
             "role=excluded.role, online=excluded.online, banned=excluded.banned, "
             "last_active=excluded.last_active, updated_at=excluded.updated_at, "
             "deleted_at=excluded.deleted_at, position=excluded.position",
-            (user.id, user.name, user.role, b(user.online),
-             banned if banned is not None else b(user.banned), t(user.last_active),
-             t(user.updated_at), t(user.deleted_at), item.position),
+            (user.id, *row, item.position),
         )
+        if len(self._users_on_file) >= _USERS_REMEMBERED:
+            self._users_on_file.clear()
+        self._users_on_file[user.id] = row
 
     def _user_event(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
         if event.user is not None and event.user.id:
@@ -652,6 +717,7 @@ class Projector:
             self._upsert_user(c, item, event.user, banned=banned)
         else:
             c.execute("UPDATE users SET banned=? WHERE id=?", (banned, uid))
+            self._users_on_file.pop(uid, None)
 
     def _user_messages_deleted(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
         uid = self._event_user(event)

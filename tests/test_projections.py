@@ -6,6 +6,8 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from chatledger import ChatStore
 from fixtures import channel_state, event, message, query_channels_response, user
@@ -288,13 +290,62 @@ def test_one_batch_projects_exactly_like_one_event_at_a_time(tmp_path: Path) -> 
     single.close()
 
 
-def test_a_second_session_projects_like_a_rebuild(tmp_path: Path) -> None:
+def _generated(n: int, seed: int) -> list[bytes]:
     import sys
 
     sys.path.insert(0, str(Path(__file__).parent.parent))
     from benchmarks.workload import generate_events
 
-    events = list(generate_events(1_200, seed=5))
+    return list(generate_events(n, seed=seed))
+
+
+_ONE_AT_A_TIME: dict[int, dict[str, list[tuple]]] = {}
+
+
+@settings(max_examples=8, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(seed=st.sampled_from([3, 4]), cuts=st.lists(st.integers(1, 399), max_size=12))
+def test_any_split_into_batches_projects_like_one_event_at_a_time(
+    tmp_path_factory: pytest.TempPathFactory, seed: int, cuts: list[int]
+) -> None:
+    # The projector writes what a run of new messages does to channels and unread counts once
+    # per run, and remembers users and memberships between events: wherever the batches break,
+    # the tables must come out as if every event had been applied on its own.
+    events = _generated(400, seed)
+    if seed not in _ONE_AT_A_TIME:
+        with ChatStore.open(tmp_path_factory.mktemp("single"), "alice") as single:
+            for e in events:
+                single.ingest(e)
+            _ONE_AT_A_TIME[seed] = _all_rows(single)
+    bounds = [0, *sorted(set(cuts)), len(events)]
+    with ChatStore.open(tmp_path_factory.mktemp("batched"), "alice") as batched:
+        for start, end in zip(bounds, bounds[1:]):
+            batched.ingest_many(events[start:end])
+        assert _all_rows(batched) == _ONE_AT_A_TIME[seed]
+
+
+def test_rows_another_connection_wrote_are_not_taken_as_remembered(tmp_path: Path) -> None:
+    # The projector remembers users' rows and channels' memberships between appends; a write by
+    # another connection to the same file must make it read them again.
+    def said(name: str, n: int) -> bytes:
+        return event("message.new", cid="messaging:c", at=at(n),
+                     message=message(f"m{n}", cid="messaging:c", at=at(n), uid="bob"),
+                     user={"id": "bob", "name": name})
+
+    first = ChatStore.open(tmp_path, "alice")
+    first.ingest(said("Bob", 1))  # a channel without known members: alice's unread counts
+    with ChatStore.open(tmp_path, "alice") as second:
+        second.ingest(said("Robert", 2))
+        second.ingest(event("member.added", cid="messaging:c", member={"user_id": "bob"}))
+    first.ingest(said("Bob", 3))
+    assert first.user("bob")["name"] == "Bob"
+    assert first.unread_counts()["channels"] == {"messaging:c": 2}  # not m3: alice is not in it
+    assert first.verify() == []
+    first.close()
+
+
+def test_a_second_session_projects_like_a_rebuild(tmp_path: Path) -> None:
+    events = _generated(1_200, seed=5)
     with ChatStore.open(tmp_path, "alice") as first:
         first.ingest_many(events[:1_000])
     with ChatStore.open(tmp_path, "alice") as second:  # remembers nothing of the first
