@@ -12,6 +12,7 @@ from eventsourcing.persistence import PersistenceError
 
 from chatledger.cli.actions import ACTION_COMMANDS
 from chatledger.cli.admin import flush_command, quarantine_command, stats_command
+from chatledger.cli.archive import backup_command, export_command
 from chatledger.cli.audit import as_of_group, explain_command
 from chatledger.cli.context import Context, fail
 from chatledger.cli.demo import demo_command
@@ -91,6 +92,8 @@ for command in (import_command, log_command, stats_command, quarantine_command, 
 for command in (*ACTION_COMMANDS, outbox_group, conflicts_command):
     cli.add_command(command)
 for command in (sync_command, demo_command):
+    cli.add_command(command)
+for command in (backup_command, export_command):
     cli.add_command(command)
 
 

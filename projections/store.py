@@ -10,8 +10,10 @@ import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
+from chatledger.eventstore.backup import ProgressCallback as BackupProgress
+from chatledger.eventstore.backup import backup_database
 from chatledger.eventstore.datastore import Synchronous
 from chatledger.eventstore.ingest import Payload, sync_point_entry
 from chatledger.eventstore.log import AppendResult, EventLog, LogEntry, StoreError
@@ -19,6 +21,7 @@ from chatledger.eventstore.schema import Source
 from chatledger.eventstore.userfiles import flush_files, user_db_path
 from chatledger.projections.actions import ActionsMixin
 from chatledger.projections.engine import Difference, ProgressCallback, Projections
+from chatledger.projections.export import export_channels
 from chatledger.projections.outbox import Outbox
 from chatledger.projections.queries import ReadAPI, ReadModel
 
@@ -241,6 +244,30 @@ class ChatStore(ActionsMixin, ReadAPI):
     def verify(self, on_progress: ProgressCallback | None = None) -> list[Difference]:
         """Rebuild into a scratch copy and list how the live tables differ (empty: all good)."""
         return self.projections.verify(on_progress)
+
+    # -- backup and export ---------------------------------------------------------------------
+
+    def backup(
+        self, dest: str | os.PathLike[str], *, overwrite: bool = False,
+        on_progress: BackupProgress | None = None,
+    ) -> dict[str, Any]:
+        """Copy the whole store to the file `dest` (or into the directory `dest`) while it stays
+        in use; the copy is checked before it takes the name. Returns `path`, `bytes`, `pages`,
+        `events`, `seconds`, `user_id`, `restarts`. An existing file is replaced only with
+        `overwrite=True`; `on_progress(pages_copied, pages)` follows the copy."""
+        return backup_database(self.log.datastore, dest, overwrite=overwrite,
+                               on_progress=on_progress).as_dict()
+
+    def export_channels(
+        self, file: BinaryIO, *, cids: Iterable[str] | None = None, messages: int | None = None,
+        include_local: bool = False,
+    ) -> dict[str, int]:
+        """Write the channels (all, or `cids`) as one query-channels response to the binary
+        file object `file`, with all their messages or the newest `messages`; see
+        `chatledger.projections.export`. Returns `channels`, `messages`, `bytes`,
+        `local_left_out`, `parts`."""
+        return export_channels(self.read, file, cids=cids, messages=messages,
+                               include_local=include_local).as_dict()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
