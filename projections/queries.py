@@ -79,10 +79,12 @@ _MESSAGE_COLUMNS = (
     "deleted_for_me, local_state, local_command, position, slot"
 )
 # A message row with the bytes of the entry holding its object, in one lookup. (No column name
-# is shared by the two tables, so conditions may name message columns unqualified.)
+# is shared by the two tables, so conditions may name message columns unqualified.) An entry
+# holding many messages (a channel state) is left out of the row: it is read once per query.
 _MESSAGE_SELECT = (
     "SELECT " + ", ".join("m." + col for col in _MESSAGE_COLUMNS.split(", "))
-    + ", e.codec, e.state FROM messages m LEFT JOIN stored_events e ON e.rowid = m.position"
+    + ", e.codec, CASE WHEN m.slot < 0 THEN e.state END "
+    "FROM messages m LEFT JOIN stored_events e ON e.rowid = m.position"
 )
 
 
@@ -133,23 +135,46 @@ class ReadModel:
                 return bytes(_MESSAGE.decode(payload).message)
             if slot == SLOT_RESPONSE:  # a command's answer from the backend
                 return bytes(_RESPONSE.decode(payload).response.message)
-            state = _STATE.decode(payload)
-            items = state.messages if slot < SLOT_PINNED_BASE else state.pinned_messages
-            index = slot if slot < SLOT_PINNED_BASE else slot - SLOT_PINNED_BASE
-            return bytes(items[index]) if index < len(items) else b""
+            return ReadModel._state_item(_STATE.decode(payload), slot)
         except (msgspec.MsgspecError, ValueError):
             return b""
 
+    @staticmethod
+    def _state_item(state: _State, slot: int) -> bytes:
+        """The bytes of the message at `slot` of a decoded channel state."""
+        items = state.messages if slot < SLOT_PINNED_BASE else state.pinned_messages
+        index = slot if slot < SLOT_PINNED_BASE else slot - SLOT_PINNED_BASE
+        return bytes(items[index]) if index < len(items) else b""
+
     def _messages(self, c: apsw.Cursor, rows: list[tuple[Any, ...]]) -> list[StoredMessage]:
-        """Rows of `_MESSAGE_SELECT`: the message row, then its entry's codec and state."""
+        """Rows of `_MESSAGE_SELECT`: the message row, then its entry's codec and state (for an
+        entry of one message)."""
         decode = self._codec.decode
         extract = self._extract_message
-        return [
-            StoredMessage(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]), r[8], bool(r[9]),
-                          r[10], r[11], r[12],
-                          extract(decode(r[14], r[15]), r[13]) if r[14] is not None else b"")
-            for r in rows
-        ]
+        states: dict[int, _State | None] = {}  # the channel states met, each decoded once
+        messages = []
+        for r in rows:
+            if r[14] is None:
+                raw = b""
+            elif r[15] is not None:
+                raw = extract(decode(r[14], r[15]), r[13])
+            else:
+                raw = self._from_state(c, states, r[12], r[13])
+            messages.append(StoredMessage(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]),
+                                          r[8], bool(r[9]), r[10], r[11], r[12], raw))
+        return messages
+
+    def _from_state(
+        self, c: apsw.Cursor, states: dict[int, _State | None], position: int, slot: int
+    ) -> bytes:
+        """The message at `slot` of the channel state at `position`."""
+        if position not in states:
+            try:
+                states[position] = _STATE.decode(self._payload(c, position))
+            except (msgspec.MsgspecError, ValueError):
+                states[position] = None
+        state = states[position]
+        return b"" if state is None else self._state_item(state, slot)
 
     def _channel_raw(self, c: apsw.Cursor, position: int | None, slot: int) -> bytes:
         if position is None:

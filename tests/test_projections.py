@@ -370,3 +370,32 @@ def test_hidden_channels_listed_when_any_part_of_the_filter_asks(store: ChatStor
     assert [s.cid for s in store.channels()] == ["messaging:v"]
     both = store.channels({"$or": [{"hidden": True}, {"cid": "messaging:v"}]})
     assert sorted(s.cid for s in both) == ["messaging:h", "messaging:v"]
+
+
+def test_a_page_from_one_channel_state_reads_that_entry_once(store: ChatStore) -> None:
+    # A query response files many messages under one log entry: a page of them decompresses and
+    # decodes that entry once, not once per message (a 20,000-message state would otherwise
+    # cost 20,000 decodings of itself, and as many copies of it in memory).
+    state = channel_state("messaging:big", messages=120)
+    older = {**state["messages"][3], "id": "older-pinned", "pinned": True, "pinned_at": T0}
+    state["pinned_messages"] = [older]  # not among the page: filed from `pinned_messages`
+    store.ingest_channel_state(msgspec.json.encode(state))
+    codec = store.log.datastore.codec
+    real_decode = codec.decode
+    calls = []
+
+    def counting_decode(kind: int, stored: bytes) -> bytes:
+        calls.append(len(stored))
+        return real_decode(kind, stored)
+
+    codec.decode = counting_decode  # type: ignore[method-assign]
+    try:
+        page = store.messages("messaging:big", limit=200)
+        pinned = store.pinned("messaging:big")
+    finally:
+        del codec.decode
+    assert sorted(m.id for m in page) == sorted(
+        ["older-pinned", *(f"messaging:big-m{i}" for i in range(120))])
+    assert all(m.json()["id"] == m.id for m in page)
+    assert [m.json()["id"] for m in pinned] == ["older-pinned"]
+    assert len(calls) == 2  # one entry per query
