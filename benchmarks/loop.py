@@ -9,7 +9,9 @@ a callback that was due. The same monitor runs for a second with the store idle 
 figures can be told apart from the loop's own timer granularity.
 
 Last stdout line: `events`, `events_per_s`, `max_stall_ms`, `p99_stall_ms`, `mean_stall_ms`,
-the idle baseline, and how the writer batched (`transactions`, `mean_batch`, `largest_batch`).
+where the longest stall fell (`max_stall_at_s`, and the longest while ingesting and while
+closing), the idle baseline, how the writer batched (`transactions`, `mean_batch`,
+`largest_batch`), and how busy the machine was (`cores_busy_other`).
 """
 
 from __future__ import annotations
@@ -34,19 +36,27 @@ TICK_S = 0.001
 
 
 class StallMonitor:
-    """Sleeps `TICK_S` in a loop and records each oversleep, in seconds."""
+    """Sleeps `TICK_S` in a loop and records each oversleep, in seconds, and when it woke."""
 
     def __init__(self) -> None:
         self.stalls: list[float] = []
+        self.woke: list[float] = []  # perf_counter() at the end of each stall: to tell phases apart
         self._stop = asyncio.Event()
 
     async def run(self) -> None:
         clock = time.perf_counter
-        stalls = self.stalls
+        stalls, woke = self.stalls, self.woke
         while not self._stop.is_set():
             t0 = clock()
             await asyncio.sleep(TICK_S)
-            stalls.append(max(0.0, clock() - t0 - TICK_S))
+            t1 = clock()
+            stalls.append(max(0.0, t1 - t0 - TICK_S))
+            woke.append(t1)
+
+    def longest_between(self, start: float, end: float) -> float | None:
+        """The longest stall that ended within [start, end), in ms."""
+        inside = [s for s, t in zip(self.stalls, self.woke) if start <= t < end]
+        return round(max(inside) * 1e3, 3) if inside else None
 
     def stop(self) -> None:
         self._stop.set()
@@ -149,7 +159,13 @@ async def run_ingest(
     monitor.stop()
     await monitor_task
     writer = store.writer
+    longest = max(range(len(monitor.stalls)), key=monitor.stalls.__getitem__, default=None)
     return {
+        # Where the longest stall fell (seconds after the first ingest), and the longest stall of
+        # each phase: closing (checkpoint, closing the file) stalls for its own reasons.
+        "max_stall_at_s": None if longest is None else round(monitor.woke[longest] - t0, 2),
+        "ingest_max_stall_ms": monitor.longest_between(float("-inf"), t1),  # all before close()
+        "close_max_stall_ms": monitor.longest_between(t1, float("inf")),
         "stored": sum(counts),
         "ingest_s": ingest_s,
         "close_s": close_s,
@@ -218,6 +234,8 @@ def command(
     print(f"writer pauses     {run['gil_pauses']:,} (every {run['yield_every_ms']} ms of work)")
     print(f"loop stalls       max {stalls['max']} ms, p99 {stalls['p99']} ms, mean {stalls['mean']} ms "
           f"over {len(run['stalls']):,} ticks of {TICK_S * 1e3:g} ms")
+    print(f"longest stall     at {run['max_stall_at_s']} s; while ingesting {run['ingest_max_stall_ms']} ms, "
+          f"while closing {run['close_max_stall_ms']} ms")
     print(f"idle baseline     max {idle['max']} ms, p99 {idle['p99']} ms, mean {idle['mean']} ms")
     print(f"cpu               {cpu['cores_busy_self']} cores busy in this process, "
           f"{cpu['cores_busy_other']} elsewhere, of {os.cpu_count()}")
@@ -231,6 +249,9 @@ def command(
         "p99_stall_ms": stalls["p99"],
         "mean_stall_ms": stalls["mean"],
         "ticks": len(run["stalls"]),
+        "max_stall_at_s": run["max_stall_at_s"],
+        "ingest_max_stall_ms": run["ingest_max_stall_ms"],
+        "close_max_stall_ms": run["close_max_stall_ms"],
         "idle_max_stall_ms": idle["max"],
         "idle_p99_stall_ms": idle["p99"],
         "transactions": run["transactions"],

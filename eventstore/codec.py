@@ -77,8 +77,10 @@ class PayloadCodec:
 
     def train(self, cursor: apsw.Cursor, samples: Sequence[bytes], trained_on: int) -> int:
         """Train a dictionary on `samples`, store it in the file, and encode with it from now on."""
+        # One thread: training on every core took both CPUs for 0.2-0.3 s, and an application's
+        # event loop on the other thread stalled for 3-6 ms behind it (benchmarks/loop.py).
         dictionary = zstandard.train_dictionary(
-            DICTIONARY_SIZE, list(samples), level=LEVEL, k=0, d=8, steps=4, threads=-1
+            DICTIONARY_SIZE, list(samples), level=LEVEL, k=0, d=8, steps=4, threads=1
         )
         data = dictionary.as_bytes()
         cursor.execute(

@@ -212,6 +212,31 @@ def test_close_while_busy_loses_nothing(tmp_path: Path) -> None:
         assert store.stats()["events"] == expected + 300
 
 
+def test_closing_gives_back_the_page_cache_before_the_connection_closes(tmp_path: Path) -> None:
+    # APSW's Connection.close frees the page cache holding the GIL (a frozen event loop); close()
+    # must have freed it already, with the GIL released.
+    async def main() -> tuple[int, list[int]]:
+        store = await AsyncChatStore.open(tmp_path, USER)
+        await store.ingest_many(events("m", 3000))
+        datastore = store.store.log.datastore
+        cache_used = lambda: datastore.writer.status(apsw.SQLITE_DBSTATUS_CACHE_USED)[0]  # noqa: E731
+        at_close: list[int] = []
+        close = datastore.close
+
+        def spying_close() -> None:
+            at_close.append(cache_used())
+            close()
+
+        datastore.close = spying_close  # type: ignore[method-assign]
+        before = await asyncio.to_thread(cache_used)
+        await store.close()
+        return before, at_close
+
+    before, at_close = run(main())
+    assert before > 1_000_000, "the test needs a well-filled cache to mean anything"
+    assert len(at_close) == 1 and at_close[0] < before // 10
+
+
 def test_cancelling_the_wait_does_not_withdraw_the_write(tmp_path: Path) -> None:
     async def main() -> None:
         async with AsyncChatStore.open(tmp_path, USER) as store:
