@@ -136,4 +136,6 @@ def conflicts_command(ctx: Context, as_json: bool) -> None:
             detail = _error_text(e.data.get("error")) or e.data.get("reason") or ""
             if e.name == "attempt_started":
                 detail = f"attempt {e.data.get('attempt')}"
+            elif e.data.get("attempt") is not None:  # an outcome that carries its attempt's start
+                detail = f"attempt {e.data['attempt']}" + (f": {detail}" if detail else "")
             out.print(f"  {e.position:>7}  {format_time(e.received_at)}  {e.name:<16} {detail}")

@@ -41,6 +41,10 @@ class AsyncOutbox:
     def get(self, command_id: str) -> asyncio.Future[CommandInfo]:
         return self._read(self._outbox.get, command_id)
 
+    def sending(self, command_id: str) -> None:
+        """`Outbox.sending`, at once (a note in memory, not a write)."""
+        self._outbox.sending(command_id)
+
     # -- writes ----------------------------------------------------------------------------------
 
     def start(self, command_ids: Sequence[str]) -> asyncio.Future[None]:

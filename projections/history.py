@@ -42,7 +42,7 @@ from chatledger.eventstore.log import StoreError
 from chatledger.eventstore.schema import Source, events_table
 from chatledger.projections.apply import Item, Projector
 from chatledger.projections.engine import ProgressCallback, create_tables, drop_tables, replay
-from chatledger.projections.queries import ReadAPI, ReadModel, StoredMessage
+from chatledger.projections.queries import ReadAPI, ReadModel
 from chatledger.projections.schema import INDEXES, SLOT_EVENT, SLOT_PINNED_BASE, SLOT_RESPONSE
 
 if TYPE_CHECKING:
@@ -394,10 +394,12 @@ def command_note(topic: str, payload: bytes) -> str:
         return f"attempt {doc.get('attempt')} started"
     if topic == commands.ATTEMPT_FAILED:
         return f"attempt {doc.get('attempt')} failed" + (f": {said}" if said else "")
+    # An outcome recorded with its attempt's start carries the attempt number itself.
+    attempt = f"attempt {doc['attempt']} " if doc.get("attempt") is not None else ""
     if topic == commands.SUCCEEDED:
-        return "succeeded"
+        return f"{attempt}succeeded"
     if topic == commands.REJECTED:
-        return f"rejected: {doc.get('reason')}"
+        return f"{attempt}rejected: {doc.get('reason')}"
     if topic == commands.CANCELLED:
         return f"cancelled: {doc.get('reason')}"
     if topic == commands.RETRIED:

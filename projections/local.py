@@ -299,19 +299,23 @@ class LocalProjector(OutcomeHandlers):
                       item.received_at)
 
     def attempt_failed(self, c: apsw.Cursor, item: Item) -> None:
+        # The attempt number too: the attempt's start may be folded into its failure (the
+        # number is the one its `AttemptStarted` set, when there is one).
         e = _LIFECYCLE.decode(item.payload)
-        self._advance(c, item, "status=?, last_error=?, next_try_at=?",
-                      (cmd.CommandStatus.FAILED, bytes(e.error).decode() if e.error else None,
-                       e.next_try_at), item.received_at)
+        self._advance(c, item, "status=?, attempts=coalesce(?, attempts), last_error=?, "
+                      "next_try_at=?",
+                      (cmd.CommandStatus.FAILED, e.attempt,
+                       bytes(e.error).decode() if e.error else None, e.next_try_at),
+                      item.received_at)
 
     def rejected(self, c: apsw.Cursor, item: Item) -> None:
         if (found := self._start(c, item)) is None:
             return
         e, (kind, _, mid, _, seq, *_), when = found
         c.execute("DELETE FROM retry_stream WHERE seq=?", (seq,))
-        self._advance(c, item, "status=?, reason=?, last_error=coalesce(?, last_error), "
-                      "next_try_at=NULL",
-                      (cmd.CommandStatus.REJECTED, e.reason,
+        self._advance(c, item, "status=?, attempts=coalesce(?, attempts), reason=?, "
+                      "last_error=coalesce(?, last_error), next_try_at=NULL",
+                      (cmd.CommandStatus.REJECTED, e.attempt, e.reason,
                        bytes(e.error).decode() if e.error and bytes(e.error) != b"null" else None),
                       when)
         if kind in REFUSED:

@@ -6,8 +6,7 @@ the row over: the row then keeps showing that newer intent until its own outcome
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import apsw
 import msgspec
@@ -32,8 +31,22 @@ class _Answer(msgspec.Struct, gc=False):
 _ANSWER = msgspec.json.Decoder(_Answer)
 
 
-class OutcomeHandlers(ABC):
-    """The `Succeeded` handler of `LocalProjector`, which provides the two lookups below."""
+class _Outcome(msgspec.Struct, gc=False):
+    """What the read tables use of a `Succeeded` event (`eventstore.commands`)."""
+
+    response: msgspec.Raw = msgspec.Raw()
+    attempt: int | None = None  # set when the attempt's start was folded into the outcome
+
+
+_OUTCOME = msgspec.json.Decoder(_Outcome)
+_ROW = "SELECT kind, cid, message_id, seq, undo FROM outbox WHERE id=?"
+_SUCCEEDED = ("UPDATE outbox SET status=?, attempts=coalesce(?, attempts), next_try_at=NULL, "
+              "response_position=?, version=version+1, updated_at=? WHERE seq=?")
+
+
+class OutcomeHandlers:
+    """The `Succeeded` handler of `LocalProjector` (which sets `p`, the projector whose row
+    helpers it shares)."""
 
     p: Projector
 
@@ -41,33 +54,28 @@ class OutcomeHandlers(ABC):
     def own(self) -> str | None:
         return self.p.own
 
-    @abstractmethod
-    def _start(self, c: apsw.Cursor, item: Item) -> Any:
-        """(the event, the command's outbox row, when) or None for an unknown command."""
-
-    @abstractmethod
-    def _advance(self, c: apsw.Cursor, item: Item, sets: str, values: tuple[Any, ...],
-                 when: int) -> None:
-        """Update the command's outbox row."""
-
     # -- succeeded -----------------------------------------------------------------------------
 
     def succeeded(self, c: apsw.Cursor, item: Item) -> None:
-        if (found := self._start(c, item)) is None:
-            return
-        e, (kind, cid, mid, _, seq, undo, _), when = found
+        e = _OUTCOME.decode(item.payload)
         try:
             answer = _ANSWER.decode(e.response) if e.response else _Answer()
         except (msgspec.MsgspecError, ValueError):
             answer = _Answer()  # not an object we can read: the command's own intent stands
         m = answer.message if answer.message is not None and answer.message.id else None
+        row = c.execute(_ROW, (item.stream,)).fetchone()
+        if row is None:
+            return  # an event of a command this version never saw requested
+        kind, cid, mid, seq, undo = row
+        # By `seq`, the rowid, which the lookup above found. (Not one `UPDATE ... RETURNING`:
+        # SQLite runs that several times slower than the two statements.)
+        c.execute(_SUCCEEDED, (cmd.CommandStatus.SUCCEEDED, e.attempt,
+                               item.position if m else None, item.received_at, seq))
         c.execute("DELETE FROM retry_stream WHERE seq=?", (seq,))
-        self._advance(c, item, "status=?, next_try_at=NULL, response_position=?",
-                      (cmd.CommandStatus.SUCCEEDED, item.position if m else None), when)
         if kind in cmd.MESSAGE_KINDS:
             self._confirm_message(c, item, kind, cid, mid, m)
         elif kind == K.DELETE_MESSAGE:
-            self._confirm_delete(c, item, cid, mid, m, undo, when)
+            self._confirm_delete(c, item, cid, mid, m, undo, item.received_at)
         elif kind in REACTION_KINDS:
             self._confirm_reaction(c, item, kind, mid, answer, seq)
 
@@ -77,39 +85,40 @@ class OutcomeHandlers(ABC):
                          (mid,)).fetchone()
 
     def _confirmed(self, c: apsw.Cursor, cid: str, m: p.Message, position: int,
-                   created_at: int) -> None:
-        """The row becomes the backend's message (one statement: the row is known to exist,
-        and to be this command's or nobody's). The same columns as `Projector._upsert_message`."""
+                   command_id: str) -> bool:
+        """The row becomes the backend's message, if it is this command's or nobody's (one
+        statement; False when no such row was found). The same columns as
+        `Projector._upsert_message`; the row's own `created_at` when the answer has none."""
         c.execute(
-            "UPDATE messages SET cid=?, created_at=?, user_id=?, type=?, parent_id=?, "
-            "show_in_channel=?, reply_count=coalesce(?, reply_count), pinned=?, pinned_at=?, "
-            "updated_at=?, deleted_at=?, silent=?, position=?, slot=?, local_state=NULL, "
-            "local_command=NULL WHERE id=?",
-            (cid, t(m.created_at) or created_at, m.author, m.type, m.parent_id,
+            "UPDATE messages SET cid=?, created_at=coalesce(?, created_at), user_id=?, type=?, "
+            "parent_id=?, show_in_channel=?, reply_count=coalesce(?, reply_count), pinned=?, "
+            "pinned_at=?, updated_at=?, deleted_at=?, silent=?, position=?, slot=?, "
+            "local_state=NULL, local_command=NULL "
+            "WHERE id=? AND (local_command IS NULL OR local_command=?)",
+            (cid, t(m.created_at) or None, m.author, m.type, m.parent_id,
              1 if m.show_in_channel else 0, m.reply_count, 1 if m.pinned else 0,
              t(m.pinned_at), t(m.updated_at), t(m.deleted_at), 1 if m.silent else 0, position,
-             SLOT_RESPONSE, m.id))
+             SLOT_RESPONSE, m.id, command_id))
+        return c.connection.changes() > 0
 
     def _confirm_message(self, c: apsw.Cursor, item: Item, kind: str, cid: str | None,
                          mid: str | None, m: p.Message | None) -> None:
-        row = self._owner(c, mid)
-        if row is not None and row[1] not in (item.stream, None):
-            return  # a later command has taken the row over: it shows that newer intent
+        # A row that a later command has taken over is left alone: it shows that newer intent.
         target = (m.cid if m is not None else None) or cid
         if m is not None and m.id == mid and target is not None:
-            if row is not None:
-                self._confirmed(c, target, m, item.position, row[0])
+            if self._confirmed(c, target, m, item.position, item.stream):
                 return
-            if kind == K.SEND_MESSAGE:  # cancelled meanwhile, yet delivered: the backend has it
+            if kind == K.SEND_MESSAGE and self._owner(c, mid) is None:
+                # Cancelled meanwhile, yet delivered: the backend has it.
                 self.p._ensure_channel(c, target)
                 if self.p._upsert_message(c, target, m, item.position, SLOT_RESPONSE,
                                           confirm=()) and m.parent_id:
                     c.execute("UPDATE messages SET reply_count=reply_count+1 WHERE id=?",
                               (m.parent_id,))
             return
-        if row is not None:  # no message in the answer ("already exists"): its own stands
-            c.execute("UPDATE messages SET local_state=NULL, local_command=NULL WHERE id=?",
-                      (mid,))
+        # No message in the answer ("already exists"): its own stands.
+        c.execute("UPDATE messages SET local_state=NULL, local_command=NULL "
+                  "WHERE id=? AND (local_command IS NULL OR local_command=?)", (mid, item.stream))
 
     def _confirm_delete(self, c: apsw.Cursor, item: Item, cid: str | None, mid: str | None,
                         m: p.Message | None, undo: str | None, when: int) -> None:

@@ -13,6 +13,7 @@ outbox row, which the same transactions keep in step with its events.
 from __future__ import annotations
 
 import base64
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -137,6 +138,10 @@ class Outbox:
 
     def __init__(self, log: EventLog) -> None:
         self._log = log
+        # Commands a replayer is sending whose start it has not recorded yet (it records starts
+        # with their outcomes, in batches): command id -> starts outstanding. See `sending`.
+        self._sending: dict[str, int] = {}
+        self._sending_lock = threading.Lock()  # marked on the event loop, cleared by the writer
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -213,6 +218,14 @@ class Outbox:
 
     # -- the replayer's side -------------------------------------------------------------------
 
+    def sending(self, command_id: str) -> None:
+        """A replayer is sending the command now and will `record` the start later, with its
+        outcome. Until then the actions treat the command as in flight: an edit or a delete
+        of a message whose send is on its way must not fold into that send (the backend may
+        have it as it was). Kept in memory: after a crash, the command is what the log says."""
+        with self._sending_lock:
+            self._sending[command_id] = self._sending.get(command_id, 0) + 1
+
     def start(self, command_ids: Sequence[str]) -> None:
         """An attempt starts for each command (one transaction). An id given twice starts two
         attempts, one after the other; a command that has finished meanwhile (cancelled by the
@@ -231,7 +244,26 @@ class Outbox:
 
     def record(self, records: Sequence[str | Settlement]) -> None:
         """Starts (a command id) and outcomes (a `Settlement`) in the order they happened, in
-        one transaction: what `start` and `settle` do, for a batch that mixes them."""
+        one transaction: what `start` and `settle` do, for a batch that mixes them.
+
+        A start whose outcome is in the same batch is folded into it: the outcome's event
+        carries the attempt number, and no `AttemptStarted` is recorded for it. Nothing is lost
+        by that: both would be committed together, with the same time, and no reader could
+        ever see the command in flight in between. A start without its outcome is recorded as
+        it is (the command is in flight until a later batch settles it)."""
+        fold = _foldable(records)
+        try:
+            self._record_batch(records, fold)
+        finally:
+            with self._sending_lock:
+                for record in records:
+                    if isinstance(record, str) and record in self._sending:
+                        if self._sending[record] > 1:
+                            self._sending[record] -= 1
+                        else:
+                            del self._sending[record]
+
+    def _record_batch(self, records: Sequence[str | Settlement], fold: set[int]) -> None:
         with self._log.write_transaction() as c:
             # Each command is loaded once and its events are recorded together at the end (one
             # pass of the projections, one tracking update), except before carrying a rejection
@@ -239,7 +271,8 @@ class Outbox:
             loaded = self._load_many(c, [r if isinstance(r, str) else r.command_id
                                          for r in records])
             events: list[Any] = []  # in the order they happened, across commands
-            for record in records:
+            started: set[str] = set()  # folded starts, waiting for their outcome
+            for index, record in enumerate(records):
                 command_id = record if isinstance(record, str) else record.command_id
                 command = loaded.get(command_id)
                 if command is None:
@@ -248,10 +281,15 @@ class Outbox:
                     # Finished meanwhile (the user cancelled it between `pending()` and here):
                     # nothing to start, and no reason to fail the whole batch over it.
                     rejected = False
-                    if command.unfinished:
-                        command.start_attempt()
+                    if not command.unfinished:
+                        continue
+                    if index in fold:
+                        started.add(command_id)
+                        continue
+                    command.start_attempt()
                 else:
-                    rejected = self._settle(command, record)
+                    rejected = self._settle(command, record, command_id in started)
+                    started.discard(command_id)
                 events += command.collect_events()
                 if rejected:
                     self._record(c, events)
@@ -264,17 +302,18 @@ class Outbox:
         self._log.record(c, [cmd.MAPPER.to_stored_event(e) for e in events])
 
     @staticmethod
-    def _settle(command: Command, result: Settlement) -> bool:
-        """Apply one outcome to the command; True when it was rejected (to be carried over)."""
+    def _settle(command: Command, result: Settlement, started: bool = False) -> bool:
+        """Apply one outcome to the command (`started`: its attempt's start is folded into it);
+        True when it was rejected (to be carried over)."""
         if isinstance(result, Delivered):
             if command.unfinished or command.status == CommandStatus.CANCELLED:
-                command.succeed(result.response)
+                command.succeed(result.response, started=started)
         elif isinstance(result, Failed):
             if command.unfinished:
-                command.fail_attempt(result.error, result.next_try_at)
+                command.fail_attempt(result.error, result.next_try_at, started=started)
         elif isinstance(result, Refused):
             if command.unfinished:
-                command.reject(result.reason, result.error)
+                command.reject(result.reason, result.error, started=started)
                 return True
         else:
             raise TypeError(f"not a settlement: {result!r}")
@@ -303,11 +342,18 @@ class Outbox:
     # -- shared with the actions (inside their transaction) ------------------------------------
 
     def row(self, c: apsw.Cursor, command_id: str) -> tuple[Any, ...] | None:
-        """(kind, cid, message_id, status, attempts, last_error, position) or None."""
+        """(kind, cid, message_id, status, attempts, last_error, position) or None; the status
+        is `in_flight` for a command being sent whose start is not recorded yet (`sending`)."""
         row = c.execute(
             "SELECT kind, cid, message_id, status, attempts, last_error, position FROM outbox "
             "WHERE id=?", (command_id,)).fetchone()
-        return None if row is None else (*row[:5], _json(row[5]), row[6])
+        if row is None:
+            return None
+        status = row[3]
+        if command_id in self._sending and status in (CommandStatus.PENDING,
+                                                      CommandStatus.FAILED):
+            status = CommandStatus.IN_FLIGHT
+        return (*row[:3], status, row[4], _json(row[5]), row[6])
 
     _LOAD = ("SELECT o.kind, o.cid, o.message_id, o.status, o.attempts, o.depends_on, o.version, "
              "o.next_try_at, o.last_error, o.reason, o.position, o.id FROM outbox o")
@@ -365,6 +411,24 @@ class Outbox:
                 command.retry()
             self.save(c, command)
             self.cascade(c, dependent, action)
+
+
+def _foldable(records: Sequence[str | Settlement]) -> set[int]:
+    """The indexes of the starts that can be folded into their outcome: the next record of the
+    same command is its outcome, and no rejection comes in between (a rejection is carried over
+    to the commands waiting for it, which could finish the started command meanwhile)."""
+    fold: set[int] = set()
+    open_starts: dict[str, int] = {}  # command id -> index of its latest start
+    for index, record in enumerate(records):
+        if isinstance(record, str):
+            open_starts[record] = index  # a start again: the earlier one stays as it is
+            continue
+        start = open_starts.pop(record.command_id, None)
+        if start is not None:
+            fold.add(start)
+        if isinstance(record, Refused):
+            open_starts.clear()
+    return fold
 
 
 def _fields(info: CommandInfo) -> dict[str, Any]:

@@ -56,6 +56,20 @@ def test_actions_queue_and_show_at_once(run) -> None:
     assert run("verify").exit_code == 0
 
 
+def test_an_outcome_recorded_with_its_start_still_says_which_attempt(run, tmp_path: Path) -> None:
+    # The replayer records a start and its outcome in one batch; the outcome then carries the
+    # attempt number and there is no attempt_started event: conflicts and explain still say it.
+    assert run("send", "--cid", "messaging:general", "--text", "x", "--id", "m1").exit_code == 0
+    with ChatStore.open(tmp_path / "data", "alice") as store:
+        command_id = send_command_id("m1")
+        store.outbox.record([command_id, Refused(command_id, "message too long",
+                                                 {"status": 400, "code": 4, "message": "no"})])
+    [record] = lines(run("conflicts", "--json"))
+    assert [e["event"] for e in record["events"]] == ["requested", "rejected"]
+    assert "attempt 1" in run("conflicts").output
+    assert "attempt 1 rejected: message too long" in run("explain", "m1").output
+
+
 def test_retry_cancel_and_conflicts(run, tmp_path: Path) -> None:
     assert run("send", "--cid", "messaging:general", "--text", "x", "--id", "m1").exit_code == 0
     with ChatStore.open(tmp_path / "data", "alice") as store:

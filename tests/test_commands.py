@@ -391,6 +391,49 @@ def test_late_and_duplicate_outcomes(store: ChatStore) -> None:
     assert store.message("m1").local_state is None
 
 
+def history(store: ChatStore, command_id: str) -> list[tuple[str, int | None]]:
+    return [(e.name, e.data.get("attempt")) for e in store.outbox.get(command_id).history]
+
+
+def test_a_start_and_its_outcome_in_one_batch_are_one_event(store: ChatStore) -> None:
+    a = store.send_message(CID, "one", id="m1")
+    b = store.send_message(CID, "two", id="m2")
+    c = store.send_message(CID, "three", id="m3")
+    store.outbox.record([a, b, Delivered(a, answer("m1", "one")), c,
+                         Failed(b, ERROR_500, 5.0), b, Delivered(b, answer("m2", "two"))])
+    # The outcome carries the attempt its folded start would have recorded.
+    assert history(store, a) == [("requested", None), ("succeeded", 1)]
+    assert history(store, b) == [("requested", None), ("attempt_failed", 1), ("succeeded", 2)]
+    # A start without its outcome in the batch is recorded as it is: in flight.
+    assert history(store, c) == [("requested", None), ("attempt_started", 1)]
+    assert [(i.id, i.status, i.attempts) for i in store.outbox.list()] == [
+        (a, "succeeded", 1), (b, "succeeded", 2), (c, "in_flight", 1)]
+    assert store.message("m1").local_state is None and store.message("m2").local_state is None
+    assert store.message("m3").local_state == "sending"
+    store.outbox.record([Delivered(c, answer("m3", "three"))])
+    assert history(store, c)[-1] == ("succeeded", None)
+    assert store.outbox.get(c).attempts == 1
+    store.rebuild()
+    assert [(i.id, i.status, i.attempts) for i in store.outbox.list()] == [
+        (a, "succeeded", 1), (b, "succeeded", 2), (c, "succeeded", 1)]
+
+
+def test_a_start_is_not_folded_across_a_rejection_or_a_second_start(store: ChatStore) -> None:
+    a = store.send_message(CID, "one", id="m1")
+    reaction = store.send_reaction("m1", "like")  # waits for the send
+    store.outbox.record([reaction, Refused(a, "too long", None), Delivered(reaction, b"{}")])
+    # The rejection was carried over to the reaction while it was in flight: its start stays
+    # on record, and the late answer changes nothing.
+    assert history(store, reaction) == [("requested", None), ("attempt_started", 1),
+                                        ("rejected", None)]
+    assert history(store, a) == [("requested", None), ("rejected", None)]
+    store.outbox.retry(a)
+    store.outbox.record([a, a, Delivered(a, answer("m1", "one"))])
+    # Two starts: the first had no outcome; the second is folded into the answer.
+    assert history(store, a)[-2:] == [("attempt_started", 1), ("succeeded", 2)]
+    assert store.outbox.get(a).attempts == 2
+
+
 # -- restarts, rebuild, the past, explain --------------------------------------------------------
 
 
@@ -440,7 +483,7 @@ def test_explain_lists_the_commands_and_their_attempts(store: ChatStore) -> None
 
 ACTIONS = st.lists(st.tuples(
     st.sampled_from(["send", "edit", "patch", "delete", "react", "unreact", "read", "start",
-                     "deliver", "fail", "refuse", "retry", "cancel", "echo"]),
+                     "deliver", "fail", "refuse", "retry", "cancel", "echo", "attempt"]),
     st.integers(0, 3)), max_size=25)
 
 
@@ -478,6 +521,11 @@ def test_any_sequence_keeps_the_tables_equal_to_a_rebuild(tmp_path_factory, step
                     store.outbox.settle([Failed(target, ERROR_500, 5.0)])
                 elif target is not None and action == "refuse":
                     store.outbox.settle([Refused(target, "no", None)])
+                elif target is not None and action == "attempt":
+                    # A start and its outcome in one batch (the start is folded into it).
+                    outcome = [Delivered(target, answer(mid)), Failed(target, ERROR_500, 5.0),
+                               Refused(target, "no", None)][n % 3]
+                    store.outbox.record([target, outcome])
                 elif action in ("retry", "cancel"):
                     listed = store.outbox.list()
                     if listed:

@@ -84,6 +84,48 @@ def test_transient_error_retries_after_backoff(store):
     assert report.delivered == 1 and store.outbox.pending() == []
 
 
+def test_each_attempt_is_one_numbered_event_in_the_log(store):
+    command = store.send_message(A, "hello", id="m1")
+    clock = Clock()
+    backend = ScriptedBackend().then("send_message", error(500, -1, "internal error"))
+    replay(store, backend, clock=clock, backoff=Backoff(base=2, factor=2, cap=10))
+    clock.now += 3
+    replay(store, backend, clock=clock)
+    info = store.outbox.get(command)
+    assert (info.status, info.attempts) == ("succeeded", 2)
+    # Each attempt's start was recorded with its outcome, in one batch: folded into it.
+    assert [(e.name, e.data.get("attempt")) for e in info.history] == [
+        ("requested", None), ("attempt_failed", 1), ("succeeded", 2)]
+    assert store.verify() == []
+
+
+class EditsWhileSending(ScriptedBackend):
+    """Runs `act` while a send is on the wire (before its start is recorded)."""
+
+    def __init__(self, act) -> None:
+        super().__init__()
+        self.act = act
+
+    async def send_message(self, cid, message, *, skip_push=False):
+        self.act(message["id"])
+        return await super().send_message(cid, message, skip_push=skip_push)
+
+
+def test_an_edit_while_the_send_is_on_the_wire_waits_for_it(store):
+    send = store.send_message(A, "hello", id="m1")
+    backend = EditsWhileSending(lambda mid: store.update_message(mid, "edited"))
+    replay(store, backend)
+    replay(store, backend)  # the edit was queued during the first pass
+    # The send went out as it was; the edit did not fold into it, and went after it.
+    assert [kw["message"]["text"] for kw in backend.calls_to("send_message")] == ["hello"]
+    assert [kw["message"]["text"] for kw in backend.calls_to("update_message")] == ["edited"]
+    assert store.outbox.get(send).status == "succeeded"
+    assert store.outbox.pending() == []
+    assert store.message("m1").json()["text"] == "edited"
+    assert store.outbox._sending == {}
+    assert store.verify() == []
+
+
 def test_rate_limit_waits_for_the_reset(store):
     store.send_message(A, "hello", id="m1")
     clock = Clock()
