@@ -8,7 +8,6 @@ in the same transaction (the projections) registers an `AppendListener`.
 from __future__ import annotations
 
 import threading
-import time
 import urllib.parse
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor

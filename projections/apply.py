@@ -249,9 +249,10 @@ class Projector:
         """Before an event that reads or changes channels or reads (of channel `cid` only, or of
         any): write what the run of new messages did to them."""
         if cid is None:
-            self._flush(c, self._pending_channels.items(), self._pending_unread.items())
-            self._pending_channels.clear()
-            self._pending_unread.clear()
+            if self._pending_channels or self._pending_unread:
+                self._flush(c, self._pending_channels.items(), self._pending_unread.items())
+                self._pending_channels.clear()
+                self._pending_unread.clear()
             return
         channel = self._pending_channels.pop(cid, None)
         unread = self._pending_unread.pop(cid, None)
