@@ -36,8 +36,8 @@ import msgspec
 from chatledger.eventstore.log import StoreError
 from chatledger.eventstore.wire import WireError, parse_time
 from chatledger.eventstore.wire.times import format_time
-from chatledger.projections.queries import ReadModel
-from chatledger.projections.schema import SLOT_EVENT, SLOT_PINNED_BASE, SLOT_RESPONSE
+from chatledger.projections.queries import ReadModel, channel_state_of, state_message
+from chatledger.projections.schema import SLOT_EVENT, SLOT_RESPONSE
 
 # A channel state is imported as one log entry (of at most 4 MiB), and every message filed from
 # it is read back from that entry, whole, each time it is shown. So a big channel is written as
@@ -96,13 +96,7 @@ class _DraftHolder(msgspec.Struct):
     draft: msgspec.Raw = msgspec.Raw()
 
 
-class _State(msgspec.Struct):
-    messages: list[msgspec.Raw] = []
-    pinned_messages: list[msgspec.Raw] = []
-
-
 _MESSAGE_FIELDS = msgspec.json.Decoder(_MessageFields)
-_STATE = msgspec.json.Decoder(_State)
 _CHANNEL_FIELDS = msgspec.json.Decoder(_ChannelFields)
 _USER_HOLDER = msgspec.json.Decoder(_UserHolder)
 _ID = msgspec.json.Decoder(_Id)
@@ -239,7 +233,7 @@ class _Writer:
         self.include_local = include_local
         self.report = report
         self.users: dict[str, bytes] = {}  # user objects, each read from the log once
-        self.states: dict[int, _State] = {}  # channel states recently split into messages
+        self.states: dict[int, Any] = {}  # channel states recently split into messages
         self.buffer = bytearray()
 
     def _cursor(self) -> apsw.Cursor:
@@ -359,18 +353,12 @@ class _Writer:
     def _stored_message(self, c: apsw.Cursor, position: int, slot: int) -> bytes:
         if slot == SLOT_EVENT or slot == SLOT_RESPONSE:
             return self.read._extract_message(self.read._payload(c, position), slot)
-        parsed = self.states.get(position)
-        if parsed is None:
-            try:
-                parsed = _STATE.decode(self.read._payload(c, position))
-            except _DECODE_ERRORS:
-                parsed = _State()
+        if position not in self.states:
             if len(self.states) >= _STATES_KEPT:
                 self.states.pop(next(iter(self.states)))
-            self.states[position] = parsed
-        items = parsed.messages if slot < SLOT_PINNED_BASE else parsed.pinned_messages
-        index = slot if slot < SLOT_PINNED_BASE else slot - SLOT_PINNED_BASE
-        return bytes(items[index]) if 0 <= index < len(items) else b""
+            self.states[position] = channel_state_of(self.read._payload(c, position))
+        parsed = self.states[position]
+        return b"" if parsed is None else state_message(parsed, slot)
 
     def _state_tail(self, cid: str) -> bytes:
         """Everything of a channel state after its messages: pinned, members, reads, ..."""

@@ -51,6 +51,21 @@ _USER = msgspec.json.Decoder(_WithUser)
 _STATE = msgspec.json.Decoder(_State)
 
 
+def channel_state_of(payload: bytes) -> _State | None:
+    """A channel state entry's message lists (raw), or None when the payload is not one."""
+    try:
+        return _STATE.decode(payload)
+    except (msgspec.MsgspecError, ValueError):
+        return None
+
+
+def state_message(state: _State, slot: int) -> bytes:
+    """The bytes of the message at `slot` (see `schema.SLOT_*`) of a decoded channel state."""
+    items = state.messages if slot < SLOT_PINNED_BASE else state.pinned_messages
+    index = slot if slot < SLOT_PINNED_BASE else slot - SLOT_PINNED_BASE
+    return bytes(items[index]) if 0 <= index < len(items) else b""
+
+
 @dataclass(slots=True)
 class StoredMessage:
     """A message as stored now: its row (with the local state) and its object's exact bytes."""
@@ -135,16 +150,9 @@ class ReadModel:
                 return bytes(_MESSAGE.decode(payload).message)
             if slot == SLOT_RESPONSE:  # a command's answer from the backend
                 return bytes(_RESPONSE.decode(payload).response.message)
-            return ReadModel._state_item(_STATE.decode(payload), slot)
+            return state_message(_STATE.decode(payload), slot)
         except (msgspec.MsgspecError, ValueError):
             return b""
-
-    @staticmethod
-    def _state_item(state: _State, slot: int) -> bytes:
-        """The bytes of the message at `slot` of a decoded channel state."""
-        items = state.messages if slot < SLOT_PINNED_BASE else state.pinned_messages
-        index = slot if slot < SLOT_PINNED_BASE else slot - SLOT_PINNED_BASE
-        return bytes(items[index]) if index < len(items) else b""
 
     def _messages(self, c: apsw.Cursor, rows: list[tuple[Any, ...]]) -> list[StoredMessage]:
         """Rows of `_MESSAGE_SELECT`: the message row, then its entry's codec and state (for an
@@ -169,12 +177,9 @@ class ReadModel:
     ) -> bytes:
         """The message at `slot` of the channel state at `position`."""
         if position not in states:
-            try:
-                states[position] = _STATE.decode(self._payload(c, position))
-            except (msgspec.MsgspecError, ValueError):
-                states[position] = None
+            states[position] = channel_state_of(self._payload(c, position))
         state = states[position]
-        return b"" if state is None else self._state_item(state, slot)
+        return b"" if state is None else state_message(state, slot)
 
     def _channel_raw(self, c: apsw.Cursor, position: int | None, slot: int) -> bytes:
         if position is None:
