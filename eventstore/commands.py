@@ -23,7 +23,6 @@ import time
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
-from uuid import uuid4
 
 import msgspec
 from eventsourcing.domain import (
@@ -34,6 +33,7 @@ from eventsourcing.domain import (
     MetaDomainEvent,
 )
 
+from chatledger.eventstore.ids import time_ordered_uuid
 from chatledger.eventstore.log import StoreError
 
 
@@ -90,7 +90,7 @@ def send_command_id(message_id: str) -> str:
 
 def new_command_id(kind: str) -> str:
     """A fresh id for every other kind (each edit, reaction, read is its own command)."""
-    return f"{kind}:{uuid4().hex}"
+    return f"{kind}:{time_ordered_uuid().hex}"
 
 
 def now_s() -> float:

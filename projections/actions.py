@@ -18,7 +18,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
-from uuid import uuid4
 
 import apsw
 import msgspec
@@ -31,6 +30,7 @@ from chatledger.eventstore.commands import (
     new_command_id,
     send_command_id,
 )
+from chatledger.eventstore.ids import time_ordered_uuid
 from chatledger.projections.outbox import Outbox, surely_unsent
 from chatledger.projections.queries import ReadModel
 
@@ -178,12 +178,12 @@ class ActionsMixin:
         mentioned_users: Iterable[str] = (), silent: bool = False, skip_push: bool = False,
         **custom: Any,
     ) -> str:
-        """Send a message (shown at once as `sending`). `id` is the message id (a new UUID when
-        not given); the command id is derived from it, so sending the same id again is the same
-        command. Custom fields go on the message as given."""
+        """Send a message (shown at once as `sending`). `id` is the message id (when not given,
+        a new UUID that grows with time); the command id is derived from it, so sending the
+        same id again is the same command. Custom fields go on the message as given."""
         own = self._own()
         _check_cid(cid)
-        message_id = id or str(uuid4())
+        message_id = id or str(time_ordered_uuid())
         command_id = send_command_id(message_id)
         wire: dict[str, Any] = {"id": message_id, "text": text or "",
                                 "attachments": [dict(a) for a in attachments],
