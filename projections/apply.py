@@ -228,8 +228,7 @@ class Projector:
         """Forget remembered rows if another connection may have changed them since."""
         # data_version changes only for commits made by other connections.
         seen = (c.connection, c.execute("PRAGMA data_version").fetchone()[0])
-        if self._seen_version is None or seen[0] is not self._seen_version[0] \
-                or seen[1] != self._seen_version[1]:
+        if seen != self._seen_version:
             self._users_on_file.clear()
             self._counts_unread_in.clear()
         self._seen_version = seen
@@ -268,21 +267,23 @@ class Projector:
         """Write what a run of new messages did to their channels and the own unread counts."""
         # One statement per channel files it (even one not heard of before) with its newest
         # message time and the latest counters the events carried.
-        c.executemany(
-            "INSERT INTO channels (cid, type, id, last_message_at, member_count, message_count) "
-            "VALUES (?,?,?,?,?,?) ON CONFLICT (cid) DO UPDATE SET "
-            "last_message_at=CASE WHEN excluded.last_message_at > coalesce(last_message_at, 0) "
-            "THEN excluded.last_message_at ELSE last_message_at END, "
-            "member_count=coalesce(excluded.member_count, member_count), "
-            "message_count=coalesce(excluded.message_count, message_count)",
-            [(cid, *cid.partition(":")[::2], *values) for cid, values in channels],
-        )
-        c.executemany(
-            "INSERT INTO reads (cid, user_id, unread_messages) VALUES (?, ?, ?) "
-            "ON CONFLICT (cid, user_id) DO UPDATE SET "
-            "unread_messages=unread_messages+excluded.unread_messages",
-            [(cid, self.own, n) for cid, n in unread],
-        )
+        if rows := [(cid, *cid.partition(":")[::2], *values) for cid, values in channels]:
+            c.executemany(
+                "INSERT INTO channels (cid, type, id, last_message_at, member_count, message_count) "
+                "VALUES (?,?,?,?,?,?) ON CONFLICT (cid) DO UPDATE SET "
+                "last_message_at=CASE WHEN excluded.last_message_at > coalesce(last_message_at, 0) "
+                "THEN excluded.last_message_at ELSE last_message_at END, "
+                "member_count=coalesce(excluded.member_count, member_count), "
+                "message_count=coalesce(excluded.message_count, message_count)",
+                rows,
+            )
+        if rows := [(cid, self.own, n) for cid, n in unread]:
+            c.executemany(
+                "INSERT INTO reads (cid, user_id, unread_messages) VALUES (?, ?, ?) "
+                "ON CONFLICT (cid, user_id) DO UPDATE SET "
+                "unread_messages=unread_messages+excluded.unread_messages",
+                rows,
+            )
 
     # -- messages ------------------------------------------------------------------------------
 
@@ -672,14 +673,15 @@ class Projector:
         """Upsert a user seen in passing, unless the row on file already says the same."""
         if user is None or not user.id:
             return
-        # Decided by the row on file, never by what this process happens to remember: a rebuild
-        # must make the same choice, or `verify` would find the positions differ.
+        # Decided by the row on file (remembered only as it is on file): a rebuild must make the
+        # same choice, or `verify` would find the positions differ.
         on_file = self._users_on_file.get(user.id, _MISSING)
         if on_file is _MISSING:
-            on_file = self._users_on_file[user.id] = c.execute(
+            on_file = c.execute(
                 "SELECT name, role, online, banned, last_active, updated_at, deleted_at FROM users "
                 "WHERE id=?", (user.id,),
             ).fetchone()
+            self._remember_user_row(user.id, on_file)
         if on_file == (user.name, user.role, b(user.online), b(user.banned),
                        t(user.last_active), t(user.updated_at), t(user.deleted_at)):
             return
@@ -697,9 +699,12 @@ class Projector:
             "deleted_at=excluded.deleted_at, position=excluded.position",
             (user.id, *row, item.position),
         )
+        self._remember_user_row(user.id, row)
+
+    def _remember_user_row(self, user_id: str, row: tuple[object, ...] | None) -> None:
         if len(self._users_on_file) >= _USERS_REMEMBERED:
-            self._users_on_file.clear()
-        self._users_on_file[user.id] = row
+            self._users_on_file.clear()  # a bound on memory; forgotten rows are read again
+        self._users_on_file[user_id] = row
 
     def _user_event(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
         if event.user is not None and event.user.id:
