@@ -345,10 +345,7 @@ class EventLog:
             # The transaction rolled back: the heads advanced in memory are not in the file.
             heads.invalidate()
             raise
-        if self._raw_rows is not None:
-            self._raw_rows += sum(
-                1 for r in rows if r[4] == RAW and len(r[3]) >= MIN_COMPRESS_SIZE
-            )
+        self._count_raw(rows)
         if len(stored) == len(items):
             return AppendResult(positions, quarantined)
         result: list[int | None] = [None] * len(items)
@@ -389,6 +386,7 @@ class EventLog:
         except apsw.ConstraintError as e:
             raise IntegrityError(
                 f"a version of {rows[0][0]} was recorded concurrently ({e})") from e
+        self._count_raw(rows)
         if self.listeners:
             appended = [
                 AppendedEntry(p, Entry(str(r[0]), r[2], s.state), when)
@@ -445,6 +443,14 @@ class EventLog:
             self._encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chatledger-zstd")
         return self._encoder
 
+    def _count_raw(self, rows: Sequence[EventRow]) -> None:
+        """Count the rows stored raw that a dictionary would compress (an over-count after a
+        rollback only brings the training forward)."""
+        if self._raw_rows is not None:
+            self._raw_rows += sum(
+                1 for r in rows if r[4] == RAW and len(r[3]) >= MIN_COMPRESS_SIZE
+            )
+
     def _maybe_train(self) -> None:
         if not self.compression or self.datastore.codec.active:
             return
@@ -481,11 +487,15 @@ class EventLog:
                     )
                 ]
                 if len(samples) < 64:
+                    self._raw_rows = 0  # not again before as many new rows have come
                     return None
                 try:
                     dictionary_id = codec.train(c, samples, trained_on=len(samples))
                 except zstandard.ZstdError:
-                    return None  # samples too uniform or too few to learn from; try later
+                    # Samples too uniform or too few to learn from: try again once as many new
+                    # rows have come (not on every append: a training costs a few tenths of s).
+                    self._raw_rows = 0
+                    return None
                 raw_rows = c.execute(
                     f"SELECT rowid, state FROM {table} WHERE codec=? AND length(state)>=?",
                     (RAW, MIN_COMPRESS_SIZE),
@@ -703,6 +713,10 @@ class _LocalTransaction:
             self._joined = True
             log._local_cursor.execute("SAVEPOINT chatledger_action")
             return log._local_cursor
+        # The user's own commands count towards the compression dictionary's training as the
+        # backend's events do (a store used offline may hold little else); training needs a
+        # transaction of its own, so it happens before this one begins.
+        log._maybe_train()
         # No stream heads to sync: commands are indexed by the aggregate index, not `streams`,
         # and an append syncs the heads itself. (A dictionary another process trained meanwhile
         # is not needed either: each row records the dictionary that encoded it.)

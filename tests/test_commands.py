@@ -598,3 +598,23 @@ def test_the_log_records_command_events_with_optimistic_concurrency(store: ChatS
     # The library's own recorder reads it back as the aggregate's stream.
     [again] = store.log.recorder.select_events("mark_read:x")
     assert again.topic == cmd.REQUESTED and cmd.replay([again]).status == "pending"
+
+
+def test_a_store_used_offline_trains_its_dictionary_on_its_commands(tmp_path: Path) -> None:
+    from chatledger.eventstore.log import TRAIN_AFTER_EVENTS
+
+    store = ChatStore.open(tmp_path, "alice")
+    sent = [store.send_message(CID, f"offline message number {i} " + "words " * (i % 7),
+                               id=f"m{i}") for i in range(TRAIN_AFTER_EVENTS + 1)]
+    assert store.stats()["dictionaries"] == 1
+    store.outbox.record([*sent[:3], *(Delivered(c, answer(f"m{i}", "from the server"))
+                                      for i, c in enumerate(sent[:3]))])
+    with store.log.datastore.transaction(commit=False) as c:
+        raw = c.execute("SELECT count(*) FROM stored_events WHERE codec=0 AND length(state)>=64"
+                        ).fetchone()[0]
+    assert raw == 0  # the answers compressed with it, the requests re-encoded with it
+    assert store.outbox.get(sent[0]).response == answer("m0", "from the server")
+    assert store.message("m2").json()["text"] == "from the server"
+    assert len(store.outbox.pending()) == TRAIN_AFTER_EVENTS - 2
+    assert store.verify() == []
+    store.close()

@@ -55,6 +55,22 @@ def test_delivers_each_channel_in_order_and_confirms_rows(store):
     assert len(ids) == 6
 
 
+def test_the_oldest_action_goes_first_across_channels(store):
+    # Channel A's long queue does not hold B back: each free slot takes the oldest head.
+    for mid, cid in [("a1", A), ("b1", B), ("a2", A), ("a3", A), ("b2", B), ("a4", A)]:
+        store.send_message(cid, mid, id=mid)
+    backend = ScriptedBackend()
+    replay(store, backend, concurrency=1)
+    sent = [kw["message"]["id"] for kw in backend.calls_to("send_message")]
+    assert sent == ["a1", "b1", "a2", "a3", "b2", "a4"]
+    backend = ScriptedBackend(delay=0.001)  # calls overlap
+    for mid, cid in [("c1", A), ("c2", A), ("c3", A), ("d1", B)]:
+        store.send_message(cid, mid, id=mid)
+    replay(store, backend, concurrency=2)  # never two of one channel at once, still in order
+    sent = [kw["message"]["id"] for kw in backend.calls_to("send_message")]
+    assert sent == ["c1", "d1", "c2", "c3"]
+
+
 def test_already_exists_is_delivered(store):
     store.send_message(A, "hello", id="dup")
     backend = ScriptedBackend()
