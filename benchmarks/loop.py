@@ -231,7 +231,7 @@ def command(
     print(f"throughput        {fmt_rate(rate)} events/s ({total_s:.2f} s, close {run['close_s']*1e3:.0f} ms)")
     print(f"transactions      {run['transactions']:,} (mean {mean_batch or 0:,.0f} events, "
           f"largest {run['largest_batch']:,})")
-    print(f"writer pauses     {run['gil_pauses']:,} (every {run['yield_every_ms']} ms of work)")
+    print(f"writer hand-overs {run['gil_pauses']:,} (looked every {run['yield_every_ms']} ms of work)")
     print(f"loop stalls       max {stalls['max']} ms, p99 {stalls['p99']} ms, mean {stalls['mean']} ms "
           f"over {len(run['stalls']):,} ticks of {TICK_S * 1e3:g} ms")
     print(f"longest stall     at {run['max_stall_at_s']} s; while ingesting {run['ingest_max_stall_ms']} ms, "

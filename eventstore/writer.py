@@ -25,6 +25,7 @@ Contract:
 from __future__ import annotations
 
 import atexit
+import os
 import threading
 import time
 from collections import deque
@@ -49,12 +50,16 @@ DEFAULT_MAX_BATCH_EVENTS = 5_000
 DEFAULT_MAX_BATCH_BYTES = 8 * 1024 * 1024
 # What a payload that is not bytes or text (a dict) counts for in the byte bound.
 _NON_BYTES_SIZE = 1_024
-# Every this many seconds of work, the writer leaves the GIL free for DEFAULT_YIELD_PAUSE (see
-# GilCourtesy), so a waiting event loop gets in within about 1 ms. 50 us (about 100 us with the
-# kernel's timer slack) was enough for the loop thread to wake and take the GIL in measurements.
-# Cost on the loop benchmark: about 15 % of throughput (the pauses, and a Python call per statement).
+# Every this many seconds of work, the writer looks at the event loop's thread and, when it wants
+# the GIL, leaves the GIL free (DEFAULT_YIELD_PAUSE at a time, up to DEFAULT_HANDOVER_BOUND) until
+# it has had it (see GilCourtesy). 50 us (about 100 us with the kernel's timer slack) is one
+# step of that wait; where the loop's thread cannot be seen, the writer pauses that long blindly.
 DEFAULT_YIELD_EVERY = 0.001
 DEFAULT_YIELD_PAUSE = 0.00005
+DEFAULT_HANDOVER_BOUND = 0.003
+# After a hand-over that ran out its bound (the loop's thread was blocked on something else than
+# the GIL: a lock, a join at exit), blind pauses for this long before looking again.
+_HANDOVER_BACKOFF = 0.1
 
 
 class WriterClosed(StoreError):
@@ -98,7 +103,7 @@ _Work = _Append | _Call
 
 
 class GilCourtesy:
-    """Leaves the GIL free for `pause` seconds after every `every` seconds of writing.
+    """Hands the GIL to the event loop's thread, every `every` seconds of writing, if it wants it.
 
     Why: in CPython a thread waiting for the GIL (an event loop back from `epoll`) may force a
     switch only after a whole switch interval in which no other thread released the GIL; every
@@ -106,33 +111,84 @@ class GilCourtesy:
     microseconds apart, so the waiter gets the GIL only when it wins a race it mostly loses.
     Measured on the 2-core benchmark machine: a thread alternating 50 us of Python with one
     SQLite statement delayed 1 ms asyncio timers by up to 17 ms (500 us of Python: 480 ms),
-    whatever `sys.setswitchinterval` said; pausing 20-100 us every 0.5-1 ms brought both under
-    5 ms. A real sleep leaves the GIL free long enough for the waiter to wake up and take it.
+    whatever `sys.setswitchinterval` said.
+
+    A blind pause (sleep `pause` every `every`) loses too: waking the loop's thread on an idle
+    CPU of a VM took 0.2-1.3 ms, longer than any pause, so the writer took the GIL back first,
+    two or three times in a row (3-4 ms stalls). So the writer looks at the loop's thread
+    (`watch`, Linux: /proc): blocked in epoll/poll/select, it does not need the GIL and the writer
+    goes on without pausing; running, or blocked on a lock (the GIL), it wants the GIL, and the
+    writer sleeps `pause` at a time until the thread is back in epoll (it had the GIL and ran),
+    at most `bound` seconds. Where the thread cannot be seen, it pauses blindly as before.
 
     Called as the write connection's exec tracer (before each statement; it chains to a tracer
     that was there before) and by the writer between batches. `every=None` turns it off.
     """
 
-    def __init__(self, every: float | None, pause: float) -> None:
+    def __init__(self, every: float | None, pause: float, bound: float = DEFAULT_HANDOVER_BOUND) -> None:
         self.every = every
         self.pause = pause
-        self.pauses = 0
+        self.bound = bound
+        self.pauses = 0  # hand-overs and blind pauses made
         self._due = time.perf_counter() + (every or 0.0)
         self._chained: Callable[[apsw.Cursor, str, Any], bool] | None = None
+        self._watched: int | None = None  # native id of the thread to hand over to (any thread sets it)
+        self._viewed: int | None = None  # whose view `_peer` is: used by the pausing thread only
+        self._peer: _ThreadView | None = None
+        self._blind_until = 0.0
+
+    def watch(self, native_id: int) -> None:
+        """Hand the GIL to this thread (the event loop's) when it wants it."""
+        self._watched = native_id
+
+    @property
+    def watching(self) -> int | None:
+        """The native id of the thread the GIL is handed to, or None (blind pauses)."""
+        return self._watched
 
     def maybe_pause(self) -> None:
         if self.every is None:
             return
         now = time.perf_counter()
-        if now >= self._due:
+        if now < self._due:
+            return
+        peer = None if now < self._blind_until else self._view()
+        wants = None if peer is None else peer.wants_gil()
+        if peer is not None and wants is not None:
+            if wants:
+                self._hand_over(peer, now + self.bound)
+                self.pauses += 1
+        else:  # cannot tell
             time.sleep(self.pause)
             self.pauses += 1
-            self._due = time.perf_counter() + self.every
+        self._due = time.perf_counter() + self.every
+
+    def _hand_over(self, peer: _ThreadView, deadline: float) -> None:
+        time.sleep(self.pause)
+        while peer.wants_gil():
+            if time.perf_counter() >= deadline:
+                self._blind_until = time.perf_counter() + _HANDOVER_BACKOFF
+                return
+            time.sleep(self.pause)
+
+    def _view(self) -> _ThreadView | None:
+        watched = self._watched
+        if watched != self._viewed:
+            self.close()
+            self._viewed = watched
+            self._peer = None if watched is None else _ThreadView.open(watched)  # None: not Linux
+        return self._peer
 
     def restart(self) -> None:
         """The writer was idle: its next `every` seconds of work start now."""
         if self.every is not None:
             self._due = time.perf_counter() + self.every
+
+    def close(self) -> None:
+        """Let go of the watched thread's /proc files (the pausing thread calls this at its end)."""
+        if self._peer is not None:
+            self._peer.close()
+            self._peer = None
 
     def __call__(self, cursor: apsw.Cursor, sql: str, bindings: Any) -> bool:
         self.maybe_pause()
@@ -147,6 +203,49 @@ class GilCourtesy:
     def uninstall(self, connection: apsw.Connection) -> None:
         if self.every is not None and connection.exec_trace is self:
             connection.exec_trace = self._chained
+
+
+class _ThreadView:
+    """What the kernel says one thread of this process is doing (Linux /proc; None elsewhere)."""
+
+    __slots__ = ("native_id", "_stat", "_wchan")
+
+    def __init__(self, native_id: int, stat: int, wchan: int) -> None:
+        self.native_id = native_id
+        self._stat = stat
+        self._wchan = wchan
+
+    @classmethod
+    def open(cls, native_id: int) -> _ThreadView | None:
+        try:
+            stat = os.open(f"/proc/self/task/{native_id}/stat", os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            wchan = os.open(f"/proc/self/task/{native_id}/wchan", os.O_RDONLY)
+        except OSError:
+            os.close(stat)
+            return None
+        return cls(native_id, stat, wchan)
+
+    def wants_gil(self) -> bool | None:
+        """False: blocked waiting for I/O or timers (an idle event loop). True: running or about
+        to run (it needs the GIL for Python), or blocked on anything else (mostly the GIL).
+        None: cannot tell (the thread is gone, or the kernel hides where it waits)."""
+        try:
+            stat = os.pread(self._stat, 512, 0)
+            if stat[stat.rindex(b")") + 2] == ord("R"):  # the state follows the thread's name
+                return True
+            wchan = os.pread(self._wchan, 64, 0)
+        except (OSError, ValueError, IndexError):
+            return None
+        if not wchan or wchan == b"0":
+            return None
+        return not (b"poll" in wchan or b"select" in wchan)  # do_epoll_wait, do_sys_poll, ...
+
+    def close(self) -> None:
+        os.close(self._stat)
+        os.close(self._wchan)
 
 
 class BackgroundWriter:
@@ -217,6 +316,8 @@ class BackgroundWriter:
     def _submit(self, work: _Work) -> Future[Any]:
         # Running from acceptance on: an accepted item cannot be withdrawn (see the module doc).
         work.future.set_running_or_notify_cancel()
+        # The thread that hands out work (the event loop's) is the one to give the GIL to.
+        self.courtesy.watch(threading.get_native_id())
         with self._wakeup:
             if self._closing:
                 raise WriterClosed("the background writer is closed; open the store again")
@@ -273,6 +374,12 @@ class BackgroundWriter:
     # -- the thread ------------------------------------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._serve()
+        finally:
+            self.courtesy.close()
+
+    def _serve(self) -> None:
         backlog = self._backlog
         while True:
             with self._wakeup:

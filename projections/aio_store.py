@@ -129,7 +129,7 @@ class AsyncChatStore:
         write lock; past it, the awaiting caller gets `WriteLockTimeout` (an `OperationalError`).
         `max_batch_events` and `max_batch_bytes` bound one merged transaction; `read_threads`
         is the size of the read pool; `yield_every` is how many seconds the writer works before
-        it leaves the GIL to the event loop for a moment (None: never; see `GilCourtesy`).
+        it hands the GIL to the event loop if the loop wants it (None: never; see `GilCourtesy`).
         Other keywords go to `ChatStore.open`.
         """
         opener = functools.partial(

@@ -500,3 +500,116 @@ def test_the_gil_courtesy_chains_an_existing_tracer_and_can_be_removed() -> None
     off = GilCourtesy(every=None, pause=0.0)
     off.install(connection)
     assert connection.exec_trace is tracer
+
+
+def _blocked_thread(block: Any) -> tuple[threading.Thread, int]:
+    """A thread running `block()`, and its native id once it has started."""
+    started: list[int] = []
+    ready = threading.Event()
+
+    def body() -> None:
+        started.append(threading.get_native_id())
+        ready.set()
+        block()
+
+    thread = threading.Thread(target=body, daemon=True)
+    thread.start()
+    assert ready.wait(10)
+    return thread, started[0]
+
+
+def _wait_until_seen(courtesy: Any, wanted: bool | None) -> None:
+    """Until the kernel shows the watched thread blocked as expected (it starts running)."""
+    from chatledger.eventstore.writer import _ThreadView
+
+    assert courtesy.watching is not None
+    view = _ThreadView.open(courtesy.watching)
+    assert view is not None
+    try:
+        for _ in range(10_000):
+            if view.wants_gil() is wanted:
+                return
+            threading.Event().wait(0.001)
+        raise AssertionError(f"the thread never looked {wanted}")
+    finally:
+        view.close()
+
+
+linux_threads = pytest.mark.skipif(
+    not os.path.exists(f"/proc/self/task/{threading.get_native_id()}/wchan"),
+    reason="the writer sees the event loop's thread through Linux's /proc only")
+
+
+@linux_threads
+def test_the_writer_does_not_pause_while_the_event_loop_waits_for_io() -> None:
+    import select
+
+    from chatledger.eventstore.writer import GilCourtesy
+
+    poller, (r, w) = select.epoll(), os.pipe()
+    poller.register(r, select.EPOLLIN)
+    thread, native_id = _blocked_thread(lambda: poller.poll(30))
+    courtesy = GilCourtesy(every=0.0, pause=0.0)
+    courtesy.watch(native_id)
+    try:
+        _wait_until_seen(courtesy, False)
+        for _ in range(5):
+            courtesy.maybe_pause()
+        assert courtesy.pauses == 0  # an idle loop does not need the GIL: no pause
+    finally:
+        os.write(w, b"x")
+        thread.join(10)
+        courtesy.close()
+        poller.close()
+        os.close(r)
+        os.close(w)
+
+
+@linux_threads
+def test_the_writer_hands_the_gil_to_an_event_loop_blocked_on_a_lock_then_gives_up() -> None:
+    from chatledger.eventstore.writer import GilCourtesy
+
+    lock = threading.Lock()
+    lock.acquire()
+    thread, native_id = _blocked_thread(lambda: lock.acquire(timeout=30))
+    courtesy = GilCourtesy(every=0.0, pause=0.0, bound=0.01)
+    courtesy.watch(native_id)
+    try:
+        _wait_until_seen(courtesy, True)
+        courtesy.maybe_pause()  # waits for the lock's holder in vain, for `bound` at most
+        courtesy.maybe_pause()  # then pauses blindly for a while
+        assert courtesy.pauses == 2
+    finally:
+        lock.release()
+        thread.join(10)
+        courtesy.close()
+
+
+def test_the_writer_pauses_blindly_for_a_thread_it_cannot_see() -> None:
+    from chatledger.eventstore.writer import GilCourtesy
+
+    courtesy = GilCourtesy(every=0.0, pause=0.0)
+    courtesy.maybe_pause()  # nobody watched
+    courtesy.watch(2**31 - 1)  # no such thread
+    courtesy.maybe_pause()
+    courtesy.maybe_pause()
+    assert courtesy.pauses == 3
+
+
+def test_the_writer_watches_the_thread_that_submits_work(tmp_path: Path) -> None:
+    store = ChatStore.open(tmp_path, USER)
+    writer = BackgroundWriter(store.log)
+    try:
+        submitted: list[int] = []
+
+        def submit() -> None:
+            submitted.append(threading.get_native_id())
+            writer.append_events(events("w", 1)).result(10)
+
+        thread = threading.Thread(target=submit)
+        thread.start()
+        thread.join(10)
+        assert writer.courtesy.watching == submitted[0]
+    finally:
+        writer.close()
+        store.close()
