@@ -375,12 +375,15 @@ class EventLog:
         if not stored_events:
             return []
         when = now_us() if received_at is None else received_at
-        encode = self.datastore.codec.encode
-        rows: list[EventRow] = []
-        for s in stored_events:
-            codec, state = encode(s.state) if self.compression else (RAW, s.state)
-            rows.append((originator_key(s.originator_id), s.originator_version, s.topic, state,
-                         codec, int(schema.Source.LOCAL), when, None, None))
+        # All in one native call: compressing each payload between the other work of a batch
+        # found the dictionary out of the CPU's caches every time (16 µs a payload instead of 3).
+        encoded = self._encode([s.state for s in stored_events])
+        local = int(schema.Source.LOCAL)
+        rows: list[EventRow] = [
+            (originator_key(s.originator_id), s.originator_version, s.topic, state, codec, local,
+             when, None, None)
+            for s, (codec, state) in zip(stored_events, encoded)
+        ]
         try:
             positions = list(self.recorder._insert_rows(c, rows) or [])
         except apsw.ConstraintError as e:
