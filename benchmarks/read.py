@@ -124,26 +124,69 @@ def _warm_os_cache(path: Path) -> int:
     return total
 
 
+def _kept_path(store_dir: str) -> Path:
+    return Path(store_dir) / "read-benchmark.json"
+
+
+def _kept_store(store_dir: str | None, *key: int) -> dict[str, Any] | None:
+    """What an earlier run with the same options recorded of the store it kept, or None."""
+    if store_dir is None or not _kept_path(store_dir).exists():
+        return None
+    kept = json.loads(_kept_path(store_dir).read_text())
+    if kept.get("key") != list(key) or not Path(kept["path"]).exists():
+        raise click.UsageError(f"{store_dir} holds a store built with other options: "
+                               "give another --store directory")
+    return kept  # type: ignore[no-any-return]
+
+
+def _reopen(data_dir: Path, user_id: str) -> None:
+    """Open a kept store once before measuring: read tables of an older version are rebuilt
+    here, not in the first measured process."""
+    from chatledger import ChatStore
+
+    store = ChatStore.open(data_dir, user_id, create=False)
+    if store.opened_as == "rebuilt":
+        progress("  its read tables were rebuilt (another version)")
+    store.close()
+
+
 @click.command(name="read")
 @common_options(200_000)
 @click.option("--procs", type=click.IntRange(min=1), default=5, show_default=True,
               help="Fresh processes per query (the first call's figure is their median).")
 @click.option("--calls", type=click.IntRange(min=1), default=200, show_default=True,
               help="Repeated calls per process after the first (and pages walked back).")
+@click.option("--store", "store_dir", type=click.Path(file_okay=False), default=None,
+              help="Keep the built store in this directory and, on later runs with the same "
+                   "--events/--seed/--channels/--users/--batch, read it instead of building it "
+                   "again (the build takes minutes at 1,000,000 events).")
 def command(n_events: int, seed: int, directory: str | None, keep: bool, batch: int,
-            channels: int, users: int, procs: int, calls: int) -> None:
+            channels: int, users: int, procs: int, calls: int, store_dir: str | None) -> None:
     """Reads in a fresh process: the first screen (30 channels) and pages of 50 messages."""
-    workload = prepare_workload(n_events, seed, channels, users)
     runs: dict[str, list[dict[str, Any]]] = {m: [] for m in MODES}
     with scratch_dir(directory, keep=keep) as scratch:
-        data_dir, path, build_s = build_store_file(scratch, workload, batch)
-        files = file_figures(path, workload.payload_bytes)  # checkpoints (TRUNCATE) first
+        kept = _kept_store(store_dir, n_events, seed, channels, users, batch)
+        if kept is None:
+            workload = prepare_workload(n_events, seed, channels, users)
+            data_dir, path, build_s = build_store_file(
+                Path(store_dir) if store_dir else scratch, workload, batch)
+            built = {"user_id": workload.user_id, "busy_cid": workload.busy_cid,
+                     "payload_bytes": workload.payload_bytes, "build_s": build_s}
+            if store_dir:
+                _kept_path(store_dir).write_text(json.dumps(
+                    {**built, "key": [n_events, seed, channels, users, batch], "path": str(path)}))
+        else:
+            built, data_dir, path = kept, Path(store_dir) / "store", Path(kept["path"])
+            progress(f"reading the store kept in {store_dir} (built by an earlier run)")
+            _reopen(data_dir, built["user_id"])
+        user_id, busy_cid, build_s = built["user_id"], built["busy_cid"], built["build_s"]
+        files = file_figures(path, built["payload_bytes"])  # checkpoints (TRUNCATE) first
         _warm_os_cache(path)
         load = MachineLoad()
         for proc in range(procs):
             for mode in MODES:
                 run = run_child("benchmarks.read",
-                                [str(data_dir), workload.user_id, workload.busy_cid, mode, str(calls)])
+                                [str(data_dir), user_id, busy_cid, mode, str(calls)])
                 runs[mode].append(run)
                 progress(f"process {proc + 1}/{procs}, {mode}: open {run['open_ms']:.1f} ms, "
                          f"first call {run['first_call_ms']:.2f} ms, "
@@ -162,8 +205,8 @@ def command(n_events: int, seed: int, directory: str | None, keep: bool, batch: 
         "seed": seed,
         "procs": procs,
         "calls": calls,
-        "user_id": workload.user_id,
-        "cid": workload.busy_cid,
+        "user_id": user_id,
+        "cid": busy_cid,
         "first_screen_rows": fs[0]["rows"],
         "page50_rows": pg[0]["rows"],
         "first_screen_ms_first_call": _r(median([r["first_call_ms"] for r in fs])),
