@@ -29,7 +29,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -93,10 +93,11 @@ class _Append:
 
 @dataclass(slots=True)
 class _Call:
-    """Any other write: a callable run alone on the writer thread."""
+    """Any other write: a callable run on the writer thread; alone, unless it is `joinable`."""
 
     fn: Callable[[], Any]
     future: Future[Any] = field(default_factory=Future)
+    joinable: bool = False
 
 
 _Work = _Append | _Call
@@ -309,9 +310,16 @@ class BackgroundWriter:
         """
         return self._submit(_Append(list(events), source, connection_id, received_at, finish))
 
-    def call(self, fn: Callable[[], T]) -> Future[T]:
-        """Queue any other write: `fn()` runs alone on the writer thread, in queue order."""
-        return self._submit(_Call(fn))
+    def call(self, fn: Callable[[], T], *, joinable: bool = False) -> Future[T]:
+        """Queue any other write: `fn()` runs on the writer thread, in queue order.
+
+        `joinable`: `fn` does all its writing inside `EventLog.write_transaction()` (a local
+        action, an outbox call). Joinable calls queued one after another then share one
+        transaction, each in a savepoint of its own: one that raises is undone alone and fails
+        only its own future; the futures are settled once the transaction has committed. Any
+        other call runs alone.
+        """
+        return self._submit(_Call(fn, joinable=joinable))
 
     def _submit(self, work: _Work) -> Future[Any]:
         # Running from acceptance on: an accepted item cannot be withdrawn (see the module doc).
@@ -432,6 +440,13 @@ class BackgroundWriter:
         i = 0
         while i < len(batch):
             work = batch[i]
+            if _joins(work):
+                j = i + 1
+                while j < len(batch) and _joins(batch[j]):
+                    j += 1
+                self._run_joined(batch[i:j])  # type: ignore[arg-type]
+                i = j
+                continue
             if type(work) is _Call:
                 self._run_call(work)
                 i += 1
@@ -450,6 +465,21 @@ class BackgroundWriter:
             _settle(work.future, error=self._explain(e))
         else:
             _settle(work.future, result=result)
+
+    def _run_joined(self, calls: list[_Call]) -> None:
+        """Joinable calls in one transaction (see `call`); alone, a call simply runs."""
+        if len(calls) == 1:
+            self._run_call(calls[0])
+            return
+        try:
+            outcomes = run_together(self.log, [call.fn for call in calls])
+        except BaseException as e:  # noqa: BLE001 - the transaction did not commit: none is on file
+            error = self._explain(e)
+            for call in calls:
+                _settle(call.future, error=error)
+            return
+        for call, (result, error) in zip(calls, outcomes):
+            _settle(call.future, result=result, error=self._explain(error) if error else None)
 
     def _run_appends(self, group: list[_Append]) -> None:
         # Decoded here, a caller at a time, so a retry after a failed merge need not decode again.
@@ -544,6 +574,24 @@ def _finish(work: _Append, result: AppendResult) -> None:
         _settle(work.future, error=e)
     else:
         _settle(work.future, result=answer)
+
+
+def _joins(work: _Work) -> bool:
+    return type(work) is _Call and work.joinable
+
+
+def run_together(log: EventLog, fns: Sequence[Callable[[], Any]]) -> list[tuple[Any, Exception | None]]:
+    """Run calls that write through `log.write_transaction()` in one transaction of theirs,
+    each in a savepoint: one that raises is undone alone. Returns (result, error) per call, once
+    the transaction committed; if it did not, raises what stopped it (then none is on file)."""
+    outcomes: list[tuple[Any, Exception | None]] = []
+    with log.write_transaction():
+        for fn in fns:
+            try:
+                outcomes.append((fn(), None))
+            except Exception as e:  # noqa: BLE001 - undone by its savepoint; the caller's to see
+                outcomes.append((None, e))
+    return outcomes
 
 
 def _settle(future: Future[Any], *, result: Any = None, error: BaseException | None = None) -> None:

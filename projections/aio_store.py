@@ -5,7 +5,9 @@ Same method names as `ChatStore`, awaitable. The event loop never touches SQLite
 - Writes go to a `BackgroundWriter`: one thread owns the write connection and applies queued work
   in order, many small appends in one transaction when they arrive together. A write is queued
   when the method is *called* (each returns an `asyncio.Future`), so calling several before
-  awaiting any keeps their order, and `close()` writes everything that was called.
+  awaiting any keeps their order, and `close()` writes everything that was called. Local
+  actions queued one after another share a transaction too (`JOINABLE_METHODS`), and
+  `batch()` groups them explicitly.
 - Reads run in a small thread pool on the datastore's reader connections; each read is one read
   transaction, so it sees a consistent snapshot. A read sees every write that was awaited before
   it was called (not necessarily writes still queued).
@@ -21,6 +23,7 @@ writers), only not ordered with the writes queued before it: add such names to `
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import os
 from collections.abc import Callable, Generator, Iterable
@@ -37,7 +40,9 @@ from chatledger.eventstore.writer import (
     DEFAULT_MAX_BATCH_EVENTS,
     DEFAULT_YIELD_EVERY,
     BackgroundWriter,
+    run_together,
 )
+from chatledger.projections.actions import ActionsMixin
 from chatledger.projections.aio_outbox import AsyncOutbox
 from chatledger.projections.store import ChatStore, RejectedInput
 
@@ -54,8 +59,16 @@ WRITE_PREFIXES: tuple[str, ...] = (
     "retry", "cancel", "rebuild", "record", "set", "apply", "pin", "unpin", "train", "checkpoint",
     "vacuum", "compact", "retain",
 )
+# The local actions: each does all its writing in `EventLog.write_transaction()`, so the writer
+# runs several queued one after another in one transaction (a savepoint each), and `batch()`
+# can group them.
+JOINABLE_METHODS: frozenset[str] = frozenset(
+    name for name in vars(ActionsMixin) if not name.startswith("_"))
 # Lifecycle names with their own async versions here; never forwarded.
-_OWN_NAMES = frozenset({"open", "open_file", "close", "flush", "flush_user", "wrap"})
+_OWN_NAMES = frozenset({"open", "open_file", "close", "flush", "flush_user", "wrap", "batch"})
+# The batch open in this task (and the tasks it starts), if any: see `AsyncChatStore.batch`.
+_OPEN_BATCH: contextvars.ContextVar[_Batch | None] = contextvars.ContextVar(
+    "chatledger_open_batch", default=None)
 DEFAULT_READ_THREADS = 4
 
 
@@ -190,6 +203,7 @@ class AsyncChatStore:
         connection_id: str | None = None,
     ) -> asyncio.Future[int]:
         """Queue one event; resolves to its log position, or raises `RejectedInput`."""
+        self._outside_batch("ingest")
         return asyncio.wrap_future(self.writer.append_events(
             [event], source=source, connection_id=connection_id, finish=_single_position))
 
@@ -198,6 +212,7 @@ class AsyncChatStore:
         connection_id: str | None = None,
     ) -> asyncio.Future[AppendResult]:
         """Queue a batch of events (one transaction, perhaps shared with other callers' batches)."""
+        self._outside_batch("ingest_many")
         return asyncio.wrap_future(
             self.writer.append_events(events, source=source, connection_id=connection_id))  # type: ignore[arg-type]
 
@@ -220,11 +235,46 @@ class AsyncChatStore:
     @functools.cached_property
     def outbox(self) -> AsyncOutbox:
         """The outbox, awaitable: `await store.outbox.pending()`, `await store.outbox.record(...)`."""
-        return AsyncOutbox(self.store.outbox, self._write, self._read)
+        return AsyncOutbox(self.store.outbox, self._join, self._read)
 
     def _write(self, method: Callable[..., T], /, *args: Any, **kwargs: Any) -> asyncio.Future[T]:
         # The whole method (decoding included) runs on the writer thread, in queue order.
+        self._outside_batch(getattr(method, "__name__", "this call"))
         return asyncio.wrap_future(self.writer.call(functools.partial(method, *args, **kwargs)))
+
+    def _outside_batch(self, name: str) -> None:
+        batch = _OPEN_BATCH.get()
+        if batch is not None and batch.store is self:
+            raise StoreError(f"{name} cannot be part of a batch: only local actions and outbox "
+                             "writes can (call it after the block)")
+
+    def _join(self, method: Callable[..., T], /, *args: Any, **kwargs: Any) -> asyncio.Future[T]:
+        """`_write` for a local action or an outbox write: in the open batch, or joinable."""
+        call = functools.partial(method, *args, **kwargs)
+        batch = _OPEN_BATCH.get()
+        if batch is not None and batch.store is self:
+            return batch.add(call)
+        return asyncio.wrap_future(self.writer.call(call, joinable=True))
+
+    def batch(self) -> _Batch:
+        """`async with store.batch():` the local actions and outbox writes called in the block
+        run together when it ends, in one transaction on the writer thread, in call order (what
+        `ChatStore.batch()` does). An action that raises is undone alone, and its future raises;
+        an exception that leaves the block cancels them all (nothing is written).
+
+        Their futures resolve when the block ends: await them after it (awaiting one inside
+        raises `RuntimeError`, since nothing has run yet). Other writes (ingesting) cannot be
+        called inside the block. Outside a batch, actions queued one after another are joined
+        into one transaction anyway; a batch makes it all or nothing and keeps anything else
+        from running in between.
+
+        >>> async with store.batch():                               # doctest: +SKIP
+        ...     sends = [store.send_message(cid, text) for text in texts]
+        >>> ids = [await s for s in sends]                          # doctest: +SKIP
+        """
+        if self._closing is not None:
+            raise StoreError("the store is closed")
+        return _Batch(self)
 
     # -- reading, and everything else ChatStore has ----------------------------------------------
 
@@ -255,7 +305,8 @@ class AsyncChatStore:
         value = getattr(self.store, name)
         if not callable(value):
             return value
-        route = self._write if is_write_method(name) else self._read
+        route = (self._join if name in JOINABLE_METHODS
+                 else self._write if is_write_method(name) else self._read)
 
         @functools.wraps(value)
         def forwarded(*args: Any, **kwargs: Any) -> asyncio.Future[Any]:
@@ -302,6 +353,65 @@ class AsyncChatStore:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+class _Pending(asyncio.Future):  # type: ignore[type-arg]
+    """The future of a call made inside an open batch: it has not run yet."""
+
+    batch: _Batch
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        if self.batch.open and not self.done():
+            raise RuntimeError("a call made in store.batch() runs when the block ends: "
+                               "await its result after the block")
+        return (yield from super().__await__())
+
+
+class _Batch:
+    """`AsyncChatStore.batch()`: collects the block's calls, runs them together at its end."""
+
+    def __init__(self, store: AsyncChatStore) -> None:
+        self.store = store
+        self.open = False
+        self._calls: list[Callable[[], Any]] = []
+        self._futures: list[_Pending] = []
+        self._token: contextvars.Token[_Batch | None] | None = None
+
+    def add(self, call: Callable[[], Any]) -> asyncio.Future[Any]:
+        future = _Pending()
+        future.batch = self
+        self._calls.append(call)
+        self._futures.append(future)
+        return future
+
+    async def __aenter__(self) -> None:
+        if _OPEN_BATCH.get() is not None:
+            raise StoreError("a batch is open already: batches do not nest")
+        self.open = True
+        self._token = _OPEN_BATCH.set(self)
+
+    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        assert self._token is not None
+        _OPEN_BATCH.reset(self._token)
+        self.open = False
+        if exc is not None or not self._calls:
+            for future in self._futures:
+                future.cancel()
+            return
+        calls = self._calls
+        try:
+            outcomes = await asyncio.wrap_future(self.store.writer.call(
+                functools.partial(run_together, self.store.store.log, calls)))
+        except BaseException as error:
+            for future in self._futures:  # the transaction did not commit: none of them ran
+                future.set_exception(error)
+                future.exception()  # raised here once; not "never retrieved" for each
+            raise
+        for future, (result, error) in zip(self._futures, outcomes):
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
 
 
 def _checkpoint_quietly(store: ChatStore) -> None:

@@ -23,6 +23,7 @@ import pytest
 from eventsourcing.persistence import OperationalError
 
 from chatledger import ChatStore
+from chatledger.eventstore.commands import send_command_id
 from chatledger.eventstore.log import AppendedEntry, StoreError
 from chatledger.eventstore.writer import BackgroundWriter, WriteLockTimeout, WriterClosed
 from chatledger.projections.aio_store import AsyncChatStore, is_write_method
@@ -168,6 +169,59 @@ def test_other_writes_run_on_the_writer_in_queue_order(tmp_path: Path) -> None:
             assert r_s.last_position < await b
             sources = [e.source for e in await store.history()]
             assert sources == ["websocket", "query", "query", "sync", "sync", "websocket"]
+
+    run(main())
+
+
+def test_local_actions_queued_together_share_one_transaction(tmp_path: Path) -> None:
+    from chatledger.projections.actions import UnknownMessage
+
+    async def main() -> None:
+        async with AsyncChatStore.open(tmp_path, USER) as store:
+            log = store.store.log
+            gate = Gate(store.writer)
+            joined = store.writer.call(lambda: log._local_cursor is not None, joinable=True)
+            first = store.send_message("messaging:general", "one", id="m1")
+            bad = store.update_message("nowhere", text="no such message")
+            last = store.send_message("messaging:general", "two", id="m2")
+            alone = store.writer.call(lambda: log._local_cursor is not None)
+            gate.open()
+            assert await asyncio.wrap_future(joined)  # inside the run's transaction
+            assert not await asyncio.wrap_future(alone)  # an ordinary call runs by itself
+            assert (await first, await last) == (send_command_id("m1"), send_command_id("m2"))
+            with pytest.raises(UnknownMessage):
+                await bad  # undone alone: the others are on file
+            assert [m.id for m in await store.messages("messaging:general")] == ["m1", "m2"]
+            assert len(await store.outbox.pending()) == 2
+
+    run(main())
+
+
+def test_a_batch_runs_its_actions_together_when_the_block_ends(tmp_path: Path) -> None:
+    from chatledger.projections.actions import UnknownMessage
+
+    async def main() -> None:
+        async with AsyncChatStore.open(tmp_path, USER) as store:
+            async with store.batch():
+                sends = [store.send_message("messaging:general", f"m{i}", id=f"m{i}")
+                         for i in range(3)]
+                bad = store.update_message("nowhere", text="no such message")
+                with pytest.raises(RuntimeError, match="after the block"):
+                    await sends[0]  # nothing has run yet
+                with pytest.raises(StoreError, match="cannot be part of a batch"):
+                    store.ingest(message_new(mid="x"))
+            assert [await s for s in sends] == [send_command_id(f"m{i}") for i in range(3)]
+            with pytest.raises(UnknownMessage):
+                await bad
+            assert len(await store.outbox.pending()) == 3
+
+            with pytest.raises(ValueError, match="changed my mind"):
+                async with store.batch():
+                    dropped = store.send_message("messaging:general", "never", id="never")
+                    raise ValueError("changed my mind")
+            assert dropped.cancelled()
+            assert len(await store.outbox.pending()) == 3  # nothing of that block was written
+            assert await store.message("never") is None
 
     run(main())
 
