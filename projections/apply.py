@@ -669,8 +669,10 @@ class Projector:
 
     # -- users ---------------------------------------------------------------------------------
 
-    def _remember_user(self, c: apsw.Cursor, item: Item, user: p.User | None) -> None:
-        """Upsert a user seen in passing, unless the row on file already says the same."""
+    def _remember_user(self, c: apsw.Cursor, item: Item, user: p.User | None,
+                       slot: int = SLOT_EVENT) -> None:
+        """Upsert a user seen in passing, unless the row on file already says the same (`slot`:
+        where the object is in the entry; see the `users` table)."""
         if user is None or not user.id:
             return
         # Decided by the row on file (remembered only as it is on file): a rebuild must make the
@@ -685,19 +687,21 @@ class Projector:
         if on_file == (user.name, user.role, b(user.online), b(user.banned),
                        t(user.last_active), t(user.updated_at), t(user.deleted_at)):
             return
-        self._upsert_user(c, item, user)
+        self._upsert_user(c, item, user, slot=slot)
 
-    def _upsert_user(self, c: apsw.Cursor, item: Item, user: p.User, *, banned: int | None = None) -> None:
+    def _upsert_user(self, c: apsw.Cursor, item: Item, user: p.User, *, banned: int | None = None,
+                     slot: int = SLOT_EVENT) -> None:
         row = (user.name, user.role, b(user.online),
                banned if banned is not None else b(user.banned), t(user.last_active),
                t(user.updated_at), t(user.deleted_at))
         c.execute(
             "INSERT INTO users (id, name, role, online, banned, last_active, updated_at, deleted_at, "
-            "position) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (id) DO UPDATE SET name=excluded.name, "
-            "role=excluded.role, online=excluded.online, banned=excluded.banned, "
-            "last_active=excluded.last_active, updated_at=excluded.updated_at, "
-            "deleted_at=excluded.deleted_at, position=excluded.position",
-            (user.id, *row, item.position),
+            "position, slot) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT (id) DO UPDATE SET "
+            "name=excluded.name, role=excluded.role, online=excluded.online, "
+            "banned=excluded.banned, last_active=excluded.last_active, "
+            "updated_at=excluded.updated_at, deleted_at=excluded.deleted_at, "
+            "position=excluded.position, slot=excluded.slot",
+            (user.id, *row, item.position, slot),
         )
         self._remember_user_row(user.id, row)
 
@@ -830,8 +834,10 @@ class Projector:
         for index, m in enumerate(state.pinned_messages or ()):
             if m.id and not c.execute("SELECT 1 FROM messages WHERE id=?", (m.id,)).fetchone():
                 self._upsert_message(c, m.cid or cid, m, item.position, SLOT_PINNED_BASE + index)
-        for member in state.members or ():
+        for index, member in enumerate(state.members or ()):
             self._upsert_member(c, cid, member)
+            # A client that has only queried its channels knows their members' users this way.
+            self._remember_user(c, item, member.user, index)
         if state.membership is not None:
             if not state.membership.uid and self.own:
                 state.membership.user_id = self.own

@@ -36,7 +36,12 @@ import msgspec
 from chatledger.eventstore.log import StoreError
 from chatledger.eventstore.wire import WireError, parse_time
 from chatledger.eventstore.wire.times import format_time
-from chatledger.projections.queries import ReadModel, channel_state_of, state_message
+from chatledger.projections.queries import (
+    ReadModel,
+    channel_state_of,
+    state_message,
+    user_object,
+)
 from chatledger.projections.schema import SLOT_EVENT, SLOT_RESPONSE
 
 # A channel state is imported as one log entry (of at most 4 MiB), and every message filed from
@@ -83,23 +88,12 @@ class _ChannelFields(msgspec.Struct):
     hidden: bool | None = None
 
 
-class _UserHolder(msgspec.Struct):
-    user: msgspec.Raw = msgspec.Raw()
-    me: msgspec.Raw = msgspec.Raw()
-
-
-class _Id(msgspec.Struct):
-    id: str | None = None
-
-
 class _DraftHolder(msgspec.Struct):
     draft: msgspec.Raw = msgspec.Raw()
 
 
 _MESSAGE_FIELDS = msgspec.json.Decoder(_MessageFields)
 _CHANNEL_FIELDS = msgspec.json.Decoder(_ChannelFields)
-_USER_HOLDER = msgspec.json.Decoder(_UserHolder)
-_ID = msgspec.json.Decoder(_Id)
 _DRAFT_HOLDER = msgspec.json.Decoder(_DraftHolder)
 _DECODE_ERRORS = (msgspec.MsgspecError, ValueError, RecursionError)
 
@@ -418,21 +412,10 @@ class _Writer:
 
     def _stored_user(self, uid: str) -> bytes | None:
         c = self._cursor()
-        row = c.execute("SELECT position FROM users WHERE id=?", (uid,)).fetchone()
+        row = c.execute("SELECT position, slot FROM users WHERE id=?", (uid,)).fetchone()
         if row is None:
             return None
-        try:
-            holder = _USER_HOLDER.decode(self.read._payload(c, row[0]))
-        except _DECODE_ERRORS:
-            return None
-        for raw in (holder.user, holder.me):
-            if raw:
-                try:
-                    if _ID.decode(raw).id == uid:
-                        return bytes(raw)
-                except _DECODE_ERRORS:
-                    continue
-        return None
+        return user_object(self.read._payload(c, row[0]), row[1], uid) or None
 
     def _draft(self, cid: str) -> bytes | None:
         """The channel's own draft, when the backend sent it (a draft saved here and not yet

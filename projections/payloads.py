@@ -60,7 +60,7 @@ class Reaction(msgspec.Struct, gc=False):
 
 class Member(msgspec.Struct, gc=False):
     user_id: str | None = None
-    user: UserRef | None = None
+    user: User | None = None  # whole: a channel state's members are where most users are seen
     role: str | None = None
     channel_role: str | None = None
     banned: bool | None = None

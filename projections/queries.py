@@ -38,6 +38,18 @@ class _WithUser(msgspec.Struct):
     me: msgspec.Raw = NO_RAW
 
 
+class _Id(msgspec.Struct):
+    id: str | None = None
+
+
+class _UserOf(msgspec.Struct):
+    user: msgspec.Raw = NO_RAW
+
+
+class _WithMembers(msgspec.Struct):
+    members: list[_UserOf] = []
+
+
 class _State(msgspec.Struct):
     channel: msgspec.Raw = NO_RAW
     messages: list[msgspec.Raw] = []
@@ -49,6 +61,27 @@ _RESPONSE = msgspec.json.Decoder(_WithResponse)
 _CHANNEL = msgspec.json.Decoder(_WithChannel)
 _USER = msgspec.json.Decoder(_WithUser)
 _STATE = msgspec.json.Decoder(_State)
+_MEMBERS = msgspec.json.Decoder(_WithMembers)
+_ID = msgspec.json.Decoder(_Id)
+
+
+def user_object(payload: bytes, slot: int, user_id: str) -> bytes:
+    """The bytes of user `user_id`'s object in an entry's payload, where the `users` row's
+    `slot` says it is (its `user` or `me`, or a channel state's member); b"" when it is not
+    there (a damaged or unexpected payload)."""
+    try:
+        if slot >= 0:
+            members = _MEMBERS.decode(payload).members
+            found = [members[slot].user] if slot < len(members) else []
+        else:
+            holder = _USER.decode(payload)
+            found = [holder.user, holder.me]
+        for raw in found:
+            if raw and _ID.decode(raw).id == user_id:
+                return bytes(raw)
+    except (msgspec.MsgspecError, ValueError):
+        pass
+    return b""
 
 
 def channel_state_of(payload: bytes) -> _State | None:
@@ -447,15 +480,9 @@ class ReadModel:
             row = _one_dict(c, "SELECT * FROM users WHERE id=?", (user_id,))
             if row is None:
                 return None
-            payload = self._payload(c, row["position"])
-        try:
-            holder = _USER.decode(payload)
-            raw = holder.user or holder.me
-            data = msgspec.json.decode(raw) if raw else {}
-        except (msgspec.MsgspecError, ValueError):
-            data = {}
-        if data.get("id") != user_id:
-            data = {"id": user_id, "name": row["name"], "role": row["role"]}
+            raw = user_object(self._payload(c, row["position"]), row["slot"], user_id)
+        data = msgspec.json.decode(raw) if raw else {"id": user_id, "name": row["name"],
+                                                      "role": row["role"]}
         return {**data, "_row": row}
 
     def channel_ids_to_sync(self, limit: int = 250) -> list[str]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 # Bumped whenever what the tables hold, or how events change them, changes: a file whose tables
 # were built by another version is rebuilt from the log when it is opened.
-PROJECTION_VERSION = 4
+PROJECTION_VERSION = 5
 
 # `slot` says where the object sits in the payload at `position`:
 SLOT_EVENT = -1  # the event's own `message` / `channel` / `user` / ... object
@@ -108,7 +108,8 @@ TABLES: dict[str, str] = {
         updated_at INTEGER,
         deleted_at INTEGER,
         custom TEXT,
-        position INTEGER NOT NULL
+        position INTEGER NOT NULL,
+        slot INTEGER NOT NULL DEFAULT -1  -- -1: the entry's `user` (or `me`); k: a channel state's k-th member's
     ) WITHOUT ROWID""",
     "drafts": """CREATE TABLE drafts (
         cid TEXT NOT NULL,

@@ -341,6 +341,7 @@ def test_export_of_hand_made_events_round_trips(tmp_path: Path) -> None:
             assert _state(copy) == _state(store)
             assert copy.unread_counts() == store.unread_counts()
             assert copy.message("m5") is None and copy.message("m4") is None
+            assert copy.user("bob")["favourite_colour"] == "teal"  # known from the members
             assert copy.verify() == []
 
 

@@ -158,6 +158,20 @@ def test_users(store: ChatStore) -> None:
     assert store.message("b1") is None and store.message("b2") is None
 
 
+def test_a_channel_states_members_are_known_users(store: ChatStore) -> None:
+    state = channel_state("messaging:general")
+    state["members"].append({"user_id": "bob", "user": {**user("bob"), "mood": "sunny"}})
+    store.ingest_channel_state(msgspec.json.encode(state))
+    bob = store.user("bob")  # the member's own object, verbatim, custom fields and all
+    assert (bob["name"], bob["mood"], bob["_row"]["slot"]) == ("Bob", "sunny", 1)
+    assert store.user("alice")["favourite_colour"] == "teal"
+    store.ingest(event("user.updated", cid=None, user={**user("bob"), "name": "Robert"}))
+    assert store.user("bob")["name"] == "Robert"  # newer news of the user wins
+    store.ingest_channel_state(msgspec.json.encode(state))
+    assert store.user("bob")["name"] == "Bob"  # and so does a newer channel state
+    assert store.user("carol") is None
+
+
 def test_snapshots_replace_what_they_cover_and_keep_the_rest(store: ChatStore) -> None:
     store.ingest(event("message.new", message=message("older", at="2026-11-24T00:00:00Z")))
     store.ingest_query_channels(query_channels_response(["messaging:general", "messaging:b"]),
