@@ -84,6 +84,8 @@ _REQUEST = msgspec.json.Decoder(_Request)
 _MESSAGE = msgspec.json.Decoder(p.Message)
 _encode = msgspec.json.Encoder(order="sorted").encode
 
+_READ_COLUMNS = ("last_read, unread_messages, last_read_message_id, first_unread_message_id, "
+                 "last_delivered_at, last_delivered_message_id")
 _OUTBOX_ROW = ("SELECT kind, cid, message_id, status, seq, undo, attempts FROM outbox "
                "WHERE id=?")
 
@@ -138,24 +140,45 @@ class LocalProjector(OutcomeHandlers):
             return self._delete(c, item, mid, request, when)
         if kind in REACTION_KINDS:
             return self._react(c, item, kind, mid, request, when)
+        # Read marks and drafts keep the row before and after the change: a cancel puts the
+        # row back only if it is still as the command left it (nothing newer came since).
         if kind == K.MARK_READ and r.cid and self.own and not request.thread_id:
+            was = self._read_row(c, r.cid)
             self._mark_read(c, r.cid, mid, when)
-        elif kind == K.MARK_UNREAD and r.cid and self.own and mid:
+            return {"read": [r.cid, was, self._read_row(c, r.cid)]}
+        if kind == K.MARK_UNREAD and r.cid and self.own and mid:
+            was = self._read_row(c, r.cid)
             self._mark_unread(c, r.cid, mid)
-        elif kind == K.SAVE_DRAFT and r.cid:
+            return {"read": [r.cid, was, self._read_row(c, r.cid)]}
+        if kind == K.SAVE_DRAFT and r.cid:
             # A draft's thread is named inside its message, as the backend's draft body has it.
             parent = request.parent_id or (_MESSAGE.decode(r.message).parent_id
-                                           if r.message else None)
+                                           if r.message else None) or ""
+            was = self._draft_row(c, r.cid, parent)
             self.p._ensure_channel(c, r.cid)
             c.execute(
                 "INSERT INTO drafts (cid, parent_id, created_at, position) VALUES (?,?,?,?) "
                 "ON CONFLICT (cid, parent_id) DO UPDATE SET created_at=excluded.created_at, "
                 "position=excluded.position",
-                (r.cid, parent or "", when, item.position))
-        elif kind == K.DELETE_DRAFT and r.cid:
-            c.execute("DELETE FROM drafts WHERE cid=? AND parent_id=?",
-                      (r.cid, request.parent_id or ""))
+                (r.cid, parent, when, item.position))
+            return {"draft": [r.cid, parent, was, [when, item.position]]}
+        if kind == K.DELETE_DRAFT and r.cid:
+            parent = request.parent_id or ""
+            was = self._draft_row(c, r.cid, parent)
+            c.execute("DELETE FROM drafts WHERE cid=? AND parent_id=?", (r.cid, parent))
+            return {"draft": [r.cid, parent, was, None]}
         return None
+
+    def _read_row(self, c: apsw.Cursor, cid: str) -> list[Any] | None:
+        row = c.execute(f"SELECT {_READ_COLUMNS} FROM reads WHERE cid=? AND user_id=?",
+                        (cid, self.own)).fetchone()
+        return list(row) if row is not None else None
+
+    @staticmethod
+    def _draft_row(c: apsw.Cursor, cid: str, parent: str) -> list[Any] | None:
+        row = c.execute("SELECT created_at, position FROM drafts WHERE cid=? AND parent_id=?",
+                        (cid, parent)).fetchone()
+        return list(row) if row is not None else None
 
     def _send(self, c: apsw.Cursor, item: Item, r: _Requested) -> None:
         if not r.message:
@@ -350,6 +373,20 @@ class LocalProjector(OutcomeHandlers):
             self._restore_message(c, item.stream, mid, before["message"])
         if "reactions" in before and mid and self.own:
             self._restore_reactions(c, mid, seq, before["reactions"])
+        if "read" in before and self.own:
+            cid, was, now = before["read"]
+            if self._read_row(c, cid) == now:
+                c.execute("DELETE FROM reads WHERE cid=? AND user_id=?", (cid, self.own))
+                if was is not None:
+                    c.execute(f"INSERT INTO reads (cid, user_id, {_READ_COLUMNS}) "
+                              "VALUES (?,?,?,?,?,?,?,?)", (cid, self.own, *was))
+        if "draft" in before:
+            cid, parent, was, now = before["draft"]
+            if self._draft_row(c, cid, parent) == now:
+                c.execute("DELETE FROM drafts WHERE cid=? AND parent_id=?", (cid, parent))
+                if was is not None:
+                    c.execute("INSERT INTO drafts (cid, parent_id, created_at, position) "
+                              "VALUES (?,?,?,?)", (cid, parent, *was))
 
     def _restore_message(self, c: apsw.Cursor, command_id: str, mid: str | None,
                          before: list[Any]) -> None:

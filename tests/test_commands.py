@@ -312,6 +312,37 @@ def test_reactions_reads_and_drafts(store: ChatStore) -> None:
     assert store.channel(CID)["draft_position"] is None
 
 
+def test_cancelling_read_marks_and_drafts_puts_back_what_they_replaced(store: ChatStore) -> None:
+    received(store, "m1")
+    received(store, "m2")
+    assert store.unread_counts()["total_unread_count"] == 2
+    read = store.mark_read(CID)
+    assert store.unread_counts()["total_unread_count"] == 0
+    store.outbox.cancel(read)
+    assert store.unread_counts()["total_unread_count"] == 2  # unread again, as before
+    unread = store.mark_unread(CID, message_id="m2")
+    store.outbox.cancel(unread)
+    assert store.unread_counts()["total_unread_count"] == 2
+
+    first = store.save_draft(CID, "first thoughts")
+    kept = store.channel(CID)["draft_position"]
+    second = store.save_draft(CID, "second thoughts")
+    store.outbox.cancel(second)
+    assert store.channel(CID)["draft_position"] == kept  # the earlier draft is back
+    removal = store.delete_draft(CID)
+    assert store.channel(CID)["draft_position"] is None
+    store.outbox.cancel(removal)
+    assert store.channel(CID)["draft_position"] == kept
+    store.outbox.cancel(first)
+    assert store.channel(CID)["draft_position"] is None  # no draft before the first
+
+    # Something newer than the command: its cancel leaves the row alone.
+    read = store.mark_read(CID)
+    received(store, "m3")
+    store.outbox.cancel(read)
+    assert store.unread_counts()["total_unread_count"] == 1  # m3 only: the read mark stays
+
+
 def test_the_websocket_echo_and_other_backend_news(store: ChatStore) -> None:
     command_id = store.send_message(CID, "hello", id="m1")
     store.outbox.start([command_id])
