@@ -132,8 +132,7 @@ class LocalProjector(OutcomeHandlers):
         """Apply a request's optimistic change; returns what it replaced (for an undo)."""
         kind, mid = r.kind, r.message_id
         if kind == K.SEND_MESSAGE:
-            self._send(c, item, r)
-            return None
+            return self._send(c, item, r)
         if kind in (K.UPDATE_MESSAGE, K.PARTIAL_UPDATE_MESSAGE):
             return self._edit(c, item, r, mid, when)
         if kind == K.DELETE_MESSAGE:
@@ -180,16 +179,26 @@ class LocalProjector(OutcomeHandlers):
                         (cid, parent)).fetchone()
         return list(row) if row is not None else None
 
-    def _send(self, c: apsw.Cursor, item: Item, r: _Requested) -> None:
+    def _send(self, c: apsw.Cursor, item: Item, r: _Requested) -> dict[str, Any] | None:
         if not r.message:
-            return
+            return None
         m = _MESSAGE.decode(r.message)
         if not m.id:
-            return
+            return None
+        cid = m.cid or r.cid
+        row = c.execute("SELECT last_message_at FROM channels WHERE cid=?", (cid,)).fetchone()
+        was_read = self._read_row(c, cid) if cid and self.own else None
         # Filed exactly as the backend's `message.new` for it would be: channel, thread, reads.
         self.p._message_new(c, item, p.Event(type="message.new", cid=r.cid, message=m))
         c.execute("UPDATE messages SET local_state=?, local_command=? WHERE id=?",
                   ("sending", item.stream, m.id))
+        if not cid:
+            return None
+        # For a cancel: the channel's last message time and the own read mark it moved.
+        undo: dict[str, Any] = {"channel": [cid, row[0] if row else None, t(m.created_at)]}
+        if self.own:
+            undo["read"] = [cid, was_read, self._read_row(c, cid)]
+        return undo
 
     def _row_undo(self, c: apsw.Cursor, mid: str | None) -> list[Any] | None:
         if not mid:
@@ -363,12 +372,17 @@ class LocalProjector(OutcomeHandlers):
         c.execute("DELETE FROM retry_stream WHERE seq=?", (seq,))
         self._advance(c, item, "status=?, reason=?, next_try_at=NULL",
                       (cmd.CommandStatus.CANCELLED, e.reason), when)
+        before = msgspec.json.decode(undo) if undo else {}
         if kind == K.SEND_MESSAGE:
             # Never sent (or refused): the message exists only here. A row the backend has
             # confirmed meanwhile (its echo arrived) stays: the backend has the message.
             self.p._hard_delete(c, "id=? AND local_state IS NOT NULL", (mid,))
-            return
-        before = msgspec.json.decode(undo) if undo else {}
+            if c.connection.changes() and "channel" in before:
+                cid, was, sent_at = before["channel"]
+                c.execute("UPDATE channels SET last_message_at=? WHERE cid=? AND last_message_at=?",
+                          (was, cid, sent_at))
+            else:
+                before.pop("read", None)  # the backend has the message: it read the channel
         if "message" in before:
             self._restore_message(c, item.stream, mid, before["message"])
         if "reactions" in before and mid and self.own:

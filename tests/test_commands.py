@@ -343,6 +343,26 @@ def test_cancelling_read_marks_and_drafts_puts_back_what_they_replaced(store: Ch
     assert store.unread_counts()["total_unread_count"] == 1  # m3 only: the read mark stays
 
 
+def test_a_cancelled_send_gives_back_the_channels_time_and_read_mark(store: ChatStore) -> None:
+    received(store, "m1")
+    before = store.channels()[0]
+    assert before.unread_count == 1
+    sent = store.send_message(CID, "second thoughts", id="mine")
+    assert store.channels()[0].last_message_at > before.last_message_at
+    assert store.channels()[0].unread_count == 0  # sending read the channel
+    store.outbox.cancel(sent)
+    after = store.channels()[0]
+    assert (after.last_message_at, after.unread_count) == (before.last_message_at, 1)
+    # Its echo arrived before the cancel: the backend has it, so its effects stay.
+    sent = store.send_message(CID, "echoed", id="echoed")
+    moved = store.channels()[0].last_message_at
+    store.outbox.start([sent])  # on the wire
+    store.ingest(event("message.new", message=message("echoed", uid="alice", text="echoed")))
+    store.outbox.cancel(sent)
+    assert store.message("echoed") is not None
+    assert (store.channels()[0].last_message_at, store.channels()[0].unread_count) == (moved, 0)
+
+
 def test_the_websocket_echo_and_other_backend_news(store: ChatStore) -> None:
     command_id = store.send_message(CID, "hello", id="m1")
     store.outbox.start([command_id])
