@@ -172,11 +172,11 @@ class _Heads:
     """The channels waiting for a slot, oldest head first. A channel being sent is out of the
     queue until its command has an outcome, so no two of its commands are ever on the wire.
 
-    Why oldest first, beyond fairness: the outbox rows, the retry stream and the log's index
-    of commands are all in request order, so the outcomes of one batch of the `Journal` fall
-    on neighbouring pages. Running channels one after another instead spread every batch over
-    the whole outbox: replaying 3,881 commands on 50 channels, each commit rewrote nearly all
-    of its pages.
+    Why oldest first, beyond fairness: the outbox rows and the retry stream are in request
+    order, so the outcomes of one batch of the `Journal` fall on neighbouring pages. Running
+    channels one after another instead spread every batch over the whole outbox: replaying
+    3,881 commands on 50 channels, each commit rewrote nearly all of its pages (1,660 WAL pages
+    of outbox in all; 242 now).
     """
 
     def __init__(self, lanes: list[deque[tuple[int, Any]]]) -> None:
