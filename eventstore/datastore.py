@@ -130,6 +130,8 @@ class APSWDatastore:
         self.is_memory = is_memory_name(db_name)
         self.path = filesystem_path(db_name)
         self._write_lock = threading.RLock()
+        # The thread in a transaction on the write connection, if any: its reads join it.
+        self._writing_thread: int | None = None
         self._readers: list[apsw.Connection] = []
         self._readers_lock = threading.Lock()
         self._reader_slots = threading.BoundedSemaphore(max_readers)
@@ -267,9 +269,15 @@ class APSWDatastore:
 
 
 class Transaction:
-    """`with datastore.transaction(commit=...) as cursor:` (a class: appends open one each)."""
+    """`with datastore.transaction(commit=...) as cursor:` (a class: appends open one each).
 
-    __slots__ = ("_datastore", "_commit", "_connection", "_cursor", "_locked")
+    A read (`commit=False`) on a thread that is inside a transaction on the write connection
+    joins that transaction: it sees what the thread has written so far (a `ChatStore.batch()`
+    reading its own changes), and it neither begins nor ends anything.
+    """
+
+    __slots__ = ("_datastore", "_commit", "_connection", "_cursor", "_locked", "_joined",
+                 "_owns_writer")
 
     def __init__(self, datastore: APSWDatastore, *, commit: bool) -> None:
         self._datastore = datastore
@@ -277,9 +285,17 @@ class Transaction:
         self._connection: apsw.Connection | None = None
         self._cursor: apsw.Cursor | None = None
         self._locked = False
+        self._joined = False
+        self._owns_writer = False  # began the write connection's transaction (see _release)
 
     def __enter__(self) -> apsw.Cursor:
         datastore = self._datastore
+        if not self._commit and datastore._writing_thread == threading.get_ident():
+            self._joined = True
+            try:
+                return datastore.writer.cursor()  # its own cursor: the writer's stay as they are
+            except apsw.Error as e:
+                raise translate(e) from e
         if self._commit or datastore.is_memory:
             datastore._write_lock.acquire()
             self._locked = True
@@ -295,11 +311,18 @@ class Transaction:
             if isinstance(e, apsw.Error):
                 raise translate(e) from e
             raise
+        if self._locked:
+            self._owns_writer = True
+            datastore._writing_thread = threading.get_ident()
         return cursor
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
     ) -> None:
+        if self._joined:
+            if isinstance(exc, apsw.Error):
+                raise translate(exc) from exc
+            return
         connection, cursor = self._connection, self._cursor
         assert connection is not None and cursor is not None
         # On the transaction's own cursor: executing resets whatever statement it left open.
@@ -328,6 +351,9 @@ class Transaction:
         datastore = self._datastore
         if self._locked:
             self._locked = False
+            if self._owns_writer:
+                self._owns_writer = False
+                datastore._writing_thread = None
             datastore._write_lock.release()
         elif self._connection is not None:
             datastore._give_back_reader(self._connection)

@@ -199,7 +199,8 @@ class ChatStore(ActionsMixin, ReadAPI):
         """Local actions and outbox calls inside the block share one transaction: one commit
         for all of them (much cheaper than one each). An action that raises inside is undone
         alone; an exception that leaves the block undoes them all. Reads made inside the block
-        (other than by the actions themselves) do not see its changes until it ends.
+        (on the same thread) see its changes so far; other threads and processes see them
+        when it ends.
 
         >>> with store.batch():                                     # doctest: +SKIP
         ...     ids = [store.send_message(cid, text) for text in texts]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import threading
 from pathlib import Path
 
 import msgspec
@@ -607,6 +608,25 @@ def test_a_batch_is_one_transaction_and_a_failing_action_is_undone_alone(store: 
         store.send_message(CID, "lost", id="gone")
         raise RuntimeError("the whole block is undone")
     assert store.message("gone") is None and len(store.outbox.pending()) == 3
+
+
+@pytest.mark.parametrize("where", ["file", "memory"])
+def test_reads_inside_a_batch_see_its_changes_so_far(tmp_path: Path, where: str) -> None:
+    store = (ChatStore.open(tmp_path, "alice") if where == "file"
+             else ChatStore.open_file(":memory:"))
+    store.user_id = store.user_id or "alice"
+    other: list[object] = []
+    with store.batch():
+        store.send_message(CID, "draft of a thought", id="m1")
+        assert store.message("m1").local_state == "sending"  # its own change, before the commit
+        assert [c.id for c in store.outbox.pending()] == [send_command_id("m1")]
+        if where == "file":  # another thread reads what is committed: nothing yet
+            reader = threading.Thread(target=lambda: other.append(store.message("m1")))
+            reader.start()
+            reader.join()
+            assert other == [None]
+    assert store.message("m1") is not None
+    store.close()
 
 
 def test_a_killed_process_loses_no_command(tmp_path: Path) -> None:
