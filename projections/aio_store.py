@@ -242,17 +242,21 @@ class AsyncChatStore:
         self._outside_batch(getattr(method, "__name__", "this call"))
         return asyncio.wrap_future(self.writer.call(functools.partial(method, *args, **kwargs)))
 
-    def _outside_batch(self, name: str) -> None:
+    def _open_batch(self) -> _Batch | None:
+        """The batch of this store open in the calling task, if any."""
         batch = _OPEN_BATCH.get()
-        if batch is not None and batch.store is self:
+        return batch if batch is not None and batch.store is self else None
+
+    def _outside_batch(self, name: str) -> None:
+        if self._open_batch() is not None:
             raise StoreError(f"{name} cannot be part of a batch: only local actions and outbox "
                              "writes can (call it after the block)")
 
     def _join(self, method: Callable[..., T], /, *args: Any, **kwargs: Any) -> asyncio.Future[T]:
         """`_write` for a local action or an outbox write: in the open batch, or joinable."""
         call = functools.partial(method, *args, **kwargs)
-        batch = _OPEN_BATCH.get()
-        if batch is not None and batch.store is self:
+        batch = self._open_batch()
+        if batch is not None:
             return batch.add(call)
         return asyncio.wrap_future(self.writer.call(call, joinable=True))
 

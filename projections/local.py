@@ -186,8 +186,10 @@ class LocalProjector(OutcomeHandlers):
         if not m.id:
             return None
         cid = m.cid or r.cid
-        row = c.execute("SELECT last_message_at FROM channels WHERE cid=?", (cid,)).fetchone()
-        was_read = self._read_row(c, cid) if cid and self.own else None
+        row = was_read = None
+        if cid:
+            row = c.execute("SELECT last_message_at FROM channels WHERE cid=?", (cid,)).fetchone()
+            was_read = self._read_row(c, cid) if self.own else None
         # Filed exactly as the backend's `message.new` for it would be: channel, thread, reads.
         self.p._message_new(c, item, p.Event(type="message.new", cid=r.cid, message=m))
         c.execute("UPDATE messages SET local_state=?, local_command=? WHERE id=?",
