@@ -6,11 +6,14 @@ the receiving task awaits before it takes its next burst, with `--producers` suc
 (several connections, or a WebSocket reader beside a sync and a query). Meanwhile a monitor task
 sleeps 1 ms at a time and records how late it wakes up: a stall is the time the loop could not run
 a callback that was due. The same monitor runs for a second with the store idle first, so the
-figures can be told apart from the loop's own timer granularity.
+figures can be told apart from the loop's own timer granularity; and then (`--process-baseline`)
+while the same ingest runs in another process, sharing no GIL with this one: what the machine's
+scheduler alone does to a loop beside that much work, the best any design of the store could do.
 
 Last stdout line: `events`, `events_per_s`, `max_stall_ms`, `p99_stall_ms`, `mean_stall_ms`,
 where the longest stall fell (`max_stall_at_s`, and the longest while ingesting and while
-closing), the idle baseline, how the writer batched (`transactions`, `mean_batch`,
+closing), the idle baseline, the process baseline (`process_baseline_max_stall_ms`, ...), how
+the writer batched (`transactions`, `mean_batch`,
 `largest_batch`), and how busy the machine was (`cores_busy_other`).
 """
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import os
 import random
 import resource
@@ -25,6 +29,7 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import click
@@ -111,6 +116,47 @@ def summarize(stalls: Sequence[float]) -> dict[str, float | None]:
     }
 
 
+def child_main(argv: list[str]) -> None:
+    """In a fresh process: the ingest of `command`, made from the same seed (directory, events,
+    seed, max burst, producers). Prints "go" once its events are made, then one JSON object."""
+    directory, events, seed, max_burst, producers = argv[0], *map(int, argv[1:5])
+    chunks = bursts(list(generate_events(events, seed=seed)), max_burst, seed)
+    gc.collect()
+    gc.freeze()
+    print("go", flush=True)
+    run = asyncio.run(run_ingest(directory, chunks, producers, {}))
+    print(json.dumps({"stored": run["stored"], "ingest_s": run["ingest_s"],
+                      "close_s": run["close_s"]}), flush=True)
+
+
+async def stalls_beside_process(directory: Path, argv: Sequence[str]) -> tuple[list[float], dict[str, Any]]:
+    """This loop's stalls, idle but for the monitor, while `child_main(argv)` ingests in another
+    process: counted from the child's "go" (its events made) to its exit."""
+    monitor = StallMonitor()
+    task = asyncio.create_task(monitor.run())
+    root = Path(__file__).resolve().parent.parent  # where the `benchmarks` folder lives
+    code = "import sys; from benchmarks.loop import child_main; child_main(sys.argv[1:])"
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, str(directory), *argv, cwd=root,
+        stdout=asyncio.subprocess.PIPE)
+    assert child.stdout is not None
+    try:
+        if (await child.stdout.readline()).strip() != b"go":
+            raise RuntimeError("the baseline's child process failed before ingesting")
+        monitor.stalls.clear()
+        monitor.woke.clear()
+        out = await child.stdout.read()
+        if await child.wait() != 0:
+            raise RuntimeError(f"the baseline's child process exited with {child.returncode}")
+    finally:
+        if child.returncode is None:
+            child.kill()
+            await child.wait()
+        monitor.stop()
+        await task
+    return monitor.stalls, json.loads(out.decode().strip().splitlines()[-1])
+
+
 def bursts(events: list[bytes], max_burst: int, seed: int) -> list[list[bytes]]:
     """The events cut into consecutive bursts of 1 to `max_burst` (as they would arrive)."""
     rng = random.Random(seed)
@@ -189,11 +235,14 @@ async def run_ingest(
 @click.option("--switch-interval", default=None, type=float,
               help="sys.setswitchinterval for the run, in ms (default: leave it at Python's 5 ms).")
 @click.option("--idle-seconds", default=1.0, show_default=True, help="Idle baseline duration.")
+@click.option("--process-baseline/--no-process-baseline", default=True, show_default=True,
+              help="Also measure this loop, idle, while the same ingest runs in another process.")
 @click.option("--dir", "directory", default=None, help="Where to put the scratch database.")
 @click.option("--keep", is_flag=True, help="Keep the scratch database.")
 def command(
     events: int, max_burst: int, producers: int, seed: int, max_batch_events: int | None,
-    yield_every: float | None, switch_interval: float | None, idle_seconds: float, directory: str | None, keep: bool,
+    yield_every: float | None, switch_interval: float | None, idle_seconds: float,
+    process_baseline: bool, directory: str | None, keep: bool,
 ) -> None:
     """Event-loop stalls while events are ingested in background mode (AsyncChatStore)."""
     if switch_interval is not None:
@@ -217,8 +266,15 @@ def command(
     progress(f"ingesting {len(chunks):,} bursts with {producers} producers ...")
     with scratch_dir(directory, keep) as scratch:
         meter = CpuMeter()
-        run = asyncio.run(run_ingest(scratch, chunks, producers, tuning))
+        run = asyncio.run(run_ingest(scratch / "store", chunks, producers, tuning))
         cpu = meter.stop()
+        beside: dict[str, Any] = {"max": None, "p99": None, "mean": None}
+        beside_run: dict[str, Any] = {}
+        if process_baseline:
+            progress("process baseline: the same ingest in another process ...")
+            beside_stalls, beside_run = asyncio.run(stalls_beside_process(
+                scratch / "baseline", [str(events), str(seed), str(max_burst), str(producers)]))
+            beside = summarize(beside_stalls)
         if keep:
             progress(f"kept {scratch}")
     stalls = summarize(run["stalls"])
@@ -237,6 +293,10 @@ def command(
     print(f"longest stall     at {run['max_stall_at_s']} s; while ingesting {run['ingest_max_stall_ms']} ms, "
           f"while closing {run['close_max_stall_ms']} ms")
     print(f"idle baseline     max {idle['max']} ms, p99 {idle['p99']} ms, mean {idle['mean']} ms")
+    if process_baseline:
+        print(f"process baseline  max {beside['max']} ms, p99 {beside['p99']} ms, mean {beside['mean']} ms "
+              f"(this loop idle; the same ingest in another process, "
+              f"{beside_run['ingest_s'] + beside_run['close_s']:.2f} s)")
     print(f"cpu               {cpu['cores_busy_self']} cores busy in this process, "
           f"{cpu['cores_busy_other']} elsewhere, of {os.cpu_count()}")
     emit_json({
@@ -254,6 +314,11 @@ def command(
         "close_max_stall_ms": run["close_max_stall_ms"],
         "idle_max_stall_ms": idle["max"],
         "idle_p99_stall_ms": idle["p99"],
+        "process_baseline_max_stall_ms": beside["max"],
+        "process_baseline_p99_stall_ms": beside["p99"],
+        "process_baseline_mean_stall_ms": beside["mean"],
+        "process_baseline_s": (round(beside_run["ingest_s"] + beside_run["close_s"], 2)
+                               if beside_run else None),
         "transactions": run["transactions"],
         "mean_batch": round(mean_batch, 1) if mean_batch else None,
         "largest_batch": run["largest_batch"],

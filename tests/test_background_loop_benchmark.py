@@ -46,6 +46,10 @@ def test_a_small_run_reports_the_phases_of_its_longest_stall(tmp_path: object) -
     phases = [figures["ingest_max_stall_ms"], figures["close_max_stall_ms"]]
     assert figures["max_stall_ms"] == max(p for p in phases if p is not None)
     assert figures["max_stall_at_s"] is not None
+    # The same ingest ran in another process beside this idle loop, and was measured.
+    assert figures["process_baseline_max_stall_ms"] is not None
+    assert figures["process_baseline_max_stall_ms"] >= figures["process_baseline_p99_stall_ms"]
+    assert figures["process_baseline_s"] > 0
 
 
 def run_loop(coro: object) -> StallMonitor:
