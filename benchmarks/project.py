@@ -13,6 +13,10 @@ The median of `--reps` runs counts (3 up to 200,000 events), the subjects' order
 last run the ChatStore file is checkpointed and measured: `file_bytes` against `payload_bytes`
 (target `file_ratio` <= 0.5), split by `dbstat` into the log and the read tables.
 
+`--sql-profile` adds one more ChatStore ingest after the reps, with SQLite's time per statement
+recorded (`benchmarks.sqlprofile`): the `sql_*` keys, and `sql_floor_ratio_raw`, the `ratio_raw`
+ingest would reach if its Python cost nothing.
+
 The helpers here (`prepare_workload`, `build_store`, `space_by_table`, the shared options) are used
 by `rebuild` and `read` as well, which build their N-event file the same way.
 """
@@ -25,7 +29,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -47,6 +51,9 @@ from benchmarks.common import (
     timed,
 )
 from benchmarks.workload import generate_events
+
+if TYPE_CHECKING:
+    from benchmarks.sqlprofile import SqlProfile
 
 TARGET_RATIO_RAW = 0.45
 TARGET_FILE_RATIO = 0.5
@@ -96,12 +103,15 @@ def prepare_workload(n_events: int, seed: int, channels: int, users: int) -> Wor
 
 
 def build_store(data_dir: Path, user_id: str, payloads: Sequence[bytes], batch: int,
-                label: str = "ChatStore") -> tuple[float, Path]:
+                label: str = "ChatStore", profile: SqlProfile | None = None) -> tuple[float, Path]:
     """Ingest `payloads` through `ChatStore.ingest_many`, `batch` per call, into a new store in
     `data_dir`; returns (seconds in the ingest calls, the store's file). Progress on stderr.
 
     Opening (which creates the tables) and closing are outside the clock; the collector is paused.
+    With `profile`, its hooks are on the store's connections for exactly the clocked ingest.
     """
+    from contextlib import nullcontext
+
     from chatledger import ChatStore
 
     store = ChatStore.open(data_dir, user_id)
@@ -123,7 +133,8 @@ def build_store(data_dir: Path, user_id: str, payloads: Sequence[bytes], batch: 
                     rate = done / (time.perf_counter() - t0)
                     progress(f"  {label}: {done:,}/{total:,} events ({rate:,.0f}/s)")
 
-        elapsed, _ = timed(run)
+        with profile.recording() if profile is not None else nullcontext():
+            elapsed, _ = timed(run)
     finally:
         store.close()
     return elapsed, path
@@ -305,8 +316,11 @@ def _log_append(path: Path, payloads: Sequence[bytes], batch: int) -> float:
 @common_options(100_000)
 @click.option("--reps", type=click.IntRange(min=1), default=None,
               help="Repetitions, the median counts. Default: 3 up to 200,000 events, else 1.")
+@click.option("--sql-profile", is_flag=True,
+              help="After the timed reps, one more ChatStore ingest with SQLite's per-statement "
+                   "times recorded: the sql_* keys (how fast ingest could be if Python cost nothing).")
 def command(n_events: int, seed: int, directory: str | None, keep: bool, batch: int,
-            channels: int, users: int, reps: int | None) -> None:
+            channels: int, users: int, reps: int | None, sql_profile: bool) -> None:
     """Ingest with every projection (ChatStore.ingest_many) vs the log alone vs raw APSW."""
     reps = reps or default_reps(n_events)
     workload = prepare_workload(n_events, seed, channels, users)
@@ -355,6 +369,9 @@ def command(n_events: int, seed: int, directory: str | None, keep: bool, batch: 
         return n_events / median(seconds[subject]) if seconds[subject] else None
 
     raw, log, store = rate("raw_apsw"), rate("log"), rate("chatstore")
+    # After the reps and their machine-load window, so that the hooks' cost touches neither.
+    sql = (sql_profile_figures(directory, workload, batch, raw)
+           if sql_profile and "chatstore" not in errors else {})
     mean_size = workload.payload_bytes / n_events
     result: dict[str, Any] = {
         "benchmark": "project",
@@ -374,6 +391,7 @@ def command(n_events: int, seed: int, directory: str | None, keep: bool, batch: 
         **files,
         **log_file,
         "target_file_ratio": TARGET_FILE_RATIO,
+        **sql,
         "runs_s": {s: [round(x, 4) for x in v] for s, v in seconds.items()},
         "generate_events_per_s": round(n_events / workload.generate_s, 1),
         "cores_busy_other": cores_busy_other,
@@ -381,7 +399,44 @@ def command(n_events: int, seed: int, directory: str | None, keep: bool, batch: 
         "env": environment(),
     }
     _print_human(result, mean_size)
+    if sql:
+        from benchmarks.sqlprofile import print_figures
+
+        print_figures(sql, n_events, "event", sql["profiled_wall_s"])
+        _print_floor(sql)
     emit_json(result)
+
+
+def sql_profile_figures(directory: str | None, workload: Workload, batch: int,
+                        raw_events_per_s: float | None) -> dict[str, Any]:
+    """One more ChatStore ingest of the same events into a fresh store, with SQLite's time per
+    statement recorded (benchmarks.sqlprofile): the sql_* keys. The floor compares the raw APSW
+    rate of the timed reps with `events / sql_s`, the rate if ingest's Python cost nothing."""
+    from benchmarks.sqlprofile import SqlProfile
+
+    profile = SqlProfile()
+    with scratch_dir(directory) as scratch:
+        progress(f"SQL profile: ChatStore, {workload.events:,} events, batch {batch:,} ...")
+        wall, _ = build_store(scratch / "chatstore-sql", workload.user_id, workload.payloads,
+                              batch, label="ChatStore (SQL profiled)", profile=profile)
+    figures = profile.figures(workload.events, "event")
+    sql_s = figures["sql_s"]
+    progress(f"  {wall:.2f} s wall, {sql_s:.2f} s in SQLite")
+    return {
+        **figures,
+        "profiled_wall_s": round(wall, 3),
+        "sql_share": round(sql_s / wall, 4),
+        # ratio_raw is ChatStore's rate over raw APSW's; at best ChatStore's is events / sql_s.
+        "sql_floor_ratio_raw": (round(workload.events / sql_s / raw_events_per_s, 4)
+                                if raw_events_per_s and sql_s > 0 else None),
+    }
+
+
+def _print_floor(sql: dict[str, Any]) -> None:
+    floor = sql["sql_floor_ratio_raw"]
+    print(f"SQLite alone took {sql['sql_s']:.2f} s of {sql['profiled_wall_s']:.2f} s "
+          f"({sql['sql_share']:.1%}): with Python free, ratio_raw would be at most "
+          f"{'-' if floor is None else f'{floor:.2f}'} (target >= {TARGET_RATIO_RAW}).", flush=True)
 
 
 def _print_human(r: dict[str, Any], mean_size: float) -> None:

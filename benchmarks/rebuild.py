@@ -91,9 +91,12 @@ def _cpu_s() -> float:
 def child_main(argv: list[str]) -> None:
     """In a fresh process: open the store in `argv[0]` as user `argv[1]`, rebuild, report JSON.
     With `argv[2] == "profile"`, the rebuild runs under cProfile and the top functions go to
-    stderr (and the stats to `argv[3]` when given)."""
+    stderr (and the stats to `argv[3]` when given); with `argv[2] == "sql"`, SQLite's time per
+    statement is recorded (`benchmarks.sqlprofile`) and reported under "sql"."""
     data_dir, user_id = argv[0], argv[1]
     profile = len(argv) > 2 and argv[2] == "profile"
+    sql_profile = len(argv) > 2 and argv[2] == "sql"
+    sql: dict[str, Any] | None = None
     rss_start = _peak_rss_bytes()
     from chatledger import ChatStore
 
@@ -128,6 +131,13 @@ def child_main(argv: list[str]) -> None:
             stats.sort_stats("tottime").print_stats(30)
             if len(argv) > 3:
                 stats.dump_stats(argv[3])
+        elif sql_profile:
+            from benchmarks.sqlprofile import SqlProfile
+
+            with SqlProfile().recording() as recorder:
+                store.rebuild(on_progress)
+            seconds = time.perf_counter() - t0
+            sql = recorder.figures(entries, "event")
         else:
             store.rebuild(on_progress)
             seconds = time.perf_counter() - t0
@@ -149,6 +159,7 @@ def child_main(argv: list[str]) -> None:
         "ru_maxrss_bytes": _maxrss_bytes(),
         "mmap_size": mmap_size[0] if mmap_size else None,
         "profiled": profile,
+        "sql": sql,
     }), flush=True)
 
 
@@ -163,8 +174,11 @@ def child_main(argv: list[str]) -> None:
 @click.option("--profile", is_flag=True,
               help="One more rebuild under cProfile (not counted): top 30 functions by own time "
                    "on stderr; the stats file is kept with --keep.")
+@click.option("--sql-profile", is_flag=True,
+              help="One more rebuild (not counted) with SQLite's per-statement times recorded: "
+                   "the sql_* keys (how fast a rebuild could be if its Python cost nothing).")
 def command(n_events: int, seed: int, directory: str | None, keep: bool, batch: int,
-            channels: int, users: int, reps: int | None, profile: bool) -> None:
+            channels: int, users: int, reps: int | None, profile: bool, sql_profile: bool) -> None:
     """Rebuild of the read tables by replaying the log: events/s and peak memory (fresh process)."""
     reps = reps or default_reps(n_events)
     workload = prepare_workload(n_events, seed, channels, users)
@@ -185,6 +199,16 @@ def command(n_events: int, seed: int, directory: str | None, keep: bool, batch: 
             progress("profiled rebuild (not counted) ...")
             run_child("benchmarks.rebuild", [str(data_dir), workload.user_id, "profile",
                                               str(scratch / "rebuild.prof")])
+        sql: dict[str, Any] = {}
+        if sql_profile:
+            progress("rebuild with SQLite's time recorded (not counted) ...")
+            recorded = run_child("benchmarks.rebuild", [str(data_dir), workload.user_id, "sql"])
+            sql = {**recorded["sql"], "profiled_wall_s": round(recorded["seconds"], 3),
+                   "sql_share": round(recorded["sql"]["sql_s"] / recorded["seconds"], 4),
+                   # The rebuild's rate if everything but SQLite (Python, decompression,
+                   # decoding) cost nothing.
+                   "sql_floor_events_per_s": (round(recorded["entries"] / recorded["sql"]["sql_s"], 1)
+                                              if recorded["sql"]["sql_s"] > 0 else None)}
         if keep:
             progress(f"scratch files kept in {scratch} (store: {path})")
 
@@ -219,9 +243,18 @@ def command(n_events: int, seed: int, directory: str | None, keep: bool, batch: 
         "build_events_per_s": round(n_events / build_s, 1),
         "runs_s": [round(r["seconds"], 4) for r in runs],
         "cores_busy_other": cores_busy_other,
+        **sql,
         "env": environment(),
     }
     _print_human(result)
+    if sql:
+        from benchmarks.sqlprofile import print_figures
+
+        print_figures(sql, entries, "event", sql["profiled_wall_s"])
+        print(f"SQLite alone took {sql['sql_s']:.2f} s of {sql['profiled_wall_s']:.2f} s "
+              f"({sql['sql_share']:.1%}): with everything else free, a rebuild would run at "
+              f"{fmt_rate(sql['sql_floor_events_per_s'])} events/s at most "
+              f"(target >= {TARGET_EVENTS_PER_S:,}).", flush=True)
     emit_json(result)
 
 
