@@ -42,6 +42,18 @@ class Context:
                 )
         return self._store
 
+    def store_exists(self) -> bool:
+        """Whether the user's store file is there (before `store()` may create it)."""
+        from chatledger.eventstore.userfiles import user_db_path
+
+        return user_db_path(self.data_dir, self.require_user()).exists()
+
+    def discard_new_store(self) -> None:
+        """Delete the store this command created and left empty (a failed first import)."""
+        if self._store is not None:
+            self._store.flush()
+            self._store = None
+
     def close(self) -> None:
         if self._store is not None:
             self._store.close()

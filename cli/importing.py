@@ -51,6 +51,7 @@ def import_command(
       chatledger --user alice import --kind query channels.json
       cat sync.json | chatledger --user alice import -
     """
+    existed = ctx.store_exists()
     store = ctx.store()
     size = _size_of(file)
     err = console(err=True)
@@ -64,9 +65,11 @@ def import_command(
             store.log, file, kind=kind, source=source, batch_size=batch_size,  # type: ignore[arg-type]
             on_progress=lambda done: progress.update(task, completed=done),
         )
-    _print_report(report, as_json)
     if report.items == 0:
+        if not existed:
+            ctx.discard_new_store()  # an empty input leaves no empty store behind
         fail("the input holds nothing to import")
+    _print_report(report, as_json)
     if report.quarantined:
         rest = "the rest is stored" if report.stored else "nothing was stored"
         fail(

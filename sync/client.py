@@ -203,6 +203,7 @@ class SyncClient:
     async def run(self, stop: asyncio.Event) -> None:
         """Connect, catch up, follow the event stream; reconnect with backoff when it drops."""
         failures = 0
+        await self._load_sync_point()
         try:
             while not stop.is_set():
                 self._set(state="connecting")
@@ -231,6 +232,7 @@ class SyncClient:
 
     async def run_once(self) -> SyncReport:
         """Connect, replay the retry stream, catch up, and disconnect."""
+        await self._load_sync_point()
         self._set(state="connecting")
         stream = await self.backend.connect()
         try:
@@ -346,6 +348,10 @@ class SyncClient:
             logger.warning("could not record the sync point", exc_info=True)
 
     # -- status --------------------------------------------------------------------------------
+
+    async def _load_sync_point(self) -> None:
+        """Where the store stands before connecting, so the first status line says it."""
+        self.status.last_sync_at = await done(self.store.last_sync_at())
 
     def _count(self, report: ReplayReport) -> None:
         self.status.delivered += report.delivered

@@ -164,6 +164,14 @@ def test_an_empty_file_is_an_error(run, tmp_path: Path) -> None:
     path.write_bytes(b"\n\n")
     result = run("import", str(path))
     assert result.exit_code == 1 and "nothing to import" in result.output
+    assert "Imported" not in result.output  # one error line, no success line before it
+    assert not list((tmp_path / "data").glob("*"))  # and no empty store left behind
+
+
+def test_an_empty_import_into_an_existing_store_keeps_it(run, tmp_path: Path) -> None:
+    assert run("import", "-", input=message_new()).exit_code == 0
+    assert run("import", "-", input=b"").exit_code == 1
+    assert len(run("log", "--json").stdout.splitlines()) == 1
 
 
 def test_flush_removes_a_store_that_cannot_be_opened(run, tmp_path: Path) -> None:

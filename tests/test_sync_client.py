@@ -213,3 +213,19 @@ def test_background_mode_keeps_sqlite_off_the_event_loop(tmp_path):
             assert await store.verify() == []
 
     asyncio.run(main())
+
+
+def test_the_first_status_says_where_the_store_stands(tmp_path):
+    """A client started on a store that has synced before says so from its first status on."""
+    async def main() -> None:
+        async with running(tmp_path) as (server, store, client):
+            await client.run_once()
+            synced = store.last_sync_at()
+            assert synced is not None
+            client.status.last_sync_at = None  # as a new client on this store starts
+            seen: list[tuple[str, str | None]] = []
+            client.on_status = lambda status: seen.append((status.state, status.last_sync_at))
+            await client.run_once()
+            assert seen[0] == ("connecting", synced)
+
+    asyncio.run(main())
