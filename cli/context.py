@@ -49,8 +49,9 @@ class Context:
         return user_db_path(self.data_dir, self.require_user()).exists()
 
     def discard_new_store(self) -> None:
-        """Delete the store this command created and left empty (a failed first import)."""
-        if self._store is not None:
+        """Delete the store this command created, if the log is still empty (a failed first
+        import); one that another process has written to meanwhile is kept."""
+        if self._store is not None and not self._store.log.max_position():
             self._store.flush()
             self._store = None
 
