@@ -171,7 +171,7 @@ class SyncClient:
             if stale:
                 report.requeried = await self._requery(stale)
             await done(self.store.mark_synced(until, requeried=report.requeried))
-        self.status.last_sync_at = await done(self.store.last_sync_at())
+        await self._read_sync_point()
         return report
 
     async def _requery(self, cids: Sequence[str]) -> list[str]:
@@ -203,7 +203,7 @@ class SyncClient:
     async def run(self, stop: asyncio.Event) -> None:
         """Connect, catch up, follow the event stream; reconnect with backoff when it drops."""
         failures = 0
-        await self._load_sync_point()
+        await self._read_sync_point()
         try:
             while not stop.is_set():
                 self._set(state="connecting")
@@ -232,7 +232,7 @@ class SyncClient:
 
     async def run_once(self) -> SyncReport:
         """Connect, replay the retry stream, catch up, and disconnect."""
-        await self._load_sync_point()
+        await self._read_sync_point()
         self._set(state="connecting")
         stream = await self.backend.connect()
         try:
@@ -343,14 +343,15 @@ class SyncClient:
         try:
             await done(self.store.mark_synced(self._last_frame_at))
             self._marked_at = time.monotonic()
-            self.status.last_sync_at = await done(self.store.last_sync_at())
+            await self._read_sync_point()
         except Exception:
             logger.warning("could not record the sync point", exc_info=True)
 
     # -- status --------------------------------------------------------------------------------
 
-    async def _load_sync_point(self) -> None:
-        """Where the store stands before connecting, so the first status line says it."""
+    async def _read_sync_point(self) -> None:
+        """Put where the store stands (`last_sync_at`) into the status: before connecting, so
+        the first status line says it, and after each catch-up or mark."""
         self.status.last_sync_at = await done(self.store.last_sync_at())
 
     def _count(self, report: ReplayReport) -> None:
