@@ -870,3 +870,22 @@ def test_other_decoders_only_wire_error(value: Any) -> None:
         except WireError:
             pass
     assert decode_error(raw) is None or isinstance(value, dict)
+
+
+@pytest.mark.parametrize(
+    ("message", "payload", "reason"),
+    [
+        # Whatever a future msgspec says, the reason is ours.
+        ("Some new wording", b'{"type":"\xff"}', "not JSON: invalid UTF-8 text"),
+        ("Some new wording (byte 3)", b'{"t', "not JSON: malformed (byte 3)"),
+        ("Data ended TRUNCATED here", b'{"type":"x"', "not JSON: input data was truncated"),
+        ("anything", b"  ", "not JSON: input data was truncated"),
+        ("Invalid character here (byte 0)", b"<html>", "not JSON: invalid character (byte 0)"),
+    ],
+)
+def test_not_json_reasons_do_not_repeat_the_decoders_wording(
+    message: str, payload: bytes, reason: str
+) -> None:
+    from chatledger.eventstore.wire.errors import _not_json_reason
+
+    assert _not_json_reason(msgspec.DecodeError(message), payload) == reason

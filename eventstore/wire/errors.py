@@ -64,13 +64,52 @@ def _validation_reason(exc: msgspec.ValidationError, prefix: str = "") -> str:
     return f"{prefix}: {message}" if prefix else message
 
 
-def _not_json_reason(exc: BaseException) -> str:
+# The kinds of malformed JSON, told apart by our own checks first and by a keyword of the
+# decoder's message last; the words are ours, so a dependency's new wording changes nothing here.
+_BYTE_RE = re.compile(r"\(byte (\d+)\)")
+_MALFORMED_KINDS = (
+    ("truncated", "input data was truncated"),
+    ("trailing", "trailing characters"),
+    ("keys must be", "object keys must be strings"),
+    ("invalid character", "invalid character"),
+    ("depth", "nested too deeply"),
+    ("recursion", "nested too deeply"),
+    ("nest", "nested too deeply"),
+)
+
+
+def _is_valid_utf8(raw: Buffer | None) -> bool:
+    """Whether `raw` is text that UTF-8 can carry (str without lone surrogates, or bytes)."""
+    if raw is None:
+        return True
+    try:
+        if isinstance(raw, str):
+            raw.encode("utf-8")
+        else:
+            bytes(raw).decode("utf-8")
+    except UnicodeError:
+        return False
+    return True
+
+
+def _not_json_reason(exc: BaseException, raw: Buffer | None = None) -> str:
+    """The reason a document is not JSON, worded by us: `not JSON: <kind>[ (byte N)]`."""
     if isinstance(exc, RecursionError):
         return "not JSON: nested too deeply"
-    if isinstance(exc, UnicodeError):
+    message = str(exc).lower()
+    if isinstance(exc, UnicodeError) or "utf-8" in message or "utf8" in message:
         return "not JSON: invalid UTF-8 text"
-    message = str(exc).removeprefix("JSON is malformed: ")
-    return f"not JSON: {message[:1].lower()}{message[1:]}"
+    if raw is not None and not (raw.strip() if isinstance(raw, str) else bytes(raw).strip()):
+        return "not JSON: input data was truncated"
+    kind = next((words for key, words in _MALFORMED_KINDS if key in message), None)
+    if kind in (None, "invalid character") and not _is_valid_utf8(raw):
+        # Whatever the decoder calls it, a document that is not UTF-8 is told as such.
+        return "not JSON: invalid UTF-8 text"
+    kind = kind or "malformed"
+    if kind in ("input data was truncated", "nested too deeply"):
+        return f"not JSON: {kind}"
+    at = _BYTE_RE.search(message)
+    return f"not JSON: {kind} (byte {at.group(1)})" if at else f"not JSON: {kind}"
 
 
 _T = TypeVar("_T")
@@ -83,7 +122,7 @@ def _decode(decoder: msgspec.json.Decoder[_T], raw: Buffer, prefix: str = "") ->
     except msgspec.ValidationError as exc:
         raise WireError(_validation_reason(exc, prefix)) from None
     except msgspec.DecodeError as exc:
-        raise WireError(_not_json_reason(exc)) from None
+        raise WireError(_not_json_reason(exc, raw)) from None
     except (UnicodeError, RecursionError) as exc:
         # msgspec decodes the strings it keeps strictly (UnicodeDecodeError), encodes str input
         # (UnicodeEncodeError on lone surrogates) and bounds nesting (RecursionError).

@@ -120,7 +120,7 @@ def decode_event(raw: Buffer) -> EventHead:
     except msgspec.ValidationError as exc:
         raise WireError(_validation_reason(exc)) from None
     except (msgspec.DecodeError, UnicodeError, RecursionError) as exc:
-        raise WireError(_not_json_reason(exc)) from None
+        raise WireError(_not_json_reason(exc, raw)) from None
     if not head.type:
         raise WireError("'type' must not be empty")
     created_at = head.created_at
