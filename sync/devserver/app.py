@@ -22,8 +22,14 @@ if TYPE_CHECKING:
     from chatledger.sync.devserver.runner import DevServer
 
 SERVER: web.AppKey[DevServer] = web.AppKey("devserver")
-USER: web.RequestKey[str] = web.RequestKey("devserver.user_id", str)
-DROP: web.RequestKey[bool] = web.RequestKey("devserver.drop", bool)
+# aiohttp 3.14 types request keys and warns about plain strings; older releases (the bounds in
+# pyproject.toml reach back to 3.9) know only strings. The handlers use whichever is here.
+if hasattr(web, "RequestKey"):
+    USER: Any = web.RequestKey("devserver.user_id", str)
+    DROP: Any = web.RequestKey("devserver.drop", bool)
+else:  # pragma: no cover - exercised by the oldest-dependencies check
+    USER = "devserver.user_id"
+    DROP = "devserver.drop"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
