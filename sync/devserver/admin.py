@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from chatledger.sync.devserver.actions import perform
-from chatledger.sync.devserver.app import SERVER, error_response, json_response, read_json
+from chatledger.sync.devserver.context import SERVER, error_response, json_response, read_json
 from chatledger.sync.devserver.faults import FaultSpecError, fault_from_dict
 from chatledger.sync.devserver.seeds import seed
 from chatledger.sync.devserver.wire import ApiError

@@ -8,20 +8,19 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
 from chatledger.sync.devserver import query
 from chatledger.sync.devserver.auth import verify_token
 from chatledger.sync.devserver.faults import Fault
-from chatledger.sync.devserver.wire import UTC, ApiError, decode_object, encode, error_body
+from chatledger.sync.devserver.wire import UTC, ApiError, error_body
+from chatledger.sync.devserver.admin import ADMIN_ROUTES
+from chatledger.sync.devserver.context import (
+    SERVER, ServerContext, error_response, json_response, read_json)
 from chatledger.sync.devserver.ws import parse_connect_query, serve_connection
 
-if TYPE_CHECKING:
-    from chatledger.sync.devserver.runner import DevServer
-
-SERVER: web.AppKey[DevServer] = web.AppKey("devserver")
 # aiohttp 3.14 types request keys and warns about plain strings; older releases (the bounds in
 # pyproject.toml reach back to 3.9) know only strings. The handlers use whichever is here.
 if hasattr(web, "RequestKey"):
@@ -33,29 +32,12 @@ else:  # pragma: no cover - exercised by the oldest-dependencies check
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def json_response(body: dict[str, Any], status: int = 200,
-                  headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(body=encode(body), status=status, headers=headers,
-                        content_type="application/json")
-
-
-def error_response(error: ApiError) -> web.Response:
-    return json_response(error.body(), error.status, error.headers)
-
-
 def ok(body: dict[str, Any], status: int = 201, started: float | None = None) -> web.Response:
     elapsed = 0.0 if started is None else (time.perf_counter() - started) * 1000
     return json_response({**body, "duration": f"{elapsed:.2f}ms"}, status)
 
 
-async def read_json(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()
-    if not raw.strip():
-        return {}
-    return decode_object(raw, "request body")
-
-
-def authenticate(request: web.Request, server: DevServer, *, from_query: bool = False) -> str:
+def authenticate(request: web.Request, server: ServerContext, *, from_query: bool = False) -> str:
     """The user the request's token names; the WebSocket may carry the token in the query
     (browsers cannot set headers on a WebSocket)."""
     if request.query.get("api_key") != server.api_key:
@@ -79,7 +61,7 @@ def close_silently(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-async def apply_fault(fault: Fault, request: web.Request, server: DevServer
+async def apply_fault(fault: Fault, request: web.Request, server: ServerContext
                       ) -> web.StreamResponse | None:
     """Act out a fault before the call is handled; a response ends the call there."""
     if fault.kind == "refuse":
@@ -285,9 +267,7 @@ ROUTES: list[tuple[str, str, Handler, str]] = [
 ]
 
 
-def build_app(server: DevServer) -> web.Application:
-    from chatledger.sync.devserver.admin import ADMIN_ROUTES
-
+def build_app(server: ServerContext) -> web.Application:
     app = web.Application(middlewares=[api_middleware], client_max_size=16 * 1024 * 1024)
     app[SERVER] = server
     for method, path, handler, name in [*ROUTES, *ADMIN_ROUTES]:

@@ -7,13 +7,20 @@ The reserved keys are written after the custom ones, so a custom key can never s
 from __future__ import annotations
 
 import html
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from chatledger.sync.devserver.models import Channel, Draft, Member, Message, Reaction, Read, User
 from chatledger.sync.devserver.wire import iso
 
-if TYPE_CHECKING:
-    from chatledger.sync.devserver.state import State
+
+class State(Protocol):
+    """What the object builders read of the server's state (`state.State` is the one)."""
+
+    users: dict[str, User]
+    messages: dict[str, Message]
+    reactions: dict[str, dict[tuple[str, str], Reaction]]
+
+    def user(self, user_id: str) -> User: ...
 
 LATEST_REACTIONS = 10
 

@@ -18,7 +18,7 @@ from chatledger.sync.devserver.auth import make_token
 from chatledger.sync.devserver.faults import FaultSet
 from chatledger.sync.devserver.ratelimit import RateLimiter
 from chatledger.sync.devserver.state import State
-from chatledger.sync.devserver.ws import Hub
+from chatledger.sync.devserver.hub import Hub
 
 T = TypeVar("T")
 Seed = str | Callable[[State], Any] | Mapping[str, Any] | None
