@@ -32,6 +32,6 @@ def test_reading_a_store_does_not_import_the_network_stack() -> None:
     code = "import sys, chatledger; print('aiohttp' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
-    code = "import sys, chatledger; chatledger.SyncClient; print('aiohttp' in sys.modules)"
+    code = "import sys, chatledger; chatledger.StreamBackend; print('aiohttp' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True"
