@@ -12,12 +12,10 @@ Same method names as `ChatStore`, awaitable. The event loop never touches SQLite
   transaction, so it sees a consistent snapshot. A read sees every write that was awaited before
   it was called (not necessarily writes still queued).
 
-Which methods write: `WRITE_METHODS`, plus any public method whose name is one of
-`WRITE_PREFIXES` or starts with one of them followed by "_" (`send_message`, `mark_read`, ...).
-Every other public method of `ChatStore`, including read methods added later, is forwarded as an
-awaitable that runs in the read pool (`__getattr__`); other attributes are returned as they are.
-A method that writes but is classified as a read would still be safe (the datastore serialises
-writers), only not ordered with the writes queued before it: add such names to `WRITE_METHODS`.
+Every public method of `ChatStore` has its counterpart here, written out with its types. Which
+route each takes: the local actions (`JOINABLE_METHODS`) join the writer's transactions; the
+other writes (`WRITE_METHODS`, and names that are one of `WRITE_PREFIXES` or start with one of
+them followed by "_") run on the writer thread in call order; the rest run in the read pool.
 """
 
 from __future__ import annotations
@@ -26,10 +24,10 @@ import asyncio
 import contextvars
 import functools
 import os
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from chatledger.eventstore.datastore import Synchronous
 from chatledger.eventstore.ingest import Payload
@@ -45,6 +43,14 @@ from chatledger.eventstore.writer import (
 from chatledger.projections.actions import ActionsMixin
 from chatledger.projections.aio_outbox import AsyncOutbox
 from chatledger.projections.store import ChatStore, RejectedInput
+
+if TYPE_CHECKING:
+    from typing import BinaryIO
+
+    from chatledger.eventstore.backup import ProgressCallback as BackupProgress
+    from chatledger.projections.engine import Difference, ProgressCallback
+    from chatledger.projections.history import Explanation, PastStore
+    from chatledger.projections.queries import ChannelSummary, StoredMessage
 
 T = TypeVar("T")
 
@@ -302,25 +308,279 @@ class AsyncChatStore:
     def stats(self) -> asyncio.Future[dict[str, Any]]:
         return self._read(self.store.stats)
 
-    def __getattr__(self, name: str) -> Any:
-        # Only reached for names not defined on this class: ChatStore's other public members.
-        if name.startswith("_") or name in _OWN_NAMES:
-            raise AttributeError(name)
-        value = getattr(self.store, name)
-        if not callable(value):
-            return value
-        route = (self._join if name in JOINABLE_METHODS
-                 else self._write if is_write_method(name) else self._read)
+    # ChatStore's other public methods, each written out so that editors and type checkers see
+    # them (as httpx writes out Client and AsyncClient). `tests/test_background.py` checks that
+    # none is missing.
 
-        @functools.wraps(value)
-        def forwarded(*args: Any, **kwargs: Any) -> asyncio.Future[Any]:
-            return route(value, *args, **kwargs)
+    def as_of(
+        self, *, position: int | None = None, time: int | None = None
+    ) -> asyncio.Future[PastStore]:
+        """`ChatStore.as_of`, in the read pool."""
+        return self._read(self.store.as_of, position=position, time=time)
 
-        return forwarded
+    def backup(
+        self,
+        dest: str | os.PathLike[str],
+        *,
+        overwrite: bool = False,
+        on_progress: BackupProgress | None = None,
+    ) -> asyncio.Future[dict[str, Any]]:
+        """`ChatStore.backup`, in the read pool."""
+        return self._read(self.store.backup, dest, overwrite=overwrite, on_progress=on_progress)
 
-    def __dir__(self) -> list[str]:
-        public = (n for n in dir(self.store) if not n.startswith("_") and n not in _OWN_NAMES)
-        return sorted({*super().__dir__(), *public})
+    def cached_channels(
+        self, filter: dict[str, Any] | None = None, sort: list[dict[str, Any]] | None = None
+    ) -> asyncio.Future[list[str] | None]:
+        """`ChatStore.cached_channels`, in the read pool."""
+        return self._read(self.store.cached_channels, filter, sort)
+
+    def channel(self, cid: str, *, messages: int = 25) -> asyncio.Future[dict[str, Any] | None]:
+        """`ChatStore.channel`, in the read pool."""
+        return self._read(self.store.channel, cid, messages=messages)
+
+    def channel_ids_to_sync(self, limit: int = 250) -> asyncio.Future[list[str]]:
+        """`ChatStore.channel_ids_to_sync`, in the read pool."""
+        return self._read(self.store.channel_ids_to_sync, limit)
+
+    def channels(
+        self,
+        filter: dict[str, Any] | None = None,
+        sort: list[dict[str, Any]] | None = None,
+        *,
+        limit: int = 30,
+        offset: int = 0,
+    ) -> asyncio.Future[list[ChannelSummary]]:
+        """`ChatStore.channels`, in the read pool."""
+        return self._read(self.store.channels, filter, sort, limit=limit, offset=offset)
+
+    def connection_info(self) -> asyncio.Future[dict[str, Any]]:
+        """`ChatStore.connection_info`, in the read pool."""
+        return self._read(self.store.connection_info)
+
+    def delete_draft(self, cid: str, *, parent_id: str | None = None) -> asyncio.Future[str]:
+        """`ChatStore.delete_draft`, on the writer thread, joinable."""
+        return self._join(self.store.delete_draft, cid, parent_id=parent_id)
+
+    def delete_message(
+        self, message_id: str, *, hard: bool = False, for_me: bool = False
+    ) -> asyncio.Future[str]:
+        """`ChatStore.delete_message`, on the writer thread, joinable."""
+        return self._join(self.store.delete_message, message_id, hard=hard, for_me=for_me)
+
+    def delete_reaction(self, message_id: str, type: str) -> asyncio.Future[str]:
+        """`ChatStore.delete_reaction`, on the writer thread, joinable."""
+        return self._join(self.store.delete_reaction, message_id, type)
+
+    def draft(
+        self, cid: str, parent_id: str | None = None
+    ) -> asyncio.Future[dict[str, Any] | None]:
+        """`ChatStore.draft`, in the read pool."""
+        return self._read(self.store.draft, cid, parent_id)
+
+    def drafts(self, cid: str | None = None) -> asyncio.Future[list[dict[str, Any]]]:
+        """`ChatStore.drafts`, in the read pool."""
+        return self._read(self.store.drafts, cid)
+
+    def explain(
+        self, message_id: str, *, unchanged: bool = False
+    ) -> asyncio.Future[list[Explanation]]:
+        """`ChatStore.explain`, in the read pool."""
+        return self._read(self.store.explain, message_id, unchanged=unchanged)
+
+    def export_channels(
+        self,
+        file: BinaryIO,
+        *,
+        cids: Iterable[str] | None = None,
+        messages: int | None = None,
+        include_local: bool = False,
+    ) -> asyncio.Future[dict[str, int]]:
+        """`ChatStore.export_channels`, in the read pool."""
+        return self._read(
+            self.store.export_channels,
+            file,
+            cids=cids,
+            messages=messages,
+            include_local=include_local,
+        )
+
+    def last_sync_at(self) -> asyncio.Future[str | None]:
+        """`ChatStore.last_sync_at`, in the read pool."""
+        return self._read(self.store.last_sync_at)
+
+    def mark_read(
+        self, cid: str, *, message_id: str | None = None, thread_id: str | None = None
+    ) -> asyncio.Future[str]:
+        """`ChatStore.mark_read`, on the writer thread, joinable."""
+        return self._join(self.store.mark_read, cid, message_id=message_id, thread_id=thread_id)
+
+    def mark_synced(self, synced_at: str, *, requeried: Iterable[str] = ()) -> asyncio.Future[int]:
+        """`ChatStore.mark_synced`, on the writer thread, in call order."""
+        return self._write(self.store.mark_synced, synced_at, requeried=requeried)
+
+    def mark_unread(self, cid: str, *, message_id: str) -> asyncio.Future[str]:
+        """`ChatStore.mark_unread`, on the writer thread, joinable."""
+        return self._join(self.store.mark_unread, cid, message_id=message_id)
+
+    def members(self, cid: str) -> asyncio.Future[list[dict[str, Any]]]:
+        """`ChatStore.members`, in the read pool."""
+        return self._read(self.store.members, cid)
+
+    def message(self, message_id: str) -> asyncio.Future[StoredMessage | None]:
+        """`ChatStore.message`, in the read pool."""
+        return self._read(self.store.message, message_id)
+
+    def messages(
+        self,
+        cid: str,
+        *,
+        before: tuple[int, str] | None = None,
+        after: tuple[int, str] | None = None,
+        inclusive: bool = False,
+        limit: int = 50,
+    ) -> asyncio.Future[list[StoredMessage]]:
+        """`ChatStore.messages`, in the read pool."""
+        return self._read(
+            self.store.messages, cid, before=before, after=after, inclusive=inclusive, limit=limit
+        )
+
+    def partial_update_message(
+        self, message_id: str, *, set: dict[str, Any] | None = None, unset: Iterable[str] = ()
+    ) -> asyncio.Future[str]:
+        """`ChatStore.partial_update_message`, on the writer thread, joinable."""
+        return self._join(self.store.partial_update_message, message_id, set=set, unset=unset)
+
+    def pinned(self, cid: str, *, limit: int = 25) -> asyncio.Future[list[StoredMessage]]:
+        """`ChatStore.pinned`, in the read pool."""
+        return self._read(self.store.pinned, cid, limit=limit)
+
+    def poll(self, poll_id: str) -> asyncio.Future[dict[str, Any] | None]:
+        """`ChatStore.poll`, in the read pool."""
+        return self._read(self.store.poll, poll_id)
+
+    def polls(self, cid: str | None = None) -> asyncio.Future[list[dict[str, Any]]]:
+        """`ChatStore.polls`, in the read pool."""
+        return self._read(self.store.polls, cid)
+
+    def reactions(
+        self, message_id: str, *, own: bool = False, limit: int = 25
+    ) -> asyncio.Future[list[dict[str, Any]]]:
+        """`ChatStore.reactions`, in the read pool."""
+        return self._read(self.store.reactions, message_id, own=own, limit=limit)
+
+    def reads(self, cid: str) -> asyncio.Future[list[dict[str, Any]]]:
+        """`ChatStore.reads`, in the read pool."""
+        return self._read(self.store.reads, cid)
+
+    def rebuild(self, on_progress: ProgressCallback | None = None) -> asyncio.Future[int]:
+        """`ChatStore.rebuild`, on the writer thread, in call order."""
+        return self._write(self.store.rebuild, on_progress)
+
+    def save_draft(
+        self, cid: str, text: str, *, parent_id: str | None = None, **custom: Any
+    ) -> asyncio.Future[str]:
+        """`ChatStore.save_draft`, on the writer thread, joinable."""
+        return self._join(self.store.save_draft, cid, text, parent_id=parent_id, **custom)
+
+    def send_message(
+        self,
+        cid: str,
+        text: str | None = None,
+        *,
+        id: str | None = None,
+        attachments: Iterable[dict[str, Any]] = (),
+        parent_id: str | None = None,
+        show_in_channel: bool | None = None,
+        quoted_message_id: str | None = None,
+        mentioned_users: Iterable[str] = (),
+        silent: bool = False,
+        skip_push: bool = False,
+        **custom: Any,
+    ) -> asyncio.Future[str]:
+        """`ChatStore.send_message`, on the writer thread, joinable."""
+        return self._join(
+            self.store.send_message,
+            cid,
+            text,
+            id=id,
+            attachments=attachments,
+            parent_id=parent_id,
+            show_in_channel=show_in_channel,
+            quoted_message_id=quoted_message_id,
+            mentioned_users=mentioned_users,
+            silent=silent,
+            skip_push=skip_push,
+            **custom,
+        )
+
+    def send_reaction(
+        self,
+        message_id: str,
+        type: str,
+        *,
+        score: int = 1,
+        enforce_unique: bool = False,
+        **custom: Any,
+    ) -> asyncio.Future[str]:
+        """`ChatStore.send_reaction`, on the writer thread, joinable."""
+        return self._join(
+            self.store.send_reaction,
+            message_id,
+            type,
+            score=score,
+            enforce_unique=enforce_unique,
+            **custom,
+        )
+
+    def thread(
+        self,
+        parent_id: str,
+        *,
+        before: tuple[int, str] | None = None,
+        after: tuple[int, str] | None = None,
+        inclusive: bool = False,
+        limit: int = 50,
+    ) -> asyncio.Future[list[StoredMessage]]:
+        """`ChatStore.thread`, in the read pool."""
+        return self._read(
+            self.store.thread,
+            parent_id,
+            before=before,
+            after=after,
+            inclusive=inclusive,
+            limit=limit,
+        )
+
+    def threads(self, cid: str | None = None) -> asyncio.Future[list[dict[str, Any]]]:
+        """`ChatStore.threads`, in the read pool."""
+        return self._read(self.store.threads, cid)
+
+    def unread_counts(self) -> asyncio.Future[dict[str, Any]]:
+        """`ChatStore.unread_counts`, in the read pool."""
+        return self._read(self.store.unread_counts)
+
+    def update_message(
+        self,
+        message_id: str,
+        text: str | None = None,
+        *,
+        attachments: Sequence[dict[str, Any]] | None = None,
+        **custom: Any,
+    ) -> asyncio.Future[str]:
+        """`ChatStore.update_message`, on the writer thread, joinable."""
+        return self._join(
+            self.store.update_message, message_id, text, attachments=attachments, **custom
+        )
+
+    def user(self, user_id: str) -> asyncio.Future[dict[str, Any] | None]:
+        """`ChatStore.user`, in the read pool."""
+        return self._read(self.store.user, user_id)
+
+    def verify(
+        self, on_progress: ProgressCallback | None = None
+    ) -> asyncio.Future[list[Difference]]:
+        """`ChatStore.verify`, in the read pool."""
+        return self._read(self.store.verify, on_progress)
 
     # -- closing ---------------------------------------------------------------------------------
 

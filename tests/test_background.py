@@ -8,6 +8,7 @@ together whatever the machine's speed.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import signal
 import subprocess
@@ -353,7 +354,7 @@ def test_an_exception_in_the_writer_reaches_exactly_its_caller(tmp_path: Path) -
         async with AsyncChatStore.open(tmp_path, USER) as store:
             # First, so that it fails before the projections run (they are not told of a
             # rollback caused by a later listener).
-            store.log.listeners.insert(0, FailOn(b"boom"))
+            store.store.log.listeners.insert(0, FailOn(b"boom"))
             gate = Gate(store.writer)
             good1 = store.ingest_many(events("g1", 2))
             bad = store.ingest_many([message_new(mid="ok-but-with"), message_new(mid="boom")])
@@ -445,36 +446,56 @@ def test_quarantine_and_stats_through_the_async_api(tmp_path: Path) -> None:
     run(main())
 
 
-class ExtendedStore(ChatStore):
-    """Stands for methods the lead adds to ChatStore later: one read, one write."""
-
-    def thread_of_count(self) -> tuple[str, int]:
-        return threading.current_thread().name, self.log.max_position()
-
-    def send_note(self, text: str) -> tuple[str, int | None]:
-        body = msgspec.json.encode({"type": "note", "cid": "messaging:n", "text": text,
-                                    "created_at": "2026-11-25T10:00:00Z"})
-        result = self.ingest_many([body], source="command")
-        return threading.current_thread().name, result.last_position
+def _public_methods(cls: type) -> dict[str, inspect.Signature]:
+    methods = {}
+    for name in dir(cls):
+        attr = inspect.getattr_static(cls, name)
+        if name.startswith("_") or isinstance(attr, property) or not callable(attr):
+            continue
+        function = attr.__func__ if isinstance(attr, (staticmethod, classmethod)) else attr
+        methods[name] = inspect.signature(function)
+    return methods
 
 
-def test_methods_added_to_chatstore_are_forwarded_to_the_right_thread(tmp_path: Path) -> None:
+def test_every_chatstore_method_is_written_out_on_the_async_store() -> None:
+    sync_methods = _public_methods(ChatStore)
+    async_methods = _public_methods(AsyncChatStore)
+    missing = sorted(set(sync_methods) - set(async_methods))
+    assert not missing, f"AsyncChatStore lacks {missing}"
+    for name, signature in sync_methods.items():
+        if name in ("open", "open_file"):  # take the background tuning as well
+            continue
+        sync_params = [(p.name, p.kind) for p in signature.parameters.values()]
+        async_params = [(p.name, p.kind) for p in async_methods[name].parameters.values()]
+        assert async_params == sync_params, name
+
+
+def test_each_method_runs_where_its_kind_belongs(tmp_path: Path) -> None:
     assert is_write_method("send_note") and is_write_method("ingest_many")
     assert not is_write_method("thread_of_count") and not is_write_method("pinned_messages")
 
     async def main() -> None:
-        chat = ExtendedStore(ChatStore.open(tmp_path, USER).log, user_id=USER)
+        chat = ChatStore.open(tmp_path, USER)
+        threads: dict[str, str] = {}
+
+        def spy(name: str) -> Any:
+            def record(*args: Any, **kwargs: Any) -> None:
+                threads[name] = threading.current_thread().name
+            return record
+
+        for name in ("last_sync_at", "rebuild", "mark_read"):
+            setattr(chat, name, spy(name))
         async with AsyncChatStore.wrap(chat) as store:
-            writer_thread, position = await store.send_note("hi")
-            reader_thread, count = await store.thread_of_count()
-            assert writer_thread == "chatledger-writer" and position == count == 1
-            assert reader_thread.startswith("chatledger-read")
-            assert store.user_id == USER and store.path == chat.path and store.log is chat.log
-            assert "send_note" in dir(store)
+            await store.last_sync_at()
+            await store.rebuild()
+            await store.mark_read("messaging:general")
+            assert store.user_id == USER and store.path == chat.path
             with pytest.raises(AttributeError):
                 store._private  # noqa: B018
             with pytest.raises(AttributeError):
-                store.no_such_method  # noqa: B018
+                store.no_such_method  # type: ignore[attr-defined]  # noqa: B018
+        assert threads["last_sync_at"].startswith("chatledger-read")
+        assert threads["rebuild"] == threads["mark_read"] == "chatledger-writer"
 
     run(main())
 
