@@ -11,8 +11,8 @@ again after a crash names the same command). Its events say what happened to it:
 The commands that are neither succeeded, rejected nor cancelled are the retry stream.
 
 Events are stored in the log as source-0 rows (the library's own aggregates), encoded by
-`CommandMapper` with msgspec: a typed struct per event, no per-field Python work. A `Succeeded`
-keeps the server's answer as the exact bytes that arrived (`msgspec.Raw`, never re-encoded).
+`command_codec.CommandMapper` with msgspec: a typed struct per event, no per-field Python work.
+A `Succeeded` keeps the server's answer as the exact bytes that arrived (`msgspec.Raw`, never re-encoded).
 """
 
 from __future__ import annotations
@@ -431,17 +431,8 @@ CANCELLED = Command.Cancelled.TOPIC  # type: ignore[attr-defined]
 RETRIED = Command.Retried.TOPIC  # type: ignore[attr-defined]
 
 
-# The codec lives in its own module; it is part of this module's interface.
-from chatledger.eventstore.command_codec import (  # noqa: E402
-    MAPPER,
-    CommandMapper,
-    MsgspecTranscoder,
-    replay,
-)
-
 __all__ = [
-    "Command", "CommandError", "CommandKind", "CommandMapper", "CommandStatus", "Delivered",
+    "Command", "CommandError", "CommandKind", "CommandStatus", "Delivered",
     "FINISHED", "Failed", "InvalidTransition", "MESSAGE_KINDS", "Refused", "Settlement",
-    "MAPPER", "MsgspecTranscoder", "UNFINISHED", "UnknownCommand", "new_command_id", "replay",
-    "send_command_id",
+    "UNFINISHED", "UnknownCommand", "new_command_id", "send_command_id",
 ]

@@ -22,6 +22,7 @@ import apsw
 import msgspec
 
 from chatledger.eventstore import commands as cmd
+from chatledger.eventstore.command_codec import MAPPER
 from chatledger.eventstore.commands import (
     Command,
     CommandStatus,
@@ -299,7 +300,7 @@ class Outbox:
             self._record(c, events)
 
     def _record(self, c: apsw.Cursor, events: list[Any]) -> None:
-        self._log.record(c, [cmd.MAPPER.to_stored_event(e) for e in events])
+        self._log.record(c, [MAPPER.to_stored_event(e) for e in events])
 
     @staticmethod
     def _settle(command: Command, result: Settlement, started: bool = False) -> bool:
@@ -385,7 +386,7 @@ class Outbox:
         return _Held() if row is None else _HELD.decode(self._log.datastore.codec.decode(*row))
 
     def save(self, c: apsw.Cursor, *commands: Command) -> list[int]:
-        stored = [cmd.MAPPER.to_stored_event(e) for a in commands for e in a.collect_events()]
+        stored = [MAPPER.to_stored_event(e) for a in commands for e in a.collect_events()]
         return self._log.record(c, stored)
 
     def cascade(self, c: apsw.Cursor, command_id: str, action: str) -> None:

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chatledger import ChatStore
+from chatledger.eventstore import command_codec
 from chatledger.eventstore import commands as cmd
 from chatledger.eventstore.commands import (
     Command,
@@ -65,13 +66,13 @@ def test_lifecycle_events_map_to_stored_events_and_back() -> None:
     c.start_attempt()
     raw = b'{"message": {"id": "m1"},  "odd spacing": true}'
     c.succeed(raw)
-    stored = [cmd.MAPPER.to_stored_event(e) for e in c.collect_events()]
+    stored = [command_codec.MAPPER.to_stored_event(e) for e in c.collect_events()]
     assert [s.topic for s in stored] == [cmd.REQUESTED, cmd.ATTEMPT_STARTED, cmd.ATTEMPT_FAILED,
                                         cmd.ATTEMPT_STARTED, cmd.SUCCEEDED]
     assert [s.originator_version for s in stored] == [1, 2, 3, 4, 5]
     assert raw in stored[-1].state  # the server's answer, byte for byte
     assert msgspec.json.decode(stored[0].state)["message"] == {"id": "m1"}
-    again = cmd.replay(stored)
+    again = command_codec.replay(stored)
     assert again is not None and again.id == "send_message:m1" and again.version == 5
     assert (again.status, again.attempts, bytes(again.response)) == ("succeeded", 2, raw)
 
@@ -590,7 +591,7 @@ def test_any_sequence_keeps_the_tables_equal_to_a_rebuild(tmp_path_factory, step
         # Every command's outbox row agrees with its own events.
         with store.log.datastore.transaction(commit=False) as c:
             for info in store.outbox.list():
-                again = cmd.replay([s for _, s in store.log.select_local(c, info.id)])
+                again = command_codec.replay([s for _, s in store.log.select_local(c, info.id)])
                 assert again is not None
                 assert (again.status, again.attempts) == (info.status, info.attempts)
     finally:
@@ -660,7 +661,7 @@ def test_the_log_records_command_events_with_optimistic_concurrency(store: ChatS
 
     c = Command.request_command("mark_read:x", CommandKind.MARK_READ, cid=CID, message_id=None,
                                 request={"cid": CID, "message_id": None, "thread_id": None})
-    stored = [cmd.MAPPER.to_stored_event(e) for e in c.collect_events()]
+    stored = [command_codec.MAPPER.to_stored_event(e) for e in c.collect_events()]
     [position] = store.log.insert_local(stored)
     assert store.outbox.get("mark_read:x").status == "pending"  # projected in the same write
     with pytest.raises(IntegrityError):
@@ -668,7 +669,7 @@ def test_the_log_records_command_events_with_optimistic_concurrency(store: ChatS
     assert store.log.max_position() == position
     # The library's own recorder reads it back as the aggregate's stream.
     [again] = store.log.recorder.select_events("mark_read:x")
-    assert again.topic == cmd.REQUESTED and cmd.replay([again]).status == "pending"
+    assert again.topic == cmd.REQUESTED and command_codec.replay([again]).status == "pending"
 
 
 def test_a_store_used_offline_trains_its_dictionary_on_its_commands(tmp_path: Path) -> None:
