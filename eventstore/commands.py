@@ -12,7 +12,8 @@ The commands that are neither succeeded, rejected nor cancelled are the retry st
 
 Events are stored in the log as source-0 rows (the library's own aggregates), encoded by
 `command_codec.CommandMapper` with msgspec: a typed struct per event, no per-field Python work.
-A `Succeeded` keeps the server's answer as the exact bytes that arrived (`msgspec.Raw`, never re-encoded).
+A `Succeeded` keeps the server's answer as the exact bytes that arrived (`msgspec.Raw`, never
+re-encoded).
 """
 
 from __future__ import annotations
