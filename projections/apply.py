@@ -18,6 +18,8 @@ from chatledger.eventstore import ingest
 from chatledger.eventstore.wire import CHANNEL_FIELDS, WireError, custom_fields, parse_time
 from chatledger.projections import payloads as p
 from chatledger.projections.filters import canonical_query_key
+from chatledger.projections.reminders import EVENT_TYPES as REMINDER_EVENTS
+from chatledger.projections.reminders import ReminderProjector
 from chatledger.projections.schema import SLOT_EVENT, SLOT_PINNED_BASE
 
 
@@ -160,6 +162,10 @@ class Projector:
             "health.check": self._health_check,
             "thread.updated": self._thread_updated,
         }
+        # Tables projected by modules of their own, registered here.
+        self.reminders = ReminderProjector(own_user_id)
+        for kind in REMINDER_EVENTS:
+            self._handlers[kind] = self.reminders.apply
         # The events of local commands, by topic: their payloads are the library's own, not a
         # backend event, so their handlers decode them themselves (projections.local).
         from chatledger.projections.local import LocalProjector

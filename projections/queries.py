@@ -16,6 +16,7 @@ from chatledger.eventstore.codec import PayloadCodec
 from chatledger.eventstore.datastore import APSWDatastore
 from chatledger.eventstore.wire.times import format_time
 from chatledger.projections.filters import canonical_query_key, compile_channel_query
+from chatledger.projections.reminders import LIST_REMINDERS, LISTED_COLUMNS, reminder_object
 from chatledger.projections.schema import SLOT_EVENT, SLOT_PINNED_BASE, SLOT_RESPONSE
 
 NO_RAW = msgspec.Raw()
@@ -540,6 +541,17 @@ class ReadModel:
                      "thread": _member_object(self._payload(c, position), "thread")}
                     for parent, row_cid, replies, participants, last, position in rows]
 
+    def reminders(self, cid: str | None = None, *, due: bool = False) -> list[dict[str, Any]]:
+        """The own user's reminders, soonest first (those without a time last): `message_id`,
+        `user_id`, `cid`, `remind_at`, `created_at`, `updated_at` (epoch µs or None), `due`
+        (the backend said it is due), and the `reminder` object as last received. Only one
+        channel's with `cid`; only those due with `due=True`."""
+        with self.datastore.transaction(commit=False) as c:
+            rows = c.execute(LIST_REMINDERS, (cid, int(due))).fetchall()
+            return [{**dict(zip(LISTED_COLUMNS, row[:-1])), "due": bool(row[6]),
+                     "reminder": reminder_object(self._payload(c, row[-1]))}
+                    for row in rows]
+
     def connection_info(self) -> dict[str, Any]:
         with self.datastore.transaction(commit=False) as c:
             info = dict(c.execute("SELECT key, value FROM connection"))
@@ -682,3 +694,7 @@ class ReadAPI:
 
     def threads(self, cid: str | None = None) -> list[dict[str, Any]]:
         return self.read.threads(cid)
+
+    def reminders(self, cid: str | None = None, *, due: bool = False) -> list[dict[str, Any]]:
+        """The own user's reminders, soonest first; see `ReadModel.reminders`."""
+        return self.read.reminders(cid, due=due)

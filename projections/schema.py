@@ -195,3 +195,19 @@ INDEXES: list[str] = [
     "CREATE INDEX members_by_user ON members (user_id, cid)",
     "CREATE INDEX channels_by_last_message ON channels (last_message_at)",
 ]
+
+# -- tables added for the own user's reminders, mutes and held history ranges -------------------
+
+# Reminders (projections.reminders), one per (message, user).
+TABLES["reminders"] = """CREATE TABLE reminders (
+        message_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        cid TEXT,
+        remind_at INTEGER,                -- NULL: no time set ("save for later")
+        created_at INTEGER,
+        updated_at INTEGER,               -- the server time of the state the row holds
+        due INTEGER NOT NULL DEFAULT 0,   -- 1 after notification.reminder_due, until changed
+        deleted_at INTEGER,               -- set by reminder.deleted: a tombstone, never listed
+        position INTEGER NOT NULL,        -- entry whose `reminder` is the object as it stands
+        PRIMARY KEY (message_id, user_id)
+    ) WITHOUT ROWID"""
