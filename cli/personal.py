@@ -46,3 +46,37 @@ def reminders_command(ctx: Context, cid: str | None, due: bool, as_json: bool) -
         table.add_row(row["message_id"], row["cid"] or "-", format_time(row["remind_at"]),
                       "due" if row["due"] else "", format_time(row["created_at"]))
     console().print(table)
+
+
+@click.command("mutes")
+@click.option("--expired", is_flag=True, help="Also the mutes past their expiry time.")
+@click.option("--json", "as_json", is_flag=True,
+              help='JSON lines: {"kind": "user"|"channel", ...the row, "mute": object}.')
+@pass_context
+def mutes_command(ctx: Context, expired: bool, as_json: bool) -> None:
+    """The users and channels the own user has muted, as the backend last listed them.
+
+    A muted channel's new messages do not count as unread; `channels --filter
+    '{"muted": true}'` lists the muted channels.
+
+    \b
+    Examples:
+      chatledger --user alice mutes
+      chatledger --user alice mutes --expired --json
+    """
+    store = ctx.store(create=False)
+    rows = ([("user", row["user_id"], row) for row in store.mutes(expired=expired)]
+            + [("channel", row["cid"], row) for row in store.channel_mutes(expired=expired)])
+    if as_json:
+        for kind, _, row in rows:
+            echo_json({"kind": kind, **_with_iso_times(row)})
+        return
+    if not rows:
+        click.echo("Nothing is muted.")
+        return
+    table = Table("kind", "muted", "since", "expires", box=None, pad_edge=False,
+                  header_style="bold")
+    for kind, target, row in rows:
+        table.add_row(kind, target, format_time(row["created_at"]),
+                      format_time(row["expires"]) if row["expires"] is not None else "never")
+    console().print(table)

@@ -18,6 +18,8 @@ from chatledger.eventstore import ingest
 from chatledger.eventstore.wire import CHANNEL_FIELDS, WireError, custom_fields, parse_time
 from chatledger.projections import payloads as p
 from chatledger.projections.filters import canonical_query_key
+from chatledger.projections.mutes import EVENT_TYPES as MUTE_EVENTS
+from chatledger.projections.mutes import MuteProjector
 from chatledger.projections.reminders import EVENT_TYPES as REMINDER_EVENTS
 from chatledger.projections.reminders import ReminderProjector
 from chatledger.projections.schema import SLOT_EVENT, SLOT_PINNED_BASE
@@ -166,6 +168,9 @@ class Projector:
         self.reminders = ReminderProjector(own_user_id)
         for kind in REMINDER_EVENTS:
             self._handlers[kind] = self.reminders.apply
+        self.mutes = MuteProjector()
+        for kind in MUTE_EVENTS:
+            self._handlers[kind] = self.mutes.apply
         # The events of local commands, by topic: their payloads are the library's own, not a
         # backend event, so their handlers decode them themselves (projections.local).
         from chatledger.projections.local import LocalProjector
@@ -186,6 +191,7 @@ class Projector:
         self._counts_unread_in.clear()
         self._users_on_file.clear()
         self._seen_version = None
+        self.mutes.forget()
 
     # -- entry point ---------------------------------------------------------------------------
 
@@ -237,6 +243,7 @@ class Projector:
         if seen != self._seen_version:
             self._users_on_file.clear()
             self._counts_unread_in.clear()
+            self.mutes.forget()
         self._seen_version = seen
 
     def _barrier_for(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
@@ -383,7 +390,8 @@ class Projector:
             self._pending_unread.pop(cid, None)  # reading up to here clears what came before
             self._set_read(c, cid, self.own, last_read=created, unread=0, last_read_message_id=m.id)
         elif (in_channel and not m.silent and m.type not in ("system", "ephemeral", "error")
-              and self._counts_unread(c, cid)):
+              and self._counts_unread(c, cid)
+              and not self.mutes.silences(c, cid, item.received_at if created is None else created)):
             self._pending_unread[cid] = self._pending_unread.get(cid, 0) + 1
 
     def _counts_unread(self, c: apsw.Cursor, cid: str) -> bool:
@@ -815,6 +823,7 @@ class Projector:
         if event.me is not None and event.me.id:
             values.append(("me_position", item.position))
             self._remember_user(c, item, event.me)
+            self.mutes.apply(c, item)
         c.executemany(
             "INSERT INTO connection (key, value) VALUES (?, ?) "
             "ON CONFLICT (key) DO UPDATE SET value=excluded.value",

@@ -16,6 +16,7 @@ from chatledger.eventstore.codec import PayloadCodec
 from chatledger.eventstore.datastore import APSWDatastore
 from chatledger.eventstore.wire.times import format_time
 from chatledger.projections.filters import canonical_query_key, compile_channel_query
+from chatledger.projections.mutes import MuteReader, now_us
 from chatledger.projections.reminders import LIST_REMINDERS, LISTED_COLUMNS, reminder_object
 from chatledger.projections.schema import SLOT_EVENT, SLOT_PINNED_BASE, SLOT_RESPONSE
 
@@ -552,6 +553,19 @@ class ReadModel:
                      "reminder": reminder_object(self._payload(c, row[-1]))}
                     for row in rows]
 
+    def mutes(self, *, expired: bool = False) -> list[dict[str, Any]]:
+        """The users the own user has muted, by user id: `user_id`, `created_at`, `updated_at`,
+        `expires` (epoch µs; `expires` None: until unmuted) and the `mute` object as received.
+        Mutes past their `expires` are listed only with `expired=True`."""
+        with self.datastore.transaction(commit=False) as c:
+            return MuteReader.users(c, self._payload, now=None if expired else now_us())
+
+    def channel_mutes(self, *, expired: bool = False) -> list[dict[str, Any]]:
+        """The channels the own user has muted, by cid: `cid`, the times, and `mute`; like
+        `mutes`. A muted channel's new messages do not count as unread."""
+        with self.datastore.transaction(commit=False) as c:
+            return MuteReader.channels(c, self._payload, now=None if expired else now_us())
+
     def connection_info(self) -> dict[str, Any]:
         with self.datastore.transaction(commit=False) as c:
             info = dict(c.execute("SELECT key, value FROM connection"))
@@ -698,3 +712,11 @@ class ReadAPI:
     def reminders(self, cid: str | None = None, *, due: bool = False) -> list[dict[str, Any]]:
         """The own user's reminders, soonest first; see `ReadModel.reminders`."""
         return self.read.reminders(cid, due=due)
+
+    def mutes(self, *, expired: bool = False) -> list[dict[str, Any]]:
+        """The users the own user has muted; see `ReadModel.mutes`."""
+        return self.read.mutes(expired=expired)
+
+    def channel_mutes(self, *, expired: bool = False) -> list[dict[str, Any]]:
+        """The channels the own user has muted; see `ReadModel.channel_mutes`."""
+        return self.read.channel_mutes(expired=expired)

@@ -211,3 +211,23 @@ TABLES["reminders"] = """CREATE TABLE reminders (
         position INTEGER NOT NULL,        -- entry whose `reminder` is the object as it stands
         PRIMARY KEY (message_id, user_id)
     ) WITHOUT ROWID"""
+
+# The own user's mutes (projections.mutes), as the newest `me` lists them: one row per muted
+# user, one per muted channel. `position`/`slot`: the entry whose `me` holds the list, and the
+# index in it.
+TABLES["user_mutes"] = """CREATE TABLE user_mutes (
+        user_id TEXT PRIMARY KEY,         -- the muted user
+        created_at INTEGER,
+        updated_at INTEGER,
+        expires INTEGER,                  -- NULL: until unmuted
+        position INTEGER NOT NULL,
+        slot INTEGER NOT NULL
+    ) WITHOUT ROWID"""
+TABLES["channel_mutes"] = """CREATE TABLE channel_mutes (
+        cid TEXT PRIMARY KEY,             -- the muted channel
+        created_at INTEGER,
+        updated_at INTEGER,
+        expires INTEGER,                  -- NULL: until unmuted
+        position INTEGER NOT NULL,
+        slot INTEGER NOT NULL
+    ) WITHOUT ROWID"""

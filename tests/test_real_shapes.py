@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import msgspec
 import pytest
 from click.testing import CliRunner
 
 from chatledger import ChatStore
 from chatledger.cli.main import cli
+from chatledger.eventstore.wire import parse_time
 from fixtures import T0, event, message, user
 
 CID = "messaging:general"
@@ -91,3 +93,109 @@ def test_reminders_command(tmp_path: Path) -> None:
     assert [r["message_id"] for r in rows] == ["m1", "m2"]
     assert rows[0]["remind_at"] == "2026-11-26T09:00:00Z" and rows[0]["cid"] == CID
     assert rows[0]["reminder"]["message_id"] == "m1"
+
+
+# -- mutes -----------------------------------------------------------------------------------
+
+MUTED = "messaging:muted"
+HOUR = 3_600_000_000
+
+
+def at_hour(hours: float) -> str:
+    """T0 plus some hours, as RFC 3339."""
+    from chatledger.eventstore.wire.times import format_time
+
+    return format_time(parse_time(T0) + int(hours * HOUR))
+
+
+def channel_mute(cid: str, expires: str | None = None) -> dict:
+    kind, ident = cid.split(":", 1)
+    return {"user": user("alice"), "channel": {"id": ident, "type": kind, "cid": cid},
+            "created_at": T0, "updated_at": T0, "expires": expires}
+
+
+def me(*, mutes: list | None = None, channel_mutes: list | None = None) -> dict:
+    body = {**user("alice"), "total_unread_count": 0, "unread_channels": 0, "devices": []}
+    if mutes is not None:
+        body["mutes"] = mutes
+    if channel_mutes is not None:
+        body["channel_mutes"] = channel_mutes
+    return body
+
+
+def connected(*, at: str = T0, **lists) -> bytes:
+    return msgspec.json.encode({"type": "health.check", "cid": "*", "created_at": at,
+                                "connection_id": "c1", "me": me(**lists)})
+
+
+def new_message(cid: str, mid: str, at: str = T0, uid: str = "bob") -> bytes:
+    return event("message.new", cid=cid, at=at, message=message(mid, cid, at=at, uid=uid),
+                 user=user(uid))
+
+
+def unread(store: ChatStore) -> dict:
+    return store.unread_counts()["channels"]
+
+
+def test_a_muted_channel_does_not_count_unread_and_filters_on_muted(store) -> None:
+    user_mute = {"user": user("alice"), "target": user("carol"), "created_at": T0,
+                 "updated_at": T0, "expires": None}
+    store.ingest(connected(mutes=[user_mute], channel_mutes=[channel_mute(MUTED)]))
+    store.ingest_many([new_message(MUTED, "x1"), new_message(CID, "g1"), new_message(MUTED, "x2")])
+    assert unread(store) == {CID: 1}
+    assert store.unread_counts()["total_unread_count"] == 1
+    assert [c.cid for c in store.channels({"muted": True})] == [MUTED]
+    assert [c.cid for c in store.channels({"muted": False})] == [CID]
+    assert [m["cid"] for m in store.channel_mutes()] == [MUTED]
+    assert store.channel_mutes()[0]["mute"]["channel"]["cid"] == MUTED
+    assert [(m["user_id"], m["expires"]) for m in store.mutes()] == [("carol", None)]
+
+
+def test_an_expired_mute_no_longer_counts(store) -> None:
+    store.ingest(connected(channel_mutes=[channel_mute(MUTED, expires=at_hour(1))]))
+    store.ingest(new_message(MUTED, "x1", at=at_hour(0.5)))  # while muted
+    store.ingest(new_message(MUTED, "x2", at=at_hour(2)))  # after the mute expired
+    assert unread(store) == {MUTED: 1}
+    # Read now (weeks after T0), the mute has expired: not listed, not `muted`.
+    assert store.channel_mutes() == [] and len(store.channel_mutes(expired=True)) == 1
+    assert store.channels({"muted": True}) == []
+
+
+def test_mutes_updated_replaces_the_list_and_an_older_one_changes_nothing(store) -> None:
+    store.ingest(connected(channel_mutes=[channel_mute(MUTED)]))
+    later = at_hour(1)
+    store.ingest(event("notification.channel_mutes_updated", cid=None, at=later,
+                       me=me(channel_mutes=[])))
+    # A list older than the one on file (a late frame) does not mute it again.
+    store.ingest(event("notification.channel_mutes_updated", cid=None, at=at_hour(0.5),
+                       me=me(channel_mutes=[channel_mute(MUTED)])))
+    # A `me` without the list leaves the list alone.
+    store.ingest(event("notification.mutes_updated", cid=None, at=at_hour(1.5),
+                       me=me(mutes=[{"target": user("dave"), "created_at": later}])))
+    assert store.channel_mutes() == []
+    assert [m["user_id"] for m in store.mutes()] == ["dave"]
+    store.ingest(new_message(MUTED, "x1", at=at_hour(2)))
+    assert unread(store) == {MUTED: 1}
+
+
+def test_a_hidden_muted_channel_stays_hidden_on_new_messages(store) -> None:
+    store.ingest(connected(channel_mutes=[channel_mute(MUTED)]))
+    store.ingest(event("channel.hidden", cid=MUTED, clear_history=False))
+    store.ingest(new_message(MUTED, "x1", at=at_hour(1)))
+    assert store.channels() == [] and [c.cid for c in store.channels({"hidden": True})] == [MUTED]
+    assert unread(store) == {}
+
+
+def test_mutes_command(tmp_path: Path) -> None:
+    with ChatStore.open(tmp_path, "alice") as s:
+        s.ingest(connected(mutes=[{"target": user("carol"), "created_at": T0}],
+                           channel_mutes=[channel_mute(MUTED, expires="2999-01-01T00:00:00Z")]))
+        s.ingest_many([new_message(MUTED, "x1"), new_message(CID, "g1")])
+    human = run_cli(tmp_path, "mutes").stdout
+    assert "carol" in human and MUTED in human and "never" in human and "2999-01-01" in human
+    rows = [json.loads(line) for line in run_cli(tmp_path, "mutes", "--json").stdout.splitlines()]
+    assert [(r["kind"], r.get("user_id") or r.get("cid")) for r in rows] == [
+        ("user", "carol"), ("channel", MUTED)]
+    assert rows[1]["expires"] == "2999-01-01T00:00:00Z"
+    listed = run_cli(tmp_path, "channels", "--filter", '{"muted": true}', "--json").stdout
+    assert [json.loads(line)["cid"] for line in listed.splitlines()] == [MUTED]
