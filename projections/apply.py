@@ -20,6 +20,7 @@ from chatledger.projections import payloads as p
 from chatledger.projections.filters import canonical_query_key
 from chatledger.projections.mutes import EVENT_TYPES as MUTE_EVENTS
 from chatledger.projections.mutes import MuteProjector
+from chatledger.projections.ranges import HeldRanges
 from chatledger.projections.reminders import EVENT_TYPES as REMINDER_EVENTS
 from chatledger.projections.reminders import ReminderProjector
 from chatledger.projections.schema import SLOT_EVENT, SLOT_PINNED_BASE
@@ -171,6 +172,7 @@ class Projector:
         self.mutes = MuteProjector()
         for kind in MUTE_EVENTS:
             self._handlers[kind] = self.mutes.apply
+        self.ranges = HeldRanges()
         # The events of local commands, by topic: their payloads are the library's own, not a
         # backend event, so their handlers decode them themselves (projections.local).
         from chatledger.projections.local import LocalProjector
@@ -380,6 +382,8 @@ class Projector:
             members, count = event.channel_member_count, event.channel_message_count
         self._pending_channels[cid] = (latest, members, count)
         is_new = self._upsert_message(c, cid, m, item.position, SLOT_EVENT)
+        if item.type == "message.new" and in_channel and created is not None:
+            self.ranges.extend_head(c, cid, (created, m.id))  # the channel is followed
         self._remember_user(c, item, event.user)
         if is_new and m.parent_id:
             c.execute("UPDATE messages SET reply_count=reply_count+1 WHERE id=?", (m.parent_id,))
@@ -625,6 +629,7 @@ class Projector:
                   (cid,))
         for table in ("messages", "members", "reads", "drafts", "channels"):
             c.execute(f"DELETE FROM {table} WHERE cid=?", (cid,))
+        self.ranges.forget(c, cid)
         self._counts_unread_in.pop(cid, None)
 
     def _channel_hidden(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
@@ -846,6 +851,8 @@ class Projector:
         for index, m in enumerate(state.messages or ()):
             if m.id:
                 self._upsert_message(c, m.cid or cid, m, item.position, index)
+        self.ranges.cover_page(c, cid, [(t(m.created_at) or 0, m.id) for m in state.messages or ()
+                                        if m.id and m.created_at and (m.cid or cid) == cid])
         for index, m in enumerate(state.pinned_messages or ()):
             if m.id and not c.execute("SELECT 1 FROM messages WHERE id=?", (m.id,)).fetchone():
                 self._upsert_message(c, m.cid or cid, m, item.position, SLOT_PINNED_BASE + index)

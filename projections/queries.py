@@ -17,6 +17,7 @@ from chatledger.eventstore.datastore import APSWDatastore
 from chatledger.eventstore.wire.times import format_time
 from chatledger.projections.filters import canonical_query_key, compile_channel_query
 from chatledger.projections.mutes import MuteReader, now_us
+from chatledger.projections.ranges import RANGES_OVERLAPPING, MessagePage, find_gaps
 from chatledger.projections.reminders import LIST_REMINDERS, LISTED_COLUMNS, reminder_object
 from chatledger.projections.schema import SLOT_EVENT, SLOT_PINNED_BASE, SLOT_RESPONSE
 
@@ -356,8 +357,8 @@ class ReadModel:
             raw = self._channel_raw(c, row[0], row[1])
             channel = msgspec.json.decode(raw) if raw else _one_dict(
                 c, "SELECT * FROM channels WHERE cid=?", (cid,))
-            page = self._page(c, "cid=+? AND (parent_id IS NULL OR show_in_channel=1)", (cid,),
-                              None, before=True, inclusive=False, limit=messages)
+            page = self._channel_page(c, cid, None, before=True, inclusive=False,
+                                      limit=messages)
             pinned = self._messages(c, c.execute(
                 f"{_MESSAGE_SELECT} WHERE cid=? AND pinned=1 "
                 "ORDER BY pinned_at DESC LIMIT 25", (cid,)).fetchall())
@@ -385,15 +386,35 @@ class ReadModel:
         after: tuple[int, str] | None = None,
         inclusive: bool = False,
         limit: int = 50,
-    ) -> list[StoredMessage]:
+    ) -> MessagePage:
         """A page of a channel's messages (thread replies only when shown in the channel),
-        oldest first, before or after a (created_at, id) cursor; without one, the newest."""
+        oldest first, before or after a (created_at, id) cursor; without one, the newest.
+        A list; its `gaps` (empty when `contiguous`) say where the page crosses history the
+        store may not hold whole (see `projections.ranges`)."""
         if before is not None and after is not None:
             raise ValueError("give before or after, not both")
         with self.datastore.transaction(commit=False) as c:
-            return self._page(c, "cid=+? AND (parent_id IS NULL OR show_in_channel=1)", (cid,),
-                              after if after is not None else before, before=after is None,
-                              inclusive=inclusive, limit=limit)
+            return self._channel_page(c, cid, after if after is not None else before,
+                                      before=after is None, inclusive=inclusive, limit=limit)
+
+    def _channel_page(
+        self, c: apsw.Cursor, cid: str, cursor: tuple[int, str] | None, *, before: bool,
+        inclusive: bool, limit: int,
+    ) -> MessagePage:
+        """A page of a channel's messages, with the gaps it crosses (see `projections.ranges`):
+        between its neighbouring messages, and between the cursor and the page."""
+        rows = self._page_rows(c, "cid=+? AND (parent_id IS NULL OR show_in_channel=1)", (cid,),
+                               cursor, before=before, inclusive=inclusive, limit=limit)
+        # Messages sent from here and not yet echoed by the backend are neither held history
+        # nor missing from it: they take no part in finding gaps.
+        keys = [(r[2], r[0]) for r in rows if r[10] is None and r[13] != SLOT_RESPONSE]
+        if cursor is not None and keys:
+            keys.insert(0 if not before else len(keys), (cursor[0], cursor[1]))
+        gaps = []
+        if len(keys) > 1:
+            ranges = c.execute(RANGES_OVERLAPPING, (cid, *keys[0], *keys[-1])).fetchall()
+            gaps = find_gaps(ranges, keys)
+        return MessagePage(self._messages(c, rows), gaps)
 
     def thread(
         self,
@@ -417,6 +438,14 @@ class ReadModel:
         *, before: bool, inclusive: bool, limit: int,
     ) -> list[StoredMessage]:
         """A page by `where` (its parameters written `+?`: see `_BOUND`) and cursor."""
+        return self._messages(c, self._page_rows(c, where, params, cursor, before=before,
+                                                 inclusive=inclusive, limit=limit))
+
+    def _page_rows(
+        self, c: apsw.Cursor, where: str, params: tuple[Any, ...], cursor: tuple[int, str] | None,
+        *, before: bool, inclusive: bool, limit: int,
+    ) -> list[tuple[Any, ...]]:
+        """The rows (of `_MESSAGE_SELECT`) of a page, oldest first."""
         clauses = [where, "deleted_for_me=0"]
         values = list(params)
         if cursor is not None:
@@ -431,7 +460,7 @@ class ReadModel:
         ).fetchall()
         if before:
             rows.reverse()
-        return self._messages(c, rows)
+        return rows
 
     def message(self, message_id: str) -> StoredMessage | None:
         with self.datastore.transaction(commit=False) as c:
@@ -652,8 +681,9 @@ class ReadAPI:
     def messages(
         self, cid: str, *, before: tuple[int, str] | None = None,
         after: tuple[int, str] | None = None, inclusive: bool = False, limit: int = 50,
-    ) -> list[StoredMessage]:
-        """A page of messages by (created_at, id) cursor, oldest first."""
+    ) -> MessagePage:
+        """A page of messages by (created_at, id) cursor, oldest first; `page.gaps` lists where
+        it crosses history the store may not hold (`page.contiguous` when none)."""
         return self.read.messages(cid, before=before, after=after, inclusive=inclusive, limit=limit)
 
     def thread(

@@ -231,3 +231,14 @@ TABLES["channel_mutes"] = """CREATE TABLE channel_mutes (
         position INTEGER NOT NULL,
         slot INTEGER NOT NULL
     ) WITHOUT ROWID"""
+
+# The stretches of each channel's history held whole (projections.ranges): every message of the
+# channel from (start_at, start_id) to (end_at, end_id), inclusive, is on file. Disjoint.
+TABLES["held_ranges"] = """CREATE TABLE held_ranges (
+        cid TEXT NOT NULL,
+        start_at INTEGER NOT NULL,
+        start_id TEXT NOT NULL,
+        end_at INTEGER NOT NULL,
+        end_id TEXT NOT NULL,
+        PRIMARY KEY (cid, start_at, start_id)
+    ) WITHOUT ROWID"""

@@ -199,3 +199,81 @@ def test_mutes_command(tmp_path: Path) -> None:
     assert rows[1]["expires"] == "2999-01-01T00:00:00Z"
     listed = run_cli(tmp_path, "channels", "--filter", '{"muted": true}', "--json").stdout
     assert [json.loads(line)["cid"] for line in listed.splitlines()] == [MUTED]
+
+
+# -- held history: pinned messages older than a channel state's page ------------------------
+
+
+def minutes(n: int) -> str:
+    return at_hour(n / 60)
+
+
+def state_with_old_pin(cid: str = CID) -> dict:
+    kind, ident = cid.split(":", 1)
+    page = [message(f"p{n}", cid, at=minutes(n)) for n in range(50, 55)]
+    pinned = message("old-pin", cid, at=minutes(1), pinned=True, pinned_at=minutes(2),
+                     pinned_by=user("bob"))
+    return {"channel": {"id": ident, "type": kind, "cid": cid, "created_at": T0,
+                        "updated_at": T0, "last_message_at": minutes(54)},
+            "messages": page, "pinned_messages": [pinned],
+            "members": [{"user_id": "alice", "user": user("alice"), "role": "owner"}],
+            "read": [], "watcher_count": 1}
+
+
+def key(store: ChatStore, message_id: str) -> tuple[int, str]:
+    found = store.message(message_id)
+    assert found is not None
+    return (found.created_at, found.id)
+
+
+def test_a_pinned_message_older_than_the_page_is_reachable_but_not_contiguous(store) -> None:
+    store.ingest_channel_state(state_with_old_pin())
+    assert store.message("old-pin") is not None
+    assert [m.id for m in store.pinned(CID)] == ["old-pin"]
+
+    newest = store.messages(CID, limit=5)
+    assert [m.id for m in newest] == ["p50", "p51", "p52", "p53", "p54"]
+    assert newest.contiguous and newest.gaps == ()
+
+    wide = store.messages(CID, limit=10)
+    assert [m.id for m in wide][:2] == ["old-pin", "p50"]
+    assert not wide.contiguous
+    assert wide.gaps == ((key(store, "old-pin"), key(store, "p50")),)
+
+    # Paging older from the page's oldest message lands on the pin, across the gap.
+    older = store.messages(CID, before=key(store, "p50"), limit=5)
+    assert [m.id for m in older] == ["old-pin"] and not older.contiguous
+    assert older.gaps[0].newer == key(store, "p50")
+    # And the other way: from the pin to the page.
+    newer = store.messages(CID, after=key(store, "old-pin"), limit=2)
+    assert [m.id for m in newer] == ["p50", "p51"] and newer.gaps[0].older == key(store, "old-pin")
+    assert store.channel(CID, messages=10)["messages"].gaps == wide.gaps
+
+
+def test_live_messages_and_sync_extend_the_held_history(store) -> None:
+    store.ingest_channel_state(state_with_old_pin())
+    store.ingest(new_message(CID, "live1", at=minutes(60)))
+    store.ingest_sync(b'{"events":[' + new_message(CID, "synced", at=minutes(70))
+                      + b'],"duration":"1ms"}', synced_at=minutes(71))
+    page = store.messages(CID, limit=7)
+    assert [m.id for m in page][-2:] == ["live1", "synced"] and page.contiguous
+    # A message heard of outside the channel's history (a notification) is no part of it.
+    store.ingest(event("notification.message_new", cid="messaging:elsewhere", at=minutes(80),
+                       message=message("n1", "messaging:elsewhere", at=minutes(80))))
+    store.ingest(event("notification.message_new", cid="messaging:elsewhere", at=minutes(90),
+                       message=message("n2", "messaging:elsewhere", at=minutes(90))))
+    assert not store.messages("messaging:elsewhere").contiguous
+    # A later channel state whose page reaches back over the gap closes it.
+    bridged = state_with_old_pin()
+    bridged["messages"] = [message(f"p{n}", CID, at=minutes(n)) for n in range(1, 55)]
+    bridged["messages"][0] = message("old-pin", CID, at=minutes(1), pinned=True,
+                                     pinned_at=minutes(2))
+    store.ingest_channel_state(bridged)
+    assert store.messages(CID, limit=100).contiguous
+
+
+def test_a_local_send_not_yet_echoed_is_no_gap(store) -> None:
+    store.ingest_channel_state(state_with_old_pin())
+    store.send_message(CID, "from here")
+    page = store.messages(CID, limit=6)
+    assert page[-1].local_state == "sending" and page.contiguous
