@@ -145,9 +145,16 @@ def print_message(m: StoredMessage, out: Any = None) -> None:
                          ("created", format_time(m.created_at)), ("type", m.type),
                          ("thread of", m.parent_id or "-"), ("replies", m.reply_count),
                          ("local state", m.local_state or "confirmed"),
-                         ("log position", m.position)):
+                         ("log position", m.position),
+                         ("reactions", reaction_text(m.reaction_counts) or "-")):
         out.print(f"[bold]{label:>12}[/bold]  {value}")
     out.print(f"[bold]{'text':>12}[/bold]  {m.json().get('text') or ''}")
+
+
+def reaction_text(counts: dict[str, int]) -> str:
+    """Reaction counts as `like 2, wow 1`, most frequent first."""
+    ordered = sorted(counts.items(), key=lambda pair: (-pair[1], pair[0]))
+    return ", ".join(f"{kind} {count}" for kind, count in ordered)
 
 
 @show_group.command("user")

@@ -124,6 +124,16 @@ class StoredMessage:
     def json(self) -> dict[str, Any]:
         return msgspec.json.decode(self.raw) if self.raw else {}
 
+    @property
+    def reaction_counts(self) -> dict[str, int]:
+        """Reactions by type, as the message object says (the backend's count of them all,
+        not only those the store saw one by one): what every view of the message shows."""
+        counts = self.json().get("reaction_counts")
+        if not isinstance(counts, dict):
+            return {}
+        return {kind: count for kind, count in counts.items()
+                if isinstance(count, int) and not isinstance(count, bool) and count > 0}
+
 
 # _BOUND: in the statements run for every page and every first screen, parameters are written
 # `+?`, not `?`. SQLite (3.54, as APSW bundles it) looks at the value bound to a plain `?` in
@@ -261,20 +271,33 @@ class ReadModel:
         offset: int = 0,
     ) -> list[ChannelSummary]:
         """Channels matching `filter`, in `sort` order, evaluated against the stored data."""
+        listed, params = self._listing(filter, sort)
+        with self.datastore.transaction(commit=False) as c:
+            cids = [
+                cid for (cid,) in c.execute(
+                    f"{listed} LIMIT +? OFFSET +?",  # see _BOUND
+                    [*params, limit, offset],
+                )
+            ]
+            return self._summaries(c, cids)
+
+    def channel_count(self, filter: dict[str, Any] | None = None) -> int:
+        """How many channels `channels(filter)` lists, all pages together: the one count of
+        channels every view shows (`stats` among them)."""
+        listed, params = self._listing(filter, None)
+        with self.datastore.transaction(commit=False) as c:
+            return c.execute(f"SELECT count(*) FROM ({listed})", params).fetchone()[0]
+
+    def _listing(
+        self, filter: dict[str, Any] | None, sort: list[dict[str, Any]] | None
+    ) -> tuple[str, list[Any]]:
+        """The statement (and its parameters) of the cids a channel list holds, in order."""
         query = compile_channel_query(filter, sort, own_user_id=self.own or "")
         where = query.where
         if not _mentions(filter, "hidden"):
             # As the backend does: hidden channels are listed only when the filter asks about them.
             where = f"({where}) AND c.hidden = 0"
-        with self.datastore.transaction(commit=False) as c:
-            cids = [
-                cid for (cid,) in c.execute(
-                    f"SELECT c.cid FROM channels c WHERE {where} ORDER BY {query.order_by} "
-                    "LIMIT +? OFFSET +?",  # see _BOUND
-                    [*query.params, limit, offset],
-                )
-            ]
-            return self._summaries(c, cids)
+        return f"SELECT c.cid FROM channels c WHERE {where} ORDER BY {query.order_by}", query.params
 
     def _summaries(self, c: apsw.Cursor, cids: list[str]) -> list[ChannelSummary]:
         """Channel, unread count, own membership and newest message of each cid, in one query."""
@@ -496,24 +519,44 @@ class ReadModel:
             return _dicts(c, "SELECT * FROM reads WHERE cid=? ORDER BY user_id", (cid,))
 
     def unread_counts(self) -> dict[str, Any]:
-        """The own user's unread messages per channel and in total, and channels with any."""
+        """The own user's unread messages per channel and in total, and channels with any: the
+        one set of unread figures every view shows (`user(own)` among them)."""
         with self.datastore.transaction(commit=False) as c:
-            per_channel = dict(c.execute(
-                "SELECT r.cid, r.unread_messages FROM reads r JOIN channels ch ON ch.cid=r.cid "
-                "WHERE r.user_id=? AND r.unread_messages>0 ORDER BY r.cid", (self.own,)))
+            return self._unread_counts(c)
+
+    def _unread_counts(self, c: apsw.Cursor) -> dict[str, Any]:
+        per_channel = dict(c.execute(
+            "SELECT r.cid, r.unread_messages FROM reads r JOIN channels ch ON ch.cid=r.cid "
+            "WHERE r.user_id=? AND r.unread_messages>0 ORDER BY r.cid", (self.own,)))
         return {"total_unread_count": sum(per_channel.values()),
                 "unread_channels": len(per_channel), "channels": per_channel}
 
     def user(self, user_id: str) -> dict[str, Any] | None:
-        """A user as last seen: the object from the log, with the row's flags."""
+        """A user as last seen: the object from the log, with the row's flags. For the own
+        user, the figures the store keeps current replace those of the object as received
+        (which the backend sent at connection time): `total_unread_count`, `unread_count` and
+        `unread_channels` as `unread_counts()` gives them, `mutes` and `channel_mutes` (the
+        mute objects) as `mutes()` and `channel_mutes()` do."""
         with self.datastore.transaction(commit=False) as c:
             row = _one_dict(c, "SELECT * FROM users WHERE id=?", (user_id,))
             if row is None:
                 return None
             raw = user_object(self._payload(c, row["position"]), row["slot"], user_id)
+            current = self._own_figures(c) if user_id == self.own else {}
         data = msgspec.json.decode(raw) if raw else {"id": user_id, "name": row["name"],
                                                       "role": row["role"]}
-        return {**data, "_row": row}
+        return {**data, **current, "_row": row}
+
+    def _own_figures(self, c: apsw.Cursor) -> dict[str, Any]:
+        """What the own user object says that later events change: unread counts and mutes."""
+        counts = self._unread_counts(c)
+        now = now_us()
+        return {"total_unread_count": counts["total_unread_count"],
+                "unread_count": counts["total_unread_count"],
+                "unread_channels": counts["unread_channels"],
+                "mutes": [m["mute"] for m in MuteReader.users(c, self._payload, now=now)],
+                "channel_mutes": [m["mute"]
+                                  for m in MuteReader.channels(c, self._payload, now=now)]}
 
     def channel_ids_to_sync(self, limit: int = 250) -> list[str]:
         """The most recently active channels: what a reconnect asks `/sync` about."""
@@ -667,6 +710,10 @@ class ReadAPI:
     ) -> list[ChannelSummary]:
         """Channels matching a backend-style filter, sorted, evaluated against stored data."""
         return self.read.channels(filter, sort, limit=limit, offset=offset)
+
+    def channel_count(self, filter: dict[str, Any] | None = None) -> int:
+        """How many channels `channels(filter)` lists, all pages together."""
+        return self.read.channel_count(filter)
 
     def cached_channels(
         self, filter: dict[str, Any] | None = None, sort: list[dict[str, Any]] | None = None
