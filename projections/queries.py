@@ -155,6 +155,10 @@ _MESSAGE_SELECT = (
 )
 
 
+# Whether a message is on file at a channel's (created_at, id): see _BOUND for the `+?`.
+_MESSAGE_AT = "SELECT 1 FROM messages WHERE cid=+? AND created_at=+? AND id=+?"
+
+
 @dataclass(slots=True)
 class ChannelSummary:
     """One line of a channel list: the channel, its newest message, unread count, membership."""
@@ -431,7 +435,10 @@ class ReadModel:
         # Messages sent from here and not yet echoed by the backend are neither held history
         # nor missing from it: they take no part in finding gaps.
         keys = [(r[2], r[0]) for r in rows if r[10] is None and r[13] != SLOT_RESPONSE]
-        if cursor is not None and keys:
+        # The cursor joins the page to the one it was taken from when it is a message on
+        # file; a made-up cursor (such as (0, "")) joins nothing.
+        if (cursor is not None and keys
+                and c.execute(_MESSAGE_AT, (cid, cursor[0], cursor[1])).fetchone()):
             keys.insert(0 if not before else len(keys), (cursor[0], cursor[1]))
         gaps = []
         if len(keys) > 1:

@@ -277,3 +277,12 @@ def test_a_local_send_not_yet_echoed_is_no_gap(store) -> None:
     store.send_message(CID, "from here")
     page = store.messages(CID, limit=6)
     assert page[-1].local_state == "sending" and page.contiguous
+
+
+def test_a_made_up_cursor_joins_nothing(store) -> None:
+    store.ingest_channel_state(state_with_old_pin())
+    # Only a cursor that is a message on file says the page continues another one.
+    assert store.messages(CID, after=(0, ""), limit=1).contiguous
+    assert store.messages(CID, before=(2**62, ""), limit=5).contiguous
+    first_two = store.messages(CID, after=(0, ""), limit=2)
+    assert [m.id for m in first_two] == ["old-pin", "p50"] and not first_two.contiguous
