@@ -104,13 +104,16 @@ def show_group() -> None:
 @click.option("--json", "as_json", is_flag=True)
 @pass_context
 def show_channel(ctx: Context, cid: str, messages: int, as_json: bool) -> None:
-    """One channel's state: the channel, members, reads and its newest messages."""
+    """One channel's state: the channel, members, reads and its newest messages, and where
+    those cross history the store may not hold whole (a `gap:` line each; `message_gaps` in
+    JSON: pairs of [created_at, id])."""
     state = ctx.store(create=False).channel(cid, messages=messages)
     if state is None:
         fail(f"no channel {cid!r} is stored")
     if as_json:
         echo_json({**state, "messages": [_message_json(m) for m in state["messages"]],
-                   "pinned_messages": [_message_json(m) for m in state["pinned_messages"]]})
+                   "pinned_messages": [_message_json(m) for m in state["pinned_messages"]],
+                   "message_gaps": [list(gap) for gap in state["messages"].gaps]})
         return
     channel = state["channel"]
     out = console()
@@ -121,6 +124,9 @@ def show_channel(ctx: Context, cid: str, messages: int, as_json: bool) -> None:
     for m in state["messages"]:
         table.add_row(*_message_line(m))
     out.print(table)
+    for gap in state["messages"].gaps:
+        out.print(f"gap: the store may lack messages between {gap.older[1]} "
+                  f"({format_time(gap.older[0])}) and {gap.newer[1]} ({format_time(gap.newer[0])})")
 
 
 @show_group.command("message")

@@ -286,3 +286,13 @@ def test_a_made_up_cursor_joins_nothing(store) -> None:
     assert store.messages(CID, before=(2**62, ""), limit=5).contiguous
     first_two = store.messages(CID, after=(0, ""), limit=2)
     assert [m.id for m in first_two] == ["old-pin", "p50"] and not first_two.contiguous
+
+
+def test_show_channel_says_where_its_messages_cross_a_gap(tmp_path: Path) -> None:
+    with ChatStore.open(tmp_path, "alice") as s:
+        s.ingest_channel_state(state_with_old_pin())
+        pin, first = key(s, "old-pin"), key(s, "p50")
+    human = run_cli(tmp_path, "show", "channel", CID).stdout
+    assert "gap: the store may lack messages between old-pin" in human and "and p50" in human
+    shown = json.loads(run_cli(tmp_path, "show", "channel", CID, "--json").stdout)
+    assert shown["message_gaps"] == [[list(pin), list(first)]]
