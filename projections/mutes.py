@@ -15,6 +15,7 @@ neither for unread counting nor for the `muted` filter of channel lists.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import apsw
@@ -72,6 +73,9 @@ class _RawMeEvent(msgspec.Struct, gc=False):
 _DECODE = msgspec.json.Decoder(_MeEvent).decode
 _DECODE_RAW = msgspec.json.Decoder(_RawMeEvent).decode
 _DECODE_ERRORS = (msgspec.MsgspecError, ValueError, RecursionError)
+
+# How a reader gets the payload of the log entry at a position (in its read transaction).
+PayloadOf = Callable[[apsw.Cursor, int], bytes]
 
 
 def now_us() -> int:
@@ -172,18 +176,18 @@ class MuteReader:
     """Reading the mute tables (inside a read transaction the caller opens)."""
 
     @staticmethod
-    def users(c: apsw.Cursor, payload_of: Any, *, now: int | None) -> list[dict[str, Any]]:
+    def users(c: apsw.Cursor, payload_of: PayloadOf, *, now: int | None) -> list[dict[str, Any]]:
         """The muted users: `user_id`, times (epoch µs), and `mute` (the object as received).
         Mutes expired by `now` are left out (all are listed when `now` is None)."""
         return MuteReader._rows(c, _USERS, payload_of, now)
 
     @staticmethod
-    def channels(c: apsw.Cursor, payload_of: Any, *, now: int | None) -> list[dict[str, Any]]:
+    def channels(c: apsw.Cursor, payload_of: PayloadOf, *, now: int | None) -> list[dict[str, Any]]:
         """The muted channels: `cid`, times, and `mute`; like `users`."""
         return MuteReader._rows(c, _CHANNELS, payload_of, now)
 
     @staticmethod
-    def _rows(c: apsw.Cursor, kind: _MuteList, payload_of: Any,
+    def _rows(c: apsw.Cursor, kind: _MuteList, payload_of: PayloadOf,
               now: int | None) -> list[dict[str, Any]]:
         rows = c.execute(kind.select, (now,)).fetchall()
         lists: dict[int, list[msgspec.Raw]] = {}  # each `me` entry read once
