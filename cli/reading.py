@@ -28,6 +28,13 @@ def _message_json(m: StoredMessage) -> dict[str, Any]:
             "deleted_for_me": m.deleted_for_me}
 
 
+def channel_state_json(state: dict[str, Any]) -> dict[str, Any]:
+    """A channel's state (`ChatStore.channel`) as `show channel --json` (and `as-of`) print it."""
+    return {**state, "messages": [_message_json(m) for m in state["messages"]],
+            "pinned_messages": [_message_json(m) for m in state["pinned_messages"]],
+            "message_gaps": [list(gap) for gap in state["messages"].gaps]}
+
+
 def _message_line(m: StoredMessage) -> tuple[str, ...]:
     text = (m.json().get("text") or "").replace("\n", " ")
     if len(text) > 70:
@@ -111,9 +118,7 @@ def show_channel(ctx: Context, cid: str, messages: int, as_json: bool) -> None:
     if state is None:
         fail(f"no channel {cid!r} is stored")
     if as_json:
-        echo_json({**state, "messages": [_message_json(m) for m in state["messages"]],
-                   "pinned_messages": [_message_json(m) for m in state["pinned_messages"]],
-                   "message_gaps": [list(gap) for gap in state["messages"].gaps]})
+        echo_json(channel_state_json(state))
         return
     channel = state["channel"]
     out = console()
