@@ -34,7 +34,8 @@ def stats_command(ctx: Context, as_json: bool) -> None:
         ("user", stats["user_id"]),
         ("file", stats["path"]),
         ("events", f"{stats['events']:,}"),
-        ("channels", f"{stats['channels']:,}"),
+        ("channels", f"{stats['channels']:,}"
+         + (f" (and {stats['hidden_channels']:,} hidden)" if stats["hidden_channels"] else "")),
         ("streams", f"{stats['streams']:,}"),
         ("quarantined", f"{stats['quarantined']:,}"),
         ("payload bytes", f"{stats['payload_bytes']:,}"),

@@ -12,7 +12,12 @@ from rich.table import Table
 from chatledger.cli.context import Context, fail, pass_context
 from chatledger.cli.output import console, echo_json, format_time, iso_time, parse_when
 from chatledger.cli.progress import replay_progress
-from chatledger.cli.reading import _message_json, _message_line, print_message
+from chatledger.cli.reading import (
+    _message_json,
+    _message_line,
+    channel_state_json,
+    print_message,
+)
 from chatledger.projections.history import Explanation, PastStore, as_of
 
 # -- as-of ------------------------------------------------------------------------------------------
@@ -87,9 +92,7 @@ def as_of_channel(ctx: Context, cid: str, messages: int, as_json: bool) -> None:
         if state is None:
             fail(f"no channel {cid!r} was stored {_as_of_text(past)}")
         if as_json:
-            echo_json({**state, "messages": [_message_json(m) for m in state["messages"]],
-                       "pinned_messages": [_message_json(m) for m in state["pinned_messages"]],
-                       "as_of": _as_of_json(past)})
+            echo_json({**channel_state_json(state), "as_of": _as_of_json(past)})
             return
         channel = state["channel"]
         out = console()

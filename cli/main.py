@@ -20,6 +20,7 @@ from chatledger.cli.devserver import devserver_command
 from chatledger.cli.history import log_command
 from chatledger.cli.importing import import_command
 from chatledger.cli.outbox import conflicts_command, outbox_group
+from chatledger.cli.personal import mutes_command, reminders_command
 from chatledger.cli.reading import channels_command, show_group
 from chatledger.cli.sync import sync_command
 from chatledger.cli.tables import rebuild_command, verify_command
@@ -94,6 +95,8 @@ for command in (*ACTION_COMMANDS, outbox_group, conflicts_command):
 for command in (sync_command, demo_command):
     cli.add_command(command)
 for command in (backup_command, export_command):
+    cli.add_command(command)
+for command in (reminders_command, mutes_command):
     cli.add_command(command)
 
 

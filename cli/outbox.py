@@ -34,7 +34,8 @@ def _info_json(info: CommandInfo) -> dict[str, Any]:
         "status": info.status, "attempts": info.attempts,
         "next_try_at": (datetime.fromtimestamp(info.next_try_at, tz=timezone.utc).isoformat()
                         .replace("+00:00", "Z") if info.next_try_at is not None else None),
-        "depends_on": info.depends_on, "last_error": info.last_error, "reason": info.reason,
+        "depends_on": info.depends_on, "last_error": info.last_error,
+        "standing_error": info.standing_error, "reason": info.reason,
         "created_at": iso_time(info.created_at), "updated_at": iso_time(info.updated_at),
         "request": info.request,
     }
@@ -47,12 +48,14 @@ def _event_json(e: CommandEvent) -> dict[str, Any]:
 
 @click.group("outbox", invoke_without_command=True)
 @click.option("--all", "show_all", is_flag=True,
-              help="Every command, finished ones too (default: the unfinished ones).")
+              help="Every command, finished ones too (default: those waiting for the backend "
+              "or, refused, for you).")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines, one per command.")
 @click.pass_context
 def outbox_group(click_ctx: click.Context, show_all: bool, as_json: bool) -> None:
-    """The local commands waiting for the backend: pending, in flight, failed (with attempts
-    and the last error). `retry` and `cancel` act on one of them.
+    """The local commands that wait: for the backend (pending, in flight, failed, with
+    attempts and the error that stands) or for you (rejected: the conflicts). `retry` and
+    `cancel` act on one of them.
 
     \b
     Examples:
@@ -65,19 +68,19 @@ def outbox_group(click_ctx: click.Context, show_all: bool, as_json: bool) -> Non
         return
     ctx: Context = click_ctx.obj
     outbox = ctx.store(create=False).outbox
-    commands = outbox.list() if show_all else outbox.list(("pending", "in_flight", "failed"))
+    commands = outbox.list() if show_all else outbox.waiting()
     if as_json:
         for info in commands:
             echo_json(_info_json(info))
         return
     if not commands:
-        click.echo("The outbox is empty: nothing waits for the backend.")
+        click.echo("The outbox is empty: nothing waits for the backend or for you.")
         return
     table = Table("id", "kind", "status", "tries", "next try", "target", "last error / reason",
                   box=None, pad_edge=False, header_style="bold")
     for info in commands:
         target = info.message_id or info.cid or "-"
-        detail = info.reason or _error_text(info.last_error)
+        detail = info.reason or _error_text(info.standing_error)
         if info.depends_on and info.unfinished:
             detail = f"waits for {info.depends_on}" + (f"; {detail}" if detail else "")
         table.add_row(info.id, info.kind, info.status, str(info.attempts),

@@ -28,6 +28,13 @@ def _message_json(m: StoredMessage) -> dict[str, Any]:
             "deleted_for_me": m.deleted_for_me}
 
 
+def channel_state_json(state: dict[str, Any]) -> dict[str, Any]:
+    """A channel's state (`ChatStore.channel`) as `show channel --json` (and `as-of`) print it."""
+    return {**state, "messages": [_message_json(m) for m in state["messages"]],
+            "pinned_messages": [_message_json(m) for m in state["pinned_messages"]],
+            "message_gaps": [list(gap) for gap in state["messages"].gaps]}
+
+
 def _message_line(m: StoredMessage) -> tuple[str, ...]:
     text = (m.json().get("text") or "").replace("\n", " ")
     if len(text) > 70:
@@ -104,13 +111,14 @@ def show_group() -> None:
 @click.option("--json", "as_json", is_flag=True)
 @pass_context
 def show_channel(ctx: Context, cid: str, messages: int, as_json: bool) -> None:
-    """One channel's state: the channel, members, reads and its newest messages."""
+    """One channel's state: the channel, members, reads and its newest messages, and where
+    those cross history the store may not hold whole (a `gap:` line each; `message_gaps` in
+    JSON: pairs of [created_at, id])."""
     state = ctx.store(create=False).channel(cid, messages=messages)
     if state is None:
         fail(f"no channel {cid!r} is stored")
     if as_json:
-        echo_json({**state, "messages": [_message_json(m) for m in state["messages"]],
-                   "pinned_messages": [_message_json(m) for m in state["pinned_messages"]]})
+        echo_json(channel_state_json(state))
         return
     channel = state["channel"]
     out = console()
@@ -121,6 +129,9 @@ def show_channel(ctx: Context, cid: str, messages: int, as_json: bool) -> None:
     for m in state["messages"]:
         table.add_row(*_message_line(m))
     out.print(table)
+    for gap in state["messages"].gaps:
+        out.print(f"gap: the store may lack messages between {gap.older[1]} "
+                  f"({format_time(gap.older[0])}) and {gap.newer[1]} ({format_time(gap.newer[0])})")
 
 
 @show_group.command("message")
@@ -145,9 +156,16 @@ def print_message(m: StoredMessage, out: Any = None) -> None:
                          ("created", format_time(m.created_at)), ("type", m.type),
                          ("thread of", m.parent_id or "-"), ("replies", m.reply_count),
                          ("local state", m.local_state or "confirmed"),
-                         ("log position", m.position)):
+                         ("log position", m.position),
+                         ("reactions", reaction_text(m.reaction_counts) or "-")):
         out.print(f"[bold]{label:>12}[/bold]  {value}")
     out.print(f"[bold]{'text':>12}[/bold]  {m.json().get('text') or ''}")
+
+
+def reaction_text(counts: dict[str, int]) -> str:
+    """Reaction counts as `like 2, wow 1`, most frequent first."""
+    ordered = sorted(counts.items(), key=lambda pair: (-pair[1], pair[0]))
+    return ", ".join(f"{kind} {count}" for kind, count in ordered)
 
 
 @show_group.command("user")

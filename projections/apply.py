@@ -18,6 +18,11 @@ from chatledger.eventstore import ingest
 from chatledger.eventstore.wire import CHANNEL_FIELDS, WireError, custom_fields, parse_time
 from chatledger.projections import payloads as p
 from chatledger.projections.filters import canonical_query_key
+from chatledger.projections.mutes import EVENT_TYPES as MUTE_EVENTS
+from chatledger.projections.mutes import MuteProjector
+from chatledger.projections.ranges import HeldRanges
+from chatledger.projections.reminders import EVENT_TYPES as REMINDER_EVENTS
+from chatledger.projections.reminders import ReminderProjector
 from chatledger.projections.schema import SLOT_EVENT, SLOT_PINNED_BASE
 
 
@@ -160,6 +165,14 @@ class Projector:
             "health.check": self._health_check,
             "thread.updated": self._thread_updated,
         }
+        # Tables projected by modules of their own, registered here.
+        self.reminders = ReminderProjector(own_user_id)
+        for kind in REMINDER_EVENTS:
+            self._handlers[kind] = self.reminders.apply
+        self.mutes = MuteProjector()
+        for kind in MUTE_EVENTS:
+            self._handlers[kind] = self.mutes.apply
+        self.ranges = HeldRanges()
         # The events of local commands, by topic: their payloads are the library's own, not a
         # backend event, so their handlers decode them themselves (projections.local).
         from chatledger.projections.local import LocalProjector
@@ -180,6 +193,7 @@ class Projector:
         self._counts_unread_in.clear()
         self._users_on_file.clear()
         self._seen_version = None
+        self.mutes.forget()
 
     # -- entry point ---------------------------------------------------------------------------
 
@@ -231,6 +245,7 @@ class Projector:
         if seen != self._seen_version:
             self._users_on_file.clear()
             self._counts_unread_in.clear()
+            self.mutes.forget()
         self._seen_version = seen
 
     def _barrier_for(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
@@ -367,6 +382,8 @@ class Projector:
             members, count = event.channel_member_count, event.channel_message_count
         self._pending_channels[cid] = (latest, members, count)
         is_new = self._upsert_message(c, cid, m, item.position, SLOT_EVENT)
+        if item.type == "message.new" and in_channel and created is not None:
+            self.ranges.extend_head(c, cid, (created, m.id))  # the channel is followed
         self._remember_user(c, item, event.user)
         if is_new and m.parent_id:
             c.execute("UPDATE messages SET reply_count=reply_count+1 WHERE id=?", (m.parent_id,))
@@ -377,7 +394,8 @@ class Projector:
             self._pending_unread.pop(cid, None)  # reading up to here clears what came before
             self._set_read(c, cid, self.own, last_read=created, unread=0, last_read_message_id=m.id)
         elif (in_channel and not m.silent and m.type not in ("system", "ephemeral", "error")
-              and self._counts_unread(c, cid)):
+              and self._counts_unread(c, cid)
+              and not self.mutes.silences(c, cid, item.received_at if created is None else created)):
             self._pending_unread[cid] = self._pending_unread.get(cid, 0) + 1
 
     def _counts_unread(self, c: apsw.Cursor, cid: str) -> bool:
@@ -611,6 +629,7 @@ class Projector:
                   (cid,))
         for table in ("messages", "members", "reads", "drafts", "channels"):
             c.execute(f"DELETE FROM {table} WHERE cid=?", (cid,))
+        self.ranges.forget(c, cid)
         self._counts_unread_in.pop(cid, None)
 
     def _channel_hidden(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
@@ -809,6 +828,7 @@ class Projector:
         if event.me is not None and event.me.id:
             values.append(("me_position", item.position))
             self._remember_user(c, item, event.me)
+            self.mutes.apply(c, item)
         c.executemany(
             "INSERT INTO connection (key, value) VALUES (?, ?) "
             "ON CONFLICT (key) DO UPDATE SET value=excluded.value",
@@ -831,6 +851,8 @@ class Projector:
         for index, m in enumerate(state.messages or ()):
             if m.id:
                 self._upsert_message(c, m.cid or cid, m, item.position, index)
+        self.ranges.cover_page(c, cid, [(t(m.created_at) or 0, m.id) for m in state.messages or ()
+                                        if m.id and m.created_at and (m.cid or cid) == cid])
         for index, m in enumerate(state.pinned_messages or ()):
             if m.id and not c.execute("SELECT 1 FROM messages WHERE id=?", (m.id,)).fetchone():
                 self._upsert_message(c, m.cid or cid, m, item.position, SLOT_PINNED_BASE + index)

@@ -33,6 +33,7 @@ import json
 import math
 import re
 import reprlib
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -210,7 +211,12 @@ _OWN_FIELDS: dict[str, tuple[str, str, bool, bool]] = {
 }  # fmt: skip
 # Channel keys the backend sets but the read tables do not keep: they are not in `custom` either
 # (custom_fields leaves them out), so treating them as custom would silently match nothing.
-_NOT_STORED = frozenset(CHANNEL_FIELDS) - set(_COLUMNS) - set(_OWN_FIELDS) - {"members"}
+# `muted`: the own user has muted the channel, and the mute has not expired by the time the
+# query is evaluated (its parameter).
+_MUTED = ("(EXISTS (SELECT 1 FROM channel_mutes mu WHERE mu.cid = c.cid "
+          "AND (mu.expires IS NULL OR mu.expires > ?)))")
+_NOT_STORED = (frozenset(CHANNEL_FIELDS) - set(_COLUMNS) - set(_OWN_FIELDS)
+               - {"members", "muted"})
 
 
 _REPR = reprlib.Repr()
@@ -243,7 +249,7 @@ def _json_type_name(value: Any) -> str:
     return type(value).__name__
 
 
-def _resolve(name: Any, own_user_id: str) -> _Field:
+def _resolve(name: Any, own_user_id: str, now_us: int) -> _Field:
     if not isinstance(name, str):
         raise FilterError(f"field names must be strings, got {_show(name)}")
     if name in _COLUMNS:
@@ -252,6 +258,8 @@ def _resolve(name: Any, own_user_id: str) -> _Field:
     if name in _OWN_FIELDS:
         expr, kind, nullable, exists_ok = _OWN_FIELDS[name]
         return _Field(name, expr, kind, nullable, (own_user_id,), exists_ok=exists_ok)
+    if name == "muted":
+        return _Field(name, _MUTED, _BOOL, False, (now_us,), exists_ok=False)
     if name == "members":
         return _Field(name, "", _MEMBERS, False, exists_ok=False)
     if name in _NOT_STORED:
@@ -305,8 +313,9 @@ def _time(value: Any, where: str) -> int | None:
 class _Compiler:
     """One compilation: the own user, how lists are bound, and the condition budget."""
 
-    def __init__(self, own_user_id: str, inline_max: int) -> None:
+    def __init__(self, own_user_id: str, inline_max: int, now_us: int) -> None:
         self.own_user_id = own_user_id
+        self.now_us = now_us
         self.inline_max = inline_max
         self.conditions = 0
         self.subqueries = 0
@@ -393,7 +402,7 @@ class _Compiler:
         else:
             return None
         try:
-            field = _resolve(name, self.own_user_id)
+            field = _resolve(name, self.own_user_id, self.now_us)
             for candidate in candidates:
                 if field.kind == _MEMBERS:
                     if not isinstance(candidate, str):
@@ -406,7 +415,7 @@ class _Compiler:
         return name, candidates
 
     def _field_condition(self, name: Any, spec: Any) -> _Sql:
-        field = _resolve(name, self.own_user_id)
+        field = _resolve(name, self.own_user_id, self.now_us)
         if isinstance(spec, dict):
             if not spec:
                 raise FilterError(f"empty condition on field {_show(name)}")
@@ -652,7 +661,7 @@ class _Compiler:
         if extra:
             raise FilterError(f"unknown keys in sort key: {_show(sorted(map(str, extra)))}")
         name, direction = item["field"], item["direction"]
-        field = _resolve(name, self.own_user_id)
+        field = _resolve(name, self.own_user_id, self.now_us)
         if field.kind == _MEMBERS:
             raise FilterError("cannot sort on field 'members'")
         if type(direction) is not int or direction not in (1, -1):  # noqa: E721 (bool is an int)
@@ -682,17 +691,19 @@ def compile_channel_query(
     """The WHERE and ORDER BY of a query-channels request, over `channels c`.
 
     `own_user_id` is the user the store belongs to (joined, pinned, archived, unread fields).
-    `now_us` is accepted for conditions relative to the present; none of the supported ones needs
-    it yet. Raises FilterError, and only FilterError, for anything it cannot evaluate.
+    `now_us` is the present (epoch µs; default: the clock) for conditions relative to it: `muted`
+    counts only mutes that have not expired by then. Raises FilterError, and only FilterError,
+    for anything it cannot evaluate.
     """
-    del now_us  # see the docstring
+    if now_us is None:
+        now_us = time.time_ns() // 1000
     if not isinstance(own_user_id, str):
         raise FilterError(f"own_user_id must be a string, got {_show(own_user_id)}")
     # First with short lists inline (readable, planner-friendly); if that needs too many
     # parameters (thousands of small lists), again with every list as one JSON parameter: at most
     # two parameters per condition then, so any filter under MAX_CONDITIONS fits.
     for inline_max in (INLINE_LIST_MAX, 0):
-        compiler = _Compiler(own_user_id, inline_max)
+        compiler = _Compiler(own_user_id, inline_max, now_us)
         where = _TRUE if filter is None or filter == {} else compiler.filter(filter, 1)
         order = compiler.order_by(sort)
         params = [*where.params, *order.params]

@@ -251,7 +251,8 @@ _REFERENCED_POSITIONS = """
     SELECT position FROM messages UNION SELECT position FROM channels WHERE position IS NOT NULL
     UNION SELECT position FROM users UNION SELECT position FROM drafts
     UNION SELECT position FROM polls UNION SELECT position FROM channel_queries
-    UNION SELECT position FROM reactions
+    UNION SELECT position FROM reactions UNION SELECT position FROM reminders
+    UNION SELECT position FROM user_mutes UNION SELECT position FROM channel_mutes
     UNION SELECT value FROM connection WHERE key='me_position'"""
 
 

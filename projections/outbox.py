@@ -37,6 +37,11 @@ if TYPE_CHECKING:
     from chatledger.eventstore.log import EventLog
 
 
+# The statuses of commands that still wait for someone (see `Outbox.waiting`).
+WAITING = (CommandStatus.PENDING, CommandStatus.IN_FLIGHT, CommandStatus.FAILED,
+           CommandStatus.REJECTED)
+
+
 class PendingCommand(msgspec.Struct, frozen=True):
     """An unfinished command, as the replayer needs it. `request` holds exactly the keyword
     arguments of the `sync.backend.Backend` method named by `kind`."""
@@ -86,6 +91,15 @@ class CommandInfo:
     @property
     def unfinished(self) -> bool:
         return self.status in cmd.UNFINISHED
+
+    @property
+    def standing_error(self) -> dict[str, Any] | None:
+        """The error that still stands: the last failed attempt's, while the command is not
+        done (or was refused); None once it succeeded or was cancelled, whatever earlier
+        attempts met (those stay in `last_error` and in its history)."""
+        if self.status in (CommandStatus.SUCCEEDED, CommandStatus.CANCELLED):
+            return None
+        return self.last_error
 
 
 class _Held(msgspec.Struct, gc=False):
@@ -189,6 +203,12 @@ class Outbox:
         with self._log.datastore.transaction(commit=False) as c:
             rows = c.execute(sql + " ORDER BY o.seq", statuses).fetchall()
         return [self._info(decode, r) for r in rows]
+
+    def waiting(self) -> list[CommandInfo]:
+        """The commands that wait, in request order: for the backend (pending, in flight,
+        failed: the retry stream) or for the user (rejected: the conflicts, to retry or to
+        cancel). What `chatledger outbox` lists."""
+        return self.list(WAITING)
 
     def conflicts(self) -> list[CommandInfo]:
         """Rejected commands (with the reason), each with its lifecycle events."""

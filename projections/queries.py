@@ -16,6 +16,9 @@ from chatledger.eventstore.codec import PayloadCodec
 from chatledger.eventstore.datastore import APSWDatastore
 from chatledger.eventstore.wire.times import format_time
 from chatledger.projections.filters import canonical_query_key, compile_channel_query
+from chatledger.projections.mutes import MuteReader, now_us
+from chatledger.projections.ranges import RANGES_OVERLAPPING, MessagePage, find_gaps
+from chatledger.projections.reminders import LIST_REMINDERS, LISTED_COLUMNS, reminder_object
 from chatledger.projections.schema import SLOT_EVENT, SLOT_PINNED_BASE, SLOT_RESPONSE
 
 NO_RAW = msgspec.Raw()
@@ -121,6 +124,16 @@ class StoredMessage:
     def json(self) -> dict[str, Any]:
         return msgspec.json.decode(self.raw) if self.raw else {}
 
+    @property
+    def reaction_counts(self) -> dict[str, int]:
+        """Reactions by type, as the message object says (the backend's count of them all,
+        not only those the store saw one by one): what every view of the message shows."""
+        counts = self.json().get("reaction_counts")
+        if not isinstance(counts, dict):
+            return {}
+        return {kind: count for kind, count in counts.items()
+                if isinstance(count, int) and not isinstance(count, bool) and count > 0}
+
 
 # _BOUND: in the statements run for every page and every first screen, parameters are written
 # `+?`, not `?`. SQLite (3.54, as APSW bundles it) looks at the value bound to a plain `?` in
@@ -140,6 +153,10 @@ _MESSAGE_SELECT = (
     + ", e.codec, CASE WHEN m.slot < 0 THEN e.state END "
     "FROM messages m LEFT JOIN stored_events e ON e.rowid = m.position"
 )
+
+
+# Whether a message is on file at a channel's (created_at, id): see _BOUND for the `+?`.
+_MESSAGE_AT = "SELECT 1 FROM messages WHERE cid=+? AND created_at=+? AND id=+?"
 
 
 @dataclass(slots=True)
@@ -258,20 +275,33 @@ class ReadModel:
         offset: int = 0,
     ) -> list[ChannelSummary]:
         """Channels matching `filter`, in `sort` order, evaluated against the stored data."""
+        listed, params = self._listing(filter, sort)
+        with self.datastore.transaction(commit=False) as c:
+            cids = [
+                cid for (cid,) in c.execute(
+                    f"{listed} LIMIT +? OFFSET +?",  # see _BOUND
+                    [*params, limit, offset],
+                )
+            ]
+            return self._summaries(c, cids)
+
+    def channel_count(self, filter: dict[str, Any] | None = None) -> int:
+        """How many channels `channels(filter)` lists, all pages together: the one count of
+        channels every view shows (`stats` among them)."""
+        listed, params = self._listing(filter, None)
+        with self.datastore.transaction(commit=False) as c:
+            return c.execute(f"SELECT count(*) FROM ({listed})", params).fetchone()[0]
+
+    def _listing(
+        self, filter: dict[str, Any] | None, sort: list[dict[str, Any]] | None
+    ) -> tuple[str, list[Any]]:
+        """The statement (and its parameters) of the cids a channel list holds, in order."""
         query = compile_channel_query(filter, sort, own_user_id=self.own or "")
         where = query.where
         if not _mentions(filter, "hidden"):
             # As the backend does: hidden channels are listed only when the filter asks about them.
             where = f"({where}) AND c.hidden = 0"
-        with self.datastore.transaction(commit=False) as c:
-            cids = [
-                cid for (cid,) in c.execute(
-                    f"SELECT c.cid FROM channels c WHERE {where} ORDER BY {query.order_by} "
-                    "LIMIT +? OFFSET +?",  # see _BOUND
-                    [*query.params, limit, offset],
-                )
-            ]
-            return self._summaries(c, cids)
+        return f"SELECT c.cid FROM channels c WHERE {where} ORDER BY {query.order_by}", query.params
 
     def _summaries(self, c: apsw.Cursor, cids: list[str]) -> list[ChannelSummary]:
         """Channel, unread count, own membership and newest message of each cid, in one query."""
@@ -354,8 +384,8 @@ class ReadModel:
             raw = self._channel_raw(c, row[0], row[1])
             channel = msgspec.json.decode(raw) if raw else _one_dict(
                 c, "SELECT * FROM channels WHERE cid=?", (cid,))
-            page = self._page(c, "cid=+? AND (parent_id IS NULL OR show_in_channel=1)", (cid,),
-                              None, before=True, inclusive=False, limit=messages)
+            page = self._channel_page(c, cid, None, before=True, inclusive=False,
+                                      limit=messages)
             pinned = self._messages(c, c.execute(
                 f"{_MESSAGE_SELECT} WHERE cid=? AND pinned=1 "
                 "ORDER BY pinned_at DESC LIMIT 25", (cid,)).fetchall())
@@ -383,15 +413,38 @@ class ReadModel:
         after: tuple[int, str] | None = None,
         inclusive: bool = False,
         limit: int = 50,
-    ) -> list[StoredMessage]:
+    ) -> MessagePage:
         """A page of a channel's messages (thread replies only when shown in the channel),
-        oldest first, before or after a (created_at, id) cursor; without one, the newest."""
+        oldest first, before or after a (created_at, id) cursor; without one, the newest.
+        A list; its `gaps` (empty when `contiguous`) say where the page crosses history the
+        store may not hold whole (see `projections.ranges`)."""
         if before is not None and after is not None:
             raise ValueError("give before or after, not both")
         with self.datastore.transaction(commit=False) as c:
-            return self._page(c, "cid=+? AND (parent_id IS NULL OR show_in_channel=1)", (cid,),
-                              after if after is not None else before, before=after is None,
-                              inclusive=inclusive, limit=limit)
+            return self._channel_page(c, cid, after if after is not None else before,
+                                      before=after is None, inclusive=inclusive, limit=limit)
+
+    def _channel_page(
+        self, c: apsw.Cursor, cid: str, cursor: tuple[int, str] | None, *, before: bool,
+        inclusive: bool, limit: int,
+    ) -> MessagePage:
+        """A page of a channel's messages, with the gaps it crosses (see `projections.ranges`):
+        between its neighbouring messages, and between the cursor and the page."""
+        rows = self._page_rows(c, "cid=+? AND (parent_id IS NULL OR show_in_channel=1)", (cid,),
+                               cursor, before=before, inclusive=inclusive, limit=limit)
+        # Messages sent from here and not yet echoed by the backend are neither held history
+        # nor missing from it: they take no part in finding gaps.
+        keys = [(r[2], r[0]) for r in rows if r[10] is None and r[13] != SLOT_RESPONSE]
+        # The cursor joins the page to the one it was taken from when it is a message on
+        # file; a made-up cursor (such as (0, "")) joins nothing.
+        if (cursor is not None and keys
+                and c.execute(_MESSAGE_AT, (cid, cursor[0], cursor[1])).fetchone()):
+            keys.insert(0 if not before else len(keys), (cursor[0], cursor[1]))
+        gaps = []
+        if len(keys) > 1:
+            ranges = c.execute(RANGES_OVERLAPPING, (cid, *keys[0], *keys[-1])).fetchall()
+            gaps = find_gaps(ranges, keys)
+        return MessagePage(self._messages(c, rows), gaps)
 
     def thread(
         self,
@@ -415,6 +468,14 @@ class ReadModel:
         *, before: bool, inclusive: bool, limit: int,
     ) -> list[StoredMessage]:
         """A page by `where` (its parameters written `+?`: see `_BOUND`) and cursor."""
+        return self._messages(c, self._page_rows(c, where, params, cursor, before=before,
+                                                 inclusive=inclusive, limit=limit))
+
+    def _page_rows(
+        self, c: apsw.Cursor, where: str, params: tuple[Any, ...], cursor: tuple[int, str] | None,
+        *, before: bool, inclusive: bool, limit: int,
+    ) -> list[tuple[Any, ...]]:
+        """The rows (of `_MESSAGE_SELECT`) of a page, oldest first."""
         clauses = [where, "deleted_for_me=0"]
         values = list(params)
         if cursor is not None:
@@ -429,7 +490,7 @@ class ReadModel:
         ).fetchall()
         if before:
             rows.reverse()
-        return self._messages(c, rows)
+        return rows
 
     def message(self, message_id: str) -> StoredMessage | None:
         with self.datastore.transaction(commit=False) as c:
@@ -465,24 +526,44 @@ class ReadModel:
             return _dicts(c, "SELECT * FROM reads WHERE cid=? ORDER BY user_id", (cid,))
 
     def unread_counts(self) -> dict[str, Any]:
-        """The own user's unread messages per channel and in total, and channels with any."""
+        """The own user's unread messages per channel and in total, and channels with any: the
+        one set of unread figures every view shows (`user(own)` among them)."""
         with self.datastore.transaction(commit=False) as c:
-            per_channel = dict(c.execute(
-                "SELECT r.cid, r.unread_messages FROM reads r JOIN channels ch ON ch.cid=r.cid "
-                "WHERE r.user_id=? AND r.unread_messages>0 ORDER BY r.cid", (self.own,)))
+            return self._unread_counts(c)
+
+    def _unread_counts(self, c: apsw.Cursor) -> dict[str, Any]:
+        per_channel = dict(c.execute(
+            "SELECT r.cid, r.unread_messages FROM reads r JOIN channels ch ON ch.cid=r.cid "
+            "WHERE r.user_id=? AND r.unread_messages>0 ORDER BY r.cid", (self.own,)))
         return {"total_unread_count": sum(per_channel.values()),
                 "unread_channels": len(per_channel), "channels": per_channel}
 
     def user(self, user_id: str) -> dict[str, Any] | None:
-        """A user as last seen: the object from the log, with the row's flags."""
+        """A user as last seen: the object from the log, with the row's flags. For the own
+        user, the figures the store keeps current replace those of the object as received
+        (which the backend sent at connection time): `total_unread_count`, `unread_count` and
+        `unread_channels` as `unread_counts()` gives them, `mutes` and `channel_mutes` (the
+        mute objects) as `mutes()` and `channel_mutes()` do."""
         with self.datastore.transaction(commit=False) as c:
             row = _one_dict(c, "SELECT * FROM users WHERE id=?", (user_id,))
             if row is None:
                 return None
             raw = user_object(self._payload(c, row["position"]), row["slot"], user_id)
+            current = self._own_figures(c) if user_id == self.own else {}
         data = msgspec.json.decode(raw) if raw else {"id": user_id, "name": row["name"],
                                                       "role": row["role"]}
-        return {**data, "_row": row}
+        return {**data, **current, "_row": row}
+
+    def _own_figures(self, c: apsw.Cursor) -> dict[str, Any]:
+        """What the own user object says that later events change: unread counts and mutes."""
+        counts = self._unread_counts(c)
+        now = now_us()
+        return {"total_unread_count": counts["total_unread_count"],
+                "unread_count": counts["total_unread_count"],
+                "unread_channels": counts["unread_channels"],
+                "mutes": [m["mute"] for m in MuteReader.users(c, self._payload, now=now)],
+                "channel_mutes": [m["mute"]
+                                  for m in MuteReader.channels(c, self._payload, now=now)]}
 
     def channel_ids_to_sync(self, limit: int = 250) -> list[str]:
         """The most recently active channels: what a reconnect asks `/sync` about."""
@@ -539,6 +620,30 @@ class ReadModel:
                      "participant_count": participants, "last_message_at": last,
                      "thread": _member_object(self._payload(c, position), "thread")}
                     for parent, row_cid, replies, participants, last, position in rows]
+
+    def reminders(self, cid: str | None = None, *, due: bool = False) -> list[dict[str, Any]]:
+        """The own user's reminders, soonest first (those without a time last): `message_id`,
+        `user_id`, `cid`, `remind_at`, `created_at`, `updated_at` (epoch µs or None), `due`
+        (the backend said it is due), and the `reminder` object as last received. Only one
+        channel's with `cid`; only those due with `due=True`."""
+        with self.datastore.transaction(commit=False) as c:
+            rows = c.execute(LIST_REMINDERS, (cid, int(due))).fetchall()
+            return [{**dict(zip(LISTED_COLUMNS, row[:-1])), "due": bool(row[6]),
+                     "reminder": reminder_object(self._payload(c, row[-1]))}
+                    for row in rows]
+
+    def mutes(self, *, expired: bool = False) -> list[dict[str, Any]]:
+        """The users the own user has muted, by user id: `user_id`, `created_at`, `updated_at`,
+        `expires` (epoch µs; `expires` None: until unmuted) and the `mute` object as received.
+        Mutes past their `expires` are listed only with `expired=True`."""
+        with self.datastore.transaction(commit=False) as c:
+            return MuteReader.users(c, self._payload, now=None if expired else now_us())
+
+    def channel_mutes(self, *, expired: bool = False) -> list[dict[str, Any]]:
+        """The channels the own user has muted, by cid: `cid`, the times, and `mute`; like
+        `mutes`. A muted channel's new messages do not count as unread."""
+        with self.datastore.transaction(commit=False) as c:
+            return MuteReader.channels(c, self._payload, now=None if expired else now_us())
 
     def connection_info(self) -> dict[str, Any]:
         with self.datastore.transaction(commit=False) as c:
@@ -613,6 +718,10 @@ class ReadAPI:
         """Channels matching a backend-style filter, sorted, evaluated against stored data."""
         return self.read.channels(filter, sort, limit=limit, offset=offset)
 
+    def channel_count(self, filter: dict[str, Any] | None = None) -> int:
+        """How many channels `channels(filter)` lists, all pages together."""
+        return self.read.channel_count(filter)
+
     def cached_channels(
         self, filter: dict[str, Any] | None = None, sort: list[dict[str, Any]] | None = None
     ) -> list[str] | None:
@@ -626,8 +735,9 @@ class ReadAPI:
     def messages(
         self, cid: str, *, before: tuple[int, str] | None = None,
         after: tuple[int, str] | None = None, inclusive: bool = False, limit: int = 50,
-    ) -> list[StoredMessage]:
-        """A page of messages by (created_at, id) cursor, oldest first."""
+    ) -> MessagePage:
+        """A page of messages by (created_at, id) cursor, oldest first; `page.gaps` lists where
+        it crosses history the store may not hold (`page.contiguous` when none)."""
         return self.read.messages(cid, before=before, after=after, inclusive=inclusive, limit=limit)
 
     def thread(
@@ -682,3 +792,15 @@ class ReadAPI:
 
     def threads(self, cid: str | None = None) -> list[dict[str, Any]]:
         return self.read.threads(cid)
+
+    def reminders(self, cid: str | None = None, *, due: bool = False) -> list[dict[str, Any]]:
+        """The own user's reminders, soonest first; see `ReadModel.reminders`."""
+        return self.read.reminders(cid, due=due)
+
+    def mutes(self, *, expired: bool = False) -> list[dict[str, Any]]:
+        """The users the own user has muted; see `ReadModel.mutes`."""
+        return self.read.mutes(expired=expired)
+
+    def channel_mutes(self, *, expired: bool = False) -> list[dict[str, Any]]:
+        """The channels the own user has muted; see `ReadModel.channel_mutes`."""
+        return self.read.channel_mutes(expired=expired)

@@ -195,3 +195,50 @@ INDEXES: list[str] = [
     "CREATE INDEX members_by_user ON members (user_id, cid)",
     "CREATE INDEX channels_by_last_message ON channels (last_message_at)",
 ]
+
+# -- tables added for the own user's reminders, mutes and held history ranges -------------------
+
+# Reminders (projections.reminders), one per (message, user).
+TABLES["reminders"] = """CREATE TABLE reminders (
+        message_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        cid TEXT,
+        remind_at INTEGER,                -- NULL: no time set ("save for later")
+        created_at INTEGER,
+        updated_at INTEGER,               -- the server time of the state the row holds
+        due INTEGER NOT NULL DEFAULT 0,   -- 1 after notification.reminder_due, until changed
+        deleted_at INTEGER,               -- set by reminder.deleted: a tombstone, never listed
+        position INTEGER NOT NULL,        -- entry whose `reminder` is the object as it stands
+        PRIMARY KEY (message_id, user_id)
+    ) WITHOUT ROWID"""
+
+# The own user's mutes (projections.mutes), as the newest `me` lists them: one row per muted
+# user, one per muted channel. `position`/`slot`: the entry whose `me` holds the list, and the
+# index in it.
+TABLES["user_mutes"] = """CREATE TABLE user_mutes (
+        user_id TEXT PRIMARY KEY,         -- the muted user
+        created_at INTEGER,
+        updated_at INTEGER,
+        expires INTEGER,                  -- NULL: until unmuted
+        position INTEGER NOT NULL,
+        slot INTEGER NOT NULL
+    ) WITHOUT ROWID"""
+TABLES["channel_mutes"] = """CREATE TABLE channel_mutes (
+        cid TEXT PRIMARY KEY,             -- the muted channel
+        created_at INTEGER,
+        updated_at INTEGER,
+        expires INTEGER,                  -- NULL: until unmuted
+        position INTEGER NOT NULL,
+        slot INTEGER NOT NULL
+    ) WITHOUT ROWID"""
+
+# The stretches of each channel's history held whole (projections.ranges): every message of the
+# channel from (start_at, start_id) to (end_at, end_id), inclusive, is on file. Disjoint.
+TABLES["held_ranges"] = """CREATE TABLE held_ranges (
+        cid TEXT NOT NULL,
+        start_at INTEGER NOT NULL,
+        start_id TEXT NOT NULL,
+        end_at INTEGER NOT NULL,
+        end_id TEXT NOT NULL,
+        PRIMARY KEY (cid, start_at, start_id)
+    ) WITHOUT ROWID"""

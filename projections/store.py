@@ -231,7 +231,14 @@ class ChatStore(ActionsMixin, ReadAPI):
         return self.log.quarantine(limit=limit)
 
     def stats(self) -> dict[str, Any]:
+        """Counts and sizes of the log (see `EventLog.stats`), with the channel counts of the
+        read tables: `channels` is what `channels()` lists (`channel_count()`),
+        `hidden_channels` the hidden ones it leaves out, `channel_streams` the channels the log
+        has entries for (a channel can be on file without any: a query's or a member's)."""
         stats = self.log.stats()
+        stats["channel_streams"] = stats["channels"]
+        stats["channels"] = self.read.channel_count()
+        stats["hidden_channels"] = self.read.channel_count({"hidden": True})
         stats["user_id"] = self.user_id
         stats["path"] = str(self.path) if self.path else ":memory:"
         return stats

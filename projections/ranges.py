@@ -1,0 +1,131 @@
+"""Which stretches of a channel's history the store holds whole, and pages that cross the rest.
+
+A channel's messages are ordered by (created_at, id), the cursor of `messages()`. The
+`held_ranges` table keeps, per channel, the stretches of that order in which the store holds
+every message the channel had (sorted, never overlapping). They grow from:
+
+- a channel state's `messages` page: the backend sent every message between its oldest and its
+  newest (`HeldRanges.cover_page`);
+- `message.new` (live, or replayed by `/sync`): a channel the client follows gets each new
+  message, so the stretch that ends at the newest held message extends to it
+  (`HeldRanges.extend_head`). A message older than that end only joins a stretch it falls in.
+
+Everything else is not known to be contiguous: a channel state's `pinned_messages` older than
+its page, a message carried by another event (a reaction's, a notification's), messages sent
+here and not yet echoed by the backend count as neither held nor missing. A page of messages
+that crosses from one stretch to another, or to a message outside every stretch, crosses a
+gap: the store may lack messages there (`MessagePage.gaps`).
+
+The store assumes it follows a channel's events without loss between syncs; a gap in the
+event stream itself (a reconnect not followed by `/sync`) is not seen here.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
+
+import apsw
+
+__all__ = ["Gap", "HeldRanges", "MessagePage", "RANGES_OVERLAPPING", "find_gaps"]
+
+Key = tuple[int, str]  # (created_at in epoch µs, message id): a message's place in its channel
+
+_COLUMNS = "start_at, start_id, end_at, end_id"
+_OVERLAP = "cid=?1 AND (end_at, end_id) >= (?2, ?3) AND (start_at, start_id) <= (?4, ?5)"
+_SELECT_OVERLAPPING = f"SELECT {_COLUMNS} FROM held_ranges WHERE {_OVERLAP}"
+_DELETE_OVERLAPPING = f"DELETE FROM held_ranges WHERE {_OVERLAP}"
+_INSERT = f"INSERT INTO held_ranges (cid, {_COLUMNS}) VALUES (?, ?, ?, ?, ?)"
+_HEAD = (f"SELECT {_COLUMNS} FROM held_ranges WHERE cid=? "
+         "ORDER BY end_at DESC, end_id DESC LIMIT 1")
+_EXTEND_HEAD = ("UPDATE held_ranges SET end_at=?, end_id=? "
+                "WHERE cid=? AND start_at=? AND start_id=?")
+_FORGET = "DELETE FROM held_ranges WHERE cid=?"
+# For reading: the stretches that meet a page's span, in order. Parameters written `+?`: a
+# page's statements must not be planned again for each new value (see queries._BOUND).
+RANGES_OVERLAPPING = (
+    f"SELECT {_COLUMNS} FROM held_ranges WHERE cid=+? "
+    "AND (end_at, end_id) >= (+?, +?) AND (start_at, start_id) <= (+?, +?) "
+    "ORDER BY start_at, start_id"
+)
+
+
+class HeldRanges:
+    """Keeps `held_ranges`: the projector calls it as messages arrive."""
+
+    def cover(self, c: apsw.Cursor, cid: str, start: Key, end: Key) -> None:
+        """Record that every message of `cid` from `start` to `end` (inclusive) is held,
+        merging the stretches this one touches."""
+        params = (cid, *start, *end)
+        merged_start, merged_end = start, end
+        for row in c.execute(_SELECT_OVERLAPPING, params).fetchall():
+            merged_start = min(merged_start, (row[0], row[1]))
+            merged_end = max(merged_end, (row[2], row[3]))
+        c.execute(_DELETE_OVERLAPPING, params)
+        c.execute(_INSERT, (cid, *merged_start, *merged_end))
+
+    def cover_page(self, c: apsw.Cursor, cid: str, keys: Iterable[Key]) -> None:
+        """A page of a channel's history as the backend sent it (in any order): whole from its
+        oldest message to its newest."""
+        ordered = sorted(keys)
+        if ordered:
+            self.cover(c, cid, ordered[0], ordered[-1])
+
+    def extend_head(self, c: apsw.Cursor, cid: str, key: Key) -> None:
+        """A new message of a followed channel: the newest stretch now reaches it."""
+        head = c.execute(_HEAD, (cid,)).fetchone()
+        if head is None:
+            c.execute(_INSERT, (cid, *key, *key))
+        elif (head[2], head[3]) <= key:
+            c.execute(_EXTEND_HEAD, (*key, cid, head[0], head[1]))
+        else:  # older than the newest held message: held only if a stretch covers it already
+            self.cover(c, cid, key, key)
+
+    def forget(self, c: apsw.Cursor, cid: str) -> None:
+        """The channel is gone (deleted, or left)."""
+        c.execute(_FORGET, (cid,))
+
+
+class Gap(NamedTuple):
+    """Two neighbouring messages of a page (or the page's cursor and its first message) between
+    which the store may lack messages: (created_at, id) of each."""
+
+    older: Key
+    newer: Key
+
+
+class MessagePage(list[Any]):
+    """A page of messages, oldest first (a list), that also says whether it is contiguous
+    history: `gaps` lists the places where it crosses from one held stretch of the channel's
+    history to another, where the store may lack messages; empty when the page holds every
+    message between its first and its last (and its cursor)."""
+
+    def __init__(self, items: Iterable[Any] = (), gaps: Sequence[Gap] = ()) -> None:
+        super().__init__(items)
+        self.gaps: tuple[Gap, ...] = tuple(gaps)
+
+    @property
+    def contiguous(self) -> bool:
+        return not self.gaps
+
+
+def find_gaps(ranges: Sequence[tuple[int, str, int, str]], keys: Sequence[Key]) -> list[Gap]:
+    """The gaps between neighbouring `keys` (sorted) given the held `ranges` (rows of
+    `RANGES_OVERLAPPING`, sorted and disjoint): each pair not inside one range."""
+    starts = [(row[0], row[1]) for row in ranges]
+
+    def range_of(key: Key) -> int | None:
+        index = bisect_right(starts, key) - 1
+        if index >= 0 and key <= (ranges[index][2], ranges[index][3]):
+            return index
+        return None
+
+    gaps = []
+    for older, newer in zip(keys, keys[1:]):
+        if older == newer:
+            continue
+        where = range_of(older)
+        if where is None or where != range_of(newer):
+            gaps.append(Gap(older, newer))
+    return gaps
