@@ -338,9 +338,17 @@ class AsyncChatStore:
         """`ChatStore.channel`, in the read pool."""
         return self._read(self.store.channel, cid, messages=messages)
 
+    def channel_count(self, filter: dict[str, Any] | None = None) -> asyncio.Future[int]:
+        """`ChatStore.channel_count`, in the read pool."""
+        return self._read(self.store.channel_count, filter)
+
     def channel_ids_to_sync(self, limit: int = 250) -> asyncio.Future[list[str]]:
         """`ChatStore.channel_ids_to_sync`, in the read pool."""
         return self._read(self.store.channel_ids_to_sync, limit)
+
+    def channel_mutes(self, *, expired: bool = False) -> asyncio.Future[list[dict[str, Any]]]:
+        """`ChatStore.channel_mutes`, in the read pool."""
+        return self._read(self.store.channel_mutes, expired=expired)
 
     def channels(
         self,
@@ -444,6 +452,10 @@ class AsyncChatStore:
             self.store.messages, cid, before=before, after=after, inclusive=inclusive, limit=limit
         )
 
+    def mutes(self, *, expired: bool = False) -> asyncio.Future[list[dict[str, Any]]]:
+        """`ChatStore.mutes`, in the read pool."""
+        return self._read(self.store.mutes, expired=expired)
+
     def partial_update_message(
         self, message_id: str, *, set: dict[str, Any] | None = None, unset: Iterable[str] = ()
     ) -> asyncio.Future[str]:
@@ -475,6 +487,12 @@ class AsyncChatStore:
     def rebuild(self, on_progress: ProgressCallback | None = None) -> asyncio.Future[int]:
         """`ChatStore.rebuild`, on the writer thread, in call order."""
         return self._write(self.store.rebuild, on_progress)
+
+    def reminders(
+        self, cid: str | None = None, *, due: bool = False
+    ) -> asyncio.Future[list[dict[str, Any]]]:
+        """`ChatStore.reminders`, in the read pool."""
+        return self._read(self.store.reminders, cid, due=due)
 
     def save_draft(
         self, cid: str, text: str, *, parent_id: str | None = None, **custom: Any
