@@ -408,7 +408,7 @@ def command_note(topic: str, payload: bytes) -> str:
     return topic
 
 
-def _message_object(payload: bytes, slot: int) -> dict[str, Any]:
+def message_object(payload: bytes, slot: int) -> dict[str, Any]:
     """The message object at `slot` of a payload (see `schema.SLOT_*`), decoded; {} if none."""
     try:
         doc = msgspec.json.decode(payload)
@@ -444,7 +444,7 @@ class _Objects:
                 rows = self._reader.execute(  # fetchall: no statement left open
                     f"SELECT codec, state FROM {self._table} WHERE rowid=?", (position,)).fetchall()
                 payload = self._codec.decode(*rows[0]) if rows else b""
-            self._key, self._value = (position, slot), _message_object(payload, slot)
+            self._key, self._value = (position, slot), message_object(payload, slot)
         return self._value
 
 
@@ -646,4 +646,6 @@ def _source_name(value: int) -> str:
         return str(value)
 
 
-__all__ = ["Explanation", "PastStore", "as_of", "explain", "position_at", "readonly_uri"]
+__all__ = [
+    "Explanation", "PastStore", "as_of", "explain", "message_object", "position_at", "readonly_uri",
+]
