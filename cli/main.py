@@ -14,6 +14,7 @@ from chatledger.cli.actions import ACTION_COMMANDS
 from chatledger.cli.admin import flush_command, quarantine_command, stats_command
 from chatledger.cli.archive import backup_command, export_command
 from chatledger.cli.audit import as_of_group, explain_command
+from chatledger.cli.browse import browse_command
 from chatledger.cli.context import Context, fail
 from chatledger.cli.demo import demo_command
 from chatledger.cli.devserver import devserver_command
@@ -98,6 +99,7 @@ for command in (backup_command, export_command):
     cli.add_command(command)
 for command in (reminders_command, mutes_command):
     cli.add_command(command)
+cli.add_command(browse_command)
 
 
 def main() -> None:
