@@ -6,12 +6,14 @@ browser decodes is zstd with the file's dictionary."""
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from fixtures import message_new
 
 from chatledger import ChatStore
+from chatledger.eventstore.wire import format_time
 from chatledger.sync.demo import run_demo
 
 GENERAL = "messaging:general"
@@ -20,6 +22,7 @@ KNOWN_TEXT = "Morning! Stand-up in 5"  # sent by bob in the demo, received live
 PENDING_TEXT = "Still waiting for the network"
 HOURS = 4
 PER_HOUR = 30
+HOUR_US = 3_600_000_000
 
 
 @dataclass(frozen=True)
@@ -37,9 +40,11 @@ def make_store(data_dir: Path) -> BrowseStore:
         pending_message = "browse-pending-1"
         store.send_message(GENERAL, PENDING_TEXT, id=pending_message)
         pending_command = store.outbox.pending()[0].id
+        # The hours before the demo's, so that the charts show one stretch of time.
+        first_hour = (time.time_ns() // 1000 // HOUR_US - HOURS) * HOUR_US
         store.ingest_many([
             message_new(HOURLY, f"hourly-{hour}-{n}", f"message {n} of hour {hour}",
-                        at=f"2026-11-25T{10 + hour:02d}:{n:02d}:00.000000Z", uid="carol")
+                        at=format_time(first_hour + hour * HOUR_US + n * 60_000_000), uid="carol")
             for hour in range(HOURS) for n in range(PER_HOUR)
         ])
         assert store.log.train_dictionary() is not None

@@ -118,16 +118,21 @@ def _spec(title: str, rows: list[dict[str, Any]], mark: dict[str, Any],
     }
 
 
-def _time_axis(name: str = "time_ms", title: str = "time (UTC)") -> dict[str, Any]:
-    return {"field": name, "type": "temporal", "title": title, "scale": {"type": "utc"},
-            "axis": {"format": "%Y-%m-%d %H:%M", "labelAngle": -30}}
+def _time_axis(title: str = "time (UTC)", time_format: str | None = None) -> dict[str, Any]:
+    # Without a format Vega picks one to suit the span (seconds for a quick catch-up, days
+    # for a long log).
+    axis: dict[str, Any] = {"labelAngle": -30}
+    if time_format:
+        axis["format"] = time_format
+    return {"field": "time_ms", "type": "temporal", "title": title, "scale": {"type": "utc"},
+            "axis": axis}
 
 
 def _hourly(rows: list[tuple[int, str, int]], key: str, title: str, name: str) -> Chart:
     data = [{"time_ms": _ms(hour), "hour": rfc3339(hour), key: value, "events": count}
             for hour, value, count in rows]
     spec = _spec(title, data, {"type": "bar", "tooltip": True}, {
-        "x": {**_time_axis(), "timeUnit": "utcyearmonthdatehours", "title": "hour (UTC)"},
+        "x": {**_time_axis("hour (UTC)", "%Y-%m-%d %H:%M"), "timeUnit": "utcyearmonthdatehours"},
         "y": {"field": "events", "type": "quantitative", "aggregate": "sum", "title": "entries"},
         "color": {"field": key, "type": "nominal", "title": key},
         "tooltip": [{"field": "hour", "title": "hour"}, {"field": key},
@@ -209,7 +214,7 @@ def sync_gaps(connection: sqlite3.Connection) -> Chart:
     rows = [r for r in _sync_rows(sync_points(connection)) if r["gap_seconds"] is not None]
     title = "Sync: the gap each sync point closed"
     spec = _spec(title, rows, {"type": "bar", "tooltip": True, "width": 6}, {
-        "x": _time_axis(title="sync point received (UTC)"),
+        "x": _time_axis("sync point received (UTC)"),
         "y": {"field": "gap_seconds", "type": "quantitative", "title": "gap closed (s)"},
         "tooltip": [{"field": "synced_to"}, {"field": "gap_seconds", "type": "quantitative"},
                     {"field": "position", "type": "quantitative"}],
@@ -223,7 +228,7 @@ def catch_ups(connection: sqlite3.Connection) -> Chart:
     rows = _sync_rows(sync_points(connection))
     title = "Sync: how long each catch-up took"
     spec = _spec(title, rows, {"type": "bar", "tooltip": True, "width": 6}, {
-        "x": _time_axis(title="sync point received (UTC)"),
+        "x": _time_axis("sync point received (UTC)"),
         "y": {"field": "catch_up_seconds", "type": "quantitative", "title": "catch-up (s)"},
         "tooltip": [{"field": "received_at"}, {"field": "catch_up_seconds", "type": "quantitative"},
                     {"field": "position", "type": "quantitative"}],
@@ -295,14 +300,14 @@ def message_life(connection: sqlite3.Connection, message_id: str) -> Chart:
                      "position": entry["position"], "says": entry["says"] or "",
                      "attempt": event.get("attempt") if isinstance(event, dict) else None})
     title = f"The life of message {message_id}"
+    # One row per entry type, in the order they first happened: the steps read top to bottom.
     spec = _spec(title, rows, {"type": "point", "filled": True, "size": 120, "tooltip": True}, {
-        "x": _time_axis(title="received (UTC)") | {
-            "axis": {"format": "%H:%M:%S.%L", "labelAngle": -30}},
-        "y": {"field": "lane", "type": "nominal", "title": "source"},
-        "color": {"field": "type", "type": "nominal", "title": "entry type"},
+        "x": _time_axis("received (UTC)", "%H:%M:%S.%L"),
+        "y": {"field": "type", "type": "nominal", "title": "entry type", "sort": None},
+        "color": {"field": "lane", "type": "nominal", "title": "source"},
         "tooltip": [{"field": "position", "type": "quantitative"}, {"field": "received_at"},
                     {"field": "type"}, {"field": "says"}],
-    }, height=160)
+    }, height=max(120, 24 * len({r["type"] for r in rows})))
     return Chart("message_life", title, rows, spec)
 
 

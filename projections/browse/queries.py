@@ -35,8 +35,10 @@ class CannedQuery:
     sql: str
 
     def as_datasette(self) -> dict[str, str]:
-        """The dict Datasette's `canned_queries` hook returns for it."""
-        return {"title": self.title, "description": self.description, "sql": self.sql.strip()}
+        """The dict Datasette's `canned_queries` hook returns for it. The SQL is one click away
+        ("show"): the page opens on the parameters and the rows."""
+        return {"title": self.title, "description": self.description, "sql": self.sql.strip(),
+                "hide_sql": True}
 
 
 # -- the pieces several statements share -----------------------------------------------------------
@@ -237,9 +239,14 @@ SELECT
     chatledger_source(e.source) AS source,
     e.originator_id AS stream,
     e.topic AS type,
-    COALESCE(json_extract(e.doc, '$.message.text'), json_extract(e.doc, '$.reason'),
-             json_extract(e.doc, '$.error.message'), json_extract(e.doc, '$.reaction.type'))
-        AS says,
+    CASE WHEN json_type(e.doc, '$.reaction.type') = 'text'
+         THEN json_extract(e.doc, '$.reaction.type') || ' by '
+              || COALESCE(json_extract(e.doc, '$.reaction.user_id'), '?')
+         WHEN json_type(e.doc, '$.request.reaction.type') = 'text'
+         THEN json_extract(e.doc, '$.request.reaction.type')
+         ELSE COALESCE(json_extract(e.doc, '$.message.text'), json_extract(e.doc, '$.reason'),
+                       json_extract(e.doc, '$.error.message'), json_extract(e.doc, '$.kind'))
+    END AS says,
     e.doc AS event
 FROM entries e
 WHERE e.source = {int(Source.LOCAL)}
