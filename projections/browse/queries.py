@@ -119,7 +119,6 @@ SELECT
     m.local_command AS command,
     m.id AS message_id,
     m.parent_id AS parent_id,
-    m.user_id AS user_id,
     m.position AS position
 FROM shown m LEFT JOIN users u ON u.id = m.user_id
 ORDER BY m.created_at, m.id

@@ -114,6 +114,16 @@ def database_actions(datasette: Any, actor: Any, database: str, request: Any) ->
     return inner
 
 
+@hookimpl
+def extra_css_urls(database: str | None, datasette: Any) -> Any:
+    async def inner() -> list[str]:
+        if database is None or not await _stores.is_store(datasette, database):
+            return []
+        return [datasette.urls.path(f"{PAGE_ROOT}/static/chatledger.css")]
+
+    return inner
+
+
 # -- readable cells ------------------------------------------------------------------------------------
 
 
