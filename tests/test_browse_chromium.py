@@ -12,10 +12,12 @@ Without Chromium it skips, with the reason, except in CI (`CI` set), where it mu
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -127,9 +129,6 @@ def test_conversation_view_shows_the_messages(server, browser):
 def test_chart_page_draws_one_mark_per_row(server, browser):
     running, _ = server
     base = f"http://127.0.0.1:{running.port}/"
-    import json
-    import urllib.request
-
     with urllib.request.urlopen(f"{base}-/chatledger/alice/charts.json") as answer:
         rows = {c["name"]: len(c["rows"]) for c in json.load(answer)["charts"]}
     browser.get(f"{base}-/chatledger/alice/charts")
