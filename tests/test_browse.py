@@ -339,17 +339,19 @@ def test_browsing_writes_nothing(browser, store, before):
 
 
 def test_browse_serves_several_stores_read_only(store, tmp_path):
-    bob = store.data_dir / "bob.chatledger"
-    with ChatStore.open(store.data_dir, "bob"):
-        pass
-    with BrowseServer([store.path, bob], port=0) as server:
+    with ChatStore.open(store.data_dir, "Bob.B") as bob:  # a user id the file name encodes
+        bob_path = bob.path
+    assert bob_path is not None
+    with BrowseServer([store.path, bob_path], port=0) as server:
         url = server.start()
         assert url == f"http://127.0.0.1:{server.port}/"
-        for name in ("alice", "bob"):
-            with urllib.request.urlopen(f"{url}{name}.json") as answer:
-                assert json.load(answer)["database"] == name
+        with urllib.request.urlopen(f"{url}.json") as answer:
+            assert set(json.load(answer)) == {"alice", bob_path.stem}
         with urllib.request.urlopen(f"{url}alice/conversation.json?cid={GENERAL}&before=") as a:
             assert KNOWN_TEXT in a.read().decode()
+    with BrowseServer([bob_path], port=0) as server:
+        with urllib.request.urlopen(server.start() + ".json") as answer:  # the URL it prints
+            assert json.load(answer)["database"] == bob_path.stem
 
 
 def test_browse_command_errors(store, tmp_path):

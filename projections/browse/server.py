@@ -96,8 +96,10 @@ class BrowseServer:
     @property
     def url(self) -> str:
         """The first store's page (the instance's page when there are several)."""
+        from datasette.utils import tilde_encode  # how Datasette spells a name in a URL
+
         base = f"http://{self.host}:{self.port}/"
-        return base + self.database_names[0] if len(self.paths) == 1 else base
+        return base + tilde_encode(self.database_names[0]) if len(self.paths) == 1 else base
 
     @property
     def database_names(self) -> list[str]:
