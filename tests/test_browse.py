@@ -30,7 +30,7 @@ from chatledger.cli.main import cli
 from chatledger.eventstore import ingest
 from chatledger.projections.browse import charts
 from chatledger.projections.browse.queries import CANNED_QUERIES, PAGE
-from chatledger.projections.browse.server import BrowseServer
+from chatledger.projections.browse.server import BrowseServer, all_store_paths
 from chatledger.projections.browse.sqlfunctions import StoreFunctions, microseconds, rfc3339
 
 
@@ -349,6 +349,8 @@ def test_browse_serves_several_stores_read_only(store, tmp_path):
             assert set(json.load(answer)) == {"alice", bob_path.stem}
         with urllib.request.urlopen(f"{url}alice/conversation.json?cid={GENERAL}&before=") as a:
             assert KNOWN_TEXT in a.read().decode()
+    (store.data_dir / "notes.chatledger").write_text("not a store")
+    assert all_store_paths(store.data_dir) == sorted([store.path, bob_path])
     with BrowseServer([bob_path], port=0) as server:
         with urllib.request.urlopen(server.start() + ".json") as answer:  # the URL it prints
             assert json.load(answer)["database"] == bob_path.stem

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from chatledger.eventstore.log import StoreError
-from chatledger.eventstore.userfiles import SUFFIX, decode_user_id, user_db_path
+from chatledger.eventstore.userfiles import SUFFIX, user_db_path
 from chatledger.projections.browse.sqlfunctions import is_store
 from chatledger.projections.history import readonly_uri
 
@@ -45,16 +45,23 @@ def store_paths(data_dir: str | Path, users: Sequence[str]) -> list[Path]:
 
 
 def all_store_paths(data_dir: str | Path) -> list[Path]:
-    """Every user's store file in `data_dir`, by user id."""
-    found = [p for p in Path(data_dir).glob(f"*{SUFFIX}")
-             if p.is_file() and decode_user_id(p.name[: -len(SUFFIX)]) is not None]
+    """Every store file in `data_dir`, by file name; other files are passed over."""
+    found = []
+    for path in sorted(Path(data_dir).glob(f"*{SUFFIX}")):
+        try:
+            check_store(path)
+        except StoreError:
+            continue  # not a store (or not readable): nothing to show
+        found.append(path)
     if not found:
         raise StoreError(f"no stores in {data_dir}")
-    return sorted(found)
+    return found
 
 
 def check_store(path: Path) -> None:
     """Raise StoreError unless `path` is a chatledger store (read without changing it)."""
+    if not path.is_file():
+        raise StoreError(f"{path} is not a file")
     try:
         connection = sqlite3.connect(readonly_uri(path), uri=True)
     except sqlite3.Error as e:
