@@ -120,8 +120,8 @@ class Projector:
         self._users_on_file: dict[str, tuple[object, ...] | None] = {}
         self._seen_version: tuple[apsw.Connection, int] | None = None
         self._handlers: dict[str, Callable[[apsw.Cursor, Item, p.Event], None]] = {
-            "message.new": self._message_new,
-            "notification.message_new": self._message_new,
+            "message.new": self.message_new,
+            "notification.message_new": self.message_new,
             "message.updated": self._message_updated,
             "message.undeleted": self._message_updated,
             "message.deleted": self._message_deleted,
@@ -294,7 +294,7 @@ class Projector:
             return event.cid
         return item.stream if ":" in item.stream else None
 
-    def _upsert_message(
+    def upsert_message(
         self, c: apsw.Cursor, cid: str, m: p.Message, position: int, slot: int,
         confirm: tuple[str, ...] = ("sending", "send_failed"),
     ) -> bool:
@@ -344,7 +344,7 @@ class Projector:
         )
         return False
 
-    def _message_new(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
+    def message_new(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
         m = event.message
         if event.channel:
             self._barrier(c)  # the channel object lands after what earlier messages did to it
@@ -366,7 +366,7 @@ class Projector:
         else:
             members, count = event.channel_member_count, event.channel_message_count
         self._pending_channels[cid] = (latest, members, count)
-        is_new = self._upsert_message(c, cid, m, item.position, SLOT_EVENT)
+        is_new = self.upsert_message(c, cid, m, item.position, SLOT_EVENT)
         self._remember_user(c, item, event.user)
         if is_new and m.parent_id:
             c.execute("UPDATE messages SET reply_count=reply_count+1 WHERE id=?", (m.parent_id,))
@@ -375,7 +375,7 @@ class Projector:
         author = m.author
         if author == self.own:
             self._pending_unread.pop(cid, None)  # reading up to here clears what came before
-            self._set_read(c, cid, self.own, last_read=created, unread=0, last_read_message_id=m.id)
+            self.set_read(c, cid, self.own, last_read=created, unread=0, last_read_message_id=m.id)
         elif (in_channel and not m.silent and m.type not in ("system", "ephemeral", "error")
               and self._counts_unread(c, cid)):
             self._pending_unread[cid] = self._pending_unread.get(cid, 0) + 1
@@ -398,8 +398,8 @@ class Projector:
         cid = self._cid_of(item, event, m)
         if cid is None:
             return
-        self._ensure_channel(c, cid)
-        self._upsert_message(c, cid, m, item.position, SLOT_EVENT,
+        self.ensure_channel(c, cid)
+        self.upsert_message(c, cid, m, item.position, SLOT_EVENT,
                              confirm=("sending", "send_failed", "updating", "update_failed"))
 
     def _message_deleted(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
@@ -407,7 +407,7 @@ class Projector:
         if m is None or not m.id:
             return
         if event.hard_delete:
-            self._hard_delete(c, "id=?", (m.id,))
+            self.hard_delete(c, "id=?", (m.id,))
             # Its reactions go even when the row is gone already: a `/sync` that replays older
             # events may have filed a reaction for it since.
             c.execute("DELETE FROM reactions WHERE message_id=?", (m.id,))
@@ -419,13 +419,13 @@ class Projector:
         cid = self._cid_of(item, event, m)
         if cid is None:
             return
-        self._ensure_channel(c, cid)
-        self._upsert_message(c, cid, m, item.position, SLOT_EVENT,
+        self.ensure_channel(c, cid)
+        self.upsert_message(c, cid, m, item.position, SLOT_EVENT,
                              confirm=("sending", "send_failed", "deleting", "delete_failed"))
         c.execute("UPDATE messages SET type='deleted', deleted_at=coalesce(deleted_at, ?) "
                   "WHERE id=?", (t(event.created_at) or item.received_at, m.id))
 
-    def _hard_delete(self, c: apsw.Cursor, where: str, params: tuple[object, ...]) -> None:
+    def hard_delete(self, c: apsw.Cursor, where: str, params: tuple[object, ...]) -> None:
         """Remove messages (and their reactions), keeping parents' reply counts right."""
         rows = c.execute(f"SELECT id, parent_id FROM messages WHERE {where}", params).fetchall()
         for message_id, parent_id in rows:
@@ -474,7 +474,7 @@ class Projector:
 
     # -- reads ---------------------------------------------------------------------------------
 
-    def _set_read(
+    def set_read(
         self, c: apsw.Cursor, cid: str, user_id: str, *, last_read: int | None, unread: int,
         last_read_message_id: str | None, first_unread_message_id: str | None = None,
     ) -> None:
@@ -500,7 +500,7 @@ class Projector:
             c.execute("UPDATE reads SET unread_messages=0, last_read=? WHERE user_id=?",
                       (when, user_id))
             return
-        self._set_read(c, cid, user_id, last_read=when, unread=0,
+        self.set_read(c, cid, user_id, last_read=when, unread=0,
                        last_read_message_id=event.last_read_message_id)
 
     def _mark_unread(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
@@ -508,7 +508,7 @@ class Projector:
         cid = self._cid_of(item, event)
         if user_id is None or cid is None:
             return
-        self._set_read(
+        self.set_read(
             c, cid, user_id, last_read=t(event.last_read_at), unread=event.unread_messages or 0,
             last_read_message_id=event.last_read_message_id,
             first_unread_message_id=event.first_unread_message_id,
@@ -529,7 +529,7 @@ class Projector:
 
     # -- channels ------------------------------------------------------------------------------
 
-    def _ensure_channel(self, c: apsw.Cursor, cid: str) -> None:
+    def ensure_channel(self, c: apsw.Cursor, cid: str) -> None:
         """A channel first heard of through one of its events gets a row from its cid alone."""
         kind, _, ident = cid.partition(":")
         c.execute("INSERT OR IGNORE INTO channels (cid, type, id) VALUES (?,?,?)", (cid, kind, ident))
@@ -587,9 +587,9 @@ class Projector:
         row = c.execute("SELECT truncated_at FROM channels WHERE cid=?", (cid,)).fetchone()
         until = (row[0] if row and row[0] else None) or t(event.created_at)
         if until is not None:
-            self._hard_delete(c, "cid=? AND created_at<?", (cid, until))
+            self.hard_delete(c, "cid=? AND created_at<?", (cid, until))
         if event.message is not None and event.message.id:
-            self._upsert_message(c, cid, event.message, item.position, SLOT_EVENT)
+            self.upsert_message(c, cid, event.message, item.position, SLOT_EVENT)
 
     def _channel_deleted(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
         cid = self._cid_of(item, event)
@@ -617,11 +617,11 @@ class Projector:
         cid = self._cid_of(item, event)
         if cid is None:
             return
-        self._ensure_channel(c, cid)
+        self.ensure_channel(c, cid)
         c.execute("UPDATE channels SET hidden=1 WHERE cid=?", (cid,))
         if event.clear_history:
             until = t(event.created_at) or item.received_at
-            self._hard_delete(c, "cid=? AND created_at<=?", (cid, until))
+            self.hard_delete(c, "cid=? AND created_at<=?", (cid, until))
 
     def _channel_visible(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
         cid = self._cid_of(item, event)
@@ -651,7 +651,7 @@ class Projector:
             cid = self._channel_upsert(c, item, event.channel, SLOT_EVENT) or cid
         if cid is None or event.member is None:
             return
-        self._ensure_channel(c, cid)
+        self.ensure_channel(c, cid)
         self._upsert_member(c, cid, event.member)
 
     def _member_removed(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
@@ -736,7 +736,7 @@ class Projector:
         cid = self._cid_of(item, event)
         where, params = ("user_id=? AND cid=?", (uid, cid)) if cid else ("user_id=?", (uid,))
         if event.hard_delete:
-            self._hard_delete(c, where, params)
+            self.hard_delete(c, where, params)
         else:
             c.execute(
                 f"UPDATE messages SET type='deleted', deleted_at=coalesce(deleted_at, ?) WHERE {where}",
@@ -750,7 +750,7 @@ class Projector:
         cid = (d.channel_cid if d else None) or self._cid_of(item, event)
         if cid is None:
             return
-        self._ensure_channel(c, cid)
+        self.ensure_channel(c, cid)
         c.execute(
             "INSERT INTO drafts (cid, parent_id, created_at, position) VALUES (?,?,?,?) "
             "ON CONFLICT (cid, parent_id) DO UPDATE SET created_at=excluded.created_at, "
@@ -827,13 +827,13 @@ class Projector:
         cid = cid or (item.stream if ":" in item.stream else None)
         if cid is None:
             return
-        self._ensure_channel(c, cid)
+        self.ensure_channel(c, cid)
         for index, m in enumerate(state.messages or ()):
             if m.id:
-                self._upsert_message(c, m.cid or cid, m, item.position, index)
+                self.upsert_message(c, m.cid or cid, m, item.position, index)
         for index, m in enumerate(state.pinned_messages or ()):
             if m.id and not c.execute("SELECT 1 FROM messages WHERE id=?", (m.id,)).fetchone():
-                self._upsert_message(c, m.cid or cid, m, item.position, SLOT_PINNED_BASE + index)
+                self.upsert_message(c, m.cid or cid, m, item.position, SLOT_PINNED_BASE + index)
         for index, member in enumerate(state.members or ()):
             self._upsert_member(c, cid, member)
             # A client that has only queried its channels knows their members' users this way.
@@ -845,7 +845,7 @@ class Projector:
         for read in state.read or ():
             uid = read.user_id or (read.user.id if read.user else None)
             if uid:
-                self._set_read(c, cid, uid, last_read=t(read.last_read),
+                self.set_read(c, cid, uid, last_read=t(read.last_read),
                                unread=read.unread_messages or 0,
                                last_read_message_id=read.last_read_message_id,
                                first_unread_message_id=read.first_unread_message_id)

@@ -154,7 +154,7 @@ class LocalProjector(OutcomeHandlers):
             parent = request.parent_id or (_MESSAGE.decode(r.message).parent_id
                                            if r.message else None) or ""
             was = self._draft_row(c, r.cid, parent)
-            self.p._ensure_channel(c, r.cid)
+            self.p.ensure_channel(c, r.cid)
             c.execute(
                 "INSERT INTO drafts (cid, parent_id, created_at, position) VALUES (?,?,?,?) "
                 "ON CONFLICT (cid, parent_id) DO UPDATE SET created_at=excluded.created_at, "
@@ -191,7 +191,7 @@ class LocalProjector(OutcomeHandlers):
             row = c.execute("SELECT last_message_at FROM channels WHERE cid=?", (cid,)).fetchone()
             was_read = self._read_row(c, cid) if self.own else None
         # Filed exactly as the backend's `message.new` for it would be: channel, thread, reads.
-        self.p._message_new(c, item, p.Event(type="message.new", cid=r.cid, message=m))
+        self.p.message_new(c, item, p.Event(type="message.new", cid=r.cid, message=m))
         c.execute("UPDATE messages SET local_state=?, local_command=? WHERE id=?",
                   ("sending", item.stream, m.id))
         if not cid:
@@ -278,8 +278,8 @@ class LocalProjector(OutcomeHandlers):
                 "SELECT id FROM messages WHERE cid=? AND (parent_id IS NULL OR show_in_channel=1)"
                 " ORDER BY created_at DESC, id DESC LIMIT 1", (cid,)).fetchone()
             mid = row[0] if row else None
-        self.p._ensure_channel(c, cid)
-        self.p._set_read(c, cid, self.own, last_read=when, unread=0, last_read_message_id=mid)
+        self.p.ensure_channel(c, cid)
+        self.p.set_read(c, cid, self.own, last_read=when, unread=0, last_read_message_id=mid)
 
     def _mark_unread(self, c: apsw.Cursor, cid: str, mid: str) -> None:
         """Unread from `mid` on: the messages of others from it, as the backend counts them."""
@@ -296,8 +296,8 @@ class LocalProjector(OutcomeHandlers):
             "SELECT id FROM messages WHERE cid=? AND (created_at, id) < (?, ?) "
             "AND (parent_id IS NULL OR show_in_channel=1) ORDER BY created_at DESC, id DESC "
             "LIMIT 1", (cid, at[0], mid)).fetchone()
-        self.p._ensure_channel(c, cid)
-        self.p._set_read(c, cid, self.own, last_read=at[0] - 1, unread=unread,
+        self.p.ensure_channel(c, cid)
+        self.p.set_read(c, cid, self.own, last_read=at[0] - 1, unread=unread,
                          last_read_message_id=before[0] if before else None,
                          first_unread_message_id=mid)
 
@@ -378,7 +378,7 @@ class LocalProjector(OutcomeHandlers):
         if kind == K.SEND_MESSAGE:
             # Never sent (or refused): the message exists only here. A row the backend has
             # confirmed meanwhile (its echo arrived) stays: the backend has the message.
-            self.p._hard_delete(c, "id=? AND local_state IS NOT NULL", (mid,))
+            self.p.hard_delete(c, "id=? AND local_state IS NOT NULL", (mid,))
             if c.connection.changes() and "channel" in before:
                 cid, was, sent_at = before["channel"]
                 c.execute("UPDATE channels SET last_message_at=? WHERE cid=? AND last_message_at=?",

@@ -88,7 +88,7 @@ class OutcomeHandlers:
                    command_id: str) -> bool:
         """The row becomes the backend's message, if it is this command's or nobody's (one
         statement; False when no such row was found). The same columns as
-        `Projector._upsert_message`; the row's own `created_at` when the answer has none."""
+        `Projector.upsert_message`; the row's own `created_at` when the answer has none."""
         c.execute(
             "UPDATE messages SET cid=?, created_at=coalesce(?, created_at), user_id=?, type=?, "
             "parent_id=?, show_in_channel=?, reply_count=coalesce(?, reply_count), pinned=?, "
@@ -110,8 +110,8 @@ class OutcomeHandlers:
                 return
             if kind == K.SEND_MESSAGE and self._owner(c, mid) is None:
                 # Cancelled meanwhile, yet delivered: the backend has it.
-                self.p._ensure_channel(c, target)
-                if self.p._upsert_message(c, target, m, item.position, SLOT_RESPONSE,
+                self.p.ensure_channel(c, target)
+                if self.p.upsert_message(c, target, m, item.position, SLOT_RESPONSE,
                                           confirm=()) and m.parent_id:
                     c.execute("UPDATE messages SET reply_count=reply_count+1 WHERE id=?",
                               (m.parent_id,))
@@ -124,14 +124,14 @@ class OutcomeHandlers:
                         m: p.Message | None, undo: str | None, when: int) -> None:
         mode = (msgspec.json.decode(undo) if undo else {}).get("mode", "soft")
         if mode == "hard":
-            self.p._hard_delete(c, "id=?", (mid,))  # gone at the backend, whoever owns the row
+            self.p.hard_delete(c, "id=?", (mid,))  # gone at the backend, whoever owns the row
             return
         row = self._owner(c, mid)
         if row is None or row[1] not in (item.stream, None):
             return
         target = (m.cid if m is not None else None) or cid
         if m is not None and mode == "soft" and target:
-            self.p._upsert_message(c, target, m, item.position, SLOT_RESPONSE, confirm=())
+            self.p.upsert_message(c, target, m, item.position, SLOT_RESPONSE, confirm=())
             c.execute("UPDATE messages SET type='deleted', deleted_at=coalesce(deleted_at, ?) "
                       "WHERE id=?", (when, mid))
         c.execute("UPDATE messages SET local_state=NULL, local_command=NULL WHERE id=?", (mid,))
