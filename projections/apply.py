@@ -57,6 +57,7 @@ def t(value: str | None) -> int | None:
 
 
 _MISSING = object()
+encode_json = msgspec.json.Encoder().encode
 
 
 def keeps_local(c: apsw.Cursor, command_id: str | None) -> bool:
@@ -66,6 +67,10 @@ def keeps_local(c: apsw.Cursor, command_id: str | None) -> bool:
         return False
     row = c.execute("SELECT status, attempts FROM outbox WHERE id=?", (command_id,)).fetchone()
     return row is not None and row[0] == "pending" and row[1] == 0
+
+
+def _time_or_none(value: str | None | msgspec.UnsetType) -> int | None:
+    return None if value is msgspec.UNSET else t(value)  # type: ignore[arg-type]
 
 
 def b(value: bool | None) -> int:
@@ -104,6 +109,104 @@ RUN_WITH_NEW_MESSAGES = frozenset({
 _USERS_REMEMBERED = 100_000
 
 
+def newest(*times: int | None) -> int | None:
+    """The latest of the server times given (None when none is)."""
+    known = [moment for moment in times if moment is not None]
+    return max(known) if known else None
+
+
+# -- statements ------------------------------------------------------------------------------------
+# Out-of-order events: each row keeps the state with the newest server time; see the `state_at`
+# columns and the tombstone tables in `schema`.
+
+_MESSAGE_COLUMNS = ("cid, created_at, id, user_id, type, parent_id, show_in_channel, reply_count, "
+                    "pinned, pinned_at, updated_at, deleted_at, silent, position, slot, state_at")
+# A message not on file costs this one statement (the usual case); a hard-deleted id stays out.
+INSERT_MESSAGE = (
+    f"INSERT OR IGNORE INTO messages ({_MESSAGE_COLUMNS}) "
+    "SELECT ?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16 "
+    "WHERE NOT EXISTS (SELECT 1 FROM deleted_messages WHERE id=?3)")
+MESSAGE_ON_FILE = ("SELECT created_at, local_state, local_command, position, slot, state_at "
+                   "FROM messages WHERE id=?")
+# A payload without reply_count keeps the count the store has built up.
+REPLACE_MESSAGE = (
+    "UPDATE messages SET cid=?, created_at=?, user_id=?, type=?, parent_id=?, show_in_channel=?, "
+    "reply_count=coalesce(?, reply_count), pinned=?, pinned_at=?, updated_at=?, deleted_at=?, "
+    "silent=?, position=?, slot=?, state_at=coalesce(?, state_at), local_state=? WHERE id=?")
+TOMBSTONE_MESSAGE = ("INSERT INTO deleted_messages (id, cid, deleted_at) VALUES (?,?,?) "
+                     "ON CONFLICT (id) DO NOTHING")
+# Deleted for the own user only: sticky; the event's message is the source only if newer.
+DELETE_FOR_ME = (
+    "UPDATE messages SET deleted_for_me=1, "
+    "position=iif(?3 IS NULL OR state_at IS NULL OR state_at <= ?3, ?1, position), "
+    "slot=iif(?3 IS NULL OR state_at IS NULL OR state_at <= ?3, ?2, slot), "
+    "state_at=max(coalesce(state_at, ?3), coalesce(?3, state_at)) WHERE id=?4")
+# A reaction is newer than the row of its key, and than any deletion of it, or changes nothing.
+UPSERT_REACTION = (
+    "INSERT INTO reactions (message_id, user_id, type, score, created_at, updated_at, position) "
+    "SELECT ?1,?2,?3,?4,?5,?6,?7 "
+    "WHERE NOT EXISTS (SELECT 1 FROM deleted_messages WHERE id=?1) "
+    "AND NOT EXISTS (SELECT 1 FROM deleted_reactions "
+    "WHERE message_id=?1 AND user_id=?2 AND type=?3 AND deleted_at >= ?6) "
+    "ON CONFLICT (message_id, user_id, type) DO UPDATE SET score=excluded.score, "
+    "updated_at=excluded.updated_at, position=excluded.position "
+    "WHERE excluded.updated_at IS NULL OR reactions.updated_at IS NULL "
+    "OR excluded.updated_at >= reactions.updated_at")
+FORGET_REACTION_DELETION = ("DELETE FROM deleted_reactions WHERE message_id=? AND user_id=? "
+                            "AND type=? AND deleted_at < ?")
+DELETE_REACTION = (
+    "DELETE FROM reactions WHERE message_id=?1 AND user_id=?2 AND type=?3 "
+    "AND (?4 IS NULL OR updated_at IS NULL OR updated_at <= ?4)")
+# Remembered only while no newer reaction of the key is on file (that one wins anyway).
+TOMBSTONE_REACTION = (
+    "INSERT INTO deleted_reactions (message_id, user_id, type, deleted_at) SELECT ?1,?2,?3,?4 "
+    "WHERE ?4 IS NOT NULL AND NOT EXISTS (SELECT 1 FROM reactions "
+    "WHERE message_id=?1 AND user_id=?2 AND type=?3) "
+    "ON CONFLICT (message_id, user_id, type) DO UPDATE "
+    "SET deleted_at=max(deleted_at, excluded.deleted_at)")
+# A reaction event's message is the message's source when it is the newest state on file,
+# unless the row shows a local change of its own (which keeps pointing at that change).
+REACTION_MESSAGE = (
+    "UPDATE messages SET position=?1, slot=?2, state_at=coalesce(?3, state_at) "
+    "WHERE id=?4 AND (local_command IS NULL OR local_state IS NULL) "
+    "AND (?3 IS NULL OR state_at IS NULL OR state_at <= ?3)")
+SET_READ = (
+    "INSERT INTO reads (cid, user_id, last_read, unread_messages, last_read_message_id, "
+    "first_unread_message_id, state_at) VALUES (?,?,?,?,?,?,?) "
+    "ON CONFLICT (cid, user_id) DO UPDATE SET last_read=excluded.last_read, "
+    "unread_messages=excluded.unread_messages, "
+    "last_read_message_id=excluded.last_read_message_id, "
+    "first_unread_message_id=excluded.first_unread_message_id, "
+    "state_at=coalesce(excluded.state_at, reads.state_at) "
+    "WHERE excluded.state_at IS NULL OR reads.state_at IS NULL "
+    "OR excluded.state_at >= reads.state_at")
+READ_ALL = ("UPDATE reads SET unread_messages=0, last_read=?1, state_at=coalesce(?1, state_at) "
+            "WHERE user_id=?2 AND (?1 IS NULL OR state_at IS NULL OR state_at <= ?1)")
+# New messages of a run, by creation time (a JSON list): those the read state already covers
+# (created before its time) are not unread again.
+ADD_UNREAD = (
+    "INSERT INTO reads (cid, user_id, unread_messages) SELECT ?1, ?2, json_array_length(?3) "
+    "WHERE true ON CONFLICT (cid, user_id) DO UPDATE SET "
+    "unread_messages=unread_messages+(SELECT count(*) FROM json_each(?3) "
+    "WHERE value IS NULL OR reads.state_at IS NULL OR value > reads.state_at)")
+# A member object merges into the row: a field it lacks (or holds null for) keeps what is known,
+# since one channel state describes the own user twice (`membership` often without `role`,
+# `members[]` with it). `pinned_at` and `archived_at` are the exceptions: null there says
+# "not pinned", so only their absence (?10, ?11 false) keeps the row's.
+UPSERT_MEMBER = (
+    "INSERT INTO members (cid, user_id, role, channel_role, banned, pinned_at, archived_at, "
+    "created_at, updated_at) VALUES (?1, ?2, ?3, ?4, coalesce(?5, 0), ?6, ?7, ?8, ?9) "
+    "ON CONFLICT (cid, user_id) DO UPDATE SET role=coalesce(?3, role), "
+    "channel_role=coalesce(?4, channel_role), banned=coalesce(?5, banned), "
+    "pinned_at=iif(?10, ?6, pinned_at), archived_at=iif(?11, ?7, archived_at), "
+    "created_at=coalesce(?8, created_at), updated_at=coalesce(?9, updated_at) "
+    # An older object of the member, delivered late, does not replace a newer one.
+    "WHERE ?9 IS NULL OR members.updated_at IS NULL OR ?9 >= members.updated_at")
+# The newest time a user object carries (0 for none): it orders the objects of one user.
+_USER_TIME = ("max(coalesce({0}.updated_at, 0), coalesce({0}.last_active, 0), "
+              "coalesce({0}.deleted_at, 0))")
+
+
 class Projector:
     """Applies log entries to the read tables of one user's file."""
 
@@ -111,7 +214,8 @@ class Projector:
         self.own = own_user_id
         # What a run of new messages does to channels and unread counts, written once per run.
         self._pending_channels: dict[str, tuple[int | None, int | None, int | None]] = {}
-        self._pending_unread: dict[str, int] = {}
+        # (the creation times of the unread messages, by channel)
+        self._pending_unread: dict[str, list[int | None]] = {}
         # Whether the own user's unread counts are kept in a channel (its memberships), as on
         # file: forgotten for a channel whenever its members change.
         self._counts_unread_in: dict[str, bool] = {}
@@ -262,7 +366,7 @@ class Projector:
     def _flush(
         self, c: apsw.Cursor,
         channels: Iterable[tuple[str, tuple[int | None, int | None, int | None]]],
-        unread: Iterable[tuple[str, int]],
+        unread: Iterable[tuple[str, list[int | None]]],
     ) -> None:
         """Write what a run of new messages did to their channels and the own unread counts."""
         # One statement per channel files it (even one not heard of before) with its newest
@@ -277,13 +381,8 @@ class Projector:
                 "message_count=coalesce(excluded.message_count, message_count)",
                 rows,
             )
-        if rows := [(cid, self.own, n) for cid, n in unread]:
-            c.executemany(
-                "INSERT INTO reads (cid, user_id, unread_messages) VALUES (?, ?, ?) "
-                "ON CONFLICT (cid, user_id) DO UPDATE SET "
-                "unread_messages=unread_messages+excluded.unread_messages",
-                rows,
-            )
+        if rows := [(cid, self.own, encode_json(times).decode()) for cid, times in unread]:
+            c.executemany(ADD_UNREAD, rows)
 
     # -- messages ------------------------------------------------------------------------------
 
@@ -295,53 +394,51 @@ class Projector:
         return item.stream if ":" in item.stream else None
 
     def upsert_message(
-        self, c: apsw.Cursor, cid: str, m: p.Message, position: int, slot: int,
-        confirm: tuple[str, ...] = ("sending", "send_failed"),
+        self, c: apsw.Cursor, cid: str, m: p.Message, position: int, slot: int, *,
+        event_at: int | None = None, confirm: tuple[str, ...] = ("sending", "send_failed"),
+        deleted_at: int | None = None, leave_local: bool = False,
     ) -> bool:
-        """Insert or replace a message's row; True when it was not on file before."""
+        """Insert a message's row, or replace it when this state is not older than the row's;
+        True when it was not on file before.
+
+        `event_at`: the server time of the event carrying the message (None for a snapshot);
+        `deleted_at`: the message is soft-deleted (at the message's own time, else this one);
+        `leave_local`: a row showing a local change of its own is left as it is. A message the
+        backend hard-deleted is never filed again.
+        """
         created = t(m.created_at)
+        kind, gone_at = m.type, t(m.deleted_at)
+        if deleted_at is not None:
+            kind, gone_at = "deleted", gone_at or deleted_at
+        updated = t(m.updated_at)
+        stamp = newest(updated, gone_at, event_at)
         row = [
-            cid, created, m.id, m.author, m.type, m.parent_id, b(m.show_in_channel),
-            m.reply_count or 0, b(m.pinned), t(m.pinned_at), t(m.updated_at), t(m.deleted_at),
-            b(m.silent), position, slot,
+            cid, created, m.id, m.author, kind, m.parent_id, b(m.show_in_channel),
+            m.reply_count or 0, b(m.pinned), t(m.pinned_at), updated, gone_at, b(m.silent),
+            position, slot, stamp,
         ]
         if created is not None:
-            # The usual case, a message not seen before, costs one statement.
-            c.execute(
-                "INSERT OR IGNORE INTO messages (cid, created_at, id, user_id, type, parent_id, "
-                "show_in_channel, reply_count, pinned, pinned_at, updated_at, deleted_at, silent, "
-                "position, slot) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                row,
-            )
+            c.execute(INSERT_MESSAGE, row)
             if c.connection.changes():
                 return True
-        existing = c.execute(
-            "SELECT created_at, local_state, local_command, position, slot FROM messages "
-            "WHERE id=?", (m.id,)
-        ).fetchone()
-        if existing is None:  # no time given and not on file: file it at the epoch
+        existing = c.execute(MESSAGE_ON_FILE, (m.id,)).fetchone()
+        if existing is None:  # no time given, or hard-deleted: file it at the epoch, or not
             row[1] = 0
-            c.execute(
-                "INSERT INTO messages (cid, created_at, id, user_id, type, parent_id, "
-                "show_in_channel, reply_count, pinned, pinned_at, updated_at, deleted_at, silent, "
-                "position, slot) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                row,
-            )
-            return True
+            c.execute(INSERT_MESSAGE, row)
+            return c.connection.changes() > 0
+        on_file_at, state, command = existing[5], existing[1], existing[2]
+        if stamp is not None and on_file_at is not None and stamp < on_file_at:
+            return False  # an older state than the row shows, delivered late
+        if leave_local and state is not None and command is not None:
+            return False
         if created is None:
             row[1] = existing[0]
-        state = None if existing[1] in confirm else existing[1]  # confirmed: the backend has it
-        if existing[1] is not None and keeps_local(c, existing[2]):
+        new_state = None if state in confirm else state  # confirmed: the backend has it
+        if state is not None and keeps_local(c, command):
             # A local change not yet tried: whatever the backend says predates it, so the row
             # keeps showing it (and its state) until the command's own outcome.
-            state, row[-2], row[-1] = existing[1], existing[3], existing[4]
-        c.execute(
-            "UPDATE messages SET cid=?, created_at=?, user_id=?, type=?, parent_id=?, "
-            "show_in_channel=?, reply_count=coalesce(?, reply_count), pinned=?, pinned_at=?, "
-            "updated_at=?, deleted_at=?, silent=?, position=?, slot=?, local_state=? WHERE id=?",
-            # A payload without reply_count keeps the count the store has built up.
-            (*row[:2], *row[3:7], m.reply_count, *row[8:], state, m.id),
-        )
+            new_state, row[13], row[14] = state, existing[3], existing[4]
+        c.execute(REPLACE_MESSAGE, (*row[:2], *row[3:7], m.reply_count, *row[8:], new_state, m.id))
         return False
 
     def message_new(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
@@ -366,7 +463,8 @@ class Projector:
         else:
             members, count = event.channel_member_count, event.channel_message_count
         self._pending_channels[cid] = (latest, members, count)
-        is_new = self.upsert_message(c, cid, m, item.position, SLOT_EVENT)
+        is_new = self.upsert_message(c, cid, m, item.position, SLOT_EVENT,
+                                     event_at=t(event.created_at))
         self._remember_user(c, item, event.user)
         if is_new and m.parent_id:
             c.execute("UPDATE messages SET reply_count=reply_count+1 WHERE id=?", (m.parent_id,))
@@ -375,10 +473,12 @@ class Projector:
         author = m.author
         if author == self.own:
             self._pending_unread.pop(cid, None)  # reading up to here clears what came before
-            self.set_read(c, cid, self.own, last_read=created, unread=0, last_read_message_id=m.id)
+            # (A local send, an event without a server time, sets no server time either.)
+            self.set_read(c, cid, self.own, last_read=created, unread=0, last_read_message_id=m.id,
+                          state_at=created if event.created_at else None)
         elif (in_channel and not m.silent and m.type not in ("system", "ephemeral", "error")
               and self._counts_unread(c, cid)):
-            self._pending_unread[cid] = self._pending_unread.get(cid, 0) + 1
+            self._pending_unread.setdefault(cid, []).append(created)
 
     def _counts_unread(self, c: apsw.Cursor, cid: str) -> bool:
         """Unread counts are kept for channels the own user is in (or whose members are unknown)."""
@@ -399,31 +499,33 @@ class Projector:
         if cid is None:
             return
         self.ensure_channel(c, cid)
-        self.upsert_message(c, cid, m, item.position, SLOT_EVENT,
-                             confirm=("sending", "send_failed", "updating", "update_failed"))
+        self.upsert_message(c, cid, m, item.position, SLOT_EVENT, event_at=t(event.created_at),
+                            confirm=("sending", "send_failed", "updating", "update_failed"))
 
     def _message_deleted(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
         m = event.message
         if m is None or not m.id:
             return
+        when = t(event.created_at)
         if event.hard_delete:
+            # Remembered even when the row is not on file: a `/sync` replaying older events may
+            # bring the message or a reaction to it after this.
+            c.execute(TOMBSTONE_MESSAGE,
+                      (m.id, self._cid_of(item, event, m), newest(when, t(m.deleted_at))))
             self.hard_delete(c, "id=?", (m.id,))
-            # Its reactions go even when the row is gone already: a `/sync` that replays older
-            # events may have filed a reaction for it since.
             c.execute("DELETE FROM reactions WHERE message_id=?", (m.id,))
             return
         if event.deleted_for_me:
-            c.execute("UPDATE messages SET deleted_for_me=1, position=?, slot=? WHERE id=?",
-                      (item.position, SLOT_EVENT, m.id))
+            c.execute(DELETE_FOR_ME, (item.position, SLOT_EVENT,
+                                      newest(when, t(m.updated_at), t(m.deleted_at)), m.id))
             return
         cid = self._cid_of(item, event, m)
         if cid is None:
             return
         self.ensure_channel(c, cid)
-        self.upsert_message(c, cid, m, item.position, SLOT_EVENT,
-                             confirm=("sending", "send_failed", "deleting", "delete_failed"))
-        c.execute("UPDATE messages SET type='deleted', deleted_at=coalesce(deleted_at, ?) "
-                  "WHERE id=?", (t(event.created_at) or item.received_at, m.id))
+        self.upsert_message(c, cid, m, item.position, SLOT_EVENT, event_at=when,
+                            deleted_at=when or item.received_at,
+                            confirm=("sending", "send_failed", "deleting", "delete_failed"))
 
     def hard_delete(self, c: apsw.Cursor, where: str, params: tuple[object, ...]) -> None:
         """Remove messages (and their reactions), keeping parents' reply counts right."""
@@ -437,81 +539,96 @@ class Projector:
 
     # -- reactions -----------------------------------------------------------------------------
 
-    def _reaction_upsert(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
+    def _reaction_key(self, event: p.Event) -> tuple[str, str, str] | None:
+        """(message id, user id, type) of a reaction event's reaction, None when incomplete."""
         r = event.reaction
         if r is None or not r.type:
-            return
+            return None
         message_id = r.message_id or (event.message.id if event.message else None)
         user_id = r.user_id or (r.user.id if r.user else None) or (event.user.id if event.user else None)
         if not message_id or not user_id:
+            return None
+        return message_id, user_id, r.type
+
+    def _reaction_upsert(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
+        key = self._reaction_key(event)
+        if key is None:
             return
-        c.execute(
-            "INSERT INTO reactions (message_id, user_id, type, score, created_at, updated_at, "
-            "position) VALUES (?,?,?,?,?,?,?) ON CONFLICT (message_id, user_id, type) DO UPDATE SET "
-            "score=excluded.score, updated_at=excluded.updated_at, position=excluded.position",
-            (message_id, user_id, r.type, r.score if r.score is not None else 1,
-             t(r.created_at), t(r.updated_at), item.position),
-        )
-        self._message_counters(c, item, event)
+        r = event.reaction
+        assert r is not None
+        stamp = t(r.updated_at) or t(r.created_at) or t(event.created_at)
+        c.execute(UPSERT_REACTION, (*key, r.score if r.score is not None else 1,
+                                    t(r.created_at), stamp, item.position))
+        if c.connection.changes() and stamp is not None:
+            c.execute(FORGET_REACTION_DELETION, (*key, stamp))
+        self._reaction_message(c, item, event)
 
     def _reaction_deleted(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
-        r = event.reaction
-        if r is None:
+        key = self._reaction_key(event)
+        if key is None:
             return
-        message_id = r.message_id or (event.message.id if event.message else None)
-        user_id = r.user_id or (r.user.id if r.user else None) or (event.user.id if event.user else None)
-        c.execute("DELETE FROM reactions WHERE message_id=? AND user_id=? AND type=?",
-                  (message_id, user_id, r.type))
-        self._message_counters(c, item, event)
+        r = event.reaction
+        assert r is not None
+        when = t(event.created_at) or t(r.updated_at)
+        c.execute(DELETE_REACTION, (*key, when))
+        c.execute(TOMBSTONE_REACTION, (*key, when))
+        self._reaction_message(c, item, event)
 
-    def _message_counters(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
-        # The event carries the message with its new counters: it becomes the message's source.
-        if event.message is not None and event.message.id:
-            # A row showing a local change of its own keeps pointing at that change.
-            c.execute("UPDATE messages SET position=?, slot=? WHERE id=? AND "
-                      "(local_command IS NULL OR local_state IS NULL)",
-                      (item.position, SLOT_EVENT, event.message.id))
+    def _reaction_message(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
+        """The event carries the message's whole state after the change, with its counters: it
+        becomes the message's source when newer, and files a message not on file yet."""
+        m = event.message
+        if m is None or not m.id:
+            return
+        stamp = newest(t(m.updated_at), t(m.deleted_at), t(event.created_at))
+        cid = self._cid_of(item, event, m)
+        if m.created_at and cid is not None:
+            # A whole message (one with its time): as any other state of it.
+            if self.upsert_message(c, cid, m, item.position, SLOT_EVENT, event_at=stamp,
+                                   confirm=(), leave_local=True):
+                self.ensure_channel(c, cid)
+            return
+        c.execute(REACTION_MESSAGE, (item.position, SLOT_EVENT, stamp, m.id))
 
     # -- reads ---------------------------------------------------------------------------------
 
     def set_read(
         self, c: apsw.Cursor, cid: str, user_id: str, *, last_read: int | None, unread: int,
         last_read_message_id: str | None, first_unread_message_id: str | None = None,
+        state_at: int | None = None,
     ) -> None:
-        c.execute(
-            "INSERT INTO reads (cid, user_id, last_read, unread_messages, last_read_message_id, "
-            "first_unread_message_id) VALUES (?,?,?,?,?,?) ON CONFLICT (cid, user_id) DO UPDATE SET "
-            "last_read=excluded.last_read, unread_messages=excluded.unread_messages, "
-            "last_read_message_id=excluded.last_read_message_id, "
-            "first_unread_message_id=excluded.first_unread_message_id",
-            (cid, user_id, last_read, unread, last_read_message_id, first_unread_message_id),
-        )
+        """Replace a read row, unless it holds a newer state (`state_at`: the server time of
+        this one; None for a local change, which replaces whatever is on file)."""
+        c.execute(SET_READ, (cid, user_id, last_read, unread, last_read_message_id,
+                             first_unread_message_id, state_at))
 
     def _event_user(self, event: p.Event) -> str | None:
         return (event.user.id if event.user else None) or event.user_id
 
     def _mark_read(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
+        if event.thread is not None:
+            return  # a thread was read: the channel's own read state is as it was
         user_id = self._event_user(event) or self.own
         if user_id is None:
             return
         when = t(event.created_at)
         cid = self._cid_of(item, event)
         if cid is None:  # notification.mark_read without a channel: everything is read
-            c.execute("UPDATE reads SET unread_messages=0, last_read=? WHERE user_id=?",
-                      (when, user_id))
+            c.execute(READ_ALL, (when, user_id))
             return
         self.set_read(c, cid, user_id, last_read=when, unread=0,
-                       last_read_message_id=event.last_read_message_id)
+                      last_read_message_id=event.last_read_message_id, state_at=when)
 
     def _mark_unread(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
         user_id = self._event_user(event) or self.own
         cid = self._cid_of(item, event)
         if user_id is None or cid is None:
             return
+        self.ensure_channel(c, cid)  # a channel known only by this event is one with unread
         self.set_read(
             c, cid, user_id, last_read=t(event.last_read_at), unread=event.unread_messages or 0,
             last_read_message_id=event.last_read_message_id,
-            first_unread_message_id=event.first_unread_message_id,
+            first_unread_message_id=event.first_unread_message_id, state_at=t(event.created_at),
         )
 
     def _delivered(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
@@ -562,7 +679,10 @@ class Projector:
             "frozen=excluded.frozen, disabled=excluded.disabled, "
             "hidden=CASE WHEN ? THEN excluded.hidden ELSE channels.hidden END, team=excluded.team, "
             "truncated_at=excluded.truncated_at, deleted_at=excluded.deleted_at, "
-            "custom=excluded.custom, position=excluded.position, slot=excluded.slot",
+            "custom=excluded.custom, position=excluded.position, slot=excluded.slot "
+            # An older object of the channel, delivered late, does not replace a newer one.
+            "WHERE excluded.updated_at IS NULL OR channels.updated_at IS NULL "
+            "OR excluded.updated_at >= channels.updated_at",
             (cid, ch.type or kind, ch.id or ident, ch.name, ch.created_by.id if ch.created_by else None,
              t(ch.created_at), t(ch.updated_at), t(ch.last_message_at), ch.member_count,
              b(ch.frozen), b(ch.disabled), b(ch.hidden), ch.team, t(ch.truncated_at),
@@ -589,7 +709,8 @@ class Projector:
         if until is not None:
             self.hard_delete(c, "cid=? AND created_at<?", (cid, until))
         if event.message is not None and event.message.id:
-            self.upsert_message(c, cid, event.message, item.position, SLOT_EVENT)
+            self.upsert_message(c, cid, event.message, item.position, SLOT_EVENT,
+                                event_at=t(event.created_at))
 
     def _channel_deleted(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
         cid = self._cid_of(item, event)
@@ -635,15 +756,11 @@ class Projector:
         if not uid:
             return
         self._counts_unread_in.pop(cid, None)
-        c.execute(
-            "INSERT INTO members (cid, user_id, role, channel_role, banned, pinned_at, archived_at, "
-            "created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (cid, user_id) DO UPDATE "
-            "SET role=excluded.role, channel_role=excluded.channel_role, banned=excluded.banned, "
-            "pinned_at=excluded.pinned_at, archived_at=excluded.archived_at, "
-            "created_at=excluded.created_at, updated_at=excluded.updated_at",
-            (cid, uid, m.role, m.channel_role, b(m.banned), t(m.pinned_at), t(m.archived_at),
-             t(m.created_at), t(m.updated_at)),
-        )
+        c.execute(UPSERT_MEMBER, (
+            cid, uid, m.role, m.channel_role, None if m.banned is None else b(m.banned),
+            _time_or_none(m.pinned_at), _time_or_none(m.archived_at), t(m.created_at),
+            t(m.updated_at), m.pinned_at is not msgspec.UNSET, m.archived_at is not msgspec.UNSET,
+        ))
 
     def _member_upsert(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
         cid = self._cid_of(item, event)
@@ -700,10 +817,16 @@ class Projector:
             "name=excluded.name, role=excluded.role, online=excluded.online, "
             "banned=excluded.banned, last_active=excluded.last_active, "
             "updated_at=excluded.updated_at, deleted_at=excluded.deleted_at, "
-            "position=excluded.position, slot=excluded.slot",
+            "position=excluded.position, slot=excluded.slot "
+            # An older object of the user, delivered late, does not replace a newer one.
+            f"WHERE {_USER_TIME.format('excluded')} = 0 "
+            f"OR {_USER_TIME.format('excluded')} >= {_USER_TIME.format('users')}",
             (user.id, *row, item.position, slot),
         )
-        self._remember_user_row(user.id, row)
+        if c.connection.changes():
+            self._remember_user_row(user.id, row)
+        else:
+            self._users_on_file.pop(user.id, None)  # the row on file stands
 
     def _remember_user_row(self, user_id: str, row: tuple[object, ...] | None) -> None:
         if len(self._users_on_file) >= _USERS_REMEMBERED:
@@ -734,13 +857,21 @@ class Projector:
         if uid is None:
             return
         cid = self._cid_of(item, event)
+        when = t(event.created_at)
+        # The messages the user had sent by then (one sent later is not deleted by this).
         where, params = ("user_id=? AND cid=?", (uid, cid)) if cid else ("user_id=?", (uid,))
+        if when is not None:
+            where, params = f"{where} AND created_at<=?", (*params, when)
         if event.hard_delete:
+            c.execute(f"INSERT INTO deleted_messages (id, cid, deleted_at) SELECT id, cid, ? "
+                      f"FROM messages WHERE {where} ON CONFLICT (id) DO NOTHING", (when, *params))
             self.hard_delete(c, where, params)
         else:
+            # Sticky: an older state of one of them, delivered late, does not undo it.
             c.execute(
-                f"UPDATE messages SET type='deleted', deleted_at=coalesce(deleted_at, ?) WHERE {where}",
-                (t(event.created_at) or item.received_at, *params),
+                "UPDATE messages SET type='deleted', deleted_at=coalesce(deleted_at, ?1), "
+                f"state_at=max(coalesce(state_at, ?2), coalesce(?2, state_at)) WHERE {where}",
+                (when or item.received_at, when, *params),
             )
 
     # -- drafts, polls, connection -------------------------------------------------------------
@@ -842,13 +973,18 @@ class Projector:
             if not state.membership.uid and self.own:
                 state.membership.user_id = self.own
             self._upsert_member(c, cid, state.membership)
+        # A channel state has no time of its own: it counted the unread messages up to its
+        # newest message at least, so that is the time of its reads.
+        newest_message = newest(*(t(m.created_at) for m in state.messages or ()))
         for read in state.read or ():
             uid = read.user_id or (read.user.id if read.user else None)
             if uid:
-                self.set_read(c, cid, uid, last_read=t(read.last_read),
-                               unread=read.unread_messages or 0,
-                               last_read_message_id=read.last_read_message_id,
-                               first_unread_message_id=read.first_unread_message_id)
+                last_read = t(read.last_read)
+                self.set_read(c, cid, uid, last_read=last_read,
+                              unread=read.unread_messages or 0,
+                              last_read_message_id=read.last_read_message_id,
+                              first_unread_message_id=read.first_unread_message_id,
+                              state_at=newest(last_read, newest_message))
         if state.draft is not None:
             c.execute(
                 "INSERT INTO drafts (cid, parent_id, created_at, position) VALUES (?,?,?,?) "

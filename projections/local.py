@@ -85,7 +85,11 @@ _MESSAGE = msgspec.json.Decoder(p.Message)
 _encode = msgspec.json.Encoder(order="sorted").encode
 
 _READ_COLUMNS = ("last_read, unread_messages, last_read_message_id, first_unread_message_id, "
-                 "last_delivered_at, last_delivered_message_id")
+                 "last_delivered_at, last_delivered_message_id, state_at")
+_RESTORE_READ = f"INSERT INTO reads (cid, user_id, {_READ_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)"
+# A message sent from here has no server time until the backend answers: any state the
+# backend sends of it is newer than this one.
+_SENDING = "UPDATE messages SET local_state=?, local_command=?, state_at=NULL WHERE id=?"
 _OUTBOX_ROW = ("SELECT kind, cid, message_id, status, seq, undo, attempts FROM outbox "
                "WHERE id=?")
 
@@ -192,8 +196,7 @@ class LocalProjector(OutcomeHandlers):
             was_read = self._read_row(c, cid) if self.own else None
         # Filed exactly as the backend's `message.new` for it would be: channel, thread, reads.
         self.p.message_new(c, item, p.Event(type="message.new", cid=r.cid, message=m))
-        c.execute("UPDATE messages SET local_state=?, local_command=? WHERE id=?",
-                  ("sending", item.stream, m.id))
+        c.execute(_SENDING, ("sending", item.stream, m.id))
         if not cid:
             return None
         # For a cancel: the channel's last message time and the own read mark it moved.
@@ -298,8 +301,8 @@ class LocalProjector(OutcomeHandlers):
             "LIMIT 1", (cid, at[0], mid)).fetchone()
         self.p.ensure_channel(c, cid)
         self.p.set_read(c, cid, self.own, last_read=at[0] - 1, unread=unread,
-                         last_read_message_id=before[0] if before else None,
-                         first_unread_message_id=mid)
+                        last_read_message_id=before[0] if before else None,
+                        first_unread_message_id=mid)
 
     # -- the lifecycle -------------------------------------------------------------------------
 
@@ -394,8 +397,7 @@ class LocalProjector(OutcomeHandlers):
             if self._read_row(c, cid) == now:
                 c.execute("DELETE FROM reads WHERE cid=? AND user_id=?", (cid, self.own))
                 if was is not None:
-                    c.execute(f"INSERT INTO reads (cid, user_id, {_READ_COLUMNS}) "
-                              "VALUES (?,?,?,?,?,?,?,?)", (cid, self.own, *was))
+                    c.execute(_RESTORE_READ, (cid, self.own, *was))
         if "draft" in before:
             cid, parent, was, now = before["draft"]
             if self._draft_row(c, cid, parent) == now:

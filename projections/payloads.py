@@ -64,8 +64,9 @@ class Member(msgspec.Struct, gc=False):
     role: str | None = None
     channel_role: str | None = None
     banned: bool | None = None
-    pinned_at: str | None = None
-    archived_at: str | None = None
+    # UNSET when absent: null says "not pinned" / "not archived", absence says nothing.
+    pinned_at: str | None | msgspec.UnsetType = msgspec.UNSET
+    archived_at: str | None | msgspec.UnsetType = msgspec.UNSET
     created_at: str | None = None
     updated_at: str | None = None
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 # Bumped whenever what the tables hold, or how events change them, changes: a file whose tables
 # were built by another version is rebuilt from the log when it is opened.
-PROJECTION_VERSION = 7
+PROJECTION_VERSION = 8
 
 # `slot` says where the object sits in the payload at `position`:
 SLOT_EVENT = -1  # the event's own `message` / `channel` / `user` / ... object
@@ -63,6 +63,10 @@ TABLES: dict[str, str] = {
         local_command TEXT,               -- the command that put it in that state
         position INTEGER NOT NULL,
         slot INTEGER NOT NULL DEFAULT -1,
+        -- the server's time of the state the row shows (the newest of the object's updated_at
+        -- and deleted_at and the event's created_at); NULL for a local send not yet confirmed.
+        -- An older state never replaces it: events arrive out of order.
+        state_at INTEGER,
         PRIMARY KEY (cid, created_at, id)
     ) WITHOUT ROWID""",
     "reactions": """CREATE TABLE reactions (
@@ -96,7 +100,28 @@ TABLES: dict[str, str] = {
         first_unread_message_id TEXT,
         last_delivered_at INTEGER,
         last_delivered_message_id TEXT,
+        -- the server's time of the read state (the event's created_at; for a channel state, its
+        -- newest message): an older read event does not replace it, and a message created
+        -- before it is already counted in `unread_messages`
+        state_at INTEGER,
         PRIMARY KEY (cid, user_id)
+    ) WITHOUT ROWID""",
+    # Messages the backend hard-deleted: a late event that mentions one (a `/sync` answer
+    # replaying older events, a retried request's answer) must not bring it or its reactions
+    # back, nor count it again as a reply.
+    "deleted_messages": """CREATE TABLE deleted_messages (
+        id TEXT PRIMARY KEY,
+        cid TEXT,
+        deleted_at INTEGER
+    ) WITHOUT ROWID""",
+    # Reactions the backend deleted, while no newer one of the same key is on file: an older
+    # `reaction.new` delivered after the deletion does not add it again.
+    "deleted_reactions": """CREATE TABLE deleted_reactions (
+        message_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        type TEXT NOT NULL,
+        deleted_at INTEGER NOT NULL,
+        PRIMARY KEY (message_id, user_id, type)
     ) WITHOUT ROWID""",
     "users": """CREATE TABLE users (
         id TEXT PRIMARY KEY,

@@ -1,0 +1,333 @@
+"""The newest state wins, by the server's clock: events delivered out of order.
+
+A WebSocket frame can land while an older `/sync` answer is still being ingested, and a retried
+request's answer can come after later events. Every object's own times (`updated_at`,
+`deleted_at`, the event's `created_at`, a read's time) order its states; the arrival order
+does not. An older event stays in the log but never rolls a row back; deletions are sticky.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from chatledger import ChatStore
+from fixtures import event, message, user
+
+CID = "messaging:general"
+
+
+@pytest.fixture()
+def store(tmp_path: Path) -> ChatStore:
+    s = ChatStore.open(tmp_path, "alice")
+    yield s
+    assert s.verify() == []  # a rebuild replays the log into the same tables
+    s.close()
+
+
+def at(n: int) -> str:
+    return f"2026-11-25T10:{n // 60:02d}:{n % 60:02d}.000000Z"
+
+
+def new(mid: str, n: int, **fields: Any) -> bytes:
+    return event("message.new", at=at(n), message=message(mid, at=at(n), **fields),
+                 user=user("bob"))
+
+
+def updated(mid: str, created: int, n: int, text: str, **fields: Any) -> bytes:
+    return event("message.updated", at=at(n),
+                 message={**message(mid, at=at(created), text=text), "updated_at": at(n), **fields})
+
+
+def soft_deleted(mid: str, created: int, n: int) -> bytes:
+    return event("message.deleted", at=at(n),
+                 message={**message(mid, at=at(created), text="gone"), "type": "deleted",
+                          "deleted_at": at(n), "updated_at": at(n)})
+
+
+def hard_deleted(mid: str, created: int, n: int, **fields: Any) -> bytes:
+    return event("message.deleted", at=at(n), hard_delete=True,
+                 message={**message(mid, at=at(created)), "deleted_at": at(n), **fields})
+
+
+def reaction(kind: str, mid: str, created: int, n: int, uid: str = "carol",
+             counts: dict[str, int] | None = None, **fields: Any) -> bytes:
+    return event(kind, at=at(n),
+                 reaction={"message_id": mid, "user_id": uid, "user": user(uid), "type": "like",
+                           "score": 1, "created_at": at(n), "updated_at": at(n)},
+                 message={**message(mid, at=at(created)),
+                          "reaction_counts": counts if counts is not None else {"like": 1},
+                          **fields},
+                 user=user(uid))
+
+
+# -- the three reported cases ------------------------------------------------------------------
+
+
+def test_a_soft_delete_stays_against_an_older_update(store: ChatStore) -> None:
+    store.ingest(new("m1", 1))
+    store.ingest(soft_deleted("m1", 1, 3))
+    store.ingest(updated("m1", 1, 2, "edited at T2"))  # a late frame of an older state
+    row = store.message("m1")
+    assert row.type == "deleted" and row.deleted_at is not None
+    assert row.json()["text"] == "gone"
+
+
+def test_a_late_message_new_does_not_revert_a_newer_update(store: ChatStore) -> None:
+    store.ingest(new("m1", 1, text="first"))
+    store.ingest(updated("m1", 1, 3, "third"))
+    store.ingest(new("m1", 1, text="first"))  # the answer of a retried request, late
+    assert store.message("m1").json()["text"] == "third"
+
+
+def test_a_late_update_arriving_before_the_message_new_keeps_the_newest(store: ChatStore) -> None:
+    store.ingest(updated("m1", 1, 3, "third"))
+    store.ingest(new("m1", 1, text="first"))
+    assert store.message("m1").json()["text"] == "third"
+    assert [m.id for m in store.messages(CID)] == ["m1"]
+
+
+def test_a_reaction_older_than_a_hard_delete_leaves_no_orphan(store: ChatStore) -> None:
+    store.ingest(new("m1", 1))
+    store.ingest(hard_deleted("m1", 1, 3))
+    store.ingest(reaction("reaction.new", "m1", 1, 2))
+    assert store.reactions("m1") == []
+    assert store.message("m1") is None
+
+
+def test_a_hard_deleted_message_stays_gone_whatever_mentions_it_late(store: ChatStore) -> None:
+    store.ingest(hard_deleted("m1", 1, 5))  # never seen before the deletion
+    for late in (new("m1", 1), updated("m1", 1, 2, "edit"), soft_deleted("m1", 1, 3),
+                 event("message.undeleted", at=at(4), message=message("m1", at=at(1))),
+                 reaction("reaction.new", "m1", 1, 4)):
+        store.ingest(late)
+    assert store.message("m1") is None and store.reactions("m1") == []
+    assert store.messages(CID) == []
+
+
+def test_a_hard_deleted_reply_takes_its_count_and_pin_for_good(store: ChatStore) -> None:
+    store.ingest(new("p", 1))
+    store.ingest(new("r1", 2, parent_id="p", pinned=True, pinned_at=at(2)))
+    store.ingest(new("r2", 3, parent_id="p"))
+    assert store.message("p").reply_count == 2
+    store.ingest(hard_deleted("r1", 2, 6, parent_id="p"))
+    store.ingest(new("r1", 2, parent_id="p", pinned=True, pinned_at=at(2)))  # late, from /sync
+    store.ingest(reaction("reaction.new", "r1", 2, 4, parent_id="p"))
+    assert store.message("p").reply_count == 1
+    assert [m.id for m in store.thread("p")] == ["r2"]
+    assert store.pinned(CID) == []
+
+
+# -- the same rule for every object ------------------------------------------------------------
+
+
+def test_an_undelete_stays_against_an_older_soft_delete(store: ChatStore) -> None:
+    store.ingest(new("m1", 1))
+    store.ingest(event("message.undeleted", at=at(4),
+                       message={**message("m1", at=at(1), text="back"), "updated_at": at(4)}))
+    store.ingest(soft_deleted("m1", 1, 3))
+    row = store.message("m1")
+    assert row.type == "regular" and row.deleted_at is None and row.json()["text"] == "back"
+
+
+def test_a_late_reaction_event_does_not_roll_back_the_message(store: ChatStore) -> None:
+    store.ingest(new("m1", 1))
+    store.ingest(updated("m1", 1, 5, "fifth"))
+    store.ingest(reaction("reaction.new", "m1", 1, 3))  # carries the message as it was at T3
+    assert store.message("m1").json()["text"] == "fifth"
+    assert [r["user_id"] for r in store.reactions("m1")] == ["carol"]  # the reaction itself is new
+
+
+def test_a_reaction_deleted_later_stays_deleted_against_an_older_add(store: ChatStore) -> None:
+    store.ingest(new("m1", 1))
+    store.ingest(reaction("reaction.deleted", "m1", 1, 4, counts={}))
+    store.ingest(reaction("reaction.new", "m1", 1, 3))
+    assert store.reactions("m1") == []
+    store.ingest(reaction("reaction.new", "m1", 1, 6, counts={"like": 1}))  # added again, later
+    assert [r["user_id"] for r in store.reactions("m1")] == ["carol"]
+    store.ingest(reaction("reaction.deleted", "m1", 1, 5, counts={}))  # older than the re-add
+    assert [r["user_id"] for r in store.reactions("m1")] == ["carol"]
+
+
+def test_an_older_read_does_not_undo_a_newer_one(store: ChatStore) -> None:
+    store.ingest_many([new(f"m{i}", i) for i in range(1, 4)])
+    store.ingest(event("message.read", at=at(5), user=user("alice"), last_read_message_id="m3"))
+    store.ingest(event("notification.mark_unread", at=at(4), user=user("alice"),
+                       last_read_at=at(1), unread_messages=2, last_read_message_id="m1",
+                       first_unread_message_id="m2"))
+    assert store.unread_counts()["channels"] == {}
+    [read] = [r for r in store.reads(CID) if r["user_id"] == "alice"]
+    assert read["last_read_message_id"] == "m3"
+
+
+def test_a_message_older_than_the_read_mark_is_not_unread(store: ChatStore) -> None:
+    store.ingest(new("m1", 1))
+    store.ingest(event("message.read", at=at(5), user=user("alice"), last_read_message_id="m1"))
+    store.ingest(new("m0", 3))  # sent before the read mark, delivered after it
+    assert store.unread_counts()["channels"] == {}
+    store.ingest(new("m9", 9))
+    assert store.unread_counts()["channels"] == {CID: 1}
+
+
+def test_an_older_member_event_does_not_undo_a_newer_one(store: ChatStore) -> None:
+    store.ingest(event("member.updated", at=at(3),
+                       member={"user_id": "bob", "user": user("bob"), "role": "moderator",
+                               "channel_role": "channel_moderator", "updated_at": at(3)}))
+    store.ingest(event("member.added", at=at(1),
+                       member={"user_id": "bob", "user": user("bob"), "role": "member",
+                               "channel_role": "channel_member", "updated_at": at(1)}))
+    [bob] = store.members(CID)
+    assert (bob["role"], bob["channel_role"]) == ("moderator", "channel_moderator")
+
+
+def test_an_older_channel_object_does_not_undo_a_newer_one(store: ChatStore) -> None:
+    def renamed(name: str, n: int) -> bytes:
+        return event("channel.updated", at=at(n),
+                     channel={"cid": CID, "id": "general", "type": "messaging", "name": name,
+                              "updated_at": at(n), "frozen": n > 2})
+
+    store.ingest(renamed("Third", 3))
+    store.ingest(renamed("Second", 2))
+    [summary] = store.channels()
+    assert summary.name == "Third"
+    assert store.channel(CID)["channel"]["name"] == "Third"
+
+
+def test_an_older_user_object_does_not_undo_a_newer_one(store: ChatStore) -> None:
+    store.ingest(event("user.updated", cid=None, at=at(3),
+                       user={**user("bob"), "name": "Robert", "updated_at": at(3)}))
+    store.ingest(event("user.updated", cid=None, at=at(2),
+                       user={**user("bob"), "name": "Bobby", "updated_at": at(2)}))
+    assert store.user("bob")["name"] == "Robert"
+
+
+def test_a_local_edit_in_flight_still_shows_over_an_older_backend_state(store: ChatStore) -> None:
+    store.ingest(new("m1", 1))
+    store.ingest(updated("m1", 1, 3, "server third"))
+    command_id = store.update_message("m1", "mine")
+    store.outbox.start([command_id])  # on its way: a newer backend state would confirm it
+    store.ingest(updated("m1", 1, 2, "server second"))  # late and older: changes nothing
+    row = store.message("m1")
+    assert row.local_state == "updating" and row.json()["text"] == "mine"
+
+
+# -- any order of delivery ends in the in-order tables -------------------------------------------
+
+_LONG = bool(os.environ.get("CHATLEDGER_TEST_LONG"))
+
+
+class _History:
+    """A server-side history of a few messages: every event carries the object as it stands."""
+
+    def __init__(self) -> None:
+        self.now = 0
+        self.events: list[bytes] = []
+        self.messages: dict[str, dict[str, Any]] = {}
+        self.reactions: dict[str, set[str]] = {}  # message id -> users who reacted
+
+    def _tick(self) -> str:
+        self.now += 1
+        return at(self.now)
+
+    def _counts(self, mid: str) -> dict[str, int]:
+        return {"like": len(self.reactions[mid])} if self.reactions[mid] else {}
+
+    def apply(self, op: str, mid: str, uid: str) -> None:
+        current = self.messages.get(mid)
+        if current is None:
+            if op == "new" and mid not in self.reactions:  # a hard-deleted id never comes back
+                when = self._tick()
+                self.messages[mid] = message(mid, at=when, text=f"{mid}@{when}")
+                self.reactions[mid] = set()
+                self.events.append(event("message.new", at=when, message=self.messages[mid],
+                                         user=user("bob")))
+            return
+        deleted = current["type"] == "deleted"
+        if op == "update" and not deleted:
+            when = self._tick()
+            current.update(text=f"{mid}@{when}", updated_at=when)
+            self.events.append(event("message.updated", at=when, message=dict(current)))
+        elif op == "soft" and not deleted:
+            when = self._tick()
+            current.update(type="deleted", deleted_at=when, updated_at=when)
+            self.events.append(event("message.deleted", at=when, message=dict(current)))
+        elif op == "undelete" and deleted:
+            when = self._tick()
+            current.update(type="regular", deleted_at=None, updated_at=when)
+            self.events.append(event("message.undeleted", at=when, message=dict(current)))
+        elif op == "hard":
+            when = self._tick()
+            del self.messages[mid]
+            self.events.append(event("message.deleted", at=when, hard_delete=True,
+                                     message={**current, "deleted_at": when}))
+        elif op == "react" and not deleted:
+            when = self._tick()
+            kind = "reaction.deleted" if uid in self.reactions[mid] else "reaction.new"
+            self.reactions[mid] ^= {uid}
+            current["reaction_counts"] = self._counts(mid)
+            self.events.append(event(
+                kind, at=when, user=user(uid), message=dict(current),
+                reaction={"message_id": mid, "user_id": uid, "type": "like", "score": 1,
+                          "created_at": when, "updated_at": when}))
+
+
+def _history(ops: list[tuple[str, str, str]]) -> list[bytes]:
+    history = _History()
+    for op, mid, uid in ops:
+        history.apply(op, mid, uid)
+    return history.events
+
+
+def _tables(store: ChatStore) -> dict[str, list[tuple[Any, ...]]]:
+    """The message and reaction tables, each row with the object it shows instead of where it
+    is in the log (positions differ with the order of delivery; what they point at must not)."""
+    with store.log.datastore.transaction(commit=False) as c:
+        messages = [r for r in c.execute(
+            "SELECT id, cid, created_at, user_id, type, parent_id, show_in_channel, reply_count, "
+            "pinned, pinned_at, updated_at, deleted_at, deleted_for_me, silent, local_state "
+            "FROM messages ORDER BY id")]
+        reactions = list(c.execute(
+            "SELECT message_id, user_id, type, score, created_at, updated_at FROM reactions "
+            "ORDER BY message_id, user_id, type"))
+        tombstones = list(c.execute("SELECT * FROM deleted_messages ORDER BY id"))
+        reaction_tombstones = list(c.execute(
+            "SELECT * FROM deleted_reactions ORDER BY message_id, user_id, type"))
+    shown = [(*row, msgspec.json.encode(store.message(row[0]).json(), order="sorted"))
+             for row in messages]
+    return {"messages": shown, "reactions": reactions, "deleted_messages": tombstones,
+            "deleted_reactions": reaction_tombstones}
+
+
+_OPS = st.lists(st.tuples(st.sampled_from(["new", "update", "soft", "undelete", "hard", "react"]),
+                          st.sampled_from(["m1", "m2", "m3"]),
+                          st.sampled_from(["carol", "dave"])),
+                min_size=1, max_size=24)
+
+
+@settings(max_examples=300 if _LONG else 60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(ops=_OPS, window=st.integers(1, 6), data=st.data())
+def test_any_delivery_order_within_a_window_ends_in_the_in_order_tables(
+    tmp_path_factory: pytest.TempPathFactory, ops: list[tuple[str, str, str]], window: int,
+    data: st.DataObject,
+) -> None:
+    events = _history(ops)
+    # Each event may be delivered up to `window` places later than it happened.
+    delays = data.draw(st.lists(st.integers(0, window), min_size=len(events),
+                                max_size=len(events)))
+    shuffled = [e for _, e in sorted(zip((i + d for i, d in enumerate(delays)), events),
+                                     key=lambda pair: pair[0])]
+    with ChatStore.open(tmp_path_factory.mktemp("ordered"), "alice") as ordered:
+        ordered.ingest_many(events)
+        expected = _tables(ordered)
+    with ChatStore.open(tmp_path_factory.mktemp("shuffled"), "alice") as delivered:
+        for e in shuffled:  # one append each, as frames arrive
+            delivered.ingest(e)
+        assert _tables(delivered) == expected
+        assert delivered.verify() == []
