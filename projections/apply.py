@@ -99,7 +99,8 @@ EPHEMERAL_PREFIXES = ("typing.", "user.watching.", "ai_indicator.")
 # Events that neither read nor change channels, reads or members: a run of new messages (whose
 # channel and unread-count changes are written once per run) goes on across them.
 RUN_WITH_NEW_MESSAGES = frozenset({
-    "message.new", "notification.message_new", "message.updated", "message.undeleted",
+    "message.new", "notification.message_new", "notification.thread_message_new",
+    "message.updated", "message.undeleted",
     "message.deleted", "reaction.new", "reaction.updated", "reaction.deleted", "user.updated",
     "user.presence.changed", "user.deleted", "user.messages.deleted", "health.check",
     "thread.updated", "draft.updated", "draft.deleted", "poll.created", "poll.updated",
@@ -202,6 +203,11 @@ UPSERT_MEMBER = (
     "created_at=coalesce(?8, created_at), updated_at=coalesce(?9, updated_at) "
     # An older object of the member, delivered late, does not replace a newer one.
     "WHERE ?9 IS NULL OR members.updated_at IS NULL OR ?9 >= members.updated_at")
+# A new reply of a thread the backend described: its counters as the backend would move them.
+THREAD_REPLY = (
+    "UPDATE threads SET reply_count=coalesce(reply_count, 0)+1, "
+    "last_message_at=max(coalesce(last_message_at, 0), coalesce(?1, 0)) WHERE parent_id=?2")
+SET_HIDDEN = "UPDATE channels SET hidden=? WHERE cid=?"
 # The newest time a user object carries (0 for none): it orders the objects of one user.
 _USER_TIME = ("max(coalesce({0}.updated_at, 0), coalesce({0}.last_active, 0), "
               "coalesce({0}.deleted_at, 0))")
@@ -226,6 +232,7 @@ class Projector:
         self._handlers: dict[str, Callable[[apsw.Cursor, Item, p.Event], None]] = {
             "message.new": self.message_new,
             "notification.message_new": self.message_new,
+            "notification.thread_message_new": self.message_new,
             "message.updated": self._message_updated,
             "message.undeleted": self._message_updated,
             "message.deleted": self._message_deleted,
@@ -468,6 +475,7 @@ class Projector:
         self._remember_user(c, item, event.user)
         if is_new and m.parent_id:
             c.execute("UPDATE messages SET reply_count=reply_count+1 WHERE id=?", (m.parent_id,))
+            c.execute(THREAD_REPLY, (created, m.parent_id))
         if not is_new or self.own is None:
             return
         author = m.author
@@ -695,8 +703,16 @@ class Projector:
         return cid
 
     def _channel_updated(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
-        if event.channel:
-            self._channel_upsert(c, item, event.channel, SLOT_EVENT)
+        cid = self._channel_upsert(c, item, event.channel, SLOT_EVENT) if event.channel else None
+        m = event.message
+        if m is not None and m.id:
+            # A change made by a user (a rename, say) comes with a system message that belongs
+            # in the channel's history.
+            cid = self._cid_of(item, event, m) or cid
+            if cid is not None:
+                self.ensure_channel(c, cid)
+                self.upsert_message(c, cid, m, item.position, SLOT_EVENT,
+                                    event_at=t(event.created_at))
 
     def _channel_truncated(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
         cid = self._cid_of(item, event)
@@ -959,12 +975,16 @@ class Projector:
         if cid is None:
             return
         self.ensure_channel(c, cid)
+        if state.hidden is not None:
+            c.execute(SET_HIDDEN, (b(state.hidden), cid))
         for index, m in enumerate(state.messages or ()):
             if m.id:
                 self.upsert_message(c, m.cid or cid, m, item.position, index)
+                self._state_reactions(c, item, m)
         for index, m in enumerate(state.pinned_messages or ()):
             if m.id and not c.execute("SELECT 1 FROM messages WHERE id=?", (m.id,)).fetchone():
                 self.upsert_message(c, m.cid or cid, m, item.position, SLOT_PINNED_BASE + index)
+                self._state_reactions(c, item, m)
         for index, member in enumerate(state.members or ()):
             self._upsert_member(c, cid, member)
             # A client that has only queried its channels knows their members' users this way.
@@ -992,6 +1012,20 @@ class Projector:
                 "position=excluded.position",
                 (cid, state.draft.parent_id or "", t(state.draft.created_at), item.position),
             )
+
+    def _state_reactions(self, c: apsw.Cursor, item: Item, m: p.StateMessage) -> None:
+        """The reactions a channel state's message carries (the newest few, and the own
+        user's), each as a reaction event would file it (older than the row: no change)."""
+        for r in (*(m.latest_reactions or ()), *(m.own_reactions or ())):
+            user_id = r.user_id or (r.user.id if r.user else None)
+            if not r.type or not user_id:
+                continue
+            key = (r.message_id or m.id, user_id, r.type)
+            stamp = t(r.updated_at) or t(r.created_at)
+            c.execute(UPSERT_REACTION, (*key, r.score if r.score is not None else 1,
+                                        t(r.created_at), stamp, item.position))
+            if c.connection.changes() and stamp is not None:
+                c.execute(FORGET_REACTION_DELETION, (*key, stamp))
 
     def _sync_result(self, c: apsw.Cursor, item: Item) -> None:
         """`last_sync_at` moves forward only: the store holds every event up to it."""
