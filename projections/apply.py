@@ -122,11 +122,13 @@ def newest(*times: int | None) -> int | None:
 
 _MESSAGE_COLUMNS = ("cid, created_at, id, user_id, type, parent_id, show_in_channel, reply_count, "
                     "pinned, pinned_at, updated_at, deleted_at, silent, position, slot, state_at")
-# A message not on file costs this one statement (the usual case); a hard-deleted id stays out.
+# A message not on file costs this one statement (the usual case). A hard-deleted id stays out,
+# and so does a message created before its channel was truncated (delivered late).
 INSERT_MESSAGE = (
     f"INSERT OR IGNORE INTO messages ({_MESSAGE_COLUMNS}) "
     "SELECT ?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16 "
-    "WHERE NOT EXISTS (SELECT 1 FROM deleted_messages WHERE id=?3)")
+    "WHERE NOT EXISTS (SELECT 1 FROM deleted_messages WHERE id=?3) "
+    "AND NOT EXISTS (SELECT 1 FROM channels WHERE cid=?1 AND truncated_at > ?2)")
 MESSAGE_ON_FILE = ("SELECT created_at, local_state, local_command, position, slot, state_at "
                    "FROM messages WHERE id=?")
 # A payload without reply_count keeps the count the store has built up.

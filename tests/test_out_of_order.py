@@ -124,6 +124,18 @@ def test_a_hard_deleted_reply_takes_its_count_and_pin_for_good(store: ChatStore)
     assert store.pinned(CID) == []
 
 
+def test_a_truncation_stays_against_older_messages_delivered_late(store: ChatStore) -> None:
+    store.ingest_many([new("m1", 1), new("m3", 3)])
+    store.ingest(event("channel.truncated", at=at(5),
+                       channel={"cid": CID, "id": "general", "type": "messaging",
+                                "truncated_at": at(4), "updated_at": at(5)}))
+    store.ingest(new("m2", 2))  # sent before the truncation, delivered after it
+    store.ingest(updated("m1", 1, 3, "edited before the truncation"))
+    store.ingest(new("m6", 6))
+    assert [m.id for m in store.messages(CID)] == ["m6"]
+    assert store.message("m2") is None and store.message("m1") is None
+
+
 # -- the same rule for every object ------------------------------------------------------------
 
 
