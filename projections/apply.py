@@ -215,6 +215,47 @@ _USER_TIME = ("max(coalesce({0}.updated_at, 0), coalesce({0}.last_active, 0), "
               "coalesce({0}.deleted_at, 0))")
 
 
+REMOVED_CHANNELS = "SELECT cid, deleted_at FROM deleted_channels"
+REMOVE_CHANNEL = ("INSERT INTO deleted_channels (cid, deleted_at) VALUES (?, ?) "
+                  "ON CONFLICT (cid) DO UPDATE SET deleted_at=max(deleted_at, excluded.deleted_at)")
+
+
+class RemovedChannels:
+    """The channels deleted, or left by the own user, and when (`deleted_channels`), remembered
+    as on file: whatever happened in such a channel before that, delivered late, is not applied.
+
+    The table is small (channels rarely go), so it is read whole, once, and then followed.
+    """
+
+    def __init__(self) -> None:
+        self._on_file: dict[str, int] | None = None  # None: to be read
+
+    def forget(self) -> None:
+        """Read the table again when next asked (after a rollback, or another connection's
+        commit)."""
+        self._on_file = None
+
+    def known(self, c: apsw.Cursor) -> dict[str, int]:
+        if self._on_file is None:
+            self._on_file = dict(c.execute(REMOVED_CHANNELS))
+        return self._on_file
+
+    def record(self, c: apsw.Cursor, cid: str, when: int | None) -> None:
+        """Channel `cid` was deleted or left at `when` (nothing is recorded without a time)."""
+        if when is None:
+            return
+        c.execute(REMOVE_CHANNEL, (cid, when))
+        known = self.known(c)
+        known[cid] = max(when, known.get(cid, when))
+
+    def before_removal(self, c: apsw.Cursor, cid: str | None, when: int | None) -> bool:
+        """True when `when` is earlier than the removal of channel `cid`."""
+        if cid is None or when is None:
+            return False
+        removed = self.known(c).get(cid)
+        return removed is not None and when < removed
+
+
 class Projector:
     """Applies log entries to the read tables of one user's file."""
 
@@ -231,6 +272,7 @@ class Projector:
         # a message carries its author, and most authors are unchanged since the last message.
         self._users_on_file: dict[str, tuple[object, ...] | None] = {}
         self._seen_version: tuple[apsw.Connection, int] | None = None
+        self._removed = RemovedChannels()
         self._handlers: dict[str, Callable[[apsw.Cursor, Item, p.Event], None]] = {
             "message.new": self.message_new,
             "notification.message_new": self.message_new,
@@ -292,6 +334,7 @@ class Projector:
         self._pending_unread.clear()
         self._counts_unread_in.clear()
         self._users_on_file.clear()
+        self._removed.forget()
         self._seen_version = None
 
     # -- entry point ---------------------------------------------------------------------------
@@ -301,6 +344,7 @@ class Projector:
         handlers = self._handlers
         raw_handlers = self._raw_handlers
         summary_handlers = self._summary_handlers
+        removed = self._removed
         decode = p.EVENT.decode
         for item in items:
             kind = item.type
@@ -326,6 +370,9 @@ class Projector:
             except DECODE_ERRORS:
                 # Stored verbatim but not shaped as this type says: nothing to project.
                 continue
+            if removed.known(c) and removed.before_removal(
+                    c, self._cid_of(item, event, event.message), t(event.created_at)):
+                continue  # from before its channel was deleted or left: it stays in the log
             if kind not in RUN_WITH_NEW_MESSAGES:
                 self._barrier_for(c, item, event)
             try:
@@ -344,6 +391,7 @@ class Projector:
         if seen != self._seen_version:
             self._users_on_file.clear()
             self._counts_unread_in.clear()
+            self._removed.forget()
         self._seen_version = seen
 
     def _barrier_for(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
@@ -735,7 +783,7 @@ class Projector:
         if cid is None and event.channel:
             cid = self._channel_cid(event.channel)
         if cid is not None:
-            self._drop_channel(c, cid)
+            self._drop_channel(c, cid, t(event.created_at))
 
     @staticmethod
     def _channel_cid(raw: msgspec.Raw) -> str | None:
@@ -745,7 +793,9 @@ class Projector:
             return None
         return ch.cid or (f"{ch.type}:{ch.id}" if ch.type and ch.id else None)
 
-    def _drop_channel(self, c: apsw.Cursor, cid: str) -> None:
+    def _drop_channel(self, c: apsw.Cursor, cid: str, when: int | None) -> None:
+        """The channel is gone (deleted, or the own user left it at `when`)."""
+        self._removed.record(c, cid, when)
         c.execute("DELETE FROM reactions WHERE message_id IN (SELECT id FROM messages WHERE cid=?)",
                   (cid,))
         for table in ("messages", "members", "reads", "drafts", "channels"):
@@ -797,7 +847,8 @@ class Projector:
         if cid is None or uid is None:
             return
         if uid == self.own:
-            self._drop_channel(c, cid)  # no longer ours: it leaves the channel list
+            # No longer ours: it leaves the channel list.
+            self._drop_channel(c, cid, t(event.created_at))
         else:
             c.execute("DELETE FROM members WHERE cid=? AND user_id=?", (cid, uid))
             self._counts_unread_in.pop(cid, None)
@@ -972,6 +1023,8 @@ class Projector:
             state = p.CHANNEL_STATE.decode(item.payload)
         except DECODE_ERRORS:
             return
+        if self._removed.known(c) and self._older_than_removal(c, item, state):
+            return
         cid = self._channel_upsert(c, item, state.channel, 0) if state.channel else None
         cid = cid or (item.stream if ":" in item.stream else None)
         if cid is None:
@@ -1014,6 +1067,24 @@ class Projector:
                 "position=excluded.position",
                 (cid, state.draft.parent_id or "", t(state.draft.created_at), item.position),
             )
+
+    def _older_than_removal(self, c: apsw.Cursor, item: Item, state: p.ChannelState) -> bool:
+        """A channel state of a channel deleted or left since (a query answered before that):
+        nothing in it is newer than the removal. A channel made again, or joined again, has
+        a newer creation or membership."""
+        try:
+            channel = p.CHANNEL.decode(state.channel) if state.channel else p.Channel()
+        except DECODE_ERRORS:
+            channel = p.Channel()
+        cid = (channel.cid or (f"{channel.type}:{channel.id}" if channel.type and channel.id
+                               else None) or (item.stream if ":" in item.stream else None))
+        membership = state.membership
+        times = [t(channel.created_at), t(channel.updated_at), t(channel.last_message_at),
+                 *(t(m.created_at) for m in state.messages or ())]
+        if membership is not None:
+            times += [t(membership.created_at), t(membership.updated_at)]
+        latest = newest(*times)
+        return latest is not None and self._removed.before_removal(c, cid, latest)
 
     def _state_reactions(self, c: apsw.Cursor, item: Item, m: p.StateMessage) -> None:
         """The reactions a channel state's message carries (the newest few, and the own

@@ -123,6 +123,12 @@ TABLES: dict[str, str] = {
         deleted_at INTEGER NOT NULL,
         PRIMARY KEY (message_id, user_id, type)
     ) WITHOUT ROWID""",
+    # Channels deleted, or left by the own user, with the latest time that happened: an event
+    # from before it, delivered late, does not bring the channel back.
+    "deleted_channels": """CREATE TABLE deleted_channels (
+        cid TEXT PRIMARY KEY,
+        deleted_at INTEGER NOT NULL
+    ) WITHOUT ROWID""",
     "users": """CREATE TABLE users (
         id TEXT PRIMARY KEY,
         name TEXT,

@@ -136,6 +136,41 @@ def test_a_truncation_stays_against_older_messages_delivered_late(store: ChatSto
     assert store.message("m2") is None and store.message("m1") is None
 
 
+def test_a_deleted_channel_stays_deleted_against_older_events(store: ChatStore) -> None:
+    def channel(n: int, **fields: Any) -> dict[str, Any]:
+        return {"cid": CID, "id": "general", "type": "messaging", "created_at": at(n),
+                "updated_at": at(n), **fields}
+
+    store.ingest(new("m1", 1))
+    store.ingest(event("channel.deleted", at=at(5), channel=channel(0, deleted_at=at(5))))
+    for late in (new("m3", 3), event("member.added", at=at(2), member={"user_id": "bob"}),
+                 event("channel.updated", at=at(4), channel=channel(0, name="Old"))):
+        store.ingest(late)
+    stale = {"channel": channel(0), "messages": [message("m4", at=at(4))], "members": []}
+    store.ingest_channel_state(msgspec.json.encode(stale))  # a query answered before it
+    assert store.channels() == [] and store.channel(CID) is None
+    assert store.message("m3") is None and store.message("m4") is None
+    # The same cid made again later is a new channel.
+    store.ingest_channel_state(msgspec.json.encode(
+        {"channel": channel(6, name="Again"), "messages": [message("m6", at=at(6))]}))
+    store.ingest(new("m7", 7))
+    assert [s.name for s in store.channels()] == ["Again"]
+    assert [m.id for m in store.messages(CID)] == ["m6", "m7"]
+
+
+def test_a_channel_left_stays_left_against_older_events(store: ChatStore) -> None:
+    store.ingest(new("m1", 1))
+    store.ingest(event("notification.removed_from_channel", at=at(5),
+                       member={"user_id": "alice"}))
+    store.ingest(new("m3", 3))  # from before the removal, delivered after it
+    assert store.channels() == [] and store.unread_counts()["channels"] == {}
+    store.ingest(event("notification.added_to_channel", at=at(8),
+                       member={"user_id": "alice", "user": user("alice")}))
+    store.ingest(new("m9", 9))
+    assert [s.cid for s in store.channels()] == [CID]
+    assert [m.id for m in store.messages(CID)] == ["m9"]
+
+
 # -- the same rule for every object ------------------------------------------------------------
 
 
