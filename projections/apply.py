@@ -1095,8 +1095,14 @@ class Projector:
                 continue
             key = (r.message_id or m.id, user_id, r.type)
             stamp = t(r.updated_at) or t(r.created_at)
-            c.execute(UPSERT_REACTION, (*key, r.score if r.score is not None else 1,
-                                        t(r.created_at), stamp, item.position))
+            try:
+                c.execute(UPSERT_REACTION, (*key, r.score if r.score is not None else 1,
+                                            t(r.created_at), stamp, item.position))
+            except OverflowError:
+                # A score the table cannot hold costs only this reaction, not the state.
+                logger.warning("reaction %r at position %d not projected: score out of range",
+                               key, item.position)
+                continue
             if c.connection.changes() and stamp is not None:
                 c.execute(FORGET_REACTION_DELETION, (*key, stamp))
 

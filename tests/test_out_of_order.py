@@ -67,7 +67,7 @@ def reaction(kind: str, mid: str, created: int, n: int, uid: str = "carol",
                  user=user(uid))
 
 
-# -- the three reported cases ------------------------------------------------------------------
+# -- the three reported cases ---------------------------------------------------------------------
 
 
 def test_a_soft_delete_stays_against_an_older_update(store: ChatStore) -> None:
@@ -171,7 +171,7 @@ def test_a_channel_left_stays_left_against_older_events(store: ChatStore) -> Non
     assert [m.id for m in store.messages(CID)] == ["m9"]
 
 
-# -- the same rule for every object ------------------------------------------------------------
+# -- the same rule for every object ---------------------------------------------------------------
 
 
 def test_an_undelete_stays_against_an_older_soft_delete(store: ChatStore) -> None:
@@ -264,7 +264,7 @@ def test_a_local_edit_in_flight_still_shows_over_an_older_backend_state(store: C
     assert row.local_state == "updating" and row.json()["text"] == "mine"
 
 
-# -- any order of delivery ends in the in-order tables -------------------------------------------
+# -- any order of delivery ends in the in-order tables --------------------------------------------
 
 _LONG = bool(os.environ.get("CHATLEDGER_TEST_LONG"))
 

@@ -51,7 +51,7 @@ def reaction_object(mid: str, uid: str, kind: str, n: int) -> dict[str, Any]:
             "created_at": at(n), "updated_at": at(n)}
 
 
-# -- 1: a thread read leaves the channel's read state alone ----------------------------------------
+# -- 1: a thread read leaves the channel's read state alone ---------------------------------------
 
 
 def test_a_thread_read_does_not_touch_the_channel_read(store: ChatStore) -> None:
@@ -83,16 +83,16 @@ def test_a_partial_membership_keeps_the_role_members_give(store: ChatStore) -> N
     assert store.channel(CID)["membership"]["role"] == "owner"
     # An event about the member without a role keeps it too; one with a pin sets it, and an
     # explicit null unpins.
-    store.ingest(event("member.updated", at=at(2), member={"user_id": "alice",
-                                                           "pinned_at": at(2), "updated_at": at(2)}))
+    store.ingest(event("member.updated", at=at(2),
+                       member={"user_id": "alice", "pinned_at": at(2), "updated_at": at(2)}))
     assert store.channel(CID)["membership"]["role"] == "owner"
     assert store.channel(CID)["membership"]["pinned_at"] is not None
-    store.ingest(event("member.updated", at=at(3), member={"user_id": "alice", "pinned_at": None,
-                                                           "updated_at": at(3)}))
+    store.ingest(event("member.updated", at=at(3),
+                       member={"user_id": "alice", "pinned_at": None, "updated_at": at(3)}))
     assert store.channel(CID)["membership"]["pinned_at"] is None
 
 
-# -- 3: a channel state's own hidden flag --------------------------------------------------------
+# -- 3: a channel state's own hidden flag ---------------------------------------------------------
 
 
 def test_a_hidden_channel_state_is_hidden(store: ChatStore) -> None:
@@ -104,7 +104,7 @@ def test_a_hidden_channel_state_is_hidden(store: ChatStore) -> None:
     assert sorted(s.cid for s in store.channels()) == [CID, "messaging:shown"]
 
 
-# -- 5: a reaction to a message not on file files the message -----------------------------------
+# -- 5: a reaction to a message not on file files the message -------------------------------------
 
 
 def test_a_reaction_to_a_message_not_on_file_stores_the_message(store: ChatStore) -> None:
@@ -120,7 +120,7 @@ def test_a_reaction_to_a_message_not_on_file_stores_the_message(store: ChatStore
     assert [r["user_id"] for r in store.reactions("m1")] == ["bob"]
 
 
-# -- 6: the system message of channel.updated ------------------------------------------------------
+# -- 6: the system message of channel.updated -----------------------------------------------------
 
 
 def test_the_system_message_of_a_channel_update_is_in_the_history(store: ChatStore) -> None:
@@ -134,7 +134,7 @@ def test_the_system_message_of_a_channel_update_is_in_the_history(store: ChatSto
     assert store.unread_counts()["channels"] == {}  # a system message is not unread
 
 
-# -- 7: reactions inside channel states ------------------------------------------------------------
+# -- 7: reactions inside channel states -----------------------------------------------------------
 
 
 def test_latest_and_own_reactions_of_a_channel_state_reach_reactions(store: ChatStore) -> None:
@@ -149,7 +149,18 @@ def test_latest_and_own_reactions_of_a_channel_state_reach_reactions(store: Chat
         ("alice", "like")]
 
 
-# -- 8: notification.thread_message_new --------------------------------------------------------------
+def test_a_reaction_value_the_table_cannot_hold_costs_only_that_reaction(store: ChatStore) -> None:
+    huge = {**reaction_object("m1", "bob", "like", 2), "score": 2**70}
+    m1 = {**message("m1", at=at(1)),
+          "latest_reactions": [huge, reaction_object("m1", "carol", "love", 3)]}
+    store.ingest_channel_state(state(messages=[m1, message("m2", at=at(2))],
+                                     members=[{"user_id": "bob", "user": user("bob")}]))
+    assert [m.id for m in store.messages(CID)] == ["m1", "m2"]
+    assert [r["user_id"] for r in store.reactions("m1")] == ["carol"]
+    assert [m["user_id"] for m in store.members(CID)] == ["bob"]
+
+
+# -- 8: notification.thread_message_new -----------------------------------------------------------
 
 
 def test_a_thread_notification_stores_the_reply_and_touches_its_thread(store: ChatStore) -> None:
@@ -171,7 +182,7 @@ def test_a_thread_notification_stores_the_reply_and_touches_its_thread(store: Ch
     assert store.message("p").reply_count == 2  # the same reply again counts once
 
 
-# -- 12: Go's zero time is unset -----------------------------------------------------------------------
+# -- 12: Go's zero time is unset ------------------------------------------------------------------
 
 
 def test_the_zero_time_is_unset_in_rows(store: ChatStore) -> None:
