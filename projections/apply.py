@@ -122,22 +122,57 @@ def newest(*times: int | None) -> int | None:
 
 _MESSAGE_COLUMNS = ("cid, created_at, id, user_id, type, parent_id, show_in_channel, reply_count, "
                     "pinned, pinned_at, updated_at, deleted_at, silent, position, slot, state_at")
+
+
+def _reply_count(count: str, message_id: str, parent_id: str, stamp: str, as_is: str) -> str:
+    """SQL for a message's reply count, from the count `count` its payload of server time
+    `stamp` gives: the replies the backend counted then, plus those on file created after,
+    less those it counted that were hard-deleted after. Whatever order the replies, the
+    deletions and the message's states arrive in, the count comes out the same. A reply has no
+    replies: its count is the payload's, without looking; and so is the count of a channel
+    state's message (`as_is` true), which is as of the query, a time the state does not give."""
+    return (
+        f"CASE WHEN {parent_id} IS NOT NULL OR {as_is} THEN {count} ELSE max(0, {count} "
+        f"+ (SELECT count(*) FROM messages WHERE parent_id={message_id} "
+        f"AND created_at > coalesce({stamp}, -1)) "
+        f"- (SELECT count(*) FROM deleted_messages WHERE parent_id={message_id} "
+        f"AND created_at <= {stamp} AND deleted_at > {stamp})) END")
+
+
 # A message not on file costs this one statement (the usual case). A hard-deleted id stays out,
 # and so does a message created before its channel was truncated (delivered late).
 INSERT_MESSAGE = (
     f"INSERT OR IGNORE INTO messages ({_MESSAGE_COLUMNS}) "
-    "SELECT ?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16 "
+    f"SELECT ?1,?2,?3,?4,?5,?6,?7,{_reply_count('?8', '?3', '?6', '?16', '?17')},"
+    "?9,?10,?11,?12,?13,?14,?15,?16 "
     "WHERE NOT EXISTS (SELECT 1 FROM deleted_messages WHERE id=?3) "
     "AND NOT EXISTS (SELECT 1 FROM channels WHERE cid=?1 AND truncated_at > ?2)")
 MESSAGE_ON_FILE = ("SELECT created_at, local_state, local_command, position, slot, state_at "
                    "FROM messages WHERE id=?")
-# A payload without reply_count keeps the count the store has built up.
+# A payload without reply_count keeps the count the store has built up. ?18: the server time
+# the row will show (this state's, or the row's own when this one has none); ?19: a channel
+# state's message.
 REPLACE_MESSAGE = (
-    "UPDATE messages SET cid=?, created_at=?, user_id=?, type=?, parent_id=?, show_in_channel=?, "
-    "reply_count=coalesce(?, reply_count), pinned=?, pinned_at=?, updated_at=?, deleted_at=?, "
-    "silent=?, position=?, slot=?, state_at=coalesce(?, state_at), local_state=? WHERE id=?")
-TOMBSTONE_MESSAGE = ("INSERT INTO deleted_messages (id, cid, deleted_at) VALUES (?,?,?) "
-                     "ON CONFLICT (id) DO NOTHING")
+    "UPDATE messages SET cid=?1, created_at=?2, user_id=?3, type=?4, parent_id=?5, "
+    "show_in_channel=?6, reply_count=CASE WHEN ?7 IS NULL THEN reply_count ELSE "
+    f"{_reply_count('?7', '?17', '?5', '?18', '?19')} END, "
+    "pinned=?8, pinned_at=?9, updated_at=?10, deleted_at=?11, silent=?12, position=?13, "
+    "slot=?14, state_at=coalesce(?15, state_at), local_state=?16 WHERE id=?17")
+# A new reply counts for its parent unless the parent's state is newer (it counts it already).
+COUNT_REPLY = ("UPDATE messages SET reply_count=reply_count+1 "
+               "WHERE id=?2 AND (state_at IS NULL OR ?1 > state_at)")
+# A reply removed at ?1 (its deletion, or its creation when it just goes) counted for its parent
+# unless the parent's state is newer (the backend no longer counted it then).
+UNCOUNT_REPLY = ("UPDATE messages SET reply_count=max(reply_count-1, 0) "
+                 "WHERE id=?2 AND (state_at IS NULL OR ?1 > state_at)")
+# A reply never on file, created at ?1 and hard-deleted at ?2: the parent's state counted it
+# when it is from between the two.
+UNCOUNT_UNSEEN_REPLY = ("UPDATE messages SET reply_count=max(reply_count-1, 0) "
+                        "WHERE id=?3 AND ?1 <= state_at AND ?2 > state_at")
+REPLY_ON_FILE = "SELECT parent_id, created_at FROM messages WHERE id=?"
+TOMBSTONE_MESSAGE = (
+    "INSERT INTO deleted_messages (id, cid, parent_id, created_at, deleted_at) "
+    "VALUES (?,?,?,?,?) ON CONFLICT (id) DO NOTHING")
 # Deleted for the own user only: sticky; the event's message is the source only if newer.
 DELETE_FOR_ME = (
     "UPDATE messages SET deleted_for_me=1, "
@@ -453,15 +488,17 @@ class Projector:
     def upsert_message(
         self, c: apsw.Cursor, cid: str, m: p.Message, position: int, slot: int, *,
         event_at: int | None = None, confirm: tuple[str, ...] = ("sending", "send_failed"),
-        deleted_at: int | None = None, leave_local: bool = False,
+        deleted_at: int | None = None, leave_local: bool = False, snapshot: bool = False,
     ) -> bool:
         """Insert a message's row, or replace it when this state is not older than the row's;
-        True when it was not on file before.
+        True when it was not on file before (a new reply then counts for its parent).
 
         `event_at`: the server time of the event carrying the message (None for a snapshot);
         `deleted_at`: the message is soft-deleted (at the message's own time, else this one);
-        `leave_local`: a row showing a local change of its own is left as it is. A message the
-        backend hard-deleted is never filed again.
+        `leave_local`: a row showing a local change of its own is left as it is; `snapshot`:
+        the message comes from a channel state (its reply count is taken as it is, and a reply
+        it files is counted in its parent's already). A message the backend hard-deleted is
+        never filed again.
         """
         created = t(m.created_at)
         kind, gone_at = m.type, t(m.deleted_at)
@@ -475,14 +512,20 @@ class Projector:
             position, slot, stamp,
         ]
         if created is not None:
-            c.execute(INSERT_MESSAGE, row)
+            c.execute(INSERT_MESSAGE, (*row, snapshot))
             if c.connection.changes():
+                if m.parent_id and not snapshot:
+                    self.count_reply(c, m.parent_id, created)
                 return True
         existing = c.execute(MESSAGE_ON_FILE, (m.id,)).fetchone()
         if existing is None:  # no time given, or hard-deleted: file it at the epoch, or not
             row[1] = 0
-            c.execute(INSERT_MESSAGE, row)
-            return c.connection.changes() > 0
+            c.execute(INSERT_MESSAGE, (*row, snapshot))
+            if not c.connection.changes():
+                return False
+            if m.parent_id and not snapshot:
+                self.count_reply(c, m.parent_id, 0)
+            return True
         on_file_at, state, command = existing[5], existing[1], existing[2]
         if stamp is not None and on_file_at is not None and stamp < on_file_at:
             return False  # an older state than the row shows, delivered late
@@ -495,7 +538,8 @@ class Projector:
             # A local change not yet tried: whatever the backend says predates it, so the row
             # keeps showing it (and its state) until the command's own outcome.
             new_state, row[13], row[14] = state, existing[3], existing[4]
-        c.execute(REPLACE_MESSAGE, (*row[:2], *row[3:7], m.reply_count, *row[8:], new_state, m.id))
+        c.execute(REPLACE_MESSAGE, (*row[:2], *row[3:7], m.reply_count, *row[8:], new_state, m.id,
+                                    stamp if stamp is not None else on_file_at, snapshot))
         return False
 
     def message_new(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
@@ -524,7 +568,6 @@ class Projector:
                                      event_at=t(event.created_at))
         self._remember_user(c, item, event.user)
         if is_new and m.parent_id:
-            c.execute("UPDATE messages SET reply_count=reply_count+1 WHERE id=?", (m.parent_id,))
             c.execute(THREAD_REPLY, (created, m.parent_id))
         if not is_new or self.own is None:
             return
@@ -566,12 +609,8 @@ class Projector:
             return
         when = t(event.created_at)
         if event.hard_delete:
-            # Remembered even when the row is not on file: a `/sync` replaying older events may
-            # bring the message or a reaction to it after this.
-            c.execute(TOMBSTONE_MESSAGE,
-                      (m.id, self._cid_of(item, event, m), newest(when, t(m.deleted_at))))
-            self.hard_delete(c, "id=?", (m.id,))
-            c.execute("DELETE FROM reactions WHERE message_id=?", (m.id,))
+            self.hard_deleted(c, m.id, self._cid_of(item, event, m),
+                              newest(when, t(m.deleted_at)), m)
             return
         if event.deleted_for_me:
             c.execute(DELETE_FOR_ME, (item.position, SLOT_EVENT,
@@ -585,15 +624,42 @@ class Projector:
                             deleted_at=when or item.received_at,
                             confirm=("sending", "send_failed", "deleting", "delete_failed"))
 
-    def hard_delete(self, c: apsw.Cursor, where: str, params: tuple[object, ...]) -> None:
-        """Remove messages (and their reactions), keeping parents' reply counts right."""
-        rows = c.execute(f"SELECT id, parent_id FROM messages WHERE {where}", params).fetchall()
-        for message_id, parent_id in rows:
+    def count_reply(self, c: apsw.Cursor, parent_id: str, created: int | None) -> None:
+        """A reply created at `created` was filed: its parent counts it (see COUNT_REPLY)."""
+        c.execute(COUNT_REPLY, (created if created is not None else 0, parent_id))
+
+    def hard_delete(self, c: apsw.Cursor, where: str, params: tuple[object, ...], *,
+                    deleted_at: int | None = None) -> None:
+        """Remove messages (and their reactions), keeping parents' reply counts right:
+        `deleted_at`, the backend's time of a deletion; None when they just go from here
+        (a cancelled send, a truncation)."""
+        rows = c.execute(f"SELECT id, parent_id, created_at FROM messages WHERE {where}",
+                         params).fetchall()
+        for message_id, parent_id, created in rows:
             c.execute("DELETE FROM reactions WHERE message_id=?", (message_id,))
             if parent_id:
-                c.execute("UPDATE messages SET reply_count=max(reply_count-1, 0) WHERE id=?",
-                          (parent_id,))
+                # (A deletion stamped before the creation is taken as at the creation.)
+                c.execute(UNCOUNT_REPLY, (newest(deleted_at, created), parent_id))
         c.execute(f"DELETE FROM messages WHERE {where}", params)
+
+    def hard_deleted(self, c: apsw.Cursor, message_id: str, cid: str | None,
+                     deleted_at: int | None, m: p.Message | None) -> None:
+        """The backend hard-deleted a message (at `deleted_at`; `m`, its object as the backend
+        last sent it, if at hand). Remembered even when the row is not on file: a `/sync`
+        replaying older events may bring the message or a reaction to it after this."""
+        row = c.execute(REPLY_ON_FILE, (message_id,)).fetchone()
+        parent_id = row[0] if row is not None else (m.parent_id if m is not None else None)
+        created = row[1] if row is not None else (t(m.created_at) if m is not None else None)
+        if deleted_at is not None:
+            deleted_at = newest(deleted_at, created)  # never before its creation
+        c.execute(TOMBSTONE_MESSAGE, (message_id, cid, parent_id, created, deleted_at))
+        if not c.connection.changes():
+            return  # heard of before: its count and reactions went then
+        if row is not None:
+            self.hard_delete(c, "id=?", (message_id,), deleted_at=deleted_at)
+        elif parent_id and created is not None and deleted_at is not None:
+            c.execute(UNCOUNT_UNSEEN_REPLY, (created, deleted_at, parent_id))
+        c.execute("DELETE FROM reactions WHERE message_id=?", (message_id,))
 
     # -- reactions -----------------------------------------------------------------------------
 
@@ -932,9 +998,10 @@ class Projector:
         if when is not None:
             where, params = f"{where} AND created_at<=?", (*params, when)
         if event.hard_delete:
-            c.execute(f"INSERT INTO deleted_messages (id, cid, deleted_at) SELECT id, cid, ? "
-                      f"FROM messages WHERE {where} ON CONFLICT (id) DO NOTHING", (when, *params))
-            self.hard_delete(c, where, params)
+            c.execute("INSERT INTO deleted_messages (id, cid, parent_id, created_at, deleted_at) "
+                      f"SELECT id, cid, parent_id, created_at, ? FROM messages WHERE {where} "
+                      "ON CONFLICT (id) DO NOTHING", (when, *params))
+            self.hard_delete(c, where, params, deleted_at=when)
         else:
             # Sticky: an older state of one of them, delivered late, does not undo it.
             c.execute(
@@ -1032,13 +1099,20 @@ class Projector:
         self.ensure_channel(c, cid)
         if state.hidden is not None:
             c.execute(SET_HIDDEN, (b(state.hidden), cid))
+        # A channel state has no time of its own, and its objects are as of the query (a
+        # message's reply count and reactions move without its `updated_at`): the newest time
+        # anywhere in its messages is a time they are all at least as new as.
+        state_at = newest(*(newest(t(m.created_at), t(m.updated_at), t(m.deleted_at))
+                            for m in (*(state.messages or ()), *(state.pinned_messages or ()))))
         for index, m in enumerate(state.messages or ()):
             if m.id:
-                self.upsert_message(c, m.cid or cid, m, item.position, index)
+                self.upsert_message(c, m.cid or cid, m, item.position, index, event_at=state_at,
+                                    snapshot=True)
                 self._state_reactions(c, item, m)
         for index, m in enumerate(state.pinned_messages or ()):
             if m.id and not c.execute("SELECT 1 FROM messages WHERE id=?", (m.id,)).fetchone():
-                self.upsert_message(c, m.cid or cid, m, item.position, SLOT_PINNED_BASE + index)
+                self.upsert_message(c, m.cid or cid, m, item.position, SLOT_PINNED_BASE + index,
+                                    event_at=state_at, snapshot=True)
                 self._state_reactions(c, item, m)
         for index, member in enumerate(state.members or ()):
             self._upsert_member(c, cid, member)
@@ -1048,9 +1122,7 @@ class Projector:
             if not state.membership.uid and self.own:
                 state.membership.user_id = self.own
             self._upsert_member(c, cid, state.membership)
-        # A channel state has no time of its own: it counted the unread messages up to its
-        # newest message at least, so that is the time of its reads.
-        newest_message = newest(*(t(m.created_at) for m in state.messages or ()))
+        # Likewise its reads: they counted the unread messages up to that time at least.
         for read in state.read or ():
             uid = read.user_id or (read.user.id if read.user else None)
             if uid:
@@ -1059,7 +1131,7 @@ class Projector:
                               unread=read.unread_messages or 0,
                               last_read_message_id=read.last_read_message_id,
                               first_unread_message_id=read.first_unread_message_id,
-                              state_at=newest(last_read, newest_message))
+                              state_at=newest(last_read, state_at))
         if state.draft is not None:
             c.execute(
                 "INSERT INTO drafts (cid, parent_id, created_at, position) VALUES (?,?,?,?) "

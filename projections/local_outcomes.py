@@ -49,8 +49,6 @@ _CONFIRMED = (
     "AND (?15 IS NULL OR state_at IS NULL OR state_at <= ?15)")
 _CLEAR_LOCAL = ("UPDATE messages SET local_state=NULL, local_command=NULL "
                 "WHERE id=? AND (local_command IS NULL OR local_command=?)")
-_TOMBSTONE = ("INSERT INTO deleted_messages (id, cid, deleted_at) VALUES (?,?,?) "
-              "ON CONFLICT (id) DO NOTHING")
 _SUCCEEDED = ("UPDATE outbox SET status=?, attempts=coalesce(?, attempts), next_try_at=NULL, "
               "response_position=?, version=version+1, updated_at=? WHERE seq=?")
 
@@ -123,10 +121,7 @@ class OutcomeHandlers:
             if kind == K.SEND_MESSAGE and self._owner(c, mid) is None:
                 # Cancelled meanwhile, yet delivered: the backend has it.
                 self.p.ensure_channel(c, target)
-                if self.p.upsert_message(c, target, m, item.position, SLOT_RESPONSE,
-                                         confirm=()) and m.parent_id:
-                    c.execute("UPDATE messages SET reply_count=reply_count+1 WHERE id=?",
-                              (m.parent_id,))
+                self.p.upsert_message(c, target, m, item.position, SLOT_RESPONSE, confirm=())
             return
         # No message in the answer ("already exists"): its own stands.
         c.execute("UPDATE messages SET local_state=NULL, local_command=NULL "
@@ -136,11 +131,10 @@ class OutcomeHandlers:
                         m: p.Message | None, undo: str | None, when: int) -> None:
         mode = (msgspec.json.decode(undo) if undo else {}).get("mode", "soft")
         if mode == "hard":
-            # Gone at the backend, whoever owns the row; and never filed again (see
-            # `Projector.upsert_message`).
-            c.execute(_TOMBSTONE, (mid, (m.cid if m is not None else None) or cid,
-                                   (t(m.deleted_at) if m is not None else None) or when))
-            self.p.hard_delete(c, "id=?", (mid,))
+            # Gone at the backend, whoever owns the row; and never filed again.
+            if mid:
+                self.p.hard_deleted(c, mid, (m.cid if m is not None else None) or cid,
+                                    (t(m.deleted_at) if m is not None else None) or when, m)
             return
         row = self._owner(c, mid)
         if row is None or row[1] not in (item.stream, None):

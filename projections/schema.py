@@ -112,6 +112,8 @@ TABLES: dict[str, str] = {
     "deleted_messages": """CREATE TABLE deleted_messages (
         id TEXT PRIMARY KEY,
         cid TEXT,
+        parent_id TEXT,                   -- for a reply: its parent's count (see apply)
+        created_at INTEGER,
         deleted_at INTEGER
     ) WITHOUT ROWID""",
     # Reactions the backend deleted, while no newer one of the same key is on file: an older
@@ -214,6 +216,12 @@ TABLES: dict[str, str] = {
 # Needed while events are applied (lookups by id): created with the tables.
 LOOKUP_INDEXES: list[str] = [
     "CREATE UNIQUE INDEX messages_id ON messages (id)",
+    # A message's reply count counts its replies on file newer than its state, and the deleted
+    # ones older (see apply): kept for replies only.
+    "CREATE INDEX messages_by_parent ON messages (parent_id, created_at, id) "
+    "WHERE parent_id IS NOT NULL",
+    "CREATE INDEX deleted_replies ON deleted_messages (parent_id, created_at) "
+    "WHERE parent_id IS NOT NULL",
     # Outcomes carry over to the commands waiting for one.
     "CREATE INDEX outbox_dependents ON outbox (depends_on) WHERE depends_on IS NOT NULL",
 ]
@@ -221,7 +229,6 @@ LOOKUP_INDEXES: list[str] = [
 # Only queries need these: a rebuild creates them after filling the tables, which is cheaper
 # than maintaining them row by row.
 INDEXES: list[str] = [
-    "CREATE INDEX messages_by_parent ON messages (parent_id, created_at, id) WHERE parent_id IS NOT NULL",
     "CREATE INDEX messages_pinned ON messages (cid, pinned_at) WHERE pinned = 1",
     "CREATE INDEX members_by_user ON members (user_id, cid)",
     "CREATE INDEX channels_by_last_message ON channels (last_message_at)",

@@ -124,6 +124,28 @@ def test_a_hard_deleted_reply_takes_its_count_and_pin_for_good(store: ChatStore)
     assert store.pinned(CID) == []
 
 
+def test_reply_counts_do_not_depend_on_the_order_replies_and_parents_arrive(
+    store: ChatStore,
+) -> None:
+    store.ingest(new("r2", 2, parent_id="p"))  # a reply before its parent
+    store.ingest(new("p", 1))
+    assert store.message("p").reply_count == 1
+    store.ingest(updated("p", 1, 4, "edited", reply_count=2))  # counts r2 and r3
+    store.ingest(new("r3", 3, parent_id="p"))  # late: already in the count
+    assert store.message("p").reply_count == 2
+    store.ingest(new("r5", 5, parent_id="p"))
+    assert store.message("p").reply_count == 3
+    store.ingest(hard_deleted("r3", 3, 6, parent_id="p"))
+    store.ingest(hard_deleted("r3", 3, 6, parent_id="p"))  # the same deletion again
+    assert store.message("p").reply_count == 2
+
+
+def test_a_reply_never_on_file_leaves_the_count_when_hard_deleted(store: ChatStore) -> None:
+    store.ingest(updated("p", 1, 3, "edited", reply_count=1))  # counts a reply made at T2
+    store.ingest(hard_deleted("r2", 2, 4, parent_id="p"))
+    assert store.message("p").reply_count == 0
+
+
 def test_a_truncation_stays_against_older_messages_delivered_late(store: ChatStore) -> None:
     store.ingest_many([new("m1", 1), new("m3", 3)])
     store.ingest(event("channel.truncated", at=at(5),
@@ -270,7 +292,8 @@ _LONG = bool(os.environ.get("CHATLEDGER_TEST_LONG"))
 
 
 class _History:
-    """A server-side history of a few messages: every event carries the object as it stands."""
+    """A server-side history of a few messages and replies to them: every event carries the
+    object as it stands then, with its reply count."""
 
     def __init__(self) -> None:
         self.now = 0
@@ -282,52 +305,65 @@ class _History:
         self.now += 1
         return at(self.now)
 
-    def _counts(self, mid: str) -> dict[str, int]:
-        return {"like": len(self.reactions[mid])} if self.reactions[mid] else {}
+    def _state(self, mid: str) -> dict[str, Any]:
+        """The message as the server would send it now."""
+        replies = sum(1 for m in self.messages.values() if m.get("parent_id") == mid)
+        counts = {"like": len(self.reactions[mid])} if self.reactions[mid] else {}
+        return {**self.messages[mid], "reply_count": replies, "reaction_counts": counts}
 
-    def apply(self, op: str, mid: str, uid: str) -> None:
-        current = self.messages.get(mid)
-        if current is None:
-            if op == "new" and mid not in self.reactions:  # a hard-deleted id never comes back
-                when = self._tick()
-                self.messages[mid] = message(mid, at=when, text=f"{mid}@{when}")
-                self.reactions[mid] = set()
-                self.events.append(event("message.new", at=when, message=self.messages[mid],
-                                         user=user("bob")))
+    def apply(self, op: str, pick: int, uid: str) -> None:
+        """Apply `op` to the `pick`-th message alive (modulo), or create one ("new": a message,
+        "reply": a reply to the `pick`-th message alive that is not a reply itself)."""
+        alive = sorted(self.messages)
+        if op in ("new", "reply"):
+            parents = [mid for mid in alive if not self.messages[mid].get("parent_id")]
+            if op == "reply" and not parents:
+                return
+            mid = f"{op[0]}{len(self.reactions) + 1}"  # ids are never used twice
+            when = self._tick()
+            fields = {"parent_id": parents[pick % len(parents)]} if op == "reply" else {}
+            self.messages[mid] = message(mid, at=when, text=f"{mid}@{when}", **fields)
+            self.reactions[mid] = set()
+            self.events.append(event("message.new", at=when, message=self._state(mid),
+                                     user=user("bob")))
             return
+        if not alive:
+            return
+        mid = alive[pick % len(alive)]
+        current = self.messages[mid]
         deleted = current["type"] == "deleted"
         if op == "update" and not deleted:
             when = self._tick()
             current.update(text=f"{mid}@{when}", updated_at=when)
-            self.events.append(event("message.updated", at=when, message=dict(current)))
+            self.events.append(event("message.updated", at=when, message=self._state(mid)))
         elif op == "soft" and not deleted:
             when = self._tick()
             current.update(type="deleted", deleted_at=when, updated_at=when)
-            self.events.append(event("message.deleted", at=when, message=dict(current)))
+            self.events.append(event("message.deleted", at=when, message=self._state(mid)))
         elif op == "undelete" and deleted:
             when = self._tick()
             current.update(type="regular", deleted_at=None, updated_at=when)
-            self.events.append(event("message.undeleted", at=when, message=dict(current)))
-        elif op == "hard":
+            self.events.append(event("message.undeleted", at=when, message=self._state(mid)))
+        elif op == "hard" and not any(m.get("parent_id") == mid for m in self.messages.values()):
             when = self._tick()
+            state = self._state(mid)
             del self.messages[mid]
             self.events.append(event("message.deleted", at=when, hard_delete=True,
-                                     message={**current, "deleted_at": when}))
+                                     message={**state, "deleted_at": when}))
         elif op == "react" and not deleted:
             when = self._tick()
             kind = "reaction.deleted" if uid in self.reactions[mid] else "reaction.new"
             self.reactions[mid] ^= {uid}
-            current["reaction_counts"] = self._counts(mid)
             self.events.append(event(
-                kind, at=when, user=user(uid), message=dict(current),
+                kind, at=when, user=user(uid), message=self._state(mid),
                 reaction={"message_id": mid, "user_id": uid, "type": "like", "score": 1,
                           "created_at": when, "updated_at": when}))
 
 
-def _history(ops: list[tuple[str, str, str]]) -> list[bytes]:
+def _history(ops: list[tuple[str, int, str]]) -> list[bytes]:
     history = _History()
-    for op, mid, uid in ops:
-        history.apply(op, mid, uid)
+    for op, pick, uid in ops:
+        history.apply(op, pick, uid)
     return history.events
 
 
@@ -351,17 +387,17 @@ def _tables(store: ChatStore) -> dict[str, list[tuple[Any, ...]]]:
             "deleted_reactions": reaction_tombstones}
 
 
-_OPS = st.lists(st.tuples(st.sampled_from(["new", "update", "soft", "undelete", "hard", "react"]),
-                          st.sampled_from(["m1", "m2", "m3"]),
-                          st.sampled_from(["carol", "dave"])),
-                min_size=1, max_size=24)
+_OPS = st.lists(st.tuples(st.sampled_from(["new", "reply", "update", "soft", "undelete", "hard",
+                                           "react"]),
+                          st.integers(0, 3), st.sampled_from(["carol", "dave"])),
+                min_size=8, max_size=30)
 
 
 @settings(max_examples=300 if _LONG else 60, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(ops=_OPS, window=st.integers(1, 6), data=st.data())
 def test_any_delivery_order_within_a_window_ends_in_the_in_order_tables(
-    tmp_path_factory: pytest.TempPathFactory, ops: list[tuple[str, str, str]], window: int,
+    tmp_path_factory: pytest.TempPathFactory, ops: list[tuple[str, int, str]], window: int,
     data: st.DataObject,
 ) -> None:
     events = _history(ops)
