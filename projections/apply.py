@@ -231,9 +231,13 @@ ADD_UNREAD = (
 # since one channel state describes the own user twice (`membership` often without `role`,
 # `members[]` with it). `pinned_at` and `archived_at` are the exceptions: null there says
 # "not pinned", so only their absence (?10, ?11 false) keeps the row's.
+# ?12: the server time of the member object (its own, or its event's): none older than the
+# member's removal adds them back.
 UPSERT_MEMBER = (
     "INSERT INTO members (cid, user_id, role, channel_role, banned, pinned_at, archived_at, "
-    "created_at, updated_at) VALUES (?1, ?2, ?3, ?4, coalesce(?5, 0), ?6, ?7, ?8, ?9) "
+    "created_at, updated_at) SELECT ?1, ?2, ?3, ?4, coalesce(?5, 0), ?6, ?7, ?8, ?9 "
+    "WHERE NOT EXISTS (SELECT 1 FROM removed_members "
+    "WHERE cid=?1 AND user_id=?2 AND removed_at >= ?12) "
     "ON CONFLICT (cid, user_id) DO UPDATE SET role=coalesce(?3, role), "
     "channel_role=coalesce(?4, channel_role), banned=coalesce(?5, banned), "
     "pinned_at=iif(?10, ?6, pinned_at), archived_at=iif(?11, ?7, archived_at), "
@@ -244,7 +248,21 @@ UPSERT_MEMBER = (
 THREAD_REPLY = (
     "UPDATE threads SET reply_count=coalesce(reply_count, 0)+1, "
     "last_message_at=max(coalesce(last_message_at, 0), coalesce(?1, 0)) WHERE parent_id=?2")
-SET_HIDDEN = "UPDATE channels SET hidden=? WHERE cid=?"
+REMOVE_MEMBER = ("DELETE FROM members WHERE cid=?1 AND user_id=?2 "
+                 "AND (?3 IS NULL OR updated_at IS NULL OR updated_at <= ?3)")
+REMEMBER_REMOVED_MEMBER = (
+    "INSERT INTO removed_members (cid, user_id, removed_at) VALUES (?, ?, ?) "
+    "ON CONFLICT (cid, user_id) DO UPDATE SET removed_at=max(removed_at, excluded.removed_at)")
+# `hidden` (per user) changes by events of its own; the newest time it was set wins.
+SET_HIDDEN = ("UPDATE channels SET hidden=?1, hidden_at=coalesce(?2, hidden_at) "
+              "WHERE cid=?3 AND (?2 IS NULL OR hidden_at IS NULL OR ?2 >= hidden_at)")
+DELIVERED = (
+    "INSERT INTO reads (cid, user_id, last_delivered_at, last_delivered_message_id) "
+    "VALUES (?,?,?,?) ON CONFLICT (cid, user_id) DO UPDATE SET "
+    "last_delivered_at=excluded.last_delivered_at, "
+    "last_delivered_message_id=excluded.last_delivered_message_id "
+    "WHERE excluded.last_delivered_at IS NULL OR reads.last_delivered_at IS NULL "
+    "OR excluded.last_delivered_at >= reads.last_delivered_at")
 # The newest time a user object carries (0 for none): it orders the objects of one user.
 _USER_TIME = ("max(coalesce({0}.updated_at, 0), coalesce({0}.last_active, 0), "
               "coalesce({0}.deleted_at, 0))")
@@ -760,13 +778,8 @@ class Projector:
         cid = self._cid_of(item, event)
         if user_id is None or cid is None:
             return
-        c.execute(
-            "INSERT INTO reads (cid, user_id, last_delivered_at, last_delivered_message_id) "
-            "VALUES (?,?,?,?) ON CONFLICT (cid, user_id) DO UPDATE SET "
-            "last_delivered_at=excluded.last_delivered_at, "
-            "last_delivered_message_id=excluded.last_delivered_message_id",
-            (cid, user_id, t(event.last_delivered_at), event.last_delivered_message_id),
-        )
+        c.execute(DELIVERED, (cid, user_id, t(event.last_delivered_at),
+                              event.last_delivered_message_id))
 
     # -- channels ------------------------------------------------------------------------------
 
@@ -873,7 +886,7 @@ class Projector:
         if cid is None:
             return
         self.ensure_channel(c, cid)
-        c.execute("UPDATE channels SET hidden=1 WHERE cid=?", (cid,))
+        c.execute(SET_HIDDEN, (1, t(event.created_at), cid))
         if event.clear_history:
             until = t(event.created_at) or item.received_at
             self.hard_delete(c, "cid=? AND created_at<=?", (cid, until))
@@ -881,19 +894,23 @@ class Projector:
     def _channel_visible(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
         cid = self._cid_of(item, event)
         if cid is not None:
-            c.execute("UPDATE channels SET hidden=0 WHERE cid=?", (cid,))
+            c.execute(SET_HIDDEN, (0, t(event.created_at), cid))
 
     # -- members -------------------------------------------------------------------------------
 
-    def _upsert_member(self, c: apsw.Cursor, cid: str, m: p.Member) -> None:
+    def _upsert_member(self, c: apsw.Cursor, cid: str, m: p.Member,
+                       at: int | None = None) -> None:
+        """Merge a member object into its row (`at`: the server time of what carried it)."""
         uid = m.uid
         if not uid:
             return
         self._counts_unread_in.pop(cid, None)
+        updated = t(m.updated_at)
         c.execute(UPSERT_MEMBER, (
             cid, uid, m.role, m.channel_role, None if m.banned is None else b(m.banned),
             _time_or_none(m.pinned_at), _time_or_none(m.archived_at), t(m.created_at),
-            t(m.updated_at), m.pinned_at is not msgspec.UNSET, m.archived_at is not msgspec.UNSET,
+            updated, m.pinned_at is not msgspec.UNSET, m.archived_at is not msgspec.UNSET,
+            newest(updated, at),
         ))
 
     def _member_upsert(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
@@ -903,7 +920,7 @@ class Projector:
         if cid is None or event.member is None:
             return
         self.ensure_channel(c, cid)
-        self._upsert_member(c, cid, event.member)
+        self._upsert_member(c, cid, event.member, t(event.created_at))
 
     def _member_removed(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
         cid = self._cid_of(item, event)
@@ -916,7 +933,10 @@ class Projector:
             # No longer ours: it leaves the channel list.
             self._drop_channel(c, cid, t(event.created_at))
         else:
-            c.execute("DELETE FROM members WHERE cid=? AND user_id=?", (cid, uid))
+            when = t(event.created_at)
+            c.execute(REMOVE_MEMBER, (cid, uid, when))
+            if when is not None:
+                c.execute(REMEMBER_REMOVED_MEMBER, (cid, uid, when))
             self._counts_unread_in.pop(cid, None)
 
     # -- users ---------------------------------------------------------------------------------
@@ -1097,13 +1117,13 @@ class Projector:
         if cid is None:
             return
         self.ensure_channel(c, cid)
-        if state.hidden is not None:
-            c.execute(SET_HIDDEN, (b(state.hidden), cid))
         # A channel state has no time of its own, and its objects are as of the query (a
         # message's reply count and reactions move without its `updated_at`): the newest time
         # anywhere in its messages is a time they are all at least as new as.
         state_at = newest(*(newest(t(m.created_at), t(m.updated_at), t(m.deleted_at))
                             for m in (*(state.messages or ()), *(state.pinned_messages or ()))))
+        if state.hidden is not None:
+            c.execute(SET_HIDDEN, (b(state.hidden), state_at, cid))
         for index, m in enumerate(state.messages or ()):
             if m.id:
                 self.upsert_message(c, m.cid or cid, m, item.position, index, event_at=state_at,
@@ -1115,13 +1135,13 @@ class Projector:
                                     event_at=state_at, snapshot=True)
                 self._state_reactions(c, item, m)
         for index, member in enumerate(state.members or ()):
-            self._upsert_member(c, cid, member)
+            self._upsert_member(c, cid, member, state_at)
             # A client that has only queried its channels knows their members' users this way.
             self._remember_user(c, item, member.user, index)
         if state.membership is not None:
             if not state.membership.uid and self.own:
                 state.membership.user_id = self.own
-            self._upsert_member(c, cid, state.membership)
+            self._upsert_member(c, cid, state.membership, state_at)
         # Likewise its reads: they counted the unread messages up to that time at least.
         for read in state.read or ():
             uid = read.user_id or (read.user.id if read.user else None)

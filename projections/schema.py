@@ -40,7 +40,8 @@ TABLES: dict[str, str] = {
         deleted_at INTEGER,
         custom TEXT,                      -- JSON object of the channel's custom fields
         position INTEGER,                 -- entry holding the channel object as it stands
-        slot INTEGER NOT NULL DEFAULT -1  -- -1: the event's `channel`; 0: a channel state's `channel`
+        slot INTEGER NOT NULL DEFAULT -1, -- -1: the event's `channel`; 0: a channel state's `channel`
+        hidden_at INTEGER                 -- server time `hidden` was last set: older news loses
     ) WITHOUT ROWID""",
     # Clustered by channel and time, so a page of a channel's messages is a few adjacent pages;
     # `messages_id` finds a message by id for updates, deletes and reactions.
@@ -130,6 +131,14 @@ TABLES: dict[str, str] = {
     "deleted_channels": """CREATE TABLE deleted_channels (
         cid TEXT PRIMARY KEY,
         deleted_at INTEGER NOT NULL
+    ) WITHOUT ROWID""",
+    # Members removed (other than the own user, whose removal is the channel's), and when: an
+    # older event about the member, delivered late, does not add them back.
+    "removed_members": """CREATE TABLE removed_members (
+        cid TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        removed_at INTEGER NOT NULL,
+        PRIMARY KEY (cid, user_id)
     ) WITHOUT ROWID""",
     "users": """CREATE TABLE users (
         id TEXT PRIMARY KEY,

@@ -268,6 +268,38 @@ def test_an_older_channel_object_does_not_undo_a_newer_one(store: ChatStore) -> 
     assert store.channel(CID)["channel"]["name"] == "Third"
 
 
+def test_an_older_delivery_mark_does_not_undo_a_newer_one(store: ChatStore) -> None:
+    store.ingest_many([new("m1", 1), new("m2", 2)])
+    store.ingest(event("message.delivered", at=at(4), user=user("bob"),
+                       last_delivered_at=at(4), last_delivered_message_id="m2"))
+    store.ingest(event("message.delivered", at=at(3), user=user("bob"),
+                       last_delivered_at=at(3), last_delivered_message_id="m1"))
+    [read] = [r for r in store.reads(CID) if r["user_id"] == "bob"]
+    assert read["last_delivered_message_id"] == "m2"
+
+
+def test_an_older_hide_or_show_does_not_undo_a_newer_one(store: ChatStore) -> None:
+    store.ingest(new("m1", 1))
+    store.ingest(event("channel.hidden", at=at(5), user=user("alice")))
+    store.ingest(event("channel.visible", at=at(4), user=user("alice")))
+    assert store.channels() == []
+    store.ingest(event("channel.visible", at=at(7), user=user("alice")))
+    store.ingest(event("channel.hidden", at=at(6), user=user("alice")))
+    assert [s.cid for s in store.channels()] == [CID]
+
+
+def test_a_removed_member_stays_removed_against_older_member_events(store: ChatStore) -> None:
+    store.ingest(event("member.added", at=at(1), member={"user_id": "bob", "user": user("bob"),
+                                                         "created_at": at(1), "updated_at": at(1)}))
+    store.ingest(event("member.removed", at=at(5), member={"user_id": "bob"}))
+    store.ingest(event("member.updated", at=at(3), member={"user_id": "bob", "role": "moderator",
+                                                           "updated_at": at(3)}))
+    assert store.members(CID) == []
+    store.ingest(event("member.added", at=at(8), member={"user_id": "bob", "created_at": at(8),
+                                                         "updated_at": at(8)}))
+    assert [m["user_id"] for m in store.members(CID)] == ["bob"]
+
+
 def test_an_older_user_object_does_not_undo_a_newer_one(store: ChatStore) -> None:
     store.ingest(event("user.updated", cid=None, at=at(3),
                        user={**user("bob"), "name": "Robert", "updated_at": at(3)}))
