@@ -227,6 +227,10 @@ ADD_UNREAD = (
     "WHERE true ON CONFLICT (cid, user_id) DO UPDATE SET "
     "unread_messages=unread_messages+(SELECT count(*) FROM json_each(?3) "
     "WHERE value IS NULL OR reads.state_at IS NULL OR value > reads.state_at)")
+# A new reply of a thread the backend described: its counters as the backend would move them.
+THREAD_REPLY = (
+    "UPDATE threads SET reply_count=coalesce(reply_count, 0)+1, "
+    "last_message_at=max(coalesce(last_message_at, 0), coalesce(?1, 0)) WHERE parent_id=?2")
 # A member object merges into the row: a field it lacks (or holds null for) keeps what is known,
 # since one channel state describes the own user twice (`membership` often without `role`,
 # `members[]` with it). `pinned_at` and `archived_at` are the exceptions: null there says
@@ -244,10 +248,6 @@ UPSERT_MEMBER = (
     "created_at=coalesce(?8, created_at), updated_at=coalesce(?9, updated_at) "
     # An older object of the member, delivered late, does not replace a newer one.
     "WHERE ?9 IS NULL OR members.updated_at IS NULL OR ?9 >= members.updated_at")
-# A new reply of a thread the backend described: its counters as the backend would move them.
-THREAD_REPLY = (
-    "UPDATE threads SET reply_count=coalesce(reply_count, 0)+1, "
-    "last_message_at=max(coalesce(last_message_at, 0), coalesce(?1, 0)) WHERE parent_id=?2")
 REMOVE_MEMBER = ("DELETE FROM members WHERE cid=?1 AND user_id=?2 "
                  "AND (?3 IS NULL OR updated_at IS NULL OR updated_at <= ?3)")
 REMEMBER_REMOVED_MEMBER = (
@@ -511,7 +511,8 @@ class Projector:
         """Insert a message's row, or replace it when this state is not older than the row's;
         True when it was not on file before (a new reply then counts for its parent).
 
-        `event_at`: the server time of the event carrying the message (None for a snapshot);
+        `event_at`: the server time of what carries the message (an event's `created_at`; for
+        a channel state, the newest time in it; None for a command's answer);
         `deleted_at`: the message is soft-deleted (at the message's own time, else this one);
         `leave_local`: a row showing a local change of its own is left as it is; `snapshot`:
         the message comes from a channel state (its reply count is taken as it is, and a reply
