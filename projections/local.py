@@ -85,7 +85,11 @@ _MESSAGE = msgspec.json.Decoder(p.Message)
 _encode = msgspec.json.Encoder(order="sorted").encode
 
 _READ_COLUMNS = ("last_read, unread_messages, last_read_message_id, first_unread_message_id, "
-                 "last_delivered_at, last_delivered_message_id")
+                 "last_delivered_at, last_delivered_message_id, state_at")
+_RESTORE_READ = f"INSERT INTO reads (cid, user_id, {_READ_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)"
+# A message sent from here has no server time until the backend answers: any state the
+# backend sends of it is newer than this one.
+_SENDING = "UPDATE messages SET local_state=?, local_command=?, state_at=NULL WHERE id=?"
 _OUTBOX_ROW = ("SELECT kind, cid, message_id, status, seq, undo, attempts FROM outbox "
                "WHERE id=?")
 
@@ -154,7 +158,7 @@ class LocalProjector(OutcomeHandlers):
             parent = request.parent_id or (_MESSAGE.decode(r.message).parent_id
                                            if r.message else None) or ""
             was = self._draft_row(c, r.cid, parent)
-            self.p._ensure_channel(c, r.cid)
+            self.p.ensure_channel(c, r.cid)
             c.execute(
                 "INSERT INTO drafts (cid, parent_id, created_at, position) VALUES (?,?,?,?) "
                 "ON CONFLICT (cid, parent_id) DO UPDATE SET created_at=excluded.created_at, "
@@ -191,9 +195,8 @@ class LocalProjector(OutcomeHandlers):
             row = c.execute("SELECT last_message_at FROM channels WHERE cid=?", (cid,)).fetchone()
             was_read = self._read_row(c, cid) if self.own else None
         # Filed exactly as the backend's `message.new` for it would be: channel, thread, reads.
-        self.p._message_new(c, item, p.Event(type="message.new", cid=r.cid, message=m))
-        c.execute("UPDATE messages SET local_state=?, local_command=? WHERE id=?",
-                  ("sending", item.stream, m.id))
+        self.p.message_new(c, item, p.Event(type="message.new", cid=r.cid, message=m))
+        c.execute(_SENDING, ("sending", item.stream, m.id))
         if not cid:
             return None
         # For a cancel: the channel's last message time and the own read mark it moved.
@@ -278,8 +281,8 @@ class LocalProjector(OutcomeHandlers):
                 "SELECT id FROM messages WHERE cid=? AND (parent_id IS NULL OR show_in_channel=1)"
                 " ORDER BY created_at DESC, id DESC LIMIT 1", (cid,)).fetchone()
             mid = row[0] if row else None
-        self.p._ensure_channel(c, cid)
-        self.p._set_read(c, cid, self.own, last_read=when, unread=0, last_read_message_id=mid)
+        self.p.ensure_channel(c, cid)
+        self.p.set_read(c, cid, self.own, last_read=when, unread=0, last_read_message_id=mid)
 
     def _mark_unread(self, c: apsw.Cursor, cid: str, mid: str) -> None:
         """Unread from `mid` on: the messages of others from it, as the backend counts them."""
@@ -296,10 +299,10 @@ class LocalProjector(OutcomeHandlers):
             "SELECT id FROM messages WHERE cid=? AND (created_at, id) < (?, ?) "
             "AND (parent_id IS NULL OR show_in_channel=1) ORDER BY created_at DESC, id DESC "
             "LIMIT 1", (cid, at[0], mid)).fetchone()
-        self.p._ensure_channel(c, cid)
-        self.p._set_read(c, cid, self.own, last_read=at[0] - 1, unread=unread,
-                         last_read_message_id=before[0] if before else None,
-                         first_unread_message_id=mid)
+        self.p.ensure_channel(c, cid)
+        self.p.set_read(c, cid, self.own, last_read=at[0] - 1, unread=unread,
+                        last_read_message_id=before[0] if before else None,
+                        first_unread_message_id=mid)
 
     # -- the lifecycle -------------------------------------------------------------------------
 
@@ -378,7 +381,7 @@ class LocalProjector(OutcomeHandlers):
         if kind == K.SEND_MESSAGE:
             # Never sent (or refused): the message exists only here. A row the backend has
             # confirmed meanwhile (its echo arrived) stays: the backend has the message.
-            self.p._hard_delete(c, "id=? AND local_state IS NOT NULL", (mid,))
+            self.p.hard_delete(c, "id=? AND local_state IS NOT NULL", (mid,))
             if c.connection.changes() and "channel" in before:
                 cid, was, sent_at = before["channel"]
                 c.execute("UPDATE channels SET last_message_at=? WHERE cid=? AND last_message_at=?",
@@ -394,8 +397,7 @@ class LocalProjector(OutcomeHandlers):
             if self._read_row(c, cid) == now:
                 c.execute("DELETE FROM reads WHERE cid=? AND user_id=?", (cid, self.own))
                 if was is not None:
-                    c.execute(f"INSERT INTO reads (cid, user_id, {_READ_COLUMNS}) "
-                              "VALUES (?,?,?,?,?,?,?,?)", (cid, self.own, *was))
+                    c.execute(_RESTORE_READ, (cid, self.own, *was))
         if "draft" in before:
             cid, parent, was, now = before["draft"]
             if self._draft_row(c, cid, parent) == now:

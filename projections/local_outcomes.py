@@ -14,7 +14,7 @@ import msgspec
 from chatledger.eventstore import commands as cmd
 from chatledger.eventstore.commands import CommandKind as K
 from chatledger.projections import payloads as p
-from chatledger.projections.apply import t
+from chatledger.projections.apply import newest, t
 from chatledger.projections.schema import SLOT_RESPONSE
 
 if TYPE_CHECKING:
@@ -40,6 +40,15 @@ class _Outcome(msgspec.Struct, gc=False):
 
 _OUTCOME = msgspec.json.Decoder(_Outcome)
 _ROW = "SELECT kind, cid, message_id, seq, undo FROM outbox WHERE id=?"
+_CONFIRMED = (
+    "UPDATE messages SET cid=?1, created_at=coalesce(?2, created_at), user_id=?3, type=?4, "
+    "parent_id=?5, show_in_channel=?6, reply_count=coalesce(?7, reply_count), pinned=?8, "
+    "pinned_at=?9, updated_at=?10, deleted_at=?11, silent=?12, position=?13, slot=?14, "
+    "state_at=coalesce(?15, state_at), local_state=NULL, local_command=NULL "
+    "WHERE id=?16 AND (local_command IS NULL OR local_command=?17) "
+    "AND (?15 IS NULL OR state_at IS NULL OR state_at <= ?15)")
+_CLEAR_LOCAL = ("UPDATE messages SET local_state=NULL, local_command=NULL "
+                "WHERE id=? AND (local_command IS NULL OR local_command=?)")
 _SUCCEEDED = ("UPDATE outbox SET status=?, attempts=coalesce(?, attempts), next_try_at=NULL, "
               "response_position=?, version=version+1, updated_at=? WHERE seq=?")
 
@@ -86,19 +95,20 @@ class OutcomeHandlers:
 
     def _confirmed(self, c: apsw.Cursor, cid: str, m: p.Message, position: int,
                    command_id: str) -> bool:
-        """The row becomes the backend's message, if it is this command's or nobody's (one
-        statement; False when no such row was found). The same columns as
-        `Projector._upsert_message`; the row's own `created_at` when the answer has none."""
-        c.execute(
-            "UPDATE messages SET cid=?, created_at=coalesce(?, created_at), user_id=?, type=?, "
-            "parent_id=?, show_in_channel=?, reply_count=coalesce(?, reply_count), pinned=?, "
-            "pinned_at=?, updated_at=?, deleted_at=?, silent=?, position=?, slot=?, "
-            "local_state=NULL, local_command=NULL "
-            "WHERE id=? AND (local_command IS NULL OR local_command=?)",
-            (cid, t(m.created_at) or None, m.author, m.type, m.parent_id,
-             1 if m.show_in_channel else 0, m.reply_count, 1 if m.pinned else 0,
-             t(m.pinned_at), t(m.updated_at), t(m.deleted_at), 1 if m.silent else 0, position,
-             SLOT_RESPONSE, m.id, command_id))
+        """The row becomes the backend's message, if it is this command's or nobody's, and the
+        row shows no newer state of it (an event that came before the answer); False when no
+        such row was found. The same columns as `Projector.upsert_message`; the row's own
+        `created_at` when the answer has none."""
+        stamp = newest(t(m.updated_at), t(m.deleted_at))
+        c.execute(_CONFIRMED, (
+            cid, t(m.created_at) or None, m.author, m.type, m.parent_id,
+            1 if m.show_in_channel else 0, m.reply_count, 1 if m.pinned else 0,
+            t(m.pinned_at), t(m.updated_at), t(m.deleted_at), 1 if m.silent else 0, position,
+            SLOT_RESPONSE, stamp, m.id, command_id))
+        if c.connection.changes():
+            return True
+        # Older than the row: the command is done all the same, the row keeps the newer state.
+        c.execute(_CLEAR_LOCAL, (m.id, command_id))
         return c.connection.changes() > 0
 
     def _confirm_message(self, c: apsw.Cursor, item: Item, kind: str, cid: str | None,
@@ -110,11 +120,8 @@ class OutcomeHandlers:
                 return
             if kind == K.SEND_MESSAGE and self._owner(c, mid) is None:
                 # Cancelled meanwhile, yet delivered: the backend has it.
-                self.p._ensure_channel(c, target)
-                if self.p._upsert_message(c, target, m, item.position, SLOT_RESPONSE,
-                                          confirm=()) and m.parent_id:
-                    c.execute("UPDATE messages SET reply_count=reply_count+1 WHERE id=?",
-                              (m.parent_id,))
+                self.p.ensure_channel(c, target)
+                self.p.upsert_message(c, target, m, item.position, SLOT_RESPONSE, confirm=())
             return
         # No message in the answer ("already exists"): its own stands.
         c.execute("UPDATE messages SET local_state=NULL, local_command=NULL "
@@ -124,16 +131,18 @@ class OutcomeHandlers:
                         m: p.Message | None, undo: str | None, when: int) -> None:
         mode = (msgspec.json.decode(undo) if undo else {}).get("mode", "soft")
         if mode == "hard":
-            self.p._hard_delete(c, "id=?", (mid,))  # gone at the backend, whoever owns the row
+            # Gone at the backend, whoever owns the row; and never filed again.
+            if mid:
+                self.p.hard_deleted(c, mid, (m.cid if m is not None else None) or cid,
+                                    (t(m.deleted_at) if m is not None else None) or when, m)
             return
         row = self._owner(c, mid)
         if row is None or row[1] not in (item.stream, None):
             return
         target = (m.cid if m is not None else None) or cid
         if m is not None and mode == "soft" and target:
-            self.p._upsert_message(c, target, m, item.position, SLOT_RESPONSE, confirm=())
-            c.execute("UPDATE messages SET type='deleted', deleted_at=coalesce(deleted_at, ?) "
-                      "WHERE id=?", (when, mid))
+            self.p.upsert_message(c, target, m, item.position, SLOT_RESPONSE, confirm=(),
+                                  deleted_at=when)
         c.execute("UPDATE messages SET local_state=NULL, local_command=NULL WHERE id=?", (mid,))
 
     def _confirm_reaction(self, c: apsw.Cursor, item: Item, kind: str, mid: str | None,

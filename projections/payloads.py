@@ -58,14 +58,24 @@ class Reaction(msgspec.Struct, gc=False):
     updated_at: str | None = None
 
 
+class StateMessage(Message, gc=False):
+    """A message of a channel state, with the reactions it carries: the newest few of anyone's
+    and all of the own user's. (Events' messages skip these lists: their reactions come as
+    reaction events.)"""
+
+    latest_reactions: list[Reaction] | None = None
+    own_reactions: list[Reaction] | None = None
+
+
 class Member(msgspec.Struct, gc=False):
     user_id: str | None = None
     user: User | None = None  # whole: a channel state's members are where most users are seen
     role: str | None = None
     channel_role: str | None = None
     banned: bool | None = None
-    pinned_at: str | None = None
-    archived_at: str | None = None
+    # UNSET when absent: null says "not pinned" / "not archived", absence says nothing.
+    pinned_at: str | None | msgspec.UnsetType = msgspec.UNSET
+    archived_at: str | None | msgspec.UnsetType = msgspec.UNSET
     created_at: str | None = None
     updated_at: str | None = None
 
@@ -162,12 +172,13 @@ class ChannelState(msgspec.Struct, gc=False):
     """One channel as a query returns it."""
 
     channel: msgspec.Raw = NO_RAW
-    messages: list[Message] | None = None
-    pinned_messages: list[Message] | None = None
+    messages: list[StateMessage] | None = None
+    pinned_messages: list[StateMessage] | None = None
     members: list[Member] | None = None
     read: list[Read] | None = None
     membership: Member | None = None
     draft: Draft | None = None
+    hidden: bool | None = None  # hidden for the own user (the channel object may not say)
 
 
 class QueryResult(msgspec.Struct, gc=False):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 # Bumped whenever what the tables hold, or how events change them, changes: a file whose tables
 # were built by another version is rebuilt from the log when it is opened.
-PROJECTION_VERSION = 7
+PROJECTION_VERSION = 8
 
 # `slot` says where the object sits in the payload at `position`:
 SLOT_EVENT = -1  # the event's own `message` / `channel` / `user` / ... object
@@ -40,7 +40,8 @@ TABLES: dict[str, str] = {
         deleted_at INTEGER,
         custom TEXT,                      -- JSON object of the channel's custom fields
         position INTEGER,                 -- entry holding the channel object as it stands
-        slot INTEGER NOT NULL DEFAULT -1  -- -1: the event's `channel`; 0: a channel state's `channel`
+        slot INTEGER NOT NULL DEFAULT -1, -- -1: the event's `channel`; 0: a channel state's `channel`
+        hidden_at INTEGER                 -- server time `hidden` was last set: older news loses
     ) WITHOUT ROWID""",
     # Clustered by channel and time, so a page of a channel's messages is a few adjacent pages;
     # `messages_id` finds a message by id for updates, deletes and reactions.
@@ -63,6 +64,10 @@ TABLES: dict[str, str] = {
         local_command TEXT,               -- the command that put it in that state
         position INTEGER NOT NULL,
         slot INTEGER NOT NULL DEFAULT -1,
+        -- the server's time of the state the row shows (the newest of the object's updated_at
+        -- and deleted_at and the event's created_at); NULL for a local send not yet confirmed.
+        -- An older state never replaces it: events arrive out of order.
+        state_at INTEGER,
         PRIMARY KEY (cid, created_at, id)
     ) WITHOUT ROWID""",
     "reactions": """CREATE TABLE reactions (
@@ -96,6 +101,43 @@ TABLES: dict[str, str] = {
         first_unread_message_id TEXT,
         last_delivered_at INTEGER,
         last_delivered_message_id TEXT,
+        -- the server's time of the read state (the event's created_at; for a channel state, its
+        -- newest message): an older read event does not replace it, and a message created
+        -- before it is already counted in `unread_messages`
+        state_at INTEGER,
+        PRIMARY KEY (cid, user_id)
+    ) WITHOUT ROWID""",
+    # Messages the backend hard-deleted: a late event that mentions one (a `/sync` answer
+    # replaying older events, a retried request's answer) must not bring it or its reactions
+    # back, nor count it again as a reply.
+    "deleted_messages": """CREATE TABLE deleted_messages (
+        id TEXT PRIMARY KEY,
+        cid TEXT,
+        parent_id TEXT,                   -- for a reply: its parent's count (see apply)
+        created_at INTEGER,
+        deleted_at INTEGER
+    ) WITHOUT ROWID""",
+    # Reactions the backend deleted, while no newer one of the same key is on file: an older
+    # `reaction.new` delivered after the deletion does not add it again.
+    "deleted_reactions": """CREATE TABLE deleted_reactions (
+        message_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        type TEXT NOT NULL,
+        deleted_at INTEGER NOT NULL,
+        PRIMARY KEY (message_id, user_id, type)
+    ) WITHOUT ROWID""",
+    # Channels deleted, or left by the own user, with the latest time that happened: an event
+    # from before it, delivered late, does not bring the channel back.
+    "deleted_channels": """CREATE TABLE deleted_channels (
+        cid TEXT PRIMARY KEY,
+        deleted_at INTEGER NOT NULL
+    ) WITHOUT ROWID""",
+    # Members removed (other than the own user, whose removal is the channel's), and when: an
+    # older event about the member, delivered late, does not add them back.
+    "removed_members": """CREATE TABLE removed_members (
+        cid TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        removed_at INTEGER NOT NULL,
         PRIMARY KEY (cid, user_id)
     ) WITHOUT ROWID""",
     "users": """CREATE TABLE users (
@@ -183,6 +225,12 @@ TABLES: dict[str, str] = {
 # Needed while events are applied (lookups by id): created with the tables.
 LOOKUP_INDEXES: list[str] = [
     "CREATE UNIQUE INDEX messages_id ON messages (id)",
+    # A message's reply count counts its replies on file newer than its state, and the deleted
+    # ones older (see apply): kept for replies only.
+    "CREATE INDEX messages_by_parent ON messages (parent_id, created_at, id) "
+    "WHERE parent_id IS NOT NULL",
+    "CREATE INDEX deleted_replies ON deleted_messages (parent_id, created_at) "
+    "WHERE parent_id IS NOT NULL",
     # Outcomes carry over to the commands waiting for one.
     "CREATE INDEX outbox_dependents ON outbox (depends_on) WHERE depends_on IS NOT NULL",
 ]
@@ -190,7 +238,6 @@ LOOKUP_INDEXES: list[str] = [
 # Only queries need these: a rebuild creates them after filling the tables, which is cheaper
 # than maintaining them row by row.
 INDEXES: list[str] = [
-    "CREATE INDEX messages_by_parent ON messages (parent_id, created_at, id) WHERE parent_id IS NOT NULL",
     "CREATE INDEX messages_pinned ON messages (cid, pinned_at) WHERE pinned = 1",
     "CREATE INDEX members_by_user ON members (user_id, cid)",
     "CREATE INDEX channels_by_last_message ON channels (last_message_at)",

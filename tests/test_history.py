@@ -239,8 +239,10 @@ def test_a_message_edited_reacted_soft_and_hard_deleted_step_by_step(store: Chat
 def test_replies_and_unchanged_mentions(store: ChatStore) -> None:
     store.ingest(event("message.new", message=message("p", text="parent")))
     store.ingest(event("message.new", at=at(1), message=message("r", at=at(1), parent_id="p")))
-    # The same message again, as the backend has it now (with its reply count): a duplicate.
-    store.ingest(event("message.new", message=message("p", text="parent", reply_count=1)))
+    # The same message again, as the backend has it now (with its reply count, so sent after
+    # the reply was made): a duplicate.
+    store.ingest(event("message.new", at=at(1),
+                       message=message("p", text="parent", reply_count=1)))
     store.ingest(event("message.deleted", at=at(2), message=message("r", at=at(1)),
                        hard_delete=True))
     assert notes(explain(store, "p")) == [
