@@ -19,6 +19,7 @@ from chatledger.eventstore.wire import CHANNEL_FIELDS, WireError, custom_fields,
 from chatledger.projections import payloads as p
 from chatledger.projections.filters import canonical_query_key
 from chatledger.projections.schema import SLOT_EVENT, SLOT_PINNED_BASE
+from chatledger.projections.screen import screened
 
 
 logger = logging.getLogger("chatledger.projections")
@@ -185,6 +186,7 @@ class Projector:
 
     def apply(self, c: apsw.Cursor, items: Iterable[Item]) -> None:
         self._check_remembered(c)
+        items = screened(c, items)  # values the tables cannot hold: left out, recorded
         handlers = self._handlers
         raw_handlers = self._raw_handlers
         summary_handlers = self._summary_handlers

@@ -232,6 +232,9 @@ class ChatStore(ActionsMixin, ReadAPI):
 
     def stats(self) -> dict[str, Any]:
         stats = self.log.stats()
+        # Stored but not wholly projected (see projections.screen): counted, the latest named.
+        stats["unprojected"] = self.read.unprojected_count()
+        stats["unprojected_latest"] = self.read.unprojected(limit=10)
         stats["user_id"] = self.user_id
         stats["path"] = str(self.path) if self.path else ":memory:"
         return stats
