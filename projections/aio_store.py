@@ -51,7 +51,7 @@ T = TypeVar("T")
 # Methods of ChatStore that write; they go through the writer thread, in call order.
 WRITE_METHODS: frozenset[str] = frozenset({
     "ingest", "ingest_many", "ingest_query_channels", "ingest_channel_state", "ingest_sync",
-    "rebuild",
+    "rebuild", "record_unusable_answer",
 })
 # Name stems of the local actions and maintenance jobs of the design (DESIGN.md) that write.
 WRITE_PREFIXES: tuple[str, ...] = (
@@ -218,9 +218,10 @@ class AsyncChatStore:
 
     def ingest_query_channels(
         self, response: Payload | Any, *, filter: dict[str, Any] | None = None,
-        sort: list[Any] | None = None,
+        sort: list[Any] | None = None, synced_at: str | None = None,
     ) -> asyncio.Future[AppendResult]:
-        return self._write(self.store.ingest_query_channels, response, filter=filter, sort=sort)
+        return self._write(self.store.ingest_query_channels, response, filter=filter, sort=sort,
+                           synced_at=synced_at)
 
     def ingest_channel_state(self, state: Payload | Any) -> asyncio.Future[AppendResult]:
         return self._write(self.store.ingest_channel_state, state)
