@@ -25,6 +25,7 @@ from typing import Any
 import msgspec
 
 from chatledger.eventstore.log import AppendResult
+from chatledger.eventstore.wire import WireError
 from chatledger.eventstore.wire.times import format_time, parse_time
 from chatledger.projections.store import RejectedInput
 from chatledger.sync.answers import KEPT_HEAD_BYTES, describe_body
@@ -392,7 +393,7 @@ class SyncClient:
             except msgspec.DecodeError:
                 head = None
             if head is not None and head.created_at:
-                self._last_frame_at = head.created_at
+                self._last_frame_at = _frame_time(head.created_at) or self._last_frame_at
             if not first.is_set():
                 first.set()
             elif self.status.state == "online" and time.monotonic() - self._marked_at > MARK_EVERY:
@@ -502,7 +503,7 @@ def _filed_cids(raw: bytes, positions: Sequence[int | None]) -> list[str]:
     state was quarantined), then the query's result (`eventstore.ingest.query_channels_entries`)."""
     try:
         states = _ANSWER.decode(raw).channels or []
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return []
     cids = []
     for state_raw, position in zip(states, positions):
@@ -510,7 +511,7 @@ def _filed_cids(raw: bytes, positions: Sequence[int | None]) -> list[str]:
             continue
         try:
             state = _STATE.decode(state_raw)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):
             continue
         channel = state.channel
         if channel is None:
@@ -519,6 +520,23 @@ def _filed_cids(raw: bytes, positions: Sequence[int | None]) -> list[str]:
         if cid:
             cids.append(cid)
     return cids
+
+
+# How far ahead of this machine's clock a frame's time may be and still end a gap: a later
+# time would claim events not yet sent (a backend with a broken clock, or a hostile one).
+MAX_CLOCK_LEAD_US = 24 * 3600 * 1_000_000
+
+
+def _frame_time(created_at: str) -> str | None:
+    """A frame's `created_at` as an end of the gap, or None when it is unreadable (a bad frame
+    must not stop sync) or too far in the future; then the previous end stands."""
+    try:
+        when = parse_time(created_at)
+    except WireError:
+        return None
+    if when > time.time() * 1_000_000 + MAX_CLOCK_LEAD_US:
+        return None
+    return created_at
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:

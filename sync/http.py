@@ -213,6 +213,12 @@ async def request(session: aiohttp.ClientSession, method: str, url: URL, *,
                                      status=resp.status, body=raw)
             if 200 <= resp.status < 300:
                 return raw
+            if 300 <= resp.status < 400:
+                # Redirects are not followed: the chat API never redirects, a captive portal
+                # or a proxy's login page does. Not a refusal of the request: unusable.
+                raise UnusableAnswer(
+                    f"the answer to {what} is a redirect (HTTP {resp.status}), not the chat "
+                    "API's (a captive portal or a proxy?)", status=resp.status, body=raw)
             raise error_from_answer(resp.status, resp.reason, resp.headers, raw)
     except BackendError:
         raise

@@ -145,6 +145,15 @@ class StreamBackend:
         """`text` without this backend's credentials (tokens, API key, URLs holding them)."""
         return redact(text, self._secrets)
 
+    def _scrub(self, body: bytes) -> bytes:
+        """`body` without this backend's credentials: an answer is stored (or quarantined),
+        and some servers and portals echo the request, query string and token included."""
+        for secret in self._secrets:
+            encoded = secret.encode("utf-8", "surrogatepass")
+            if encoded in body:
+                body = body.replace(encoded, b"[redacted]")
+        return body
+
     @property
     def connection_id(self) -> str | None:
         """The connection id of an open event stream, if any (sent with watching queries)."""
@@ -179,12 +188,14 @@ class StreamBackend:
         url = build_url(self.base_url, segments, params)
         data = encode_json(body) if body is not None else None
         try:
-            return await request(self._get_session(), method, url,
-                                 headers=self._headers(data is not None), body=data,
-                                 timeout=self._client_timeout,
-                                 max_bytes=self.max_answer_bytes)
+            raw = await request(self._get_session(), method, url,
+                                headers=self._headers(data is not None), body=data,
+                                timeout=self._client_timeout, max_bytes=self.max_answer_bytes)
         except BackendError as error:
+            if error.body:
+                error.body = self._scrub(error.body)
             raise error.redacted(self.redact) from None
+        return self._scrub(raw)
 
     def _watch_query(self, watch: bool, presence: bool = False) -> dict[str, str]:
         # Stream ties watching (and presence) to a WebSocket connection, named in the query.
@@ -302,6 +313,8 @@ class StreamBackend:
                 health_interval=self.health_interval, dead_after=self.dead_after,
                 on_close=self._forget)
         except BackendError as error:
+            if error.body:
+                error.body = self._scrub(error.body)
             raise error.redacted(self.redact) from None
         self._streams.append(stream)
         return stream

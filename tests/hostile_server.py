@@ -133,6 +133,20 @@ def trickle(interval: float = 1.0, size: int = 400) -> Handler:
     return answer
 
 
+async def REDIRECT(server: HostileServer, request: web.Request,
+                   body: dict[str, Any]) -> web.StreamResponse:
+    """A captive portal's other way: 302 to its login page."""
+    return web.Response(status=302, headers={"Location": "http://portal.example/login"},
+                        content_type="text/html", text="<a href='/login'>log in</a>")
+
+
+async def ECHO(server: HostileServer, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+    """200 text/html repeating the request: its URL (api key in the query) and its token."""
+    return web.Response(status=200, content_type="text/html",
+                        text=f"<html>you asked for {request.url} with "
+                             f"{request.headers.get('Authorization')}</html>")
+
+
 async def REFUSE_TOKEN(server: HostileServer, request: web.Request,
                        body: dict[str, Any]) -> web.StreamResponse:
     """401, and a message that repeats the token and key it was given (as some servers do)."""
@@ -181,6 +195,7 @@ class HostileServer:
 
     def __init__(self, channels: list[str] | None = None) -> None:
         self.channels = channels or [GENERAL]
+        self.first_frame_at: Callable[[], str] = now_text  # the health.check's created_at
         self.events: list[bytes] = []
         self.frames: list[bytes] = []
         self.messages: dict[str, dict[str, Any]] = {}
@@ -321,7 +336,8 @@ class HostileServer:
         try:
             await ws.send_bytes(msgspec.json.encode({
                 "type": "health.check", "cid": "*", "connection_id": f"conn-{len(self.calls)}",
-                "created_at": now_text(), "me": {"id": "alice", "total_unread_count": 0}}))
+                "created_at": self.first_frame_at(), "me": {"id": "alice",
+                                                            "total_unread_count": 0}}))
             for frame in list(self.frames):
                 await ws.send_bytes(frame)
             async for msg in ws:  # until the client (or the server's shutdown) closes it

@@ -33,12 +33,14 @@ from fixtures import message_new, query_channels_response, reaction_new, sync_re
 from hostile_server import (
     API_KEY,
     ARRAY,
+    ECHO,
     EMPTY_OBJECT,
     ERROR_BODY,
     GENERAL,
     HANG,
     HTML,
     OK,
+    REDIRECT,
     REFUSE_TOKEN,
     TEXT,
     TOKEN,
@@ -89,6 +91,7 @@ UNUSABLE_SYNC = {
     "json-array": ARRAY,
     "json-without-events": EMPTY_OBJECT,
     "events-not-a-list": value({"events": "none", "duration": "1ms"}),
+    "redirect-302": REDIRECT,
 }
 
 
@@ -106,7 +109,7 @@ def test_an_unusable_sync_answer_keeps_the_sync_point_and_the_next_sync_brings_t
                 client = SyncClient(store, chat, backoff=FAST, reconnect_backoff=FAST)
                 with pytest.raises(BackendError) as failed:
                     await client.run_once()
-                assert "could not be used" in str(failed.value)
+                assert "could not be used" in str(failed.value) or "redirect" in str(failed.value)
                 assert store.last_sync_at() == since  # the old sync point stays
                 [kept] = store.quarantine()
                 assert kept["source"] == "sync" and kept["reason"]
@@ -234,6 +237,45 @@ def test_loaded_lists_only_the_channels_the_store_filed(tmp_path: Path) -> None:
     store.close()
 
 
+def test_an_answer_echoing_the_credentials_is_quarantined_without_them(tmp_path: Path) -> None:
+    store = synced_store(tmp_path, at(3600))
+    with HostileServer() as server:
+        server.answer("sync", ECHO)
+
+        async def main() -> None:
+            async with backend(server) as chat:
+                client = SyncClient(store, chat)
+                with pytest.raises(BackendError) as failed:
+                    await client.run_once()
+                assert TOKEN not in str(failed.value) and API_KEY not in str(failed.value)
+
+        run_async(main(), 60)
+    [kept] = store.quarantine()
+    assert b"you asked for" in kept["raw"]
+    assert TOKEN.encode() not in kept["raw"] and API_KEY.encode() not in kept["raw"]
+    store.close()
+
+
+@pytest.mark.parametrize("created_at", ["not a time", "9999-12-31T23:59:59Z", None])
+def test_a_first_frame_with_a_bad_time_neither_stops_sync_nor_moves_the_point_ahead(
+        tmp_path: Path, created_at: str | None) -> None:
+    since = at(3600)
+    store = synced_store(tmp_path, since)
+    with HostileServer() as server:
+        server.first_frame_at = lambda: created_at  # type: ignore[assignment,return-value]
+        server.events.append(bobs_message("bob-away", at(1800)))
+
+        async def main() -> Any:
+            async with backend(server) as chat:
+                return await SyncClient(store, chat).run_once()
+
+        report = run_async(main(), 60)
+    assert store.message("bob-away") is not None
+    assert since < store.last_sync_at() <= at(-60)  # not in the future
+    assert report.synced_at == store.last_sync_at()
+    store.close()
+
+
 # --------------------------------------------------------------------------------------------
 # 2. An action is delivered only when the answer confirms it
 
@@ -243,6 +285,7 @@ UNCONFIRMING = {
     "text-plain": TEXT,
     "empty-object": EMPTY_OBJECT,
     "another-message": WRONG_MESSAGE,
+    "redirect-302": REDIRECT,
 }
 
 
