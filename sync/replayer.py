@@ -291,8 +291,9 @@ class Replayer:
         """Replay until `stop` is set: a pass, then sleep until the next retry is due, or
         `notify()` says a new action was queued, or the retry stream holds a command it did
         not hold before (queued by another process on the same file: it is looked at every
-        `poll_interval` seconds, a cheap read of the retry stream's ids). `on_pass` sees each
-        pass's report that attempted something, and each look that found the stream changed."""
+        `poll_interval` seconds, a cheap read of the retry stream's ids). `on_pass` sees the
+        report of each pass that attempted something or left another number of commands
+        unfinished (`left`)."""
         total = ReplayReport()
         while not stop.is_set():
             self._wake.clear()
@@ -300,8 +301,9 @@ class Replayer:
             total.merge(report)
             delay = await self._until_next_try()
             report.left = len(self._known)
+            changed = report.left != total.left
             total.left = report.left
-            if on_pass is not None and report.attempted:
+            if on_pass is not None and (report.attempted or changed):
                 on_pass(report)
             if report.stopped:
                 break

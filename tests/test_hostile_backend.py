@@ -464,6 +464,30 @@ def test_a_value_beyond_64_bits_in_a_sync_answer_costs_only_itself(tmp_path: Pat
     store.close()
 
 
+def test_one_event_a_json_decoder_refuses_costs_only_itself(tmp_path: Path) -> None:
+    """A lone surrogate escape (or bytes that are not UTF-8) in one event makes the whole /sync
+    answer "not JSON"; its other events are still stored, and the bad one quarantined."""
+    since = at(3600)
+    store = synced_store(tmp_path, since)
+    good = [bobs_message(f"good-{i}", at(1000 - i)) for i in range(2)]
+    bad = bobs_message("bad", at(999)).replace(b"sent while", b"sent \\ud800 while")
+    with HostileServer() as server:
+        server.events = [good[0], bad, good[1]]
+
+        async def main() -> Any:
+            async with backend(server) as chat:
+                return await SyncClient(store, chat).run_once()
+
+        report = run_async(main(), 60)
+    assert store.message("good-0") is not None and store.message("good-1") is not None
+    assert store.message("bad") is None
+    [kept] = store.quarantine()
+    assert b"\\ud800" in kept["raw"] and "not JSON" in kept["reason"]
+    assert store.last_sync_at() == report.synced_at
+    assert store.verify() == []
+    store.close()
+
+
 def test_a_value_beyond_64_bits_ingested_directly_is_stored(tmp_path: Path) -> None:
     store = ChatStore.open(tmp_path, "alice")
     for frame in poison_frames():
