@@ -126,6 +126,8 @@ _CREDENTIAL_PARAMS = re.compile(
     r"(?i)\b(api_key|authorization|token|access_token|stream-auth-type)=[^&\s'\"<>]*")
 # A JWT anywhere (the user's token, or an older one the backend echoes back).
 _JWT = re.compile(r"\beyJ[\w-]*\.[\w-]+\.[\w-]*")
+# The user:password part of any URL in a text.
+_URL_USERINFO = re.compile(r"(\b[a-z][a-z0-9+.-]*://)[^/\s@'\"<>]+@", re.IGNORECASE)
 # The query string of any URL in a text.
 _URL_QUERY = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^\s?'\"<>]*)\?[^\s'\"<>]*", re.IGNORECASE)
 
@@ -137,6 +139,7 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     for secret in secrets:
         if secret:
             text = text.replace(secret, "[redacted]")
+    text = _URL_USERINFO.sub(r"\1[redacted]@", text)
     text = _URL_QUERY.sub(r"\1?[query redacted]", text)
     text = _CREDENTIAL_PARAMS.sub(r"\1=[redacted]", text)
     return _JWT.sub("[redacted token]", text)

@@ -9,7 +9,6 @@ bounded, and no assertion is about timing.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import socket
@@ -39,7 +38,6 @@ from hostile_server import (
     GENERAL,
     HANG,
     HTML,
-    OK,
     REDIRECT,
     REFUSE_TOKEN,
     TEXT,
@@ -695,3 +693,14 @@ def test_a_running_sync_command_sends_what_another_command_queued(tmp_path: Path
     assert any("1 delivered" in line and "0 pending" in line for line in lines), lines
     assert proc.returncode == 130
     assert "Traceback" not in err
+
+
+def test_redact_takes_out_every_form_of_credential() -> None:
+    from chatledger.sync.http import redact
+
+    text = redact(f"GET https://u:pw@chat.example/connect?api_key={API_KEY}&authorization={TOKEN}"
+                  f" failed; header Authorization: {TOKEN}; key {API_KEY}; old token "
+                  "eyJhbGciOiJIUzI1NiJ9.eyJ1c2VyX2lkIjoiYm9iIn0.b2xk", [TOKEN, API_KEY])
+    for secret in (TOKEN, API_KEY, "u:pw", "eyJ1c2VyX2lkIjoiYm9iIn0"):
+        assert secret not in text
+    assert "chat.example/connect" in text
