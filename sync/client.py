@@ -144,8 +144,8 @@ class SyncClient:
         filter = self.channel_filter if filter is None else filter
         sort = self.channel_sort if sort is None else list(sort)
         what = "POST /channels"
-        raw = await self._read_answer(what, self.backend.query_channels(
-            filter, sort, limit=limit or self.channel_limit, offset=offset))
+        raw = await self._read_answer(self.backend.query_channels(
+            filter, sort, limit=limit or self.channel_limit, offset=offset), source="query")
         result = await done(self.store.ingest_query_channels(raw, filter=filter, sort=list(sort),
                                                              synced_at=synced_at))
         if not result.stored:
@@ -192,7 +192,7 @@ class SyncClient:
         for number, chunk in enumerate(chunks, 1):
             report.calls += 1
             try:
-                raw = await self._read_answer(what, self.backend.sync(chunk, report.since))
+                raw = await self._read_answer(self.backend.sync(chunk, report.since))
             except UnusableAnswer:
                 raise
             except BackendError as error:
@@ -217,7 +217,8 @@ class SyncClient:
         for cid in cids:
             what = "POST /channels/{type}/{id}/query"
             try:
-                raw = await self._read_answer(what, self.backend.query_channel(cid))
+                raw = await self._read_answer(self.backend.query_channel(cid),
+                                              source="query")
             except UnusableAnswer:
                 raise
             except BackendError as error:
@@ -230,7 +231,8 @@ class SyncClient:
             queried.append(cid)
         return queried
 
-    async def _read_answer(self, what: str, call: Awaitable[bytes]) -> bytes:
+    async def _read_answer(self, call: Awaitable[bytes], *,
+                           source: str = "sync") -> bytes:
         """The answer of a read call. An answer the adapter already found unusable (over the
         size cap, ...) is put in the quarantine here, then raised."""
         try:
@@ -238,7 +240,7 @@ class SyncClient:
         except UnusableAnswer as error:
             if error.body is not None and error.quarantine_id is None:
                 quarantine_id = await done(self.store.record_unusable_answer(
-                    error.body, error.message, source="sync"))
+                    error.body, error.message, source=source))
                 self.status.quarantined += 1
                 error.quarantined_as(quarantine_id)
             raise
