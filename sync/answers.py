@@ -33,7 +33,40 @@ KEPT_ANSWER_CHARS = 16 * 1024
 
 UNCONFIRMED = "the backend's answer did not confirm the action"
 
-_decode_any = msgspec.json.Decoder().decode
+# An absent member (msgspec.Raw cannot be in a union with None): an empty slice.
+_ABSENT = msgspec.Raw(b"")
+
+
+class _Answer(msgspec.Struct):
+    """The top level of an answer, as raw slices: an error object's fields and the keys the
+    endpoints promise. Decoding into it builds nothing for the rest of the answer, so a large
+    answer costs one scan, not a tree of Python objects."""
+
+    code: msgspec.Raw = _ABSENT
+    message: msgspec.Raw = _ABSENT
+    StatusCode: msgspec.Raw = _ABSENT
+    reaction: msgspec.Raw = _ABSENT
+    event: msgspec.Raw = _ABSENT
+    draft: msgspec.Raw = _ABSENT
+
+
+class _Named(msgspec.Struct):
+    """What identifies the object an answer is about (any JSON type: checked after)."""
+
+    id: Any = None
+    type: Any = None
+    message_id: Any = None
+
+
+_ANSWER = msgspec.json.Decoder(_Answer)
+_NAMED = msgspec.json.Decoder(_Named)
+_VALUE = msgspec.json.Decoder()
+_RAW = msgspec.json.Decoder(msgspec.Raw)
+_DECODE_ERRORS = (msgspec.DecodeError, UnicodeError, RecursionError)  # ValidationError included
+
+# The JSON kind of a document that is valid JSON, by its first byte.
+_KIND_BY_FIRST_BYTE = {ord("["): "an array", ord('"'): "a string", ord("t"): "a boolean",
+                       ord("f"): "a boolean", ord("n"): "null"}
 
 
 def _snippet(body: bytes, limit: int = 60) -> str:
@@ -44,61 +77,101 @@ def _snippet(body: bytes, limit: int = 60) -> str:
     return repr(text)
 
 
-def error_in(answer: dict[str, Any]) -> str | None:
+def _small(raw: msgspec.Raw) -> Any:
+    """A top-level member that should be a scalar, decoded (None when absent or unreadable)."""
+    if not len(raw):
+        return None
+    try:
+        return _VALUE.decode(raw)
+    except _DECODE_ERRORS:
+        return None
+
+
+def _starts(raw: msgspec.Raw, char: bytes) -> bool:
+    """Whether a member is there and its JSON value starts with `char` (its kind)."""
+    return bytes(memoryview(raw)[:1]) == char
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def error_in(answer: _Answer) -> str | None:
     """The error an object says it is (`{"code", "message", "StatusCode"}`), worded; else None."""
-    status = answer.get("StatusCode")
-    code = answer.get("code")
-    message = answer.get("message")
-    is_int = lambda value: isinstance(value, int) and not isinstance(value, bool)  # noqa: E731
-    if not is_int(status) and not (is_int(code) and isinstance(message, str)):
+    status, code = _small(answer.StatusCode), _small(answer.code)
+    message = _small(answer.message) if _starts(answer.message, b'"') else None
+    if not _is_int(status) and not (_is_int(code) and isinstance(message, str)):
         return None
     parts = []
-    if is_int(code):
+    if _is_int(code):
         parts.append(f"code {code}")
-    if is_int(status):
+    if _is_int(status):
         parts.append(f"StatusCode {status}")
-    said = f": {message}" if isinstance(message, str) and message else ""
+    said = f": {message[:200]}" if isinstance(message, str) and message else ""
     return f"an error object in the body ({', '.join(parts)}){said}"
 
 
-_JSON_KINDS = {list: "an array", str: "a string", int: "a number", float: "a number",
-               bool: "a boolean", type(None): "null"}
-
-
-def describe_body(body: bytes, shape_problem: str = "not the shape the call promises") -> str:
-    """What an answer that cannot be used is, in a few words: empty, not JSON (and how it
-    starts), an error object, a JSON value that is no object, or else `shape_problem`."""
+def _top_level(body: bytes) -> _Answer | str:
+    """The answer's top level, or what it is instead of a JSON object, in a few words."""
+    if len(body) > MAX_ANSWER_BYTES:
+        return f"an answer of {len(body):,} bytes, over the {MAX_ANSWER_BYTES:,}-byte cap"
     if not body.strip():
         return "an empty body"
     try:
-        answer = _decode_any(body)
-    except (msgspec.DecodeError, UnicodeError, RecursionError):
+        return _ANSWER.decode(body)
+    except msgspec.ValidationError:
+        pass  # valid JSON, not an object
+    except _DECODE_ERRORS:
         return f"not JSON ({len(body):,} bytes, starting {_snippet(body)})"
-    if isinstance(answer, dict):
-        return error_in(answer) or shape_problem
-    return f"JSON {_JSON_KINDS.get(type(answer), 'value')}, not an object"
+    try:
+        _RAW.decode(body)
+    except _DECODE_ERRORS:
+        return f"not JSON ({len(body):,} bytes, starting {_snippet(body)})"
+    first = body.lstrip()[:1]
+    return f"JSON {_KIND_BY_FIRST_BYTE.get(first[0], 'a number')}, not an object"
+
+
+def describe_body(body: bytes, shape_problem: str = "not the shape the call promises") -> str:
+    """What an answer that cannot be used is, in a few words: empty, over the cap, not JSON
+    (and how it starts), an error object, a JSON value that is no object, or else
+    `shape_problem`."""
+    answer = _top_level(body)
+    if isinstance(answer, str):
+        return answer
+    return error_in(answer) or shape_problem
 
 
 # -- local actions --------------------------------------------------------------------------------
 
-Check = Callable[[dict[str, Any], dict[str, Any]], "str | None"]
+Check = Callable[[bytes, _Answer, dict[str, Any]], "str | None"]
 
 
-def _object(answer: dict[str, Any], key: str) -> dict[str, Any] | str:
-    value = answer.get(key)
-    if isinstance(value, dict):
-        return value
-    return f"no '{key}' object in the answer"
+def _named(raw: msgspec.Raw, key: str) -> _Named | str:
+    """The object at `key`, as far as it names something; or why there is none."""
+    if not _starts(raw, b"{"):
+        return f"no '{key}' object in the answer"
+    try:
+        return _NAMED.decode(raw)
+    except _DECODE_ERRORS:
+        return f"no '{key}' object in the answer"
+
+
+class _MessageRef(msgspec.Struct):
+    message: msgspec.Raw = _ABSENT
+
+
+_MESSAGE_REF = msgspec.json.Decoder(_MessageRef)
 
 
 def _message_with_id(expected: Callable[[dict[str, Any]], Any]) -> Check:
     """The answer's `message` is the message the request named."""
-    def check(answer: dict[str, Any], request: dict[str, Any]) -> str | None:
-        message = _object(answer, "message")
+    def check(body: bytes, answer: _Answer, request: dict[str, Any]) -> str | None:
+        # `message` is kept out of `_Answer`: in an error object it is a string.
+        message = _named(_MESSAGE_REF.decode(body).message, "message")
         if isinstance(message, str):
             return message
         wanted = expected(request)
-        got = message.get("id")
+        got = message.id
         if not isinstance(got, str) or not got:
             return "the answer's message has no id"
         if isinstance(wanted, str) and wanted and got != wanted:
@@ -107,17 +180,17 @@ def _message_with_id(expected: Callable[[dict[str, Any]], Any]) -> Check:
     return check
 
 
-def _reaction(answer: dict[str, Any], request: dict[str, Any]) -> str | None:
+def _reaction(body: bytes, answer: _Answer, request: dict[str, Any]) -> str | None:
     """The answer's `reaction` is of the type asked for, on the message asked for."""
-    reaction = _object(answer, "reaction")
+    reaction = _named(answer.reaction, "reaction")
     if isinstance(reaction, str):
         return reaction
     asked = request.get("reaction")
     wanted_type = asked.get("type") if isinstance(asked, dict) else request.get("reaction_type")
-    got_type = reaction.get("type")
+    got_type = reaction.type
     if isinstance(got_type, str) and isinstance(wanted_type, str) and got_type != wanted_type:
         return f"the answer's reaction is {got_type!r}, not {wanted_type!r}"
-    got_message = reaction.get("message_id")
+    got_message = reaction.message_id
     wanted_message = request.get("message_id")
     if isinstance(got_message, str) and isinstance(wanted_message, str) \
             and got_message != wanted_message:
@@ -126,13 +199,12 @@ def _reaction(answer: dict[str, Any], request: dict[str, Any]) -> str | None:
 
 
 def _has(key: str) -> Check:
-    def check(answer: dict[str, Any], request: dict[str, Any]) -> str | None:
-        found = _object(answer, key)
-        return found if isinstance(found, str) else None
+    def check(body: bytes, answer: _Answer, request: dict[str, Any]) -> str | None:
+        return None if _starts(getattr(answer, key), b"{") else f"no '{key}' object in the answer"
     return check
 
 
-def _any_object(answer: dict[str, Any], request: dict[str, Any]) -> str | None:
+def _any_object(body: bytes, answer: _Answer, request: dict[str, Any]) -> str | None:
     return None  # the endpoint promises no body: any JSON object that is not an error
 
 
@@ -160,16 +232,11 @@ CONFIRMATIONS: dict[str, Check] = {
 def confirmation_problem(kind: str, request: dict[str, Any], body: bytes) -> str | None:
     """None when `body` (a 2xx answer) confirms the action `kind` with `request`; otherwise why
     it does not, in a few words."""
-    if len(body) > MAX_ANSWER_BYTES:
-        return f"an answer of {len(body):,} bytes, over the {MAX_ANSWER_BYTES:,}-byte cap"
-    try:
-        answer = _decode_any(body)
-    except (msgspec.DecodeError, UnicodeError, RecursionError):
-        return describe_body(body)
-    if not isinstance(answer, dict):
-        return describe_body(body)
+    answer = _top_level(body)
+    if isinstance(answer, str):
+        return answer
     check = CONFIRMATIONS.get(kind, _any_object)
-    problem = check(answer, request)
+    problem = check(body, answer, request)
     if problem is not None:
         # An error object explains a missing key better than "no 'message' object".
         return error_in(answer) or problem
