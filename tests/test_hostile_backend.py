@@ -704,3 +704,26 @@ def test_redact_takes_out_every_form_of_credential() -> None:
     for secret in (TOKEN, API_KEY, "u:pw", "eyJ1c2VyX2lkIjoiYm9iIn0"):
         assert secret not in text
     assert "chat.example/connect" in text
+
+
+def test_a_query_channels_answer_over_the_store_limit_reports_no_loaded_cids(tmp_path: Path) -> None:
+    """The issue's 90 MB answer, from any `Backend` (here a scripted one, so no adapter cap
+    applies): the store quarantines it, and no cid is reported as loaded."""
+    from scripted import ScriptedBackend
+
+    state = msgspec.json.encode({"channel": {"cid": "messaging:c-XXXXXX", "type": "messaging",
+                                             "id": "c-XXXXXX"}, "messages": [], "padding": "p" * 900})
+    states = b",".join(state.replace(b"XXXXXX", f"{i:06d}".encode()) for i in range(72_000))
+    answer = b'{"channels":[' + states + b'],"duration":"1ms"}'
+    assert len(answer) > 64 * 1024 * 1024
+    store = ChatStore.open(tmp_path, "alice")
+    client = SyncClient(store, ScriptedBackend().then("query_channels", answer))
+
+    async def main() -> None:
+        with pytest.raises(BackendError):
+            await client.sync_missed(at(0))
+
+    run_async(main(), 120)
+    assert store.last_sync_at() is None and store.stats()["channels"] == 0
+    assert client.status.quarantined == 1
+    store.close()
