@@ -727,3 +727,38 @@ def test_a_query_channels_answer_over_the_store_limit_reports_no_loaded_cids(tmp
     assert store.last_sync_at() is None and store.stats()["channels"] == 0
     assert client.status.quarantined == 1
     store.close()
+
+
+def test_background_mode_keeps_the_sync_point_too(tmp_path: Path) -> None:
+    """The same promises with an AsyncChatStore (the writer thread quarantines the answer)."""
+    from chatledger import AsyncChatStore
+
+    since = at(3600)
+    synced_store(tmp_path, since).close()
+    with HostileServer() as server:
+        server.events.append(bobs_message("bob-away", at(1800)))
+        server.answer("sync", huge(70_000, declared=False), ERROR_BODY)
+        server.answer("send_message", HTML)
+
+        async def main() -> None:
+            store = await AsyncChatStore.open(tmp_path, "alice")
+            try:
+                await store.send_message(GENERAL, "hi", id="bg-1")
+                async with backend(server, max_answer_bytes=50_000) as chat:
+                    client = SyncClient(store, chat, backoff=FAST, reconnect_backoff=FAST)
+                    for _ in range(2):
+                        with pytest.raises(BackendError):
+                            await client.run_once()
+                        assert await store.last_sync_at() == since
+                    assert len(await store.quarantine()) == 2
+                    history = (await store.outbox.get("send_message:bg-1")).history
+                    assert any("did not confirm" in str(e.data) for e in history
+                               if e.name == "attempt_failed")
+                    report = await client.run_once()
+                    assert await store.message("bob-away") is not None
+                    assert report.synced_at == await store.last_sync_at()
+                    assert (await store.message("bg-1")).local_state is None
+            finally:
+                await store.close()
+
+        run_async(main(), 60)
