@@ -459,9 +459,10 @@ class SyncClient:
     # -- status --------------------------------------------------------------------------------
 
     async def _read_sync_point(self) -> None:
-        """Put where the store stands (`last_sync_at`) into the status: before connecting, so
-        the first status line says it, and after each catch-up or mark."""
+        """Put where the store stands (`last_sync_at`, the commands waiting) into the status:
+        before connecting, so the first status line says it, and after each catch-up or mark."""
         self.status.last_sync_at = await done(self.store.last_sync_at())
+        self.status.pending = len(await done(self.store.outbox.retry_stream_ids()))
 
     def _count(self, report: ReplayReport) -> None:
         self.status.delivered += report.delivered

@@ -170,7 +170,7 @@ def no_response(what: str, exc: BaseException, timeout: float | None = None) -> 
     complete in time (a slow server), else unreachable (refused, reset, DNS, TLS)."""
     if isinstance(exc, asyncio.TimeoutError) and not isinstance(exc, _CONNECT_TIMEOUT):
         within = f" within {timeout:g} s" if timeout else " in time"
-        return TimedOut(f"no complete answer to {what}{within}: the backend is too slow")
+        return TimedOut(f"no complete answer to {what}{within}")
     return NoResponse(f"no response to {what}: {_transport_detail(exc)}")
 
 

@@ -182,8 +182,7 @@ async def _first_frame(ws: aiohttp.ClientWebSocketResponse, timeout: float) -> t
     try:
         msg = await ws.receive(timeout=timeout)
     except asyncio.TimeoutError:
-        raise TimedOut(f"no first frame on the WebSocket within {timeout:g} s: the backend is "
-                       "too slow") from None
+        raise TimedOut(f"no first frame on the WebSocket within {timeout:g} s") from None
     if msg.type is aiohttp.WSMsgType.TEXT:
         raw = msg.data.encode("utf-8")
     elif msg.type is aiohttp.WSMsgType.BINARY:
