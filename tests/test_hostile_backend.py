@@ -175,7 +175,7 @@ def test_a_running_sync_retries_an_unusable_answer_with_backoff_and_says_why(tmp
         async def main() -> None:
             async with backend(server) as chat:
                 client = SyncClient(store, chat, backoff=FAST, reconnect_backoff=FAST,
-                                    on_status=lambda s: seen.append(s.last_error or ""))
+                                    on_status=lambda status: seen.append(status.last_error or ""))
                 stop = asyncio.Event()
                 task = asyncio.create_task(client.run(stop))
                 for _ in range(500):
@@ -455,8 +455,8 @@ def test_a_value_beyond_64_bits_in_a_sync_answer_costs_only_itself(tmp_path: Pat
 
         report = run_async(main(), 60)
     assert report.events == 6 and store.last_sync_at() == report.synced_at
-    for i in range(3):
-        assert store.message(f"good-{i}") is not None
+    for number in range(3):
+        assert store.message(f"good-{number}") is not None
     assert len(store.unprojected()) == 3
     assert store.verify() == [] and store.rebuild() and store.verify() == []
     store.close()
@@ -762,3 +762,22 @@ def test_background_mode_keeps_the_sync_point_too(tmp_path: Path) -> None:
                 await store.close()
 
         run_async(main(), 60)
+
+
+@pytest.mark.parametrize("indent", [None, 0, 2])
+def test_splitting_an_answer_by_structure_keeps_each_item_exactly(indent: int | None) -> None:
+    import json as std_json
+
+    from chatledger.eventstore.salvage import split_object_list
+
+    items = [{"text": 'quote " and ] } [ { , : \\ and \\"', "n": [1, [2, {"x": "]"}]]},
+             {"empty": {}, "list": [], "s": "\\u00e9"}, {"last": None}]
+    document = std_json.dumps({"before": [1, 2], "events": items, "after": "x"}, indent=indent)
+    split = split_object_list(document.encode(), "events")
+    assert split is not None
+    found, others = split
+    assert [std_json.loads(item) for item in found] == items
+    assert std_json.loads(others["before"]) == [1, 2] and std_json.loads(others["after"]) == "x"
+    for broken in (document[:-1], document[:len(document) // 2], "[" + document + "]",
+                   document.replace('"events"', '"other"')):
+        assert split_object_list(broken.encode(), "events") is None
