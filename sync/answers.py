@@ -141,6 +141,20 @@ def describe_body(body: bytes, shape_problem: str = "not the shape the call prom
     return error_in(answer) or shape_problem
 
 
+def obviously_unusable(body: bytes) -> str | None:
+    """Why `body` cannot be the answer of any read (empty, over the cap, anything but a JSON
+    object, an error object), in a few words; None when it may be one. An object that is not
+    valid JSON inside is left to the store, which may keep its good items
+    (`chatledger.eventstore.salvage`)."""
+    if len(body) > MAX_ANSWER_BYTES or not body.lstrip()[:1] == b"{":
+        return describe_body(body)
+    try:
+        answer = _ANSWER.decode(body)
+    except _DECODE_ERRORS:
+        return None
+    return error_in(answer)
+
+
 # -- local actions --------------------------------------------------------------------------------
 
 Check = Callable[[bytes, _Answer, dict[str, Any]], "str | None"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import inspect
 import logging
 import time
@@ -28,7 +29,7 @@ from chatledger.eventstore.log import AppendResult
 from chatledger.eventstore.wire import WireError
 from chatledger.eventstore.wire.times import format_time, parse_time
 from chatledger.projections.store import RejectedInput
-from chatledger.sync.answers import KEPT_HEAD_BYTES, describe_body
+from chatledger.sync.answers import KEPT_HEAD_BYTES, describe_body, obviously_unusable
 from chatledger.sync.backend import Backend, BackendError, ConnectionLost, EventStream, UnusableAnswer
 from chatledger.sync.outcomes import Backoff, failure_kind
 from chatledger.sync.replayer import Replayer, ReplayReport, TokenProvider
@@ -127,6 +128,8 @@ class SyncClient:
         # Why a frame of this connection could not be stored (not a refusal of its content):
         # the connection is then given up, and its frames fetched again by the next catch-up.
         self._unstored: str | None = None
+        # The last unusable answer quarantined (digest, quarantine id): the same again is not.
+        self._last_unusable: tuple[bytes, int] | None = None
 
     # -- pieces an application can call on their own ------------------------------------------
 
@@ -144,7 +147,7 @@ class SyncClient:
         filter = self.channel_filter if filter is None else filter
         sort = self.channel_sort if sort is None else list(sort)
         what = "POST /channels"
-        raw = await self._read_answer(self.backend.query_channels(
+        raw = await self._read_answer(what, self.backend.query_channels(
             filter, sort, limit=limit or self.channel_limit, offset=offset), source="query")
         result = await done(self.store.ingest_query_channels(raw, filter=filter, sort=list(sort),
                                                              synced_at=synced_at))
@@ -192,7 +195,7 @@ class SyncClient:
         for number, chunk in enumerate(chunks, 1):
             report.calls += 1
             try:
-                raw = await self._read_answer(self.backend.sync(chunk, report.since))
+                raw = await self._read_answer(what, self.backend.sync(chunk, report.since))
             except UnusableAnswer:
                 raise
             except BackendError as error:
@@ -217,7 +220,7 @@ class SyncClient:
         for cid in cids:
             what = "POST /channels/{type}/{id}/query"
             try:
-                raw = await self._read_answer(self.backend.query_channel(cid),
+                raw = await self._read_answer(what, self.backend.query_channel(cid),
                                               source="query")
             except UnusableAnswer:
                 raise
@@ -231,19 +234,38 @@ class SyncClient:
             queried.append(cid)
         return queried
 
-    async def _read_answer(self, call: Awaitable[bytes], *,
+    async def _read_answer(self, what: str, call: Awaitable[bytes], *,
                            source: str = "sync") -> bytes:
-        """The answer of a read call. An answer the adapter already found unusable (over the
-        size cap, ...) is put in the quarantine here, then raised."""
+        """The answer of a read call, when it can be one: an answer the adapter found unusable
+        (over the size cap, a redirect, ...), or that is no JSON object or an error object, is
+        quarantined and raised here (`UnusableAnswer`); the store checks the rest."""
         try:
-            return await call
+            raw = await call
         except UnusableAnswer as error:
             if error.body is not None and error.quarantine_id is None:
-                quarantine_id = await done(self.store.record_unusable_answer(
-                    error.body, error.message, source=source))
-                self.status.quarantined += 1
-                error.quarantined_as(quarantine_id)
+                await self._quarantine(error, source)
             raise
+        problem = obviously_unusable(raw)
+        if problem is not None:
+            error = UnusableAnswer(f"the answer to {what} could not be used: {problem}",
+                                   body=raw)
+            await self._quarantine(error, source)
+            raise error
+        return raw
+
+    async def _quarantine(self, error: UnusableAnswer, source: str) -> None:
+        """Keep an unusable answer in the quarantine, once: while the backend keeps giving the
+        same one (a captive portal's page on every retry), it is kept only the first time."""
+        body = error.body or b""
+        digest = hashlib.blake2b(body, digest_size=16).digest()
+        if self._last_unusable is not None and self._last_unusable[0] == digest:
+            error.quarantined_as(self._last_unusable[1])
+            return
+        quarantine_id = await done(self.store.record_unusable_answer(
+            body, error.message, source=source))
+        self._last_unusable = (digest, quarantine_id)
+        self.status.quarantined += 1
+        error.quarantined_as(quarantine_id)
 
     def _refused(self, what: str, raw: bytes, result: AppendResult) -> UnusableAnswer:
         """The error for an answer the store refused as a whole (it is in the quarantine)."""
