@@ -159,9 +159,9 @@ def sync_command(ctx: Context, base_url: str, api_key: str, token: str, once: bo
                 # `run_once` is cancelled at once.
                 await asyncio.wait([task], timeout=timeout)
             if not task.done():
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             if stopped_by:
                 raise _Interrupted(stopped_by[0])
             return task.result()
