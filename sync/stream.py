@@ -311,7 +311,7 @@ class StreamBackend:
                 self._get_session(), url, self._headers(False), timeout=self.timeout,
                 close_timeout=min(self.connect_timeout, 2.0),
                 health_interval=self.health_interval, dead_after=self.dead_after,
-                on_close=self._forget)
+                on_close=self._forget, redact=self.redact)
         except BackendError as error:
             if error.body:
                 error.body = self._scrub(error.body)

@@ -39,7 +39,8 @@ class StreamConnection:
     def __init__(self, ws: aiohttp.ClientWebSocketResponse, first_frame: bytes,
                  connection_id: str, *, health_interval: float, dead_after: float,
                  close_timeout: float,
-                 on_close: Callable[[StreamConnection], None] | None = None) -> None:
+                 on_close: Callable[[StreamConnection], None] | None = None,
+                 redact: Callable[[str], str] = str) -> None:
         self.connection_id: str | None = connection_id
         self.first_frame = first_frame
         self._ws = ws
@@ -48,6 +49,8 @@ class StreamConnection:
         self._dead_after = dead_after
         self._close_timeout = close_timeout
         self._on_close = on_close
+        # For what the server says when it closes (a close reason may repeat the token).
+        self._redact = redact
         self._health_task: asyncio.Task[None] | None = None
         self._closing = False   # close() was called: the end of iteration is not a loss
         self._ended = False     # iteration is over (lost or closed); later calls stop at once
@@ -91,7 +94,7 @@ class StreamConnection:
                     await self._shutdown()
                     raise StopAsyncIteration
                 await self._shutdown()
-                raise ConnectionLost(self._loss_message(msg))
+                raise ConnectionLost(self._redact(self._loss_message(msg)))
             # PING/PONG are answered by aiohttp (autoping); anything else is not a frame to keep.
 
     def _loss_message(self, msg: aiohttp.WSMessage) -> str:
@@ -150,7 +153,7 @@ async def open_connection(session: aiohttp.ClientSession, url: URL, headers: Map
                           *, timeout: float, close_timeout: float, health_interval: float,
                           dead_after: float,
                           on_close: Callable[[StreamConnection], None] | None = None,
-                          ) -> StreamConnection:
+                          redact: Callable[[str], str] = str) -> StreamConnection:
     """Handshake, then wait (at most `timeout` seconds) for the first frame, which must be a
     `health.check` with a `connection_id`."""
     # aiohttp < 3.10 has no ClientWSTimeout and takes the close timeout as a float.
@@ -175,7 +178,7 @@ async def open_connection(session: aiohttp.ClientSession, url: URL, headers: Map
         raise
     return StreamConnection(ws, first, connection_id, health_interval=health_interval,
                             dead_after=dead_after, close_timeout=close_timeout,
-                            on_close=on_close)
+                            on_close=on_close, redact=redact)
 
 
 async def _first_frame(ws: aiohttp.ClientWebSocketResponse, timeout: float) -> tuple[bytes, str]:
