@@ -36,6 +36,8 @@ def backend_options(fn: Any) -> Any:
 # 1 (a local error) and 2 (usage) are every command's; 130 is an interrupt (Ctrl-C).
 EXIT_STATUS = {"unreachable": 3, "slow": 4, "credentials": 5, "unusable": 6, "error": 6}
 EXIT_INTERRUPTED = 130
+# Seconds a running sync may take to stop cleanly after Ctrl-C.
+STOP_GRACE = 2.0
 EXIT_TERMINATED = 143
 FAILURE_LABEL = {
     "unreachable": "backend unreachable",
@@ -155,9 +157,10 @@ def sync_command(ctx: Context, base_url: str, api_key: str, token: str, once: bo
         try:
             await asyncio.wait([task, stopping], return_when=asyncio.FIRST_COMPLETED)
             if not task.done() and not once:
-                # `run` ends by itself once `stop` is set (it closes the connection cleanly);
-                # `run_once` is cancelled at once.
-                await asyncio.wait([task], timeout=timeout)
+                # `run` ends by itself once `stop` is set, closing the connection cleanly,
+                # unless it is waiting for an answer: that wait is cut short. `run_once` is
+                # cancelled at once.
+                await asyncio.wait([task], timeout=min(timeout, STOP_GRACE))
             if not task.done():
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
