@@ -38,6 +38,7 @@ def stats_command(ctx: Context, as_json: bool) -> None:
          + (f" (and {stats['hidden_channels']:,} hidden)" if stats["hidden_channels"] else "")),
         ("streams", f"{stats['streams']:,}"),
         ("quarantined", f"{stats['quarantined']:,}"),
+        ("unprojected", f"{stats.get('unprojected', 0):,}"),
         ("payload bytes", f"{stats['payload_bytes']:,}"),
         ("stored payload bytes", f"{stats['stored_payload_bytes']:,}"
          + (f" ({ratio} x smaller)" if stats["dictionaries"] else " (not compressed yet)")),
@@ -64,22 +65,34 @@ def quarantine_command(ctx: Context, limit: int, as_json: bool) -> None:
     Example:
       chatledger --user alice quarantine --limit 5
     """
-    items = ctx.store(create=False).quarantine(limit=limit)
+    store = ctx.store(create=False)
+    items = store.quarantine(limit=limit)
+    # Stored in the log, but with a value the tables cannot hold left out of them.
+    unprojected = store.unprojected(limit=limit)
     if as_json:
         for item in items:
             raw = item["raw"]
             echo_json({**item, "received_at": iso_time(item["received_at"]),
                        "raw": raw.decode("utf-8", "replace")})
+        for entry in unprojected:
+            echo_json({"stored": True, **entry})
         return
     if not items:
         click.echo("Nothing is quarantined.")
-        return
-    table = Table("id", "received", "source", "size", "reason", box=None, pad_edge=False,
-                  header_style="bold")
-    for item in items:
-        table.add_row(str(item["id"]), format_time(item["received_at"]), item["source"],
-                      f"{item['size']:,}", item["reason"])
-    console().print(table)
+    else:
+        table = Table("id", "received", "source", "size", "reason", box=None, pad_edge=False,
+                      header_style="bold")
+        for item in items:
+            table.add_row(str(item["id"]), format_time(item["received_at"]), item["source"],
+                          f"{item['size']:,}", item["reason"])
+        console().print(table)
+    if unprojected:
+        click.echo("\nStored, but not wholly projected:")
+        table = Table("position", "type", "reason", box=None, pad_edge=False,
+                      header_style="bold")
+        for entry in unprojected:
+            table.add_row(str(entry["position"]), entry["type"], entry["reason"])
+        console().print(table)
 
 
 @click.command("flush")

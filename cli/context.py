@@ -20,6 +20,7 @@ class Context:
         self.user = user
         self.synchronous = synchronous
         self.lock_timeout = lock_timeout
+        self.debug = False  # --debug: more detail on stderr, never credentials
         self._store: ChatStore | None = None
 
     def require_user(self) -> str:

@@ -68,11 +68,14 @@ class ChatledgerGroup(click.Group):
     envvar="CHATLEDGER_LOCK_TIMEOUT",
     help="Seconds to wait while another process is writing the store [env CHATLEDGER_LOCK_TIMEOUT].",
 )
+@click.option("--debug", is_flag=True, envvar="CHATLEDGER_DEBUG",
+              help="More detail on stderr for commands that talk to a backend (`sync`); "
+                   "credentials are never shown.")
 @click.version_option(package_name="chatledger")
 @click.pass_context
 def cli(
     ctx: click.Context, data_dir: Path | None, user: str | None, synchronous: str,
-    lock_timeout: float,
+    lock_timeout: float, debug: bool,
 ) -> None:
     """chatledger: an offline, event-sourced store of chat data, one SQLite file per user.
 
@@ -83,6 +86,7 @@ def cli(
       chatledger --user alice stats
     """
     context = Context(data_dir or default_data_dir(), user, synchronous.upper(), lock_timeout)
+    context.debug = debug
     ctx.obj = context
     ctx.call_on_close(context.close)
 

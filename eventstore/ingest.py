@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 
 from chatledger.eventstore import wire
+from chatledger.eventstore.salvage import split_object_list
 
 # The backend's own limit for a message is 5 KB of text; an event is a few KB. Anything past
 # these bounds is not chat data, and would only bloat the log.
@@ -130,15 +131,21 @@ def query_channels_entries(
         return [rejection]
     try:
         response = wire.decode_query_channels(payload)
+        states, duration = [bytes(raw) for raw in response.channels], response.duration
     except wire.WireError as e:
-        return [Rejection(payload, f"not a query-channels response: {e.reason}")]
-    out: list[Entry | Rejection] = [channel_state_entry(bytes(raw)) for raw in response.channels]
+        split = split_object_list(payload, "channels") if _malformed(e) else None
+        if split is None:
+            return [Rejection(payload, f"not a query-channels response: {e.reason}")]
+        # One channel state the decoder refuses must not cost the others.
+        states, others = split
+        duration = _lenient(others.get("duration"), str, None)
+    out: list[Entry | Rejection] = [channel_state_entry(raw) for raw in states]
     cids = [e.stream for e in out if isinstance(e, Entry)]
     out.append(
         _summary(
             USER_STREAM,
             QUERY_RESULT,
-            {"filter": filter, "sort": sort, "cids": cids, "duration": response.duration},
+            {"filter": filter, "sort": sort, "cids": cids, "duration": duration},
         )
     )
     return out
@@ -167,25 +174,47 @@ def sync_entries(
         return [Rejection(repr(item).encode("utf-8", "replace"), e.reason)]
     if rejection := _too_big(payload, MAX_RESPONSE_BYTES):
         return [rejection]
+    salvaged: str | None = None
     try:
         response = wire.decode_sync(payload)
+        events = [bytes(raw) for raw in response.events]
+        inaccessible, duration = response.inaccessible_cids, response.duration
     except wire.WireError as e:
-        return [Rejection(payload, f"not a sync response: {e.reason}")]
-    out: list[Entry | Rejection] = [event_entry(bytes(raw)) for raw in response.events]
-    out.append(
-        _summary(
-            USER_STREAM,
-            SYNC_RESULT,
-            {
-                "last_sync_at": last_sync_at,
-                "synced_at": synced_at,
-                "events": len(response.events),
-                "inaccessible_cids": response.inaccessible_cids,
-                "duration": response.duration,
-            },
-        )
-    )
+        split = split_object_list(payload, "events") if _malformed(e) else None
+        if split is None:
+            return [Rejection(payload, f"not a sync response: {e.reason}")]
+        # One event the decoder refuses must not cost the others: each stands on its own.
+        events, others = split
+        inaccessible = _lenient(others.get("inaccessible_cids"), list[str], [])
+        duration = _lenient(others.get("duration"), str, None)
+        salvaged = e.reason
+    out: list[Entry | Rejection] = [event_entry(raw) for raw in events]
+    summary: dict[str, Any] = {
+        "last_sync_at": last_sync_at,
+        "synced_at": synced_at,
+        "events": len(events),
+        "inaccessible_cids": inaccessible,
+        "duration": duration,
+    }
+    if salvaged is not None:
+        summary["split_after"] = salvaged  # the answer as a whole was not JSON: why
+    out.append(_summary(USER_STREAM, SYNC_RESULT, summary))
     return out
+
+
+def _malformed(error: wire.WireError) -> bool:
+    """A document refused for its bytes (not for its shape): splitting may save its items."""
+    return error.reason.startswith("not JSON") and "truncated" not in error.reason
+
+
+def _lenient(raw: bytes | None, kind: Any, default: Any) -> Any:
+    """A top-level member of a split answer, when it is readable as `kind`."""
+    if raw is None:
+        return default
+    try:
+        return msgspec.json.decode(raw, type=kind)
+    except (msgspec.DecodeError, RecursionError):
+        return default
 
 
 def sync_point_entry(synced_at: str, *, requeried: list[str] | None = None) -> Entry:

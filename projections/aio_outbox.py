@@ -32,6 +32,9 @@ class AsyncOutbox:
     def pending(self, *, cid: str | None = None) -> asyncio.Future[list[PendingCommand]]:
         return self._read(self._outbox.pending, cid=cid)
 
+    def retry_stream_ids(self) -> asyncio.Future[list[str]]:
+        return self._read(self._outbox.retry_stream_ids)
+
     def list(self, status: str | Iterable[str] | None = None) -> asyncio.Future[list[CommandInfo]]:
         return self._read(self._outbox.list, status)
 

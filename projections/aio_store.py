@@ -57,7 +57,7 @@ T = TypeVar("T")
 # Methods of ChatStore that write; they go through the writer thread, in call order.
 WRITE_METHODS: frozenset[str] = frozenset({
     "ingest", "ingest_many", "ingest_query_channels", "ingest_channel_state", "ingest_sync",
-    "rebuild",
+    "rebuild", "record_unusable_answer",
 })
 # Name stems of the local actions and maintenance jobs of the design (DESIGN.md) that write.
 WRITE_PREFIXES: tuple[str, ...] = (
@@ -224,9 +224,10 @@ class AsyncChatStore:
 
     def ingest_query_channels(
         self, response: Payload | Any, *, filter: dict[str, Any] | None = None,
-        sort: list[Any] | None = None,
+        sort: list[Any] | None = None, synced_at: str | None = None,
     ) -> asyncio.Future[AppendResult]:
-        return self._write(self.store.ingest_query_channels, response, filter=filter, sort=sort)
+        return self._write(self.store.ingest_query_channels, response, filter=filter, sort=sort,
+                           synced_at=synced_at)
 
     def ingest_channel_state(self, state: Payload | Any) -> asyncio.Future[AppendResult]:
         return self._write(self.store.ingest_channel_state, state)
@@ -488,6 +489,12 @@ class AsyncChatStore:
         """`ChatStore.rebuild`, on the writer thread, in call order."""
         return self._write(self.store.rebuild, on_progress)
 
+    def record_unusable_answer(
+        self, payload: bytes, reason: str, *, source: Source | str = "sync"
+    ) -> asyncio.Future[int]:
+        """`ChatStore.record_unusable_answer`, on the writer thread, in call order."""
+        return self._write(self.store.record_unusable_answer, payload, reason, source=source)
+
     def reminders(
         self, cid: str | None = None, *, due: bool = False
     ) -> asyncio.Future[list[dict[str, Any]]]:
@@ -572,6 +579,10 @@ class AsyncChatStore:
     def threads(self, cid: str | None = None) -> asyncio.Future[list[dict[str, Any]]]:
         """`ChatStore.threads`, in the read pool."""
         return self._read(self.store.threads, cid)
+
+    def unprojected(self, limit: int | None = None) -> asyncio.Future[list[dict[str, Any]]]:
+        """`ChatStore.unprojected`, in the read pool."""
+        return self._read(self.store.unprojected, limit)
 
     def unread_counts(self) -> asyncio.Future[dict[str, Any]]:
         """`ChatStore.unread_counts`, in the read pool."""

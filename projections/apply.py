@@ -24,6 +24,7 @@ from chatledger.projections.ranges import HeldRanges
 from chatledger.projections.reminders import EVENT_TYPES as REMINDER_EVENTS
 from chatledger.projections.reminders import ReminderProjector
 from chatledger.projections.schema import SLOT_EVENT, SLOT_PINNED_BASE
+from chatledger.projections.screen import screened
 
 
 logger = logging.getLogger("chatledger.projections")
@@ -408,6 +409,7 @@ class Projector:
 
     def apply(self, c: apsw.Cursor, items: Iterable[Item]) -> None:
         self._check_remembered(c)
+        items = screened(c, items)  # values the tables cannot hold: left out, recorded
         handlers = self._handlers
         raw_handlers = self._raw_handlers
         summary_handlers = self._summary_handlers

@@ -134,6 +134,9 @@ _COLUMNS = ("o.id, o.kind, o.cid, o.message_id, o.status, o.attempts, o.next_try
 _SELECT = f"SELECT {_COLUMNS} FROM outbox o LEFT JOIN stored_events e ON e.rowid = o.position"
 
 
+_RETRY_STREAM_IDS = "SELECT id FROM retry_stream"
+
+
 def _json(text: str | None) -> Any:
     return msgspec.json.decode(text) if text else None
 
@@ -159,6 +162,12 @@ class Outbox:
         self._sending_lock = threading.Lock()  # marked on the event loop, cleared by the writer
 
     # -- reading -------------------------------------------------------------------------------
+
+    def retry_stream_ids(self) -> list[str]:
+        """The ids of the unfinished commands, and nothing else: a cheap look at the retry
+        stream, for a running sync to notice commands another process queued."""
+        with self._log.datastore.transaction(commit=False) as c:
+            return [command_id for (command_id,) in c.execute(_RETRY_STREAM_IDS)]
 
     def pending(self, *, cid: str | None = None) -> list[PendingCommand]:
         """The retry stream: unfinished commands (including those in flight when the process

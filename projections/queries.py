@@ -658,6 +658,22 @@ class ReadModel:
             row = c.execute("SELECT value FROM connection WHERE key='last_sync_at'").fetchone()
         return format_time(row[0]) if row and isinstance(row[0], int) else None
 
+    def unprojected(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """Log entries stored but not wholly projected (a value the tables cannot hold was left
+        out), newest first: `position`, `type`, `reason`."""
+        with self.datastore.transaction(commit=False) as c:
+            rows = c.execute(_UNPROJECTED, (-1 if limit is None else limit,)).fetchall()
+        return [{"position": position, "type": kind, "reason": reason}
+                for position, kind, reason in rows]
+
+    def unprojected_count(self) -> int:
+        with self.datastore.transaction(commit=False) as c:
+            return c.execute(_UNPROJECTED_COUNT).fetchone()[0]
+
+
+_UNPROJECTED = "SELECT position, type, reason FROM unprojected ORDER BY position DESC LIMIT ?"
+_UNPROJECTED_COUNT = "SELECT COUNT(*) FROM unprojected"
+
 
 def _member_object(payload: bytes, key: str) -> dict[str, Any] | None:
     """`payload[key]` when the payload is an object holding an object there."""
@@ -777,6 +793,9 @@ class ReadAPI:
 
     def last_sync_at(self) -> str | None:
         return self.read.last_sync_at()
+
+    def unprojected(self, limit: int | None = None) -> list[dict[str, Any]]:
+        return self.read.unprojected(limit)
 
     def drafts(self, cid: str | None = None) -> list[dict[str, Any]]:
         return self.read.drafts(cid)

@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from chatledger.eventstore.backup import ProgressCallback as BackupProgress
 from chatledger.eventstore.backup import backup_database
 from chatledger.eventstore.datastore import Synchronous
-from chatledger.eventstore.ingest import Payload, sync_point_entry
+from chatledger.eventstore.ingest import (
+    CHANNEL_STATE,
+    Entry,
+    Payload,
+    Rejection,
+    query_channels_entries,
+    sync_point_entry,
+)
 from chatledger.eventstore.log import AppendResult, EventLog, LogEntry, StoreError
 from chatledger.eventstore.schema import Source
 from chatledger.eventstore.userfiles import flush_files, user_db_path
@@ -168,9 +175,22 @@ class ChatStore(ActionsMixin, ReadAPI):
         *,
         filter: dict[str, Any] | None = None,
         sort: list[Any] | None = None,
+        synced_at: str | None = None,
     ) -> AppendResult:
-        """Append a query-channels response (and the filter and sort that asked for it)."""
-        return self.log.append_query_channels(response, filter=filter, sort=sort)
+        """Append a query-channels response (and the filter and sort that asked for it).
+
+        With `synced_at` (RFC 3339), the same transaction advances `last_sync_at()` to it,
+        naming the channels the answer held as queried again; a response refused as a whole
+        (quarantined) advances nothing. The last entry's position is then the sync point's."""
+        if synced_at is None:
+            return self.log.append_query_channels(response, filter=filter, sort=sort)
+        entries = query_channels_entries(response, filter=filter, sort=sort)
+        if all(type(entry) is Rejection for entry in entries):
+            return self.log.append(entries, source="query")
+        cids = [entry.stream for entry in entries
+                if type(entry) is Entry and entry.type == CHANNEL_STATE]
+        entries.append(sync_point_entry(synced_at, requeried=cids))
+        return self.log.append(entries, source="query")
 
     def ingest_channel_state(self, state: Payload | Any) -> AppendResult:
         """Append the state of one channel, as a channel query returns it."""
@@ -183,6 +203,15 @@ class ChatStore(ActionsMixin, ReadAPI):
         """Append a `/sync` response: the missed events, in order. `synced_at` (RFC 3339)
         advances `last_sync_at()`: the store now holds every event up to that time."""
         return self.log.append_sync(response, last_sync_at=last_sync_at, synced_at=synced_at)
+
+    def record_unusable_answer(
+        self, payload: bytes, reason: str, *, source: Source | str = "sync",
+    ) -> int:
+        """Keep an answer the sync client could not use (not JSON, an error object, over the
+        size cap, ...) in the quarantine with `reason`; nothing else changes. Returns its
+        quarantine id (what `quarantine()` lists)."""
+        result = self.log.append([Rejection(bytes(payload), reason)], source=source)
+        return result.quarantined[0].quarantine_id
 
     def mark_synced(self, synced_at: str, *, requeried: Iterable[str] = ()) -> int:
         """Record that the store holds every event up to `synced_at` (RFC 3339), having closed
@@ -239,6 +268,9 @@ class ChatStore(ActionsMixin, ReadAPI):
         stats["channel_streams"] = stats["channels"]
         stats["channels"] = self.read.channel_count()
         stats["hidden_channels"] = self.read.channel_count({"hidden": True})
+        # Stored but not wholly projected (see projections.screen): counted, the latest named.
+        stats["unprojected"] = self.read.unprojected_count()
+        stats["unprojected_latest"] = self.read.unprojected(limit=10)
         stats["user_id"] = self.user_id
         stats["path"] = str(self.path) if self.path else ":memory:"
         return stats

@@ -12,7 +12,7 @@ answer arrived. `chatledger.sync.outcomes` turns either into what a replay shoul
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 
@@ -45,6 +45,13 @@ class BackendError(Exception):
         return {"status": self.status, "code": self.code, "message": self.message,
                 "retry_at": self.retry_at}
 
+    def redacted(self, redact: Callable[[str], str]) -> BackendError:
+        """This error with `redact` applied to its message (credentials out of what is shown,
+        logged or recorded). Changes the error in place and returns it."""
+        self.message = redact(self.message)
+        self.args = (self.message,)
+        return self
+
     def __repr__(self) -> str:
         return (f"{type(self).__name__}({self.message!r}, status={self.status!r}, "
                 f"code={self.code!r})")
@@ -53,6 +60,29 @@ class BackendError(Exception):
 class NoResponse(BackendError):
     """No answer: connection refused or reset, timeout, DNS failure. The request may or may not
     have been applied; the client-chosen id makes sending it again safe."""
+
+
+class TimedOut(NoResponse):
+    """An answer did not arrive complete in time: the backend (or the way to it) is too slow,
+    e.g. a server sending its body a byte a second. Transient, like any `NoResponse`."""
+
+
+class UnusableAnswer(BackendError):
+    """A 2xx answer that cannot be used: not JSON, an HTML page, an error object in the body,
+    the wrong shape for the call, or over the size cap. The request may or may not have been
+    applied; nothing is to be concluded from the answer, so it is a failed attempt (retried
+    like a transient error), never a success. `status` is the 2xx status that came with it;
+    `body` holds the answer (its head only, when it was over the cap); `quarantine_id` says
+    where the store keeps it, once it does."""
+
+    quarantine_id: int | None = None
+
+    def quarantined_as(self, quarantine_id: int) -> UnusableAnswer:
+        """Note where the store keeps the answer (and say so in the message)."""
+        self.quarantine_id = quarantine_id
+        self.message = f"{self.message} (quarantined as #{quarantine_id})"
+        self.args = (self.message,)
+        return self
 
 
 class ConnectionLost(NoResponse):

@@ -15,19 +15,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import inspect
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
+from chatledger.eventstore.log import AppendResult
+from chatledger.eventstore.wire import WireError
 from chatledger.eventstore.wire.times import format_time, parse_time
-from chatledger.sync.backend import Backend, BackendError, EventStream
-from chatledger.sync.outcomes import Backoff
 from chatledger.projections.store import RejectedInput
+from chatledger.sync.answers import KEPT_HEAD_BYTES, describe_body, obviously_unusable
+from chatledger.sync.backend import Backend, BackendError, ConnectionLost, EventStream, UnusableAnswer
+from chatledger.sync.outcomes import Backoff, failure_kind
 from chatledger.sync.replayer import Replayer, ReplayReport, TokenProvider
 from chatledger.sync.stores import AnyStore, done
 
@@ -72,9 +76,11 @@ class Status:
     quarantined: int = 0
     reconnects: int = 0
     last_error: str | None = None
+    last_failure: str | None = None  # what kind of failure last_error is (outcomes.failure_kind)
     delivered: int = 0
     rejected: int = 0
     retrying: int = 0
+    pending: int | None = None  # commands in the retry stream after the last pass
     last_sync_at: str | None = None
 
 
@@ -110,6 +116,7 @@ class SyncClient:
             {"members": {"$in": [self.user_id]}} if self.user_id else {})
         self.channel_sort = list(channel_sort or [{"field": "last_message_at", "direction": -1}])
         self.channel_limit = channel_limit
+        self.token_provider = token_provider
         self.replayer = Replayer(store, backend, concurrency=concurrency, backoff=backoff,
                                  token_provider=token_provider)
         self.reconnect_backoff = reconnect_backoff or Backoff(base=0.5, factor=2.0, cap=30.0)
@@ -118,21 +125,35 @@ class SyncClient:
         self._last_frame_at: str | None = None
         self._marked_at = 0.0
         self._appending: set[asyncio.Future[Any]] = set()  # frames queued in background mode
+        # Why a frame of this connection could not be stored (not a refusal of its content):
+        # the connection is then given up, and its frames fetched again by the next catch-up.
+        self._unstored: str | None = None
+        # The last unusable answer quarantined (digest, quarantine id): the same again is not.
+        self._last_unusable: tuple[bytes, int] | None = None
 
     # -- pieces an application can call on their own ------------------------------------------
 
     async def load_channels(
         self, filter: dict[str, Any] | None = None,
         sort: Sequence[dict[str, Any]] | None = None, *, limit: int | None = None,
-        offset: int = 0,
+        offset: int = 0, synced_at: str | None = None,
     ) -> list[str]:
-        """Query channels online and append the answer; returns the cids it holds."""
+        """Query channels online and append the answer; returns the cids the store filed.
+
+        An answer the store cannot file (not JSON, an error object, the wrong shape, over the
+        cap) is quarantined and raises `UnusableAnswer`: nothing is reported as loaded, and the
+        query's cached result stays as it was. With `synced_at`, `last_sync_at` advances to it
+        in the same transaction as the channels."""
         filter = self.channel_filter if filter is None else filter
         sort = self.channel_sort if sort is None else list(sort)
-        raw = await self.backend.query_channels(filter, sort, limit=limit or self.channel_limit,
-                                                offset=offset)
-        await done(self.store.ingest_query_channels(raw, filter=filter, sort=list(sort)))
-        return _cids_of(raw)
+        what = "POST /channels"
+        raw = await self._read_answer(what, self.backend.query_channels(
+            filter, sort, limit=limit or self.channel_limit, offset=offset), source="query")
+        result = await done(self.store.ingest_query_channels(raw, filter=filter, sort=list(sort),
+                                                             synced_at=synced_at))
+        if not result.stored:
+            raise self._refused(what, raw, result)
+        return _filed_cids(raw, result.positions)
 
     async def replay(self) -> ReplayReport:
         """Send the retry stream now."""
@@ -142,50 +163,118 @@ class SyncClient:
 
     async def sync_missed(self, until: str) -> SyncReport:
         """Fetch what the store missed between `last_sync_at` and `until` (RFC 3339, on the
-        backend's clock), then advance `last_sync_at` to `until`."""
+        backend's clock), then advance `last_sync_at` to `until`.
+
+        The sync point moves only over what was stored: after every answer the gap needed is
+        in the log and the tables, in the same transaction as the last of them (the first
+        load, and a `/sync` that one call covers) or right after it. Any answer that cannot be
+        used raises (`UnusableAnswer`, quarantined; or the `BackendError` of the call) and
+        leaves `last_sync_at` where it was, so the next attempt asks from there again."""
         report = SyncReport(since=await done(self.store.last_sync_at()), synced_at=until)
         cids = await done(self.store.channel_ids_to_sync())
         if report.since is None:
             # Never synced: the channel list itself is what is missing.
-            report.loaded = await self.load_channels()
-            await done(self.store.mark_synced(until, requeried=report.loaded))
+            report.loaded = await self.load_channels(synced_at=until)
         elif not cids:
             await done(self.store.mark_synced(until))
         elif parse_time(until) - parse_time(report.since) > MAX_GAP_US:
             report.requeried = await self._requery(cids)
             await done(self.store.mark_synced(until, requeried=report.requeried))
         else:
-            stale: list[str] = []
-            for start in range(0, len(cids), SYNC_CHUNK):
-                chunk = cids[start:start + SYNC_CHUNK]
-                report.calls += 1
-                try:
-                    raw = await self.backend.sync(chunk, report.since)
-                except BackendError as error:
-                    if error.status != 400:
-                        raise
-                    stale.extend(chunk)  # too old, or too many events: query them instead
-                    continue
-                result = await done(self.store.ingest_sync(raw, last_sync_at=report.since))
-                report.events += max(0, result.stored - 1)  # less the summary entry
-            if stale:
-                report.requeried = await self._requery(stale)
-            await done(self.store.mark_synced(until, requeried=report.requeried))
+            await self._sync_chunks(cids, report)
         await self._read_sync_point()
         return report
+
+    async def _sync_chunks(self, cids: Sequence[str], report: SyncReport) -> None:
+        """`/sync` for `cids`, at most 255 a call. The last call's answer carries the new sync
+        point in its own transaction, unless channels must be queried again after it."""
+        assert report.since is not None and report.synced_at is not None
+        chunks = [cids[start:start + SYNC_CHUNK] for start in range(0, len(cids), SYNC_CHUNK)]
+        stale: list[str] = []
+        what = "POST /sync"
+        for number, chunk in enumerate(chunks, 1):
+            report.calls += 1
+            try:
+                raw = await self._read_answer(what, self.backend.sync(chunk, report.since))
+            except UnusableAnswer:
+                raise
+            except BackendError as error:
+                if error.status != 400:
+                    raise
+                stale.extend(chunk)  # too old, or too many events: query them instead
+                continue
+            last = number == len(chunks) and not stale
+            result = await done(self.store.ingest_sync(
+                raw, last_sync_at=report.since, synced_at=report.synced_at if last else None))
+            if not result.stored:
+                raise self._refused(what, raw, result)
+            report.events += max(0, result.stored - 1)  # less the summary entry
+            if last:
+                return
+        if stale:
+            report.requeried = await self._requery(stale)
+        await done(self.store.mark_synced(report.synced_at, requeried=report.requeried))
 
     async def _requery(self, cids: Sequence[str]) -> list[str]:
         queried = []
         for cid in cids:
+            what = "POST /channels/{type}/{id}/query"
             try:
-                raw = await self.backend.query_channel(cid)
+                raw = await self._read_answer(what, self.backend.query_channel(cid),
+                                              source="query")
+            except UnusableAnswer:
+                raise
             except BackendError as error:
                 if error.status in (403, 404):
                     continue  # gone, or no longer ours: what the store has stays as it was
                 raise
-            await done(self.store.ingest_channel_state(raw))
+            result = await done(self.store.ingest_channel_state(raw))
+            if not result.stored:
+                raise self._refused(what, raw, result)
             queried.append(cid)
         return queried
+
+    async def _read_answer(self, what: str, call: Awaitable[bytes], *,
+                           source: str = "sync") -> bytes:
+        """The answer of a read call, when it can be one: an answer the adapter found unusable
+        (over the size cap, a redirect, ...), or that is no JSON object or an error object, is
+        quarantined and raised here (`UnusableAnswer`); the store checks the rest."""
+        try:
+            raw = await call
+        except UnusableAnswer as error:
+            if error.body is not None and error.quarantine_id is None:
+                await self._quarantine(error, source)
+            raise
+        problem = obviously_unusable(raw)
+        if problem is not None:
+            error = UnusableAnswer(f"the answer to {what} could not be used: {problem}",
+                                   body=raw)
+            await self._quarantine(error, source)
+            raise error
+        return raw
+
+    async def _quarantine(self, error: UnusableAnswer, source: str) -> None:
+        """Keep an unusable answer in the quarantine, once: while the backend keeps giving the
+        same one (a captive portal's page on every retry), it is kept only the first time."""
+        body = error.body or b""
+        digest = hashlib.blake2b(body, digest_size=16).digest()
+        if self._last_unusable is not None and self._last_unusable[0] == digest:
+            error.quarantined_as(self._last_unusable[1])
+            return
+        quarantine_id = await done(self.store.record_unusable_answer(
+            body, error.message, source=source))
+        self._last_unusable = (digest, quarantine_id)
+        self.status.quarantined += 1
+        error.quarantined_as(quarantine_id)
+
+    def _refused(self, what: str, raw: bytes, result: AppendResult) -> UnusableAnswer:
+        """The error for an answer the store refused as a whole (it is in the quarantine)."""
+        self.status.quarantined += 1
+        refusal = result.quarantined[0] if result.quarantined else None
+        why = describe_body(raw, refusal.reason if refusal else "refused by the store")
+        error = UnusableAnswer(f"the answer to {what} could not be used: {why}",
+                               body=raw[:KEPT_HEAD_BYTES])
+        return error.quarantined_as(refusal.quarantine_id) if refusal else error
 
     async def catch_up(self, until: str) -> SyncReport:
         """Replay the retry stream, then fetch what was missed up to `until`."""
@@ -201,7 +290,13 @@ class SyncClient:
     # -- the connection loop --------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Connect, catch up, follow the event stream; reconnect with backoff when it drops."""
+        """Connect, catch up, follow the event stream; reconnect with backoff when it drops.
+
+        Every failure is transient here (unreachable, too slow, an answer that could not be
+        used, an error status): it shows in `status.last_error` and the client tries again
+        after a backoff, from the last good sync point. The one exception: the backend refuses
+        the credentials (HTTP 401, Stream codes 2, 5, 40-43) and there is no `token_provider`
+        to ask for a fresh token; then `run` raises that `BackendError`."""
         failures = 0
         await self._read_sync_point()
         try:
@@ -211,7 +306,9 @@ class SyncClient:
                     stream = await self.backend.connect()
                 except BackendError as error:
                     failures += 1
-                    self._set(state="offline", last_error=str(error))
+                    self._set(state="offline", last_error=str(error),
+                              last_failure=failure_kind(error))
+                    await self._fresh_credentials_or_raise(error)
                     await _sleep_or_stop(stop, self.reconnect_backoff.delay(failures))
                     continue
                 try:
@@ -219,7 +316,9 @@ class SyncClient:
                     failures = 0
                 except BackendError as error:
                     failures += 1
-                    self._set(state="offline", last_error=str(error))
+                    self._set(state="offline", last_error=str(error),
+                              last_failure=failure_kind(error))
+                    await self._fresh_credentials_or_raise(error)
                 finally:
                     with contextlib.suppress(Exception):
                         await stream.close()
@@ -229,6 +328,22 @@ class SyncClient:
         finally:
             await self._appended_all()
             self._set(state="stopped")
+
+    async def _fresh_credentials_or_raise(self, error: BackendError) -> None:
+        """After a failure: when the backend refused the credentials, get a fresh token from
+        the application, or raise the refusal when there is no one to ask."""
+        if failure_kind(error) != "credentials":
+            return
+        if self.token_provider is None:
+            raise error
+        try:
+            token = self.token_provider()
+            if inspect.isawaitable(token):
+                token = await token
+        except Exception:
+            logger.warning("the token provider failed")
+            return
+        self.backend.set_token(str(token))
 
     async def run_once(self) -> SyncReport:
         """Connect, replay the retry stream, catch up, and disconnect."""
@@ -266,7 +381,7 @@ class SyncClient:
             until = self._last_frame_at or format_time(int(time.time() * 1_000_000))
             report = await self.catch_up(until)
             caught_up = True
-            self._set(state="online", last_error=None)
+            self._set(state="online", last_error=None, last_failure=None)
             if not follow:
                 return report
             replaying = asyncio.create_task(self._replay_online(online), name="chatledger-replay")
@@ -290,15 +405,19 @@ class SyncClient:
         await self.replayer.run(stop, on_pass=self._count)
 
     async def _read(self, stream: EventStream, first: asyncio.Event) -> None:
+        self._unstored = None
         async for frame in stream:
             self._append(frame, stream.connection_id)
+            if self._unstored is not None:
+                raise ConnectionLost(f"a frame could not be stored ({self._unstored}); "
+                                     "reconnecting to fetch it again")
             self.status.frames += 1
             try:
                 head = _HEAD.decode(frame)
             except msgspec.DecodeError:
                 head = None
             if head is not None and head.created_at:
-                self._last_frame_at = head.created_at
+                self._last_frame_at = _frame_time(head.created_at) or self._last_frame_at
             if not first.is_set():
                 first.set()
             elif self.status.state == "online" and time.monotonic() - self._marked_at > MARK_EVERY:
@@ -307,11 +426,18 @@ class SyncClient:
 
     def _append(self, frame: bytes, connection_id: str | None) -> None:
         """Append a frame as it arrived. In background mode the frame is queued on the writer
-        thread without waiting (the queue keeps arrival order); outcomes are counted here."""
+        thread without waiting (the queue keeps arrival order); outcomes are counted here.
+
+        A frame the store refuses (malformed) is in the quarantine: counted, and the stream
+        goes on. A frame the store could not write at all (the disk, a lock) is not in the
+        log: the sync point must not pass it, so the connection is given up (see `_read`)."""
         try:
             result = self.store.ingest(frame, source="websocket", connection_id=connection_id)
         except RejectedInput:
             self.status.quarantined += 1
+            return
+        except Exception as error:  # noqa: BLE001 - whatever it was, the frame is not stored
+            self._not_stored(error)
             return
         if inspect.isawaitable(result):
             queued = asyncio.ensure_future(result)
@@ -326,8 +452,12 @@ class SyncClient:
         if isinstance(error, RejectedInput):
             self.status.quarantined += 1
         elif error is not None:
-            logger.error("could not append a frame: %s", error)
-            self.status.last_error = f"could not append a frame: {error}"
+            self._not_stored(error)
+
+    def _not_stored(self, error: BaseException) -> None:
+        logger.error("could not append a frame: %s", error)
+        self._unstored = f"{type(error).__name__}: {error}"
+        self.status.last_error = f"could not append a frame: {self._unstored}"
 
     async def _appended_all(self) -> None:
         """Wait for the frames still queued for the writer (background mode)."""
@@ -338,7 +468,8 @@ class SyncClient:
         """Everything up to the latest frame is in the store: note it, so a later catch-up
         starts there. Only once a catch-up has run for this connection (else there may be a
         gap before the connection that `/sync` has not filled yet)."""
-        if self._last_frame_at is None:
+        await self._appended_all()  # the frames the mark covers are in (or known lost)
+        if self._last_frame_at is None or self._unstored is not None:
             return
         try:
             await done(self.store.mark_synced(self._last_frame_at))
@@ -350,14 +481,17 @@ class SyncClient:
     # -- status --------------------------------------------------------------------------------
 
     async def _read_sync_point(self) -> None:
-        """Put where the store stands (`last_sync_at`) into the status: before connecting, so
-        the first status line says it, and after each catch-up or mark."""
+        """Put where the store stands (`last_sync_at`, the commands waiting) into the status:
+        before connecting, so the first status line says it, and after each catch-up or mark."""
         self.status.last_sync_at = await done(self.store.last_sync_at())
+        self.status.pending = len(await done(self.store.outbox.retry_stream_ids()))
 
     def _count(self, report: ReplayReport) -> None:
         self.status.delivered += report.delivered
         self.status.rejected += report.rejected
         self.status.retrying = report.retrying
+        if report.left is not None:
+            self.status.pending = report.left
         self._notify_status()
 
     def _set(self, **changes: Any) -> None:
@@ -372,6 +506,8 @@ class SyncClient:
 
 class _Channel(msgspec.Struct):
     cid: str = ""
+    type: str = ""
+    id: str = ""
 
 
 class _State(msgspec.Struct):
@@ -379,16 +515,53 @@ class _State(msgspec.Struct):
 
 
 class _Answer(msgspec.Struct):
-    channels: list[_State] = []
+    channels: list[msgspec.Raw] | None = None
 
 
-def _cids_of(raw: bytes) -> list[str]:
-    """The cids of a query-channels answer, in its order."""
+_ANSWER = msgspec.json.Decoder(_Answer)
+_STATE = msgspec.json.Decoder(_State)
+
+
+def _filed_cids(raw: bytes, positions: Sequence[int | None]) -> list[str]:
+    """The cids of a query-channels answer that the store filed, in the answer's order.
+    `positions` is the append's: one per channel state in the answer's order (None where the
+    state was quarantined), then the query's result (`eventstore.ingest.query_channels_entries`)."""
     try:
-        answer = msgspec.json.decode(raw, type=_Answer)
-    except msgspec.DecodeError:
+        states = _ANSWER.decode(raw).channels or []
+    except (msgspec.DecodeError, RecursionError):
         return []
-    return [s.channel.cid for s in answer.channels if s.channel and s.channel.cid]
+    cids = []
+    for state_raw, position in zip(states, positions):
+        if position is None:
+            continue
+        try:
+            state = _STATE.decode(state_raw)
+        except (msgspec.DecodeError, RecursionError):
+            continue
+        channel = state.channel
+        if channel is None:
+            continue
+        cid = channel.cid or (f"{channel.type}:{channel.id}" if channel.type and channel.id else "")
+        if cid:
+            cids.append(cid)
+    return cids
+
+
+# How far ahead of this machine's clock a frame's time may be and still end a gap: a later
+# time would claim events not yet sent (a backend with a broken clock, or a hostile one).
+MAX_CLOCK_LEAD_US = 24 * 3600 * 1_000_000
+
+
+def _frame_time(created_at: str) -> str | None:
+    """A frame's `created_at` as an end of the gap, or None when it is unreadable (a bad frame
+    must not stop sync) or too far in the future; then the previous end stands."""
+    try:
+        when = parse_time(created_at)
+    except WireError:
+        return None
+    if when > time.time() * 1_000_000 + MAX_CLOCK_LEAD_US:
+        return None
+    return created_at
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:

@@ -11,7 +11,7 @@ import random
 from dataclasses import dataclass
 from enum import Enum
 
-from chatledger.sync.backend import BackendError, NoResponse
+from chatledger.sync.backend import BackendError, NoResponse, TimedOut, UnusableAnswer
 
 
 class Outcome(Enum):
@@ -31,7 +31,8 @@ TOKEN_CODES = frozenset({2, 5, 40, 41, 42, 43})
 
 def classify(kind: str, error: BackendError) -> Outcome:
     """The outcome of `error` for a command of `kind` (a `CommandKind` value)."""
-    if isinstance(error, NoResponse) or error.status is None:
+    if isinstance(error, (NoResponse, UnusableAnswer)) or error.status is None:
+        # An unusable 2xx says nothing either way (the replayer bounds how often it retries).
         return Outcome.RETRY
     status, code = error.status, error.code
     if status == 400:
@@ -51,6 +52,27 @@ def classify(kind: str, error: BackendError) -> Outcome:
     if status in (408, 429) or status >= 500:
         return Outcome.RETRY
     return Outcome.REJECT  # any other 4xx: the request itself is wrong
+
+
+def failure_kind(error: BackendError) -> str:
+    """Which of the ways a backend fails `error` is, for a person (and an exit status):
+
+    - "slow": no complete answer in time (`TimedOut`: a server sending a byte a second);
+    - "unreachable": no answer at all (refused, reset, DNS, TLS);
+    - "credentials": the token or API key refused (HTTP 401, Stream codes 2, 5, 40-43);
+    - "unusable": a 2xx answer that cannot be used (`UnusableAnswer`: a captive portal's page,
+      an error object in the body, the wrong shape, over the size cap);
+    - "error": any other error the backend answered with (5xx, 403, ...).
+    """
+    if isinstance(error, TimedOut):
+        return "slow"
+    if isinstance(error, NoResponse):
+        return "unreachable"
+    if isinstance(error, UnusableAnswer):
+        return "unusable"
+    if error.status == 401 or error.code in TOKEN_CODES:
+        return "credentials"
+    return "error"
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,13 +28,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chatledger.eventstore.commands import Delivered, Failed, Refused
-from chatledger.sync.backend import Backend, BackendError
+from chatledger.sync.answers import UNCONFIRMED, confirmation_problem, kept_answer
+from chatledger.sync.backend import Backend, BackendError, UnusableAnswer
 from chatledger.sync.outcomes import Backoff, Outcome, classify
 from chatledger.sync.stores import AnyStore, done
 
 logger = logging.getLogger("chatledger.sync")
 
 TokenProvider = Callable[[], "str | Awaitable[str]"]
+
+# A 2xx answer that does not confirm a command is retried until this many came in a row; the
+# command is then a conflict (the answers kept for `explain`).
+MAX_UNCONFIRMED = 3
+# How often a running replayer looks for commands queued by another process (seconds).
+POLL_INTERVAL = 0.25
 Settlement = Delivered | Failed | Refused
 
 
@@ -47,6 +54,7 @@ class ReplayReport:
     rejected: int = 0
     waiting: int = 0       # not tried: their next try is later, or their channel is blocked
     stopped: str | None = None  # the reason replay stopped (the app is suspended)
+    left: int | None = None  # unfinished commands after the pass (known to `run()` only)
     store_seconds: float = 0.0  # in the store: reading the retry stream, recording outcomes
     seconds: float = 0.0
 
@@ -231,9 +239,13 @@ class Replayer:
         token_provider: TokenProvider | None = None,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        max_unconfirmed: int = MAX_UNCONFIRMED,
+        poll_interval: float = POLL_INTERVAL,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        if max_unconfirmed < 1:
+            raise ValueError("max_unconfirmed must be at least 1")
         self.store = store
         self.backend = backend
         self.concurrency = concurrency
@@ -241,7 +253,12 @@ class Replayer:
         self.token_provider = token_provider
         self.clock = clock
         self.rng = rng or random.Random()
+        self.max_unconfirmed = max_unconfirmed
+        self.poll_interval = poll_interval
         self._wake = asyncio.Event()
+        # The retry stream as the last look saw it: a command not in it was queued since
+        # (by this process without `notify()`, or by another process).
+        self._known: set[str] = set()
         self._token_lock = asyncio.Lock()
         self._token_generation = 0
 
@@ -271,25 +288,52 @@ class Replayer:
     async def run(
         self, stop: asyncio.Event, on_pass: Callable[[ReplayReport], None] | None = None,
     ) -> ReplayReport:
-        """Replay until `stop` is set: a pass, then sleep until the next retry is due or
-        `notify()` says a new action was queued. `on_pass` sees each pass's report."""
+        """Replay until `stop` is set: a pass, then sleep until the next retry is due, or
+        `notify()` says a new action was queued, or the retry stream holds a command it did
+        not hold before (queued by another process on the same file: it is looked at every
+        `poll_interval` seconds, a cheap read of the retry stream's ids). `on_pass` sees the
+        report of each pass that attempted something or left another number of commands
+        unfinished (`left`)."""
         total = ReplayReport()
         while not stop.is_set():
             self._wake.clear()
             report = await self.replay()
             total.merge(report)
-            if on_pass is not None and report.attempted:
+            delay = await self._until_next_try()
+            report.left = len(self._known)
+            changed = report.left != total.left
+            total.left = report.left
+            if on_pass is not None and (report.attempted or changed):
                 on_pass(report)
             if report.stopped:
                 break
-            delay = await self._until_next_try()
+            await self._wait(stop, delay)
+        return total
+
+    async def _wait(self, stop: asyncio.Event, delay: float | None) -> None:
+        """Until `delay` seconds passed (None: no retry is due), `stop` or `notify()`, or a
+        command appears in the retry stream that was not there at the last look."""
+        deadline = None if delay is None else time.monotonic() + delay
+        while not stop.is_set() and not self._wake.is_set():
+            timeout = self.poll_interval
+            if deadline is not None:
+                timeout = min(timeout, max(0.0, deadline - time.monotonic()))
             waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
             try:
-                await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
             finally:
-                for w in waiters:
-                    w.cancel()
-        return total
+                for waiter in waiters:
+                    waiter.cancel()
+            if deadline is not None and time.monotonic() >= deadline:
+                return
+            if await self._queued_since_last_look():
+                return
+
+    async def _queued_since_last_look(self) -> bool:
+        ids = set(await done(self.store.outbox.retry_stream_ids()))
+        new = bool(ids - self._known)
+        self._known = ids
+        return new
 
     def notify(self) -> None:
         """A new action was queued: wake `run()` for another pass."""
@@ -297,6 +341,7 @@ class Replayer:
 
     async def _until_next_try(self) -> float | None:
         pending = await done(self.store.outbox.pending())
+        self._known = {command.id for command in pending}
         if not pending:
             return None
         now = self.clock()
@@ -348,10 +393,17 @@ class Replayer:
             generation = self._token_generation
             try:
                 response = await self._call(command)
+            except UnusableAnswer as unusable:
+                return self._unconfirmed(command, attempt, unusable.message,
+                                         unusable.status, unusable.body or b"", journal, state)
             except BackendError as raised:
                 error = raised
                 outcome = classify(command.kind, error)
             else:
+                problem = confirmation_problem(command.kind, command.request, response)
+                if problem is not None:
+                    return self._unconfirmed(command, attempt, problem, None, response,
+                                             journal, state)
                 journal.settled(Delivered(command.id, response))
                 report.delivered += 1
                 return True
@@ -377,6 +429,30 @@ class Replayer:
             ))
             report.retrying += 1
             return False
+
+    def _unconfirmed(self, command: Any, attempt: int, problem: str, http_status: int | None,
+                     answer: bytes, journal: Journal, state: _Pass) -> bool:
+        """A 2xx answer that does not confirm the command: not delivered. Retried with backoff
+        up to `max_unconfirmed` answers in a row, then a conflict. Either way the answer is kept
+        in the command's record (for `explain`), and the error has no `status`: the action may
+        have reached the backend (a gateway may have mangled the answer), so nothing may treat
+        it as surely unsent."""
+        report = state.report
+        last = command.last_error if isinstance(command.last_error, dict) else {}
+        in_a_row = (last.get("unconfirmed") or 0) + 1
+        error = {"status": None, "code": None, "message": f"{UNCONFIRMED}: {problem}",
+                 "retry_at": None, "http_status": http_status, "unconfirmed": in_a_row,
+                 "answer": kept_answer(answer)}
+        if in_a_row >= self.max_unconfirmed:
+            journal.settled(Refused(
+                command.id, f"{UNCONFIRMED} ({in_a_row} answers in a row): {problem}", error))
+            state.rejected.add(command.id)
+            report.rejected += 1
+            return True
+        journal.settled(Failed(command.id, error,
+                               self.backoff.next_try(attempt, self.clock(), None, self.rng)))
+        report.retrying += 1
+        return False
 
     async def _call(self, command: Any) -> bytes:
         method = getattr(self.backend, command.kind)

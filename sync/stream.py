@@ -23,7 +23,9 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from chatledger.sync.http import build_url, encode_json, request, split_cid
+from chatledger.sync.answers import MAX_ANSWER_BYTES
+from chatledger.sync.backend import BackendError
+from chatledger.sync.http import build_url, encode_json, redact, request, split_cid
 from chatledger.sync.websocket import StreamConnection, open_connection, websocket_url
 
 DEFAULT_BASE_URL = "https://chat.stream-io-api.com"
@@ -58,7 +60,11 @@ class StreamBackend:
     """Stream Chat over HTTP and WebSocket, for one user.
 
     `timeout` bounds each REST call (and the WebSocket handshake plus its first frame) from
-    start to end of the body; `connect_timeout` bounds opening the TCP connection. The WebSocket
+    start to end of the body (a server sending its body a byte a second fails with `TimedOut`);
+    `connect_timeout` bounds opening the TCP connection. An answer larger than
+    `max_answer_bytes` (default 64 MiB, `chatledger.sync.answers.MAX_ANSWER_BYTES`) is not read
+    past the cap: `UnusableAnswer` for a 2xx. No error this backend raises holds the token, the
+    API key or a URL with them (`chatledger.sync.http.redact`). The WebSocket
     sends a client health check every `health_interval` seconds and is declared dead when no
     frame arrives for `dead_after` seconds (default `2 * health_interval + 5`: two missed server
     health checks plus slack). A `session` passed in is used as is and left open by `close()`.
@@ -67,7 +73,8 @@ class StreamBackend:
     def __init__(self, base_url: str, api_key: str, token: str, user_id: str, *,
                  user_details: dict[str, Any] | None = None, timeout: float = 10.0,
                  connect_timeout: float = 5.0, session: aiohttp.ClientSession | None = None,
-                 health_interval: float = 25.0, dead_after: float | None = None) -> None:
+                 health_interval: float = 25.0, dead_after: float | None = None,
+                 max_answer_bytes: int = MAX_ANSWER_BYTES) -> None:
         if not base_url:
             raise ValueError("base_url is required")
         self.base_url = base_url.rstrip("/")
@@ -78,7 +85,10 @@ class StreamBackend:
         self.connect_timeout = connect_timeout
         self.health_interval = health_interval
         self.dead_after = dead_after if dead_after is not None else 2 * health_interval + 5
+        self.max_answer_bytes = max_answer_bytes
         self._token = token
+        # Every token this backend was given: an old one must not show up in a message either.
+        self._secrets: list[str] = [s for s in (token, api_key) if s]
         self._session = session
         self._owns_session = session is None
         self._closed = False
@@ -128,6 +138,21 @@ class StreamBackend:
     def set_token(self, token: str) -> None:
         """Use `token` for every later call (an open WebSocket keeps the one it connected with)."""
         self._token = token
+        if token and token not in self._secrets:
+            self._secrets.append(token)
+
+    def redact(self, text: str) -> str:
+        """`text` without this backend's credentials (tokens, API key, URLs holding them)."""
+        return redact(text, self._secrets)
+
+    def _scrub(self, body: bytes) -> bytes:
+        """`body` without this backend's credentials: an answer is stored (or quarantined),
+        and some servers and portals echo the request, query string and token included."""
+        for secret in self._secrets:
+            encoded = secret.encode("utf-8", "surrogatepass")
+            if encoded in body:
+                body = body.replace(encoded, b"[redacted]")
+        return body
 
     @property
     def connection_id(self) -> str | None:
@@ -162,9 +187,15 @@ class StreamBackend:
         params = {"api_key": self.api_key, **(query or {})}
         url = build_url(self.base_url, segments, params)
         data = encode_json(body) if body is not None else None
-        return await request(self._get_session(), method, url,
-                             headers=self._headers(data is not None), body=data,
-                             timeout=self._client_timeout)
+        try:
+            raw = await request(self._get_session(), method, url,
+                                headers=self._headers(data is not None), body=data,
+                                timeout=self._client_timeout, max_bytes=self.max_answer_bytes)
+        except BackendError as error:
+            if error.body:
+                error.body = self._scrub(error.body)
+            raise error.redacted(self.redact) from None
+        return self._scrub(raw)
 
     def _watch_query(self, watch: bool, presence: bool = False) -> dict[str, str]:
         # Stream ties watching (and presence) to a WebSocket connection, named in the query.
@@ -275,10 +306,15 @@ class StreamBackend:
         url = build_url(websocket_url(self.base_url), ("connect",),
                         {"api_key": self.api_key, "json": payload,
                          "authorization": self._token, "stream-auth-type": "jwt"})
-        stream = await open_connection(
-            self._get_session(), url, self._headers(False), timeout=self.timeout,
-            close_timeout=min(self.connect_timeout, 2.0),
-            health_interval=self.health_interval, dead_after=self.dead_after,
-            on_close=self._forget)
+        try:
+            stream = await open_connection(
+                self._get_session(), url, self._headers(False), timeout=self.timeout,
+                close_timeout=min(self.connect_timeout, 2.0),
+                health_interval=self.health_interval, dead_after=self.dead_after,
+                on_close=self._forget, redact=self.redact)
+        except BackendError as error:
+            if error.body:
+                error.body = self._scrub(error.body)
+            raise error.redacted(self.redact) from None
         self._streams.append(stream)
         return stream

@@ -18,8 +18,14 @@ import aiohttp
 import msgspec
 from yarl import URL
 
-from chatledger.sync.backend import BackendError, ConnectionLost, NoResponse
-from chatledger.sync.http import TRANSPORT_ERRORS, encode_json, error_from_answer, no_response
+from chatledger.sync.backend import BackendError, ConnectionLost, TimedOut, UnusableAnswer
+from chatledger.sync.http import (
+    TRANSPORT_ERRORS,
+    encode_json,
+    error_from_answer,
+    no_response,
+    read_capped,
+)
 
 _CLOSED_TYPES = (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED)
 
@@ -33,7 +39,8 @@ class StreamConnection:
     def __init__(self, ws: aiohttp.ClientWebSocketResponse, first_frame: bytes,
                  connection_id: str, *, health_interval: float, dead_after: float,
                  close_timeout: float,
-                 on_close: Callable[[StreamConnection], None] | None = None) -> None:
+                 on_close: Callable[[StreamConnection], None] | None = None,
+                 redact: Callable[[str], str] = str) -> None:
         self.connection_id: str | None = connection_id
         self.first_frame = first_frame
         self._ws = ws
@@ -42,6 +49,8 @@ class StreamConnection:
         self._dead_after = dead_after
         self._close_timeout = close_timeout
         self._on_close = on_close
+        # For what the server says when it closes (a close reason may repeat the token).
+        self._redact = redact
         self._health_task: asyncio.Task[None] | None = None
         self._closing = False   # close() was called: the end of iteration is not a loss
         self._ended = False     # iteration is over (lost or closed); later calls stop at once
@@ -85,7 +94,7 @@ class StreamConnection:
                     await self._shutdown()
                     raise StopAsyncIteration
                 await self._shutdown()
-                raise ConnectionLost(self._loss_message(msg))
+                raise ConnectionLost(self._redact(self._loss_message(msg)))
             # PING/PONG are answered by aiohttp (autoping); anything else is not a frame to keep.
 
     def _loss_message(self, msg: aiohttp.WSMessage) -> str:
@@ -144,7 +153,7 @@ async def open_connection(session: aiohttp.ClientSession, url: URL, headers: Map
                           *, timeout: float, close_timeout: float, health_interval: float,
                           dead_after: float,
                           on_close: Callable[[StreamConnection], None] | None = None,
-                          ) -> StreamConnection:
+                          redact: Callable[[str], str] = str) -> StreamConnection:
     """Handshake, then wait (at most `timeout` seconds) for the first frame, which must be a
     `health.check` with a `connection_id`."""
     # aiohttp < 3.10 has no ClientWSTimeout and takes the close timeout as a float.
@@ -156,9 +165,10 @@ async def open_connection(session: aiohttp.ClientSession, url: URL, headers: Map
                                heartbeat=None, timeout=ws_timeout),
             timeout)
     except aiohttp.WSServerHandshakeError as exc:
-        raise await _handshake_error(session, url, headers, exc, timeout) from exc
+        raise await _handshake_error(session, url, headers, exc, timeout) from None
     except TRANSPORT_ERRORS as exc:
-        raise no_response("GET /connect", exc) from exc
+        # Not chained: aiohttp's exception holds the URL, and this one carries the token.
+        raise no_response("GET /connect", exc, timeout) from None
 
     try:
         first, connection_id = await _first_frame(ws, timeout)
@@ -168,14 +178,14 @@ async def open_connection(session: aiohttp.ClientSession, url: URL, headers: Map
         raise
     return StreamConnection(ws, first, connection_id, health_interval=health_interval,
                             dead_after=dead_after, close_timeout=close_timeout,
-                            on_close=on_close)
+                            on_close=on_close, redact=redact)
 
 
 async def _first_frame(ws: aiohttp.ClientWebSocketResponse, timeout: float) -> tuple[bytes, str]:
     try:
         msg = await ws.receive(timeout=timeout)
     except asyncio.TimeoutError:
-        raise NoResponse(f"no first frame on the WebSocket within {timeout:g} s") from None
+        raise TimedOut(f"no first frame on the WebSocket within {timeout:g} s") from None
     if msg.type is aiohttp.WSMsgType.TEXT:
         raw = msg.data.encode("utf-8")
     elif msg.type is aiohttp.WSMsgType.BINARY:
@@ -206,14 +216,19 @@ async def _handshake_error(session: aiohttp.ClientSession, url: URL, headers: Ma
     """The handshake was answered, but not with an upgrade. aiohttp drops the body of that
     answer, and the Stream error code is only in the body (401 code 40 = token expired, 403
     code 99 = app suspended, ...), so ask once more as a plain GET and read the body if it
-    answers with the same status. A status below 400 is a broken answer, not a refusal."""
+    answers with the same status. A status below 400 (a captive portal's 200 page, a redirect)
+    is an answer that cannot be used, not a refusal."""
     status = exc.status
-    if status is None or status < 400:
+    if status is None:
         return no_response("GET /connect", exc)
     body = b""
     with contextlib.suppress(asyncio.TimeoutError, *TRANSPORT_ERRORS):
         async with session.get(url, headers=headers, allow_redirects=False,
                                timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
             if resp.status == status:
-                body = await resp.read()
+                body, _ = await read_capped(resp)
+    if status < 400:
+        return UnusableAnswer(
+            f"the WebSocket handshake was answered with HTTP {status}, not an upgrade "
+            "(a proxy or a captive portal?)", status=status, body=body)
     return error_from_answer(status, "(WebSocket handshake refused)", exc.headers or {}, body)
