@@ -6,7 +6,7 @@ import click
 from rich.table import Table
 
 from chatledger.cli.context import Context, fail, pass_context
-from chatledger.cli.output import console, echo_json, format_time, iso_time
+from chatledger.cli.output import console, echo_json, format_time, iso_time, shown
 from chatledger.eventstore.userfiles import user_db_path
 from chatledger.projections.store import ChatStore
 
@@ -42,12 +42,12 @@ def stats_command(ctx: Context, as_json: bool) -> None:
          + (f" ({ratio} x smaller)" if stats["dictionaries"] else " (not compressed yet)")),
         ("file bytes", f"{stats['file_bytes']:,}"),
     ):
-        summary.add_row(label, str(value))
+        summary.add_row(label, shown(value))
     out.print(summary)
     if stats["by_type"]:
         types = Table("type", "events", box=None, pad_edge=False, header_style="bold")
         for topic, count in stats["by_type"].items():
-            types.add_row(topic, f"{count:,}")
+            types.add_row(shown(topic), f"{count:,}")
         out.print()
         out.print(types)
 
@@ -76,8 +76,8 @@ def quarantine_command(ctx: Context, limit: int, as_json: bool) -> None:
     table = Table("id", "received", "source", "size", "reason", box=None, pad_edge=False,
                   header_style="bold")
     for item in items:
-        table.add_row(str(item["id"]), format_time(item["received_at"]), item["source"],
-                      f"{item['size']:,}", item["reason"])
+        table.add_row(str(item["id"]), format_time(item["received_at"]), shown(item["source"]),
+                      f"{item['size']:,}", shown(item["reason"]))
     console().print(table)
 
 

@@ -10,7 +10,7 @@ import click
 from rich.table import Table
 
 from chatledger.cli.context import Context, pass_context
-from chatledger.cli.output import console, echo_json, format_time, iso_time
+from chatledger.cli.output import console, echo_json, format_time, iso_time, shown
 from chatledger.projections.outbox import CommandEvent, CommandInfo
 
 
@@ -80,9 +80,9 @@ def outbox_group(click_ctx: click.Context, show_all: bool, as_json: bool) -> Non
         detail = info.reason or _error_text(info.last_error)
         if info.depends_on and info.unfinished:
             detail = f"waits for {info.depends_on}" + (f"; {detail}" if detail else "")
-        table.add_row(info.id, info.kind, info.status, str(info.attempts),
-                      _unix(info.next_try_at) if info.status == "failed" else "-", target,
-                      detail)
+        table.add_row(shown(info.id), info.kind, info.status, str(info.attempts),
+                      _unix(info.next_try_at) if info.status == "failed" else "-", shown(target),
+                      shown(detail))
     console().print(table)
 
 
@@ -129,13 +129,15 @@ def conflicts_command(ctx: Context, as_json: bool) -> None:
         return
     out = console()
     for info in conflicts:
-        out.print(f"[bold]{info.id}[/bold]  {info.kind}  {info.message_id or info.cid or ''}")
-        out.print(f"  reason: {info.reason}" + (f" ({_error_text(info.last_error)})"
-                                                 if info.last_error else ""))
+        out.print(f"[bold]{shown(info.id)}[/bold]  {info.kind}  "
+                  f"{shown(info.message_id or info.cid or '')}")
+        out.print(f"  reason: {shown(info.reason)}" + (f" ({shown(_error_text(info.last_error))})"
+                                                        if info.last_error else ""))
         for e in info.history:
             detail = _error_text(e.data.get("error")) or e.data.get("reason") or ""
             if e.name == "attempt_started":
                 detail = f"attempt {e.data.get('attempt')}"
             elif e.data.get("attempt") is not None:  # an outcome that carries its attempt's start
                 detail = f"attempt {e.data['attempt']}" + (f": {detail}" if detail else "")
-            out.print(f"  {e.position:>7}  {format_time(e.received_at)}  {e.name:<16} {detail}")
+            out.print(f"  {e.position:>7}  {format_time(e.received_at)}  {e.name:<16} "
+                      f"{shown(detail)}")

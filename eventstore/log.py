@@ -20,7 +20,7 @@ import msgspec
 import zstandard
 from eventsourcing.persistence import DatabaseError, IntegrityError, OperationalError, StoredEvent
 
-from chatledger.eventstore import ingest, schema
+from chatledger.eventstore import ingest, schema, wire
 from chatledger.eventstore.codec import MIN_COMPRESS_SIZE, RAW
 from chatledger.eventstore.datastore import APSWDatastore, Synchronous, filesystem_path
 from chatledger.eventstore.ingest import Entry, Payload, Rejection
@@ -104,7 +104,8 @@ class LogEntry:
     payload: bytes
 
     def json(self) -> Any:
-        return msgspec.json.decode(self.payload)
+        """The payload decoded; never fails (see `wire.decode_stored`)."""
+        return wire.decode_stored(self.payload)
 
 
 class EventLog:
