@@ -6,7 +6,7 @@ import click
 from rich.table import Table
 
 from chatledger.cli.context import Context, fail, pass_context
-from chatledger.cli.output import console, echo_json, format_time, iso_time, shown
+from chatledger.cli.output import MAX_INT, console, echo_json, format_time, iso_time, shown
 from chatledger.eventstore.userfiles import user_db_path
 from chatledger.projections.store import ChatStore
 
@@ -53,7 +53,7 @@ def stats_command(ctx: Context, as_json: bool) -> None:
 
 
 @click.command("quarantine")
-@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--limit", type=click.IntRange(1, MAX_INT), default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="JSON lines, with the raw bytes as text.")
 @pass_context
 def quarantine_command(ctx: Context, limit: int, as_json: bool) -> None:

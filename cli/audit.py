@@ -11,6 +11,7 @@ from rich.table import Table
 
 from chatledger.cli.context import Context, fail, pass_context
 from chatledger.cli.output import (
+    MAX_INT,
     console,
     echo_json,
     escape_controls,
@@ -27,7 +28,7 @@ from chatledger.projections.history import Explanation, PastStore, as_of
 
 
 @click.group("as-of")
-@click.option("--position", type=click.IntRange(min=0), default=None,
+@click.option("--position", type=click.IntRange(0, MAX_INT), default=None,
               help="The log position to stop at (see `chatledger log`).")
 @click.option("--time", "when", metavar="TIME", default=None,
               help="The moment to stop at: RFC 3339, a date (UTC), or an age such as 2h or 3d.")

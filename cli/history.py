@@ -8,6 +8,7 @@ from rich.table import Table
 
 from chatledger.cli.context import Context, pass_context
 from chatledger.cli.output import (
+    MAX_INT,
     console,
     echo_json,
     format_time,
@@ -25,7 +26,7 @@ from chatledger.eventstore.wire import repair_utf8
 @click.option("--type", "types", multiple=True, help="Only this event type; repeat for several.")
 @click.option("--since", help="From this time: RFC 3339, a date, or an age such as 2h or 3d.")
 @click.option("--until", help="Up to this time (same forms as --since).")
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many entries.")
+@click.option("--limit", type=click.IntRange(1, MAX_INT), default=None, help="At most this many entries.")
 @click.option("--newest-first", is_flag=True, help="Newest entries first.")
 @click.option("--json", "as_json", is_flag=True,
               help="JSON lines: the envelope, and the event exactly as it arrived under \"event\".")

@@ -29,12 +29,22 @@ from chatledger.eventstore.wire import WireError
 from chatledger.projections.store import default_data_dir
 
 
+class OneLineUsageError(click.ClickException):
+    """A usage error said in one line (`Error: ...`), with click's usage status 2."""
+
+    exit_code = 2
+
+
 class ChatledgerGroup(click.Group):
     """Turns the store's own errors into one-line messages and a non-zero exit."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as e:
+            # click would print the usage and a hint over three more lines; scripts and people
+            # get the reason alone (`--help` shows the usage).
+            raise OneLineUsageError(e.format_message()) from None
         except BrokenPipeError:
             raise  # the reader went away (`| head`): not an error of ours
         except (StoreError, UserIdError, WireError, PersistenceError, OSError) as e:

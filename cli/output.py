@@ -23,6 +23,9 @@ from chatledger.eventstore.wire import (
 from chatledger.eventstore.wire import format_time as rfc3339
 
 _RELATIVE = re.compile(r"^(\d+)(?:\.(\d+))?\s*(s|m|h|d|w)$", re.ASCII)
+# The largest count or position an option takes: what an SQLite INTEGER holds. Larger numbers
+# are a usage error, not an OverflowError deep in a query.
+MAX_INT = 2**63 - 1
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _ONE_US = timedelta(microseconds=1)

@@ -9,7 +9,7 @@ import msgspec
 from rich.table import Table
 
 from chatledger.cli.context import Context, fail, pass_context
-from chatledger.cli.output import console, echo_json, format_time, shown, stored_json
+from chatledger.cli.output import MAX_INT, console, echo_json, format_time, shown, stored_json
 from chatledger.projections.queries import StoredMessage
 
 
@@ -18,8 +18,10 @@ def _json_option(value: str | None, name: str) -> Any:
         return None
     try:
         return msgspec.json.decode(value)
-    except msgspec.DecodeError as e:
+    except (msgspec.DecodeError, msgspec.ValidationError) as e:
         raise click.BadParameter(f"not JSON: {e}", param_hint=name) from None
+    except RecursionError:
+        raise click.BadParameter("nested too deeply", param_hint=name) from None
 
 
 def _message_json(m: StoredMessage) -> dict[str, Any]:
@@ -42,7 +44,7 @@ def _message_line(m: StoredMessage) -> tuple[str, ...]:
 @click.option("--sort", metavar="JSON",
               help='Sort keys, e.g. \'[{"field": "last_message_at", "direction": -1}]\'.')
 @click.option("--limit", type=click.IntRange(1, 1000), default=30, show_default=True)
-@click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--offset", type=click.IntRange(0, MAX_INT), default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="JSON lines.")
 @pass_context
 def channels_command(

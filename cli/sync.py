@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from chatledger.cli.context import Context, pass_context
-from chatledger.cli.output import echo_json
+from chatledger.cli.output import MAX_INT, echo_json
 
 
 def backend_options(fn: Any) -> Any:
@@ -50,7 +50,7 @@ def status_line(status: Any, pending: int | None = None) -> str:
 @backend_options
 @click.option("--once", is_flag=True,
               help="Connect, replay the outbox, catch up with what was missed, and exit.")
-@click.option("--concurrency", type=click.IntRange(min=1), default=8, show_default=True,
+@click.option("--concurrency", type=click.IntRange(1, MAX_INT), default=8, show_default=True,
               help="Channels replayed at once.")
 @click.option("--json", "as_json", is_flag=True, help="With --once: print the report as JSON.")
 @pass_context

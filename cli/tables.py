@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from chatledger.cli.context import Context, fail, pass_context
-from chatledger.cli.output import echo_json
+from chatledger.cli.output import MAX_INT, echo_json
 from chatledger.cli.progress import replay_progress
 
 
@@ -27,7 +27,7 @@ def rebuild_command(ctx: Context) -> None:
 
 @click.command("verify")
 @click.option("--json", "as_json", is_flag=True, help="Print each difference as a JSON line.")
-@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True,
+@click.option("--limit", type=click.IntRange(1, MAX_INT), default=20, show_default=True,
               help="Differences to print at most.")
 @pass_context
 def verify_command(ctx: Context, as_json: bool, limit: int) -> None:

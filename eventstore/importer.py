@@ -146,7 +146,7 @@ def _import_lines(
 def _decodes(data: bytes) -> bool:
     try:
         msgspec.json.decode(data)
-    except (msgspec.DecodeError, ValueError):
+    except (msgspec.DecodeError, ValueError, RecursionError):  # RecursionError: nested too deep
         return False
     return True
 
@@ -156,7 +156,7 @@ def _import_document(log: EventLog, body: bytes, kind: str, source: str) -> Impo
     if kind == "auto":
         try:
             kind = _document_kind(msgspec.json.decode(body))
-        except (msgspec.DecodeError, ValueError):
+        except (msgspec.DecodeError, ValueError, RecursionError):
             kind = "events"
     report = ImportReport(kind=kind)
     if kind == "query":
@@ -168,7 +168,7 @@ def _import_document(log: EventLog, body: bytes, kind: str, source: str) -> Impo
     else:
         try:
             document = msgspec.json.decode(body, type=list[msgspec.Raw])
-        except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError, RecursionError):
             report.add(log.append_events([body], source=source))
         else:
             report.add(log.append_events([bytes(raw) for raw in document], source=source))

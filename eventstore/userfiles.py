@@ -40,6 +40,12 @@ def encode_user_id(user_id: str) -> str:
         raise UserIdError("the user id is empty: every store belongs to one user")
     if "\x00" in user_id:
         raise UserIdError("the user id contains a NUL character")
+    try:
+        # A backend's user id is JSON text; a lone surrogate (what a shell passes for bytes
+        # that are not UTF-8) could name a file but never be stored in it.
+        user_id.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UserIdError("the user id is not valid text (it holds a lone surrogate)") from None
     stem = "".join(
         chr(b) if b in _SAFE else f"~{b:02X}" for b in user_id.encode("utf-8", "surrogatepass")
     )

@@ -443,3 +443,127 @@ def test_flush_after_a_crash_leaves_nothing_behind(tmp_path: Path) -> None:
                                       "--yes"])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in data.iterdir()) == ["bob.chatledger"]
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs that ended in a traceback: deep nesting, numbers no option holds, ids no file holds
+
+
+def _one_line_error(result: Any, statuses: tuple[int, ...] = (1, 2)) -> str:
+    assert result.exit_code in statuses, result.output
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    return lines[0]
+
+
+NESTED_DOCUMENTS = [b"[" * 100_000, b"[" * 100_000 + b"]" * 100_000,
+                    b'{"a":' * 50_000 + b"1" + b"}" * 50_000,
+                    b'{"type":"message.new","x":' + b"[" * 2_000 + b"]" * 2_000 + b"}"]
+
+
+@pytest.mark.parametrize("document", NESTED_DOCUMENTS, ids=["open", "closed", "objects", "event"])
+@pytest.mark.parametrize("kind", ["auto", "events", "query", "sync", "channel"])
+def test_a_deeply_nested_import_is_a_one_line_answer(tmp_path: Path, document: bytes,
+                                                     kind: str) -> None:
+    result = CliRunner().invoke(cli, ["--data-dir", str(tmp_path), "--user", "alice", "import",
+                                      "--kind", kind, "-"], input=document)
+    assert "Traceback" not in result.output and "Recursion" not in result.output
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and len(result.output.strip().splitlines()) <= 2, result.output
+
+
+@pytest.mark.parametrize("depth", [17, 1_000, 100_000])
+def test_deeply_nested_filters_and_sorts_are_one_line_errors(tmp_path: Path, depth: int) -> None:
+    ChatStore.open(tmp_path, "alice").close()
+    base = ["--data-dir", str(tmp_path), "--user", "alice", "channels"]
+    runner = CliRunner()
+    for option, value in (
+        ("--filter", '{"$and":[' * depth + '{"cid":"x"}' + "]}" * depth),
+        ("--filter", '{"$or":[' * depth + "{}" + "]}" * depth),
+        ("--filter", '{"cid":{"$in":' + "[" * depth + "]" * depth + "}}"),
+        ("--sort", "[" * depth + '{"field":"cid","direction":1}' + "]" * depth),
+        ("--sort", '[{"field":' + "[" * depth + "]" * depth + "}]"),
+    ):
+        result = runner.invoke(cli, [*base, option, value])
+        assert "Traceback" not in result.output
+        _one_line_error(result)
+    with ChatStore.open(tmp_path, "alice") as store:
+        nested: Any = {"cid": "x"}
+        for _ in range(depth if depth < 5_000 else 5_000):
+            nested = {"$and": [nested]}
+        with pytest.raises(FilterError):
+            store.channels(nested)
+        sort: Any = [{"field": "cid", "direction": 1}]
+        for _ in range(depth if depth < 5_000 else 5_000):
+            sort = [sort]
+        with pytest.raises(FilterError):
+            store.channels(None, sort)
+
+
+def test_a_websocket_first_frame_nested_deep_is_a_backend_error() -> None:
+    import asyncio
+
+    import aiohttp
+
+    from chatledger.sync import websocket
+    from chatledger.sync.backend import BackendError
+
+    class Frame:
+        def __init__(self, data: bytes, kind: aiohttp.WSMsgType) -> None:
+            self.data, self.type = data, kind
+
+    class Socket:
+        def __init__(self, frame: Frame) -> None:
+            self.frame = frame
+
+        async def receive(self, timeout: float | None = None) -> Frame:
+            return self.frame
+
+    for raw in (b"[" * 50_000 + b"]" * 50_000, b'{"a":' * 50_000 + b"1" + b"}" * 50_000,
+                b'{"type":1e999}', b"\xff"):
+        for kind in (aiohttp.WSMsgType.BINARY, aiohttp.WSMsgType.TEXT):
+            data: Any = raw.decode("utf-8", "replace") if kind is aiohttp.WSMsgType.TEXT else raw
+            with pytest.raises(BackendError) as info:
+                asyncio.run(websocket._first_frame(Socket(Frame(data, kind)), 1.0))  # type: ignore[arg-type]
+            assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("args", [
+    ["channels", "--offset", "99999999999999999999"],
+    ["channels", "--offset", "9223372036854775808"],
+    ["log", "--limit", "9223372036854775808"],
+    ["log", "--limit", "1" + "0" * 400],
+    ["log", "--since", "99999999999999w"],
+    ["log", "--since", "1" + "0" * 5_000 + "s"],
+    ["log", "--until", "0000-01-01T00:00:00Z"],
+    ["log", "--since", "9999-12-31T23:59:59-23:59"],
+    ["log", "--since", "0001-01-01T00:00:00+01:00"],
+    ["as-of", "--position", "9223372036854775808", "channel", "messaging:general"],
+    ["as-of", "--time", "99999999999999d", "channel", "messaging:general"],
+    ["quarantine", "--limit", "99999999999999999999"],
+    ["verify", "--limit", "99999999999999999999"],
+    ["export", "-", "--messages", "99999999999999999999"],
+])
+def test_numbers_no_column_holds_are_usage_errors(tmp_path: Path, args: list[str]) -> None:
+    with ChatStore.open(tmp_path, "alice") as store:
+        store.ingest(message_new())
+    result = CliRunner().invoke(cli, ["--data-dir", str(tmp_path), "--user", "alice", *args])
+    assert "Traceback" not in result.output and "Overflow" not in result.output
+    _one_line_error(result, (2,))
+
+
+@pytest.mark.parametrize("user", ["\udcff", "a\ud800b", "\udfff" * 3])
+def test_a_user_id_with_a_lone_surrogate_is_refused_and_leaves_no_file(tmp_path: Path,
+                                                                       user: str) -> None:
+    from chatledger.eventstore.userfiles import UserIdError
+
+    with pytest.raises(UserIdError):
+        ChatStore.open(tmp_path, user)
+    for command in (["stats"], ["import", "-"], ["flush", "--yes"]):
+        result = CliRunner().invoke(cli, ["--data-dir", str(tmp_path), "--user", user, *command],
+                                    input=message_new())
+        assert "Traceback" not in result.output
+        _one_line_error(result, (1,))
+    assert list(tmp_path.iterdir()) == []
