@@ -7,7 +7,7 @@ from rich.table import Table
 
 from chatledger.cli.context import Context, fail, pass_context
 from chatledger.cli.output import MAX_INT, console, echo_json, format_time, iso_time, shown
-from chatledger.eventstore.userfiles import user_db_path
+from chatledger.eventstore.userfiles import store_files, user_db_path
 from chatledger.projections.store import ChatStore
 
 
@@ -95,7 +95,7 @@ def flush_command(ctx: Context, yes: bool) -> None:
     """
     user = ctx.require_user()
     path = user_db_path(ctx.data_dir, user)
-    if not path.exists():
+    if not store_files(path):  # any of its files: a flush killed half-way left some
         fail(f"no store for user {user!r} in {ctx.data_dir}")
     if not yes:
         click.confirm(f"Delete the store of {user!r} ({path})?", abort=True)

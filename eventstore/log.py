@@ -24,6 +24,7 @@ from chatledger.eventstore import ingest, schema, wire
 from chatledger.eventstore.codec import MIN_COMPRESS_SIZE, RAW
 from chatledger.eventstore.datastore import APSWDatastore, Synchronous, filesystem_path
 from chatledger.eventstore.ingest import Entry, Payload, Rejection
+from chatledger.eventstore.userfiles import symlinked_files
 from chatledger.eventstore.persistence import (
     APSWProcessRecorder,
     EventRow,
@@ -151,6 +152,9 @@ class EventLog:
         """Open (or create) the log in the SQLite file at `path` (or ":memory:")."""
         name = str(path)
         existing = filesystem_path(name)
+        if existing is not None and (links := symlinked_files(existing)):
+            raise StoreError(f"refusing to open {existing}: {links[0].name} is a symbolic link "
+                             "(a store's files must be plain files; remove the link)")
         if existing is not None and existing.exists() and existing.stat().st_size > 0:
             cls._inspect(existing)
         try:
@@ -179,7 +183,8 @@ class EventLog:
         alone = not any(Path(f"{path}{suffix}").exists()
                         for suffix in ("-wal", "-shm", "-journal"))
         name = f"file:{urllib.parse.quote(str(path))}?immutable=1" if alone else str(path)
-        flags = apsw.SQLITE_OPEN_READONLY | (apsw.SQLITE_OPEN_URI if alone else 0)
+        flags = (apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_NOFOLLOW
+                 | (apsw.SQLITE_OPEN_URI if alone else 0))
         try:
             connection = apsw.Connection(name, flags=flags)
         except apsw.Error as e:

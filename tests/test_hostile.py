@@ -567,3 +567,87 @@ def test_a_user_id_with_a_lone_surrogate_is_refused_and_leaves_no_file(tmp_path:
         assert "Traceback" not in result.output
         _one_line_error(result, (1,))
     assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------------------------
+# Private data left on disk: planted links, an interrupted logout
+
+
+@pytest.mark.parametrize("suffix", ["", "-wal", "-shm"])
+@pytest.mark.parametrize("target", ["empty-file", "nowhere", "existing-store"])
+def test_a_store_whose_files_are_symbolic_links_is_refused(tmp_path: Path, suffix: str,
+                                                           target: str) -> None:
+    data, elsewhere = tmp_path / "data", tmp_path / "elsewhere"
+    data.mkdir()
+    elsewhere.mkdir()
+    pointed = elsewhere / f"target{suffix}"
+    if target == "empty-file":
+        pointed.write_bytes(b"")
+    elif target == "existing-store":
+        ChatStore.open(elsewhere, "bob").close()
+        pointed = elsewhere / f"bob.chatledger{suffix}"
+        pointed.touch()
+    before = {p: p.read_bytes() for p in elsewhere.iterdir()}
+    link = data / f"alice.chatledger{suffix}"
+    os.symlink(pointed, link)
+    with pytest.raises(StoreError) as info:
+        ChatStore.open(data, "alice").close()
+    assert "symbolic link" in str(info.value) and "\n" not in str(info.value)
+    runner = CliRunner()
+    for command in (["import", "-"], ["stats"], ["log"], ["send", "--cid", "messaging:general",
+                                                           "--text", "hi"]):
+        result = runner.invoke(cli, ["--data-dir", str(data), "--user", "alice", *command],
+                               input=message_new())
+        # Reading commands may answer that there is no store (only a -wal or -shm link);
+        # whatever creates or opens the store names the link.
+        said = "symbolic link" in result.output or (
+            suffix and command[0] in ("stats", "log") and "no store" in result.output)
+        assert result.exit_code == 1 and said, (command, result.output)
+        assert len(result.output.strip().splitlines()) == 1
+    assert {p: p.read_bytes() for p in elsewhere.iterdir()} == before  # nothing written there
+    result = runner.invoke(cli, ["--data-dir", str(data), "--user", "alice", "flush", "--yes"])
+    assert result.exit_code == 0, result.output
+    assert list(data.iterdir()) == [] and {p: p.read_bytes() for p in elsewhere.iterdir()} == before
+
+
+_KILLED_FLUSH = (
+    "import os, pathlib, sys\n"
+    "from chatledger.cli.main import main\n"
+    "steps = int(sys.argv[1])\n"
+    "unlink = pathlib.Path.unlink\n"
+    "def killing_unlink(self, *args, **kwargs):\n"
+    "    global steps\n"
+    "    if steps == 0:\n"
+    "        os._exit(9)  # killed before this step\n"
+    "    steps -= 1\n"
+    "    return unlink(self, *args, **kwargs)\n"
+    "pathlib.Path.unlink = killing_unlink\n"
+    "sys.argv = ['chatledger', '--data-dir', sys.argv[2], '--user', 'alice', 'flush', '--yes']\n"
+    "main()\n"
+)
+
+
+@pytest.mark.parametrize("steps", [0, 1, 2, 3])
+def test_a_flush_killed_at_any_step_is_finished_by_the_next(tmp_path: Path, steps: int) -> None:
+    data = tmp_path / "data"
+    script = (
+        "import os, sys\n"
+        "from chatledger import ChatStore\n"
+        "s = ChatStore.open(sys.argv[1], 'alice')\n"
+        "s.send_message('messaging:general', 'secret text', id='x1')\n"
+        "os._exit(0)  # no close: -wal and -shm stay\n"
+    )
+    subprocess.run([sys.executable, "-c", script, str(data)], check=True, timeout=60)
+    Path(f"{data / 'alice.chatledger'}-journal").write_bytes(b"")
+    ChatStore.open(data, "bob").close()
+    alice = {p.name for p in data.iterdir() if p.name.startswith("alice")}
+    assert len(alice) == 4
+    killed = subprocess.run([sys.executable, "-c", _KILLED_FLUSH, str(steps), str(data)],
+                            capture_output=True, timeout=60)
+    assert killed.returncode == 9, killed.stderr
+    left = {p.name for p in data.iterdir() if p.name.startswith("alice")}
+    assert len(left) == 4 - steps
+    result = CliRunner().invoke(cli, ["--data-dir", str(data), "--user", "alice", "flush",
+                                      "--yes"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in data.iterdir()) == ["bob.chatledger"]
