@@ -33,11 +33,18 @@ _ONE_US = timedelta(microseconds=1)
 # bound keeps int() from reading a number of a million digits.
 _MAX_AGE_DIGITS = 20
 
-# C0 controls, DEL and C1 controls: shown escaped so that data cannot move the cursor, clear the
+# C0 controls, DEL, C1 controls and the Unicode line and paragraph separators: shown escaped so that data cannot move the cursor, clear the
 # screen or set the window title. Backslash is escaped too, so that the escaped text is
 # unambiguous (as git quotes names).
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\\]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\\]")
 _NAMED_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\\": "\\\\"}
+
+
+# Characters JSON lets strings hold raw that line-splitting readers (Python's splitlines, some
+# editors and terminals) take for line breaks. In UTF-8 JSON their bytes can only be inside a
+# string, where the escape means the same character.
+_LINE_BREAKS_IN_STRINGS = ((b"\xe2\x80\xa8", b"\\u2028"), (b"\xe2\x80\xa9", b"\\u2029"),
+                           (b"\xc2\x85", b"\\u0085"))
 
 
 def console(err: bool = False) -> Console:
@@ -121,7 +128,8 @@ def iso_time(us: int | None) -> str | None:
 
 def _escape_one(match: re.Match[str]) -> str:
     char = match.group()
-    return _NAMED_ESCAPES.get(char) or f"\\x{ord(char):02x}"
+    code = ord(char)
+    return _NAMED_ESCAPES.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
 
 
 def escape_controls(text: str) -> str:
@@ -144,5 +152,8 @@ def stored_json(raw: bytes | memoryview) -> msgspec.Raw:
 def echo_json(value: Any) -> None:
     """One JSON document on its own line. `msgspec.Raw` values are written as they are: wrap
     stored JSON with `stored_json`, which keeps it on one line."""
-    sys.stdout.buffer.write(msgspec.json.encode(value) + b"\n")
+    line = msgspec.json.encode(value)
+    for char, escape in _LINE_BREAKS_IN_STRINGS:
+        line = line.replace(char, escape)
+    sys.stdout.buffer.write(line + b"\n")
     sys.stdout.flush()

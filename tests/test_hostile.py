@@ -651,3 +651,98 @@ def test_a_flush_killed_at_any_step_is_finished_by_the_next(tmp_path: Path, step
                                       "--yes"])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in data.iterdir()) == ["bob.chatledger"]
+
+
+# --------------------------------------------------------------------------------------------
+# The terminal: control characters escaped, no flash, JSON lines always one value per line
+
+TERMINAL_ATTACKS = ["\x1b]0;pwned\x07", "\x1b[2J", "\x1b[1A\r", "\x9b31m", "\x07\x08\x7f",
+                    "line1\nline2\r\n", "[bold red]markup[/]", "tab\there\x00nul"]
+
+
+def test_control_characters_in_data_are_shown_escaped(tmp_path: Path) -> None:
+    evil = "".join(TERMINAL_ATTACKS)
+    with ChatStore.open(tmp_path, "alice") as store:
+        store.ingest(event("channel.updated", cid="messaging:general", channel={
+            "cid": "messaging:general", "type": "messaging", "id": "general", "name": evil}))
+        store.ingest(message_new(mid="m1", text=evil, uid="eve\x1b[2J"))
+        store.ingest(message_new(mid="m2\x1b[2J", text="hi"))
+    runner = CliRunner()
+    base = ["--data-dir", str(tmp_path), "--user", "alice"]
+    for command in (["channels"], ["show", "channel", "messaging:general"],
+                    ["show", "message", "m1"], ["show", "user", "eve\x1b[2J"], ["log"],
+                    ["explain", "m1"], ["as-of", "--position", "2", "message", "m1"]):
+        result = runner.invoke(cli, [*base, *command])
+        assert result.exit_code == 0, (command, result.output)
+        for char in "\x1b\x07\x08\x7f\x9b\x00\r":
+            assert char not in result.output, (command, char, result.output)
+        assert "\\x1b" in result.output, (command, result.output)
+        assert "markup" not in result.output or "[bold red]" in result.output, result.output
+
+
+def test_no_progress_bar_flashes_when_the_tables_are_ready(monkeypatch: pytest.MonkeyPatch,
+                                                           tmp_path: Path) -> None:
+    import io
+
+    from rich.console import Console
+
+    from chatledger.cli import progress
+
+    screen = io.StringIO()
+    monkeypatch.setattr(progress, "console",
+                        lambda err=False: Console(file=screen, force_terminal=True, width=80))
+    with progress.replay_progress("rebuilding read tables"):
+        pass
+    assert screen.getvalue() == ""
+    with progress.replay_progress("rebuilding read tables") as on_progress:
+        on_progress(1, 10)
+    assert "rebuilding read tables" in screen.getvalue()  # a real rebuild is still shown
+
+
+def _pretty(document: Any) -> bytes:
+    return json.dumps(document, indent=2, ensure_ascii=False).encode()
+
+
+def test_every_json_output_is_one_value_per_line(tmp_path: Path) -> None:
+    from fixtures import channel_state
+
+    states = [channel_state(f"messaging:c{i}", messages=3) for i in range(5)]
+    for state in states:
+        for m in state["messages"]:
+            m["text"] = "two\nlines, \u2028 \u2029 \x85 separators \x1b[2J"
+    data = tmp_path / "data"
+    runner = CliRunner()
+    base = ["--data-dir", str(data), "--user", "alice"]
+    result = runner.invoke(cli, [*base, "import", "-"],
+                           input=_pretty({"channels": states, "duration": "1ms"}))
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(cli, [*base, "import", "-"], input=_pretty(json.loads(message_new(
+        cid="messaging:c0", mid="pretty", text="a\nb"))))
+    assert result.exit_code == 0, result.output
+    with ChatStore.open(data, "alice") as store:
+        store.send_message("messaging:c0", "queued\nlocally", id="local1")
+        stored = {e.position: e.payload for e in store.history()}
+    expected = {("channels", "--json"): 5, ("log", "--json"): len(stored),
+                ("show", "channel", "messaging:c0", "--json"): 1,
+                ("show", "message", "pretty", "--json"): 1,
+                ("show", "message", "messaging:c1-m0", "--json"): 1,
+                ("explain", "pretty", "--json"): 1, ("outbox", "--json"): 1,
+                ("as-of", "--position", "3", "channel", "messaging:c1", "--json"): 1,
+                ("stats", "--json"): 1}
+    for command, count in expected.items():
+        result = runner.invoke(cli, [*base, *command])
+        assert result.exit_code == 0, (command, result.output)
+        lines = result.stdout.splitlines()
+        assert len(lines) == count, (command, result.stdout[:500])
+        for line in lines:
+            json.loads(line)
+        assert result.stdout.splitlines() == result.stdout.split("\n")[:-1]  # no other breaks
+        assert "\x1b" not in result.stdout
+    # The event inside `log --json` is the stored JSON, compact, every string as stored.
+    for line in runner.invoke(cli, [*base, "log", "--json"]).stdout.splitlines():
+        row = json.loads(line)
+        assert row["event"] == json.loads(stored[row["position"]])
+        compact = json.dumps(json.loads(stored[row["position"]]), separators=(",", ":"),
+                             ensure_ascii=False)
+        assert len(json.dumps(row["event"], separators=(",", ":"), ensure_ascii=False)) == \
+            len(compact)
