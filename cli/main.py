@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import apsw
 import click
 from eventsourcing.persistence import PersistenceError
 
@@ -14,7 +15,7 @@ from chatledger.cli.actions import ACTION_COMMANDS
 from chatledger.cli.admin import flush_command, quarantine_command, stats_command
 from chatledger.cli.archive import backup_command, export_command
 from chatledger.cli.audit import as_of_group, explain_command
-from chatledger.cli.context import Context, fail
+from chatledger.cli.context import Context, DamagedFile, fail, is_corruption
 from chatledger.cli.demo import demo_command
 from chatledger.cli.devserver import devserver_command
 from chatledger.cli.history import log_command
@@ -47,6 +48,12 @@ class ChatledgerGroup(click.Group):
             raise OneLineUsageError(e.format_message()) from None
         except BrokenPipeError:
             raise  # the reader went away (`| head`): not an error of ours
+        except (apsw.CorruptError, PersistenceError) as e:
+            if not is_corruption(e):
+                fail(str(e) or type(e).__name__)
+            context = ctx.find_object(Context)
+            raise DamagedFile(context.store_path() if context else "the store", str(e),
+                              "run `chatledger verify` to see what is hit, or restore a backup") from None
         except (StoreError, UserIdError, WireError, PersistenceError, OSError) as e:
             fail(str(e) or type(e).__name__)
 

@@ -91,6 +91,29 @@ class AppendListener(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class Damage:
+    """What SQLite's integrity check finds wrong with a store's file."""
+
+    problems: list[str]  # SQLite's own lines, the first few
+    log_hit: bool  # a table of the log itself is hit (not only read tables or free pages)
+
+    def advice(self) -> str:
+        """One sentence: what to do about it."""
+        if self.log_hit:
+            return ("the log itself is hit: restore the store from a backup "
+                    "(`chatledger backup` makes one)")
+        return ("the log reads back whole, only the read tables are hit: run `chatledger "
+                "rebuild`, then `chatledger verify` again (restore a backup if it still fails)")
+
+
+# The integrity check stops after this many problems: enough to say where the damage is.
+_MAX_PROBLEMS = 20
+# The tables that hold the log (the rest are read tables, rebuilt from it). Constant names: a
+# pragma's table argument cannot be a parameter.
+_LOG_TABLES = ("chatledger_meta", "streams", "zstd_dictionaries", "quarantine")
+
+
+@dataclass(frozen=True, slots=True)
 class LogEntry:
     """One entry of the log, as stored: the envelope and the exact payload bytes."""
 
@@ -627,6 +650,47 @@ class EventLog:
 
     def max_position(self) -> int:
         return self.recorder.max_notification_id() or 0
+
+    def damage(self) -> Damage | None:
+        """SQLite's integrity check of the whole file, and of the log's own tables when it finds
+        anything; None when the file is intact. Reads every page: as long as a rebuild."""
+        problems = self._integrity_problems(f"PRAGMA integrity_check({_MAX_PROBLEMS})")
+        if not problems:
+            return None
+        log_hit = any(self._integrity_problems(f"PRAGMA integrity_check({table})")
+                      for table in (self.recorder.events_table_name, *_LOG_TABLES))
+        return Damage(problems, log_hit)
+
+    def forget_read_tables(self) -> None:
+        """Remove every table that is not the log's from the file (the read tables, which the
+        next open rebuilds from the log), and repack the file without their pages.
+
+        For a file whose damage is in read tables only: SQLite cannot drop a damaged table (it
+        reads the pages it frees), but it can forget one, and VACUUM writes a new file from the
+        tables it still knows, leaving the damaged pages behind. Close the log afterwards."""
+        keep = (self.recorder.events_table_name, *_LOG_TABLES)
+        marks = ",".join("?" * len(keep))
+        with self.datastore.transaction(commit=True) as c:
+            version = c.execute("PRAGMA schema_version").fetchone()[0]
+            c.execute("PRAGMA writable_schema=ON")
+            # Tables, their indexes (SQLite's own automatic ones too) and triggers; SQLite's
+            # own tables (sqlite_sequence, sqlite_stat1) stay.
+            c.execute(f"DELETE FROM sqlite_schema WHERE tbl_name NOT IN ({marks}) "
+                      "AND tbl_name NOT LIKE 'sqlite\\_%' ESCAPE '\\'", keep)
+            c.execute("PRAGMA writable_schema=OFF")
+            # Other connections learn of the change by the schema version, as after DROP TABLE.
+            c.execute(f"PRAGMA schema_version={int(version) + 1}")
+        self.datastore.vacuum()
+
+    def _integrity_problems(self, check: str) -> list[str]:
+        """What an integrity check statement reports ([] for "ok"); a check that SQLite stops
+        with a corruption error reports that error."""
+        try:
+            with self.datastore.transaction(commit=False) as c:
+                problems = [row[0] for row in c.execute(check)]
+        except (DatabaseError, apsw.CorruptError) as e:
+            return [str(e)]
+        return [] if problems == ["ok"] else problems
 
     def stats(self) -> dict[str, Any]:
         """Counts and sizes: entries by source and type, streams, payload and file bytes."""

@@ -323,7 +323,9 @@ def test_a_file_that_is_not_a_usable_store_is_refused_untouched(tmp_path: Path,
             continue
         result = runner.invoke(cli, ["--data-dir", str(path.parent), "--user", "alice", *command],
                                input=message_new(mid="new"))
-        assert result.exit_code == 1, (command, result.output)
+        # `verify` and `rebuild` tell a damaged file (3) from one that is not a store (1).
+        expected = 3 if command in (["verify"], ["rebuild"]) and damage == "truncated" else 1
+        assert result.exit_code == expected, (command, result.output)
         assert isinstance(result.exception, SystemExit), (command, result.exception)
         lines = result.output.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("Error: "), (command, result.output)
@@ -746,3 +748,85 @@ def test_every_json_output_is_one_value_per_line(tmp_path: Path) -> None:
                              ensure_ascii=False)
         assert len(json.dumps(row["event"], separators=(",", ":"), ensure_ascii=False)) == \
             len(compact)
+
+
+# --------------------------------------------------------------------------------------------
+# Damaged pages inside a store: `verify` says so (exit 3) and what to do; readers never show
+# rows past a page SQLite reports as damaged
+
+
+def _damage_pages(path: Path, table: str, count: int = 3) -> None:
+    db = apsw.Connection(str(path))
+    try:
+        page_size = db.execute("PRAGMA page_size").fetchone()[0]
+        pages = [n for (n,) in db.execute(
+            "SELECT pageno FROM dbstat WHERE name=? ORDER BY pageno", (table,))]
+    finally:
+        db.close()
+    assert pages, table
+    middle = len(pages) // 2
+    with open(path, "r+b") as f:
+        for number in pages[middle: middle + count]:
+            f.seek((number - 1) * page_size)
+            f.write(os.urandom(page_size))
+
+
+def _big_store(data: Path) -> Path:
+    with ChatStore.open(data, "alice") as store:
+        store.ingest_many([message_new(mid=f"m{i}", text=f"text {i} " + "x" * 300)
+                           for i in range(1_500)])
+        path = store.path
+    return path
+
+
+READERS = [["stats"], ["log"], ["log", "--json"], ["channels"], ["channels", "--json"],
+           ["show", "channel", "messaging:general"], ["show", "message", "m700"],
+           ["show", "message", "m700", "--json"], ["explain", "m700"], ["export", "-"],
+           ["quarantine"], ["outbox"]]
+
+
+@pytest.mark.parametrize("table", ["stored_events", "streams"])
+def test_verify_says_in_one_line_that_a_damaged_log_needs_a_backup(tmp_path: Path,
+                                                                   table: str) -> None:
+    path = _big_store(tmp_path)
+    _damage_pages(path, table, count=1 if table == "streams" else 3)
+    runner = CliRunner()
+    base = ["--data-dir", str(tmp_path), "--user", "alice"]
+    line = _one_line_error(runner.invoke(cli, [*base, "verify"]), (3,))
+    assert "the file is damaged" in line and "backup" in line and "Traceback" not in line
+    for command in READERS + [["rebuild"]]:
+        result = runner.invoke(cli, [*base, *command])
+        assert "Traceback" not in result.output, (command, result.output)
+        assert result.exit_code in (0, 3), (command, result.output)
+        if result.exit_code == 3:  # after what it could read, for streaming output
+            assert result.output.count("Error: ") == 1, result.output
+            assert "Error: the file is damaged" in result.output
+    assert runner.invoke(cli, [*base, "verify"]).exit_code == 3  # a rebuild repairs no log
+
+
+@pytest.mark.parametrize("table", ["messages", "channels", "messages_id", "tracking"])
+def test_damaged_read_tables_are_repaired_by_rebuild(tmp_path: Path, table: str) -> None:
+    path = _big_store(tmp_path)
+    db = apsw.Connection(str(path))
+    log_before = list(db.execute("SELECT * FROM stored_events ORDER BY rowid"))
+    db.close()
+    _damage_pages(path, table, count=2)
+    runner = CliRunner()
+    base = ["--data-dir", str(tmp_path), "--user", "alice"]
+    result = runner.invoke(cli, [*base, "verify"])
+    if result.exit_code == 0:  # the pages hit held nothing SQLite checks (a free cell)
+        return
+    line = _one_line_error(result, (3,))
+    assert "the file is damaged" in line and "rebuild" in line
+    for command in READERS:
+        result = runner.invoke(cli, [*base, *command])
+        assert "Traceback" not in result.output and result.exit_code in (0, 3), result.output
+    result = runner.invoke(cli, [*base, "rebuild"])
+    assert result.exit_code == 0, result.output
+    assert runner.invoke(cli, [*base, "verify"]).exit_code == 0
+    db = apsw.Connection(str(path))
+    assert list(db.execute("SELECT * FROM stored_events ORDER BY rowid")) == log_before
+    assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    db.close()
+    for command in READERS:
+        assert runner.invoke(cli, [*base, *command]).exit_code == 0, command
