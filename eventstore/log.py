@@ -7,6 +7,7 @@ in the same transaction (the projections) registers an `AppendListener`.
 
 from __future__ import annotations
 
+import os
 import threading
 import urllib.parse
 from collections.abc import Iterable, Iterator, Sequence
@@ -88,6 +89,53 @@ class AppendListener(Protocol):
     """
 
     def appended(self, cursor: apsw.Cursor, entries: Sequence[AppendedEntry]) -> None: ...
+
+
+# SQLite's codes for a write that found no room: the disk is full (SQLITE_FULL), or a write,
+# a truncate, or creating or growing the -shm failed (most often for the same reason).
+_NO_ROOM = (apsw.SQLITE_FULL, apsw.SQLITE_IOERR_WRITE, apsw.SQLITE_IOERR_SHMOPEN,
+            apsw.SQLITE_IOERR_SHMSIZE, apsw.SQLITE_IOERR_SHMMAP, apsw.SQLITE_IOERR_TRUNCATE,
+            apsw.SQLITE_IOERR_FSYNC)
+
+
+def no_room(error: BaseException) -> bool:
+    """Whether an error (or what it wraps) is SQLite failing to write: a full disk, mostly."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, apsw.FullError):
+            return True
+        if isinstance(cause, apsw.Error) and getattr(cause, "extendedresult", None) in _NO_ROOM:
+            return True
+        cause = cause.__cause__
+    return False
+
+
+def _why_not_written(error: BaseException) -> str:
+    if no_room(error):
+        return (f"SQLite could not write beside it ({error}): the disk is full (or the "
+                "directory is not writable); free some space and try again")
+    return str(error)
+
+
+class _NewCompanions:
+    """The -wal and -shm files an open creates: removed again when the open fails, so that a
+    failed open (a full disk) leaves nothing behind. Only files this open created, and only
+    while no connection uses them: an empty -wal, a -shm that holds no header yet."""
+
+    def __init__(self, db_path: Path | None) -> None:
+        self.paths = [] if db_path is None else [
+            Path(f"{db_path}{suffix}") for suffix in ("-wal", "-shm")
+            if not os.path.lexists(f"{db_path}{suffix}")]
+
+    def remove_if_unused(self) -> None:
+        for path in self.paths:
+            try:
+                with open(path, "rb") as f:
+                    unused = not f.read(4096).strip(b"\x00")
+                if unused:
+                    path.unlink()
+            except OSError:
+                continue
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,17 +228,21 @@ class EventLog:
                              "(a store's files must be plain files; remove the link)")
         if existing is not None and existing.exists() and existing.stat().st_size > 0:
             cls._inspect(existing)
+        beside = _NewCompanions(existing)
         try:
             datastore = APSWDatastore(name, synchronous=synchronous, lock_timeout=lock_timeout)
+        except OperationalError as e:  # first: the library's OperationalError is a DatabaseError
+            beside.remove_if_unused()
+            raise StoreError(f"cannot open {name}: {_why_not_written(e)}") from e
         except DatabaseError as e:
+            beside.remove_if_unused()
             raise StoreError(f"{name} is not a chatledger store ({e})") from e
-        except OperationalError as e:
-            raise StoreError(f"cannot open {name}: {e}") from e
         try:
             return cls(datastore, compression=compression)
         except (DatabaseError, OperationalError) as e:
             datastore.close()
-            raise StoreError(f"cannot open {name}: {e}") from e
+            beside.remove_if_unused()
+            raise StoreError(f"cannot open {name}: {_why_not_written(e)}") from e
         except StoreError:
             datastore.close()
             raise

@@ -830,3 +830,121 @@ def test_damaged_read_tables_are_repaired_by_rebuild(tmp_path: Path, table: str)
     db.close()
     for command in READERS:
         assert runner.invoke(cli, [*base, *command]).exit_code == 0, command
+
+
+# --------------------------------------------------------------------------------------------
+# A full disk (simulated in-process: tests/diskfull.py makes SQLite's writes fail with ENOSPC)
+
+needs_proc = pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs Linux's /proc")
+
+
+def _files(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+
+
+@needs_proc
+@pytest.mark.parametrize("command", [["stats"], ["log"], ["channels"], ["verify"],
+                                     ["show", "message", "m1"], ["outbox"], ["quarantine"],
+                                     ["export", "-"], ["explain", "m1"]])
+def test_reading_on_a_full_disk_says_so_and_leaves_nothing(tmp_path: Path,
+                                                           command: list[str]) -> None:
+    from diskfull import DiskFull
+
+    data = tmp_path / "data"
+    with ChatStore.open(data, "alice") as store:
+        store.ingest_many([message_new(mid=f"m{i}") for i in range(50)])
+    before = _files(data)
+    with DiskFull(data, budget=0) as full:
+        result = CliRunner().invoke(cli, ["--data-dir", str(data), "--user", "alice", *command])
+    assert full.failures, "the simulated full disk refused nothing: it would prove nothing"
+    line = _one_line_error(result, (1,))
+    assert "not a chatledger store" not in line and "disk is full" in line, line
+    assert _files(data) == before  # no empty -wal or -shm left behind, the store unchanged
+
+
+@needs_proc
+@pytest.mark.parametrize("budget", [0, 50_000, 400_000])
+def test_a_backup_to_a_full_disk_says_so(tmp_path: Path, budget: int) -> None:
+    from diskfull import DiskFull
+
+    data, dest = tmp_path / "data", tmp_path / "dest"
+    dest.mkdir()
+    with ChatStore.open(data, "alice") as store:
+        store.ingest_many([message_new(mid=f"m{i}", text="x" * 400) for i in range(1_500)])
+    before = _files(data)
+    with DiskFull(dest, budget=budget):
+        result = CliRunner().invoke(cli, ["--data-dir", str(data), "--user", "alice", "backup",
+                                          str(dest / "copy.chatledger")])
+    line = _one_line_error(result, (1,))
+    assert "not an error" not in line and "disk is full" in line, line
+    assert list(dest.iterdir()) == []
+    assert _files(data) == before
+
+
+@needs_proc
+@pytest.mark.parametrize("budget", [300_000, 1_500_000, 2_500_000])
+def test_an_import_stopped_by_a_full_disk_says_how_far_and_continues(tmp_path: Path,
+                                                                     budget: int) -> None:
+    from diskfull import DiskFull
+
+    data = tmp_path / "data"
+    with ChatStore.open(data, "alice") as store:
+        store.ingest(message_new(mid="before"))
+    source = tmp_path / "events.jsonl"
+    source.write_bytes(b"\n".join(message_new(mid=f"i{i}") for i in range(4_000)) + b"\n")
+    args = ["--data-dir", str(data), "--user", "alice", "import", "--batch", "500", str(source)]
+    runner = CliRunner()
+    with DiskFull(data, budget=budget):
+        result = runner.invoke(cli, args)
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    errors = [x for x in result.output.splitlines() if x.startswith("Error: ")]
+    assert len(errors) == 1 and "disk is full" in errors[0], result.output
+    with ChatStore.open(data, "alice", create=False) as store:
+        stored = store.log.max_position() - 1
+    assert 0 <= stored < 4_000 and stored % 500 == 0
+    assert f"{stored:,} of its items were stored" in errors[0]
+    assert f"continue after line {stored:,}" in errors[0]
+    result = runner.invoke(cli, args)  # space freed: the same import again
+    assert result.exit_code == 0, result.output
+    assert (f"Continued after line {stored:,}" in result.output) == (stored > 0)
+    with ChatStore.open(data, "alice", create=False) as store:
+        ids = [e.json()["message"]["id"] for e in store.history()]
+        assert ids == ["before"] + [f"i{i}" for i in range(4_000)]  # each once, in order
+        assert store.verify() == []
+    # Finished: importing the same file again on purpose stores it again.
+    assert runner.invoke(cli, args).exit_code == 0
+    with ChatStore.open(data, "alice", create=False) as store:
+        assert store.log.max_position() == 1 + 8_000
+
+
+def test_an_import_resumes_only_the_same_input(tmp_path: Path) -> None:
+    """A different file whose first line is the same is imported whole: the lines an earlier
+    run stored must be the same bytes before any is skipped."""
+    from chatledger.eventstore.importer import ImportInterrupted, import_stream
+
+    store = ChatStore.open(tmp_path, "alice")
+    try:
+        lines = [message_new(mid=f"i{i}") for i in range(30)]
+        calls = {"n": 0}
+        append = store.log.append
+
+        def failing_append(*args: Any, **kwargs: Any) -> Any:
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise apsw.FullError("database or disk is full")
+            return append(*args, **kwargs)
+
+        store.log.append = failing_append  # type: ignore[method-assign]
+        import io
+
+        with pytest.raises(ImportInterrupted) as info:
+            import_stream(store.log, io.BytesIO(b"\n".join(lines) + b"\n"), batch_size=10)
+        assert info.value.committed_line == 20 and info.value.report.stored == 20
+        store.log.append = append  # type: ignore[method-assign]
+        other = [lines[0]] + [message_new(mid=f"other{i}") for i in range(29)]
+        report = import_stream(store.log, io.BytesIO(b"\n".join(other) + b"\n"), batch_size=10)
+        assert report.resumed_after_line == 0 and report.stored == 30
+        report = import_stream(store.log, io.BytesIO(b"\n".join(lines) + b"\n"), batch_size=10)
+        assert report.resumed_after_line == 20 and report.stored == 10
+    finally:
+        store.close()
