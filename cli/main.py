@@ -30,6 +30,17 @@ from chatledger.eventstore.wire import WireError
 from chatledger.projections.store import default_data_dir
 
 
+_ARGV_KEY = "chatledger.argv"
+
+
+def _is_text(argument: str) -> bool:
+    try:
+        argument.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class OneLineUsageError(click.ClickException):
     """A usage error said in one line (`Error: ...`), with click's usage status 2."""
 
@@ -39,7 +50,19 @@ class OneLineUsageError(click.ClickException):
 class ChatledgerGroup(click.Group):
     """Turns the store's own errors into one-line messages and a non-zero exit."""
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta[_ARGV_KEY] = list(args)
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx: click.Context) -> Any:
+        user = ctx.params.get("user")
+        for argument in ctx.meta.get(_ARGV_KEY, ()):
+            # The user id has its own check (UserIdError), which also names the rule.
+            if argument != user and not _is_text(argument):
+                # What a shell passes for bytes that are not UTF-8: no id, cid or text holds it.
+                raise OneLineUsageError(
+                    f"argument {ascii(argument)} is not valid text "
+                    "(it holds bytes that are not UTF-8)")
         try:
             return super().invoke(ctx)
         except click.UsageError as e:

@@ -948,3 +948,21 @@ def test_an_import_resumes_only_the_same_input(tmp_path: Path) -> None:
         assert report.resumed_after_line == 20 and report.stored == 10
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("args", [
+    ["send", "--cid", "messaging:general", "--text", "a\udcffb"],
+    ["send", "--cid", "messaging:\udcff", "--text", "x"],
+    ["show", "message", "\udcff"], ["show", "channel", "x\ud800"], ["explain", "\udcff"],
+    ["log", "--cid", "\udcff"], ["log", "--type=\udcff"], ["react", "m1", "\udcff"],
+])
+def test_arguments_that_are_not_text_are_one_line_usage_errors(tmp_path: Path,
+                                                              args: list[str]) -> None:
+    with ChatStore.open(tmp_path, "alice") as store:
+        store.ingest(message_new())
+    before = _sha(store.path)
+    result = CliRunner().invoke(cli, ["--data-dir", str(tmp_path), "--user", "alice", *args])
+    assert "Traceback" not in result.output
+    line = _one_line_error(result, (2,))
+    assert "not valid text" in line
+    assert _sha(store.path) == before
