@@ -31,6 +31,7 @@ from chatledger.eventstore.commands import (
     send_command_id,
 )
 from chatledger.eventstore.ids import time_ordered_uuid
+from chatledger.eventstore.wire import decode_stored
 from chatledger.projections.outbox import Outbox, surely_unsent
 from chatledger.projections.queries import ReadModel
 
@@ -97,7 +98,7 @@ class ActionsMixin:
         if row[2] is not None:
             raw = ReadModel._extract_message(self.log.datastore.codec.decode(row[2], row[3]),
                                              row[1])
-            decoded = msgspec.json.decode(raw) if raw else {}
+            decoded = decode_stored(raw) if raw else {}
             obj = decoded if isinstance(decoded, dict) else {}
         return row[0], {**obj, "id": message_id}
 
@@ -123,7 +124,14 @@ class ActionsMixin:
             if dependency is not None and dependency[3] == CommandStatus.REJECTED:
                 # Waiting for something that was refused: refused with it (and retried with it).
                 command.reject(f"depends on rejected {depends_on}")
-        self.outbox.save(c, command)
+        try:
+            self.outbox.save(c, command)
+        except UnicodeEncodeError:
+            # A lone surrogate (from text decoded with errors="surrogateescape") is not text:
+            # refused here, with the reason, before anything is stored.
+            raise CommandError("the action holds text that is not valid (a lone surrogate)") from None
+        except RecursionError:
+            raise CommandError("the action's data is nested too deeply") from None
         return command_id
 
     def _waits_for(self, c: apsw.Cursor, message_id: str) -> str | None:

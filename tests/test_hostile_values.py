@@ -127,6 +127,23 @@ def test_an_import_with_integers_beyond_64_bits_keeps_the_valid_lines(tmp_path: 
         assert store.verify() == []
 
 
+def test_local_actions_refuse_text_that_is_not_text_and_nesting_past_the_stack(
+        tmp_path: Path) -> None:
+    from chatledger.eventstore.commands import CommandError
+
+    deep: list = []
+    for _ in range(5_000):
+        deep = [deep]
+    with ChatStore.open(tmp_path, "alice") as store:
+        for text, custom in (("a\ud800b", None), ("ok", {"x": deep}), ("ok", {"k\udcff": 1})):
+            with pytest.raises(CommandError) as info:
+                store.send_message("messaging:general", text, custom=custom)
+            assert "\n" not in str(info.value)
+        store.send_message("messaging:general", "fine", id="fine1")
+        assert store.verify() == []
+    _read_everything(tmp_path, "fine1")
+
+
 # --------------------------------------------------------------------------------------------
 # What an older version stored: every reader shows it.
 
