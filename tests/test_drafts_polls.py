@@ -85,15 +85,16 @@ def test_threads_from_thread_updated(store):
     assert store.threads("messaging:other") == []
 
 
-def test_an_integer_too_big_for_sqlite_costs_only_its_own_projection(store):
-    """msgspec reads integers up to 2**64; SQLite stores up to 2**63 - 1. The entry stays in the
-    log, the rest of the batch is stored and projected."""
+def test_an_integer_too_big_for_sqlite_costs_only_its_own_item(store):
+    """msgspec reads integers up to 2**64; SQLite stores up to 2**63 - 1. An item holding one
+    is quarantined with the reason at ingest (anywhere in it: a projection that binds it would
+    fail the whole transaction), the rest of the batch is stored and projected."""
     huge = 2**63 + 5
     bad = event("message.new", message=message("big", reply_count=huge))
     state = channel_state("messaging:other")
     state["channel"]["member_count"] = huge
     result = store.ingest_many([bad, event("message.new", message=message("fine"))])
-    assert result.stored == 2
-    assert store.message("fine") is not None
-    store.ingest_channel_state(state)
-    assert len(store.history()) == 3
+    assert result.stored == 1 and "64 bits" in result.quarantined[0].reason
+    assert store.message("fine") is not None and store.message("big") is None
+    assert store.ingest_channel_state(state).stored == 0
+    assert len(store.history()) == 1 and len(store.quarantine()) == 2
