@@ -69,8 +69,8 @@ def import_command(
                 store.log, file, kind=kind, source=source, batch_size=batch_size,  # type: ignore[arg-type]
                 on_progress=lambda done: progress.update(task, completed=done),
             )
-        except ImportInterrupted as e:
-            interrupted = e
+        except ImportInterrupted as stopped:
+            interrupted = stopped
         else:
             interrupted = None
     if interrupted is not None:

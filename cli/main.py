@@ -65,17 +65,17 @@ class ChatledgerGroup(click.Group):
                     "(it holds bytes that are not UTF-8)")
         try:
             return super().invoke(ctx)
-        except click.UsageError as e:
+        except click.UsageError as error:
             # click would print the usage and a hint over three more lines; scripts and people
             # get the reason alone (`--help` shows the usage).
-            raise OneLineUsageError(e.format_message()) from None
+            raise OneLineUsageError(error.format_message()) from None
         except BrokenPipeError:
             raise  # the reader went away (`| head`): not an error of ours
-        except (apsw.CorruptError, PersistenceError) as e:
-            if not is_corruption(e):
-                fail(str(e) or type(e).__name__)
+        except (apsw.CorruptError, PersistenceError) as error:
+            if not is_corruption(error):
+                fail(str(error) or type(error).__name__)
             context = ctx.find_object(Context)
-            raise DamagedFile(context.store_path() if context else "the store", str(e),
+            raise DamagedFile(context.store_path() if context else "the store", str(error),
                               "run `chatledger verify` to see what is hit, or restore a backup") from None
         except (StoreError, UserIdError, WireError, PersistenceError, OSError) as e:
             fail(str(e) or type(e).__name__)

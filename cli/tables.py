@@ -29,10 +29,10 @@ def rebuild_command(ctx: Context) -> None:
         store = ctx.store(create=False)
         with replay_progress("rebuilding") as on_progress:
             position = store.rebuild(on_progress)
-    except (StoreError, PersistenceError, apsw.CorruptError) as e:
-        if not is_corruption(e):
+    except (StoreError, PersistenceError, apsw.CorruptError) as error:
+        if not is_corruption(error):
             raise
-        position = _rebuild_damaged(ctx, str(e))
+        position = _rebuild_damaged(ctx, str(error))
     click.echo(f"Rebuilt the read tables up to log position {position:,}.")
 
 
@@ -42,8 +42,8 @@ def _log_damage(ctx: Context, detail: str) -> Damage:
     ctx.close()
     try:
         log = EventLog.open(ctx.store_path() or "")
-    except (StoreError, PersistenceError, apsw.CorruptError) as e:
-        if not is_corruption(e):
+    except (StoreError, PersistenceError, apsw.CorruptError) as error:
+        if not is_corruption(error):
             raise
         return Damage([detail], log_hit=True)
     try:
@@ -88,10 +88,10 @@ def verify_command(ctx: Context, as_json: bool, limit: int) -> None:
     """
     try:
         store = ctx.store(create=False)
-    except (StoreError, PersistenceError, apsw.CorruptError) as e:
-        if not is_corruption(e):
+    except (StoreError, PersistenceError, apsw.CorruptError) as error:
+        if not is_corruption(error):
             raise
-        damage = _log_damage(ctx, str(e))  # opening it read a damaged page
+        damage = _log_damage(ctx, str(error))  # opening it read a damaged page
         raise DamagedFile(ctx.store_path(), damage.problems[0], damage.advice()) from None
     # The file first: a comparison of tables read from damaged pages would prove nothing.
     damage = store.log.damage()

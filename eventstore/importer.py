@@ -135,11 +135,11 @@ class ImportLedger:
 
     def finish(self) -> None:
         others = self._other_points()
-        with self.log.datastore.transaction(commit=True) as c:
+        with self.log.datastore.transaction(commit=True) as cursor:
             if others:
-                c.execute(_SAVE_POINTS, (self.key, msgspec.json.encode(others).decode()))
+                cursor.execute(_SAVE_POINTS, (self.key, msgspec.json.encode(others).decode()))
             else:
-                c.execute(_FORGET_POINTS, (self.key,))
+                cursor.execute(_FORGET_POINTS, (self.key,))
 
 
 def _document_kind(document: object) -> str:
@@ -273,8 +273,8 @@ def _append_batch(
     ledger.pending = here
     try:
         result = log.append(batch, source=source)
-    except (PersistenceError, apsw.Error, StoreError, OSError) as e:
-        raise ImportInterrupted(report, skipped + committed.lines, e) from e
+    except (PersistenceError, apsw.Error, StoreError, OSError) as error:
+        raise ImportInterrupted(report, skipped + committed.lines, error) from error
     report.add(result)
     return here
 

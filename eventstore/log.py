@@ -130,8 +130,8 @@ class _NewCompanions:
     def remove_if_unused(self) -> None:
         for path in self.paths:
             try:
-                with open(path, "rb") as f:
-                    unused = not f.read(4096).strip(b"\x00")
+                with open(path, "rb") as handle:
+                    unused = not handle.read(4096).strip(b"\x00")
                 if unused:
                     path.unlink()
             except OSError:
@@ -159,6 +159,16 @@ _MAX_PROBLEMS = 20
 # The tables that hold the log (the rest are read tables, rebuilt from it). Constant names: a
 # pragma's table argument cannot be a parameter.
 _LOG_TABLES = ("chatledger_meta", "streams", "zstd_dictionaries", "quarantine")
+_CHECK_FILE = f"PRAGMA integrity_check({_MAX_PROBLEMS})"
+_CHECK_TABLE = "PRAGMA integrity_check({})"  # a table of the log, by name
+_SCHEMA_VERSION = "PRAGMA schema_version"
+_SET_SCHEMA_VERSION = "PRAGMA schema_version={:d}"
+_WRITABLE_SCHEMA_ON = "PRAGMA writable_schema=ON"
+_WRITABLE_SCHEMA_OFF = "PRAGMA writable_schema=OFF"
+# Tables, their indexes (SQLite's automatic ones too) and triggers, but for the log's tables
+# (the placeholders) and SQLite's own (sqlite_sequence, sqlite_stat1).
+_FORGET_TABLES = ("DELETE FROM sqlite_schema WHERE tbl_name NOT IN ({}) "
+                  "AND tbl_name NOT LIKE 'sqlite\\_%' ESCAPE '\\'")
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,18 +241,18 @@ class EventLog:
         beside = _NewCompanions(existing)
         try:
             datastore = APSWDatastore(name, synchronous=synchronous, lock_timeout=lock_timeout)
-        except OperationalError as e:  # first: the library's OperationalError is a DatabaseError
+        except OperationalError as error:  # first: it is a DatabaseError to the library too
             beside.remove_if_unused()
-            raise StoreError(f"cannot open {name}: {_why_not_written(e)}") from e
-        except DatabaseError as e:
+            raise StoreError(f"cannot open {name}: {_why_not_written(error)}") from error
+        except DatabaseError as error:
             beside.remove_if_unused()
-            raise StoreError(f"{name} is not a chatledger store ({e})") from e
+            raise StoreError(f"{name} is not a chatledger store ({error})") from error
         try:
             return cls(datastore, compression=compression)
-        except (DatabaseError, OperationalError) as e:
+        except (DatabaseError, OperationalError) as error:
             datastore.close()
             beside.remove_if_unused()
-            raise StoreError(f"cannot open {name}: {_why_not_written(e)}") from e
+            raise StoreError(f"cannot open {name}: {_why_not_written(error)}") from error
         except StoreError:
             datastore.close()
             raise
@@ -706,12 +716,15 @@ class EventLog:
     def damage(self) -> Damage | None:
         """SQLite's integrity check of the whole file, and of the log's own tables when it finds
         anything; None when the file is intact. Reads every page: as long as a rebuild."""
-        problems = self._integrity_problems(f"PRAGMA integrity_check({_MAX_PROBLEMS})")
+        problems = self._integrity_problems(_CHECK_FILE)
         if not problems:
             return None
-        log_hit = any(self._integrity_problems(f"PRAGMA integrity_check({table})")
-                      for table in (self.recorder.events_table_name, *_LOG_TABLES))
+        log_hit = any(self._integrity_problems(check) for check in self._log_table_checks())
         return Damage(problems, log_hit)
+
+    def _log_table_checks(self) -> list[str]:
+        return [_CHECK_TABLE.format(table)
+                for table in (self.recorder.events_table_name, *_LOG_TABLES)]
 
     def forget_read_tables(self) -> None:
         """Remove every table that is not the log's from the file (the read tables, which the
@@ -721,27 +734,23 @@ class EventLog:
         reads the pages it frees), but it can forget one, and VACUUM writes a new file from the
         tables it still knows, leaving the damaged pages behind. Close the log afterwards."""
         keep = (self.recorder.events_table_name, *_LOG_TABLES)
-        marks = ",".join("?" * len(keep))
-        with self.datastore.transaction(commit=True) as c:
-            version = c.execute("PRAGMA schema_version").fetchone()[0]
-            c.execute("PRAGMA writable_schema=ON")
-            # Tables, their indexes (SQLite's own automatic ones too) and triggers; SQLite's
-            # own tables (sqlite_sequence, sqlite_stat1) stay.
-            c.execute(f"DELETE FROM sqlite_schema WHERE tbl_name NOT IN ({marks}) "
-                      "AND tbl_name NOT LIKE 'sqlite\\_%' ESCAPE '\\'", keep)
-            c.execute("PRAGMA writable_schema=OFF")
+        with self.datastore.transaction(commit=True) as cursor:
+            version = cursor.execute(_SCHEMA_VERSION).fetchone()[0]
+            cursor.execute(_WRITABLE_SCHEMA_ON)
+            cursor.execute(_FORGET_TABLES.format(",".join("?" * len(keep))), keep)
+            cursor.execute(_WRITABLE_SCHEMA_OFF)
             # Other connections learn of the change by the schema version, as after DROP TABLE.
-            c.execute(f"PRAGMA schema_version={int(version) + 1}")
+            cursor.execute(_SET_SCHEMA_VERSION.format(int(version) + 1))
         self.datastore.vacuum()
 
     def _integrity_problems(self, check: str) -> list[str]:
         """What an integrity check statement reports ([] for "ok"); a check that SQLite stops
         with a corruption error reports that error."""
         try:
-            with self.datastore.transaction(commit=False) as c:
-                problems = [row[0] for row in c.execute(check)]
-        except (DatabaseError, apsw.CorruptError) as e:
-            return [str(e)]
+            with self.datastore.transaction(commit=False) as cursor:
+                problems = [row[0] for row in cursor.execute(check)]
+        except (DatabaseError, apsw.CorruptError) as error:
+            return [str(error)]
         return [] if problems == ["ok"] else problems
 
     def stats(self) -> dict[str, Any]:
