@@ -31,7 +31,7 @@ from chatledger.eventstore.commands import (
     send_command_id,
 )
 from chatledger.eventstore.ids import time_ordered_uuid
-from chatledger.eventstore.wire import decode_stored
+from chatledger.eventstore.wire import decode_stored, unstorable_reason
 from chatledger.projections.outbox import Outbox, surely_unsent
 from chatledger.projections.queries import ReadModel
 
@@ -115,6 +115,10 @@ class ActionsMixin:
         request: dict[str, Any], message: dict[str, Any] | None = None,
         depends_on: str | None = None, command_id: str | None = None,
     ) -> str:
+        # What the log would refuse from the backend is refused here too, with the reason:
+        # a reader must be able to show every action back (and an SQLite column hold it).
+        if reason := unstorable_reason(request) or unstorable_reason(message):
+            raise CommandError(f"the action's data cannot be stored: {reason}")
         command_id = command_id or new_command_id(kind)
         command = Command.request_command(command_id, kind, cid=cid, message_id=message_id,
                                           request=request, message=message,

@@ -547,6 +547,8 @@ def test_a_websocket_first_frame_nested_deep_is_a_backend_error() -> None:
     ["quarantine", "--limit", "99999999999999999999"],
     ["verify", "--limit", "99999999999999999999"],
     ["export", "-", "--messages", "99999999999999999999"],
+    ["react", "--message", "m1", "--type", "like", "--score", "99999999999999999999"],
+    ["react", "--message", "m1", "--type", "like", "--score", "-9223372036854775809"],
 ])
 def test_numbers_no_column_holds_are_usage_errors(tmp_path: Path, args: list[str]) -> None:
     with ChatStore.open(tmp_path, "alice") as store:

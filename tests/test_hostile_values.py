@@ -139,6 +139,11 @@ def test_local_actions_refuse_text_that_is_not_text_and_nesting_past_the_stack(
             with pytest.raises(CommandError) as info:
                 store.send_message("messaging:general", text, custom=custom)
             assert "\n" not in str(info.value)
+        store.ingest(message_new(mid="m1"))
+        for kwargs in ({"score": 10**30}, {"score": 2**63}, {"note": {"n": -(10**20)}}):
+            with pytest.raises(CommandError) as info:
+                store.send_reaction("m1", "like", **kwargs)
+            assert "64 bits" in str(info.value)
         store.send_message("messaging:general", "fine", id="fine1")
         assert store.verify() == []
     _read_everything(tmp_path, "fine1")

@@ -68,6 +68,7 @@ from chatledger.eventstore.wire.values import (
     compact_json,
     decode_stored,
     repair_utf8,
+    unstorable_reason,
 )
 
 __all__ = [
@@ -85,6 +86,7 @@ __all__ = [
     "compact_json",
     "decode_stored",
     "repair_utf8",
+    "unstorable_reason",
     "EventHead",
     "decode_event",
     "QueryChannelsResponse",

@@ -20,7 +20,7 @@ import msgspec
 from chatledger.eventstore.wire.errors import WireError
 
 __all__ = ["MAX_DEPTH", "check_storable", "decode_stored", "compact_json", "repair_utf8",
-           "UNREADABLE_KEY"]
+           "unstorable_reason", "UNREADABLE_KEY"]
 
 MAX_DEPTH = 64
 """Deepest nesting of arrays and objects the log accepts. Chat payloads nest a few levels;
@@ -47,9 +47,12 @@ def _needs_full_check(raw: bytes) -> bool:
     return any(sign in folded for sign in _SIGNS)
 
 
-def _first_problem(document: Any) -> str | None:
-    """Why a decoded document cannot be stored: too deep, or an integer beyond 64 bits.
-    Iterative, so the walk itself cannot overflow the stack."""
+def unstorable_reason(document: Any) -> str | None:
+    """Why a decoded document (or one about to be encoded) cannot be stored: nested more than
+    MAX_DEPTH, or an integer beyond 64 bits; None when it can. Iterative, so the walk itself
+    cannot overflow the stack."""
+    if not isinstance(document, (dict, list, tuple)):
+        return _scalar_reason(document)
     pending = [(document, 1)]
     while pending:
         value, depth = pending.pop()
@@ -57,10 +60,16 @@ def _first_problem(document: Any) -> str | None:
         if depth > MAX_DEPTH:
             return f"nested more than {MAX_DEPTH} levels deep"
         for item in items:
-            if isinstance(item, (dict, list)):
+            if isinstance(item, (dict, list, tuple)):
                 pending.append((item, depth + 1))
-            elif type(item) is int and not _INT_MIN <= item <= _INT_MAX:
-                return "an integer is beyond 64 bits"
+            elif reason := _scalar_reason(item):
+                return reason
+    return None
+
+
+def _scalar_reason(value: Any) -> str | None:
+    if isinstance(value, int) and not isinstance(value, bool) and not _INT_MIN <= value <= _INT_MAX:
+        return "an integer is beyond 64 bits"
     return None
 
 
@@ -85,7 +94,7 @@ def check_storable(raw: bytes) -> None:
         raise WireError(f"nested more than {MAX_DEPTH} levels deep") from None
     except (msgspec.DecodeError, UnicodeError):
         raise WireError("not JSON: a string escape is not text (a lone surrogate)") from None
-    if isinstance(document, (dict, list)) and (problem := _first_problem(document)):
+    if isinstance(document, (dict, list)) and (problem := unstorable_reason(document)):
         raise WireError(problem)
 
 
