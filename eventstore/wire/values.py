@@ -28,23 +28,27 @@ decoders recurse, so a bound far below the interpreter's stack keeps every reade
 
 _INT_MIN, _INT_MAX = -(2**63), 2**63 - 1  # what an SQLite INTEGER holds
 
-# Cheap signs that a full decode is needed, looked for in the payload with digits folded to "0"
-# and "E"/"D" to lower case: a run of 19 digits (an integer past 64 bits, or a float with a huge
-# mantissa), a 3-digit exponent (a float past the double range), a surrogate escape (a lone one
-# is not text). More brackets than MAX_DEPTH is the sign for the depth. Payloads without any of
-# them (nearly every event) skip the full decode.
-_FOLD = bytes.maketrans(b"0123456789ED", b"0000000000ed")
-_SIGNS = (b"0" * 19, b"e000", b"e+000", b"e-000", b"\\ud")
+# Cheap signs that a full decode is needed, looked for in one copy of the payload with digits
+# folded to "0", "E" to "e", "{" to "[" and signs removed: a run of 19 digits (an integer past
+# 64 bits, or a float with a huge mantissa), a 3-digit exponent (a float past the double range),
+# more brackets than MAX_DEPTH (the sign for the depth). Payloads without any (nearly every
+# event) skip the full decode; a false sign (digits that only look joined once the signs are
+# gone) costs that decode, nothing else. Escapes that are not text (a lone surrogate) need no
+# sign: the decoder that reads the head of every payload already refuses them, skipped values
+# included; it does not check UTF-8 bytes or the range of numbers it skips.
+_FOLD = bytes.maketrans(b"0123456789E{", b"0000000000e[")
+_SIGNS_REMOVED = b"+-"
+_LONG_DIGITS = b"0" * 19
+_BIG_EXPONENT = b"e000"
 
 UNREADABLE_KEY = "chatledger_unreadable"
 """The key of the marker object `decode_stored` gives for stored bytes that are not JSON."""
 
 
 def _needs_full_check(raw: bytes) -> bool:
-    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH:
-        return True
-    folded = raw.translate(_FOLD)
-    return any(sign in folded for sign in _SIGNS)
+    folded = raw.translate(_FOLD, _SIGNS_REMOVED)
+    return (folded.count(b"[") > MAX_DEPTH or _LONG_DIGITS in folded
+            or _BIG_EXPONENT in folded)
 
 
 def unstorable_reason(document: Any) -> str | None:
