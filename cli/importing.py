@@ -9,7 +9,7 @@ import click
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
 from chatledger.cli.context import Context, fail, pass_context
-from chatledger.cli.output import console, echo_json
+from chatledger.cli.output import console, echo_json, escape_controls
 from chatledger.eventstore.importer import KINDS, ImportInterrupted, ImportReport, import_stream
 
 # Below this size a progress bar would only flicker.
@@ -89,7 +89,7 @@ def import_command(
         rest = "the rest is stored" if report.stored else "nothing was stored"
         fail(
             f"{report.quarantined:,} of {report.items:,} items were quarantined "
-            f"(first: {report.reasons[0]}); {rest}"
+            f"(first: {escape_controls(report.reasons[0])}); {rest}"
         )
 
 
@@ -118,4 +118,4 @@ def _print_report(report: ImportReport, as_json: bool) -> None:
     )
     click.echo(f"Imported {report.stored:,} of {report.items:,} items ({report.kind}){span}.")
     for reason in report.reasons[1:5]:
-        click.echo(f"  quarantined: {reason}", err=True)
+        click.echo(f"  quarantined: {escape_controls(reason)}", err=True)
