@@ -968,3 +968,34 @@ def test_arguments_that_are_not_text_are_one_line_usage_errors(tmp_path: Path,
     line = _one_line_error(result, (2,))
     assert "not valid text" in line
     assert _sha(store.path) == before
+
+
+def test_an_import_killed_part_way_continues_on_the_next_run(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    source = tmp_path / "events.jsonl"
+    source.write_bytes(b"\n".join(message_new(mid=f"k{i}") for i in range(2_000)) + b"\n")
+    script = (
+        "import os, sys\n"
+        "from chatledger.eventstore.log import EventLog\n"
+        "from chatledger.cli.main import main\n"
+        "append, calls = EventLog.append, [0]\n"
+        "def killing_append(self, *args, **kwargs):\n"
+        "    calls[0] += 1\n"
+        "    if calls[0] == 4:\n"
+        "        os._exit(9)  # killed with three batches committed\n"
+        "    return append(self, *args, **kwargs)\n"
+        "EventLog.append = killing_append\n"
+        "sys.argv = ['chatledger', '--data-dir', sys.argv[1], '--user', 'alice', 'import',\n"
+        "            '--batch', '300', sys.argv[2]]\n"
+        "main()\n"
+    )
+    killed = subprocess.run([sys.executable, "-c", script, str(data), str(source)],
+                            capture_output=True, timeout=60)
+    assert killed.returncode == 9, killed.stderr
+    result = CliRunner().invoke(cli, ["--data-dir", str(data), "--user", "alice", "import",
+                                      "--batch", "300", str(source)])
+    assert result.exit_code == 0, result.output
+    assert "Continued after line 900" in result.output
+    with ChatStore.open(data, "alice", create=False) as store:
+        assert [e.json()["message"]["id"] for e in store.history()] == \
+            [f"k{i}" for i in range(2_000)]
