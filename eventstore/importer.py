@@ -290,6 +290,7 @@ def _skip_committed(
     by_lines: dict[int, list[ResumePoint]] = {}
     for point in points:
         by_lines.setdefault(point.lines, []).append(point)
+    longest = max(by_lines)
     spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)
     prefix = hashlib.sha256()
     size = count = 0
@@ -304,7 +305,7 @@ def _skip_committed(
         for point in by_lines.get(count, ()):
             if point.bytes == size and point.sha256 == prefix.hexdigest():
                 best, best_digest, best_offset = point, prefix.copy(), size
-        if count >= max(by_lines):
+        if count >= longest:
             break
     spool.seek(best_offset)
     return itertools.chain(_spooled_lines(spool), lines), best, best_digest

@@ -118,24 +118,37 @@ def _why_not_written(error: BaseException) -> str:
 
 
 class _NewCompanions:
-    """The -wal and -shm files an open creates: removed again when the open fails, so that a
-    failed open (a full disk) leaves nothing behind. Only files this open created, and only
-    while no connection uses them: an empty -wal, a -shm that holds no header yet."""
+    """The -wal and -shm files an open creates: removed again when the open fails for want of
+    room, so that a failed open (a full disk) leaves nothing behind. Only files this open
+    created, and only while no connection uses them: every connection to a store in WAL mode
+    writes a header into the -shm first, so a -shm of zeros (or none) means none does, and
+    then an empty -wal holds nothing."""
 
     def __init__(self, db_path: Path | None) -> None:
-        self.paths = [] if db_path is None else [
-            Path(f"{db_path}{suffix}") for suffix in ("-wal", "-shm")
-            if not os.path.lexists(f"{db_path}{suffix}")]
+        self.wal = self.shm = None
+        if db_path is not None:
+            self.wal, self.shm = Path(f"{db_path}-wal"), Path(f"{db_path}-shm")
+        self.created = [path for path in (self.wal, self.shm)
+                        if path is not None and not os.path.lexists(path)]
 
-    def remove_if_unused(self) -> None:
-        for path in self.paths:
-            try:
-                with open(path, "rb") as handle:
-                    unused = not handle.read(4096).strip(b"\x00")
-                if unused:
-                    path.unlink()
-            except OSError:
-                continue
+    @staticmethod
+    def _blank(path: Path) -> bool:
+        try:
+            with open(path, "rb") as handle:
+                return not handle.read(4096).strip(b"\x00")
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False
+
+    def remove_if_unused(self, error: BaseException) -> None:
+        if not self.created or not no_room(error) or self.shm is None:
+            return
+        if not self._blank(self.shm):
+            return  # a connection has set the -shm up: the files are in use
+        for path in self.created:
+            if self._blank(path):
+                path.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,16 +255,16 @@ class EventLog:
         try:
             datastore = APSWDatastore(name, synchronous=synchronous, lock_timeout=lock_timeout)
         except OperationalError as error:  # first: it is a DatabaseError to the library too
-            beside.remove_if_unused()
+            beside.remove_if_unused(error)
             raise StoreError(f"cannot open {name}: {_why_not_written(error)}") from error
         except DatabaseError as error:
-            beside.remove_if_unused()
+            beside.remove_if_unused(error)
             raise StoreError(f"{name} is not a chatledger store ({error})") from error
         try:
             return cls(datastore, compression=compression)
         except (DatabaseError, OperationalError) as error:
             datastore.close()
-            beside.remove_if_unused()
+            beside.remove_if_unused(error)
             raise StoreError(f"cannot open {name}: {_why_not_written(error)}") from error
         except StoreError:
             datastore.close()
