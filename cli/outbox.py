@@ -3,7 +3,7 @@ that wait for the backend, and those it refused."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import math
 from typing import Any
 
 import click
@@ -14,10 +14,16 @@ from chatledger.cli.output import console, echo_json, format_time, iso_time, sho
 from chatledger.projections.outbox import CommandEvent, CommandInfo
 
 
+def _micros(seconds: float | None) -> int | None:
+    """Unix seconds (a float: when to retry) as epoch microseconds; None for none, and for a
+    value no time is (infinite, not a number), which a backend's reset header can make."""
+    if seconds is None or not math.isfinite(seconds):
+        return None
+    return round(seconds * 1_000_000)
+
+
 def _unix(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    return format_time(int(seconds * 1_000_000))
+    return format_time(_micros(seconds))
 
 
 def _error_text(error: dict[str, Any] | None) -> str:
@@ -32,8 +38,7 @@ def _info_json(info: CommandInfo) -> dict[str, Any]:
     return {
         "id": info.id, "kind": info.kind, "cid": info.cid, "message_id": info.message_id,
         "status": info.status, "attempts": info.attempts,
-        "next_try_at": (datetime.fromtimestamp(info.next_try_at, tz=timezone.utc).isoformat()
-                        .replace("+00:00", "Z") if info.next_try_at is not None else None),
+        "next_try_at": iso_time(_micros(info.next_try_at)),
         "depends_on": info.depends_on, "last_error": info.last_error, "reason": info.reason,
         "created_at": iso_time(info.created_at), "updated_at": iso_time(info.updated_at),
         "request": info.request,

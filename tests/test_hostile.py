@@ -1006,3 +1006,24 @@ def test_an_import_killed_part_way_continues_on_the_next_run(tmp_path: Path) -> 
     with ChatStore.open(data, "alice", create=False) as store:
         assert [e.json()["message"]["id"] for e in store.history()] == \
             [f"k{i}" for i in range(2_000)]
+
+
+@pytest.mark.parametrize("next_try_at", [1e20, -1e20, float("inf"), float("nan")])
+def test_an_outbox_retry_time_no_calendar_shows_is_displayed(tmp_path: Path,
+                                                              next_try_at: float) -> None:
+    from chatledger.eventstore.commands import Failed
+
+    with ChatStore.open(tmp_path, "alice") as store:
+        command = store.send_message("messaging:general", "hi", id="x1")
+        try:
+            store.outbox.settle([Failed(command, {"status": 429, "message": "later"},
+                                        next_try_at)])
+        except (ValueError, OverflowError):
+            return  # refused when recorded: nothing to display
+    runner = CliRunner()
+    base = ["--data-dir", str(tmp_path), "--user", "alice"]
+    for command_line in (["outbox"], ["outbox", "--all"], ["outbox", "--json"]):
+        result = runner.invoke(cli, [*base, *command_line])
+        assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+        for line in result.stdout.splitlines() if "--json" in command_line else ():
+            json.loads(line)
