@@ -10,7 +10,7 @@ from __future__ import annotations
 import click
 
 from chatledger.cli.context import Context, pass_context
-from chatledger.cli.output import echo_json
+from chatledger.cli.output import MAX_INT, echo_json
 
 
 def _done(ctx: Context, command_id: str, as_json: bool, what: str) -> None:
@@ -90,7 +90,7 @@ def delete_command(ctx: Context, message_id: str, hard: bool, for_me: bool, as_j
 @click.command("react")
 @click.option("--message", "message_id", required=True, help="The message to react to.")
 @click.option("--type", "kind", required=True, help="The reaction type (like, love, ...).")
-@click.option("--score", type=int, default=1, show_default=True)
+@click.option("--score", type=click.IntRange(-MAX_INT - 1, MAX_INT), default=1, show_default=True)
 @click.option("--unique", is_flag=True, help="Replace all the own reactions on the message.")
 @_json_flag
 @pass_context

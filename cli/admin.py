@@ -6,8 +6,8 @@ import click
 from rich.table import Table
 
 from chatledger.cli.context import Context, fail, pass_context
-from chatledger.cli.output import console, echo_json, format_time, iso_time
-from chatledger.eventstore.userfiles import user_db_path
+from chatledger.cli.output import MAX_INT, console, echo_json, format_time, iso_time, shown
+from chatledger.eventstore.userfiles import store_files, user_db_path
 from chatledger.projections.store import ChatStore
 
 
@@ -44,18 +44,18 @@ def stats_command(ctx: Context, as_json: bool) -> None:
          + (f" ({ratio} x smaller)" if stats["dictionaries"] else " (not compressed yet)")),
         ("file bytes", f"{stats['file_bytes']:,}"),
     ):
-        summary.add_row(label, str(value))
+        summary.add_row(label, shown(value))
     out.print(summary)
     if stats["by_type"]:
         types = Table("type", "events", box=None, pad_edge=False, header_style="bold")
         for topic, count in stats["by_type"].items():
-            types.add_row(topic, f"{count:,}")
+            types.add_row(shown(topic), f"{count:,}")
         out.print()
         out.print(types)
 
 
 @click.command("quarantine")
-@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--limit", type=click.IntRange(1, MAX_INT), default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="JSON lines, with the raw bytes as text.")
 @pass_context
 def quarantine_command(ctx: Context, limit: int, as_json: bool) -> None:
@@ -83,15 +83,15 @@ def quarantine_command(ctx: Context, limit: int, as_json: bool) -> None:
         table = Table("id", "received", "source", "size", "reason", box=None, pad_edge=False,
                       header_style="bold")
         for item in items:
-            table.add_row(str(item["id"]), format_time(item["received_at"]), item["source"],
-                          f"{item['size']:,}", item["reason"])
+            table.add_row(str(item["id"]), format_time(item["received_at"]), shown(item["source"]),
+                          f"{item['size']:,}", shown(item["reason"]))
         console().print(table)
     if unprojected:
         click.echo("\nStored, but not wholly projected:")
         table = Table("position", "type", "reason", box=None, pad_edge=False,
                       header_style="bold")
         for entry in unprojected:
-            table.add_row(str(entry["position"]), entry["type"], entry["reason"])
+            table.add_row(str(entry["position"]), shown(entry["type"]), shown(entry["reason"]))
         console().print(table)
 
 
@@ -109,7 +109,7 @@ def flush_command(ctx: Context, yes: bool) -> None:
     """
     user = ctx.require_user()
     path = user_db_path(ctx.data_dir, user)
-    if not path.exists():
+    if not store_files(path):  # any of its files: a flush killed half-way left some
         fail(f"no store for user {user!r} in {ctx.data_dir}")
     if not yes:
         click.confirm(f"Delete the store of {user!r} ({path})?", abort=True)

@@ -12,7 +12,7 @@ import msgspec
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from chatledger.cli.context import Context, fail, pass_context
-from chatledger.cli.output import console, echo_json
+from chatledger.cli.output import MAX_INT, console, echo_json
 from chatledger.eventstore.backup import DestinationExists
 from chatledger.eventstore.ingest import MAX_RESPONSE_BYTES
 
@@ -62,7 +62,7 @@ def backup_command(ctx: Context, dest: Path, force: bool, as_json: bool) -> None
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True, path_type=str))
 @click.option("--cid", "cids", multiple=True,
               help="Only this channel (e.g. messaging:general); repeat for several.")
-@click.option("--messages", type=click.IntRange(min=0), default=None,
+@click.option("--messages", type=click.IntRange(0, MAX_INT), default=None,
               help="Only the newest N messages of each channel [default: all].")
 @click.option("--include-local", is_flag=True,
               help="Also messages with local changes the backend has not confirmed.")

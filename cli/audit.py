@@ -10,7 +10,16 @@ import msgspec
 from rich.table import Table
 
 from chatledger.cli.context import Context, fail, pass_context
-from chatledger.cli.output import console, echo_json, format_time, iso_time, parse_when
+from chatledger.cli.output import (
+    MAX_INT,
+    console,
+    echo_json,
+    escape_controls,
+    format_time,
+    iso_time,
+    parse_when,
+    shown,
+)
 from chatledger.cli.progress import replay_progress
 from chatledger.cli.reading import (
     _message_json,
@@ -24,7 +33,7 @@ from chatledger.projections.history import Explanation, PastStore, as_of
 
 
 @click.group("as-of")
-@click.option("--position", type=click.IntRange(min=0), default=None,
+@click.option("--position", type=click.IntRange(0, MAX_INT), default=None,
               help="The log position to stop at (see `chatledger log`).")
 @click.option("--time", "when", metavar="TIME", default=None,
               help="The moment to stop at: RFC 3339, a date (UTC), or an age such as 2h or 3d.")
@@ -96,7 +105,7 @@ def as_of_channel(ctx: Context, cid: str, messages: int, as_json: bool) -> None:
             return
         channel = state["channel"]
         out = console()
-        out.print(f"[bold]{cid}[/bold]  {channel.get('name') or ''}  "
+        out.print(f"[bold]{shown(cid)}[/bold]  {shown(channel.get('name') or '')}  "
                   f"members: {len(state['members'])}  unread: {state['unread_count']}  "
                   f"[dim]{_as_of_text(past)}[/dim]")
         table = Table("time", "user", "id", "state", "text", box=None, pad_edge=False,
@@ -159,8 +168,9 @@ def explain_command(ctx: Context, message_id: str, unchanged: bool, as_json: boo
         if as_json:
             echo_json(_explanation_json(e))
         else:
-            click.echo(f"{e.position:>7}  {format_time(e.event_at or e.received_at)}  "
-                       f"{e.source:<9}  {e.type:<24}  {describe(e)}")
+            click.echo(escape_controls(
+                f"{e.position:>7}  {format_time(e.event_at or e.received_at)}  "
+                f"{e.source:<9}  {e.type:<24}  {describe(e)}"))
 
 
 def _explanation_json(e: Explanation) -> dict[str, Any]:
@@ -189,7 +199,7 @@ def _show(field: str, value: Any, width: int = 40) -> str:
     if field in _TIME_FIELDS and isinstance(value, int) and not isinstance(value, bool):
         return format_time(value)
     if isinstance(value, str):
-        text = repr(value.replace("\n", " "))
+        text = f"'{value}'"
     elif isinstance(value, (bool, int, float)):
         text = str(value).lower() if isinstance(value, bool) else str(value)
     else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NoReturn
 
+import apsw
 import click
 
 from chatledger.projections.store import ChatStore
@@ -43,6 +44,12 @@ class Context:
                 )
         return self._store
 
+    def store_path(self) -> Path | None:
+        """The file of the user's store, when a user is given."""
+        from chatledger.eventstore.userfiles import user_db_path
+
+        return user_db_path(self.data_dir, self.user) if self.user else None
+
     def store_exists(self) -> bool:
         """Whether the user's store file is there (before `store()` may create it)."""
         from chatledger.eventstore.userfiles import user_db_path
@@ -67,3 +74,26 @@ pass_context = click.make_pass_decorator(Context)
 
 def fail(message: str) -> NoReturn:
     raise click.ClickException(message)
+
+
+DAMAGED_EXIT_STATUS = 3
+
+
+def is_corruption(error: BaseException) -> bool:
+    """Whether SQLite reported the file as damaged (the library's errors wrap APSW's)."""
+    cause: BaseException | None = error
+    while cause is not None:  # StoreError from PersistenceError from apsw.CorruptError
+        if isinstance(cause, apsw.CorruptError):
+            return True
+        cause = cause.__cause__
+    return False
+
+
+class DamagedFile(click.ClickException):
+    """The store's file is damaged (SQLite reports corruption): exit status 3, so that a check
+    at start (`chatledger verify`) tells it from tables that merely differ (1)."""
+
+    exit_code = DAMAGED_EXIT_STATUS
+
+    def __init__(self, path: object, detail: str, advice: str) -> None:
+        super().__init__(f"the file is damaged ({detail}): {path}; {advice}")

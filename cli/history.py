@@ -7,8 +7,18 @@ import msgspec
 from rich.table import Table
 
 from chatledger.cli.context import Context, pass_context
-from chatledger.cli.output import console, echo_json, format_time, iso_time, parse_when
+from chatledger.cli.output import (
+    MAX_INT,
+    console,
+    echo_json,
+    format_time,
+    iso_time,
+    parse_when,
+    shown,
+    stored_json,
+)
 from chatledger.eventstore.log import LogEntry
+from chatledger.eventstore.wire import repair_utf8
 
 
 @click.command("log")
@@ -16,7 +26,7 @@ from chatledger.eventstore.log import LogEntry
 @click.option("--type", "types", multiple=True, help="Only this event type; repeat for several.")
 @click.option("--since", help="From this time: RFC 3339, a date, or an age such as 2h or 3d.")
 @click.option("--until", help="Up to this time (same forms as --since).")
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many entries.")
+@click.option("--limit", type=click.IntRange(1, MAX_INT), default=None, help="At most this many entries.")
 @click.option("--newest-first", is_flag=True, help="Newest entries first.")
 @click.option("--json", "as_json", is_flag=True,
               help="JSON lines: the envelope, and the event exactly as it arrived under \"event\".")
@@ -49,14 +59,14 @@ def log_command(
     table = Table(box=None, pad_edge=False, header_style="bold")
     for column in ("pos", "time", "source", "stream", "type", "summary"):
         table.add_column(column, no_wrap=column != "summary", overflow="ellipsis")
-    shown = 0
+    count = 0
     for entry in entries:
         table.add_row(
-            str(entry.position), format_time(entry.event_at or entry.received_at), entry.source,
-            entry.stream, entry.type, summarize(entry),
+            str(entry.position), format_time(entry.event_at or entry.received_at),
+            shown(entry.source), shown(entry.stream), shown(entry.type), shown(summarize(entry)),
         )
-        shown += 1
-    if shown == 0:
+        count += 1
+    if count == 0:
         click.echo("No entries match.")
         return
     console().print(table)
@@ -72,9 +82,9 @@ def _as_json(entry: LogEntry) -> dict[str, object]:
         "received_at": iso_time(entry.received_at),
         "event_at": iso_time(entry.event_at),
         "connection_id": entry.connection_id,
-        # One JSON document per line: a raw line break can only be whitespace between tokens
-        # (inside strings it is always escaped), so turning it into a space changes nothing.
-        "event": msgspec.Raw(entry.payload.replace(b"\n", b" ").replace(b"\r", b" ")),
+        # One JSON document per line: the stored JSON with the whitespace between its tokens
+        # removed, every string and number exactly as stored.
+        "event": stored_json(entry.payload),
     }
 
 
@@ -106,8 +116,9 @@ _summary_decoder = msgspec.json.Decoder(_Summary)
 def summarize(entry: LogEntry, width: int = 60) -> str:
     """A short human description of an entry (who did what), never failing."""
     try:
-        s = _summary_decoder.decode(entry.payload)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+        # Text an older version stored without checking it is UTF-8 is read with U+FFFD.
+        s = _summary_decoder.decode(repair_utf8(entry.payload))
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeError, RecursionError):
         return f"{len(entry.payload):,} bytes"
     who = (s.user.id if s.user else None) or s.user_id
     if s.reaction is not None:

@@ -9,8 +9,8 @@ import click
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
 from chatledger.cli.context import Context, fail, pass_context
-from chatledger.cli.output import console, echo_json
-from chatledger.eventstore.importer import KINDS, ImportReport, import_stream
+from chatledger.cli.output import console, echo_json, escape_controls
+from chatledger.eventstore.importer import KINDS, ImportInterrupted, ImportReport, import_stream
 
 # Below this size a progress bar would only flicker.
 _PROGRESS_MIN_BYTES = 4 * 1024 * 1024
@@ -45,6 +45,9 @@ def import_command(
     Malformed items are kept in the quarantine with the reason (see
     `chatledger quarantine`) and the rest is stored; the exit status is then 1.
 
+    JSON lines are stored in batches: an import that stops part-way (a full disk) says how
+    far it got, and running it again on the same input continues after that line.
+
     \b
     Examples:
       chatledger --user alice import events.jsonl
@@ -61,10 +64,22 @@ def import_command(
         console=err, disable=not show_bar, transient=True,
     ) as progress:
         task = progress.add_task("import", total=size)
-        report = import_stream(
-            store.log, file, kind=kind, source=source, batch_size=batch_size,  # type: ignore[arg-type]
-            on_progress=lambda done: progress.update(task, completed=done),
-        )
+        try:
+            report = import_stream(
+                store.log, file, kind=kind, source=source, batch_size=batch_size,  # type: ignore[arg-type]
+                on_progress=lambda done: progress.update(task, completed=done),
+            )
+        except ImportInterrupted as stopped:
+            interrupted = stopped
+        else:
+            interrupted = None
+    if interrupted is not None:
+        if interrupted.report.items:
+            _print_report(interrupted.report, as_json)
+        fail(str(interrupted))
+    if report.items == 0 and report.resumed_after_line:
+        _print_report(report, as_json)
+        return
     if report.items == 0:
         if not existed:
             ctx.discard_new_store()  # an empty input leaves no empty store behind
@@ -74,7 +89,7 @@ def import_command(
         rest = "the rest is stored" if report.stored else "nothing was stored"
         fail(
             f"{report.quarantined:,} of {report.items:,} items were quarantined "
-            f"(first: {report.reasons[0]}); {rest}"
+            f"(first: {escape_controls(report.reasons[0])}); {rest}"
         )
 
 
@@ -91,12 +106,16 @@ def _print_report(report: ImportReport, as_json: bool) -> None:
             "kind": report.kind, "items": report.items, "stored": report.stored,
             "quarantined": report.quarantined, "first_position": report.first_position,
             "last_position": report.last_position, "reasons": report.reasons,
+            "resumed_after_line": report.resumed_after_line,
         })
         return
+    if report.resumed_after_line:
+        click.echo(f"Continued after line {report.resumed_after_line:,}, which an earlier "
+                   "run of this import had stored before it stopped.")
     span = (
         f" (positions {report.first_position}-{report.last_position})"
         if report.first_position is not None else ""
     )
     click.echo(f"Imported {report.stored:,} of {report.items:,} items ({report.kind}){span}.")
     for reason in report.reasons[1:5]:
-        click.echo(f"  quarantined: {reason}", err=True)
+        click.echo(f"  quarantined: {escape_controls(reason)}", err=True)

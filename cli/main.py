@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import apsw
 import click
 from eventsourcing.persistence import PersistenceError
 
@@ -15,7 +16,7 @@ from chatledger.cli.admin import flush_command, quarantine_command, stats_comman
 from chatledger.cli.archive import backup_command, export_command
 from chatledger.cli.audit import as_of_group, explain_command
 from chatledger.cli.browse import browse_command
-from chatledger.cli.context import Context, fail
+from chatledger.cli.context import Context, DamagedFile, fail, is_corruption
 from chatledger.cli.demo import demo_command
 from chatledger.cli.devserver import devserver_command
 from chatledger.cli.history import log_command
@@ -31,14 +32,53 @@ from chatledger.eventstore.wire import WireError
 from chatledger.projections.store import default_data_dir
 
 
+_ARGV_KEY = "chatledger.argv"
+
+
+def _is_text(argument: str) -> bool:
+    try:
+        argument.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+class OneLineUsageError(click.ClickException):
+    """A usage error said in one line (`Error: ...`), with click's usage status 2."""
+
+    exit_code = 2
+
+
 class ChatledgerGroup(click.Group):
     """Turns the store's own errors into one-line messages and a non-zero exit."""
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta[_ARGV_KEY] = list(args)
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx: click.Context) -> Any:
+        user = ctx.params.get("user")
+        for argument in ctx.meta.get(_ARGV_KEY, ()):
+            # The user id has its own check (UserIdError), which also names the rule.
+            if argument != user and not _is_text(argument):
+                # What a shell passes for bytes that are not UTF-8: no id, cid or text holds it.
+                raise OneLineUsageError(
+                    f"argument {ascii(argument)} is not valid text "
+                    "(it holds bytes that are not UTF-8)")
         try:
             return super().invoke(ctx)
+        except click.UsageError as error:
+            # click would print the usage and a hint over three more lines; scripts and people
+            # get the reason alone (`--help` shows the usage).
+            raise OneLineUsageError(error.format_message()) from None
         except BrokenPipeError:
             raise  # the reader went away (`| head`): not an error of ours
+        except (apsw.CorruptError, PersistenceError) as error:
+            if not is_corruption(error):
+                fail(str(error) or type(error).__name__)
+            context = ctx.find_object(Context)
+            raise DamagedFile(context.store_path() if context else "the store", str(error),
+                              "run `chatledger verify` to see what is hit, or restore a backup") from None
         except (StoreError, UserIdError, WireError, PersistenceError, OSError) as e:
             fail(str(e) or type(e).__name__)
 

@@ -3,21 +3,27 @@ that wait for the backend, and those it refused."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import math
 from typing import Any
 
 import click
 from rich.table import Table
 
 from chatledger.cli.context import Context, pass_context
-from chatledger.cli.output import console, echo_json, format_time, iso_time
+from chatledger.cli.output import console, echo_json, format_time, iso_time, shown
 from chatledger.projections.outbox import CommandEvent, CommandInfo
 
 
+def _micros(seconds: float | None) -> int | None:
+    """Unix seconds (a float: when to retry) as epoch microseconds; None for none, and for a
+    value no time is (infinite, not a number), which a backend's reset header can make."""
+    if seconds is None or not math.isfinite(seconds):
+        return None
+    return round(seconds * 1_000_000)
+
+
 def _unix(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    return format_time(int(seconds * 1_000_000))
+    return format_time(_micros(seconds))
 
 
 def _error_text(error: dict[str, Any] | None) -> str:
@@ -32,8 +38,7 @@ def _info_json(info: CommandInfo) -> dict[str, Any]:
     return {
         "id": info.id, "kind": info.kind, "cid": info.cid, "message_id": info.message_id,
         "status": info.status, "attempts": info.attempts,
-        "next_try_at": (datetime.fromtimestamp(info.next_try_at, tz=timezone.utc).isoformat()
-                        .replace("+00:00", "Z") if info.next_try_at is not None else None),
+        "next_try_at": iso_time(_micros(info.next_try_at)),
         "depends_on": info.depends_on, "last_error": info.last_error,
         "standing_error": info.standing_error, "reason": info.reason,
         "created_at": iso_time(info.created_at), "updated_at": iso_time(info.updated_at),
@@ -83,9 +88,9 @@ def outbox_group(click_ctx: click.Context, show_all: bool, as_json: bool) -> Non
         detail = info.reason or _error_text(info.standing_error)
         if info.depends_on and info.unfinished:
             detail = f"waits for {info.depends_on}" + (f"; {detail}" if detail else "")
-        table.add_row(info.id, info.kind, info.status, str(info.attempts),
-                      _unix(info.next_try_at) if info.status == "failed" else "-", target,
-                      detail)
+        table.add_row(shown(info.id), info.kind, info.status, str(info.attempts),
+                      _unix(info.next_try_at) if info.status == "failed" else "-", shown(target),
+                      shown(detail))
     console().print(table)
 
 
@@ -132,13 +137,15 @@ def conflicts_command(ctx: Context, as_json: bool) -> None:
         return
     out = console()
     for info in conflicts:
-        out.print(f"[bold]{info.id}[/bold]  {info.kind}  {info.message_id or info.cid or ''}")
-        out.print(f"  reason: {info.reason}" + (f" ({_error_text(info.last_error)})"
-                                                 if info.last_error else ""))
+        out.print(f"[bold]{shown(info.id)}[/bold]  {info.kind}  "
+                  f"{shown(info.message_id or info.cid or '')}")
+        out.print(f"  reason: {shown(info.reason)}" + (f" ({shown(_error_text(info.last_error))})"
+                                                        if info.last_error else ""))
         for e in info.history:
             detail = _error_text(e.data.get("error")) or e.data.get("reason") or ""
             if e.name == "attempt_started":
                 detail = f"attempt {e.data.get('attempt')}"
             elif e.data.get("attempt") is not None:  # an outcome that carries its attempt's start
                 detail = f"attempt {e.data['attempt']}" + (f": {detail}" if detail else "")
-            out.print(f"  {e.position:>7}  {format_time(e.received_at)}  {e.name:<16} {detail}")
+            out.print(f"  {e.position:>7}  {format_time(e.received_at)}  {e.name:<16} "
+                      f"{shown(detail)}")

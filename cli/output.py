@@ -5,17 +5,46 @@ from __future__ import annotations
 import re
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import click
 import msgspec
 from rich.console import Console
+from rich.markup import escape as escape_markup
 
-from chatledger.eventstore.wire import WireError, parse_time
+from chatledger.eventstore.wire import (
+    MAX_TIME_US,
+    MIN_TIME_US,
+    WireError,
+    compact_json,
+    parse_time,
+)
+from chatledger.eventstore.wire import format_time as rfc3339
 
-_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$")
+_RELATIVE = re.compile(r"^(\d+)(?:\.(\d+))?\s*(s|m|h|d|w)$", re.ASCII)
+# The largest count or position an option takes: what an SQLite INTEGER holds. Larger numbers
+# are a usage error, not an OverflowError deep in a query.
+MAX_INT = 2**63 - 1
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_ONE_US = timedelta(microseconds=1)
+# The longest age worth parsing: anything older than year 1 is out of range anyway, and the
+# bound keeps int() from reading a number of a million digits.
+_MAX_AGE_DIGITS = 20
+
+# C0 controls, DEL, C1 controls and the Unicode line and paragraph separators: shown escaped so that data cannot move the cursor, clear the
+# screen or set the window title. Backslash is escaped too, so that the escaped text is
+# unambiguous (as git quotes names).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\\]")
+_NAMED_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\\": "\\\\"}
+
+
+# Characters JSON lets strings hold raw that line-splitting readers (Python's splitlines, some
+# editors and terminals) take for line breaks. In UTF-8 JSON their bytes can only be inside a
+# string, where the escape means the same character.
+_LINE_BREAKS_IN_STRINGS = ((b"\xe2\x80\xa8", b"\\u2028"), (b"\xe2\x80\xa9", b"\\u2029"),
+                           (b"\xc2\x85", b"\\u0085"))
 
 
 def console(err: bool = False) -> Console:
@@ -27,21 +56,28 @@ def console(err: bool = False) -> Console:
 
 
 def parse_when(text: str, *, now_us: int | None = None) -> int:
-    """A time given on the command line, as epoch microseconds.
+    """A time given on the command line, as epoch microseconds (exact: integer arithmetic).
 
     Accepts RFC 3339 (`2026-11-25T10:00:00Z`), a date or date and time taken as UTC
     (`2026-11-25`, `2026-11-25 10:00`), or an age such as `90s`, `15m`, `2h`, `3d`, `1w`.
+    A time outside years 0001-9999 is a usage error.
     """
     value = text.strip()
     if match := _RELATIVE.match(value):
+        whole, fraction, unit = match.groups()
+        if len(whole) > _MAX_AGE_DIGITS:
+            raise click.BadParameter(f"{text!r} is further back than year 1")
+        fraction = (fraction or "")[:6]
+        scaled = int(whole) * 10**6 + int(fraction.ljust(6, "0") or 0)  # in millionths
         now = time.time_ns() // 1000 if now_us is None else now_us
-        return now - int(float(match[1]) * _UNIT_SECONDS[match[2]] * 1_000_000)
+        return _in_range(now - scaled * _UNIT_SECONDS[unit], text)
     try:
         parsed = parse_time(value)
         if parsed is not None:
             return parsed
-    except WireError:
-        pass
+    except WireError as e:
+        if "out of range" in e.reason:
+            raise click.BadParameter(f"{text!r} is {e.reason.split(':')[0]}") from None
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
@@ -50,24 +86,74 @@ def parse_when(text: str, *, now_us: int | None = None) -> int:
         ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
-    return int(moment.timestamp() * 1_000_000)
+    try:
+        return _in_range((moment - _EPOCH) // _ONE_US, text)
+    except OverflowError:
+        raise click.BadParameter(f"{text!r} is out of range (years 0001-9999 in UTC)") from None
+
+
+def _in_range(us: int, text: str) -> int:
+    if not MIN_TIME_US <= us <= MAX_TIME_US:
+        raise click.BadParameter(f"{text!r} is out of range (years 0001-9999 in UTC)")
+    return us
+
+
+def _out_of_range(us: int) -> str:
+    return f"<out of range: {us} µs>"
 
 
 def format_time(us: int | None) -> str:
-    """Epoch microseconds as a readable UTC time with milliseconds."""
+    """Epoch microseconds as a readable UTC time with milliseconds; never fails (a marker for a
+    value no calendar date can show)."""
     if us is None:
         return "-"
-    moment = datetime.fromtimestamp(us / 1_000_000, tz=timezone.utc)
-    return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{moment.microsecond // 1000:03d}"
+    try:
+        text = rfc3339(us)
+    except ValueError:
+        return _out_of_range(us)
+    return f"{text[:10]} {text[11:23]}"
 
 
 def iso_time(us: int | None) -> str | None:
+    """Epoch microseconds as RFC 3339 UTC with microseconds; a marker when out of range."""
     if us is None:
         return None
-    return datetime.fromtimestamp(us / 1_000_000, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+    try:
+        text = rfc3339(us)
+    except ValueError:
+        return _out_of_range(us)
+    # Whole seconds without a fraction, as these lines have always been written.
+    return text[:-8] + "Z" if text.endswith(".000000Z") else text
+
+
+def _escape_one(match: re.Match[str]) -> str:
+    char = match.group()
+    code = ord(char)
+    return _NAMED_ESCAPES.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def escape_controls(text: str) -> str:
+    """`text` with control characters (and backslash) written as escapes: `\\x1b`, `\\n`."""
+    return _CONTROL.sub(_escape_one, text)
+
+
+def shown(value: object) -> str:
+    """Data for a rich table cell or a line printed with markup: controls escaped, and square
+    brackets escaped so that the data is never read as markup."""
+    return escape_markup(escape_controls("" if value is None else str(value)))
+
+
+def stored_json(raw: bytes | memoryview) -> msgspec.Raw:
+    """Stored JSON to embed in a JSON line: re-serialised compactly, strings and numbers as
+    stored (invalid UTF-8 from an older store shows U+FFFD)."""
+    return msgspec.Raw(compact_json(raw))
 
 
 def echo_json(value: Any) -> None:
-    """One JSON document on its own line (`msgspec.Raw` values are written verbatim)."""
-    sys.stdout.buffer.write(msgspec.json.encode(value) + b"\n")
+    """One JSON document on its own line. `msgspec.Raw` values are written as they are: wrap
+    stored JSON with `stored_json`, which keeps it on one line."""
+    line = msgspec.json.encode(value)
+    for char, escape in _LINE_BREAKS_IN_STRINGS:
+        line = line.replace(char, escape)
+    sys.stdout.buffer.write(line + b"\n")
     sys.stdout.flush()

@@ -10,17 +10,39 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from chatledger.cli.output import console
 
 
+class _LazyBar:
+    """A bar that appears at the first report of progress, not before: opening a store whose
+    tables are ready reports nothing, and must not flash "0/?" on the terminal."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.progress: Progress | None = None
+        self.task = 0
+
+    def update(self, done: int, total: int) -> None:
+        if self.progress is None:
+            err = console(err=True)
+            if not err.is_terminal:
+                return
+            self.progress = Progress(
+                TextColumn(self.label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                console=err, transient=True,
+            )
+            self.progress.start()
+            self.task = self.progress.add_task(self.label, total=total)
+        self.progress.update(self.task, completed=done, total=total)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
 @contextmanager
 def replay_progress(label: str) -> Iterator[Callable[[int, int], None]]:
     """Yields a `(done, total)` callback that drives a bar on standard error."""
-    err = console(err=True)
-    with Progress(
-        TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=err, disable=not err.is_terminal, transient=True,
-    ) as progress:
-        task = progress.add_task(label, total=None)
-
-        def update(done: int, total: int) -> None:
-            progress.update(task, completed=done, total=total)
-
-        yield update
+    bar = _LazyBar(label)
+    try:
+        yield bar.update
+    finally:
+        bar.close()

@@ -9,7 +9,7 @@ import msgspec
 from rich.table import Table
 
 from chatledger.cli.context import Context, fail, pass_context
-from chatledger.cli.output import console, echo_json, format_time
+from chatledger.cli.output import MAX_INT, console, echo_json, format_time, shown, stored_json
 from chatledger.projections.queries import StoredMessage
 
 
@@ -18,12 +18,14 @@ def _json_option(value: str | None, name: str) -> Any:
         return None
     try:
         return msgspec.json.decode(value)
-    except msgspec.DecodeError as e:
+    except (msgspec.DecodeError, msgspec.ValidationError) as e:
         raise click.BadParameter(f"not JSON: {e}", param_hint=name) from None
+    except RecursionError:
+        raise click.BadParameter("nested too deeply", param_hint=name) from None
 
 
 def _message_json(m: StoredMessage) -> dict[str, Any]:
-    return {"message": msgspec.Raw(m.raw) if m.raw else None, "local_state": m.local_state,
+    return {"message": stored_json(m.raw) if m.raw else None, "local_state": m.local_state,
             "local_command": m.local_command, "position": m.position,
             "deleted_for_me": m.deleted_for_me}
 
@@ -36,11 +38,11 @@ def channel_state_json(state: dict[str, Any]) -> dict[str, Any]:
 
 
 def _message_line(m: StoredMessage) -> tuple[str, ...]:
-    text = (m.json().get("text") or "").replace("\n", " ")
+    text = str(m.json().get("text") or "").replace("\n", " ")
     if len(text) > 70:
         text = text[:69] + "…"
     state = m.local_state or ("deleted" if m.deleted_at else "")
-    return (format_time(m.created_at), m.user_id or "-", m.id, state, text)
+    return (format_time(m.created_at), shown(m.user_id or "-"), shown(m.id), state, shown(text))
 
 
 @click.command("channels")
@@ -49,7 +51,7 @@ def _message_line(m: StoredMessage) -> tuple[str, ...]:
 @click.option("--sort", metavar="JSON",
               help='Sort keys, e.g. \'[{"field": "last_message_at", "direction": -1}]\'.')
 @click.option("--limit", type=click.IntRange(1, 1000), default=30, show_default=True)
-@click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--offset", type=click.IntRange(0, MAX_INT), default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="JSON lines.")
 @pass_context
 def channels_command(
@@ -87,8 +89,9 @@ def channels_command(
     for s in rows:
         last = ""
         if s.last_message is not None:
-            last = f"{s.last_message.user_id}: {_message_line(s.last_message)[4]}"[:60]
-        table.add_row(s.cid, s.name or "", format_time(s.last_message_at), str(s.unread_count),
+            text = str(s.last_message.json().get("text") or "").replace("\n", " ")
+            last = shown(f"{s.last_message.user_id}: {text}"[:60])
+        table.add_row(shown(s.cid), shown(s.name), format_time(s.last_message_at), str(s.unread_count),
                       str(s.member_count or ""), last)
     console().print(table)
 
@@ -122,7 +125,7 @@ def show_channel(ctx: Context, cid: str, messages: int, as_json: bool) -> None:
         return
     channel = state["channel"]
     out = console()
-    out.print(f"[bold]{cid}[/bold]  {channel.get('name') or ''}  "
+    out.print(f"[bold]{shown(cid)}[/bold]  {shown(channel.get('name') or '')}  "
               f"members: {len(state['members'])}  unread: {state['unread_count']}")
     table = Table("time", "user", "id", "state", "text", box=None, pad_edge=False,
                   header_style="bold")
@@ -158,8 +161,8 @@ def print_message(m: StoredMessage, out: Any = None) -> None:
                          ("local state", m.local_state or "confirmed"),
                          ("log position", m.position),
                          ("reactions", reaction_text(m.reaction_counts) or "-")):
-        out.print(f"[bold]{label:>12}[/bold]  {value}")
-    out.print(f"[bold]{'text':>12}[/bold]  {m.json().get('text') or ''}")
+        out.print(f"[bold]{label:>12}[/bold]  {shown(value)}")
+    out.print(f"[bold]{'text':>12}[/bold]  {shown(m.json().get('text') or '')}")
 
 
 def reaction_text(counts: dict[str, int]) -> str:
@@ -183,4 +186,4 @@ def show_user(ctx: Context, user_id: str, as_json: bool) -> None:
     out = console()
     for key, value in user.items():
         if key != "_row":
-            out.print(f"[bold]{key:>12}[/bold]  {value}")
+            out.print(f"[bold]{shown(key):>12}[/bold]  {shown(value)}")

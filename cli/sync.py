@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from chatledger.cli.context import Context, pass_context
-from chatledger.cli.output import echo_json
+from chatledger.cli.output import MAX_INT, echo_json
 
 
 def backend_options(fn: Any) -> Any:
@@ -82,7 +82,7 @@ class _Interrupted(Exception):
 @backend_options
 @click.option("--once", is_flag=True,
               help="Connect, replay the outbox, catch up with what was missed, and exit.")
-@click.option("--concurrency", type=click.IntRange(min=1), default=8, show_default=True,
+@click.option("--concurrency", type=click.IntRange(1, MAX_INT), default=8, show_default=True,
               help="Channels replayed at once.")
 @click.option("--timeout", type=click.FloatRange(min=0.05), default=10.0, show_default=True,
               envvar="CHATLEDGER_TIMEOUT",

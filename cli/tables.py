@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import apsw
 import click
+from eventsourcing.persistence import PersistenceError
 
-from chatledger.cli.context import Context, fail, pass_context
-from chatledger.cli.output import echo_json
+from chatledger.cli.context import Context, DamagedFile, fail, is_corruption, pass_context
+from chatledger.cli.output import MAX_INT, echo_json
 from chatledger.cli.progress import replay_progress
+from chatledger.eventstore.log import Damage, EventLog, StoreError
 
 
 @click.command("rebuild")
@@ -15,29 +18,85 @@ def rebuild_command(ctx: Context) -> None:
     """Rebuild the read tables from the whole log (in one transaction: readers see the old
     tables or the new ones, never half).
 
+    When SQLite finds read tables damaged and the log intact, they are removed from the file
+    and built afresh; a damaged log is an error (exit 3) that says to restore a backup.
+
     \b
     Example:
       chatledger --user alice rebuild
     """
-    store = ctx.store(create=False)
-    with replay_progress("rebuilding") as on_progress:
-        position = store.rebuild(on_progress)
+    try:
+        store = ctx.store(create=False)
+        with replay_progress("rebuilding") as on_progress:
+            position = store.rebuild(on_progress)
+    except (StoreError, PersistenceError, apsw.CorruptError) as error:
+        if not is_corruption(error):
+            raise
+        position = _rebuild_damaged(ctx, str(error))
     click.echo(f"Rebuilt the read tables up to log position {position:,}.")
+
+
+def _log_damage(ctx: Context, detail: str) -> Damage:
+    """What is damaged, checked through the log alone: opening the whole store reads read
+    tables too, which may be what is damaged."""
+    ctx.close()
+    try:
+        log = EventLog.open(ctx.store_path() or "")
+    except (StoreError, PersistenceError, apsw.CorruptError) as error:
+        if not is_corruption(error):
+            raise
+        return Damage([detail], log_hit=True)
+    try:
+        return log.damage() or Damage([detail], log_hit=False)
+    finally:
+        log.close()
+
+
+def _rebuild_damaged(ctx: Context, detail: str) -> int:
+    """A rebuild that SQLite stopped on a damaged page: when the log itself is intact, the
+    damaged read tables are removed from the file and built afresh; otherwise the file is
+    damaged past what a rebuild repairs."""
+    damage = _log_damage(ctx, detail)
+    if damage.log_hit:
+        raise DamagedFile(ctx.store_path(), damage.problems[0], damage.advice())
+    log = EventLog.open(ctx.store_path() or "")
+    try:
+        log.forget_read_tables()
+    finally:
+        log.close()
+    store = ctx.store(create=False)  # opening builds the read tables from the log again
+    damage_left = store.log.damage()
+    if damage_left is not None:
+        raise DamagedFile(store.path, damage_left.problems[0], damage_left.advice())
+    return store.projections.position() or 0
 
 
 @click.command("verify")
 @click.option("--json", "as_json", is_flag=True, help="Print each difference as a JSON line.")
-@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True,
+@click.option("--limit", type=click.IntRange(1, MAX_INT), default=20, show_default=True,
               help="Differences to print at most.")
 @pass_context
 def verify_command(ctx: Context, as_json: bool, limit: int) -> None:
-    """Rebuild into a scratch copy and compare it with the live tables; exit 1 if they differ.
+    """Check the file, rebuild into a scratch copy and compare it with the live tables.
+
+    Exit 1 if the tables differ from the log (`rebuild` repairs them), 3 if the file is
+    damaged (SQLite's integrity check fails), with what to do.
 
     \b
     Example:
       chatledger --user alice verify && echo "tables match the log"
     """
-    store = ctx.store(create=False)
+    try:
+        store = ctx.store(create=False)
+    except (StoreError, PersistenceError, apsw.CorruptError) as error:
+        if not is_corruption(error):
+            raise
+        damage = _log_damage(ctx, str(error))  # opening it read a damaged page
+        raise DamagedFile(ctx.store_path(), damage.problems[0], damage.advice()) from None
+    # The file first: a comparison of tables read from damaged pages would prove nothing.
+    damage = store.log.damage()
+    if damage is not None:
+        raise DamagedFile(store.path, damage.problems[0], damage.advice())
     with replay_progress("verifying") as on_progress:
         differences = store.verify(on_progress)
     for difference in differences[:limit]:

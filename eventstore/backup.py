@@ -24,7 +24,7 @@ from pathlib import Path
 import apsw
 
 from chatledger.eventstore.datastore import APSWDatastore
-from chatledger.eventstore.log import StoreError
+from chatledger.eventstore.log import StoreError, no_room
 from chatledger.eventstore.userfiles import companion_files
 
 # 4,096 pages of 4 KiB: 16 MiB per step, a few milliseconds of reading each.
@@ -160,9 +160,22 @@ def _copy(
         finally:
             source.close()
     except apsw.Error as e:
-        raise StoreError(f"the backup failed: {e}") from e
+        raise StoreError(f"the backup failed: {_why_failed(e, partial.parent)}") from e
     finally:
         target.close()
+
+
+def _why_failed(error: apsw.Error, directory: Path) -> str:
+    """What went wrong, in words. A failed backup step reports the destination's last message,
+    which is "not an error" when the failure was the copy's file (a write that found no room),
+    so the error's class and code are what tell."""
+    if no_room(error):
+        return (f"no room for the copy in {directory} (the disk is full); nothing was left "
+                "there, and the store is unchanged")
+    text = str(error)
+    if not text or text == "not an error":
+        return f"{type(error).__name__} (SQLite code {getattr(error, 'extendedresult', '?')})"
+    return text
 
 
 def _run_backup(

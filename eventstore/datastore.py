@@ -42,7 +42,10 @@ WAL_SIZE_LIMIT = 64 * 1024 * 1024
 WRITER_CACHE_KIB = 64 * 1024
 FILE_MODE = 0o600
 
-_OPEN_FLAGS = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE | apsw.SQLITE_OPEN_URI
+# NOFOLLOW: SQLite refuses a database path that is a symbolic link. It does not look at the
+# -wal and -shm names (a link there is followed or ignored): EventLog.open refuses those.
+_OPEN_FLAGS = (apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE | apsw.SQLITE_OPEN_URI
+               | apsw.SQLITE_OPEN_NOFOLLOW)
 
 
 def is_memory_name(db_name: str) -> bool:
@@ -151,7 +154,9 @@ class APSWDatastore:
         if self.path is None or self.path.exists():
             return
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+            # O_EXCL: never through a symbolic link planted at the name, dangling or not.
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                         FILE_MODE)
         except FileExistsError:
             return
         except OSError as e:

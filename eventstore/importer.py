@@ -3,24 +3,45 @@ response, one channel state, one event, or an array of events).
 
 JSON lines are read a line at a time and appended in batches (one transaction each), so a file of
 any size imports in constant memory. A line that is not a valid event is quarantined with its
-line number in the reason; the import carries on.
+line number in the reason; the import carries on. Each batch's transaction also records how far
+the input has been imported (`ImportLedger`): an import that stops part-way (a full disk, a
+kill) says how far it got, and running it again on the same input continues after that line.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+import hashlib
+import itertools
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import BinaryIO, Literal
+from typing import Any, BinaryIO, Literal
 
+import apsw
 import msgspec
+from eventsourcing.persistence import PersistenceError
 
 from chatledger.eventstore.ingest import MAX_RESPONSE_BYTES, Entry, Rejection, event_entry
-from chatledger.eventstore.log import AppendResult, EventLog
+from chatledger.eventstore.log import (
+    AppendedEntry,
+    AppendResult,
+    EventLog,
+    StoreError,
+    no_room,
+)
 
 Kind = Literal["auto", "events", "query", "sync", "channel"]
 KINDS: tuple[str, ...] = ("auto", "events", "query", "sync", "channel")
 
 ProgressCallback = Callable[[int], None]  # called with the number of bytes read so far
+
+_LEDGER_KEY_PREFIX = "import.resume."
+_SAVE_POINTS = ("INSERT INTO chatledger_meta (key, value) VALUES (?, ?) "
+               "ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+_FORGET_POINTS = "DELETE FROM chatledger_meta WHERE key = ?"
+# A resumed input's already-imported lines are read back and compared before they are skipped;
+# up to this many bytes of them are held in memory, the rest in a temporary file.
+_SPOOL_IN_MEMORY = 16 * 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -34,6 +55,8 @@ class ImportReport:
     first_position: int | None = None
     last_position: int | None = None
     reasons: list[str] = field(default_factory=list)  # the first few quarantine reasons
+    # Lines an earlier run of the same input had imported before it stopped: not read again.
+    resumed_after_line: int = 0
 
     def add(self, result: AppendResult, *, keep_reasons: int = 10) -> None:
         self.items += len(result.positions)
@@ -46,6 +69,77 @@ class ImportReport:
             self.last_position = max(positions)
         for q in result.quarantined[: max(0, keep_reasons - len(self.reasons))]:
             self.reasons.append(q.reason)
+
+
+class ImportInterrupted(StoreError):
+    """An import that stopped part-way (a full disk): what its committed batches stored, and
+    the last line they covered. Running the same import again continues after that line."""
+
+    def __init__(self, report: ImportReport, committed_line: int, error: BaseException) -> None:
+        self.report = report
+        self.committed_line = committed_line
+        self.error = error
+        cause = ("the disk is full" if no_room(error) else str(error)) or type(error).__name__
+        super().__init__(
+            f"the import stopped: {cause}; {report.stored:,} of its items were stored "
+            f"(up to line {committed_line:,}); run the same import again to continue after "
+            f"line {committed_line:,}")
+
+
+@dataclass(frozen=True, slots=True)
+class ResumePoint:
+    """How far an import of JSON lines got: lines and bytes from its first line, and the
+    SHA-256 of those bytes (an input that does not start with them is another input)."""
+
+    lines: int
+    bytes: int
+    sha256: str
+
+
+class ImportLedger:
+    """Where interrupted imports of JSON lines got to, kept in the store's meta table under
+    the SHA-256 of the input's first line (a list: inputs may share a first line).
+
+    It is an append listener: the resume point of a batch (`pending`) is written inside the
+    batch's own transaction, so the log and the ledger never disagree: after a full disk or
+    a kill, the ledger names exactly the lines whose items are in the log. A batch whose items
+    are all quarantined writes no log row and so no resume point: a new run quarantines those
+    lines again (the log itself never holds an item twice). A finished import removes its
+    point, so importing the same file again on purpose stores it again."""
+
+    def __init__(self, log: EventLog, first_line: bytes) -> None:
+        self.log = log
+        self.key = _LEDGER_KEY_PREFIX + hashlib.sha256(first_line).hexdigest()
+        self.pending: ResumePoint | None = None
+        self.resuming: ResumePoint | None = None  # the point this run continues from
+        self._others: list[ResumePoint] | None = None
+
+    def resume_points(self) -> list[ResumePoint]:
+        value = self.log.get_meta(self.key)
+        try:
+            return msgspec.json.decode(value, type=list[ResumePoint]) if value else []
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return []  # not ours to trust: import from the start
+
+    def _other_points(self) -> list[ResumePoint]:
+        """The points of other interrupted imports (this run's own replaces the one it
+        resumes from)."""
+        if self._others is None:
+            self._others = [p for p in self.resume_points() if p != self.resuming]
+        return self._others
+
+    def appended(self, cursor: apsw.Cursor, entries: Sequence[AppendedEntry]) -> None:
+        if self.pending is not None:
+            points = [*self._other_points(), self.pending]
+            cursor.execute(_SAVE_POINTS, (self.key, msgspec.json.encode(points).decode()))
+
+    def finish(self) -> None:
+        others = self._other_points()
+        with self.log.datastore.transaction(commit=True) as cursor:
+            if others:
+                cursor.execute(_SAVE_POINTS, (self.key, msgspec.json.encode(others).decode()))
+            else:
+                cursor.execute(_FORGET_POINTS, (self.key,))
 
 
 def _document_kind(document: object) -> str:
@@ -121,32 +215,111 @@ def _import_lines(
     on_progress: ProgressCallback | None,
 ) -> ImportReport:
     report = ImportReport(kind="events")
+    pending = iter(lines)
+    first = next(pending, None)
+    if first is None:
+        return report
+    pending = _chain([first], pending)
+    ledger = ImportLedger(log, first)
+    digest = hashlib.sha256()
+    committed = ResumePoint(0, 0, digest.hexdigest())
+    points = ledger.resume_points()
+    if points:
+        pending, point, matched = _skip_committed(pending, points)
+        if point is not None:  # this input starts with what an interrupted run committed
+            digest, committed = matched, point
+            ledger.resuming = point
+            report.resumed_after_line = skipped + point.lines
+    line_number = skipped + committed.lines
+    read = skipped + committed.bytes
     batch: list[Entry | Rejection] = []
-    read = skipped
-    for line_number, line in enumerate(lines, start=skipped + 1):
-        read += len(line)
-        if not line.strip():
-            continue
-        entry = event_entry(line.rstrip(b"\r\n"))
-        if isinstance(entry, Rejection):
-            entry.reason = f"line {line_number}: {entry.reason}"
-        batch.append(entry)
-        if len(batch) >= batch_size:
-            report.add(log.append(batch, source=source))
-            batch = []
-            if on_progress:
-                on_progress(read)
-    if batch:
-        report.add(log.append(batch, source=source))
+    log.listeners.append(ledger)
+    try:
+        for line in pending:
+            line_number += 1
+            read += len(line)
+            digest.update(line)
+            if not line.strip():
+                continue
+            entry = event_entry(line.rstrip(b"\r\n"))
+            if isinstance(entry, Rejection):
+                entry.reason = f"line {line_number}: {entry.reason}"
+            batch.append(entry)
+            if len(batch) >= batch_size:
+                here = ResumePoint(line_number - skipped, read - skipped, digest.hexdigest())
+                committed = _append_batch(log, ledger, batch, source, report, committed, here,
+                                          skipped)
+                batch = []
+                if on_progress:
+                    on_progress(read)
+        if batch:
+            here = ResumePoint(line_number - skipped, read - skipped, digest.hexdigest())
+            _append_batch(log, ledger, batch, source, report, committed, here, skipped)
+    finally:
+        log.listeners.remove(ledger)
+    ledger.finish()
     if on_progress:
         on_progress(read)
     return report
 
 
+def _append_batch(
+    log: EventLog, ledger: ImportLedger, batch: list[Entry | Rejection], source: str,
+    report: ImportReport, committed: ResumePoint, here: ResumePoint, skipped: int,
+) -> ResumePoint:
+    """Append one batch in one transaction, which also records `here` as the point to resume
+    from; returns it. A batch that cannot be written ends the import with what the earlier
+    batches committed (ImportInterrupted)."""
+    ledger.pending = here
+    try:
+        result = log.append(batch, source=source)
+    except (PersistenceError, apsw.Error, StoreError, OSError) as error:
+        raise ImportInterrupted(report, skipped + committed.lines, error) from error
+    report.add(result)
+    return here
+
+
+def _skip_committed(
+    lines: Iterator[bytes], points: list[ResumePoint],
+) -> tuple[Iterator[bytes], ResumePoint | None, Any]:
+    """Read as many lines as the longest interrupted run committed, and find the furthest
+    resume point this input matches (same line count, same bytes by SHA-256): its lines are
+    skipped, and it is returned with the digest of them to go on from. Every other line read
+    is given back to be imported. They are held in a spooled file meanwhile: memory stays
+    bounded whatever their size."""
+    by_lines: dict[int, list[ResumePoint]] = {}
+    for point in points:
+        by_lines.setdefault(point.lines, []).append(point)
+    longest = max(by_lines)
+    spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)
+    prefix = hashlib.sha256()
+    size = count = 0
+    best: ResumePoint | None = None
+    best_digest: Any = None
+    best_offset = 0
+    for line in lines:
+        spool.write(line)
+        prefix.update(line)
+        size += len(line)
+        count += 1
+        for point in by_lines.get(count, ()):
+            if point.bytes == size and point.sha256 == prefix.hexdigest():
+                best, best_digest, best_offset = point, prefix.copy(), size
+        if count >= longest:
+            break
+    spool.seek(best_offset)
+    return itertools.chain(_spooled_lines(spool), lines), best, best_digest
+
+
+def _spooled_lines(spool: Any) -> Iterator[bytes]:
+    with spool:
+        yield from spool
+
+
 def _decodes(data: bytes) -> bool:
     try:
         msgspec.json.decode(data)
-    except (msgspec.DecodeError, ValueError):
+    except (msgspec.DecodeError, ValueError, RecursionError):  # RecursionError: nested too deep
         return False
     return True
 
@@ -156,7 +329,7 @@ def _import_document(log: EventLog, body: bytes, kind: str, source: str) -> Impo
     if kind == "auto":
         try:
             kind = _document_kind(msgspec.json.decode(body))
-        except (msgspec.DecodeError, ValueError):
+        except (msgspec.DecodeError, ValueError, RecursionError):
             kind = "events"
     report = ImportReport(kind=kind)
     if kind == "query":
@@ -168,7 +341,7 @@ def _import_document(log: EventLog, body: bytes, kind: str, source: str) -> Impo
     else:
         try:
             document = msgspec.json.decode(body, type=list[msgspec.Raw])
-        except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError, RecursionError):
             report.add(log.append_events([body], source=source))
         else:
             report.add(log.append_events([bytes(raw) for raw in document], source=source))

@@ -90,6 +90,7 @@ def entry_of(payload: bytes) -> Entry | Rejection:
     """The entry for one backend event's bytes."""
     try:
         head = wire.decode_event(payload)
+        wire.check_storable(payload)  # the head decoder skips what it does not read
     except wire.WireError as e:
         return Rejection(payload, e.reason)
     return Entry(stream_of(head), head.type, payload, head.created_at, head.connection_id)
@@ -111,6 +112,7 @@ def channel_state_entry(raw: bytes) -> Entry | Rejection:
         return rejection
     try:
         head = wire.decode_channel_state(raw)
+        wire.check_storable(raw)
     except wire.WireError as e:
         return Rejection(raw, e.reason)
     return Entry(head.cid, CHANNEL_STATE, raw)

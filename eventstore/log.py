@@ -7,6 +7,7 @@ in the same transaction (the projections) registers an `AppendListener`.
 
 from __future__ import annotations
 
+import os
 import threading
 import urllib.parse
 from collections.abc import Iterable, Iterator, Sequence
@@ -16,14 +17,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import apsw
-import msgspec
 import zstandard
 from eventsourcing.persistence import DatabaseError, IntegrityError, OperationalError, StoredEvent
 
-from chatledger.eventstore import ingest, schema
+from chatledger.eventstore import ingest, schema, wire
 from chatledger.eventstore.codec import MIN_COMPRESS_SIZE, RAW
 from chatledger.eventstore.datastore import APSWDatastore, Synchronous, filesystem_path
 from chatledger.eventstore.ingest import Entry, Payload, Rejection
+from chatledger.eventstore.userfiles import symlinked_files
 from chatledger.eventstore.persistence import (
     APSWProcessRecorder,
     EventRow,
@@ -89,6 +90,99 @@ class AppendListener(Protocol):
     def appended(self, cursor: apsw.Cursor, entries: Sequence[AppendedEntry]) -> None: ...
 
 
+# SQLite's codes for a write that found no room: the disk is full (SQLITE_FULL), or a write,
+# a truncate, or creating or growing the -shm failed (most often for the same reason).
+_NO_ROOM = (apsw.SQLITE_FULL, apsw.SQLITE_IOERR_WRITE, apsw.SQLITE_IOERR_SHMOPEN,
+            apsw.SQLITE_IOERR_SHMSIZE, apsw.SQLITE_IOERR_SHMMAP, apsw.SQLITE_IOERR_TRUNCATE,
+            apsw.SQLITE_IOERR_FSYNC)
+
+
+def no_room(error: BaseException) -> bool:
+    """Whether an error (or what it wraps) is SQLite failing to write: a full disk, mostly."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, apsw.FullError):
+            return True
+        if isinstance(cause, apsw.Error) and getattr(cause, "extendedresult", None) in _NO_ROOM:
+            return True
+        cause = cause.__cause__
+    return False
+
+
+def _why_not_written(error: BaseException) -> str:
+    if no_room(error):
+        return (f"SQLite could not write beside it ({error}): the disk is full (or the "
+                "directory is not writable); free some space and try again")
+    return str(error)
+
+
+class _NewCompanions:
+    """The -wal and -shm files an open creates: removed again when the open fails for want of
+    room, so that a failed open (a full disk) leaves nothing behind. Only files this open
+    created, and only while no connection uses them: every connection to a store in WAL mode
+    writes a header into the -shm first, so a -shm of zeros (or none) means none does, and
+    then an empty -wal holds nothing."""
+
+    def __init__(self, db_path: Path | None) -> None:
+        self.wal = self.shm = None
+        if db_path is not None:
+            self.wal, self.shm = Path(f"{db_path}-wal"), Path(f"{db_path}-shm")
+        self.created = [path for path in (self.wal, self.shm)
+                        if path is not None and not os.path.lexists(path)]
+
+    @staticmethod
+    def _blank(path: Path) -> bool:
+        try:
+            with open(path, "rb") as handle:
+                return not handle.read(4096).strip(b"\x00")
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False
+
+    def remove_if_unused(self, error: BaseException) -> None:
+        if not self.created or not no_room(error) or self.shm is None:
+            return
+        if not self._blank(self.shm):
+            return  # a connection has set the -shm up: the files are in use
+        for path in self.created:
+            if self._blank(path):
+                path.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Damage:
+    """What SQLite's integrity check finds wrong with a store's file."""
+
+    problems: list[str]  # SQLite's own lines, the first few
+    log_hit: bool  # a table of the log itself is hit (not only read tables or free pages)
+
+    def advice(self) -> str:
+        """One sentence: what to do about it."""
+        if self.log_hit:
+            return ("the log itself is hit: restore the store from a backup "
+                    "(`chatledger backup` makes one)")
+        return ("the log reads back whole, only the read tables are hit: run `chatledger "
+                "rebuild`, then `chatledger verify` again (restore a backup if it still fails)")
+
+
+# The integrity check stops after this many problems: enough to say where the damage is.
+_MAX_PROBLEMS = 20
+# The tables that hold the log (the rest are read tables, rebuilt from it). Constant names: a
+# pragma's table argument cannot be a parameter.
+_LOG_TABLES = ("chatledger_meta", "streams", "zstd_dictionaries", "quarantine")
+_CHECK_FILE = f"PRAGMA integrity_check({_MAX_PROBLEMS})"
+_CHECK_TABLE = "PRAGMA integrity_check({})"  # a table of the log, by name
+_SCHEMA_VERSION = "PRAGMA schema_version"
+_SET_SCHEMA_VERSION = "PRAGMA schema_version={:d}"
+_WRITABLE_SCHEMA_ON = "PRAGMA writable_schema=ON"
+_WRITABLE_SCHEMA_OFF = "PRAGMA writable_schema=OFF"
+# Tables, their indexes (SQLite's automatic ones too) and triggers, but for the log's tables
+# (the placeholders) and SQLite's own (sqlite_sequence, sqlite_stat1).
+_FORGET_TABLES = ("DELETE FROM sqlite_schema WHERE tbl_name NOT IN ({}) "
+                  "AND tbl_name NOT LIKE 'sqlite\\_%' ESCAPE '\\'")
+
+
 @dataclass(frozen=True, slots=True)
 class LogEntry:
     """One entry of the log, as stored: the envelope and the exact payload bytes."""
@@ -104,7 +198,8 @@ class LogEntry:
     payload: bytes
 
     def json(self) -> Any:
-        return msgspec.json.decode(self.payload)
+        """The payload decoded; never fails (see `wire.decode_stored`)."""
+        return wire.decode_stored(self.payload)
 
 
 class EventLog:
@@ -150,19 +245,26 @@ class EventLog:
         """Open (or create) the log in the SQLite file at `path` (or ":memory:")."""
         name = str(path)
         existing = filesystem_path(name)
+        if existing is not None and (links := symlinked_files(existing)):
+            raise StoreError(f"refusing to open {existing}: {links[0].name} is a symbolic link "
+                             "(a store's files must be plain files; remove the link)")
         if existing is not None and existing.exists() and existing.stat().st_size > 0:
             cls._inspect(existing)
+        beside = _NewCompanions(existing)
         try:
             datastore = APSWDatastore(name, synchronous=synchronous, lock_timeout=lock_timeout)
-        except DatabaseError as e:
-            raise StoreError(f"{name} is not a chatledger store ({e})") from e
-        except OperationalError as e:
-            raise StoreError(f"cannot open {name}: {e}") from e
+        except OperationalError as error:  # first: it is a DatabaseError to the library too
+            beside.remove_if_unused(error)
+            raise StoreError(f"cannot open {name}: {_why_not_written(error)}") from error
+        except DatabaseError as error:
+            beside.remove_if_unused(error)
+            raise StoreError(f"{name} is not a chatledger store ({error})") from error
         try:
             return cls(datastore, compression=compression)
-        except (DatabaseError, OperationalError) as e:
+        except (DatabaseError, OperationalError) as error:
             datastore.close()
-            raise StoreError(f"cannot open {name}: {e}") from e
+            beside.remove_if_unused(error)
+            raise StoreError(f"cannot open {name}: {_why_not_written(error)}") from error
         except StoreError:
             datastore.close()
             raise
@@ -178,7 +280,8 @@ class EventLog:
         alone = not any(Path(f"{path}{suffix}").exists()
                         for suffix in ("-wal", "-shm", "-journal"))
         name = f"file:{urllib.parse.quote(str(path))}?immutable=1" if alone else str(path)
-        flags = apsw.SQLITE_OPEN_READONLY | (apsw.SQLITE_OPEN_URI if alone else 0)
+        flags = (apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_NOFOLLOW
+                 | (apsw.SQLITE_OPEN_URI if alone else 0))
         try:
             connection = apsw.Connection(name, flags=flags)
         except apsw.Error as e:
@@ -621,6 +724,46 @@ class EventLog:
 
     def max_position(self) -> int:
         return self.recorder.max_notification_id() or 0
+
+    def damage(self) -> Damage | None:
+        """SQLite's integrity check of the whole file, and of the log's own tables when it finds
+        anything; None when the file is intact. Reads every page: as long as a rebuild."""
+        problems = self._integrity_problems(_CHECK_FILE)
+        if not problems:
+            return None
+        log_hit = any(self._integrity_problems(check) for check in self._log_table_checks())
+        return Damage(problems, log_hit)
+
+    def _log_table_checks(self) -> list[str]:
+        return [_CHECK_TABLE.format(table)
+                for table in (self.recorder.events_table_name, *_LOG_TABLES)]
+
+    def forget_read_tables(self) -> None:
+        """Remove every table that is not the log's from the file (the read tables, which the
+        next open rebuilds from the log), and repack the file without their pages.
+
+        For a file whose damage is in read tables only: SQLite cannot drop a damaged table (it
+        reads the pages it frees), but it can forget one, and VACUUM writes a new file from the
+        tables it still knows, leaving the damaged pages behind. Close the log afterwards."""
+        keep = (self.recorder.events_table_name, *_LOG_TABLES)
+        with self.datastore.transaction(commit=True) as cursor:
+            version = cursor.execute(_SCHEMA_VERSION).fetchone()[0]
+            cursor.execute(_WRITABLE_SCHEMA_ON)
+            cursor.execute(_FORGET_TABLES.format(",".join("?" * len(keep))), keep)
+            cursor.execute(_WRITABLE_SCHEMA_OFF)
+            # Other connections learn of the change by the schema version, as after DROP TABLE.
+            cursor.execute(_SET_SCHEMA_VERSION.format(int(version) + 1))
+        self.datastore.vacuum()
+
+    def _integrity_problems(self, check: str) -> list[str]:
+        """What an integrity check statement reports ([] for "ok"); a check that SQLite stops
+        with a corruption error reports that error."""
+        try:
+            with self.datastore.transaction(commit=False) as cursor:
+                problems = [row[0] for row in cursor.execute(check)]
+        except (DatabaseError, apsw.CorruptError) as error:
+            return [str(error)]
+        return [] if problems == ["ok"] else problems
 
     def stats(self) -> dict[str, Any]:
         """Counts and sizes: entries by source and type, streams, payload and file bytes."""

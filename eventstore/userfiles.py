@@ -19,6 +19,9 @@ from pathlib import Path
 SUFFIX = ".chatledger"
 # The files SQLite keeps beside the database in WAL mode.
 COMPANION_SUFFIXES = ("", "-wal", "-shm", "-journal")
+# The order `flush` deletes them in: the database last, so that a flush killed half-way leaves
+# the database file, by which the next `flush` (and `store_files`) still finds the rest.
+_FLUSH_ORDER = ("-journal", "-wal", "-shm", "")
 
 _SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789-_")
 # Windows device names are reserved with any extension and in any case.
@@ -40,6 +43,12 @@ def encode_user_id(user_id: str) -> str:
         raise UserIdError("the user id is empty: every store belongs to one user")
     if "\x00" in user_id:
         raise UserIdError("the user id contains a NUL character")
+    try:
+        # A backend's user id is JSON text; a lone surrogate (what a shell passes for bytes
+        # that are not UTF-8) could name a file but never be stored in it.
+        user_id.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UserIdError("the user id is not valid text (it holds a lone surrogate)") from None
     stem = "".join(
         chr(b) if b in _SAFE else f"~{b:02X}" for b in user_id.encode("utf-8", "surrogatepass")
     )
@@ -82,10 +91,25 @@ def companion_files(db_path: Path) -> list[Path]:
     return [db_path.with_name(db_path.name + suffix) for suffix in COMPANION_SUFFIXES]
 
 
+def store_files(db_path: Path) -> list[Path]:
+    """The files of a store that are there (symbolic links included, dangling or not)."""
+    return [path for path in companion_files(db_path) if os.path.lexists(path)]
+
+
+def symlinked_files(db_path: Path) -> list[Path]:
+    """The store's files that are symbolic links. A link planted at one of these names would
+    make SQLite write the user's data wherever it points, outside the data directory and with
+    that file's mode, and `flush` would remove only the link."""
+    return [path for path in companion_files(db_path) if path.is_symlink()]
+
+
 def flush_files(db_path: Path) -> list[Path]:
-    """Delete a store's database and its companions; returns what was removed."""
+    """Delete a store's database and its companions; returns what was removed.
+
+    Symbolic links are removed, never followed. The database goes last: killed at any step,
+    a second call finds the store and removes the rest."""
     removed = []
-    for path in companion_files(db_path):
+    for path in (db_path.with_name(db_path.name + suffix) for suffix in _FLUSH_ORDER):
         try:
             path.unlink()
         except FileNotFoundError:

@@ -20,7 +20,6 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import apsw
-import msgspec
 
 from chatledger.eventstore.commands import (
     Command,
@@ -31,6 +30,7 @@ from chatledger.eventstore.commands import (
     send_command_id,
 )
 from chatledger.eventstore.ids import time_ordered_uuid
+from chatledger.eventstore.wire import decode_stored, unstorable_reason
 from chatledger.projections.outbox import Outbox, surely_unsent
 from chatledger.projections.queries import ReadModel
 
@@ -97,7 +97,7 @@ class ActionsMixin:
         if row[2] is not None:
             raw = ReadModel._extract_message(self.log.datastore.codec.decode(row[2], row[3]),
                                              row[1])
-            decoded = msgspec.json.decode(raw) if raw else {}
+            decoded = decode_stored(raw) if raw else {}
             obj = decoded if isinstance(decoded, dict) else {}
         return row[0], {**obj, "id": message_id}
 
@@ -114,6 +114,10 @@ class ActionsMixin:
         request: dict[str, Any], message: dict[str, Any] | None = None,
         depends_on: str | None = None, command_id: str | None = None,
     ) -> str:
+        # What the log would refuse from the backend is refused here too, with the reason:
+        # a reader must be able to show every action back (and an SQLite column hold it).
+        if reason := unstorable_reason(request) or unstorable_reason(message):
+            raise CommandError(f"the action's data cannot be stored: {reason}")
         command_id = command_id or new_command_id(kind)
         command = Command.request_command(command_id, kind, cid=cid, message_id=message_id,
                                           request=request, message=message,
@@ -123,7 +127,14 @@ class ActionsMixin:
             if dependency is not None and dependency[3] == CommandStatus.REJECTED:
                 # Waiting for something that was refused: refused with it (and retried with it).
                 command.reject(f"depends on rejected {depends_on}")
-        self.outbox.save(c, command)
+        try:
+            self.outbox.save(c, command)
+        except UnicodeEncodeError:
+            # A lone surrogate (from text decoded with errors="surrogateescape") is not text:
+            # refused here, with the reason, before anything is stored.
+            raise CommandError("the action holds text that is not valid (a lone surrogate)") from None
+        except RecursionError:
+            raise CommandError("the action's data is nested too deeply") from None
         return command_id
 
     def _waits_for(self, c: apsw.Cursor, message_id: str) -> str | None:

@@ -34,8 +34,8 @@ import apsw
 import msgspec
 
 from chatledger.eventstore.log import StoreError
-from chatledger.eventstore.wire import WireError, parse_time
-from chatledger.eventstore.wire.times import format_time
+from chatledger.eventstore.wire import WireError, decode_stored, parse_time, repair_utf8
+from chatledger.eventstore.wire.times import format_time_or_none
 from chatledger.projections.queries import (
     ReadModel,
     channel_state_of,
@@ -102,7 +102,8 @@ _MESSAGE_COLUMNS = ("id, cid, created_at, user_id, type, parent_id, show_in_chan
 
 
 def _time(us: int | None) -> str | None:
-    return None if us is None else format_time(us)
+    # A time out of RFC 3339's range (stored by an older version) is written as unknown.
+    return format_time_or_none(us)
 
 
 def _parsed(text: str | None) -> int | None:
@@ -115,8 +116,8 @@ def _parsed(text: str | None) -> int | None:
 def _patched(raw: bytes, changes: dict[str, Any]) -> bytes:
     """`raw` with some top-level keys set: decoded and encoded again, keys kept in order."""
     if not changes:
-        return raw
-    document = msgspec.json.decode(raw)
+        return repair_utf8(raw)  # an older version may have stored text that is not UTF-8
+    document = decode_stored(raw)
     document.update(changes)
     return msgspec.json.encode(document)
 
@@ -300,7 +301,7 @@ class _Writer:
         except _DECODE_ERRORS:
             fields = None
         if fields is None:  # heard of only through its events: the row is all there is
-            custom = msgspec.json.decode(row[16]) if row[16] else {}
+            custom = decode_stored(row[16]) if row[16] else {}
             built = {"id": row[3], "type": row[2], "cid": cid, "name": row[4],
                      "created_by": {"id": row[5]} if row[5] else None,
                      "created_at": _time(row[6]), "updated_at": _time(row[7]),

@@ -38,6 +38,7 @@ import msgspec
 
 from chatledger.eventstore import commands, ingest
 from chatledger.eventstore.codec import PayloadCodec
+from chatledger.eventstore.wire import decode_stored
 from chatledger.eventstore.log import StoreError
 from chatledger.eventstore.schema import Source, events_table
 from chatledger.projections.apply import Item, Projector
@@ -339,10 +340,7 @@ def _get(value: Any, key: str) -> Any:
 
 def _object(payload: bytes) -> dict[str, Any] | None:
     """The payload as a JSON object, or None when it is not one."""
-    try:
-        doc = msgspec.json.decode(payload)
-    except (msgspec.MsgspecError, ValueError, RecursionError):
-        return None
+    doc = decode_stored(payload)
     return doc if isinstance(doc, dict) else None
 
 
@@ -380,10 +378,7 @@ def command_mentions(topic: str, payload: bytes, message_id: str) -> bool:
 
 def command_note(topic: str, payload: bytes) -> str:
     """What a command's event says, in words: which action, which attempt, which outcome."""
-    try:
-        doc = msgspec.json.decode(payload)
-    except (msgspec.MsgspecError, ValueError, RecursionError):
-        doc = {}
+    doc = decode_stored(payload)
     doc = doc if isinstance(doc, dict) else {}
     error = doc.get("error") if isinstance(doc.get("error"), dict) else {}
     said = " ".join(str(v) for v in (error.get("status"), error.get("message")) if v)
@@ -410,10 +405,7 @@ def command_note(topic: str, payload: bytes) -> str:
 
 def message_object(payload: bytes, slot: int) -> dict[str, Any]:
     """The message object at `slot` of a payload (see `schema.SLOT_*`), decoded; {} if none."""
-    try:
-        doc = msgspec.json.decode(payload)
-    except (msgspec.MsgspecError, ValueError, RecursionError):
-        return {}
+    doc = decode_stored(payload)
     if slot == SLOT_EVENT:
         found = _get(doc, "message")
     elif slot == SLOT_RESPONSE:

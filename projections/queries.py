@@ -14,7 +14,8 @@ import msgspec
 
 from chatledger.eventstore.codec import PayloadCodec
 from chatledger.eventstore.datastore import APSWDatastore
-from chatledger.eventstore.wire.times import format_time
+from chatledger.eventstore.wire import decode_stored
+from chatledger.eventstore.wire.times import format_time_or_none
 from chatledger.projections.filters import canonical_query_key, compile_channel_query
 from chatledger.projections.mutes import MuteReader, now_us
 from chatledger.projections.ranges import RANGES_OVERLAPPING, MessagePage, find_gaps
@@ -122,7 +123,7 @@ class StoredMessage:
     raw: bytes = b""
 
     def json(self) -> dict[str, Any]:
-        return msgspec.json.decode(self.raw) if self.raw else {}
+        return decode_stored(self.raw) if self.raw else {}
 
     @property
     def reaction_counts(self) -> dict[str, int]:
@@ -349,7 +350,7 @@ class ReadModel:
             out.append(ChannelSummary(
                 cid=cid, name=row[1], last_message_at=row[2], member_count=row[3],
                 unread_count=row[6], hidden=bool(row[4]), membership=membership,
-                last_message=last, custom=msgspec.json.decode(row[5]) if row[5] else {},
+                last_message=last, custom=decode_stored(row[5]) if row[5] else {},
             ))
         return out
 
@@ -370,7 +371,7 @@ class ReadModel:
         key = canonical_query_key(filter, sort)
         with self.datastore.transaction(commit=False) as c:
             row = c.execute("SELECT cids FROM channel_queries WHERE query=?", (key,)).fetchone()
-        return None if row is None else msgspec.json.decode(row[0])
+        return None if row is None else decode_stored(row[0])
 
     # -- one channel ---------------------------------------------------------------------------
 
@@ -382,7 +383,7 @@ class ReadModel:
             if row is None:
                 return None
             raw = self._channel_raw(c, row[0], row[1])
-            channel = msgspec.json.decode(raw) if raw else _one_dict(
+            channel = decode_stored(raw) if raw else _one_dict(
                 c, "SELECT * FROM channels WHERE cid=?", (cid,))
             page = self._channel_page(c, cid, None, before=True, inclusive=False,
                                       limit=messages)
@@ -550,7 +551,7 @@ class ReadModel:
                 return None
             raw = user_object(self._payload(c, row["position"]), row["slot"], user_id)
             current = self._own_figures(c) if user_id == self.own else {}
-        data = msgspec.json.decode(raw) if raw else {"id": user_id, "name": row["name"],
+        data = decode_stored(raw) if raw else {"id": user_id, "name": row["name"],
                                                       "role": row["role"]}
         return {**data, **current, "_row": row}
 
@@ -649,14 +650,14 @@ class ReadModel:
         with self.datastore.transaction(commit=False) as c:
             info = dict(c.execute("SELECT key, value FROM connection"))
         if isinstance(info.get("last_sync_at"), int):
-            info["last_sync_at"] = format_time(info["last_sync_at"])
+            info["last_sync_at"] = format_time_or_none(info["last_sync_at"])
         return info
 
     def last_sync_at(self) -> str | None:
         """The time up to which the store holds every event (RFC 3339), or None before any sync."""
         with self.datastore.transaction(commit=False) as c:
             row = c.execute("SELECT value FROM connection WHERE key='last_sync_at'").fetchone()
-        return format_time(row[0]) if row and isinstance(row[0], int) else None
+        return format_time_or_none(row[0]) if row and isinstance(row[0], int) else None
 
     def unprojected(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Log entries stored but not wholly projected (a value the tables cannot hold was left
@@ -677,10 +678,7 @@ _UNPROJECTED_COUNT = "SELECT COUNT(*) FROM unprojected"
 
 def _member_object(payload: bytes, key: str) -> dict[str, Any] | None:
     """`payload[key]` when the payload is an object holding an object there."""
-    try:
-        doc = msgspec.json.decode(payload)
-    except (msgspec.MsgspecError, ValueError, RecursionError):
-        return None
+    doc = decode_stored(payload)
     value = doc.get(key) if isinstance(doc, dict) else None
     return value if isinstance(value, dict) else None
 

@@ -99,7 +99,7 @@ class ChatStore(ActionsMixin, ReadAPI):
         """
         directory = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
         path = user_db_path(directory, user_id)
-        if not path.exists():
+        if not os.path.lexists(path):  # a link, even dangling, is there: EventLog.open refuses it
             if not create:
                 raise StoreError(f"no store for user {user_id!r} in {directory}")
             try:

@@ -160,7 +160,8 @@ def test_log_pages_newest_first_and_filters(browser, connection):
     assert len(rows) == min(total, PAGE) and rows[0]["position"] == total
     assert rows[0]["received_at"].endswith("Z") and json.loads(rows[0]["event"]) is not None
     user_stream = browser.rows("log", stream=ingest.USER_STREAM, type=ingest.SYNC_RESULT)
-    assert user_stream and all(r["stream"] == "@user" and r["source"] in ("sync", "local")
+    # A sync point is written with what it covers: a /sync answer, or the first query's answer.
+    assert user_stream and all(r["stream"] == "@user" and r["source"] in ("sync", "query", "local")
                                for r in user_stream)
     older = browser.rows("log", before=10)
     assert [r["position"] for r in older] == list(range(9, 0, -1))

@@ -86,14 +86,18 @@ def test_threads_from_thread_updated(store):
 
 
 def test_an_integer_too_big_for_sqlite_costs_only_its_own_projection(store):
-    """msgspec reads integers up to 2**64; SQLite stores up to 2**63 - 1. The entry stays in the
-    log, the rest of the batch is stored and projected."""
+    """msgspec reads integers of any size; SQLite stores up to 2**63 - 1. The entry stays in the
+    log with the value, the value is left out of the tables and recorded, and the rest of the
+    batch is stored and projected."""
     huge = 2**63 + 5
     bad = event("message.new", message=message("big", reply_count=huge))
     state = channel_state("messaging:other")
     state["channel"]["member_count"] = huge
     result = store.ingest_many([bad, event("message.new", message=message("fine"))])
-    assert result.stored == 2
-    assert store.message("fine") is not None
-    store.ingest_channel_state(state)
-    assert len(store.history()) == 3
+    assert result.stored == 2 and not result.quarantined
+    assert store.message("fine") is not None and store.message("big") is not None
+    assert store.message("big").json()["reply_count"] == huge  # as stored, exactly
+    assert store.ingest_channel_state(state).stored >= 1
+    assert len(store.history()) >= 3 and not store.quarantine()
+    assert {entry["position"] for entry in store.unprojected()} >= {result.positions[0]}
+    assert store.verify() == []

@@ -346,3 +346,59 @@ def test_import_report_counts_add_up_for_a_known_file(tmp_path: Path) -> None:
     report = json.loads(result.stdout.splitlines()[0])
     assert (report["items"], report["stored"], report["quarantined"]) == (5, 2, 3)
     assert result.exit_code == 1 and not math.isnan(float(report["first_position"]))
+
+
+# --------------------------------------------------------------------------------------------
+# Hostile values spliced into valid events: refused at ingest or shown by every reader
+
+HOSTILE_SCALARS = st.one_of(
+    # Any bytes in a string, but a line break (it would end the line: two items, not one).
+    st.binary(min_size=1, max_size=6).map(lambda b: b'"' + b.replace(b'"', b"'").replace(
+        b"\\", b"/").replace(b"\n", b" ").replace(b"\r", b" ") + b'"'),
+    st.integers(min_value=-(2**80), max_value=2**80).map(lambda n: str(n).encode()),
+    st.sampled_from([b"1e999", b"-1E+400", b"1.5e-999", b'"\\u001b]0;t\\u0007"',
+                     b'"\\u2028\\u0085"', b'"\\ud83d\\ude00"', b'"0000-01-01T00:00:00Z"']),
+)
+HOSTILE_LINES = st.builds(
+    lambda value, depth, where, mid: message_new(mid=mid).replace(
+        {"text": b'"text":"hello"', "flag": b'"custom_flag":true',
+         "time": b'"created_at":"2026-11-25T10:00:00.000000Z"'}[where],
+        {"text": b'"text":', "flag": b'"custom_flag":', "time": b'"created_at":'}[where]
+        + b"[" * depth + value + b"]" * depth, 1),
+    HOSTILE_SCALARS, st.integers(0, 70), st.sampled_from(["text", "flag", "time"]),
+    st.sampled_from(["h1", "h2", "h3"]))
+READERS = [["channels"], ["channels", "--json"], ["log"], ["log", "--json"], ["stats"],
+           ["show", "channel", "messaging:general"], ["show", "message", "h1", "--json"],
+           ["explain", "h1"], ["export", "-"]]
+
+
+@settings(max_examples=scaled(15, 200), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(HOSTILE_LINES, st.just(message_new(mid="ok"))), min_size=1,
+                max_size=6))
+def test_hostile_values_in_an_import_are_refused_or_shown_by_every_reader(
+        lines: list[bytes]) -> None:
+    with tempfile.TemporaryDirectory() as directory:
+        base = ["--data-dir", str(Path(directory) / "data"), "--user", "alice"]
+        runner = CliRunner()
+        result = runner.invoke(cli, [*base, "import", "--json", "-"],
+                               input=b"\n".join(lines) + b"\n")
+        assert result.exit_code in (0, 1) and "Traceback" not in result.output, result.output
+        report = json.loads(result.stdout.splitlines()[0])
+        assert report["items"] == len(lines)
+        assert report["stored"] + report["quarantined"] == len(lines)
+        for command in READERS:
+            shown = runner.invoke(cli, [*base, *command])
+            assert "Traceback" not in shown.output, (command, shown.output)
+            assert shown.exit_code in (0, 1), (command, shown.output)  # 1: h1 not stored
+            assert "\x1b" not in shown.output and "\u2028" not in shown.stdout
+            if "--json" in command:
+                for line in shown.stdout.splitlines():
+                    json.loads(line)
+        store = ChatStore.open(Path(directory) / "data", "alice", create=False)
+        try:
+            check_store(store)
+            for entry in store.history():
+                entry.json()
+        finally:
+            store.close()

@@ -3,6 +3,7 @@
 - `errors`: `WireError`, and msgspec's errors turned into its short reasons.
 - `times`: RFC 3339 text <-> integer microseconds (`parse_time`, `format_time`, `UNSET_TIME`).
 - `heads`: what the log needs: event heads and exact Raw splits of query-channels and sync answers.
+- `values`: what the log stores must read back (`check_storable`), and never-failing reads.
 - `models`: the full models for projections (`Event`, `Message`, `Channel`, ...) and `custom_fields`.
 
 Every public name is re-exported here: `from chatledger.eventstore.wire import X` is the usual way.
@@ -52,14 +53,40 @@ from chatledger.eventstore.wire.models import (
     decode_full_event,
     decode_model,
 )
-from chatledger.eventstore.wire.times import UNSET_TIME, format_time, parse_time
+from chatledger.eventstore.wire.times import (
+    MAX_TIME_US,
+    MIN_TIME_US,
+    UNSET_TIME,
+    format_time,
+    format_time_or_none,
+    parse_time,
+)
+from chatledger.eventstore.wire.values import (
+    MAX_DEPTH,
+    UNREADABLE_KEY,
+    check_storable,
+    compact_json,
+    decode_stored,
+    repair_utf8,
+    unstorable_reason,
+)
 
 __all__ = [
     "WireError",
     "UNSET_TIME",
+    "MIN_TIME_US",
+    "MAX_TIME_US",
     "NO_RAW",
     "parse_time",
     "format_time",
+    "format_time_or_none",
+    "MAX_DEPTH",
+    "UNREADABLE_KEY",
+    "check_storable",
+    "compact_json",
+    "decode_stored",
+    "repair_utf8",
+    "unstorable_reason",
     "EventHead",
     "decode_event",
     "QueryChannelsResponse",

@@ -7,7 +7,8 @@ from datetime import datetime
 
 from chatledger.eventstore.wire.errors import WireError
 
-__all__ = ["UNSET_TIME", "parse_time", "format_time"]
+__all__ = ["UNSET_TIME", "MIN_TIME_US", "MAX_TIME_US", "parse_time", "format_time",
+           "format_time_or_none"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -55,6 +56,11 @@ def _civil_from_days(days: int) -> tuple[int, int, int]:
 
 
 _UNSET_US = _days_from_civil(1, 1, 1) * _US_PER_DAY
+# RFC 3339 writes years 0000-9999; the backend's times start at year 1 (its "unset" sentinel).
+# A time whose UTC value falls outside is refused at ingest, so everything stored can be written
+# back as RFC 3339 text by every reader.
+MIN_TIME_US = _UNSET_US
+MAX_TIME_US = _days_from_civil(10_000, 1, 1) * _US_PER_DAY - 1
 
 
 def _parse_time_slow(value: str) -> int | None:
@@ -87,6 +93,8 @@ def _parse_time_slow(value: str) -> int | None:
         offset = (off_h * 60 + off_m) * 60_000_000
         base -= offset if sign == "+" else -offset
     us = base + second * 1_000_000 + micros
+    if not MIN_TIME_US <= us <= MAX_TIME_US:
+        raise WireError(f"out of range (years 0001-9999 in UTC): {value[:64]!r}")
     return None if us == _UNSET_US else us
 
 
@@ -113,7 +121,9 @@ def parse_time(value: str) -> int | None:
 
 
 def format_time(us: int) -> str:
-    """Microseconds since the epoch -> RFC 3339 UTC with 6 fractional digits and "Z"."""
+    """Microseconds since the epoch -> RFC 3339 UTC with 6 fractional digits and "Z".
+
+    Exact (integer arithmetic); ValueError outside years 0000-9999, which RFC 3339 cannot write."""
     days, rest = divmod(us, _US_PER_DAY)
     year, month, day = _civil_from_days(days)
     if not 0 <= year <= 9999:
@@ -123,3 +133,14 @@ def format_time(us: int) -> str:
     hour, minute = divmod(minutes, 60)
     return f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}.{micros:06d}Z"
 
+
+
+def format_time_or_none(us: int | None) -> str | None:
+    """`format_time`, or None for no time and for a time RFC 3339 cannot write (a value an
+    older version stored before times were checked at ingest)."""
+    if us is None:
+        return None
+    try:
+        return format_time(us)
+    except ValueError:
+        return None
