@@ -30,7 +30,17 @@ from typing import Any
 
 import click
 
-from benchmarks.common import default_reps, emit_json, environment, fmt_rate, median, progress, scratch_dir
+from benchmarks.baselines import plain_event_store_ingest, plain_event_store_rebuild, raw_apsw_append
+from benchmarks.common import (
+    default_reps,
+    emit_json,
+    environment,
+    fmt_rate,
+    median,
+    progress,
+    remove_db,
+    scratch_dir,
+)
 from benchmarks.project import (
     MachineLoad,
     build_store_file,
@@ -42,6 +52,8 @@ from benchmarks.project import (
 )
 
 TARGET_EVENTS_PER_S = 150_000
+# Issue 18: a rebuild at least as fast as raw APSW appending the same events, in the same run.
+TARGET_RATIO_RAW = 1.0
 TARGET_PEAK_RSS_BYTES = 200 * 1024 * 1024
 
 
@@ -186,14 +198,27 @@ def command(n_events: int, seed: int, directory: str | None, keep: bool, batch: 
     with scratch_dir(directory, keep=keep) as scratch:
         data_dir, path, build_s = build_store_file(scratch, workload, batch)
         before = file_figures(path, workload.payload_bytes)
+        plain_path = scratch / "plain-es.db"
+        progress(f"building the plain event-sourced store ({workload.events:,} events) ...")
+        plain_event_store_ingest(plain_path, workload.records, batch)
+        raw_s: list[float] = []
+        plain_s: list[float] = []
         load = MachineLoad()
         for rep in range(reps):
-            progress(f"rep {rep + 1}/{reps}: rebuild in a fresh process ...")
+            # The baselines alternate with the rebuilds, so that all see the same minutes.
+            progress(f"rep {rep + 1}/{reps}: raw APSW append of the same events ...")
+            raw_path = scratch / f"raw-{rep}.db"
+            raw_s.append(raw_apsw_append(raw_path, workload.records, batch))
+            remove_db(raw_path)
+            progress(f"  {raw_s[-1]:.2f} s; plain event-sourced rebuild ...")
+            plain_s.append(plain_event_store_rebuild(plain_path))
+            progress(f"  {plain_s[-1]:.2f} s; rebuild in a fresh process ...")
             run = run_child("benchmarks.rebuild", [str(data_dir), workload.user_id])
             progress(f"  {run['seconds']:.2f} s, {run['entries'] / run['seconds']:,.0f} events/s, "
                      f"peak RSS {run['peak_rss_bytes'] / 2**20:,.0f} MiB")
             runs.append(run)
         cores_busy_other = load.stop()
+        remove_db(plain_path)
         after = file_figures(path, workload.payload_bytes)
         if profile:
             progress("profiled rebuild (not counted) ...")
@@ -217,6 +242,8 @@ def command(n_events: int, seed: int, directory: str | None, keep: bool, batch: 
     rate = entries / seconds
     peak = max(r["peak_rss_bytes"] for r in runs)
     growth = max(r["peak_rss_bytes"] - r["rss_opened_bytes"] for r in runs)
+    raw_rate = n_events / median(raw_s)
+    plain_rate = n_events / median(plain_s)
     result: dict[str, Any] = {
         "benchmark": "rebuild",
         "events": n_events,
@@ -228,6 +255,14 @@ def command(n_events: int, seed: int, directory: str | None, keep: bool, batch: 
         "events_per_s": round(rate, 1),
         "mb_per_s": round(rate * workload.payload_bytes / n_events / 1e6, 2),
         "rebuild_s": round(seconds, 4),
+        "raw_apsw_events_per_s": round(raw_rate, 1),
+        "plain_rebuild_events_per_s": round(plain_rate, 1),
+        # entries (events plus the few the store adds) per second against events per second
+        "ratio_raw": round(rate / raw_rate, 4),
+        "target_ratio_raw": TARGET_RATIO_RAW,
+        "ratio_plain_rebuild": round(rate / plain_rate, 4),
+        "raw_runs_s": [round(x, 4) for x in raw_s],
+        "plain_rebuild_runs_s": [round(x, 4) for x in plain_s],
         "cpu_share": round(median([r["cpu_s"] / r["seconds"] for r in runs]), 3),
         "target_events_per_s": TARGET_EVENTS_PER_S,
         "peak_rss_bytes": peak,
@@ -244,6 +279,8 @@ def command(n_events: int, seed: int, directory: str | None, keep: bool, batch: 
         "runs_s": [round(r["seconds"], 4) for r in runs],
         "cores_busy_other": cores_busy_other,
         **sql,
+        **({"sql_floor_ratio_raw": round(sql["sql_floor_events_per_s"] / raw_rate, 4)}
+           if sql.get("sql_floor_events_per_s") else {}),
         "env": environment(),
     }
     _print_human(result)
@@ -275,6 +312,11 @@ def _print_human(r: dict[str, Any]) -> None:
     ok_file = r["file_ratio"] is not None and r["file_ratio"] <= 0.5
     table.add_row("events/s", fmt_rate(r["events_per_s"]), f">= {TARGET_EVENTS_PER_S:,}",
                   "ok" if ok_rate else "MISSES")
+    table.add_row("raw APSW append, same events", fmt_rate(r["raw_apsw_events_per_s"]), "", "")
+    table.add_row("plain event-sourced rebuild", fmt_rate(r["plain_rebuild_events_per_s"]), "", "")
+    table.add_row("rebuild / raw APSW append", f"{r['ratio_raw']:.2f}", f">= {TARGET_RATIO_RAW}",
+                  "ok" if r["ratio_raw"] >= TARGET_RATIO_RAW else "MISSES")
+    table.add_row("rebuild / plain rebuild", f"{r['ratio_plain_rebuild']:.2f}", "", "")
     table.add_row("rebuild seconds", f"{r['rebuild_s']:.2f}", "", "")
     table.add_row("CPU / wall", f"{r['cpu_share']:.2f}", "", "")
     table.add_row("peak RSS (whole process)", f"{r['peak_rss_mb']:,.1f} MiB",
