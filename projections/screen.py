@@ -13,7 +13,6 @@ rebuild, `verify` and the past (`as_of`, `explain`) all leave out the same value
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
@@ -25,8 +24,16 @@ INT64_MAX = 2**63 - 1
 
 # An integer beyond 64 bits has at least 19 digits. Most payloads have no such run at all, so
 # this scan (native code) is all they cost; a run inside a string (a long numeric id) only costs
-# the full check below.
-_LONG_DIGITS = re.compile(rb"\d{19}")
+# the full check below. The scan maps every digit to "0" and everything else to "." and looks
+# for 19 zeros: 1.6 us for a 1.46 KB event, where the regular expression `\d{19}` took 16.6 us
+# (it restarts at every digit of every timestamp): a quarter of a rebuild's time went to it.
+_DIGITS_AS_ZEROS = bytes(0x30 if 0x30 <= code <= 0x39 else 0x2E for code in range(256))
+_LONG_RUN = b"0" * 19
+
+
+def has_long_digits(payload: bytes) -> bool:
+    """True when `payload` holds a run of 19 or more ASCII digits (as `re` `rb"\\d{19}"`)."""
+    return _LONG_RUN in payload.translate(_DIGITS_AS_ZEROS)
 
 _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
@@ -44,7 +51,7 @@ class Screened(NamedTuple):
 
 def screen(payload: bytes) -> Screened:
     """`payload` with every integer outside SQLite's 64-bit range replaced by null."""
-    if _LONG_DIGITS.search(payload) is None:
+    if not has_long_digits(payload):
         return Screened(payload, [])
     try:
         value = _decode(payload)
@@ -83,7 +90,7 @@ def screened(c: apsw.Cursor, items: Iterable[Any]) -> Iterator[Any]:
     of one is recorded in `unprojected` under its position, in the caller's transaction."""
     for item in items:
         payload = item.payload
-        if type(payload) is not bytes or _LONG_DIGITS.search(payload) is None:
+        if type(payload) is not bytes or not has_long_digits(payload):
             yield item
             continue
         result = screen(payload)
