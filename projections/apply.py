@@ -404,10 +404,19 @@ class Projector:
         self._removed.forget()
         self._seen_version = None
         self.mutes.forget()
+        self.ranges.discard()
 
     # -- entry point ---------------------------------------------------------------------------
 
     def apply(self, c: apsw.Cursor, items: Iterable[Item]) -> None:
+        try:
+            self._apply(c, items)
+        except BaseException:
+            self.ranges.discard()
+            raise
+        self.ranges.flush(c)
+
+    def _apply(self, c: apsw.Cursor, items: Iterable[Item]) -> None:
         self._check_remembered(c)
         items = screened(c, items)  # values the tables cannot hold: left out, recorded
         handlers = self._handlers

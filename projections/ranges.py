@@ -52,11 +52,26 @@ RANGES_OVERLAPPING = (
 
 
 class HeldRanges:
-    """Keeps `held_ranges`: the projector calls it as messages arrive."""
+    """Keeps `held_ranges`: the projector calls it as messages arrive.
+
+    A run of `message.new` in one channel moves the end of the same stretch again and again:
+    the head of each channel is kept here and written once (`flush`), which the projector does
+    at the end of every `apply` (so the table is current whenever a transaction can commit).
+    A rebuild of 100,000 events spent 14 % of its time on the SELECT + UPDATE per new message
+    this replaces. Contract: between `extend_head` and `flush`, nothing but this object writes
+    `held_ranges` (its own `cover` and `forget` write the channel's head first); `discard`
+    drops what was not written (the transaction is being rolled back).
+    """
+
+    def __init__(self) -> None:
+        # cid -> [start_at, start_id, end_at, end_id, moved]: the newest stretch as it stands;
+        # `moved` when its end is not written yet.
+        self._heads: dict[str, list[Any]] = {}
 
     def cover(self, c: apsw.Cursor, cid: str, start: Key, end: Key) -> None:
         """Record that every message of `cid` from `start` to `end` (inclusive) is held,
         merging the stretches this one touches."""
+        self._write_head(c, cid)
         params = (cid, *start, *end)
         merged_start, merged_end = start, end
         for row in c.execute(_SELECT_OVERLAPPING, params).fetchall():
@@ -74,17 +89,40 @@ class HeldRanges:
 
     def extend_head(self, c: apsw.Cursor, cid: str, key: Key) -> None:
         """A new message of a followed channel: the newest stretch now reaches it."""
-        head = c.execute(_HEAD, (cid,)).fetchone()
+        head = self._heads.get(cid)
         if head is None:
-            c.execute(_INSERT, (cid, *key, *key))
-        elif (head[2], head[3]) <= key:
-            c.execute(_EXTEND_HEAD, (*key, cid, head[0], head[1]))
+            row = c.execute(_HEAD, (cid,)).fetchone()
+            if row is None:
+                c.execute(_INSERT, (cid, *key, *key))
+                self._heads[cid] = [*key, *key, False]
+                return
+            head = self._heads[cid] = [*row, False]
+        if (head[2], head[3]) <= key:
+            head[2], head[3], head[4] = key[0], key[1], True
         else:  # older than the newest held message: held only if a stretch covers it already
             self.cover(c, cid, key, key)
 
+    def flush(self, c: apsw.Cursor) -> None:
+        """Write the heads moved since the last flush, and forget them."""
+        for cid, head in self._heads.items():
+            if head[4]:
+                c.execute(_EXTEND_HEAD, (head[2], head[3], cid, head[0], head[1]))
+        self._heads.clear()
+
+    def discard(self) -> None:
+        """Forget the heads without writing them (the transaction is rolled back)."""
+        self._heads.clear()
+
     def forget(self, c: apsw.Cursor, cid: str) -> None:
         """The channel is gone (deleted, or left)."""
+        self._heads.pop(cid, None)
         c.execute(_FORGET, (cid,))
+
+    def _write_head(self, c: apsw.Cursor, cid: str) -> None:
+        """Write channel `cid`'s head if it moved, and forget it (the table is about to change)."""
+        head = self._heads.pop(cid, None)
+        if head is not None and head[4]:
+            c.execute(_EXTEND_HEAD, (head[2], head[3], cid, head[0], head[1]))
 
 
 class Gap(NamedTuple):
