@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import click
@@ -156,11 +157,20 @@ def child_main(argv: list[str]) -> None:
         cpu = _cpu_s() - cpu0
         rss_peak = _peak_rss_bytes()
         rss_now = _current_rss_bytes()
+        verify_s = None
+        if not (profile or sql_profile):
+            # After the memory figures: verify's scratch tables live in memory.
+            t1 = time.perf_counter()
+            differences = store.verify()
+            verify_s = time.perf_counter() - t1
+            if differences:
+                raise SystemExit(f"verify found {len(differences)} differences after a rebuild")
     finally:
         store.close()
     print(json.dumps({
         "entries": entries,
         "seconds": seconds,
+        "verify_s": verify_s,
         "cpu_s": cpu,
         "rss_start_bytes": rss_start,
         "rss_imported_bytes": rss_imported,
@@ -173,6 +183,83 @@ def child_main(argv: list[str]) -> None:
         "profiled": profile,
         "sql": sql,
     }), flush=True)
+
+
+# --- the floor of a fold-in-memory rebuild ------------------------------------------------------
+
+
+def fold_floor_figures(path: Path, user_id: str) -> dict[str, Any]:
+    """What a rebuild that folded every event in memory and wrote each row once, in key order,
+    could not go below, measured on the rebuilt store at `path` (in this process, after the reps):
+
+    - `fold_scan_s`: reading the log in order, decompressing each payload, screening it and
+      decoding it into the projector's structs (`payloads.EVENT`): the per-event work any replay
+      does before it decides anything;
+    - `fold_write_s`: SQLite writing the read tables' final rows once, in key order, into a fresh
+      file in one transaction, then building their indexes (`INSERT ... SELECT` from the rebuilt
+      file: no Python per row).
+
+    Their sum is the fold design's floor: its own logic (folding) comes on top of it.
+    """
+    import apsw
+    import msgspec
+
+    from benchmarks.common import timed
+    from chatledger import ChatStore
+    from chatledger.projections import payloads
+    from chatledger.projections.schema import INDEXES, LOOKUP_INDEXES, TABLES
+    from chatledger.projections.screen import has_long_digits
+
+    store = ChatStore.open(path.parent, user_id, create=False)
+    try:
+        log = store.log
+        decode_event = payloads.EVENT.decode
+        codec = log.datastore.codec
+
+        def scan() -> int:
+            count = 0
+            with log.datastore.transaction(commit=False) as c:
+                for codec_id, state in c.execute(
+                        f"SELECT codec, state FROM {log.recorder.events_table_name} ORDER BY rowid"):
+                    payload = codec.decode(codec_id, state)
+                    has_long_digits(payload)
+                    try:
+                        decode_event(payload)
+                    except (msgspec.MsgspecError, ValueError):
+                        pass
+                    count += 1
+            return count
+
+        scan_s, entries = timed(scan)
+    finally:
+        store.close()
+    target = path.parent / "fold-floor.db"
+    remove_db(target)  # left by an interrupted run
+    conn = apsw.Connection(str(target), flags=apsw.SQLITE_OPEN_READWRITE
+                           | apsw.SQLITE_OPEN_CREATE | apsw.SQLITE_OPEN_URI)
+    try:
+        for pragma in ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL",
+                       "PRAGMA wal_autocheckpoint=16000", "PRAGMA cache_size=-65536"):
+            conn.execute(pragma).fetchall()
+        for ddl in TABLES.values():
+            conn.execute(ddl)
+        conn.execute("ATTACH DATABASE ? AS src", (f"{path.resolve().as_uri()}?mode=ro",))
+
+        def write() -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            for name in TABLES:
+                conn.execute(f"INSERT INTO main.{name} SELECT * FROM src.{name}")
+            for ddl in LOOKUP_INDEXES + INDEXES:
+                conn.execute(ddl)
+            conn.execute("COMMIT")
+
+        write_s, _ = timed(write)
+        conn.execute("DETACH DATABASE src")
+    finally:
+        conn.close()
+    remove_db(target)
+    return {"fold_scan_s": round(scan_s, 4), "fold_write_s": round(write_s, 4),
+            "fold_floor_events_per_s": round(entries / (scan_s + write_s), 1)}
 
 
 # --- the subcommand ------------------------------------------------------------------------------
@@ -189,8 +276,12 @@ def child_main(argv: list[str]) -> None:
 @click.option("--sql-profile", is_flag=True,
               help="One more rebuild (not counted) with SQLite's per-statement times recorded: "
                    "the sql_* keys (how fast a rebuild could be if its Python cost nothing).")
+@click.option("--fold-floor", is_flag=True,
+              help="After the reps: the floor of a fold-in-memory rebuild (decode every entry, "
+                   "write each final row once in key order, index after): the fold_* keys.")
 def command(n_events: int, seed: int, directory: str | None, keep: bool, batch: int,
-            channels: int, users: int, reps: int | None, profile: bool, sql_profile: bool) -> None:
+            channels: int, users: int, reps: int | None, profile: bool, sql_profile: bool,
+            fold_floor: bool) -> None:
     """Rebuild of the read tables by replaying the log: events/s and peak memory (fresh process)."""
     reps = reps or default_reps(n_events)
     workload = prepare_workload(n_events, seed, channels, users)
@@ -219,6 +310,12 @@ def command(n_events: int, seed: int, directory: str | None, keep: bool, batch: 
             runs.append(run)
         cores_busy_other = load.stop()
         remove_db(plain_path)
+        fold: dict[str, Any] = {}
+        if fold_floor:
+            progress("the floor of a fold-in-memory rebuild (not counted) ...")
+            floor_load = MachineLoad()
+            fold = fold_floor_figures(path, workload.user_id)
+            fold["fold_cores_busy_other"] = floor_load.stop()
         after = file_figures(path, workload.payload_bytes)
         if profile:
             progress("profiled rebuild (not counted) ...")
@@ -255,6 +352,9 @@ def command(n_events: int, seed: int, directory: str | None, keep: bool, batch: 
         "events_per_s": round(rate, 1),
         "mb_per_s": round(rate * workload.payload_bytes / n_events / 1e6, 2),
         "rebuild_s": round(seconds, 4),
+        "verify_s": round(median([r["verify_s"] for r in runs]), 4),
+        # issue 18: verify within 1.25 x of rebuild's time
+        "verify_ratio_rebuild": round(median([r["verify_s"] for r in runs]) / seconds, 4),
         "raw_apsw_events_per_s": round(raw_rate, 1),
         "plain_rebuild_events_per_s": round(plain_rate, 1),
         # entries (events plus the few the store adds) per second against events per second
@@ -279,11 +379,19 @@ def command(n_events: int, seed: int, directory: str | None, keep: bool, batch: 
         "runs_s": [round(r["seconds"], 4) for r in runs],
         "cores_busy_other": cores_busy_other,
         **sql,
+        **fold,
+        **({"fold_floor_ratio_raw": round(fold["fold_floor_events_per_s"] / raw_rate, 4)}
+           if fold else {}),
         **({"sql_floor_ratio_raw": round(sql["sql_floor_events_per_s"] / raw_rate, 4)}
            if sql.get("sql_floor_events_per_s") else {}),
         "env": environment(),
     }
     _print_human(result)
+    if fold:
+        print(f"fold-in-memory floor: decoding every entry {fold['fold_scan_s']:.2f} s + writing "
+              f"each final row once in key order and indexing {fold['fold_write_s']:.2f} s = "
+              f"{fmt_rate(fold['fold_floor_events_per_s'])} events/s, "
+              f"{result['fold_floor_ratio_raw']:.2f} x raw APSW append.", flush=True)
     if sql:
         from benchmarks.sqlprofile import print_figures
 
@@ -318,6 +426,8 @@ def _print_human(r: dict[str, Any]) -> None:
                   "ok" if r["ratio_raw"] >= TARGET_RATIO_RAW else "MISSES")
     table.add_row("rebuild / plain rebuild", f"{r['ratio_plain_rebuild']:.2f}", "", "")
     table.add_row("rebuild seconds", f"{r['rebuild_s']:.2f}", "", "")
+    table.add_row("verify / rebuild (time)", f"{r['verify_ratio_rebuild']:.2f}", "<= 1.25",
+                  "ok" if r["verify_ratio_rebuild"] <= 1.25 else "MISSES")
     table.add_row("CPU / wall", f"{r['cpu_share']:.2f}", "", "")
     table.add_row("peak RSS (whole process)", f"{r['peak_rss_mb']:,.1f} MiB",
                   f"< {r['target_peak_rss_mb']} MiB", "ok" if ok_rss else "MISSES")
