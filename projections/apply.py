@@ -130,38 +130,54 @@ _MESSAGE_COLUMNS = ("cid, created_at, id, user_id, type, parent_id, show_in_chan
                     "pinned, pinned_at, updated_at, deleted_at, silent, position, slot, state_at")
 
 
-def _reply_count(count: str, message_id: str, parent_id: str, stamp: str, as_is: str) -> str:
+def _reply_count(count: str, parent_id: str, as_is: str, later: str, gone: str) -> str:
     """SQL for a message's reply count, from the count `count` its payload of server time
-    `stamp` gives: the replies the backend counted then, plus those on file created after,
-    less those it counted that were hard-deleted after. Whatever order the replies, the
-    deletions and the message's states arrive in, the count comes out the same. A reply has no
-    replies: its count is the payload's, without looking; and so is the count of a channel
-    state's message (`as_is` true), which is as of the query, a time the state does not give."""
-    return (
-        f"CASE WHEN {parent_id} IS NOT NULL OR {as_is} THEN {count} ELSE max(0, {count} "
-        f"+ (SELECT count(*) FROM messages WHERE parent_id={message_id} "
-        f"AND created_at > coalesce({stamp}, -1)) "
-        f"- (SELECT count(*) FROM deleted_messages WHERE parent_id={message_id} "
-        f"AND created_at <= {stamp} AND deleted_at > {stamp})) END")
+    `stamp` gives: the replies the backend counted then, plus those on file created after
+    (`later`), less those it counted that were hard-deleted after (`gone`); both from
+    `REPLIES_SINCE`. Whatever order the replies, the deletions and the message's states arrive
+    in, the count comes out the same. A reply has no replies: its count is the payload's,
+    without looking; and so is the count of a channel state's message (`as_is` true), which is
+    as of the query, a time the state does not give."""
+    return (f"CASE WHEN {parent_id} IS NOT NULL OR {as_is} THEN {count} "
+            f"ELSE max(0, {count} + {later} - {gone}) END")
 
 
-# A message not on file costs this one statement (the usual case). A hard-deleted id stays out,
-# and so does a message created before its channel was truncated (delivered late).
+# The two counts `_reply_count` needs for message ?1 whose state is of server time ?2.
+REPLIES_SINCE = (
+    "SELECT (SELECT count(*) FROM messages WHERE parent_id=?1 AND created_at > coalesce(?2, -1)), "
+    "(SELECT count(*) FROM deleted_messages WHERE parent_id=?1 "
+    "AND created_at <= ?2 AND deleted_at > ?2)")
+NO_REPLIES = (0, 0)
+# Whether message ?1, created at ?3 in channel ?2, may be filed (not when the backend
+# hard-deleted it, nor when it is older than its channel's truncation: delivered late), and,
+# when ?5 (a message that is no reply, not from a channel state), `REPLIES_SINCE` at ?4.
+# Asked by a statement of its own before a plain `INSERT ... VALUES`: the same checks inside
+# `INSERT INTO messages ... SELECT ... WHERE NOT EXISTS` (with subqueries on `messages`, which
+# made SQLite copy the row through a temporary table) measured 19.4 us a new message against
+# 2.2 + 9.7 us for the two statements (40,000 messages, alternating, same minutes).
+MESSAGE_FILING = (
+    "SELECT EXISTS (SELECT 1 FROM deleted_messages WHERE id=?1) "
+    "OR EXISTS (SELECT 1 FROM channels WHERE cid=?2 AND truncated_at > ?3), "
+    "CASE WHEN ?5 THEN (SELECT count(*) FROM messages WHERE parent_id=?1 "
+    "AND created_at > coalesce(?4, -1)) ELSE 0 END, "
+    "CASE WHEN ?5 THEN (SELECT count(*) FROM deleted_messages WHERE parent_id=?1 "
+    "AND created_at <= ?4 AND deleted_at > ?4) ELSE 0 END")
+
+
+# A message not on file costs this statement, after `MESSAGE_FILING` (?18, ?19: its counts).
 INSERT_MESSAGE = (
     f"INSERT OR IGNORE INTO messages ({_MESSAGE_COLUMNS}) "
-    f"SELECT ?1,?2,?3,?4,?5,?6,?7,{_reply_count('?8', '?3', '?6', '?16', '?17')},"
-    "?9,?10,?11,?12,?13,?14,?15,?16 "
-    "WHERE NOT EXISTS (SELECT 1 FROM deleted_messages WHERE id=?3) "
-    "AND NOT EXISTS (SELECT 1 FROM channels WHERE cid=?1 AND truncated_at > ?2)")
+    f"VALUES (?1,?2,?3,?4,?5,?6,?7,{_reply_count('?8', '?6', '?17', '?18', '?19')},"
+    "?9,?10,?11,?12,?13,?14,?15,?16)")
 MESSAGE_ON_FILE = ("SELECT created_at, local_state, local_command, position, slot, state_at "
                    "FROM messages WHERE id=?")
-# A payload without reply_count keeps the count the store has built up. ?18: the server time
-# the row will show (this state's, or the row's own when this one has none); ?19: a channel
-# state's message.
+# A payload without reply_count keeps the count the store has built up. ?18: a channel
+# state's message; ?19, ?20: `REPLIES_SINCE` for ?17 at the server time the row will show (this
+# state's, or the row's own when this one has none).
 REPLACE_MESSAGE = (
     "UPDATE messages SET cid=?1, created_at=?2, user_id=?3, type=?4, parent_id=?5, "
     "show_in_channel=?6, reply_count=CASE WHEN ?7 IS NULL THEN reply_count ELSE "
-    f"{_reply_count('?7', '?17', '?5', '?18', '?19')} END, "
+    f"{_reply_count('?7', '?5', '?18', '?19', '?20')} END, "
     "pinned=?8, pinned_at=?9, updated_at=?10, deleted_at=?11, silent=?12, position=?13, "
     "slot=?14, state_at=coalesce(?15, state_at), local_state=?16 WHERE id=?17")
 # A new reply counts for its parent unless the parent's state is newer (it counts it already).
@@ -556,16 +572,25 @@ class Projector:
             m.reply_count or 0, b(m.pinned), t(m.pinned_at), updated, gone_at, b(m.silent),
             position, slot, stamp,
         ]
+        counts = m.parent_id is None and not snapshot  # (else the payload's count stands)
+        replies = None
         if created is not None:
-            c.execute(INSERT_MESSAGE, (*row, snapshot))
-            if c.connection.changes():
-                if m.parent_id and not snapshot:
-                    self.count_reply(c, m.parent_id, created)
-                return True
+            refused, *replies = c.execute(MESSAGE_FILING, (m.id, cid, created, stamp,
+                                                           counts)).fetchone()
+            if not refused:
+                c.execute(INSERT_MESSAGE, (*row, snapshot, *replies))
+                if c.connection.changes():
+                    if m.parent_id and not snapshot:
+                        self.count_reply(c, m.parent_id, created)
+                    return True
         existing = c.execute(MESSAGE_ON_FILE, (m.id,)).fetchone()
         if existing is None:  # no time given, or hard-deleted: file it at the epoch, or not
             row[1] = 0
-            c.execute(INSERT_MESSAGE, (*row, snapshot))
+            refused, *replies = c.execute(MESSAGE_FILING, (m.id, cid, 0, stamp,
+                                                           counts)).fetchone()
+            if refused:
+                return False
+            c.execute(INSERT_MESSAGE, (*row, snapshot, *replies))
             if not c.connection.changes():
                 return False
             if m.parent_id and not snapshot:
@@ -583,8 +608,13 @@ class Projector:
             # A local change not yet tried: whatever the backend says predates it, so the row
             # keeps showing it (and its state) until the command's own outcome.
             new_state, row[13], row[14] = state, existing[3], existing[4]
+        shown_at = stamp if stamp is not None else on_file_at  # the row's time after this
+        if m.reply_count is None or not counts:
+            replies = NO_REPLIES
+        elif replies is None or shown_at != stamp:  # (else read above, nothing written since)
+            replies = c.execute(REPLIES_SINCE, (m.id, shown_at)).fetchone()
         c.execute(REPLACE_MESSAGE, (*row[:2], *row[3:7], m.reply_count, *row[8:], new_state, m.id,
-                                    stamp if stamp is not None else on_file_at, snapshot))
+                                    snapshot, *replies))
         return False
 
     def message_new(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
