@@ -331,6 +331,7 @@ def command(n_events: int, seed: int, directory: str | None, keep: bool, batch: 
     errors: dict[str, str] = {}
     files: dict[str, Any] = {}
     log_file: dict[str, Any] = {}
+    baseline_files: dict[str, Any] = {}
 
     load = MachineLoad()
     with scratch_dir(directory, keep=keep) as scratch:
@@ -367,7 +368,7 @@ def command(n_events: int, seed: int, directory: str | None, keep: bool, batch: 
                     elif subject == "log":
                         log_file = {"log_alone_file_bytes": checkpointed_size(path)}
                     elif subject in ("snapshot", "plain_es"):
-                        log_file[f"{subject}_file_ratio"] = round(
+                        baseline_files[f"{subject}_file_ratio"] = round(
                             checkpointed_size(path) / workload.payload_bytes, 4)
                 if not keep:
                     remove_db(path)
@@ -406,6 +407,7 @@ def command(n_events: int, seed: int, directory: str | None, keep: bool, batch: 
         "log_ratio_raw": rounded(ratio(log, raw), 4),
         **files,
         **log_file,
+        **baseline_files,
         "target_file_ratio": TARGET_FILE_RATIO,
         **sql,
         "runs_s": {s: [round(x, 4) for x in v] for s, v in seconds.items()},
