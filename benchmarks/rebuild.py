@@ -218,8 +218,8 @@ def fold_floor_figures(path: Path, user_id: str) -> dict[str, Any]:
 
         def scan() -> int:
             count = 0
-            with log.datastore.transaction(commit=False) as c:
-                for codec_id, state in c.execute(
+            with log.datastore.transaction(commit=False) as cursor:
+                for codec_id, state in cursor.execute(
                         f"SELECT codec, state FROM {log.recorder.events_table_name} ORDER BY rowid"):
                     payload = codec.decode(codec_id, state)
                     has_long_digits(payload)
