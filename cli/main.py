@@ -12,7 +12,7 @@ from eventsourcing.persistence import PersistenceError
 
 from chatledger.cli.actions import ACTION_COMMANDS
 from chatledger.cli.admin import flush_command, quarantine_command, stats_command
-from chatledger.cli.archive import backup_command, export_command
+from chatledger.cli.copies import backup_command, export_command
 from chatledger.cli.audit import as_of_group, explain_command
 from chatledger.cli.context import Context, fail
 from chatledger.cli.demo import demo_command
