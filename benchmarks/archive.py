@@ -4,8 +4,9 @@ One run builds `--users` stores holding `--entries` generated events in all (the
 progress on stderr), then measures, against one PostgreSQL (`--url`, or a throw-away cluster
 started for the run, see pg_cluster.py):
 
-- the limit: the same rows (every column push sends, read from the same stores the same way,
-  in the same batches) sent with the same binary `COPY` into a plain table: no indexes, no lock,
+- the limit: the same rows (every column push sends but the message ids, read from the same stores
+  the same way, in the same batches, formatted the same way) sent with the same `COPY` into a
+  plain table: no indexes, no lock,
   no mention extraction, no bookkeeping;
 - `archive.push` with 1 process (every store), then with 2 processes (half the stores each,
   into an archive of their own), each into a fresh schema;
@@ -64,17 +65,17 @@ _PLAIN_TABLE = (
     " received_at bigint, event_at bigint, connection_id text)")
 _PLAIN_COPY = (
     "COPY {schema}.plain (user_id, originator_id, originator_version, topic, state, position,"
-    " codec, source, received_at, event_at, connection_id) FROM STDIN (FORMAT BINARY)")
-_PLAIN_TYPES = ["text", "text", "int8", "text", "bytea", "int8", "int4", "int2", "int8", "int8",
-                "text"]
+    " codec, source, received_at, event_at, connection_id) FROM STDIN")
 
 
 def copy_limit(url: str, data_dir: Path, names: Sequence[str], batch: int) -> int:
-    """The same rows as push sends, by the same binary COPY, into a plain table."""
+    """The same rows as push sends, formatted the same way (copytext), by the same COPY,
+    into a plain table: one transaction per batch, nothing else."""
     import psycopg
 
     from chatledger.eventstore.log import EventLog
     from chatledger.eventstore.userfiles import user_db_path
+    from chatledger.sync.archive import copytext
 
     schema = _schema(url)
     copied = 0
@@ -86,13 +87,15 @@ def copy_limit(url: str, data_dir: Path, names: Sequence[str], batch: int) -> in
                 after, end = 0, log.max_position()
                 while after < end:
                     rows = log.stored_rows(after=after, upto=end, limit=batch)
+                    user, text, integer = copytext.text(name), copytext.text, copytext.integer
+                    data = "".join("\t".join((
+                        user, text(r.stream), str(r.version), text(r.type),
+                        copytext.bytea(r.state), str(r.position), str(r.codec), str(r.source),
+                        str(r.received_at), integer(r.event_at), text(r.connection_id))) + "\n"
+                        for r in rows)
                     with conn.transaction(), conn.cursor() as curs, \
                             curs.copy(_PLAIN_COPY.format(schema=schema)) as copy:
-                        copy.set_types(_PLAIN_TYPES)
-                        for r in rows:
-                            copy.write_row((name, r.stream, r.version, r.type, r.state,
-                                            r.position, r.codec, r.source, r.received_at,
-                                            r.event_at, r.connection_id))
+                        copy.write(data)
                     copied += len(rows)
                     after = rows[-1].position
     return copied

@@ -11,6 +11,7 @@ after the mark.
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from psycopg.sql import Composed
 
 from chatledger.eventstore import schema as log_schema
 from chatledger.eventstore.log import EventLog, StoredDictionary, StoredRow
+from chatledger.sync.archive import copytext
 from chatledger.sync.archive.connection import (
     ArchiveDatastore,
     ArchiveError,
@@ -35,7 +37,6 @@ from chatledger.sync.archive.persistence import EVENTS_TABLE, ArchiveApplication
 from chatledger.sync.archive.tables import (
     ARCHIVE_SCHEMA_VERSION,
     DEFAULT_SCHEMA,
-    EVENT_COPY_TYPES,
     Statements,
 )
 
@@ -156,24 +157,34 @@ class Archive:
         with self._errors(), self.datastore.transaction(commit=False) as curs:
             sent = {row["dictionary_id"]
                     for row in curs.execute(self.sql.dictionary_ids, (user_id,)).fetchall()}
-        after, pushed, total = mark, 0, max(end - mark, 0)
+        pushed, total, reached = 0, max(end - mark, 0), mark
         if on_progress is not None:
             on_progress(0, total)
-        while after < end:
-            rows = log.stored_rows(after=after, upto=end, limit=batch)
-            if not rows:
-                break
-            needed = {r.codec for r in rows if r.codec > 0} - sent
-            dictionaries = ([d for d in log.stored_dictionaries() if d.id in needed]
-                            if needed else [])
-            written, mark = self._write_batch(log, user_id, rows, dictionaries)
-            pushed += written
-            sent |= needed
-            after = max(rows[-1].position, mark)
-            if on_progress is not None:
-                on_progress(min(after, end) - (end - total), total)
+        if total == 0:
+            return UserPush(user_id, 0, 0, mark, round(time.monotonic() - started, 3))
+        # The next batch is read and formatted on a second thread while this one waits for
+        # the server to store the current one.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="chatledger-push") as reader:
+            upcoming = reader.submit(_Batch.read, log, user_id, mark, end, batch)
+            while True:
+                current = upcoming.result()
+                if not current.rows:
+                    break
+                last = current.rows[-1].position
+                if last < end:
+                    upcoming = reader.submit(_Batch.read, log, user_id, last, end, batch)
+                needed = current.codecs - sent
+                dictionaries = ([d for d in log.stored_dictionaries() if d.id in needed]
+                                if needed else [])
+                written, reached = self._write_batch(user_id, current, dictionaries)
+                pushed += written
+                sent |= needed
+                if on_progress is not None:
+                    on_progress(min(max(last, reached), end) - mark, total)
+                if last >= end:
+                    break
         return UserPush(user_id, pushed, total - pushed if total >= pushed else 0,
-                        max(after, mark), round(time.monotonic() - started, 3))
+                        max(reached, mark), round(time.monotonic() - started, 3))
 
     def _check_same_history(self, log: EventLog, user_id: str, mark: int) -> None:
         at = min(mark, log.max_position())
@@ -193,12 +204,11 @@ class Archive:
                 "to compare")
 
     def _write_batch(
-        self, log: EventLog, user_id: str, rows: Sequence[StoredRow],
-        dictionaries: Sequence[StoredDictionary],
+        self, user_id: str, batch: _Batch, dictionaries: Sequence[StoredDictionary],
     ) -> tuple[int, int]:
         """One transaction: the rows the archive lacks, and everything kept beside them.
         Returns (rows written, the user's high-water mark after it)."""
-        prepared, payload_bytes = _prepare(log, user_id, rows)
+        rows = batch.rows
         with self._errors(), self.datastore.transaction(commit=True) as curs:
             for statement in self.recorder.lock_table_statements:
                 curs.execute(statement)
@@ -211,18 +221,15 @@ class Archive:
                     f"the archive holds user {user_id!r} up to position {mark}, but this push "
                     f"expected {rows[0].position - 1}: was it changed by hand?")
             skip = mark - (rows[0].position - 1)  # entries a concurrent push stored already
-            rows, prepared = rows[skip:], prepared[skip:]
+            rows, sizes = rows[skip:], batch.payload_bytes[skip:]
             for d in dictionaries:
                 curs.execute(self.sql.insert_dictionary,
                              (user_id, d.id, d.created_at, d.trained_on, d.level, d.data))
             with curs.copy(self.sql.copy_events) as copy:
-                copy.set_types(EVENT_COPY_TYPES)
-                for record in prepared:
-                    copy.write_row(record)
-            curs.execute(self.sql.record_push, (user_id, len(rows), rows[-1].position,
-                                                sum(payload_bytes[skip:])))
+                copy.write("".join(batch.lines[skip:]))
+            curs.execute(self.sql.record_push, (user_id, len(rows), rows[-1].position, sum(sizes)))
             self._record_commands(curs, user_id, rows)
-            self._record_daily(curs, user_id, rows, payload_bytes[skip:])
+            self._record_daily(curs, user_id, rows, sizes)
         return len(rows), rows[-1].position
 
     def _record_commands(self, curs: Any, user_id: str, rows: Sequence[StoredRow]) -> None:
@@ -320,19 +327,35 @@ class Archive:
         self.close()
 
 
-def _prepare(log: EventLog, user_id: str, rows: Sequence[StoredRow]) -> tuple[list[tuple[Any, ...]], list[int]]:
-    """The COPY records of `rows`, and each payload's size as it arrived."""
-    decode = log.decode_payload
-    local = int(log_schema.Source.LOCAL)
-    records: list[tuple[Any, ...]] = []
-    sizes: list[int] = []
-    for r in rows:
-        payload = decode(r.codec, r.state)
-        sizes.append(len(payload))
-        records.append((user_id, r.stream, r.version, r.type, r.state, r.position, r.codec,
-                        r.source, r.received_at, r.event_at, r.connection_id,
-                        message_ids(r.type, payload, local=r.source == local)))
-    return records, sizes
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    """Entries of one user's log as a push sends them: the rows, their COPY lines, the size
+    of each payload as it arrived, and the dictionaries the rows were compressed with."""
+
+    rows: list[StoredRow]
+    lines: list[str]
+    payload_bytes: list[int]
+    codecs: frozenset[int]
+
+    @classmethod
+    def read(cls, log: EventLog, user_id: str, after: int, end: int, limit: int) -> _Batch:
+        rows = log.stored_rows(after=after, upto=end, limit=limit)
+        decode = log.decode_payload
+        local = int(log_schema.Source.LOCAL)
+        text, integer, null = copytext.text, copytext.integer, copytext.NULL
+        user = text(user_id)
+        lines: list[str] = []
+        sizes: list[int] = []
+        for r in rows:
+            payload = decode(r.codec, r.state)
+            sizes.append(len(payload))
+            lines.append("\t".join((
+                user, text(r.stream), str(r.version), text(r.type), copytext.bytea(r.state),
+                str(r.position), str(r.codec), str(r.source), str(r.received_at),
+                null if r.event_at is None else integer(r.event_at), text(r.connection_id),
+                copytext.text_array(message_ids(r.type, payload, local=r.source == local)),
+            )) + "\n")
+        return cls(rows, lines, sizes, frozenset(r.codec for r in rows if r.codec > 0))
 
 
 def _iso(moment: datetime | None) -> str | None:

@@ -56,9 +56,6 @@ _CREATE = [
 
 _EVENT_COLUMNS = ("user_id, originator_id, originator_version, topic, state, position, codec,"
                   " source, received_at, event_at, connection_id, message_ids")
-# The COPY's binary types, in the order of _EVENT_COLUMNS.
-EVENT_COPY_TYPES = ["text", "text", "int8", "text", "bytea", "int8", "int4", "int2", "int8",
-                    "int8", "text", "text[]"]
 
 
 class Statements:
@@ -94,8 +91,8 @@ class Statements:
         self.insert_dictionary = sql(
             "INSERT INTO {schema}.{dictionaries} (user_id, dictionary_id, created_at, trained_on,"
             " level, data) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING")
-        self.copy_events = sql("COPY {schema}.{events} (" + _EVENT_COLUMNS + ") FROM STDIN"
-                               " (FORMAT BINARY)")
+        # Text format: see copytext.py.
+        self.copy_events = sql("COPY {schema}.{events} (" + _EVENT_COLUMNS + ") FROM STDIN")
         self.record_push = sql(
             "INSERT INTO {schema}.{users} AS u (user_id, entries, last_position, payload_bytes,"
             " first_push_at, last_push_at) VALUES (%s, %s, %s, %s, now(), now())"
@@ -153,5 +150,5 @@ class Statements:
         }
 
 
-__all__ = ["ARCHIVE_SCHEMA_VERSION", "DEFAULT_SCHEMA", "EVENT_COPY_TYPES", "REFUSED_STATE",
+__all__ = ["ARCHIVE_SCHEMA_VERSION", "DEFAULT_SCHEMA", "REFUSED_STATE",
            "SETTLED_STATES", "Statements"]
