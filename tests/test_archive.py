@@ -253,6 +253,21 @@ def _entries_in(url: str, schema: str) -> int:
             return 0
 
 
+def test_awkward_ids_and_envelopes_survive_the_copy(url: str, schema: str, tmp_path: Path) -> None:
+    # COPY's text format escapes backslashes, tabs and newlines; arrays escape quotes.
+    data = tmp_path / "data"
+    odd = 'm\\1\t"two"\n{x},é'
+    user_id = "od\\d\tuser \"q\""
+    with ChatStore.open(data, user_id) as store:
+        store.ingest(message_new("messaging:we\\ird\tcid", odd), connection_id="c\\1\n2")
+        store.ingest(reaction_new(CID, odd))
+        store.send_message(CID, "local", id=odd + "-local")
+    archive.push(url, data_dir=data, schema=schema)
+    assert [f["position"] for f in archive.find(url, odd, schema=schema)] == [1, 2]
+    archive.pull(url, user_id, data_dir=tmp_path / "pulled", schema=schema)
+    assert_same_store(data, tmp_path / "pulled", user_id)
+
+
 def test_another_history_of_a_user_is_refused(url: str, schema: str, tmp_path: Path) -> None:
     make_store(tmp_path / "one", "alice", events=100, seed=1)
     make_store(tmp_path / "two", "alice", events=100, seed=2)
