@@ -102,25 +102,32 @@ class Archive:
         return row is not None
 
     def _create(self, conn: psycopg.Connection[Any]) -> None:
+        key = (f"chatledger-archive:{self.schema}",)
         try:
-            with conn.transaction():
-                conn.execute(self.sql.creation_lock, (f"chatledger-archive:{self.schema}",))
+            conn.execute(self.sql.creation_lock, key)
+        except psycopg.Error as e:
+            raise explain_error(self.url, e) from None
+        try:
+            if self._check_version(conn):
+                return  # another machine created it meanwhile
+            try:
                 schema_found = conn.execute(self.sql.schema_exists, (self.schema,)).fetchone()
                 if not schema_found or not schema_found[0]:
                     conn.execute(self.sql.create_schema)
-        except psycopg.Error as e:
-            raise explain_error(self.url, e) from None
-        datastore = ArchiveDatastore(self.url, schema=self.schema, pool_size=1)
-        try:
-            with self._errors():
-                # The library's own statements make the events table, its type and indexes.
-                ArchiveApplicationRecorder(datastore).create_table()
-                with datastore.transaction(commit=True) as curs:
-                    curs.execute(self.sql.creation_lock, (f"chatledger-archive:{self.schema}",))
-                    for statement in self.sql.create_tables:
-                        curs.execute(statement)
+            except psycopg.Error as e:
+                raise explain_error(self.url, e) from None
+            datastore = ArchiveDatastore(self.url, schema=self.schema, pool_size=1)
+            try:
+                with self._errors():
+                    # The library's own statements make the events table, its type and indexes.
+                    ArchiveApplicationRecorder(datastore).create_table()
+                    with datastore.transaction(commit=True) as curs:
+                        for statement in self.sql.create_tables:
+                            curs.execute(statement)
+            finally:
+                datastore.close()
         finally:
-            datastore.close()
+            conn.execute(self.sql.creation_unlock, key)
 
     @contextmanager
     def _errors(self) -> Iterator[None]:

@@ -78,8 +78,11 @@ class Statements:
         self.meta_exists = SQL("SELECT to_regclass(%s) IS NOT NULL AS found")
         self.create_tables = [sql(s) for s in _CREATE]
         self.schema_version = sql("SELECT value FROM {schema}.{meta} WHERE key = 'schema_version'")
-        # Serialises creating the tables across machines (CREATE ... IF NOT EXISTS races).
-        self.creation_lock = SQL("SELECT pg_advisory_xact_lock(hashtext(%s))")
+        # Serialises creating the tables across machines (CREATE ... IF NOT EXISTS races): a
+        # session lock, held by the first connection while the library's recorder and this
+        # module create theirs on others.
+        self.creation_lock = SQL("SELECT pg_advisory_lock(hashtext(%s))")
+        self.creation_unlock = SQL("SELECT pg_advisory_unlock(hashtext(%s))")
 
         # -- push --
         self.high_water = sql("SELECT last_position FROM {schema}.{users} WHERE user_id = %s")
