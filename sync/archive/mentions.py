@@ -19,8 +19,9 @@ import msgspec
 from chatledger.eventstore import commands, ingest
 
 _COMMAND_TOPICS = frozenset({commands.REQUESTED, commands.AMENDED})
-# Every rule needs one of these in the payload's bytes.
-_KEYS = (b'"id"', b'"message_id"', b'"parent_id"')
+# Every rule reads a key that starts so (`message`, `message_id`, `messages`) or this one;
+# `"id"` alone would not filter (every user object has one).
+_KEYS = (b'"message', b'"pinned_messages"')
 
 
 class _Message(msgspec.Struct):
