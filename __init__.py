@@ -24,6 +24,7 @@ from chatledger.projections.filters import FilterError
 from chatledger.projections.store import ChatStore, RejectedInput
 
 if TYPE_CHECKING:
+    from chatledger.sync import archive
     from chatledger.sync.backend import Backend, BackendError, NoResponse
     from chatledger.sync.client import SyncClient, SyncReport
     from chatledger.sync.outcomes import Outcome
@@ -41,6 +42,8 @@ _SYNC_NAMES = {
     "Outcome": "chatledger.sync.outcomes",
     "ReplayReport": "chatledger.sync.replayer",
     "StreamBackend": "chatledger.sync.stream",
+    # A module (`from chatledger import archive`): it pulls in psycopg, an optional dependency.
+    "archive": "chatledger.sync.archive",
 }
 
 
@@ -48,7 +51,10 @@ def __getattr__(name: str) -> Any:
     module = _SYNC_NAMES.get(name)
     if module is None:
         raise AttributeError(f"module 'chatledger' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+    imported = importlib.import_module(module)
+    if module.rpartition(".")[2] == name:
+        return imported
+    return getattr(imported, name)
 
 
 __all__ = [

@@ -13,7 +13,8 @@ from eventsourcing.persistence import PersistenceError
 
 from chatledger.cli.actions import ACTION_COMMANDS
 from chatledger.cli.admin import flush_command, quarantine_command, stats_command
-from chatledger.cli.archive import backup_command, export_command
+from chatledger.cli.archive import archive_group
+from chatledger.cli.copies import backup_command, export_command
 from chatledger.cli.audit import as_of_group, explain_command
 from chatledger.cli.browse import browse_command
 from chatledger.cli.context import Context, DamagedFile, fail, is_corruption
@@ -139,7 +140,7 @@ for command in (*ACTION_COMMANDS, outbox_group, conflicts_command):
     cli.add_command(command)
 for command in (sync_command, demo_command):
     cli.add_command(command)
-for command in (backup_command, export_command):
+for command in (backup_command, export_command, archive_group):
     cli.add_command(command)
 for command in (reminders_command, mutes_command):
     cli.add_command(command)

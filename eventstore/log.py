@@ -202,6 +202,52 @@ class LogEntry:
         return wire.decode_stored(self.payload)
 
 
+@dataclass(frozen=True, slots=True)
+class StoredRow:
+    """One entry exactly as the file keeps it: the envelope and the payload as encoded
+    (`codec` 0 raw, else the id of the dictionary that compressed `state`). What copies of a
+    log (the archive) carry, so that a restored log holds the same bytes at the same positions.
+    """
+
+    position: int
+    stream: str
+    version: int
+    type: str
+    codec: int
+    state: bytes
+    source: int  # schema.Source
+    received_at: int
+    event_at: int | None
+    connection_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDictionary:
+    """A compression dictionary of the file, as stored (ids are never reused or changed)."""
+
+    id: int
+    created_at: int
+    trained_on: int
+    level: int
+    data: bytes
+
+
+_SELECT_STORED_ROWS = (
+    "SELECT rowid, originator_id, originator_version, topic, codec, state, source, received_at,"
+    " event_at, connection_id FROM {table} WHERE rowid>? AND rowid<=? ORDER BY rowid LIMIT ?"
+)
+_SELECT_DICTIONARIES = (
+    "SELECT id, created_at, trained_on, level, data FROM zstd_dictionaries ORDER BY id")
+_RESTORE_DICTIONARY = (
+    "INSERT INTO zstd_dictionaries (id, created_at, trained_on, level, data) VALUES (?,?,?,?,?) "
+    "ON CONFLICT (id) DO NOTHING")
+_SELECT_DICTIONARY_DATA = "SELECT data FROM zstd_dictionaries WHERE id=?"
+_RESTORE_ROW = (
+    "INSERT INTO {table} (rowid, originator_id, originator_version, topic, codec, state, source,"
+    " received_at, event_at, connection_id) VALUES (?,?,?,?,?,?,?,?,?,?)")
+_RESTORE_STREAM = "INSERT OR IGNORE INTO streams (name, head) VALUES (?, 0)"
+
+
 class EventLog:
     """Append-only log of one user's chat events and commands, in one SQLite file."""
 
@@ -695,6 +741,69 @@ class EventLog:
                 return
             after = page[-1].position
 
+    # -- copies of the log (the archive) ------------------------------------------------------
+
+    def stored_rows(
+        self, *, after: int = 0, upto: int | None = None, limit: int = 1_000,
+    ) -> list[StoredRow]:
+        """Entries after position `after` (up to `upto`), exactly as kept: payloads still encoded.
+        Read in one short transaction; page on with `after=rows[-1].position`."""
+        statement = _SELECT_STORED_ROWS.format(table=self.recorder.events_table_name)
+        end = (1 << 62) if upto is None else upto
+        with self.datastore.transaction(commit=False) as c:
+            return [StoredRow(*row) for row in c.execute(statement, (after, end, limit))]
+
+    def stored_dictionaries(self) -> list[StoredDictionary]:
+        """The file's compression dictionaries, oldest first."""
+        with self.datastore.transaction(commit=False) as c:
+            return [StoredDictionary(*row) for row in c.execute(_SELECT_DICTIONARIES)]
+
+    def decode_payload(self, codec: int, state: bytes) -> bytes:
+        """The bytes that arrived, from a payload as kept (see `StoredRow`)."""
+        return self.datastore.codec.decode(codec, state)
+
+    def restore(self, dictionaries: Sequence[StoredDictionary], rows: Sequence[StoredRow]) -> int:
+        """Write entries exactly as another copy of this log kept them, at their positions, in
+        one transaction: the dictionaries they need first (an id already here must hold the
+        same bytes), then the rows, which must come after everything already in the log, in
+        order. Listeners are not called: the read tables catch up by a rebuild. Returns the
+        last position written.
+        """
+        table = self.recorder.events_table_name
+        try:
+            with self.datastore.transaction(commit=True) as c:
+                for dictionary in dictionaries:
+                    found = c.execute(_SELECT_DICTIONARY_DATA, (dictionary.id,)).fetchone()
+                    if found is not None and bytes(found[0]) != dictionary.data:
+                        raise StoreError(
+                            f"dictionary {dictionary.id} differs from the one in this file")
+                    c.execute(_RESTORE_DICTIONARY, (dictionary.id, dictionary.created_at,
+                                                    dictionary.trained_on, dictionary.level,
+                                                    dictionary.data))
+                last = self.recorder._max_notification_id(c) or 0
+                for row in rows:
+                    if row.position <= last:
+                        raise StoreError(
+                            f"entry {row.position} does not come after position {last} of the log")
+                    last = row.position
+                c.executemany(_RESTORE_ROW.format(table=table), [
+                    (r.position, r.stream, r.version, r.type, r.codec, r.state, r.source,
+                     r.received_at, r.event_at, r.connection_id) for r in rows])
+                local = int(schema.Source.LOCAL)
+                c.executemany(_RESTORE_STREAM, [
+                    (name,) for name in dict.fromkeys(r.stream for r in rows if r.source != local)])
+                # The heads are a cache of the log: reload them (the tail scan finds the rows
+                # just written) and write them down at the new end.
+                self._heads.invalidate()
+                self._heads.sync(c)
+                self._heads.persist(c, last)
+                self.datastore.codec.refresh(c)
+        except BaseException:
+            self._heads.invalidate()
+            raise
+        self._raw_rows = None
+        return last
+
     def quarantine(self, *, limit: int | None = None) -> list[dict[str, Any]]:
         """Refused input, newest first: the reason and the bytes as they arrived."""
         statement = (
@@ -920,4 +1029,6 @@ __all__ = [
     "LogEntry",
     "Quarantined",
     "StoreError",
+    "StoredDictionary",
+    "StoredRow",
 ]
