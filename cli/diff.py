@@ -80,29 +80,40 @@ def diff_command(ctx: Context, base_url: str, api_key: str, token: str, cids: tu
         for mismatch in report.mismatches:
             echo_json(mismatch_dict(mismatch))
     else:
-        _print_table(report)
+        print_report(report)
     raise click.exceptions.Exit(EXIT_IN_SYNC if report.in_sync else EXIT_DIFFERENCES)
 
 
-def _print_table(report: Any) -> None:
+def print_report(report: Any) -> None:
+    """A diff on standard output (what `chatledger diff` prints): a summary table of the
+    differences by cause and kind, then each difference on a line of its own (ids, cids and
+    positions whole), with why, and the command that shows the object's history."""
     out = console()
     compared = (f"{report.channels} channels, {report.messages} messages compared; "
                 f"last_sync_at {report.last_sync_at or 'never'}")
     if report.in_sync:
         out.print(f"in sync: {compared}", markup=False, highlight=False)
         return
-    table = Table("cause", "kind", "cid", "id", "field", "local", "server", "why", "explain",
-                  box=None, pad_edge=False, header_style="bold")
+    kinds = sorted({m.kind for m in report.mismatches})
+    summary = Table("cause", *kinds, "all", box=None, pad_edge=False, header_style="bold")
+    for cause, count in report.counts().items():
+        if count:
+            summary.add_row(cause, *(str(sum(1 for m in report.mismatches
+                                             if m.cause == cause and m.kind == kind))
+                                     for kind in kinds), str(count))
+    out.print(summary)
+    out.print(f"{len(report.mismatches)} differences: {compared}", markup=False,
+              highlight=False)
     for mismatch in report.mismatches:
         cause = mismatch.cause + (f" ({mismatch.window})" if mismatch.window else "")
-        table.add_row(shown(cause), shown(mismatch.kind), shown(mismatch.cid),
-                      shown(mismatch.object_id), shown(mismatch.field),
-                      _value(mismatch.local), _value(mismatch.server), shown(mismatch.why),
-                      shown(mismatch.explain))
-    out.print(table)
-    counts = ", ".join(f"{count} {cause}" for cause, count in report.counts().items() if count)
-    out.print(f"{len(report.mismatches)} differences ({counts}): {compared}", markup=False,
-              highlight=False)
+        out.print("", markup=False)
+        out.print(f"{cause}  {mismatch.kind} {shown(mismatch.object_id)} in "
+                  f"{shown(mismatch.cid)}  {shown(mismatch.field)}: "
+                  f"{_value(mismatch.local)} (local) vs {_value(mismatch.server)} (server)",
+                  markup=False, highlight=False, soft_wrap=True)
+        out.print(f"    {shown(mismatch.why)}", markup=False, highlight=False, soft_wrap=True)
+        out.print(f"    see: {shown(mismatch.explain)}", markup=False, highlight=False,
+                  soft_wrap=True)
 
 
 def _value(value: Any) -> str:
@@ -112,4 +123,4 @@ def _value(value: Any) -> str:
     return text if len(text) <= _VALUE_WIDTH else text[: _VALUE_WIDTH - 1] + "…"
 
 
-__all__ = ["EXIT_DIFFERENCES", "EXIT_ERROR", "EXIT_IN_SYNC", "diff_command"]
+__all__ = ["EXIT_DIFFERENCES", "EXIT_ERROR", "EXIT_IN_SYNC", "diff_command", "print_report"]

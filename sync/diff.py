@@ -229,7 +229,7 @@ class Differ:
             if local is not None:
                 report.mismatches.append(self._classify(
                     "channel", cid, cid, "exists", True, None, context,
-                    server_at=None, local_at=None))
+                    server_at=None, local_at=None, via_cid=True))
             await self._compare_messages(cid, [], limit, context, report, readable=False)
             return
         channel = state.channel
@@ -317,8 +317,10 @@ class Differ:
         mine = next((r for r in local if r["user_id"] == self.user_id), None)
         if theirs is None:
             return  # the server keeps no read state for us here: nothing to hold against
+        # `last_read` itself is not compared: the server moves it on the user's own sends
+        # without an event (and Stream's clients ignore that); what the user sees is the
+        # unread count and the last message read. It dates the change for classifying.
         values = {
-            "last_read": ((mine or {}).get("last_read"), _time(theirs.get("last_read"))),
             "unread_messages": ((mine or {}).get("unread_messages"),
                                 theirs.get("unread_messages")),
             "last_read_message_id": ((mine or {}).get("last_read_message_id"),
@@ -444,18 +446,20 @@ class Differ:
         self, kind: str, cid: str, object_id: str, field: str, local: Any, server: Any,
         context: _Context, *, server_at: int | None, local_at: int | None,
         local_row: Any = None, in_gap: bool = False, message_id: str | None = None,
-        via_message: str | None = None,
+        via_message: str | None = None, via_cid: bool = False,
     ) -> Mismatch:
         message_id = message_id or (object_id if kind == "message" else None)
         explain = (f"chatledger explain {message_id}" if message_id
                    else f"chatledger log --cid {cid}")
         found = Mismatch(kind=kind, cid=cid, object_id=object_id, field=field, local=local,
                          server=server, cause=UNEXPLAINED, why="", explain=explain)
-        command = _accounting_command(kind, cid, message_id, context)
+        command = _accounting_command(kind if kind != "channel" or via_cid else "",
+                                      cid, message_id, context)
         if command is None and via_message is not None:
             command = _accounting_command("message", cid, via_message, context)
         if command is not None:
-            context.covered.add(command.id)
+            if not via_cid:  # the action's own message is reported besides its channel
+                context.covered.add(command.id)
             found.cause = REFUSED if command.status == "rejected" else PENDING
             found.why = _command_why(command)
             found.command_id = command.id
@@ -544,6 +548,10 @@ def _accounting_command(kind: str, cid: str, message_id: str | None, context: _C
     """The newest local action on the object that is unfinished or refused, if any."""
     if kind == "read":
         candidates = [c for c in context.by_cid.get(cid, ()) if c.kind in _READ_KINDS]
+    elif kind == "channel":
+        # A channel the store has only through local actions (a send into a channel the
+        # server does not let us read): the newest of them accounts for it.
+        candidates = list(context.by_cid.get(cid, ()))
     elif kind == "reaction" and message_id:
         candidates = [c for c in context.by_message.get(message_id, ())
                       if c.kind in _REACTION_KINDS]
