@@ -57,8 +57,14 @@ def diff_command(ctx: Context, base_url: str, api_key: str, token: str, cids: tu
     def clean(text: str) -> str:
         return redact(text, [token, api_key])
 
-    store = ctx.store(create=False)
+    from chatledger.eventstore.log import StoreError
+
     user = ctx.require_user()
+    try:
+        store = ctx.store(create=False)
+    except StoreError as error:
+        click.echo(f"Error: {error}", err=True)
+        raise click.exceptions.Exit(EXIT_ERROR) from None
 
     async def main(on_progress: Any) -> Any:
         async with StreamBackend(base_url, api_key, token, user, timeout=timeout,
@@ -73,7 +79,7 @@ def diff_command(ctx: Context, base_url: str, api_key: str, token: str, cids: tu
     except BackendError as error:
         click.echo(f"Error: the backend: {clean(str(error))}", err=True)
         raise click.exceptions.Exit(EXIT_ERROR) from None
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, StoreError) as error:
         click.echo(f"Error: {clean(str(error))}", err=True)
         raise click.exceptions.Exit(EXIT_ERROR) from None
     if as_json:

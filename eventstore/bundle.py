@@ -52,7 +52,7 @@ from chatledger.eventstore.userfiles import companion_files, user_db_path
 BUNDLE_META_KEY = "bundle"
 _ROWS_PER_STEP = 2_000
 
-# -- statements, each built once ------------------------------------------------------------------
+# -- statements, each built once -------------------------------------------------------------------
 _EVENTS = "stored_events"
 _SELECT_LOCAL_HEADS = (f"SELECT originator_id, max(received_at) FROM {_EVENTS} "
                        "WHERE source = 0 GROUP BY originator_id")
@@ -77,10 +77,12 @@ _UPDATE_EVENT = f"UPDATE {_EVENTS} SET codec = ?, state = ? WHERE rowid = ?"
 _SELECT_QUARANTINE = "SELECT id, codec, raw FROM quarantine"
 _UPDATE_QUARANTINE = "UPDATE quarantine SET codec = ?, raw = ?, size = ? WHERE id = ?"
 _DROP_DICTIONARIES = "DELETE FROM zstd_dictionaries"
-_SELECT_DICTIONARIES = "SELECT id, level, data FROM zstd_dictionaries ORDER BY id"
+_SELECT_TABLES = "SELECT name FROM sqlite_schema WHERE type='table' AND name NOT LIKE 'sqlite_%'"
+_DROP_TABLE = 'DROP TABLE "{}"'  # a read table, by the name the schema gives
+_SELECT_META = "SELECT value FROM chatledger_meta WHERE key=?"
 
 
-# -- redaction --------------------------------------------------------------------------------------
+# -- redaction -------------------------------------------------------------------------------------
 
 # String values under these keys are kept: ids, types, times, roles, states, errors. Everything
 # else a payload holds as a string (texts, names, images, URLs, titles, custom fields) is
@@ -126,7 +128,7 @@ class Redactor:
         if placeholder is None:
             draws = hashlib.shake_256(
                 self._secret + original.encode("utf-8", "surrogatepass")).digest(len(original))
-            placeholder = "".join(_shaped(char, draw) for char, draw in zip(original, draws))
+            placeholder = "".join(_shaped(char, draw) for char, draw in zip(original, draws, strict=True))
             self._memo[original] = placeholder
         return placeholder
 
@@ -176,7 +178,7 @@ def _shaped(char: str, draw: int) -> str:
     return _LOWER[draw % 26]
 
 
-# -- the bundle --------------------------------------------------------------------------------------
+# -- the bundle ------------------------------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
 class BundleCopy:
@@ -280,8 +282,7 @@ def finish_bundle(copy: BundleCopy, *, redacted: bool) -> BundleReport:
         problems = [row[0] for row in cursor.execute("PRAGMA quick_check")]
         if problems != ["ok"]:
             raise StoreError(f"the bundle failed its check: {'; '.join(map(str, problems[:3]))}")
-        rows = cursor.execute("SELECT value FROM chatledger_meta WHERE key=?",
-                              (BUNDLE_META_KEY,)).fetchall()
+        rows = cursor.execute(_SELECT_META, (BUNDLE_META_KEY,)).fetchall()
         row = rows[0] if rows else None
         info = json.loads(row[0]) if row else {}
     finally:
@@ -376,12 +377,11 @@ def _forget_read_tables(connection: apsw.Connection) -> None:
     """Drop every table that is not the log's: the caller rebuilds them from the copied log."""
     cursor = connection.cursor()
     keep = {_EVENTS, *LOG_TABLES}
-    tables = [name for (name,) in cursor.execute(
-        "SELECT name FROM sqlite_schema WHERE type='table' AND name NOT LIKE 'sqlite_%'")]
+    tables = [name for (name,) in cursor.execute(_SELECT_TABLES)]
     with connection:
         for name in tables:
             if name not in keep:
-                cursor.execute(f'DROP TABLE "{name}"')
+                cursor.execute(_DROP_TABLE.format(name.replace('"', '""')))
 
 
 __all__ = ["BUNDLE_META_KEY", "BundleCopy", "BundleReport", "Redactor", "bundle_target",

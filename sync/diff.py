@@ -223,8 +223,8 @@ class Differ:
                                context: _Context, report: DiffReport) -> None:
         store = self.store
         local = await done(store.channel(cid, messages=1))
-        summaries = [s for s in await done(store.channels(filter={"cid": cid}, limit=1))] \
-            if local is not None else []
+        summaries = (await done(store.channels(filter={"cid": cid}, limit=1))
+                     if local is not None else [])
         if state is None:
             if local is not None:
                 report.mismatches.append(self._classify(
@@ -473,10 +473,14 @@ class Differ:
             return found
         server_newer = server_at is not None and (local_at is None or server_at > local_at)
         if not server_newer:
-            found.why = ("the store shows a change the server does not have, and no local "
-                         "action accounts for it" if local_at is not None and server_at is not None
-                         and local_at > server_at else
-                         "the two sides disagree at the same version")
+            if server is None:
+                found.why = ("the server does not have it (deleted for good, truncated, or "
+                             "never sent) and nothing here accounts for it")
+            elif local_at is not None and server_at is not None and local_at > server_at:
+                found.why = ("the store shows a change the server does not have, and no local "
+                             "action accounts for it")
+            else:
+                found.why = "the two sides disagree at the same version"
             return found
         found.cause = MISSED
         assert server_at is not None
