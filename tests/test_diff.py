@@ -14,7 +14,8 @@ from click.testing import CliRunner
 from chatledger.cli.main import cli
 from chatledger.eventstore.wire.times import format_time
 from chatledger.sync.diff import (
-    AFTER_LAST_SYNC, LIVE, LOCAL_ONLY, MISSED, PENDING, REFUSED, UNEXPLAINED, DiffReport,
+    AFTER_LAST_SYNC, GAP, LIVE, LOCAL_ONLY, MISSED, PENDING, QUARANTINE, REFUSED, UNEXPLAINED,
+    DiffReport,
 )
 from reliability import connected, run_async
 
@@ -171,5 +172,31 @@ def test_the_command(tmp_path):
             result = await asyncio.to_thread(
                 lambda: CliRunner().invoke(cli, [*base, "diff"], env=bad))
             assert result.exit_code == 2 and "not-a-token" not in result.output
+
+    run_async(main(), TIMEOUT)
+
+
+def test_history_the_store_never_held_and_a_quarantined_answer(tmp_path):
+    async def main() -> None:
+        async with connected(tmp_path) as (server, store, client):
+            server.seed(channels=[{"type": "messaging", "id": "long", "members": ["alice", "bob"],
+                                   "messages": [{"user_id": "bob", "text": f"old {n}",
+                                                 "id": f"long-{n}"} for n in range(30)]}])
+            await client.run_once()  # loads the newest 25 of each channel
+            assert store.message("long-0") is None and store.message("long-29") is not None
+            report = await client.diff(["messaging:long"], messages=30)
+            older = [m for m in report.mismatches if m.field == "exists"]
+            assert {m.object_id for m in older} == {f"long-{n}" for n in range(5)}
+            assert {(m.cause, m.window) for m in older} == {(MISSED, GAP)}
+            # A change the store then marks as synced past, while the answer that would have
+            # carried it was quarantined.
+            server.act("bob", "update_message", message_id="long-29", text="changed")
+            await asyncio.sleep(0.01)
+            store.mark_synced(format_time(time.time_ns() // 1000))
+            store.record_unusable_answer(b"<html>portal</html>", "not JSON")
+            report = await client.diff(["messaging:long"], messages=10)
+            [changed] = found(report, "long-29", "text")
+            assert (changed.cause, changed.window) == (MISSED, QUARANTINE)
+            assert "not JSON" in changed.why
 
     run_async(main(), TIMEOUT)
