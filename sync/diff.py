@@ -354,19 +354,12 @@ class Differ:
             if local is None and theirs_message is not None:
                 local = await done(store.message(message_id))
             if theirs_message is None:
-                if local is None:
-                    continue
-                if not readable:
-                    # The server does not let us read the channel: only local actions say
-                    # anything about its messages (see `_uncovered_commands`).
-                    if not context.by_message.get(message_id):
-                        report.mismatches.append(self._classify(
-                            "message", cid, message_id, "exists", True, None, context,
-                            server_at=None, local_at=local.created_at, local_row=local))
-                    continue
-                report.mismatches.append(self._classify(
-                    "message", cid, message_id, "exists", True, None, context,
-                    server_at=None, local_at=local.created_at, local_row=local))
+                # In a channel the server does not let us read, a message of a local action
+                # is reported with that action (see `_uncovered_commands`).
+                if local is not None and (readable or not context.by_message.get(message_id)):
+                    report.mismatches.append(self._classify(
+                        "message", cid, message_id, "exists", True, None, context,
+                        server_at=None, local_at=local.created_at, local_row=local))
                 continue
             server_at = _message_time(theirs_message)
             if local is None:

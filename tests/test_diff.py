@@ -50,6 +50,19 @@ def test_an_in_sync_store_shows_no_difference(tmp_path):
     run_async(main(), TIMEOUT)
 
 
+def test_diff_with_a_store_in_background_mode(tmp_path):
+    async def main() -> None:
+        async with connected(tmp_path, background=True) as (server, store, client):
+            await client.run_once()
+            assert (await client.diff()).in_sync
+            await store.update_message("demo-hello", "edited offline")
+            report = await client.diff([GENERAL])
+            assert {(m.object_id, m.field, m.cause) for m in report.mismatches} == {
+                ("demo-hello", "text", PENDING), ("demo-hello", "local_state", PENDING)}
+
+    run_async(main(), TIMEOUT)
+
+
 def test_a_dropped_websocket_event_is_missed_on_the_live_window(tmp_path):
     async def main() -> None:
         async with connected(tmp_path) as (server, store, client):
