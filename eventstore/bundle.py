@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import secrets
 import string
 import time
@@ -74,8 +75,9 @@ _MAX_POSITION = f"SELECT coalesce(max(rowid), 0) FROM {_EVENTS}"
 _SELECT_EVENTS_FROM = (f"SELECT rowid, codec, state FROM {_EVENTS} WHERE rowid > ? "
                        "ORDER BY rowid LIMIT ?")
 _UPDATE_EVENT = f"UPDATE {_EVENTS} SET codec = ?, state = ? WHERE rowid = ?"
-_SELECT_QUARANTINE = "SELECT id, codec, raw FROM quarantine"
-_UPDATE_QUARANTINE = "UPDATE quarantine SET codec = ?, raw = ?, size = ? WHERE id = ?"
+_SELECT_QUARANTINE = "SELECT id, codec, raw, reason FROM quarantine"
+_UPDATE_QUARANTINE = ("UPDATE quarantine SET codec = ?, raw = ?, size = ?, reason = ? "
+                      "WHERE id = ?")
 _DROP_DICTIONARIES = "DELETE FROM zstd_dictionaries"
 _SELECT_TABLES = "SELECT name FROM sqlite_schema WHERE type='table' AND name NOT LIKE 'sqlite_%'"
 _DROP_TABLE = 'DROP TABLE "{}"'  # a read table, by the name the schema gives
@@ -99,6 +101,9 @@ _KEPT_SUFFIXES = ("_id", "_ids", "_cid", "_cids", "_at", "_type")
 # Under these keys every value is kept, whatever it holds: the errors a command met and the
 # reasons it was refused (they are what a bug report is about).
 _KEPT_WHOLE = frozenset({"error", "last_error"})
+_ERROR_KEYS = frozenset({"reason", "message"})
+# The start of an answer an error message quotes: `starting '<!DOCTYPE html>...'` (a repr).
+_SNIPPET = re.compile(r"""starting (?:'((?:[^'\\]|\\.)*)'|"((?:[^"\\]|\\.)*)")""")
 _LOWER, _UPPER, _DIGITS = string.ascii_lowercase, string.ascii_uppercase, string.digits
 
 
@@ -128,20 +133,34 @@ class Redactor:
         if placeholder is None:
             draws = hashlib.shake_256(
                 self._secret + original.encode("utf-8", "surrogatepass")).digest(len(original))
-            placeholder = "".join(_shaped(char, draw) for char, draw in zip(original, draws, strict=True))
+            placeholder = "".join(_shaped(char, draw)
+                                  for char, draw in zip(original, draws, strict=True))
             self._memo[original] = placeholder
         return placeholder
+
+    def error_text(self, text: str) -> str:
+        """An error or a refusal reason, kept, except for the piece of an answer it may quote
+        (`... starting '<the first bytes of the body>'`, see `sync.answers`)."""
+        def replaced(found: re.Match[str]) -> str:
+            quote = "'" if found.group(1) is not None else '"'
+            quoted = found.group(1) if found.group(1) is not None else found.group(2)
+            return f"starting {quote}{self.text(quoted)}{quote}"
+
+        return _SNIPPET.sub(replaced, text)
 
     def value(self, value: Any, key: str | None = None) -> Any:
         """A decoded JSON value with every string that is not kept (see `_KEPT_KEYS`) replaced.
         An operator key (`$in`, `$eq`, ...) takes the rule of the field it applies to."""
         if isinstance(value, str):
+            if key in _ERROR_KEYS:
+                return self.error_text(value)
             return value if _kept_key(key) else self.text(value)
         if isinstance(value, list):
             return [self.value(item, key) for item in value]
         if isinstance(value, dict):
             if key in _KEPT_WHOLE:
-                return value
+                return {name: self.error_text(item) if isinstance(item, str) else item
+                        for name, item in value.items()}
             return {name: self.value(item, key if name.startswith("$") else name)
                     for name, item in value.items()}
         return value  # numbers, booleans, null: counts, flags and times stay
@@ -363,11 +382,11 @@ def _redact(cursor: apsw.Cursor) -> int:
             for rowid, stored_codec, state in rows])
         last = rows[-1][0]
     updates = []
-    for item_id, stored_codec, raw in cursor.execute(_SELECT_QUARANTINE).fetchall():
+    for item_id, stored_codec, raw, reason in cursor.execute(_SELECT_QUARANTINE).fetchall():
         original = (zstandard.ZstdDecompressor().decompress(raw) if stored_codec == ZSTD_PLAIN
                     else codec.decode(stored_codec, raw) if stored_codec != RAW else raw)
         redacted = redactor.payload(original)
-        updates.append((RAW, redacted, len(redacted), item_id))
+        updates.append((RAW, redacted, len(redacted), redactor.error_text(reason), item_id))
     cursor.executemany(_UPDATE_QUARANTINE, updates)
     cursor.execute(_DROP_DICTIONARIES)
     return redactor.replaced

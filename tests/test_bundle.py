@@ -35,6 +35,7 @@ SECRETS = {
     "offline text": "my offline confession",
     "refused text": "posted where I may not",
     "quarantined": "Unreadable confidential page",
+    "quoted in a reason": "Welcome back Agent Smithers",
     "filler": "filler chatter about Nightingale",
 }
 OPS = "messaging:ops"
@@ -72,8 +73,9 @@ def original(tmp_path_factory: pytest.TempPathFactory) -> Path:
             store.send_message(OPS, SECRETS["refused text"], id="refused-1")
             await client.run_once()
             store.send_message(OPS, SECRETS["offline text"], id="offline-1")
-            store.record_unusable_answer(
-                f"<html><body>{SECRETS['quarantined']}</body></html>".encode(), "not JSON")
+            body = f"{SECRETS['quoted in a reason']} <p>{SECRETS['quarantined']}</p>"
+            store.record_unusable_answer(  # the reason quotes the answer's start (sync.answers)
+                body.encode(), f"not JSON ({len(body)} bytes, starting {body[:40]!r})")
             assert store.log.train_dictionary() is not None
             assert store.message("refused-1").local_state == "send_failed"
 
@@ -114,7 +116,8 @@ def test_a_redacted_bundle_holds_no_original_byte(original: Path, tmp_path: Path
         assert stats["dictionaries"] == 1  # compressed again, with a redacted dictionary
         # Decoded, too: every payload and quarantined item.
         decoded = b"".join(entry.payload for entry in bundled.history())
-        decoded += b"".join(item["raw"] for item in bundled.quarantine())
+        decoded += b"".join(item["raw"] + item["reason"].encode()
+                            for item in bundled.quarantine())
         for what, secret in SECRETS.items():
             assert secret.encode() not in decoded, what
         # Ids, types, times, counts, the outbox and the errors are kept.
@@ -218,4 +221,9 @@ def test_redactor_keeps_shape_and_ids() -> None:
     assert text[2] == " " and text[6] == "," and text[-1] == "?"
     assert out["filter"]["name"]["$eq"] == out["user"]["name"]  # consistent
     assert redactor.payload(b"<html>Secret</html>") != b"<html>Secret</html>"
+    reason = "not JSON (9 bytes, starting 'Secret...')"
+    assert redactor.error_text(reason).startswith("not JSON (9 bytes, starting '")
+    assert "Secret" not in redactor.error_text(reason)
+    refusal = "not a member (HTTP 403, code 17)"
+    assert redactor.error_text(refusal) == refusal
     assert len(redactor.text("é中x")) == 3
