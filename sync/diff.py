@@ -172,11 +172,11 @@ class Differ:
             for state in await self._query_own_channels(messages):
                 states[state.channel.get("cid", "")] = state
             local = [summary.cid for summary in await done(store.channels(limit=10_000))]
-            wanted = list(states) + [cid for cid in local if cid not in states]
             # The channels of local actions that still wait for someone (a refused send into
             # a channel the server does not list, say) are compared too.
-            wanted += [cid for cid in context.by_cid if cid not in wanted and any(
-                command.status in (*_UNFINISHED, "rejected") for command in context.by_cid[cid])]
+            waiting = [cid for cid, commands in context.by_cid.items() if any(
+                command.status in (*_UNFINISHED, "rejected") for command in commands)]
+            wanted = list(dict.fromkeys([*states, *local, *waiting]))
         else:
             wanted = list(dict.fromkeys(cids))
         for number, cid in enumerate(wanted, 1):
@@ -186,7 +186,7 @@ class Differ:
             if on_progress is not None:
                 on_progress(number, len(wanted))
         report.channels = len(wanted)
-        await self._uncovered_commands(wanted, context, report)
+        self._uncovered_commands(set(wanted), context, report)
         return report
 
     # -- fetching ------------------------------------------------------------------------------
@@ -414,8 +414,8 @@ class Differ:
                 True if reaction_type in own_server else None, context,
                 server_at=server_at, local_at=local_at, message_id=local.id))
 
-    async def _uncovered_commands(self, cids: Sequence[str], context: _Context,
-                                  report: DiffReport) -> None:
+    def _uncovered_commands(self, cids: set[str], context: _Context,
+                            report: DiffReport) -> None:
         """Local actions still waiting (or refused) that no mismatch was put down to: the
         change they make is one the server does not show."""
         for commands in context.by_message.values():
