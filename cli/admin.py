@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 from rich.table import Table
 
@@ -43,6 +45,7 @@ def stats_command(ctx: Context, as_json: bool) -> None:
         ("stored payload bytes", f"{stats['stored_payload_bytes']:,}"
          + (f" ({ratio} x smaller)" if stats["dictionaries"] else " (not compressed yet)")),
         ("file bytes", f"{stats['file_bytes']:,}"),
+        *_bundle_rows(stats.get("bundle")),
     ):
         summary.add_row(label, shown(value))
     out.print(summary)
@@ -52,6 +55,23 @@ def stats_command(ctx: Context, as_json: bool) -> None:
             types.add_row(shown(topic), f"{count:,}")
         out.print()
         out.print(types)
+
+
+def _bundle_rows(info: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """A line saying the store is a bundle (`chatledger bundle`), and how it was made."""
+    if info is None:
+        return []
+    kind = {True: "a redacted bundle", False: "a bundle (not redacted)"}.get(
+        info.get("redacted"), "a bundle")
+    made = (f" made by chatledger {info.get('chatledger_version', '?')} "
+            f"(projection version {info.get('projection_version', '?')})")
+    when = f" at {format_time(info['made_at'])}" if isinstance(info.get("made_at"), int) else ""
+    cut = []
+    if info.get("since") is not None:
+        cut.append(f"since {format_time(info['since'])}")
+    if info.get("cids"):
+        cut.append("channels " + ", ".join(map(str, info["cids"])))
+    return [("bundle", kind + made + when + (f"; only {'; '.join(cut)}" if cut else ""))]
 
 
 @click.command("quarantine")

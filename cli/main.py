@@ -20,6 +20,8 @@ from chatledger.cli.browse import browse_command
 from chatledger.cli.context import Context, DamagedFile, fail, is_corruption
 from chatledger.cli.demo import demo_command
 from chatledger.cli.devserver import devserver_command
+from chatledger.cli.bundle import bundle_command
+from chatledger.cli.diff import diff_command
 from chatledger.cli.history import log_command
 from chatledger.cli.importing import import_command
 from chatledger.cli.outbox import conflicts_command, outbox_group
@@ -145,6 +147,8 @@ for command in (backup_command, export_command, archive_group):
 for command in (reminders_command, mutes_command):
     cli.add_command(command)
 cli.add_command(browse_command)
+cli.add_command(diff_command)
+cli.add_command(bundle_command)
 
 
 def main() -> None:

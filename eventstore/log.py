@@ -171,6 +171,8 @@ _MAX_PROBLEMS = 20
 # The tables that hold the log (the rest are read tables, rebuilt from it). Constant names: a
 # pragma's table argument cannot be a parameter.
 _LOG_TABLES = ("chatledger_meta", "streams", "zstd_dictionaries", "quarantine")
+# The same, for other modules of the log (a bundle keeps these and drops the read tables).
+LOG_TABLES = _LOG_TABLES
 _CHECK_FILE = f"PRAGMA integrity_check({_MAX_PROBLEMS})"
 _CHECK_TABLE = "PRAGMA integrity_check({})"  # a table of the log, by name
 _SCHEMA_VERSION = "PRAGMA schema_version"

@@ -329,6 +329,22 @@ class AsyncChatStore:
         """`ChatStore.backup`, in the read pool."""
         return self._read(self.store.backup, dest, overwrite=overwrite, on_progress=on_progress)
 
+    def bundle(
+        self,
+        dest: str | os.PathLike[str],
+        *,
+        redact: bool = False,
+        since: int | None = None,
+        cids: Iterable[str] | None = None,
+    ) -> asyncio.Future[dict[str, Any]]:
+        """`ChatStore.bundle`, in the read pool (it reads a snapshot; the copy is its own file)."""
+        return self._read(self.store.bundle, dest, redact=redact, since=since,
+                          cids=list(cids) if cids is not None else None)
+
+    def bundle_info(self) -> asyncio.Future[dict[str, Any] | None]:
+        """`ChatStore.bundle_info`, in the read pool."""
+        return self._read(self.store.bundle_info)
+
     def cached_channels(
         self, filter: dict[str, Any] | None = None, sort: list[dict[str, Any]] | None = None
     ) -> asyncio.Future[list[str] | None]:

@@ -6,14 +6,17 @@ local actions recorded in it. Everything the backend sends goes in through `inge
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from chatledger.eventstore.backup import ProgressCallback as BackupProgress
 from chatledger.eventstore.backup import backup_database
+from chatledger.eventstore.bundle import BUNDLE_META_KEY, copy_for_bundle, finish_bundle
 from chatledger.eventstore.datastore import Synchronous
 from chatledger.eventstore.ingest import (
     CHANNEL_STATE,
@@ -31,9 +34,19 @@ from chatledger.projections.engine import Difference, ProgressCallback, Projecti
 from chatledger.projections.export import export_channels
 from chatledger.projections.outbox import Outbox
 from chatledger.projections.queries import ReadAPI, ReadModel
+from chatledger.projections.schema import PROJECTION_VERSION
 
 if TYPE_CHECKING:
     from chatledger.projections.history import Explanation, PastStore
+
+
+def _chatledger_version() -> str:
+    """The installed distribution's version (the package root, which also says it, is above
+    this module)."""
+    try:
+        return metadata.version("chatledger")
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 class RejectedInput(ValueError):
@@ -273,7 +286,22 @@ class ChatStore(ActionsMixin, ReadAPI):
         stats["unprojected_latest"] = self.read.unprojected(limit=10)
         stats["user_id"] = self.user_id
         stats["path"] = str(self.path) if self.path else ":memory:"
+        # A bundle (`bundle()`) says so: who made it, redacted or not, cut down to what.
+        stats["bundle"] = self.bundle_info()
         return stats
+
+    def bundle_info(self) -> dict[str, Any] | None:
+        """How this store was made, when it is a bundle (see `bundle`): `redacted`,
+        `chatledger_version` and `projection_version` of the store that made it, `made_at`
+        (epoch µs), `since` and `cids` it was cut down to. None for a store of one's own."""
+        raw = self.log.get_meta(BUNDLE_META_KEY)
+        if raw is None:
+            return None
+        try:
+            info = json.loads(raw)
+        except ValueError:
+            return {"redacted": None}
+        return info if isinstance(info, dict) else {"redacted": None}
 
     # -- read tables ---------------------------------------------------------------------------
 
@@ -308,6 +336,43 @@ class ChatStore(ActionsMixin, ReadAPI):
         `local_left_out`, `parts`."""
         return export_channels(self.read, file, cids=cids, messages=messages,
                                include_local=include_local).as_dict()
+
+    def bundle(
+        self, dest: str | os.PathLike[str], *, redact: bool = False, since: int | None = None,
+        cids: Iterable[str] | None = None,
+    ) -> dict[str, Any]:
+        """Write a bundle for a bug report into the directory `dest` (created when missing):
+        a consistent copy of this store, under the user's store file name, so that
+        `chatledger --data-dir DEST --user USER ...` opens it with every command.
+
+        `since` (epoch µs) and `cids` leave out what was received before or filed under other
+        channels; `redact=True` replaces texts, attachment URLs and titles, user names and
+        images, channel names and custom field values with same-shape placeholders (see
+        `chatledger.eventstore.bundle`), keeping ids, types, times, counts, the outbox and the
+        errors. The read tables are rebuilt from the copied log and verified. Returns `path`,
+        `bytes`, `events`, `left_out`, `redacted`, `replaced`, `seconds`, `info`."""
+        if self.user_id is None:
+            raise StoreError("this store has no user id: a bundle is named after it")
+        info = {"chatledger_version": _chatledger_version(),
+                "projection_version": PROJECTION_VERSION,
+                "source_position": self.log.max_position()}
+        copy = copy_for_bundle(self.log.datastore, dest, self.user_id, redact=redact,
+                               since=since, cids=list(cids) if cids is not None else None,
+                               info=info)
+        try:
+            # Through the public API, like any store: opening rebuilds the read tables from
+            # the copied log (they were left out of the copy).
+            with ChatStore.open_file(copy.partial) as bundled:
+                if redact:
+                    bundled.log.train_dictionary()  # compressed again, with a redacted dictionary
+                differences = bundled.verify()
+                if differences:
+                    raise StoreError(f"the bundle's tables differ from its log in "
+                                     f"{len(differences)} places; it was not written")
+            return finish_bundle(copy, redacted=redact).as_dict()
+        except BaseException:
+            copy.discard()
+            raise
 
     # -- lifecycle -----------------------------------------------------------------------------
 
