@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import apsw
@@ -17,6 +18,7 @@ from chatledger.cli.archive import backup_command, export_command
 from chatledger.cli.audit import as_of_group, explain_command
 from chatledger.cli.browse import browse_command
 from chatledger.cli.context import Context, DamagedFile, fail, is_corruption
+from chatledger.cli.output import settings
 from chatledger.cli.demo import demo_command
 from chatledger.cli.devserver import devserver_command
 from chatledger.cli.history import log_command
@@ -49,6 +51,16 @@ class OneLineUsageError(click.ClickException):
     exit_code = 2
 
 
+class Interrupted(click.ClickException):
+    """Ctrl-C: exit status 130, as a shell reports a process stopped by SIGINT (click's own
+    handling says "Aborted!" with status 1)."""
+
+    exit_code = 130
+
+    def show(self, file: Any = None) -> None:
+        click.echo(self.message, err=True)
+
+
 class ChatledgerGroup(click.Group):
     """Turns the store's own errors into one-line messages and a non-zero exit."""
 
@@ -66,11 +78,24 @@ class ChatledgerGroup(click.Group):
                     f"argument {ascii(argument)} is not valid text "
                     "(it holds bytes that are not UTF-8)")
         try:
+            return self._invoke_reporting_errors(ctx)
+        except BaseException:
+            # No command leaves behind a store it created and then stored nothing in (a failed
+            # first sync, an import stopped before its first batch).
+            context = ctx.find_object(Context)
+            if context is not None:
+                context.discard_new_store()
+            raise
+
+    def _invoke_reporting_errors(self, ctx: click.Context) -> Any:
+        try:
             return super().invoke(ctx)
         except click.UsageError as error:
             # click would print the usage and a hint over three more lines; scripts and people
             # get the reason alone (`--help` shows the usage).
             raise OneLineUsageError(error.format_message()) from None
+        except KeyboardInterrupt:
+            raise Interrupted("Interrupted.") from None
         except BrokenPipeError:
             raise  # the reader went away (`| head`): not an error of ours
         except (apsw.CorruptError, PersistenceError) as error:
@@ -111,11 +136,16 @@ class ChatledgerGroup(click.Group):
 @click.option("--debug", is_flag=True, envvar="CHATLEDGER_DEBUG",
               help="More detail on stderr for commands that talk to a backend (`sync`); "
                    "credentials are never shown.")
+@click.option("--local-time", is_flag=True, envvar="CHATLEDGER_LOCAL_TIME",
+              help="Show times in the local time zone, not UTC [env CHATLEDGER_LOCAL_TIME=1]. "
+                   "JSON stays in UTC.")
+@click.option("--no-pager", is_flag=True,
+              help="Never page long tables (they page through $PAGER on a terminal).")
 @click.version_option(package_name="chatledger")
 @click.pass_context
 def cli(
     ctx: click.Context, data_dir: Path | None, user: str | None, synchronous: str,
-    lock_timeout: float, debug: bool,
+    lock_timeout: float, debug: bool, local_time: bool, no_pager: bool,
 ) -> None:
     """chatledger: an offline, event-sourced store of chat data, one SQLite file per user.
 
@@ -127,8 +157,70 @@ def cli(
     """
     context = Context(data_dir or default_data_dir(), user, synchronous.upper(), lock_timeout)
     context.debug = debug
+    settings.local_time = local_time
+    settings.no_pager = no_pager
     ctx.obj = context
     ctx.call_on_close(context.close)
+
+
+def _set_data_dir(context: Context, value: Path) -> None:
+    context.data_dir = value
+
+
+def _set_user(context: Context, value: str) -> None:
+    context.user = value
+
+
+def _set_synchronous(context: Context, value: str) -> None:
+    context.synchronous = value.upper()
+
+
+def _set_lock_timeout(context: Context, value: float) -> None:
+    context.lock_timeout = value
+
+
+def _set_debug(context: Context, value: bool) -> None:
+    context.debug = value
+
+
+def _set_local_time(context: Context, value: bool) -> None:
+    settings.local_time = value
+
+
+def _set_no_pager(context: Context, value: bool) -> None:
+    settings.no_pager = value
+
+
+def _global_option(option: click.Option, apply: Callable[[Context, Any], None]) -> click.Option:
+    """A copy of a global option for a subcommand, so that it may follow the subcommand's
+    name (`chatledger channels --user alice`), as git and sqlite-utils users expect."""
+
+    def store(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+        if value is not None and value is not False:
+            apply(ctx.ensure_object(Context) if ctx.find_object(Context) is None
+                  else ctx.find_object(Context), value)
+
+    return click.Option(option.opts + option.secondary_opts, type=option.type,
+                        is_flag=option.is_flag, default=None if not option.is_flag else False,
+                        expose_value=False, hidden=True, callback=store)
+
+
+_APPLY_GLOBAL = {"data_dir": _set_data_dir, "user": _set_user, "synchronous": _set_synchronous,
+                 "lock_timeout": _set_lock_timeout, "debug": _set_debug,
+                 "local_time": _set_local_time, "no_pager": _set_no_pager}
+
+
+def accept_global_options(command: click.Command) -> None:
+    """Give `command` (and, for a group, every command under it) the global options, where
+    it has no option of the same name of its own (`sync --debug` is its own)."""
+    taken = {opt for param in command.params for opt in param.opts + param.secondary_opts}
+    for param in cli.params:
+        if isinstance(param, click.Option) and param.name in _APPLY_GLOBAL:
+            if not taken & set(param.opts + param.secondary_opts):
+                command.params.append(_global_option(param, _APPLY_GLOBAL[param.name]))
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            accept_global_options(sub)
 
 
 for command in (import_command, log_command, stats_command, quarantine_command, flush_command,
@@ -144,6 +236,8 @@ for command in (backup_command, export_command):
 for command in (reminders_command, mutes_command):
     cli.add_command(command)
 cli.add_command(browse_command)
+for command in cli.commands.values():
+    accept_global_options(command)
 
 
 def main() -> None:

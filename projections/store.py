@@ -25,12 +25,14 @@ from chatledger.eventstore.ingest import (
 )
 from chatledger.eventstore.log import AppendResult, EventLog, LogEntry, StoreError
 from chatledger.eventstore.schema import Source
-from chatledger.eventstore.userfiles import flush_files, user_db_path
+from chatledger.eventstore.userfiles import StoreFile, flush_files, list_stores, user_db_path
 from chatledger.projections.actions import ActionsMixin
 from chatledger.projections.engine import Difference, ProgressCallback, Projections
 from chatledger.projections.export import export_channels
+from chatledger.projections.ids import IdKind, IdLookup
 from chatledger.projections.outbox import Outbox
 from chatledger.projections.queries import ReadAPI, ReadModel
+from chatledger.projections.times import TimeLike, optional_micros
 
 if TYPE_CHECKING:
     from chatledger.projections.history import Explanation, PastStore
@@ -74,6 +76,7 @@ class ChatStore(ActionsMixin, ReadAPI):
         self.read.warm_up()
         # The local commands: the retry stream for the replayer, retry and cancel for the user.
         self.outbox = Outbox(log)
+        self._ids = IdLookup(log.datastore)
 
     # -- opening -------------------------------------------------------------------------------
 
@@ -239,20 +242,44 @@ class ChatStore(ActionsMixin, ReadAPI):
 
     # -- reading the log -----------------------------------------------------------------------
 
+    def last_position(self) -> int:
+        """The position of the newest log entry; 0 for a store that holds nothing yet."""
+        return self.log.max_position() or 0
+
     def history(
         self,
         *,
         cid: str | None = None,
         types: Iterable[str] = (),
-        since: int | None = None,
-        until: int | None = None,
+        since: TimeLike | None = None,
+        until: TimeLike | None = None,
         limit: int | None = None,
         newest_first: bool = False,
     ) -> list[LogEntry]:
-        """The audit history: log entries, filtered by channel, type and time (epoch µs)."""
+        """The audit history: log entries, filtered by channel, type and time.
+
+        `since` and `until` take a timezone-aware `datetime`, RFC 3339 text, a date (UTC), an
+        age such as "2h" or "3d", or epoch microseconds; a naive datetime or text that is no
+        time raises `ValueError`."""
         return self.log.entries(
-            stream=cid, types=tuple(types), since=since, until=until, limit=limit,
-            newest_first=newest_first,
+            stream=cid, types=tuple(types), since=optional_micros(since),
+            until=optional_micros(until), limit=limit, newest_first=newest_first,
+        )
+
+    def iter_history(
+        self,
+        *,
+        cid: str | None = None,
+        types: Iterable[str] = (),
+        since: TimeLike | None = None,
+        until: TimeLike | None = None,
+        newest_first: bool = False,
+    ) -> Iterator[LogEntry]:
+        """`history` without a limit, read a page at a time in short read transactions: a
+        log of any size streams in constant memory."""
+        return self.log.iter_entries(
+            stream=cid, types=tuple(types), since=optional_micros(since),
+            until=optional_micros(until), newest_first=newest_first,
         )
 
     def quarantine(self, *, limit: int | None = None) -> list[dict[str, Any]]:
@@ -274,6 +301,24 @@ class ChatStore(ActionsMixin, ReadAPI):
         stats["user_id"] = self.user_id
         stats["path"] = str(self.path) if self.path else ":memory:"
         return stats
+
+    # -- ids as people type them ----------------------------------------------------------------
+
+    def ids_with_prefix(self, kind: IdKind, prefix: str = "", *, limit: int = 20) -> list[str]:
+        """Stored ids of `kind` ("message", "command", "channel" or "user") that start with
+        `prefix`, in order: what shell completion offers."""
+        return self._ids.with_prefix(kind, prefix, limit=limit)
+
+    def resolve_id(self, kind: IdKind, text: str) -> str | None:
+        """The stored id `text` names, as git resolves a commit: the id itself, or the one id
+        it is a unique prefix of; None when no id matches. Raises `AmbiguousId` (a
+        `ValueError` listing the candidates) when several ids start with `text`."""
+        return self._ids.resolve(kind, text)
+
+    def suggest_ids(self, kind: IdKind, text: str, *, limit: int = 3) -> list[str]:
+        """Stored ids close to a `text` that names none: for a channel, those whose id part
+        is `text` (`messaging:general` for `general`) and those a typo away."""
+        return self._ids.suggest(kind, text, limit=limit)
 
     # -- read tables ---------------------------------------------------------------------------
 
@@ -325,6 +370,14 @@ class ChatStore(ActionsMixin, ReadAPI):
         directory = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
         return flush_files(user_db_path(directory, user_id))
 
+    @staticmethod
+    def list_users(data_dir: str | os.PathLike[str] | None = None) -> list[StoreFile]:
+        """The stores in `data_dir` (default: `default_data_dir()`), by user id, with their
+        size in bytes, number of log entries and last activity; read without opening them for
+        writing. An empty list when the directory does not exist."""
+        directory = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+        return list_stores(directory)
+
     def __enter__(self) -> ChatStore:
         return self
 
@@ -333,12 +386,13 @@ class ChatStore(ActionsMixin, ReadAPI):
 
     # -- the past (see projections.history) ----------------------------------------------------
 
-    def as_of(self, *, position: int | None = None, time: int | None = None) -> PastStore:
-        """The read tables as of a log position or a time (epoch µs), read-only: a `PastStore`
-        with the read methods of this class. Close it when done."""
+    def as_of(self, *, position: int | None = None, time: TimeLike | None = None) -> PastStore:
+        """The read tables as of a log position or a time, read-only: a `PastStore` with the
+        read methods of this class. Close it when done. `time` takes the forms `history`'s
+        `since` takes (an aware datetime, RFC 3339, an age, epoch microseconds)."""
         from chatledger.projections.history import as_of
 
-        return as_of(self, position=position, time=time)
+        return as_of(self, position=position, time=optional_micros(time))
 
     def explain(self, message_id: str, *, unchanged: bool = False) -> list[Explanation]:
         """Every log entry that changed a message, oldest first, with what it changed."""
