@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import os
 from pathlib import Path
 from typing import NoReturn
 
@@ -41,7 +42,7 @@ class Context:
             path = self.store_path()
             if not create:
                 self._check_store_is_there()
-            self._created = path is not None and not path.exists()
+            self._created = path is not None and not os.path.lexists(path)
             with replay_progress("rebuilding read tables") as on_progress:
                 self._store = ChatStore.open(
                     self.data_dir, self.require_user(), synchronous=self.synchronous,  # type: ignore[arg-type]
@@ -66,14 +67,15 @@ class Context:
         """A missing store, said with what is there instead: a data directory that does not
         exist, or the users it has stores for (the closest first)."""
         path = self.store_path()
-        if path is not None and not path.exists():
+        # A link, even dangling, is there: opening it says why it is refused.
+        if path is not None and not os.path.lexists(path):
             fail(missing_store_message(self.data_dir, self.require_user()))
 
     def discard_new_store(self) -> None:
         """Delete the store this command created, if the log is still empty (a failed first
         import or sync, Ctrl-C before anything was stored); a store that existed before, or
         that another process has written to meanwhile, is kept."""
-        if self._created and self._store is not None and not self._store.last_position():
+        if self._created and self._store is not None and self._store.is_empty():
             self._store.flush()
             self._store = None
             self._created = False

@@ -23,8 +23,9 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import itertools
 import os
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -42,12 +43,15 @@ from chatledger.eventstore.writer import (
 )
 from chatledger.projections.actions import ActionsMixin
 from chatledger.projections.aio_outbox import AsyncOutbox
+from chatledger.projections.ids import IdKind
 from chatledger.projections.store import ChatStore, RejectedInput
+from chatledger.projections.times import TimeLike
 
 if TYPE_CHECKING:
     from typing import BinaryIO
 
     from chatledger.eventstore.backup import ProgressCallback as BackupProgress
+    from chatledger.eventstore.userfiles import StoreFile
     from chatledger.projections.engine import Difference, ProgressCallback
     from chatledger.projections.history import Explanation, PastStore
     from chatledger.projections.queries import ChannelSummary, StoredMessage
@@ -296,12 +300,52 @@ class AsyncChatStore:
         return loop.run_in_executor(self._reads, functools.partial(method, *args, **kwargs))
 
     def history(
-        self, *, cid: str | None = None, types: Iterable[str] = (), since: int | None = None,
-        until: int | None = None, limit: int | None = None, newest_first: bool = False,
+        self, *, cid: str | None = None, types: Iterable[str] = (),
+        since: TimeLike | None = None, until: TimeLike | None = None,
+        limit: int | None = None, newest_first: bool = False,
     ) -> asyncio.Future[list[LogEntry]]:
         """`ChatStore.history`, in the read pool."""
         return self._read(self.store.history, cid=cid, types=tuple(types), since=since,
                           until=until, limit=limit, newest_first=newest_first)
+
+    async def iter_history(
+        self, *, cid: str | None = None, types: Iterable[str] = (),
+        since: TimeLike | None = None, until: TimeLike | None = None,
+        newest_first: bool = False,
+    ) -> AsyncIterator[LogEntry]:
+        """`ChatStore.iter_history` as an async iterator: each page is read in the read pool."""
+        entries = self.store.iter_history(cid=cid, types=tuple(types), since=since, until=until,
+                                          newest_first=newest_first)
+        while page := await self._read(_next_page, entries):
+            for entry in page:
+                yield entry
+
+    def last_position(self) -> asyncio.Future[int]:
+        """`ChatStore.last_position`, in the read pool."""
+        return self._read(self.store.last_position)
+
+    def is_empty(self) -> asyncio.Future[bool]:
+        """`ChatStore.is_empty`, in the read pool."""
+        return self._read(self.store.is_empty)
+
+    def ids_with_prefix(
+        self, kind: IdKind, prefix: str = "", *, limit: int = 20
+    ) -> asyncio.Future[list[str]]:
+        """`ChatStore.ids_with_prefix`, in the read pool."""
+        return self._read(self.store.ids_with_prefix, kind, prefix, limit=limit)
+
+    def resolve_id(self, kind: IdKind, text: str) -> asyncio.Future[str | None]:
+        """`ChatStore.resolve_id`, in the read pool."""
+        return self._read(self.store.resolve_id, kind, text)
+
+    def suggest_ids(self, kind: IdKind, text: str, *, limit: int = 3) -> asyncio.Future[list[str]]:
+        """`ChatStore.suggest_ids`, in the read pool."""
+        return self._read(self.store.suggest_ids, kind, text, limit=limit)
+
+    @staticmethod
+    async def list_users(data_dir: str | os.PathLike[str] | None = None) -> list[StoreFile]:
+        """`ChatStore.list_users` off the event loop."""
+        return await asyncio.to_thread(ChatStore.list_users, data_dir)
 
     def quarantine(self, *, limit: int | None = None) -> asyncio.Future[list[dict[str, Any]]]:
         return self._read(self.store.quarantine, limit=limit)
@@ -314,7 +358,7 @@ class AsyncChatStore:
     # none is missing.
 
     def as_of(
-        self, *, position: int | None = None, time: int | None = None
+        self, *, position: int | None = None, time: TimeLike | None = None
     ) -> asyncio.Future[PastStore]:
         """`ChatStore.as_of`, in the read pool."""
         return self._read(self.store.as_of, position=position, time=time)
@@ -646,6 +690,14 @@ class AsyncChatStore:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+_HISTORY_PAGE = 1_000
+
+
+def _next_page(entries: Iterator[LogEntry]) -> list[LogEntry]:
+    """The next entries of an `iter_history` iterator (empty at the end)."""
+    return list(itertools.islice(entries, _HISTORY_PAGE))
 
 
 class _Pending(asyncio.Future):  # type: ignore[type-arg]

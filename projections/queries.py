@@ -7,6 +7,7 @@ them as they now stand (`position`, `slot`), read in the same snapshot as the ro
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import apsw
@@ -21,6 +22,7 @@ from chatledger.projections.mutes import MuteReader, now_us
 from chatledger.projections.ranges import RANGES_OVERLAPPING, MessagePage, find_gaps
 from chatledger.projections.reminders import LIST_REMINDERS, LISTED_COLUMNS, reminder_object
 from chatledger.projections.schema import SLOT_EVENT, SLOT_PINNED_BASE, SLOT_RESPONSE
+from chatledger.projections.times import from_micros
 
 NO_RAW = msgspec.Raw()
 
@@ -103,6 +105,13 @@ def state_message(state: _State, slot: int) -> bytes:
     return bytes(items[index]) if 0 <= index < len(items) else b""
 
 
+class _Text(msgspec.Struct):
+    text: str | None = None
+
+
+_text_decoder = msgspec.json.Decoder(_Text)
+
+
 @dataclass(slots=True)
 class StoredMessage:
     """A message as stored now: its row (with the local state) and its object's exact bytes."""
@@ -124,6 +133,27 @@ class StoredMessage:
 
     def json(self) -> dict[str, Any]:
         return decode_stored(self.raw) if self.raw else {}
+
+    @property
+    def text(self) -> str:
+        """The message's text ("" when it has none); read without decoding the rest."""
+        if not self.raw:
+            return ""
+        try:
+            return _text_decoder.decode(self.raw).text or ""
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            text = self.json().get("text")  # what every other reader of the bytes sees
+            return text if isinstance(text, str) else ""
+
+    @property
+    def created(self) -> datetime | None:
+        """`created_at` (epoch microseconds) as an aware UTC datetime."""
+        return from_micros(self.created_at)
+
+    @property
+    def deleted(self) -> datetime | None:
+        """`deleted_at` as an aware UTC datetime; None while the message stands."""
+        return from_micros(self.deleted_at)
 
     @property
     def reaction_counts(self) -> dict[str, int]:
@@ -173,6 +203,11 @@ class ChannelSummary:
     membership: dict[str, Any] | None
     last_message: StoredMessage | None
     custom: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def last_message_time(self) -> datetime | None:
+        """`last_message_at` (epoch microseconds) as an aware UTC datetime."""
+        return from_micros(self.last_message_at)
 
 
 class ReadModel:

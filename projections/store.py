@@ -246,6 +246,10 @@ class ChatStore(ActionsMixin, ReadAPI):
         """The position of the newest log entry; 0 for a store that holds nothing yet."""
         return self.log.max_position() or 0
 
+    def is_empty(self) -> bool:
+        """Whether the store holds nothing: no log entry and nothing quarantined."""
+        return not self.last_position() and not self.log.quarantine(limit=1)
+
     def history(
         self,
         *,
