@@ -28,7 +28,7 @@ def resolve(ctx: Context, kind: IdKind, text: str) -> str:
 def not_stored(ctx: Context, kind: IdKind, text: str, what: str) -> str:
     """`no channel 'general' is stored`, with the close names the store has."""
     close = ctx.store(create=False).suggest_ids(kind, text)
-    hint = f"; did you mean {' or '.join(repr(name) for name in close)}?" if close else ""
+    hint = f" (did you mean {' or '.join(repr(name) for name in close)}?)" if close else ""
     return f"{what}{hint}"
 
 

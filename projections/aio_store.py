@@ -415,14 +415,18 @@ class AsyncChatStore:
         return self._join(self.store.delete_draft, cid, parent_id=parent_id)
 
     def delete_message(
-        self, message_id: str, *, hard: bool = False, for_me: bool = False
+        self, message_id: str, *, hard: bool = False, for_me: bool = False,
+        known_only: bool = False,
     ) -> asyncio.Future[str]:
         """`ChatStore.delete_message`, on the writer thread, joinable."""
-        return self._join(self.store.delete_message, message_id, hard=hard, for_me=for_me)
+        return self._join(self.store.delete_message, message_id, hard=hard, for_me=for_me,
+                          known_only=known_only)
 
-    def delete_reaction(self, message_id: str, type: str) -> asyncio.Future[str]:
+    def delete_reaction(
+        self, message_id: str, type: str, *, known_only: bool = False
+    ) -> asyncio.Future[str]:
         """`ChatStore.delete_reaction`, on the writer thread, joinable."""
-        return self._join(self.store.delete_reaction, message_id, type)
+        return self._join(self.store.delete_reaction, message_id, type, known_only=known_only)
 
     def draft(
         self, cid: str, parent_id: str | None = None
@@ -462,10 +466,12 @@ class AsyncChatStore:
         return self._read(self.store.last_sync_at)
 
     def mark_read(
-        self, cid: str, *, message_id: str | None = None, thread_id: str | None = None
+        self, cid: str, *, message_id: str | None = None, thread_id: str | None = None,
+        known_only: bool = False,
     ) -> asyncio.Future[str]:
         """`ChatStore.mark_read`, on the writer thread, joinable."""
-        return self._join(self.store.mark_read, cid, message_id=message_id, thread_id=thread_id)
+        return self._join(self.store.mark_read, cid, message_id=message_id, thread_id=thread_id,
+                          known_only=known_only)
 
     def mark_synced(self, synced_at: str, *, requeried: Iterable[str] = ()) -> asyncio.Future[int]:
         """`ChatStore.mark_synced`, on the writer thread, in call order."""
@@ -564,6 +570,7 @@ class AsyncChatStore:
         mentioned_users: Iterable[str] = (),
         silent: bool = False,
         skip_push: bool = False,
+        known_only: bool = False,
         **custom: Any,
     ) -> asyncio.Future[str]:
         """`ChatStore.send_message`, on the writer thread, joinable."""
@@ -579,6 +586,7 @@ class AsyncChatStore:
             mentioned_users=mentioned_users,
             silent=silent,
             skip_push=skip_push,
+            known_only=known_only,
             **custom,
         )
 
@@ -589,6 +597,7 @@ class AsyncChatStore:
         *,
         score: int = 1,
         enforce_unique: bool = False,
+        known_only: bool = False,
         **custom: Any,
     ) -> asyncio.Future[str]:
         """`ChatStore.send_reaction`, on the writer thread, joinable."""
@@ -598,6 +607,7 @@ class AsyncChatStore:
             type,
             score=score,
             enforce_unique=enforce_unique,
+            known_only=known_only,
             **custom,
         )
 

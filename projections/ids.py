@@ -34,7 +34,7 @@ class AmbiguousId(ValueError):
 
     def __init__(self, kind: str, prefix: str, candidates: list[str]) -> None:
         shown = ", ".join(candidates[:10]) + (", ..." if len(candidates) > 10 else "")
-        super().__init__(f"{kind} id prefix {prefix!r} is ambiguous: it starts {shown}")
+        super().__init__(f"{kind} id prefix {prefix!r} is ambiguous: {shown} all start with it")
         self.kind = kind
         self.prefix = prefix
         self.candidates = candidates
