@@ -229,7 +229,10 @@ def describe(e: Explanation) -> str:
     command's event says, for those)."""
     text = _describe_changes(e)
     if e.command:
-        return e.command if text == "no change" else f"{e.command}; {text}"
+        # Which command: a message's trail holds its send's attempts and its reactions' too.
+        kind = e.stream.partition(":")[0] if ":" in e.stream else ""
+        said = e.command if not kind or e.command.startswith(kind) else f"{kind} {e.command}"
+        return said if text == "no change" else f"{said}; {text}"
     return text
 
 

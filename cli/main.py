@@ -13,7 +13,7 @@ import click
 from eventsourcing.persistence import PersistenceError
 
 from chatledger.cli.actions import ACTION_COMMANDS
-from chatledger.cli.admin import flush_command, quarantine_command, stats_command
+from chatledger.cli.admin import flush_command, quarantine_command, stats_command, users_command
 from chatledger.cli.archive import backup_command, export_command
 from chatledger.cli.audit import as_of_group, explain_command
 from chatledger.cli.browse import browse_command
@@ -224,6 +224,7 @@ def accept_global_options(command: click.Command) -> None:
 
 
 for command in (import_command, log_command, stats_command, quarantine_command, flush_command,
+                users_command,
                 channels_command, show_group, rebuild_command, verify_command, as_of_group,
                 explain_command, devserver_command):
     cli.add_command(command)

@@ -10,7 +10,7 @@ import click
 
 from chatledger.cli.context import Context, pass_context
 from chatledger.cli.names import COMMAND_ID, resolve
-from chatledger.cli.output import console, echo_json, format_time, iso_time, shown
+from chatledger.cli.output import console, echo_json, iso_time, labelled_time, shown
 from chatledger.cli.render import Column, emit_table, format_options, output_format
 from chatledger.projections.outbox import CommandEvent, CommandInfo
 
@@ -154,13 +154,34 @@ def conflicts_command(ctx: Context, as_json: bool) -> None:
     for info in conflicts:
         out.print(f"[bold]{shown(info.id)}[/bold]  {info.kind}  "
                   f"{shown(info.message_id or info.cid or '')}")
-        out.print(f"  reason: {shown(info.reason)}" + (f" ({shown(_error_text(info.last_error))})"
-                                                        if info.last_error else ""))
+        out.print(f"  reason: {shown(conflict_reason(info))}")
         for e in info.history:
-            detail = _error_text(e.data.get("error")) or e.data.get("reason") or ""
-            if e.name == "attempt_started":
-                detail = f"attempt {e.data.get('attempt')}"
-            elif e.data.get("attempt") is not None:  # an outcome that carries its attempt's start
-                detail = f"attempt {e.data['attempt']}" + (f": {detail}" if detail else "")
-            out.print(f"  {e.position:>7}  {format_time(e.received_at)}  {e.name:<16} "
-                      f"{shown(detail)}")
+            out.print(f"  {e.position:>7}  {labelled_time(e.received_at)}  {e.name:<16} "
+                      f"{shown(_event_detail(e, info))}")
+
+
+def conflict_reason(info: CommandInfo) -> str:
+    """The reason a command was refused, said once: the backend's status and code are added
+    only where the reason does not already carry its message."""
+    reason = info.reason or ""
+    error = info.last_error or {}
+    message = str(error.get("message") or "")
+    if error and (not message or message not in reason):
+        return f"{reason} ({_error_text(error)})" if reason else _error_text(error)
+    return reason
+
+
+def _event_detail(e: CommandEvent, info: CommandInfo) -> str:
+    """What one lifecycle event adds; the refusal's reason is printed above it already."""
+    attempt = e.data.get("attempt")
+    if e.name == "attempt_started":
+        return f"attempt {attempt}"
+    error = e.data.get("error") or {}
+    detail = _error_text(error) or e.data.get("reason") or ""
+    said = str(error.get("message") or detail) if isinstance(error, dict) else str(detail)
+    if e.name == "rejected" and info.reason and said and (said in info.reason
+                                                          or info.reason in said):
+        detail = "(the reason above)"
+    if attempt is not None:  # an outcome that carries its attempt's start
+        return f"attempt {attempt}" + (f": {detail}" if detail else "")
+    return str(detail)
