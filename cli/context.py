@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import os
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import apsw
 import click
@@ -107,6 +107,16 @@ pass_context = click.make_pass_decorator(Context)
 
 def fail(message: str) -> NoReturn:
     raise click.ClickException(message)
+
+
+class Interrupted(click.ClickException):
+    """Ctrl-C: exit status 130, as a shell reports a process stopped by SIGINT (click's own
+    handling says "Aborted!" with status 1). The message is printed as it is."""
+
+    exit_code = 130
+
+    def show(self, file: Any = None) -> None:
+        click.echo(self.message, err=True)
 
 
 DAMAGED_EXIT_STATUS = 3

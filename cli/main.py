@@ -17,7 +17,7 @@ from chatledger.cli.admin import flush_command, quarantine_command, stats_comman
 from chatledger.cli.archive import backup_command, export_command
 from chatledger.cli.audit import as_of_group, explain_command
 from chatledger.cli.browse import browse_command
-from chatledger.cli.context import Context, DamagedFile, fail, is_corruption
+from chatledger.cli.context import Context, DamagedFile, Interrupted, fail, is_corruption
 from chatledger.cli.output import settings
 from chatledger.cli.demo import demo_command
 from chatledger.cli.devserver import devserver_command
@@ -49,16 +49,6 @@ class OneLineUsageError(click.ClickException):
     """A usage error said in one line (`Error: ...`), with click's usage status 2."""
 
     exit_code = 2
-
-
-class Interrupted(click.ClickException):
-    """Ctrl-C: exit status 130, as a shell reports a process stopped by SIGINT (click's own
-    handling says "Aborted!" with status 1)."""
-
-    exit_code = 130
-
-    def show(self, file: Any = None) -> None:
-        click.echo(self.message, err=True)
 
 
 class ChatledgerGroup(click.Group):

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from chatledger.eventstore.datastore import Synchronous
+from chatledger.eventstore.importer import ImportReport, Kind
 from chatledger.eventstore.ingest import Payload
 from chatledger.eventstore.log import AppendResult, LogEntry, StoreError
 from chatledger.eventstore.schema import Source
@@ -319,6 +320,16 @@ class AsyncChatStore:
         while page := await self._read(_next_page, entries):
             for entry in page:
                 yield entry
+
+    def import_file(
+        self, file: BinaryIO, *, kind: Kind = "auto", source: str = "import",
+        batch_size: int = 1_000, on_progress: Callable[[int], None] | None = None,
+        again: bool = False, resume: bool = False,
+    ) -> asyncio.Future[ImportReport]:
+        """`ChatStore.import_file`, on the writer thread, in call order."""
+        return self._write(self.store.import_file, file, kind=kind, source=source,
+                           batch_size=batch_size, on_progress=on_progress, again=again,
+                           resume=resume)
 
     def last_position(self) -> asyncio.Future[int]:
         """`ChatStore.last_position`, in the read pool."""

@@ -7,7 +7,7 @@ local actions recorded in it. Everything the backend sends goes in through `inge
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from chatledger.eventstore.backup import ProgressCallback as BackupProgress
 from chatledger.eventstore.backup import backup_database
 from chatledger.eventstore.datastore import Synchronous
+from chatledger.eventstore.importer import ImportReport, Kind, import_stream
 from chatledger.eventstore.ingest import (
     CHANNEL_STATE,
     Entry,
@@ -225,6 +226,23 @@ class ChatStore(ActionsMixin, ReadAPI):
         position = result.positions[0]
         assert position is not None
         return position
+
+    def import_file(
+        self, file: BinaryIO, *, kind: Kind = "auto", source: str = "import",
+        batch_size: int = 1_000, on_progress: Callable[[int], None] | None = None,
+        again: bool = False, resume: bool = False,
+    ) -> ImportReport:
+        """Append a binary file of JSON lines of events, or one query-channels, sync or
+        channel response (`kind`), verbatim; see `chatledger.eventstore.importer`.
+
+        The import ledger keeps the same input from being stored twice: an input an earlier
+        import read whole raises `AlreadyImported` (nothing stored) unless `again=True`; one an
+        earlier run stopped in continues after its stored lines (`resume=True` insists on
+        that: `NothingToResume` otherwise). A full disk raises `ImportInterrupted`, Ctrl-C
+        `ImportStopped` (a KeyboardInterrupt); both say what was committed.
+        `on_progress(bytes_read)` follows the reading."""
+        return import_stream(self.log, file, kind=kind, source=source, batch_size=batch_size,
+                             on_progress=on_progress, again=again, resume=resume)
 
     @contextmanager
     def batch(self) -> Iterator[None]:
