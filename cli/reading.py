@@ -56,7 +56,8 @@ def message_row(m: StoredMessage) -> tuple[Any, ...]:
 @click.option("--filter", "filter_", metavar="JSON",
               help='A query-channels filter, e.g. \'{"members": {"$in": ["alice"]}}\'.')
 @click.option("--sort", metavar="JSON",
-              help='Sort keys, e.g. \'[{"field": "last_message_at", "direction": -1}]\'.')
+              help='Sort keys, e.g. \'[{"field": "last_message_at", "direction": -1}]\', or '
+                   'as the SDKs write them: \'{"last_message_at": -1}\'.')
 @click.option("--limit", type=click.IntRange(1, 1000), default=30, show_default=True)
 @click.option("--offset", type=click.IntRange(0, MAX_INT), default=0, show_default=True)
 @format_options()
@@ -77,11 +78,15 @@ def channels_command(
     from chatledger.projections.filters import FilterError
 
     store = ctx.store(create=False)
+    filter_value, sort_value = _json_option(filter_, "--filter"), _json_option(sort, "--sort")
     try:
-        rows = store.channels(_json_option(filter_, "--filter"), _json_option(sort, "--sort"),
-                              limit=limit, offset=offset)
+        rows = store.channels(filter_value, sort_value, limit=limit, offset=offset)
     except FilterError as e:
         fail(str(e))
+    for name, close in store.unknown_filter_fields(filter_value, sort_value).items():
+        hint = f" (did you mean {' or '.join(repr(known) for known in close)}?)" if close else ""
+        click.echo(f"Warning: no stored channel has a field {name!r}, and the backend defines "
+                   f"none by that name{hint}; it matches nothing.", err=True)
     if fmt == "json":
         for s in rows:
             echo_json({"cid": s.cid, "name": s.name, "last_message_at": s.last_message_at,

@@ -331,6 +331,12 @@ class AsyncChatStore:
                            batch_size=batch_size, on_progress=on_progress, again=again,
                            resume=resume)
 
+    def unknown_filter_fields(
+        self, filter: dict[str, Any] | None = None, sort: Any = None
+    ) -> asyncio.Future[dict[str, list[str]]]:
+        """`ChatStore.unknown_filter_fields`, in the read pool."""
+        return self._read(self.store.unknown_filter_fields, filter, sort)
+
     def last_position(self) -> asyncio.Future[int]:
         """`ChatStore.last_position`, in the read pool."""
         return self._read(self.store.last_position)

@@ -186,6 +186,10 @@ _MESSAGE_SELECT = (
 )
 
 
+# Every custom field name the stored channels use (a scan: asked only to warn about typos).
+_CUSTOM_FIELD_NAMES = ("SELECT DISTINCT j.key FROM channels, json_each(channels.custom) j "
+                       "WHERE json_valid(channels.custom) ORDER BY j.key")
+
 # Whether a message is on file at a channel's (created_at, id): see _BOUND for the `+?`.
 _MESSAGE_AT = "SELECT 1 FROM messages WHERE cid=+? AND created_at=+? AND id=+?"
 
@@ -320,6 +324,12 @@ class ReadModel:
                 )
             ]
             return self._summaries(c, cids)
+
+    def custom_channel_fields(self) -> list[str]:
+        """The custom field names any stored channel has (what a filter may name besides
+        the backend's own fields)."""
+        with self.datastore.transaction(commit=False) as c:
+            return [name for (name,) in c.execute(_CUSTOM_FIELD_NAMES)]
 
     def channel_count(self, filter: dict[str, Any] | None = None) -> int:
         """How many channels `channels(filter)` lists, all pages together: the one count of

@@ -342,6 +342,17 @@ class ChatStore(ActionsMixin, ReadAPI):
         is `text` (`messaging:general` for `general`) and those a typo away."""
         return self._ids.suggest(kind, text, limit=limit)
 
+    def unknown_filter_fields(self, filter: dict[str, Any] | None = None,
+                              sort: Any = None) -> dict[str, list[str]]:
+        """The fields a `channels()` filter or sort names that neither the backend defines nor
+        any stored channel has as a custom field (most often a typo, which matches nothing),
+        each with the known names close to it: `{"nmae": ["name"]}`. Empty when all is known."""
+        from chatledger.projections.filters import close_field_names, unknown_fields
+
+        custom = self.read.custom_channel_fields()
+        return {name: close_field_names(name, custom)
+                for name in unknown_fields(filter, sort, custom)}
+
     # -- read tables ---------------------------------------------------------------------------
 
     def rebuild(self, on_progress: ProgressCallback | None = None) -> int:
