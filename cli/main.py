@@ -18,6 +18,7 @@ from chatledger.cli.archive import backup_command, export_command
 from chatledger.cli.audit import as_of_group, explain_command
 from chatledger.cli.browse import browse_command
 from chatledger.cli.context import Context, DamagedFile, Interrupted, fail, is_corruption
+from chatledger.cli.names import USER_ID, complete_with
 from chatledger.cli.output import settings
 from chatledger.cli.demo import demo_command
 from chatledger.cli.devserver import devserver_command
@@ -107,7 +108,8 @@ class ChatledgerGroup(click.Group):
     help="Directory of the per-user store files [env CHATLEDGER_DATA_DIR; "
     "default $XDG_DATA_HOME/chatledger].",
 )
-@click.option("--user", "-u", envvar="CHATLEDGER_USER", help="Whose store [env CHATLEDGER_USER].")
+@click.option("--user", "-u", envvar="CHATLEDGER_USER", shell_complete=complete_with(USER_ID),
+              help="Whose store [env CHATLEDGER_USER].")
 @click.option(
     "--synchronous",
     type=click.Choice(["NORMAL", "FULL"], case_sensitive=False),
@@ -192,7 +194,8 @@ def _global_option(option: click.Option, apply: Callable[[Context, Any], None]) 
 
     return click.Option(option.opts + option.secondary_opts, type=option.type,
                         is_flag=option.is_flag, default=None if not option.is_flag else False,
-                        expose_value=False, hidden=True, callback=store)
+                        expose_value=False, hidden=True, callback=store,
+                        shell_complete=complete_with(USER_ID) if option.name == "user" else None)
 
 
 _APPLY_GLOBAL = {"data_dir": _set_data_dir, "user": _set_user, "synchronous": _set_synchronous,
