@@ -6,7 +6,7 @@ import click
 from rich.table import Table
 
 from chatledger.cli.context import Context, fail, pass_context
-from chatledger.cli.output import MAX_INT, console, echo_json, format_time, iso_time, shown
+from chatledger.cli.output import MAX_INT, console, echo_json, iso_time, shown
 from chatledger.cli.render import Column, emit_table, format_options, output_format
 from chatledger.eventstore.userfiles import store_files, user_db_path
 from chatledger.projections.store import ChatStore
