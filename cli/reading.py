@@ -203,10 +203,15 @@ def reaction_text(counts: dict[str, int]) -> str:
 @click.option("--json", "as_json", is_flag=True)
 @pass_context
 def show_user(ctx: Context, user_id: str, as_json: bool) -> None:
-    """A user as last seen."""
+    """A user as last seen.
+
+    \b
+    Example:
+      chatledger --user alice show user bob --json
+    """
     user = ctx.store(create=False).user(user_id)
     if user is None:
-        fail(f"no user {user_id!r} is stored")
+        fail(not_stored(ctx, "user", user_id, f"no user {user_id!r} is stored"))
     if as_json:
         echo_json(user)
         return

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from chatledger.eventstore.datastore import Synchronous
 from chatledger.eventstore.importer import ImportReport, Kind
 from chatledger.eventstore.ingest import Payload
-from chatledger.eventstore.log import AppendResult, LogEntry, StoreError
+from chatledger.eventstore.log import AppendResult, Damage, LogEntry, StoreError
 from chatledger.eventstore.schema import Source
 from chatledger.eventstore.writer import (
     DEFAULT_MAX_BATCH_BYTES,
@@ -336,6 +336,10 @@ class AsyncChatStore:
     ) -> asyncio.Future[dict[str, list[str]]]:
         """`ChatStore.unknown_filter_fields`, in the read pool."""
         return self._read(self.store.unknown_filter_fields, filter, sort)
+
+    def damage(self) -> asyncio.Future[Damage | None]:
+        """`ChatStore.damage`, in the read pool."""
+        return self._read(self.store.damage)
 
     def last_position(self) -> asyncio.Future[int]:
         """`ChatStore.last_position`, in the read pool."""

@@ -27,6 +27,7 @@ _PREFIX_QUERIES: dict[str, str] = {
     "user": "SELECT id FROM users WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
 }
 _ALL_CHANNELS = "SELECT cid FROM channels ORDER BY cid"
+_ALL_USERS = "SELECT id FROM users ORDER BY id"
 
 
 class AmbiguousId(ValueError):
@@ -66,7 +67,14 @@ class IdLookup:
 
     def suggest(self, kind: IdKind, text: str, *, limit: int = 3) -> list[str]:
         """Stored ids close to `text`: channels whose id part is `text` (`general` for
-        `messaging:general`), then names that differ by a few characters."""
+        `messaging:general`), then names that differ by a few characters; for users, ids
+        that differ by case or a few characters."""
+        if kind == "user":
+            with self.datastore.transaction(commit=False) as cursor:
+                users = [row[0] for row in cursor.execute(_ALL_USERS)]
+            same = [user for user in users if user.lower() == text.lower()]
+            close = difflib.get_close_matches(text, users, n=limit, cutoff=0.6)
+            return list(dict.fromkeys(same + close))[:limit]
         if kind != "channel":
             return []
         with self.datastore.transaction(commit=False) as cursor:

@@ -24,7 +24,7 @@ from chatledger.eventstore.ingest import (
     query_channels_entries,
     sync_point_entry,
 )
-from chatledger.eventstore.log import AppendResult, EventLog, LogEntry, StoreError
+from chatledger.eventstore.log import AppendResult, Damage, EventLog, LogEntry, StoreError
 from chatledger.eventstore.schema import Source
 from chatledger.eventstore.userfiles import StoreFile, flush_files, list_stores, user_db_path
 from chatledger.projections.actions import ActionsMixin
@@ -358,6 +358,12 @@ class ChatStore(ActionsMixin, ReadAPI):
     def rebuild(self, on_progress: ProgressCallback | None = None) -> int:
         """Rebuild the read tables from the whole log; returns the log position they reflect."""
         return self.projections.rebuild(on_progress)
+
+    def damage(self) -> Damage | None:
+        """SQLite's integrity check of the whole file: None when it is intact, else what is
+        damaged and whether the log itself is hit (`Damage.advice()` says what to do). Reads
+        every page: as long as a rebuild."""
+        return self.log.damage()
 
     def verify(self, on_progress: ProgressCallback | None = None) -> list[Difference]:
         """Rebuild into a scratch copy and list how the live tables differ (empty: all good)."""

@@ -241,6 +241,8 @@ def test_close_cids_and_users_are_suggested(run, data: Path, tmp_path: Path) -> 
     _store_with(data, [message_new()])
     channel = run("show", "channel", "general")
     assert channel.exit_code == 1 and "did you mean 'messaging:general'" in channel.output
+    unknown = run("show", "user", "Alice")
+    assert unknown.exit_code == 1 and "did you mean 'alice'" in unknown.output
     user = run("channels", user="Alice")
     assert user.exit_code == 1 and "did you mean 'alice'" in user.output
     assert "stores there: alice" in user.output
