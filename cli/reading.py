@@ -137,7 +137,13 @@ def show_group() -> None:
 def show_channel(ctx: Context, cid: str, messages: int, fmt: str | None) -> None:
     """One channel's state: the channel, members, reads and its newest messages, and where
     those cross history the store may not hold whole (a `gap:` line each; `message_gaps` in
-    JSON: pairs of [created_at, id])."""
+    JSON: pairs of [created_at, id]).
+
+    \b
+    Examples:
+      chatledger --user alice show channel messaging:general --messages 10
+      chatledger --user alice show channel messaging:general --csv > general.csv
+    """
     state = ctx.store(create=False).channel(cid, messages=messages)
     if state is None:
         fail(not_stored(ctx, "channel", cid, f"no channel {cid!r} is stored"))
