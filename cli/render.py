@@ -225,13 +225,15 @@ def fit(columns: Sequence[Column], natural: list[int],
         if total() <= width:
             break
         shown_columns.remove(index)
-    # Still too wide: the last text column gives up what it must (down to its header).
+    # Still too wide: long free text gives up what it must (down to its header); short values
+    # (a status, a count) stay whole: cut, they would say nothing.
     for index in reversed(shown_columns):
         excess = total() - width
         if excess <= 0:
             break
-        if columns[index].kind != "key":
-            widths[index] = max(len(columns[index].header()), widths[index] - excess)
+        if columns[index].kind == "text" and natural[index] > _MIN_TEXT:
+            widths[index] = max(len(columns[index].header()), _MIN_TEXT // 2,
+                                widths[index] - excess)
     return shown_columns, widths
 
 

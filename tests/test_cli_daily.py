@@ -444,3 +444,24 @@ def test_shell_completion_offers_ids_from_the_store(data: Path) -> None:
     assert complete(f"{base} --user alice log --cid mess") == ["messaging:general",
                                                                "messaging:random"]
     os.environ.pop("_CHATLEDGER_COMPLETE", None)
+
+
+def test_long_tables_page_through_the_pager_on_a_terminal(run, data: Path, monkeypatch) -> None:
+    _store_with(data, [message_new(mid=f"m{i}") for i in range(5)])
+    paged: list[str] = []
+    monkeypatch.setattr(render, "use_pager", lambda: True)
+    monkeypatch.setattr(render.click, "echo_via_pager",
+                        lambda lines: paged.extend(lines))
+    result = run("log")
+    assert result.exit_code == 0 and result.stdout == ""
+    assert paged[0].startswith("pos") and len(paged) == 6 and paged[1].endswith("\n")
+    monkeypatch.undo()
+    settings.no_pager = True  # --no-pager
+    assert not render.use_pager()
+
+
+def test_short_values_stay_whole_when_ids_overflow_the_width() -> None:
+    columns = [render.Column("id", "key"), render.Column("status"),
+               render.Column("target", "key"), render.Column("note", drop=1)]
+    shown, widths = render.fit(columns, [50, 9, 36, 40], 70)
+    assert shown == [0, 1, 2] and widths[:3] == [50, 9, 36]
