@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 from rich.table import Table
 
-from chatledger.cli.context import Context, fail, pass_context
+from chatledger.cli.context import Context, fail, missing_store_message, pass_context
 from chatledger.cli.output import MAX_INT, console, echo_json, iso_time, shown
 from chatledger.cli.render import Column, emit_table, format_options, output_format
 from chatledger.eventstore.userfiles import store_files, user_db_path
@@ -142,7 +142,7 @@ def flush_command(ctx: Context, yes: bool) -> None:
     user = ctx.require_user()
     path = user_db_path(ctx.data_dir, user)
     if not store_files(path):  # any of its files: a flush killed half-way left some
-        fail(f"no store for user {user!r} in {ctx.data_dir}")
+        fail(missing_store_message(ctx.data_dir, user))
     if not yes:
         click.confirm(f"Delete the store of {user!r} ({path})?", abort=True)
     # Deleted without opening: a store that cannot be opened (damaged, from a newer version)
