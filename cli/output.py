@@ -15,7 +15,7 @@ from rich.markup import escape as escape_markup
 from chatledger.eventstore.wire import compact_json
 from chatledger.eventstore.wire import format_time as rfc3339
 from chatledger.projections.times import EPOCH as _EPOCH
-from chatledger.projections.times import to_micros
+from chatledger.projections.times import API_FORMS, COMMAND_LINE_FORMS, to_micros
 
 # The largest count or position an option takes: what an SQLite INTEGER holds. Larger numbers
 # are a usage error, not an OverflowError deep in a query.
@@ -72,7 +72,8 @@ def parse_when(text: str, *, now_us: int | None = None) -> int:
     try:
         return to_micros(text, now_us=now_us)
     except ValueError as error:
-        raise click.BadParameter(str(error)) from None
+        said = str(error).replace(API_FORMS, COMMAND_LINE_FORMS)
+        raise click.BadParameter(said) from None
 
 
 def _out_of_range(us: int) -> str:

@@ -19,13 +19,15 @@ _ONE_US = timedelta(microseconds=1)
 # The longest age worth parsing: anything older than year 1 is out of range anyway, and the
 # bound keeps int() from reading a number of a million digits.
 _MAX_AGE_DIGITS = 20
-_FORMS = "use a timezone-aware datetime, RFC 3339, a date (2026-11-25), or an age (15m, 2h, 3d)"
+API_FORMS = "use RFC 3339, a date (2026-11-25), an age (15m, 2h, 3d), or a timezone-aware datetime"
+# What the command line says instead: it takes no datetime objects.
+COMMAND_LINE_FORMS = "use RFC 3339, a date (2026-11-25), or an age (15m, 2h, 3d)"
 
 
 def to_micros(value: TimeLike, *, now_us: int | None = None) -> int:
     """`value` as epoch microseconds (exact: integer arithmetic); see the module docstring."""
     if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a time: {_FORMS}")
+        raise ValueError(f"{value!r} is not a time: {API_FORMS}")
     if isinstance(value, int):
         return value
     if isinstance(value, datetime):
@@ -37,7 +39,7 @@ def to_micros(value: TimeLike, *, now_us: int | None = None) -> int:
         return _in_range((datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
                           - EPOCH) // _ONE_US, value)
     if not isinstance(value, str):
-        raise ValueError(f"{value!r} is not a time: {_FORMS}")
+        raise ValueError(f"{value!r} is not a time: {API_FORMS}")
     return _text_micros(value, now_us)
 
 
@@ -77,7 +79,7 @@ def _text_micros(text: str, now_us: int | None) -> int:
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
-        raise ValueError(f"{text!r} is not a time: {_FORMS}") from None
+        raise ValueError(f"{text!r} is not a time: {API_FORMS}") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)  # a date or date and time: UTC
     try:
