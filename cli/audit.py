@@ -175,11 +175,12 @@ def explain_command(ctx: Context, message_id: str, unchanged: bool, fmt: str | N
     if not explained:
         fail(f"no message {message_id!r} was ever stored")
     if fmt == "json":
-        for e in explained:
-            echo_json(_explanation_json(e))
+        for step in explained:
+            echo_json(_explanation_json(step))
         return
-    emit_table(EXPLAIN_COLUMNS, ((e.position, e.event_at or e.received_at, e.source, e.type,
-                                  describe(e)) for e in explained), output_format(fmt))
+    emit_table(EXPLAIN_COLUMNS, ((step.position, step.event_at or step.received_at, step.source,
+                                  step.type, describe(step)) for step in explained),
+               output_format(fmt))
 
 
 def _explanation_json(e: Explanation) -> dict[str, Any]:

@@ -214,14 +214,14 @@ def fit(columns: Sequence[Column], natural: list[int],
         return sum(widths[i] for i in shown_columns) + len(_GAP) * (len(shown_columns) - 1)
 
     texts = sorted((i for i in shown_columns if columns[i].kind == "text"),
-                   key=lambda i: -widths[i])
+                   key=lambda column_index: -widths[column_index])
     for index in texts:
         excess = total() - width
         if excess <= 0:
             break
         widths[index] = max(min(_MIN_TEXT, natural[index]), widths[index] - excess)
     for index in sorted((i for i in shown_columns if columns[i].drop),
-                        key=lambda i: -columns[i].drop):
+                        key=lambda column_index: -columns[column_index].drop):
         if total() <= width:
             break
         shown_columns.remove(index)

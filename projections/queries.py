@@ -328,8 +328,8 @@ class ReadModel:
     def custom_channel_fields(self) -> list[str]:
         """The custom field names any stored channel has (what a filter may name besides
         the backend's own fields)."""
-        with self.datastore.transaction(commit=False) as c:
-            return [name for (name,) in c.execute(_CUSTOM_FIELD_NAMES)]
+        with self.datastore.transaction(commit=False) as cursor:
+            return [name for (name,) in cursor.execute(_CUSTOM_FIELD_NAMES)]
 
     def channel_count(self, filter: dict[str, Any] | None = None) -> int:
         """How many channels `channels(filter)` lists, all pages together: the one count of

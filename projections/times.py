@@ -73,9 +73,9 @@ def _text_micros(text: str, now_us: int | None) -> int:
         parsed = parse_time(value)
         if parsed is not None:
             return parsed
-    except WireError as e:
-        if "out of range" in e.reason:
-            raise ValueError(f"{text!r} is {e.reason.split(':')[0]}") from None
+    except WireError as error:
+        if "out of range" in error.reason:
+            raise ValueError(f"{text!r} is {error.reason.split(':')[0]}") from None
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
