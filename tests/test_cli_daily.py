@@ -465,3 +465,23 @@ def test_short_values_stay_whole_when_ids_overflow_the_width() -> None:
                render.Column("target", "key"), render.Column("note", drop=1)]
     shown, widths = render.fit(columns, [50, 9, 36, 40], 70)
     assert shown == [0, 1, 2] and widths[:3] == [50, 9, 36]
+
+
+def test_the_async_store_has_the_new_methods(data: Path) -> None:
+    import asyncio
+
+    from chatledger import AsyncChatStore
+
+    async def main() -> None:
+        chat = ChatStore.open(data, "alice")
+        async with AsyncChatStore.wrap(chat) as store:
+            await store.ingest_many([message_new(mid=f"m{i}") for i in range(3)])
+            assert [entry.position async for entry in store.iter_history()] == [1, 2, 3]
+            assert len(await store.history(since=datetime(2026, 1, 1, tzinfo=timezone.utc))) == 3
+            assert await store.resolve_id("message", "m1") == "m1"
+            assert await store.last_position() == 3 and not await store.is_empty()
+            assert await store.unknown_filter_fields({"nmae": 1}) == {"nmae": ["name"]}
+            users = await AsyncChatStore.list_users(data)
+            assert [user.user_id for user in users] == ["alice"]
+
+    asyncio.run(main())
