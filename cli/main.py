@@ -18,7 +18,7 @@ from chatledger.cli.archive import backup_command, export_command
 from chatledger.cli.audit import as_of_group, explain_command
 from chatledger.cli.browse import browse_command
 from chatledger.cli.context import Context, DamagedFile, Interrupted, fail, is_corruption
-from chatledger.cli.names import USER_ID, complete_with
+from chatledger.cli.names import GLOBAL_OPTION_KEY, USER_ID, complete_with
 from chatledger.cli.output import settings
 from chatledger.cli.demo import demo_command
 from chatledger.cli.devserver import devserver_command
@@ -188,9 +188,15 @@ def _global_option(option: click.Option, apply: Callable[[Context, Any], None]) 
     name (`chatledger channels --user alice`), as git and sqlite-utils users expect."""
 
     def store(ctx: click.Context, param: click.Parameter, value: Any) -> None:
-        if value is not None and value is not False:
-            apply(ctx.ensure_object(Context) if ctx.find_object(Context) is None
-                  else ctx.find_object(Context), value)
+        if value is None or value is False:
+            return
+        context = ctx.find_object(Context)
+        if context is None:
+            # The shell is completing a command line (the group has not run): completion
+            # reads the store these name (see names.completion_store).
+            ctx.meta[GLOBAL_OPTION_KEY + (param.name or "")] = value
+            return
+        apply(context, value)
 
     return click.Option(option.opts + option.secondary_opts, type=option.type,
                         is_flag=option.is_flag, default=None if not option.is_flag else False,

@@ -14,6 +14,8 @@ from chatledger.projections.ids import AmbiguousId, IdKind
 from chatledger.projections.store import ChatStore, default_data_dir
 
 _COMPLETIONS = 50
+# Where a global option given after the command is kept while the shell completes (ctx.meta).
+GLOBAL_OPTION_KEY = "chatledger.global."
 
 
 def resolve(ctx: Context, kind: IdKind, text: str) -> str:
@@ -36,8 +38,10 @@ def _completion_store(ctx: click.Context) -> ChatStore | None:
     """The store the command line names so far, for completion (the group's callback has not
     run: read its parameters, then the environment)."""
     root = ctx.find_root()
-    data_dir = root.params.get("data_dir") or default_data_dir()
-    user = root.params.get("user") or os.environ.get("CHATLEDGER_USER")
+    data_dir = (ctx.meta.get(GLOBAL_OPTION_KEY + "data_dir") or root.params.get("data_dir")
+                or default_data_dir())
+    user = (ctx.meta.get(GLOBAL_OPTION_KEY + "user") or root.params.get("user")
+            or os.environ.get("CHATLEDGER_USER"))
     if not user:
         return None
     try:
@@ -74,7 +78,8 @@ class StoredUser(click.ParamType):
 
     def shell_complete(self, ctx: click.Context, param: click.Parameter,
                        incomplete: str) -> list[CompletionItem]:
-        data_dir = ctx.find_root().params.get("data_dir") or default_data_dir()
+        data_dir = (ctx.meta.get(GLOBAL_OPTION_KEY + "data_dir")
+                    or ctx.find_root().params.get("data_dir") or default_data_dir())
         return [CompletionItem(store.user_id) for store in ChatStore.list_users(data_dir)
                 if store.user_id and store.user_id.startswith(incomplete)]
 

@@ -443,6 +443,8 @@ def test_shell_completion_offers_ids_from_the_store(data: Path) -> None:
     assert complete(f"{base} --user alice show message 3f") == ["3f1c0001"]
     assert complete(f"{base} --user alice log --cid mess") == ["messaging:general",
                                                                "messaging:random"]
+    after = f"chatledger show message --user alice --data-dir {data} 9a"
+    assert complete(after) == ["9a0e0002"]  # global options after the command count too
     os.environ.pop("_CHATLEDGER_COMPLETE", None)
 
 
