@@ -5,7 +5,9 @@ JSON lines are read a line at a time and appended in batches (one transaction ea
 any size imports in constant memory. A line that is not a valid event is quarantined with its
 line number in the reason; the import carries on. Each batch's transaction also records how far
 the input has been imported (`ImportLedger`): an import that stops part-way (a full disk, a
-kill) says how far it got, and running it again on the same input continues after that line.
+kill, Ctrl-C) says how far it got, and running it again on the same input continues after that
+line. A finished import stays in the ledger, so the same input imported again stores nothing
+unless asked to (`again=True`); a response document is recorded by the hash of its bytes.
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ from __future__ import annotations
 import hashlib
 import itertools
 import tempfile
-from datetime import datetime, timezone
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, BinaryIO, Literal
 
 import apsw
@@ -130,15 +132,17 @@ class ImportStopped(KeyboardInterrupt):
 
 
 class ImportLedger:
-    """Where interrupted imports of JSON lines got to, kept in the store's meta table under
-    the SHA-256 of the input's first line (a list: inputs may share a first line).
+    """Where imports of JSON lines got to, kept in the store's meta table under the SHA-256 of
+    the input's first line (a list: inputs may share a first line): the points of interrupted
+    imports, and of finished ones (`finished`, with when).
 
     It is an append listener: the resume point of a batch (`pending`) is written inside the
     batch's own transaction, so the log and the ledger never disagree: after a full disk or
     a kill, the ledger names exactly the lines whose items are in the log. A batch whose items
     are all quarantined writes no log row and so no resume point: a new run quarantines those
-    lines again (the log itself never holds an item twice). A finished import removes its
-    point, so importing the same file again on purpose stores it again."""
+    lines again (the log itself never holds an item twice). A finished import replaces its
+    point with the whole input's, marked finished: importing the same bytes again is then
+    noticed (`AlreadyImported`), and an input that grew since continues after them."""
 
     def __init__(self, log: EventLog, first_line: bytes) -> None:
         self.log = log
