@@ -65,7 +65,7 @@ def _rebuild_damaged(ctx: Context, detail: str) -> int:
     finally:
         log.close()
     store = ctx.store(create=False)  # opening builds the read tables from the log again
-    damage_left = store.log.damage()
+    damage_left = store.damage()
     if damage_left is not None:
         raise DamagedFile(store.path, damage_left.problems[0], damage_left.advice())
     return store.projections.position() or 0
@@ -94,7 +94,7 @@ def verify_command(ctx: Context, as_json: bool, limit: int) -> None:
         damage = _log_damage(ctx, str(error))  # opening it read a damaged page
         raise DamagedFile(ctx.store_path(), damage.problems[0], damage.advice()) from None
     # The file first: a comparison of tables read from damaged pages would prove nothing.
-    damage = store.log.damage()
+    damage = store.damage()
     if damage is not None:
         raise DamagedFile(store.path, damage.problems[0], damage.advice())
     with replay_progress("verifying") as on_progress:

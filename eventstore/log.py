@@ -13,6 +13,7 @@ import urllib.parse
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -202,6 +203,19 @@ class LogEntry:
     def json(self) -> Any:
         """The payload decoded; never fails (see `wire.decode_stored`)."""
         return wire.decode_stored(self.payload)
+
+    @property
+    def received(self) -> datetime:
+        """`received_at` (epoch microseconds) as an aware UTC datetime."""
+        return _EPOCH + timedelta(microseconds=self.received_at)
+
+    @property
+    def event_time(self) -> datetime | None:
+        """`event_at`, the event's own `created_at`, as an aware UTC datetime."""
+        return None if self.event_at is None else _EPOCH + timedelta(microseconds=self.event_at)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 @dataclass(frozen=True, slots=True)

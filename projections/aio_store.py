@@ -23,15 +23,17 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import itertools
 import os
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from chatledger.eventstore.datastore import Synchronous
+from chatledger.eventstore.importer import ImportReport, Kind
 from chatledger.eventstore.ingest import Payload
-from chatledger.eventstore.log import AppendResult, LogEntry, StoreError
+from chatledger.eventstore.log import AppendResult, Damage, LogEntry, StoreError
 from chatledger.eventstore.schema import Source
 from chatledger.eventstore.writer import (
     DEFAULT_MAX_BATCH_BYTES,
@@ -42,12 +44,15 @@ from chatledger.eventstore.writer import (
 )
 from chatledger.projections.actions import ActionsMixin
 from chatledger.projections.aio_outbox import AsyncOutbox
+from chatledger.projections.ids import IdKind
 from chatledger.projections.store import ChatStore, RejectedInput
+from chatledger.projections.times import TimeLike
 
 if TYPE_CHECKING:
     from typing import BinaryIO
 
     from chatledger.eventstore.backup import ProgressCallback as BackupProgress
+    from chatledger.eventstore.userfiles import StoreFile
     from chatledger.projections.engine import Difference, ProgressCallback
     from chatledger.projections.history import Explanation, PastStore
     from chatledger.projections.queries import ChannelSummary, StoredMessage
@@ -296,12 +301,72 @@ class AsyncChatStore:
         return loop.run_in_executor(self._reads, functools.partial(method, *args, **kwargs))
 
     def history(
-        self, *, cid: str | None = None, types: Iterable[str] = (), since: int | None = None,
-        until: int | None = None, limit: int | None = None, newest_first: bool = False,
+        self, *, cid: str | None = None, types: Iterable[str] = (),
+        since: TimeLike | None = None, until: TimeLike | None = None,
+        limit: int | None = None, newest_first: bool = False,
     ) -> asyncio.Future[list[LogEntry]]:
         """`ChatStore.history`, in the read pool."""
         return self._read(self.store.history, cid=cid, types=tuple(types), since=since,
                           until=until, limit=limit, newest_first=newest_first)
+
+    async def iter_history(
+        self, *, cid: str | None = None, types: Iterable[str] = (),
+        since: TimeLike | None = None, until: TimeLike | None = None,
+        newest_first: bool = False,
+    ) -> AsyncIterator[LogEntry]:
+        """`ChatStore.iter_history` as an async iterator: each page is read in the read pool."""
+        entries = self.store.iter_history(cid=cid, types=tuple(types), since=since, until=until,
+                                          newest_first=newest_first)
+        while page := await self._read(_next_page, entries):
+            for entry in page:
+                yield entry
+
+    def import_file(
+        self, file: BinaryIO, *, kind: Kind = "auto", source: str = "import",
+        batch_size: int = 1_000, on_progress: Callable[[int], None] | None = None,
+        again: bool = False, resume: bool = False,
+    ) -> asyncio.Future[ImportReport]:
+        """`ChatStore.import_file`, on the writer thread, in call order."""
+        return self._write(self.store.import_file, file, kind=kind, source=source,
+                           batch_size=batch_size, on_progress=on_progress, again=again,
+                           resume=resume)
+
+    def unknown_filter_fields(
+        self, filter: dict[str, Any] | None = None, sort: Any = None
+    ) -> asyncio.Future[dict[str, list[str]]]:
+        """`ChatStore.unknown_filter_fields`, in the read pool."""
+        return self._read(self.store.unknown_filter_fields, filter, sort)
+
+    def damage(self) -> asyncio.Future[Damage | None]:
+        """`ChatStore.damage`, in the read pool."""
+        return self._read(self.store.damage)
+
+    def last_position(self) -> asyncio.Future[int]:
+        """`ChatStore.last_position`, in the read pool."""
+        return self._read(self.store.last_position)
+
+    def is_empty(self) -> asyncio.Future[bool]:
+        """`ChatStore.is_empty`, in the read pool."""
+        return self._read(self.store.is_empty)
+
+    def ids_with_prefix(
+        self, kind: IdKind, prefix: str = "", *, limit: int = 20
+    ) -> asyncio.Future[list[str]]:
+        """`ChatStore.ids_with_prefix`, in the read pool."""
+        return self._read(self.store.ids_with_prefix, kind, prefix, limit=limit)
+
+    def resolve_id(self, kind: IdKind, text: str) -> asyncio.Future[str | None]:
+        """`ChatStore.resolve_id`, in the read pool."""
+        return self._read(self.store.resolve_id, kind, text)
+
+    def suggest_ids(self, kind: IdKind, text: str, *, limit: int = 3) -> asyncio.Future[list[str]]:
+        """`ChatStore.suggest_ids`, in the read pool."""
+        return self._read(self.store.suggest_ids, kind, text, limit=limit)
+
+    @staticmethod
+    async def list_users(data_dir: str | os.PathLike[str] | None = None) -> list[StoreFile]:
+        """`ChatStore.list_users` off the event loop."""
+        return await asyncio.to_thread(ChatStore.list_users, data_dir)
 
     def quarantine(self, *, limit: int | None = None) -> asyncio.Future[list[dict[str, Any]]]:
         return self._read(self.store.quarantine, limit=limit)
@@ -314,7 +379,7 @@ class AsyncChatStore:
     # none is missing.
 
     def as_of(
-        self, *, position: int | None = None, time: int | None = None
+        self, *, position: int | None = None, time: TimeLike | None = None
     ) -> asyncio.Future[PastStore]:
         """`ChatStore.as_of`, in the read pool."""
         return self._read(self.store.as_of, position=position, time=time)
@@ -387,14 +452,18 @@ class AsyncChatStore:
         return self._join(self.store.delete_draft, cid, parent_id=parent_id)
 
     def delete_message(
-        self, message_id: str, *, hard: bool = False, for_me: bool = False
+        self, message_id: str, *, hard: bool = False, for_me: bool = False,
+        known_only: bool = False,
     ) -> asyncio.Future[str]:
         """`ChatStore.delete_message`, on the writer thread, joinable."""
-        return self._join(self.store.delete_message, message_id, hard=hard, for_me=for_me)
+        return self._join(self.store.delete_message, message_id, hard=hard, for_me=for_me,
+                          known_only=known_only)
 
-    def delete_reaction(self, message_id: str, type: str) -> asyncio.Future[str]:
+    def delete_reaction(
+        self, message_id: str, type: str, *, known_only: bool = False
+    ) -> asyncio.Future[str]:
         """`ChatStore.delete_reaction`, on the writer thread, joinable."""
-        return self._join(self.store.delete_reaction, message_id, type)
+        return self._join(self.store.delete_reaction, message_id, type, known_only=known_only)
 
     def draft(
         self, cid: str, parent_id: str | None = None
@@ -434,10 +503,12 @@ class AsyncChatStore:
         return self._read(self.store.last_sync_at)
 
     def mark_read(
-        self, cid: str, *, message_id: str | None = None, thread_id: str | None = None
+        self, cid: str, *, message_id: str | None = None, thread_id: str | None = None,
+        known_only: bool = False,
     ) -> asyncio.Future[str]:
         """`ChatStore.mark_read`, on the writer thread, joinable."""
-        return self._join(self.store.mark_read, cid, message_id=message_id, thread_id=thread_id)
+        return self._join(self.store.mark_read, cid, message_id=message_id, thread_id=thread_id,
+                          known_only=known_only)
 
     def mark_synced(self, synced_at: str, *, requeried: Iterable[str] = ()) -> asyncio.Future[int]:
         """`ChatStore.mark_synced`, on the writer thread, in call order."""
@@ -536,6 +607,7 @@ class AsyncChatStore:
         mentioned_users: Iterable[str] = (),
         silent: bool = False,
         skip_push: bool = False,
+        known_only: bool = False,
         **custom: Any,
     ) -> asyncio.Future[str]:
         """`ChatStore.send_message`, on the writer thread, joinable."""
@@ -551,6 +623,7 @@ class AsyncChatStore:
             mentioned_users=mentioned_users,
             silent=silent,
             skip_push=skip_push,
+            known_only=known_only,
             **custom,
         )
 
@@ -561,6 +634,7 @@ class AsyncChatStore:
         *,
         score: int = 1,
         enforce_unique: bool = False,
+        known_only: bool = False,
         **custom: Any,
     ) -> asyncio.Future[str]:
         """`ChatStore.send_reaction`, on the writer thread, joinable."""
@@ -570,6 +644,7 @@ class AsyncChatStore:
             type,
             score=score,
             enforce_unique=enforce_unique,
+            known_only=known_only,
             **custom,
         )
 
@@ -662,6 +737,14 @@ class AsyncChatStore:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+_HISTORY_PAGE = 1_000
+
+
+def _next_page(entries: Iterator[LogEntry]) -> list[LogEntry]:
+    """The next entries of an `iter_history` iterator (empty at the end)."""
+    return list(itertools.islice(entries, _HISTORY_PAGE))
 
 
 class _Pending(asyncio.Future):  # type: ignore[type-arg]

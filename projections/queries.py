@@ -7,6 +7,7 @@ them as they now stand (`position`, `slot`), read in the same snapshot as the ro
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import apsw
@@ -21,6 +22,7 @@ from chatledger.projections.mutes import MuteReader, now_us
 from chatledger.projections.ranges import RANGES_OVERLAPPING, MessagePage, find_gaps
 from chatledger.projections.reminders import LIST_REMINDERS, LISTED_COLUMNS, reminder_object
 from chatledger.projections.schema import SLOT_EVENT, SLOT_PINNED_BASE, SLOT_RESPONSE
+from chatledger.projections.times import from_micros
 
 NO_RAW = msgspec.Raw()
 
@@ -103,6 +105,13 @@ def state_message(state: _State, slot: int) -> bytes:
     return bytes(items[index]) if 0 <= index < len(items) else b""
 
 
+class _Text(msgspec.Struct):
+    text: str | None = None
+
+
+_text_decoder = msgspec.json.Decoder(_Text)
+
+
 @dataclass(slots=True)
 class StoredMessage:
     """A message as stored now: its row (with the local state) and its object's exact bytes."""
@@ -124,6 +133,27 @@ class StoredMessage:
 
     def json(self) -> dict[str, Any]:
         return decode_stored(self.raw) if self.raw else {}
+
+    @property
+    def text(self) -> str:
+        """The message's text ("" when it has none); read without decoding the rest."""
+        if not self.raw:
+            return ""
+        try:
+            return _text_decoder.decode(self.raw).text or ""
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            text = self.json().get("text")  # what every other reader of the bytes sees
+            return text if isinstance(text, str) else ""
+
+    @property
+    def created(self) -> datetime | None:
+        """`created_at` (epoch microseconds) as an aware UTC datetime."""
+        return from_micros(self.created_at)
+
+    @property
+    def deleted(self) -> datetime | None:
+        """`deleted_at` as an aware UTC datetime; None while the message stands."""
+        return from_micros(self.deleted_at)
 
     @property
     def reaction_counts(self) -> dict[str, int]:
@@ -156,6 +186,10 @@ _MESSAGE_SELECT = (
 )
 
 
+# Every custom field name the stored channels use (a scan: asked only to warn about typos).
+_CUSTOM_FIELD_NAMES = ("SELECT DISTINCT j.key FROM channels, json_each(channels.custom) j "
+                       "WHERE json_valid(channels.custom) ORDER BY j.key")
+
 # Whether a message is on file at a channel's (created_at, id): see _BOUND for the `+?`.
 _MESSAGE_AT = "SELECT 1 FROM messages WHERE cid=+? AND created_at=+? AND id=+?"
 
@@ -173,6 +207,11 @@ class ChannelSummary:
     membership: dict[str, Any] | None
     last_message: StoredMessage | None
     custom: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def last_message_time(self) -> datetime | None:
+        """`last_message_at` (epoch microseconds) as an aware UTC datetime."""
+        return from_micros(self.last_message_at)
 
 
 class ReadModel:
@@ -285,6 +324,12 @@ class ReadModel:
                 )
             ]
             return self._summaries(c, cids)
+
+    def custom_channel_fields(self) -> list[str]:
+        """The custom field names any stored channel has (what a filter may name besides
+        the backend's own fields)."""
+        with self.datastore.transaction(commit=False) as cursor:
+            return [name for (name,) in cursor.execute(_CUSTOM_FIELD_NAMES)]
 
     def channel_count(self, filter: dict[str, Any] | None = None) -> int:
         """How many channels `channels(filter)` lists, all pages together: the one count of

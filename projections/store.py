@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
@@ -18,6 +18,7 @@ from chatledger.eventstore.backup import ProgressCallback as BackupProgress
 from chatledger.eventstore.backup import backup_database
 from chatledger.eventstore.bundle import BUNDLE_META_KEY, copy_for_bundle, finish_bundle
 from chatledger.eventstore.datastore import Synchronous
+from chatledger.eventstore.importer import ImportReport, Kind, import_stream
 from chatledger.eventstore.ingest import (
     CHANNEL_STATE,
     Entry,
@@ -26,15 +27,17 @@ from chatledger.eventstore.ingest import (
     query_channels_entries,
     sync_point_entry,
 )
-from chatledger.eventstore.log import AppendResult, EventLog, LogEntry, StoreError
+from chatledger.eventstore.log import AppendResult, Damage, EventLog, LogEntry, StoreError
 from chatledger.eventstore.schema import Source
-from chatledger.eventstore.userfiles import flush_files, user_db_path
+from chatledger.eventstore.userfiles import StoreFile, flush_files, list_stores, user_db_path
 from chatledger.projections.actions import ActionsMixin
 from chatledger.projections.engine import Difference, ProgressCallback, Projections
 from chatledger.projections.export import export_channels
+from chatledger.projections.ids import IdKind, IdLookup
 from chatledger.projections.outbox import Outbox
 from chatledger.projections.queries import ReadAPI, ReadModel
 from chatledger.projections.schema import PROJECTION_VERSION
+from chatledger.projections.times import TimeLike, optional_micros
 
 if TYPE_CHECKING:
     from chatledger.projections.history import Explanation, PastStore
@@ -87,6 +90,7 @@ class ChatStore(ActionsMixin, ReadAPI):
         self.read.warm_up()
         # The local commands: the retry stream for the replayer, retry and cancel for the user.
         self.outbox = Outbox(log)
+        self._ids = IdLookup(log.datastore)
 
     # -- opening -------------------------------------------------------------------------------
 
@@ -236,6 +240,23 @@ class ChatStore(ActionsMixin, ReadAPI):
         assert position is not None
         return position
 
+    def import_file(
+        self, file: BinaryIO, *, kind: Kind = "auto", source: str = "import",
+        batch_size: int = 1_000, on_progress: Callable[[int], None] | None = None,
+        again: bool = False, resume: bool = False,
+    ) -> ImportReport:
+        """Append a binary file of JSON lines of events, or one query-channels, sync or
+        channel response (`kind`), verbatim; see `chatledger.eventstore.importer`.
+
+        The import ledger keeps the same input from being stored twice: an input an earlier
+        import read whole raises `AlreadyImported` (nothing stored) unless `again=True`; one an
+        earlier run stopped in continues after its stored lines (`resume=True` insists on
+        that: `NothingToResume` otherwise). A full disk raises `ImportInterrupted`, Ctrl-C
+        `ImportStopped` (a KeyboardInterrupt); both say what was committed.
+        `on_progress(bytes_read)` follows the reading."""
+        return import_stream(self.log, file, kind=kind, source=source, batch_size=batch_size,
+                             on_progress=on_progress, again=again, resume=resume)
+
     @contextmanager
     def batch(self) -> Iterator[None]:
         """Local actions and outbox calls inside the block share one transaction: one commit
@@ -252,20 +273,48 @@ class ChatStore(ActionsMixin, ReadAPI):
 
     # -- reading the log -----------------------------------------------------------------------
 
+    def last_position(self) -> int:
+        """The position of the newest log entry; 0 for a store that holds nothing yet."""
+        return self.log.max_position() or 0
+
+    def is_empty(self) -> bool:
+        """Whether the store holds nothing: no log entry and nothing quarantined."""
+        return not self.last_position() and not self.log.quarantine(limit=1)
+
     def history(
         self,
         *,
         cid: str | None = None,
         types: Iterable[str] = (),
-        since: int | None = None,
-        until: int | None = None,
+        since: TimeLike | None = None,
+        until: TimeLike | None = None,
         limit: int | None = None,
         newest_first: bool = False,
     ) -> list[LogEntry]:
-        """The audit history: log entries, filtered by channel, type and time (epoch µs)."""
+        """The audit history: log entries, filtered by channel, type and time.
+
+        `since` and `until` take a timezone-aware `datetime`, RFC 3339 text, a date (UTC), an
+        age such as "2h" or "3d", or epoch microseconds; a naive datetime or text that is no
+        time raises `ValueError`."""
         return self.log.entries(
-            stream=cid, types=tuple(types), since=since, until=until, limit=limit,
-            newest_first=newest_first,
+            stream=cid, types=tuple(types), since=optional_micros(since),
+            until=optional_micros(until), limit=limit, newest_first=newest_first,
+        )
+
+    def iter_history(
+        self,
+        *,
+        cid: str | None = None,
+        types: Iterable[str] = (),
+        since: TimeLike | None = None,
+        until: TimeLike | None = None,
+        newest_first: bool = False,
+    ) -> Iterator[LogEntry]:
+        """`history` without a limit, read a page at a time in short read transactions: a
+        log of any size streams in constant memory."""
+        return self.log.iter_entries(
+            stream=cid, types=tuple(types), since=optional_micros(since),
+            until=optional_micros(until), newest_first=newest_first,
         )
 
     def quarantine(self, *, limit: int | None = None) -> list[dict[str, Any]]:
@@ -303,11 +352,46 @@ class ChatStore(ActionsMixin, ReadAPI):
             return {"redacted": None}
         return info if isinstance(info, dict) else {"redacted": None}
 
+    # -- ids as people type them ----------------------------------------------------------------
+
+    def ids_with_prefix(self, kind: IdKind, prefix: str = "", *, limit: int = 20) -> list[str]:
+        """Stored ids of `kind` ("message", "command", "channel" or "user") that start with
+        `prefix`, in order: what shell completion offers."""
+        return self._ids.with_prefix(kind, prefix, limit=limit)
+
+    def resolve_id(self, kind: IdKind, text: str) -> str | None:
+        """The stored id `text` names, as git resolves a commit: the id itself, or the one id
+        it is a unique prefix of; None when no id matches. Raises `AmbiguousId` (a
+        `ValueError` listing the candidates) when several ids start with `text`."""
+        return self._ids.resolve(kind, text)
+
+    def suggest_ids(self, kind: IdKind, text: str, *, limit: int = 3) -> list[str]:
+        """Stored ids close to a `text` that names none: for a channel, those whose id part
+        is `text` (`messaging:general` for `general`) and those a typo away."""
+        return self._ids.suggest(kind, text, limit=limit)
+
+    def unknown_filter_fields(self, filter: dict[str, Any] | None = None,
+                              sort: Any = None) -> dict[str, list[str]]:
+        """The fields a `channels()` filter or sort names that neither the backend defines nor
+        any stored channel has as a custom field (most often a typo, which matches nothing),
+        each with the known names close to it: `{"nmae": ["name"]}`. Empty when all is known."""
+        from chatledger.projections.filters import close_field_names, unknown_fields
+
+        custom = self.read.custom_channel_fields()
+        return {name: close_field_names(name, custom)
+                for name in unknown_fields(filter, sort, custom)}
+
     # -- read tables ---------------------------------------------------------------------------
 
     def rebuild(self, on_progress: ProgressCallback | None = None) -> int:
         """Rebuild the read tables from the whole log; returns the log position they reflect."""
         return self.projections.rebuild(on_progress)
+
+    def damage(self) -> Damage | None:
+        """SQLite's integrity check of the whole file: None when it is intact, else what is
+        damaged and whether the log itself is hit (`Damage.advice()` says what to do). Reads
+        every page: as long as a rebuild."""
+        return self.log.damage()
 
     def verify(self, on_progress: ProgressCallback | None = None) -> list[Difference]:
         """Rebuild into a scratch copy and list how the live tables differ (empty: all good)."""
@@ -390,6 +474,14 @@ class ChatStore(ActionsMixin, ReadAPI):
         directory = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
         return flush_files(user_db_path(directory, user_id))
 
+    @staticmethod
+    def list_users(data_dir: str | os.PathLike[str] | None = None) -> list[StoreFile]:
+        """The stores in `data_dir` (default: `default_data_dir()`), by user id, with their
+        size in bytes, number of log entries and last activity; read without opening them for
+        writing. An empty list when the directory does not exist."""
+        directory = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+        return list_stores(directory)
+
     def __enter__(self) -> ChatStore:
         return self
 
@@ -398,12 +490,13 @@ class ChatStore(ActionsMixin, ReadAPI):
 
     # -- the past (see projections.history) ----------------------------------------------------
 
-    def as_of(self, *, position: int | None = None, time: int | None = None) -> PastStore:
-        """The read tables as of a log position or a time (epoch µs), read-only: a `PastStore`
-        with the read methods of this class. Close it when done."""
+    def as_of(self, *, position: int | None = None, time: TimeLike | None = None) -> PastStore:
+        """The read tables as of a log position or a time, read-only: a `PastStore` with the
+        read methods of this class. Close it when done. `time` takes the forms `history`'s
+        `since` takes (an aware datetime, RFC 3339, an age, epoch microseconds)."""
         from chatledger.projections.history import as_of
 
-        return as_of(self, position=position, time=time)
+        return as_of(self, position=position, time=optional_micros(time))
 
     def explain(self, message_id: str, *, unchanged: bool = False) -> list[Explanation]:
         """Every log entry that changed a message, oldest first, with what it changed."""
