@@ -21,6 +21,7 @@ them followed by "_") run on the writer thread in call order; the rest run in th
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextvars
 import functools
 import itertools
@@ -215,8 +216,9 @@ class AsyncChatStore:
     ) -> asyncio.Future[int]:
         """Queue one event; resolves to its log position, or raises `RejectedInput`."""
         self._outside_batch("ingest")
-        return asyncio.wrap_future(self.writer.append_events(
-            [event], source=source, connection_id=connection_id, finish=_single_position))
+        queued: concurrent.futures.Future[int] = self.writer.append_events(  # type: ignore[assignment]
+            [event], source=source, connection_id=connection_id, finish=_single_position)
+        return asyncio.wrap_future(queued)
 
     def ingest_many(
         self, events: Iterable[Payload | Any], *, source: Source | str = "websocket",
@@ -225,7 +227,7 @@ class AsyncChatStore:
         """Queue a batch of events (one transaction, perhaps shared with other callers' batches)."""
         self._outside_batch("ingest_many")
         return asyncio.wrap_future(
-            self.writer.append_events(events, source=source, connection_id=connection_id))  # type: ignore[arg-type]
+            self.writer.append_events(events, source=source, connection_id=connection_id))
 
     def ingest_query_channels(
         self, response: Payload | Any, *, filter: dict[str, Any] | None = None,
@@ -747,7 +749,7 @@ def _next_page(entries: Iterator[LogEntry]) -> list[LogEntry]:
     return list(itertools.islice(entries, _HISTORY_PAGE))
 
 
-class _Pending(asyncio.Future):  # type: ignore[type-arg]
+class _Pending(asyncio.Future):
     """The future of a call made inside an open batch: it has not run yet."""
 
     batch: _Batch
@@ -794,9 +796,9 @@ class _Batch:
         try:
             outcomes = await asyncio.wrap_future(self.store.writer.call(
                 functools.partial(run_together, self.store.store.log, calls)))
-        except BaseException as error:
+        except BaseException as failure:
             for future in self._futures:  # the transaction did not commit: none of them ran
-                future.set_exception(error)
+                future.set_exception(failure)
                 future.exception()  # raised here once; not "never retrieved" for each
             raise
         for future, (result, error) in zip(self._futures, outcomes):
