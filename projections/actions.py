@@ -121,7 +121,7 @@ class ActionsMixin:
             return None
         obj: dict[str, Any] = {}
         if row[2] is not None:
-            raw = ReadModel._extract_message(self.log.datastore.codec.decode(row[2], row[3]),
+            raw = ReadModel.message_bytes(self.log.datastore.codec.decode(row[2], row[3]),
                                              row[1])
             decoded = decode_stored(raw) if raw else {}
             obj = decoded if isinstance(decoded, dict) else {}

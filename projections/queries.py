@@ -234,6 +234,21 @@ class ReadModel:
 
     # -- objects from the log ------------------------------------------------------------------
 
+    # The lookups other read-side modules (export, local actions) need, as public names.
+
+    def payload_at(self, c: apsw.Cursor, position: int) -> bytes:
+        """The decompressed payload of the log entry at `position` (b"" when there is none)."""
+        return self._payload(c, position)
+
+    @staticmethod
+    def message_bytes(payload: bytes | memoryview, slot: int) -> bytes:
+        """The bytes of the message object at `slot` of an entry's payload (b"" for none)."""
+        return ReadModel._extract_message(payload, slot)
+
+    def channel_bytes(self, c: apsw.Cursor, position: int | None, slot: int) -> bytes:
+        """The bytes of the channel object in the entry at `position` (b"" for none)."""
+        return self._channel_raw(c, position, slot)
+
     def _payload(self, c: apsw.Cursor, position: int) -> bytes:
         row = c.execute("SELECT codec, state FROM stored_events WHERE rowid=?", (position,)).fetchone()
         return b"" if row is None else self._codec.decode(row[0], row[1])
