@@ -27,7 +27,7 @@ def _json_option(value: str | None, name: str) -> Any:
         return None
     try:
         return msgspec.json.decode(value)
-    except (msgspec.DecodeError, msgspec.ValidationError) as e:
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeError) as e:
         raise click.BadParameter(f"not JSON: {e}", param_hint=name) from None
     except RecursionError:
         raise click.BadParameter("nested too deeply", param_hint=name) from None

@@ -155,7 +155,7 @@ class ImportLedger:
         value = self.log.get_meta(self.key)
         try:
             return msgspec.json.decode(value, type=list[ResumePoint]) if value else []
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeError):
             return []  # not ours to trust: import from the start
 
     def _other_points(self) -> list[ResumePoint]:
@@ -426,7 +426,7 @@ class _DocumentLedger:
         value = self.log.get_meta(self.key)
         try:
             return msgspec.json.decode(value, type=ResumePoint) if value else None
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeError):
             return None
 
     def appended(self, cursor: apsw.Cursor, entries: Sequence[AppendedEntry]) -> None:

@@ -141,7 +141,8 @@ class StoredMessage:
             return ""
         try:
             return _text_decoder.decode(self.raw).text or ""
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeError):
+            # (Older msgspec releases raise UnicodeDecodeError for text that is not UTF-8.)
             text = self.json().get("text")  # what every other reader of the bytes sees
             return text if isinstance(text, str) else ""
 

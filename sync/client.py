@@ -541,7 +541,7 @@ def _filed_cids(raw: bytes, positions: Sequence[int | None]) -> list[str]:
     state was quarantined), then the query's result (`eventstore.ingest.query_channels_entries`)."""
     try:
         states = _ANSWER.decode(raw).channels or []
-    except (msgspec.DecodeError, RecursionError):
+    except (msgspec.DecodeError, UnicodeError, RecursionError):
         return []
     cids = []
     for state_raw, position in zip(states, positions):
@@ -549,7 +549,7 @@ def _filed_cids(raw: bytes, positions: Sequence[int | None]) -> list[str]:
             continue
         try:
             state = _STATE.decode(state_raw)
-        except (msgspec.DecodeError, RecursionError):
+        except (msgspec.DecodeError, UnicodeError, RecursionError):
             continue
         channel = state.channel
         if channel is None:
