@@ -669,6 +669,10 @@ class AsyncChatStore:
             limit=limit,
         )
 
+    def thread_reads(self, parent_id: str) -> asyncio.Future[list[dict[str, Any]]]:
+        """`ChatStore.thread_reads`, in the read pool."""
+        return self._read(self.store.thread_reads, parent_id)
+
     def threads(self, cid: str | None = None) -> asyncio.Future[list[dict[str, Any]]]:
         """`ChatStore.threads`, in the read pool."""
         return self._read(self.store.threads, cid)

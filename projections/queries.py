@@ -22,6 +22,7 @@ from chatledger.projections.mutes import MuteReader, now_us
 from chatledger.projections.ranges import RANGES_OVERLAPPING, MessagePage, find_gaps
 from chatledger.projections.reminders import LIST_REMINDERS, LISTED_COLUMNS, reminder_object
 from chatledger.projections.schema import SLOT_EVENT, SLOT_PINNED_BASE, SLOT_RESPONSE
+from chatledger.projections.thread_reads import ThreadReads
 from chatledger.projections.times import from_micros
 
 NO_RAW = msgspec.Raw()
@@ -683,6 +684,12 @@ class ReadModel:
                      "thread": _member_object(self._payload(c, position), "thread")}
                     for parent, row_cid, replies, participants, last, position in rows]
 
+    def thread_reads(self, parent_id: str) -> list[dict[str, Any]]:
+        """Each user's read state of the thread under `parent_id`: `user_id`, `cid`,
+        `last_read` (epoch µs), `last_read_message_id`, `state_at`, `position`."""
+        with self.datastore.transaction(commit=False) as c:
+            return ThreadReads.of_thread(c, parent_id)
+
     def reminders(self, cid: str | None = None, *, due: bool = False) -> list[dict[str, Any]]:
         """The own user's reminders, soonest first (those without a time last): `message_id`,
         `user_id`, `cid`, `remind_at`, `created_at`, `updated_at` (epoch µs or None), `due`
@@ -870,6 +877,10 @@ class ReadAPI:
 
     def threads(self, cid: str | None = None) -> list[dict[str, Any]]:
         return self.read.threads(cid)
+
+    def thread_reads(self, parent_id: str) -> list[dict[str, Any]]:
+        """Each user's read state of one thread; see `ReadModel.thread_reads`."""
+        return self.read.thread_reads(parent_id)
 
     def reminders(self, cid: str | None = None, *, due: bool = False) -> list[dict[str, Any]]:
         """The own user's reminders, soonest first; see `ReadModel.reminders`."""
