@@ -24,6 +24,7 @@ import apsw
 import msgspec
 from eventsourcing.persistence import PersistenceError
 
+from chatledger.errors import AlreadyImported, ImportInterrupted, ImportStopped, NothingToResume
 from chatledger.eventstore.ingest import MAX_RESPONSE_BYTES, Entry, Rejection, event_entry
 from chatledger.eventstore.log import (
     AppendedEntry,
@@ -34,6 +35,8 @@ from chatledger.eventstore.log import (
 )
 
 Kind = Literal["auto", "events", "query", "sync", "channel"]
+
+
 KINDS: tuple[str, ...] = ("auto", "events", "query", "sync", "channel")
 
 ProgressCallback = Callable[[int], None]  # called with the number of bytes read so far
@@ -75,21 +78,6 @@ class ImportReport:
             self.reasons.append(q.reason)
 
 
-class ImportInterrupted(StoreError):
-    """An import that stopped part-way (a full disk): what its committed batches stored, and
-    the last line they covered. Running the same import again continues after that line."""
-
-    def __init__(self, report: ImportReport, committed_line: int, error: BaseException) -> None:
-        self.report = report
-        self.committed_line = committed_line
-        self.error = error
-        cause = ("the disk is full" if no_room(error) else str(error)) or type(error).__name__
-        super().__init__(
-            f"the import stopped: {cause}; {report.stored:,} of its items were stored "
-            f"(up to line {committed_line:,}); run the same import again to continue after "
-            f"line {committed_line:,}")
-
-
 @dataclass(frozen=True, slots=True)
 class ResumePoint:
     """How far an import of JSON lines got: lines and bytes from its first line, and the
@@ -101,34 +89,6 @@ class ResumePoint:
     sha256: str
     finished: bool = False
     at: str | None = None
-
-
-class AlreadyImported(StoreError):
-    """The whole input is in the store already: an earlier import of the same bytes finished
-    (`point` says when and how many lines). Nothing was stored; `again=True` stores it again.
-    The log stays an honest record of what arrived: events the backend really sent twice are
-    stored twice; a file read twice is not."""
-
-    def __init__(self, point: ResumePoint) -> None:
-        self.point = point
-        super().__init__(
-            f"this input is in the store already: an import of the same {point.lines:,} "
-            f"lines ({point.bytes:,} bytes) finished at {point.at or 'an unknown time'}; "
-            "nothing was stored")
-
-
-class NothingToResume(StoreError):
-    """`resume=True`, but no earlier import of this input stopped part-way."""
-
-
-class ImportStopped(KeyboardInterrupt):
-    """Ctrl-C during an import (still a KeyboardInterrupt): what the committed batches
-    stored, and the last line they covered. Running the same import again continues after it."""
-
-    def __init__(self, report: ImportReport, committed_line: int) -> None:
-        super().__init__(f"{report.stored:,} items stored, up to line {committed_line:,}")
-        self.report = report
-        self.committed_line = committed_line
 
 
 class ImportLedger:
@@ -362,7 +322,8 @@ def _append_batch(
     try:
         result = log.append(batch, source=source)
     except (PersistenceError, apsw.Error, StoreError, OSError) as error:
-        raise ImportInterrupted(report, skipped + committed.lines, error) from error
+        cause = ("the disk is full" if no_room(error) else str(error)) or type(error).__name__
+        raise ImportInterrupted(report, skipped + committed.lines, error, cause) from error
     report.add(result)
     return here
 

@@ -21,6 +21,7 @@ import apsw
 import zstandard
 from eventsourcing.persistence import DatabaseError, IntegrityError, OperationalError, StoredEvent
 
+from chatledger.errors import StoreError
 from chatledger.eventstore import ingest, schema, wire
 from chatledger.eventstore.codec import MIN_COMPRESS_SIZE, RAW
 from chatledger.eventstore.datastore import APSWDatastore, Synchronous, filesystem_path
@@ -36,15 +37,13 @@ from chatledger.eventstore.streams import StreamHeads
 
 # Train the compression dictionary once this many payloads are on file: enough samples for a
 # dictionary several times smaller than them, early enough that almost the whole log benefits.
+
+
 TRAIN_AFTER_EVENTS = 2_000
 TRAIN_SAMPLE_EVENTS = 20_000
 _SOURCE_CODES = {s.name.lower(): int(s) for s in schema.Source}
 # Handing a batch to the compression thread pays off from about this many events.
 _BACKGROUND_MIN_BATCH = 64
-
-
-class StoreError(Exception):
-    """A store that cannot be opened or used as asked; the message says why."""
 
 
 @dataclass(frozen=True, slots=True)

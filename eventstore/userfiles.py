@@ -19,6 +19,9 @@ from pathlib import Path
 
 import apsw
 
+from chatledger.errors import UserIdError
+
+
 SUFFIX = ".chatledger"
 # The files SQLite keeps beside the database in WAL mode.
 COMPANION_SUFFIXES = ("", "-wal", "-shm", "-journal")
@@ -32,10 +35,6 @@ _RESERVED = re.compile(r"^(con|prn|aux|nul|com[0-9]|lpt[0-9])$")
 # Most file systems allow 255 bytes per name; leave room for the suffix and "-wal".
 _MAX_STEM = 200
 _HASHED_PREFIX = 120
-
-
-class UserIdError(ValueError):
-    """A user id that cannot name a store."""
 
 
 def encode_user_id(user_id: str) -> str:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import apsw
 
+from chatledger.errors import UnknownMessage, UnknownTarget
 from chatledger.eventstore.commands import (
     Command,
     CommandError,
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
     from chatledger.eventstore.log import EventLog
 
 # Fields of a stored message that the backend computes: never part of an update's body.
+
+
 _SERVER_FIELDS = frozenset({
     "cid", "user", "type", "html", "created_at", "updated_at", "deleted_at", "reply_count",
     "deleted_reply_count", "reaction_counts", "reaction_scores", "reaction_groups",
@@ -45,20 +48,6 @@ _SERVER_FIELDS = frozenset({
     "i18n", "channel", "command", "args", "member", "reminder", "poll", "shadowed",
     "message_text_updated_at", "pinned_at",
 })
-
-
-class UnknownMessage(CommandError):
-    """An action needs a message the store does not have."""
-
-
-class UnknownTarget(CommandError):
-    """With `known_only=True`: an action on a channel or message the store has never seen
-    (most often a typo); it would be queued and refused by the backend at the next sync."""
-
-    def __init__(self, kind: str, ident: str) -> None:
-        super().__init__(f"the store has never seen {kind} {ident!r}")
-        self.kind = kind
-        self.ident = ident
 
 
 # Whether the store has seen a channel: its row, or any message in it (a local send included).

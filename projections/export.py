@@ -33,7 +33,7 @@ from typing import Any, BinaryIO
 import apsw
 import msgspec
 
-from chatledger.eventstore.log import StoreError
+from chatledger.errors import ExportError
 from chatledger.eventstore.wire import WireError, decode_stored, parse_time, repair_utf8
 from chatledger.eventstore.wire.times import format_time_or_none
 from chatledger.projections.queries import (
@@ -47,15 +47,13 @@ from chatledger.projections.schema import SLOT_EVENT, SLOT_RESPONSE
 # A channel state is imported as one log entry (of at most 4 MiB), and every message filed from
 # it is read back from that entry, whole, each time it is shown. So a big channel is written as
 # parts the size of a generous page of messages (a few hundred), far below the limit.
+
+
 PART_BYTES = 256 * 1024
 CHUNK_BYTES = 256 * 1024
 # Channel states whose messages are kept split while a channel's messages are read (its
 # messages mostly come from a few states, one after the other).
 _STATES_KEPT = 4
-
-
-class ExportError(StoreError):
-    """An export that cannot be made (a channel that is not stored, a bad limit)."""
 
 
 @dataclass(slots=True)

@@ -42,6 +42,7 @@ from typing import Any
 
 import apsw
 
+from chatledger.errors import FilterError
 from chatledger.eventstore.wire import CHANNEL_FIELDS, WireError, parse_time
 
 __all__ = [
@@ -54,6 +55,7 @@ __all__ = [
     "MAX_SORT_KEYS",
     "MAX_SUBQUERIES",
 ]
+
 
 MAX_DEPTH = 16  # nesting of $and/$or/$nor, the top-level object being level 1
 MAX_CONDITIONS = 10_000  # leaf conditions (one per field operator, and per empty object)
@@ -89,10 +91,6 @@ _UNSET_US = (
     datetime(1, 1, 1, tzinfo=timezone.utc) - datetime(1970, 1, 1, tzinfo=timezone.utc)
 ) // timedelta(microseconds=1)
 _CUSTOM_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,127}", re.ASCII)
-
-
-class FilterError(ValueError):
-    """A filter or sort the store cannot evaluate; the message names the operator, field, value."""
 
 
 @dataclass(frozen=True)

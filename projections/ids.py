@@ -9,12 +9,15 @@ from __future__ import annotations
 import difflib
 from typing import Literal
 
+from chatledger.errors import AmbiguousId
 from chatledger.eventstore.datastore import APSWDatastore
 
 IdKind = Literal["message", "command", "channel", "user"]
 
 # Above every character a stored id can hold: `prefix + _AFTER_ALL` bounds the range of ids
 # that start with `prefix` (ids compare by their UTF-8 bytes).
+
+
 _AFTER_ALL = "\U0010ffff"
 # One range query per kind, built once. Deleted messages keep their id in `deleted_messages`:
 # `explain` still answers for them.
@@ -28,17 +31,6 @@ _PREFIX_QUERIES: dict[str, str] = {
 }
 _ALL_CHANNELS = "SELECT cid FROM channels ORDER BY cid"
 _ALL_USERS = "SELECT id FROM users ORDER BY id"
-
-
-class AmbiguousId(ValueError):
-    """A prefix that more than one id starts with; `candidates` lists some of them."""
-
-    def __init__(self, kind: str, prefix: str, candidates: list[str]) -> None:
-        shown = ", ".join(candidates[:10]) + (", ..." if len(candidates) > 10 else "")
-        super().__init__(f"{kind} id prefix {prefix!r} is ambiguous: {shown} all start with it")
-        self.kind = kind
-        self.prefix = prefix
-        self.candidates = candidates
 
 
 class IdLookup:

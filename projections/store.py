@@ -14,6 +14,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from chatledger.errors import RejectedInput
 from chatledger.eventstore.backup import ProgressCallback as BackupProgress
 from chatledger.eventstore.backup import backup_database
 from chatledger.eventstore.bundle import BUNDLE_META_KEY, copy_for_bundle, finish_bundle
@@ -50,15 +51,6 @@ def _chatledger_version() -> str:
         return metadata.version("chatledger")
     except metadata.PackageNotFoundError:
         return "unknown"
-
-
-class RejectedInput(ValueError):
-    """An item the store refused; it is kept in the quarantine table with `reason`."""
-
-    def __init__(self, reason: str, quarantine_id: int) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.quarantine_id = quarantine_id
 
 
 def default_data_dir() -> Path:

@@ -16,14 +16,12 @@ import psycopg
 from eventsourcing.postgres import PostgresDatastore
 from psycopg.rows import dict_row
 
-from chatledger.eventstore.log import StoreError
+from chatledger.errors import ArchiveError
 
 # Seconds to wait for a server before saying it is not there.
+
+
 CONNECT_TIMEOUT = 10
-
-
-class ArchiveError(StoreError):
-    """The archive cannot be reached or used as asked; the message is one line, without secrets."""
 
 
 def redact(url: str) -> str:
