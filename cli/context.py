@@ -21,6 +21,9 @@ class Context:
         self.user = user
         self.synchronous = synchronous
         self.lock_timeout = lock_timeout
+        # --key-file / --keyring: where a sealed store's key comes from (cli/sealing.py).
+        self.key_file: Path | None = None
+        self.use_keyring = False
         self.debug = False  # --debug: more detail on stderr, never credentials
         self._store: ChatStore | None = None
 
@@ -35,13 +38,15 @@ class Context:
         if self._store is None:
             from chatledger.cli.progress import replay_progress
 
+            from chatledger.cli.sealing import open_sealed
+
             # Opening rebuilds the read tables when another version built them: show it.
             with replay_progress("rebuilding read tables") as on_progress:
-                self._store = ChatStore.open(
+                self._store = open_sealed(self, lambda key: ChatStore.open(
                     self.data_dir, self.require_user(), synchronous=self.synchronous,  # type: ignore[arg-type]
                     create=create, lock_timeout=self.lock_timeout,
-                    on_rebuild_progress=on_progress,
-                )
+                    on_rebuild_progress=on_progress, key=key,
+                ))
         return self._store
 
     def store_path(self) -> Path | None:

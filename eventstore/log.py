@@ -46,6 +46,10 @@ class StoreError(Exception):
     """A store that cannot be opened or used as asked; the message says why."""
 
 
+class KeyRequired(StoreError):
+    """A sealed store opened without a key, or with another one than it was sealed with."""
+
+
 @dataclass(frozen=True, slots=True)
 class Quarantined:
     """An input item the log refused, kept in the quarantine table with the reason."""
@@ -1011,7 +1015,7 @@ def _unlock(keys: seal.StoreKeys, c: apsw.Cursor, datastore: APSWDatastore, key:
     try:
         keys.unlock(c, datastore, key, new=new)
     except seal.StoreKeyError as error:
-        raise StoreError(str(error)) from None
+        raise KeyRequired(str(error)) from None
 
 
 def _sealed_payload_size(codec: int, state: bytes) -> int:
@@ -1031,6 +1035,7 @@ __all__ = [
     "AppendResult",
     "AppendedEntry",
     "EventLog",
+    "KeyRequired",
     "LogEntry",
     "Quarantined",
     "StoreError",

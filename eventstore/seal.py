@@ -578,8 +578,45 @@ _DICTIONARY_ROWS = "SELECT id, data FROM zstd_dictionaries"
 _DICTIONARY_UPDATE = "UPDATE zstd_dictionaries SET data=? WHERE id=?"
 
 
+def check_file(path: str | os.PathLike[str], table: str = "stored_events",
+               head: tuple[bytes, int] | None = None) -> ChainReport:
+    """`ChainChecker.check` of a store's file through a read-only connection: for a sealed
+    store whose key the checker does not have (the chain covers the stored bytes). Writes
+    nothing; the file must have been opened once by this version (its chain computed)."""
+    connection = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY
+                                 | apsw.SQLITE_OPEN_NOFOLLOW)
+    try:
+        connection.set_busy_timeout(5_000)
+        pending = connection.execute(
+            "SELECT 1 FROM chatledger_meta WHERE key=?", (META_CHAIN_PENDING,)).fetchone()
+        if pending is not None:
+            raise StoreKeyError("the log's chain is still being computed: open the store once "
+                                "(with its key) to finish it")
+        return ChainChecker(table).check(lambda: _ReadOnly(connection), head)
+    finally:
+        connection.close()
+
+
+class _ReadOnly:
+    """A read transaction on a plain APSW connection, as `ChainChecker` takes them."""
+
+    __slots__ = ("_connection",)
+
+    def __init__(self, connection: apsw.Connection) -> None:
+        self._connection = connection
+
+    def __enter__(self) -> apsw.Cursor:
+        cursor = self._connection.cursor()
+        cursor.execute("BEGIN")
+        return cursor
+
+    def __exit__(self, *exc: object) -> None:
+        self._connection.execute("COMMIT")
+
+
 __all__ = [
     "StoreKeys",
+    "check_file",
     "CIPHER_NAME",
     "ChainBreak",
     "ChainChecker",
