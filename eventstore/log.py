@@ -409,6 +409,10 @@ class EventLog:
             self._keys.rekey(self.datastore, new_key)
         except seal.StoreKeyError as error:
             raise StoreError(str(error)) from None
+        # The old bytes (plain text, after an encryption in place) are still on the file's free
+        # pages and in the WAL: VACUUM writes the file afresh, the checkpoint empties the WAL.
+        self.datastore.vacuum()
+        self.datastore.checkpoint()
 
     # -- metadata ------------------------------------------------------------------------------
 

@@ -370,15 +370,29 @@ class ChainChecker:
             window = c.execute(self._window, (position - self.LOOK_AROUND,
                                               position + self.LOOK_AROUND)).fetchall()
         by_position = {row[0]: row for row in window}
-        # An entry further on hashes here, after the last good one: entries were put before it.
+        # An entry further on hashes here, after the last good one, and so does the one after
+        # it at the next place (a whole run moved up, not one entry moved): entries were put
+        # before it.
         for later in range(position + 1, position + self.LOOK_AROUND + 1):
             row = by_position.get(later)
-            if row is not None and row[-1] == entry_hash(previous, position, row[1:-1]):
+            if row is None or row[-1] != entry_hash(previous, position, row[1:-1]):
+                continue
+            after = by_position.get(later + 1)
+            if after is None or after[-1] == entry_hash(row[-1], position + 1, after[1:-1]):
                 count = later - position
                 return ChainBreak(position, "inserted",
                                   f"{count} entr{'y was' if count == 1 else 'ies were'} inserted "
                                   f"at {position} (the entries after moved up)")
         here = by_position[position]
+        # The next entry follows this one's chain, but hashed further on: entries before this
+        # one were removed and the rest renumbered down.
+        following = by_position.get(position + 1)
+        if following is not None:
+            for shift in range(1, self.LOOK_AROUND + 1):
+                if following[-1] == entry_hash(here[-1], position + 1 + shift, following[1:-1]):
+                    return ChainBreak(position, "removed",
+                                      f"entries {position}..{position + shift - 1} were removed "
+                                      "(the entries after moved down)")
         candidates = {GENESIS, previous, *(row[-1] for row in window if row[-1] is not None)}
         for other in sorted(by_position, key=lambda number: abs(number - position)):
             if other == position:
