@@ -134,14 +134,17 @@ class PayloadCipher:
     """AES-256-GCM over payloads, bound to where they are stored. Nonces are random: 96 bits
     drawn once per batch of entries (one system call), so two writers never share one."""
 
-    __slots__ = ("_aead",)
+    __slots__ = ("_aead", "_invalid_tag")
 
     def __init__(self, key: bytes) -> None:
         if len(key) != KEY_SIZE:
             raise StoreKeyError("a key must be 32 bytes")
+        # Imported here, not with the module: `import chatledger` must not need the extra.
+        from cryptography.exceptions import InvalidTag
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
         self._aead = AESGCM(key)
+        self._invalid_tag = InvalidTag
 
     # Entries of the log: bound to (position, codec).
 
@@ -170,11 +173,9 @@ class PayloadCipher:
         return self._open(stored, _NUMBERED_AD.pack(kind, number), f"{kind[:3].decode()} {number}")
 
     def _open(self, stored: bytes, associated: bytes, what: str) -> bytes:
-        from cryptography.exceptions import InvalidTag
-
         try:
             return self._aead.decrypt(stored[:NONCE_SIZE], stored[NONCE_SIZE:], associated)
-        except InvalidTag:
+        except self._invalid_tag:
             raise SealError(f"{what} does not decrypt: changed, moved, or sealed with another "
                             "key") from None
 
@@ -585,6 +586,9 @@ class StoreKeys:
         c.executemany(update, resealed)
 
 
+_HAS_META = "SELECT 1 FROM chatledger_meta WHERE key=?"
+_BEGIN = "BEGIN"  # deferred: a read transaction, one snapshot for the statements in it
+_COMMIT = "COMMIT"
 _GET_KEY_META = "SELECT key, value FROM chatledger_meta WHERE key IN (?, ?)"
 _SET_KEY_META = ("INSERT INTO chatledger_meta (key, value) VALUES (?, ?) "
                  "ON CONFLICT (key) DO UPDATE SET value = excluded.value")
@@ -604,8 +608,7 @@ def check_file(path: str | os.PathLike[str], table: str = "stored_events",
                                  | apsw.SQLITE_OPEN_NOFOLLOW)
     try:
         connection.set_busy_timeout(5_000)
-        pending = connection.execute(
-            "SELECT 1 FROM chatledger_meta WHERE key=?", (META_CHAIN_PENDING,)).fetchone()
+        pending = connection.execute(_HAS_META, (META_CHAIN_PENDING,)).fetchone()
         if pending is not None:
             raise StoreKeyError("the log's chain is still being computed: open the store once "
                                 "(with its key) to finish it")
@@ -624,11 +627,11 @@ class _ReadOnly:
 
     def __enter__(self) -> apsw.Cursor:
         cursor = self._connection.cursor()
-        cursor.execute("BEGIN")
+        cursor.execute(_BEGIN)
         return cursor
 
     def __exit__(self, *exc: object) -> None:
-        self._connection.execute("COMMIT")
+        self._connection.execute(_COMMIT)
 
 
 __all__ = [
