@@ -107,11 +107,12 @@ PAIRED = ("chatledger", "chatledger_sealed", "chatledger_unchained")
 
 
 def paired_append(event_log: Any, scratch: Path, payloads: Sequence[bytes], batch: int,
-                  label: str) -> dict[str, float]:
+                  label: str) -> tuple[dict[str, float], dict[str, float]]:
     """Seconds each of chatledger's variants spends appending the same batches, the three logs
     appended to in turn, batch by batch (the first variant rotating): on a shared machine, a
     burst of other work then lands on all three alike, which whole runs one after another do
-    not get. The first batches, up to the compression dictionary's training (a few tenths of a
+    not get. CPU time is summed too (`process_time`: less disturbed by other processes than
+    the wall clock, and it counts the compression thread). The first batches, up to the compression dictionary's training (a few tenths of a
     second, once per store, and the same for all three) are appended before the clock starts:
     the figure is the steady append. Returns {variant: seconds}."""
     from chatledger.eventstore.log import TRAIN_AFTER_EVENTS
@@ -127,7 +128,8 @@ def paired_append(event_log: Any, scratch: Path, payloads: Sequence[bytes], batc
                 ", chain)", ")").replace(",?)", ")")
         logs[variant] = log
     seconds = dict.fromkeys(PAIRED, 0.0)
-    clock = time.perf_counter
+    cpu = dict.fromkeys(PAIRED, 0.0)
+    clock, cpu_clock = time.perf_counter, time.process_time
     warm_up = -(-(TRAIN_AFTER_EVENTS + 1) // batch) + 1  # batches, the training's included
     try:
         with gc_paused():
@@ -140,14 +142,15 @@ def paired_append(event_log: Any, scratch: Path, payloads: Sequence[bytes], batc
                 turn = index % len(PAIRED)
                 for variant in PAIRED[turn:] + PAIRED[:turn]:
                     append = logs[variant].append_events
-                    t0 = clock()
+                    t0, c0 = clock(), cpu_clock()
                     append(chunk, source="websocket")
                     seconds[variant] += clock() - t0
+                    cpu[variant] += cpu_clock() - c0
     finally:
         for variant, log in logs.items():
             log.close()
             remove_db(scratch / f"paired-{label}-{variant}.db")
-    return seconds
+    return seconds, cpu
 
 
 class _Runs:
@@ -270,14 +273,14 @@ def command(n_events: int, batch: int, seed: int, directory: str | None, reps: i
                         sizes[subject] = checkpointed_size(path)
                     if not keep:
                         remove_db(path)
-        paired: dict[str, dict[str, float]] = {}
+        paired: dict[str, tuple[dict[str, float], dict[str, float]]] = {}
         if event_log is not None and not any(v in skip for v in PAIRED):
             for name, (size, counts) in series.items():
                 n = counts["chatledger"]
                 progress(f"paired: chatledger, encrypted and unchained in turn, {n:,} events, "
                          f"batch {size:,} ...")
                 paired[name] = paired_append(event_log, scratch, payloads[:n], size, name)
-                progress("  " + ", ".join(f"{LABELS[v]} {s:.3f} s" for v, s in paired[name].items()))
+                progress("  " + ", ".join(f"{LABELS[v]} {s:.3f} s" for v, s in paired[name][0].items()))
         if keep:
             progress(f"scratch databases kept in {scratch}")
 
@@ -285,10 +288,13 @@ def command(n_events: int, batch: int, seed: int, directory: str | None, reps: i
                      generate_s, sizes, chatledger_stats, stock_synchronous, skipped)
     for name, suffix in (("main", ""), ("batch1", "_batch1")):
         if name in paired:
-            times = paired[name]
+            times, cpu = paired[name]
             result[f"paired_seconds{suffix}"] = {v: round(s, 4) for v, s in times.items()}
             result[f"paired_sealed_cost{suffix}"] = times["chatledger_sealed"] / times["chatledger"] - 1
             result[f"paired_chain_cost{suffix}"] = times["chatledger"] / times["chatledger_unchained"] - 1
+            result[f"paired_cpu_seconds{suffix}"] = {v: round(s, 4) for v, s in cpu.items()}
+            result[f"paired_sealed_cost_cpu{suffix}"] = cpu["chatledger_sealed"] / cpu["chatledger"] - 1
+            result[f"paired_chain_cost_cpu{suffix}"] = cpu["chatledger"] / cpu["chatledger_unchained"] - 1
     result["load_average_before"] = [round(x, 2) for x in load_before]
     result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     _print_human(result, runs, series)
@@ -405,9 +411,11 @@ def _print_human(result: dict, runs: _Runs, series: dict) -> None:
     console.print(line + ", after a checkpoint.")
     console.print(f"generator: {result['generate_events_per_s']:,.0f} events/s")
     for suffix, what in (("", "batches"), ("_batch1", "one event per transaction")):
-        for prefix, how in (("", "whole runs, medians"), ("paired_", "paired batch by batch")):
-            sealed = result.get(f"{prefix}sealed_cost{suffix}")
-            chain = result.get(f"{prefix}chain_cost{suffix}")
+        for prefix, end, how in (("", "", "whole runs, medians"),
+                                 ("paired_", "", "paired batch by batch, wall"),
+                                 ("paired_", "_cpu", "paired batch by batch, CPU")):
+            sealed = result.get(f"{prefix}sealed_cost{end}{suffix}")
+            chain = result.get(f"{prefix}chain_cost{end}{suffix}")
             if sealed is not None or chain is not None:
                 console.print(f"{what} ({how}): encryption costs "
                               f"{'-' if sealed is None else f'{sealed:+.1%}'}, the chain "
