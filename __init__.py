@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 from chatledger.errors import (
     AlreadyImported, AmbiguousId, ArchiveError, BackendError, ChatledgerError, CommandError,
     ConnectionLost, DestinationExists, ExportError, FilterError, ImportInterrupted,
-    ImportStopped, InvalidTransition, NoResponse, NothingToResume, RejectedInput, StoreError,
-    TimedOut, UnknownCommand, UnknownMessage, UnknownTarget, UnusableAnswer, UserIdError,
-    WireError, WriteLockTimeout, WriterClosed,
+    ImportStopped, InvalidTransition, KeyRequired, NoResponse, NothingToResume, RejectedInput,
+    StoreError, TimedOut, UnknownCommand, UnknownMessage, UnknownTarget, UnusableAnswer,
+    UserIdError, WireError, WriteLockTimeout, WriterClosed,
 )
 from chatledger.projections.aio_store import AsyncChatStore
 from chatledger.projections.store import ChatStore
@@ -59,7 +59,8 @@ __all__ = [
     "AsyncChatStore", "ChatStore",
     "Backend", "StreamBackend", "SyncClient", "SyncReport", "ReplayReport", "Outcome", "archive",
     # the errors (chatledger.errors has the tree)
-    "ChatledgerError", "StoreError", "DestinationExists", "WriterClosed", "ExportError",
+    "ChatledgerError", "StoreError", "KeyRequired", "DestinationExists", "WriterClosed",
+    "ExportError",
     "ImportInterrupted", "AlreadyImported", "NothingToResume", "ImportStopped", "ArchiveError",
     "CommandError", "UnknownCommand", "InvalidTransition", "UnknownMessage", "UnknownTarget",
     "WriteLockTimeout", "UserIdError", "WireError", "RejectedInput", "FilterError",

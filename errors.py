@@ -8,6 +8,7 @@ re-exports them all (`from chatledger import StoreError`).
 
     ChatledgerError
     ├── StoreError                   a store that cannot be opened or used as asked
+    │   ├── KeyRequired              a sealed store opened without its key
     │   ├── DestinationExists        a backup's destination exists
     │   ├── WriterClosed             work for a background writer that is closed
     │   ├── ExportError              an export that cannot be made
@@ -44,7 +45,8 @@ from typing import Any
 from eventsourcing.persistence import OperationalError
 
 __all__ = [
-    "ChatledgerError", "StoreError", "DestinationExists", "WriterClosed", "ExportError",
+    "ChatledgerError", "StoreError", "KeyRequired", "DestinationExists", "WriterClosed",
+    "ExportError",
     "ImportInterrupted", "AlreadyImported", "NothingToResume", "ImportStopped", "ArchiveError",
     "CommandError", "UnknownCommand", "InvalidTransition", "UnknownMessage", "UnknownTarget",
     "WriteLockTimeout", "UserIdError", "WireError", "RejectedInput", "FilterError",
@@ -61,6 +63,10 @@ class ChatledgerError(Exception):
 
 class StoreError(ChatledgerError):
     """A store that cannot be opened or used as asked; the message says why."""
+
+
+class KeyRequired(StoreError):
+    """A sealed store opened without a key, or with another one than it was sealed with."""
 
 
 class DestinationExists(StoreError):

@@ -168,6 +168,15 @@ def flush_command(ctx: Context, yes: bool) -> None:
     # Deleted without opening: a store that cannot be opened (damaged, from a newer version)
     # can still be logged out of.
     removed = ChatStore.flush_user(ctx.data_dir, user)
+    if ctx.use_keyring:
+        # The key goes with the store (and one a killed rekey left waiting).
+        from chatledger.eventstore.seal import StoreKeyError, store_keyring_key
+
+        try:
+            store_keyring_key(user, None)
+            store_keyring_key(user, None, pending=True)
+        except StoreKeyError as error:
+            fail(f"deleted the store, but not its key: {error}")
     click.echo(f"Deleted {len(removed)} file(s) of {user!r}.")
 
 

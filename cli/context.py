@@ -23,6 +23,9 @@ class Context:
         self.user = user
         self.synchronous = synchronous
         self.lock_timeout = lock_timeout
+        # --key-file / --keyring: where a sealed store's key comes from (cli/sealing.py).
+        self.key_file: Path | None = None
+        self.use_keyring = False
         self.debug = False  # --debug: more detail on stderr, never credentials
         self._store: ChatStore | None = None
         self._created = False  # whether this command created the store's file
@@ -38,17 +41,19 @@ class Context:
         if self._store is None:
             from chatledger.cli.progress import replay_progress
 
+            from chatledger.cli.sealing import open_sealed
+
             # Opening rebuilds the read tables when another version built them: show it.
             path = self.store_path()
             if not create:
                 self._check_store_is_there()
             self._created = path is not None and not os.path.lexists(path)
             with replay_progress("rebuilding read tables") as on_progress:
-                self._store = ChatStore.open(
+                self._store = open_sealed(self, lambda key: ChatStore.open(
                     self.data_dir, self.require_user(), synchronous=self.synchronous,  # type: ignore[arg-type]
                     create=create, lock_timeout=self.lock_timeout,
-                    on_rebuild_progress=on_progress,
-                )
+                    on_rebuild_progress=on_progress, key=key,
+                ))
         return self._store
 
     def store_path(self) -> Path | None:

@@ -30,6 +30,7 @@ from chatledger.cli.importing import import_command
 from chatledger.cli.outbox import conflicts_command, outbox_group
 from chatledger.cli.personal import mutes_command, reminders_command
 from chatledger.cli.reading import channels_command, show_group
+from chatledger.cli.sealing import head_command, rekey_command
 from chatledger.cli.sync import sync_command
 from chatledger.cli.tables import rebuild_command, verify_command
 from chatledger.eventstore.log import StoreError
@@ -128,6 +129,13 @@ class ChatledgerGroup(click.Group):
     envvar="CHATLEDGER_LOCK_TIMEOUT",
     help="Seconds to wait while another process is writing the store [env CHATLEDGER_LOCK_TIMEOUT].",
 )
+@click.option("--key-file", type=click.Path(dir_okay=False, path_type=Path),
+              envvar="CHATLEDGER_KEY_FILE",
+              help="File holding the key of a sealed (encrypted) store; a new store is sealed "
+                   "with it [env CHATLEDGER_KEY_FILE].")
+@click.option("--keyring", "use_keyring", is_flag=True,
+              help="Take the store's key from the system keyring (a new store gets a new key "
+                   "kept there).")
 @click.option("--debug", is_flag=True, envvar="CHATLEDGER_DEBUG",
               help="More detail on stderr for commands that talk to a backend (`sync`); "
                    "credentials are never shown.")
@@ -140,7 +148,8 @@ class ChatledgerGroup(click.Group):
 @click.pass_context
 def cli(
     ctx: click.Context, data_dir: Path | None, user: str | None, synchronous: str,
-    lock_timeout: float, debug: bool, local_time: bool, no_pager: bool,
+    lock_timeout: float, key_file: Path | None, use_keyring: bool, debug: bool,
+    local_time: bool, no_pager: bool,
 ) -> None:
     """chatledger: an offline, event-sourced store of chat data, one SQLite file per user.
 
@@ -154,6 +163,8 @@ def cli(
     context.debug = debug
     settings.local_time = local_time
     settings.no_pager = no_pager
+    context.key_file = key_file
+    context.use_keyring = use_keyring
     ctx.obj = context
     ctx.call_on_close(context.close)
 
@@ -241,6 +252,8 @@ for command in (reminders_command, mutes_command):
 cli.add_command(browse_command)
 cli.add_command(diff_command)
 cli.add_command(bundle_command)
+for command in (head_command, rekey_command):
+    cli.add_command(command)
 for command in cli.commands.values():
     accept_global_options(command)
 

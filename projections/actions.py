@@ -103,15 +103,15 @@ class ActionsMixin:
     def _stored_message(self, c: apsw.Cursor, message_id: str) -> tuple[str, dict[str, Any]] | None:
         """(cid, message object) of a stored message, read in the action's transaction."""
         row = c.execute(
-            "SELECT m.cid, m.slot, e.codec, e.state FROM messages m "
+            "SELECT m.cid, m.slot, e.codec, e.state, m.position FROM messages m "
             "LEFT JOIN stored_events e ON e.rowid = m.position WHERE m.id=?",
             (message_id,)).fetchone()
         if row is None:
             return None
         obj: dict[str, Any] = {}
         if row[2] is not None:
-            raw = ReadModel.message_bytes(self.log.datastore.codec.decode(row[2], row[3]),
-                                             row[1])
+            raw = ReadModel.message_bytes(
+                self.log.datastore.codec.decode(row[2], row[3], row[4]), row[1])
             decoded = decode_stored(raw) if raw else {}
             obj = decoded if isinstance(decoded, dict) else {}
         return row[0], {**obj, "id": message_id}

@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from typing import BinaryIO
 
     from chatledger.eventstore.backup import ProgressCallback as BackupProgress
+    from chatledger.eventstore.seal import ChainReport
     from chatledger.eventstore.userfiles import StoreFile
     from chatledger.projections.engine import Difference, ProgressCallback
     from chatledger.projections.history import Explanation, PastStore
@@ -63,7 +64,7 @@ T = TypeVar("T")
 # Methods of ChatStore that write; they go through the writer thread, in call order.
 WRITE_METHODS: frozenset[str] = frozenset({
     "ingest", "ingest_many", "ingest_query_channels", "ingest_channel_state", "ingest_sync",
-    "rebuild", "record_unusable_answer",
+    "rebuild", "record_unusable_answer", "rekey",
 })
 # Name stems of the local actions and maintenance jobs of the design (DESIGN.md) that write.
 WRITE_PREFIXES: tuple[str, ...] = (
@@ -176,12 +177,14 @@ class AsyncChatStore:
         max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
         read_threads: int = DEFAULT_READ_THREADS,
         yield_every: float | None = DEFAULT_YIELD_EVERY,
+        key: bytes | None = None,
     ) -> _Opening:
         """`ChatStore.open_file`, off the event loop (":memory:" works too)."""
         tuning = dict(max_batch_events=max_batch_events, max_batch_bytes=max_batch_bytes,
                       read_threads=read_threads, yield_every=yield_every)
         return _Opening(lambda: cls._adopt(
-            ChatStore.open_file(path, synchronous=synchronous, compression=compression), tuning))
+            ChatStore.open_file(path, synchronous=synchronous, compression=compression, key=key),
+            tuning))
 
     @classmethod
     def _adopt(cls, store: ChatStore, tuning: dict[str, Any]) -> AsyncChatStore:
@@ -707,6 +710,25 @@ class AsyncChatStore:
     ) -> asyncio.Future[list[Difference]]:
         """`ChatStore.verify`, in the read pool."""
         return self._read(self.store.verify, on_progress)
+
+    @property
+    def sealed(self) -> bool:
+        """`ChatStore.sealed`."""
+        return self.store.sealed
+
+    def rekey(self, new_key: bytes | None) -> asyncio.Future[None]:
+        """`ChatStore.rekey`, on the writer thread, in call order."""
+        return self._write(self.store.rekey, new_key)
+
+    def chain_head(self) -> asyncio.Future[tuple[int, bytes]]:
+        """`ChatStore.chain_head`, in the read pool."""
+        return self._read(self.store.chain_head)
+
+    def verify_chain(
+        self, head: tuple[bytes, int] | None = None
+    ) -> asyncio.Future[ChainReport]:
+        """`ChatStore.verify_chain`, in the read pool."""
+        return self._read(self.store.verify_chain, head)
 
     # -- closing ---------------------------------------------------------------------------------
 

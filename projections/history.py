@@ -444,7 +444,7 @@ class _Objects:
             else:
                 rows = self._reader.execute(  # fetchall: no statement left open
                     f"SELECT codec, state FROM {self._table} WHERE rowid=?", (position,)).fetchall()
-                payload = self._codec.decode(*rows[0]) if rows else b""
+                payload = self._codec.decode(*rows[0], position) if rows else b""
             self._key, self._value = (position, slot), message_object(payload, slot)
         return self._value
 
@@ -582,7 +582,7 @@ def _named_by(
         if not rows:
             break
         for position, stream, topic, origin, kind, state in rows:
-            payload = decode(kind, state)
+            payload = decode(kind, state, position)
             if not any(n in payload for n in needles):
                 continue
             check: Callable[[str, bytes, str], bool] = (
@@ -619,7 +619,7 @@ def _replay_message(
         if not rows:
             break
         for position, topic, stream, origin, kind, state, received_at, event_at in rows:
-            payload = decode(kind, state)
+            payload = decode(kind, state, position)
             objects.current = (position, payload)
             projector.apply(target, [Item(position, topic, stream, payload, received_at)])
             current = _snapshot(target, message_id, objects)

@@ -253,7 +253,7 @@ class ReadModel:
 
     def _payload(self, c: apsw.Cursor, position: int) -> bytes:
         row = c.execute("SELECT codec, state FROM stored_events WHERE rowid=?", (position,)).fetchone()
-        return b"" if row is None else self._codec.decode(row[0], row[1])
+        return b"" if row is None else self._codec.decode(row[0], row[1], position)
 
     @staticmethod
     def _extract_message(payload: bytes | memoryview, slot: int) -> bytes:
@@ -297,7 +297,8 @@ class ReadModel:
                 by_codec.setdefault(codec, []).append(i)
         extract = self._extract_message
         for codec, indexes in by_codec.items():
-            payloads = self._codec.decode_many(codec, [entries[i][1] for i in indexes])
+            payloads = self._codec.decode_many(codec, [entries[i][1] for i in indexes],
+                                               [entries[i][2] for i in indexes])
             for i, payload in zip(indexes, payloads):
                 raws[i] = extract(payload, entries[i][3])
         return raws

@@ -30,6 +30,7 @@ from chatledger.eventstore.ingest import (
 )
 from chatledger.eventstore.log import AppendResult, Damage, EventLog, LogEntry, StoreError
 from chatledger.eventstore.schema import Source
+from chatledger.eventstore.seal import ChainReport
 from chatledger.eventstore.userfiles import StoreFile, flush_files, list_stores, user_db_path
 from chatledger.projections.actions import ActionsMixin
 from chatledger.projections.engine import Difference, ProgressCallback, Projections
@@ -97,6 +98,7 @@ class ChatStore(ActionsMixin, ReadAPI):
         create: bool = True,
         lock_timeout: float = 5.0,
         on_rebuild_progress: ProgressCallback | None = None,
+        key: bytes | None = None,
     ) -> ChatStore:
         """Open the store of `user_id` in `data_dir` (created with mode 0700 when missing).
 
@@ -105,6 +107,8 @@ class ChatStore(ActionsMixin, ReadAPI):
         create a store that does not exist yet. `lock_timeout` is how many seconds a write waits
         while another process holds the file's write lock. When the read tables must be rebuilt
         (tables from another version), `on_rebuild_progress(done, total)` follows the replay.
+        `key` (32 bytes) opens a sealed store, or seals a new one (see docs/security.md); a
+        sealed store opened without its key, or with another, raises `StoreError`.
         """
         directory = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
         path = user_db_path(directory, user_id)
@@ -116,7 +120,7 @@ class ChatStore(ActionsMixin, ReadAPI):
             except OSError as e:
                 raise StoreError(f"cannot create the data directory {directory}: {e.strerror}") from e
         log = EventLog.open(path, synchronous=synchronous, compression=compression,
-                            lock_timeout=lock_timeout)
+                            lock_timeout=lock_timeout, key=key)
         try:
             owner = log.get_meta("user_id")
             if owner is None:
@@ -131,11 +135,11 @@ class ChatStore(ActionsMixin, ReadAPI):
     @classmethod
     def open_file(
         cls, path: str | os.PathLike[str], *, synchronous: Synchronous = "NORMAL",
-        compression: bool = True,
+        compression: bool = True, key: bytes | None = None,
     ) -> ChatStore:
         """Open a store by its file name (or ":memory:" for a store that lives only in memory)."""
         log = EventLog.open(Path(path) if path != ":memory:" else path,
-                            synchronous=synchronous, compression=compression)
+                            synchronous=synchronous, compression=compression, key=key)
         try:
             return cls(log, user_id=log.get_meta("user_id"))
         except BaseException:
@@ -429,6 +433,10 @@ class ChatStore(ActionsMixin, ReadAPI):
         `bytes`, `events`, `left_out`, `redacted`, `replaced`, `seconds`, `info`."""
         if self.user_id is None:
             raise StoreError("this store has no user id: a bundle is named after it")
+        if self.sealed:
+            # A bundle is for someone without the key; decrypting one is not built yet.
+            raise StoreError("a sealed store cannot be bundled yet: bundle a decrypted backup "
+                             "(chatledger backup, then rekey --decrypt on the copy)")
         info = {"chatledger_version": _chatledger_version(),
                 "projection_version": PROJECTION_VERSION,
                 "source_position": self.log.max_position()}
@@ -454,6 +462,27 @@ class ChatStore(ActionsMixin, ReadAPI):
 
     def close(self) -> None:
         self.log.close()
+
+    # -- sealing -------------------------------------------------------------------------------
+
+    @property
+    def sealed(self) -> bool:
+        """Whether the store's payloads are encrypted at rest."""
+        return self.log.sealed
+
+    def rekey(self, new_key: bytes | None) -> None:
+        """Re-encrypt the store under `new_key` (a plain store: encrypt it in place; None:
+        decrypt it), in one transaction. The chain is computed again: record the new head."""
+        self.log.rekey(new_key)
+
+    def chain_head(self) -> tuple[int, bytes]:
+        """(last log position, its chain hash): record it to prove the log unchanged later."""
+        return self.log.head()
+
+    def verify_chain(self, head: tuple[bytes, int] | None = None) -> ChainReport:
+        """Recompute the log's chain (and check a recorded (hash, position) head); the report
+        names the first entry changed, removed, inserted or reordered."""
+        return self.log.verify_chain(head)
 
     def flush(self) -> list[Path]:
         """Log out: close the store and delete its files (database, -wal, -shm)."""

@@ -354,7 +354,7 @@ class _Batch:
         lines: list[str] = []
         sizes: list[int] = []
         for r in rows:
-            payload = decode(r.codec, r.state)
+            payload = decode(r.codec, r.state, r.position)
             sizes.append(len(payload))
             lines.append("\t".join((
                 user, text(r.stream), str(r.version), text(r.type), copytext.bytea(r.state),
