@@ -13,18 +13,19 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from chatledger.eventstore.backup import DestinationExists
-from chatledger.eventstore.commands import CommandError, InvalidTransition, UnknownCommand
-from chatledger.eventstore.log import StoreError
-from chatledger.eventstore.userfiles import UserIdError
-from chatledger.eventstore.wire import WireError
-from chatledger.projections.actions import UnknownMessage
+from chatledger.errors import (
+    AlreadyImported, AmbiguousId, ArchiveError, BackendError, ChatledgerError, CommandError,
+    ConnectionLost, DestinationExists, ExportError, FilterError, ImportInterrupted,
+    ImportStopped, InvalidTransition, KeyRequired, NoResponse, NothingToResume, RejectedInput,
+    StoreError, TimedOut, UnknownCommand, UnknownMessage, UnknownTarget, UnusableAnswer,
+    UserIdError, WireError, WriteLockTimeout, WriterClosed,
+)
 from chatledger.projections.aio_store import AsyncChatStore
-from chatledger.projections.filters import FilterError
-from chatledger.projections.store import ChatStore, RejectedInput
+from chatledger.projections.store import ChatStore
 
 if TYPE_CHECKING:
-    from chatledger.sync.backend import Backend, BackendError, NoResponse
+    from chatledger.sync import archive
+    from chatledger.sync.backend import Backend
     from chatledger.sync.client import SyncClient, SyncReport
     from chatledger.sync.outcomes import Outcome
     from chatledger.sync.replayer import ReplayReport
@@ -34,13 +35,13 @@ if TYPE_CHECKING:
 # `chatledger` command that does not talk to a backend) should not pay for at import time.
 _SYNC_NAMES = {
     "Backend": "chatledger.sync.backend",
-    "BackendError": "chatledger.sync.backend",
-    "NoResponse": "chatledger.sync.backend",
     "SyncClient": "chatledger.sync.client",
     "SyncReport": "chatledger.sync.client",
     "Outcome": "chatledger.sync.outcomes",
     "ReplayReport": "chatledger.sync.replayer",
     "StreamBackend": "chatledger.sync.stream",
+    # A module (`from chatledger import archive`): it pulls in psycopg, an optional dependency.
+    "archive": "chatledger.sync.archive",
 }
 
 
@@ -48,14 +49,21 @@ def __getattr__(name: str) -> Any:
     module = _SYNC_NAMES.get(name)
     if module is None:
         raise AttributeError(f"module 'chatledger' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+    imported = importlib.import_module(module)
+    if module.rpartition(".")[2] == name:
+        return imported
+    return getattr(imported, name)
 
 
 __all__ = [
     "AsyncChatStore", "ChatStore",
-    "Backend", "StreamBackend", "SyncClient", "SyncReport", "ReplayReport", "Outcome",
-    "StoreError", "CommandError", "UnknownCommand", "InvalidTransition", "UnknownMessage",
-    "DestinationExists", "RejectedInput", "WireError", "FilterError", "UserIdError",
-    "BackendError", "NoResponse",
+    "Backend", "StreamBackend", "SyncClient", "SyncReport", "ReplayReport", "Outcome", "archive",
+    # the errors (chatledger.errors has the tree)
+    "ChatledgerError", "StoreError", "KeyRequired", "DestinationExists", "WriterClosed",
+    "ExportError",
+    "ImportInterrupted", "AlreadyImported", "NothingToResume", "ImportStopped", "ArchiveError",
+    "CommandError", "UnknownCommand", "InvalidTransition", "UnknownMessage", "UnknownTarget",
+    "WriteLockTimeout", "UserIdError", "WireError", "RejectedInput", "FilterError",
+    "AmbiguousId", "BackendError", "NoResponse", "TimedOut", "ConnectionLost", "UnusableAnswer",
 ]
 __version__ = "0.1.0"

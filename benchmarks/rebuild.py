@@ -24,6 +24,8 @@ the freed pages of the old tables are reused or left as free pages.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -101,6 +103,35 @@ def _cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+SEALED_KEY_ENV = "CHATLEDGER_BENCH_SEALED_KEY"
+BENCH_KEY = bytes(range(32))
+
+
+def sealed_copies(data_dir: Any, user_id: str, scratch: Any) -> tuple[Any, Any]:
+    """Two copies of the built store: one encrypted in place (`ChatStore.rekey`, which repacks
+    the file), and one only repacked (VACUUM), its fair plain counterpart. Returns their data
+    directories (sealed, packed)."""
+    from chatledger import ChatStore
+
+    sealed, packed = scratch / "sealed-store", scratch / "packed-store"
+    shutil.copytree(data_dir, sealed)
+    shutil.copytree(data_dir, packed)
+    with ChatStore.open(sealed, user_id, create=False) as store:
+        store.rekey(BENCH_KEY)
+    with ChatStore.open(packed, user_id, create=False) as store:
+        store.log.datastore.vacuum()
+        store.log.checkpoint()
+    return sealed, packed
+
+
+def _sealed_child(data_dir: Any, user_id: str) -> dict[str, Any]:
+    os.environ[SEALED_KEY_ENV] = BENCH_KEY.hex()
+    try:
+        return run_child("benchmarks.rebuild", [str(data_dir), user_id])
+    finally:
+        del os.environ[SEALED_KEY_ENV]
+
+
 def child_main(argv: list[str]) -> None:
     """In a fresh process: open the store in `argv[0]` as user `argv[1]`, rebuild, report JSON.
     With `argv[2] == "profile"`, the rebuild runs under cProfile and the top functions go to
@@ -114,7 +145,10 @@ def child_main(argv: list[str]) -> None:
     from chatledger import ChatStore
 
     rss_imported = _peak_rss_bytes()
-    store = ChatStore.open(data_dir, user_id, create=False)
+    # The sealed copy's key, when the parent measures encryption (see `command`).
+    key_hex = os.environ.get(SEALED_KEY_ENV)
+    store = ChatStore.open(data_dir, user_id, create=False,
+                           key=bytes.fromhex(key_hex) if key_hex else None)
     try:
         with store.log.datastore.transaction(commit=False) as c:
             entries = c.execute(
@@ -292,8 +326,13 @@ def command(n_events: int, seed: int, directory: str | None, keep: bool, batch: 
         plain_path = scratch / "plain-es.db"
         progress(f"building the plain event-sourced store ({workload.events:,} events) ...")
         plain_event_store_ingest(plain_path, workload.records, batch)
+        progress("encrypting a copy of the store, repacking another (the sealed runs) ...")
+        sealed_dir, packed_dir = sealed_copies(data_dir, workload.user_id, scratch)
+        sealed_runs: list[dict[str, Any]] = []
+        packed_runs: list[dict[str, Any]] = []
         raw_s: list[float] = []
         plain_s: list[float] = []
+        load_before = os.getloadavg()
         load = MachineLoad()
         for rep in range(reps):
             # The baselines alternate with the rebuilds, so that all see the same minutes.
@@ -303,12 +342,26 @@ def command(n_events: int, seed: int, directory: str | None, keep: bool, batch: 
             remove_db(raw_path)
             progress(f"  {raw_s[-1]:.2f} s; plain event-sourced rebuild ...")
             plain_s.append(plain_event_store_rebuild(plain_path))
-            progress(f"  {plain_s[-1]:.2f} s; rebuild in a fresh process ...")
-            run = run_child("benchmarks.rebuild", [str(data_dir), workload.user_id])
-            progress(f"  {run['seconds']:.2f} s, {run['entries'] / run['seconds']:,.0f} events/s, "
-                     f"peak RSS {run['peak_rss_bytes'] / 2**20:,.0f} MiB")
-            runs.append(run)
+            progress(f"  {plain_s[-1]:.2f} s")
+            # Plain and sealed alternate, the first of each pair rotating: neither always runs
+            # first or after the other.
+            kinds = ("plain", "packed", "sealed")
+            order = kinds[rep % 3:] + kinds[:rep % 3]
+            for kind in order:
+                progress(f"rep {rep + 1}/{reps}: rebuild of the {kind} store in a fresh process ...")
+                if kind == "plain":
+                    run = run_child("benchmarks.rebuild", [str(data_dir), workload.user_id])
+                    runs.append(run)
+                elif kind == "packed":
+                    run = run_child("benchmarks.rebuild", [str(packed_dir), workload.user_id])
+                    packed_runs.append(run)
+                else:
+                    run = _sealed_child(sealed_dir, workload.user_id)
+                    sealed_runs.append(run)
+                progress(f"  {run['seconds']:.2f} s, {run['entries'] / run['seconds']:,.0f} events/s, "
+                         f"peak RSS {run['peak_rss_bytes'] / 2**20:,.0f} MiB")
         cores_busy_other = load.stop()
+        load_after = os.getloadavg()
         remove_db(plain_path)
         fold: dict[str, Any] = {}
         if fold_floor:
@@ -337,6 +390,10 @@ def command(n_events: int, seed: int, directory: str | None, keep: bool, batch: 
     entries = runs[0]["entries"]
     seconds = median([r["seconds"] for r in runs])
     rate = entries / seconds
+    sealed_seconds = median([r["seconds"] for r in sealed_runs])
+    sealed_rate = entries / sealed_seconds
+    # Against the repacked plain copy: rekey repacks the sealed one, which alone speeds it up.
+    packed_seconds = median([r["seconds"] for r in packed_runs])
     peak = max(r["peak_rss_bytes"] for r in runs)
     growth = max(r["peak_rss_bytes"] - r["rss_opened_bytes"] for r in runs)
     raw_rate = n_events / median(raw_s)
@@ -378,6 +435,23 @@ def command(n_events: int, seed: int, directory: str | None, keep: bool, batch: 
         "build_events_per_s": round(n_events / build_s, 1),
         "runs_s": [round(r["seconds"], 4) for r in runs],
         "cores_busy_other": cores_busy_other,
+        # The same store encrypted (a sealed copy), rebuilt in the same run.
+        "sealed_events_per_s": round(sealed_rate, 1),
+        "sealed_rebuild_s": round(sealed_seconds, 4),
+        "sealed_runs_s": [round(r["seconds"], 4) for r in sealed_runs],
+        "sealed_peak_rss_mb": round(max(r["peak_rss_bytes"] for r in sealed_runs) / 2**20, 1),
+        "packed_events_per_s": round(entries / packed_seconds, 1),
+        "packed_runs_s": [round(r["seconds"], 4) for r in packed_runs],
+        "sealed_cost": round(sealed_seconds / packed_seconds - 1, 4),
+        # The same from the children's CPU time, which other processes on a busy machine
+        # disturb less than the wall clock.
+        "runs_cpu_s": [round(r["cpu_s"], 4) for r in runs],
+        "packed_runs_cpu_s": [round(r["cpu_s"], 4) for r in packed_runs],
+        "sealed_runs_cpu_s": [round(r["cpu_s"], 4) for r in sealed_runs],
+        "sealed_cost_cpu": round(median([r["cpu_s"] for r in sealed_runs])
+                                 / median([r["cpu_s"] for r in packed_runs]) - 1, 4),
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in load_after],
         **sql,
         **fold,
         **({"fold_floor_ratio_raw": round(fold["fold_floor_events_per_s"] / raw_rate, 4)}
@@ -437,6 +511,11 @@ def _print_human(r: dict[str, Any]) -> None:
     table.add_row("file / payload", f"{r['file_ratio']:.3f}", "<= 0.5", "ok" if ok_file else "MISSES")
     table.add_row("file before rebuild", fmt_bytes(r["file_bytes_before_rebuild"]), "", "")
     console.print(table)
+    console.print(f"encrypted: {r['sealed_events_per_s']:,.0f} events/s "
+                  f"({r['sealed_rebuild_s']:.2f} s, {r['sealed_cost']:+.1%} of the repacked plain "
+                  f"copy's rebuild time ({r['packed_events_per_s']:,.0f} events/s), "
+                  f"{r['sealed_cost_cpu']:+.1%} of its CPU time, same run); load average before {r['load_average_before']}, after "
+                  f"{r['load_average_after']}")
     console.print(f"after the rebuild: log {fmt_bytes(r['file_log_bytes'])}, read tables "
                   f"{fmt_bytes(r['file_tables_bytes'])}, free pages {fmt_bytes(r['file_free_bytes'])}; "
                   f"payload {fmt_bytes(r['payload_bytes'])}. Store built at "

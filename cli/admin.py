@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 from rich.table import Table
 
-from chatledger.cli.context import Context, fail, pass_context
+from chatledger.cli.context import Context, fail, missing_store_message, pass_context
 from chatledger.cli.output import MAX_INT, console, echo_json, format_time, iso_time, shown
+from chatledger.cli.render import Column, emit_table, format_options, output_format
 from chatledger.eventstore.userfiles import store_files, user_db_path
 from chatledger.projections.store import ChatStore
 
@@ -43,6 +46,7 @@ def stats_command(ctx: Context, as_json: bool) -> None:
         ("stored payload bytes", f"{stats['stored_payload_bytes']:,}"
          + (f" ({ratio} x smaller)" if stats["dictionaries"] else " (not compressed yet)")),
         ("file bytes", f"{stats['file_bytes']:,}"),
+        *_bundle_rows(stats.get("bundle")),
     ):
         summary.add_row(label, shown(value))
     out.print(summary)
@@ -54,11 +58,68 @@ def stats_command(ctx: Context, as_json: bool) -> None:
         out.print(types)
 
 
+def _bundle_rows(info: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """A line saying the store is a bundle (`chatledger bundle`), and how it was made."""
+    if info is None:
+        return []
+    kind = {True: "a redacted bundle", False: "a bundle (not redacted)"}.get(
+        info.get("redacted"), "a bundle")
+    made = (f" made by chatledger {info.get('chatledger_version', '?')} "
+            f"(projection version {info.get('projection_version', '?')})")
+    when = f" at {format_time(info['made_at'])}" if isinstance(info.get("made_at"), int) else ""
+    cut = []
+    if info.get("since") is not None:
+        cut.append(f"since {format_time(info['since'])}")
+    if info.get("cids"):
+        cut.append("channels " + ", ".join(map(str, info["cids"])))
+    return [("bundle", kind + made + when + (f"; only {'; '.join(cut)}" if cut else ""))]
+
+
+QUARANTINE_COLUMNS = (
+    Column("id", "key"), Column("received", "time", drop=2), Column("source", drop=3),
+    Column("size", "count", drop=1), Column("reason"),
+)
+UNPROJECTED_COLUMNS = (Column("position", "key"), Column("type", drop=1), Column("reason"))
+USER_COLUMNS = (
+    Column("user", "key"), Column("size", "count", drop=2), Column("events", "count"),
+    Column("last activity", "time", drop=1), Column("file", drop=3),
+)
+
+
+@click.command("users")
+@format_options()
+@click.pass_context
+def users_command(click_ctx: click.Context, fmt: str | None) -> None:
+    """The stores in the data directory: each user id with the store's size in bytes, its
+    number of log entries and its last activity (when its newest entry arrived).
+
+    \b
+    Examples:
+      chatledger users
+      chatledger --data-dir ./chat users --json
+    """
+    ctx: Context = click_ctx.obj
+    stores = ChatStore.list_users(ctx.data_dir)
+    if fmt == "json":
+        for store in stores:
+            echo_json({"user_id": store.user_id, "path": str(store.path), "bytes": store.bytes,
+                       "events": store.events, "last_activity_at": iso_time(store.last_activity_at),
+                       "problem": store.problem})
+        return
+    if not stores and fmt is None:
+        where = "does not exist" if not ctx.data_dir.is_dir() else "holds no stores"
+        click.echo(f"The data directory {ctx.data_dir} {where}.")
+        return
+    emit_table(USER_COLUMNS, ((store.user_id or "?", store.bytes, store.events,
+                               store.last_activity_at, store.problem or store.path.name)
+                              for store in stores), output_format(fmt))
+
+
 @click.command("quarantine")
 @click.option("--limit", type=click.IntRange(1, MAX_INT), default=20, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="JSON lines, with the raw bytes as text.")
+@format_options(json_help="JSON lines, with the raw bytes as text.")
 @pass_context
-def quarantine_command(ctx: Context, limit: int, as_json: bool) -> None:
+def quarantine_command(ctx: Context, limit: int, fmt: str | None) -> None:
     """Input the store refused, newest first, with the reason.
 
     \b
@@ -69,7 +130,7 @@ def quarantine_command(ctx: Context, limit: int, as_json: bool) -> None:
     items = store.quarantine(limit=limit)
     # Stored in the log, but with a value the tables cannot hold left out of them.
     unprojected = store.unprojected(limit=limit)
-    if as_json:
+    if fmt == "json":
         for item in items:
             raw = item["raw"]
             echo_json({**item, "received_at": iso_time(item["received_at"]),
@@ -77,22 +138,13 @@ def quarantine_command(ctx: Context, limit: int, as_json: bool) -> None:
         for entry in unprojected:
             echo_json({"stored": True, **entry})
         return
-    if not items:
-        click.echo("Nothing is quarantined.")
-    else:
-        table = Table("id", "received", "source", "size", "reason", box=None, pad_edge=False,
-                      header_style="bold")
-        for item in items:
-            table.add_row(str(item["id"]), format_time(item["received_at"]), shown(item["source"]),
-                          f"{item['size']:,}", shown(item["reason"]))
-        console().print(table)
-    if unprojected:
+    emit_table(QUARANTINE_COLUMNS, ((item["id"], item["received_at"], item["source"],
+                                     item["size"], item["reason"]) for item in items),
+               output_format(fmt), empty="Nothing is quarantined.")
+    if unprojected and fmt is None:
         click.echo("\nStored, but not wholly projected:")
-        table = Table("position", "type", "reason", box=None, pad_edge=False,
-                      header_style="bold")
-        for entry in unprojected:
-            table.add_row(str(entry["position"]), shown(entry["type"]), shown(entry["reason"]))
-        console().print(table)
+        emit_table(UNPROJECTED_COLUMNS, ((entry["position"], entry["type"], entry["reason"])
+                                         for entry in unprojected), "table")
 
 
 @click.command("flush")
@@ -110,13 +162,22 @@ def flush_command(ctx: Context, yes: bool) -> None:
     user = ctx.require_user()
     path = user_db_path(ctx.data_dir, user)
     if not store_files(path):  # any of its files: a flush killed half-way left some
-        fail(f"no store for user {user!r} in {ctx.data_dir}")
+        fail(missing_store_message(ctx.data_dir, user))
     if not yes:
         click.confirm(f"Delete the store of {user!r} ({path})?", abort=True)
     # Deleted without opening: a store that cannot be opened (damaged, from a newer version)
     # can still be logged out of.
     removed = ChatStore.flush_user(ctx.data_dir, user)
+    if ctx.use_keyring:
+        # The key goes with the store (and one a killed rekey left waiting).
+        from chatledger.eventstore.seal import StoreKeyError, store_keyring_key
+
+        try:
+            store_keyring_key(user, None)
+            store_keyring_key(user, None, pending=True)
+        except StoreKeyError as error:
+            fail(f"deleted the store, but not its key: {error}")
     click.echo(f"Deleted {len(removed)} file(s) of {user!r}.")
 
 
-__all__ = ["flush_command", "quarantine_command", "stats_command"]
+__all__ = ["flush_command", "quarantine_command", "stats_command", "users_command"]

@@ -1,158 +1,236 @@
-"""`chatledger backup` and `chatledger export`: copies of a store, and of its channels."""
+"""`chatledger archive`: many users' logs in a shared PostgreSQL archive (see docs/archive.md).
+
+Thin calls into `chatledger.sync.archive`, imported when a subcommand runs: psycopg is an
+optional dependency (`pip install 'chatledger[archive]'`), and the other commands never pay
+for it.
+"""
 
 from __future__ import annotations
 
-import os
-import sys
-import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import click
-import msgspec
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
 
 from chatledger.cli.context import Context, fail, pass_context
-from chatledger.cli.output import MAX_INT, console, echo_json
-from chatledger.eventstore.backup import DestinationExists
-from chatledger.eventstore.ingest import MAX_RESPONSE_BYTES
+from chatledger.cli.output import console, echo_json, format_time, parse_when
 
-# Below this many pages (64 MiB of 4 KiB pages) a backup takes well under a second.
-_PROGRESS_MIN_PAGES = 16_384
+_URL_ENV = "CHATLEDGER_ARCHIVE_URL"
+_SCHEMA_ENV = "CHATLEDGER_ARCHIVE_SCHEMA"
 
 
-@click.command("backup")
-@click.argument("dest", type=click.Path(path_type=Path))
-@click.option("--force", is_flag=True, help="Replace DEST if it exists.")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@pass_context
-def backup_command(ctx: Context, dest: Path, force: bool, as_json: bool) -> None:
-    """Copy the user's store to DEST, a file or an existing directory, while it stays in use.
-
-    The copy is one consistent snapshot, taken with SQLite's online backup: programs using the
-    store go on writing meanwhile. It is checked before it takes the name DEST, and created
-    with mode 0600. An existing DEST is replaced only with --force.
-
-    \b
-    Examples:
-      chatledger --user alice backup alice-backup.chatledger
-      chatledger --user alice backup --force /backups/
-    """
-    store = ctx.store(create=False)
-    err = console(err=True)
-    with Progress(TextColumn("backing up"), BarColumn(), TimeRemainingColumn(), console=err,
-                  disable=as_json or not err.is_terminal, transient=True) as progress:
-        task = progress.add_task("backup", total=None)
-
-        def on_progress(done: int, total: int) -> None:
-            if total >= _PROGRESS_MIN_PAGES:
-                progress.update(task, completed=done, total=total)
-
-        try:
-            report = store.backup(dest, overwrite=force, on_progress=on_progress)
-        except DestinationExists as e:
-            fail(f"{e} (--force replaces it)")
-    if as_json:
-        echo_json(report)
-        return
-    click.echo(f"Backed up {report['events']:,} log entries of {report['user_id']!r} to "
-               f"{report['path']} ({report['bytes']:,} bytes, {report['seconds']:.2f} s).")
-
-
-@click.command("export")
-@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True, path_type=str))
-@click.option("--cid", "cids", multiple=True,
-              help="Only this channel (e.g. messaging:general); repeat for several.")
-@click.option("--messages", type=click.IntRange(0, MAX_INT), default=None,
-              help="Only the newest N messages of each channel [default: all].")
-@click.option("--include-local", is_flag=True,
-              help="Also messages with local changes the backend has not confirmed.")
-@click.option("--force", is_flag=True, help="Replace FILE if it exists.")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@pass_context
-def export_command(
-    ctx: Context, file: str, cids: tuple[str, ...], messages: int | None, include_local: bool,
-    force: bool, as_json: bool,
-) -> None:
-    """Write channels as one query-channels response to FILE (or standard output, "-").
-
-    Every stored channel (or those given with --cid), with its messages oldest first (thread
-    replies included), pinned messages, members, reads and own membership; message and
-    channel objects as they arrived from the backend. `chatledger import --kind query FILE`
-    loads it into another store. Messages not yet confirmed by the backend are left out
-    unless --include-local. FILE is created with mode 0600; an existing FILE is replaced only
-    with --force. When FILE is "-", the report goes to standard error.
-
-    \b
-    Examples:
-      chatledger --user alice export channels.json
-      chatledger --user alice export --cid messaging:general --messages 100 general.json
-      chatledger --user alice export - | gzip > channels.json.gz
-    """
-    store = ctx.store(create=False)
-    selected = list(cids) or None
-    if file == "-":
-        report = store.export_channels(sys.stdout.buffer, cids=selected, messages=messages,
-                                       include_local=include_local)
-        sys.stdout.buffer.flush()
-        path = "-"
-    else:
-        target = _export_target(Path(file), force=force)
-        fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.",
-                                    suffix=".part")
-        partial = Path(name)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                report = store.export_channels(out, cids=selected, messages=messages,
-                                               include_local=include_local)
-            os.replace(partial, target)
-        except BaseException:
-            partial.unlink(missing_ok=True)
-            raise
-        path = str(target)
-    _print_export_report({"path": path, **report}, as_json, to_stderr=file == "-")
-
-
-def _export_target(target: Path, *, force: bool) -> Path:
-    target = target.expanduser()
-    if not target.parent.is_dir():
-        fail(f"cannot export to {target}: the directory {target.parent} does not exist")
-    if target.is_dir():
-        fail(f"{target} is a directory: give the export a file name")
-    if target.exists() and not force:
-        fail(f"{target} already exists (--force replaces it)")
-    if target.exists() and _is_sqlite(target):
-        # --force over a store would destroy it.
-        fail(f"{target} is an SQLite database (a store?): export to another file")
-    return target
-
-
-def _is_sqlite(path: Path) -> bool:
+def _archive() -> ModuleType:
     try:
-        with path.open("rb") as f:
-            return f.read(16) == b"SQLite format 3\x00"
-    except OSError:
-        return False
+        from chatledger.sync import archive
+    except ImportError as e:
+        fail(f"the archive needs psycopg ({e}): pip install 'chatledger[archive]'")
+    return archive
 
 
-def _print_export_report(report: dict[str, object], as_json: bool, *, to_stderr: bool) -> None:
+def _schema_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--schema", envvar=_SCHEMA_ENV, default="chatledger", show_default=True,
+        help=f"The PostgreSQL schema the archive's tables live in [env {_SCHEMA_ENV}].",
+    )(command)
+
+
+def _url_option(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option(
+        name, "url", envvar=_URL_ENV, required=True, metavar="URL",
+        help="postgresql://[user@]host[:port]/database; the password may come from PGPASSWORD, "
+             f"~/.pgpass or a service file (postgresql:///?service=NAME) [env {_URL_ENV}].")
+
+
+@contextmanager
+def _progress(label: str, quiet: bool) -> Iterator[Callable[[str, int, int], None]]:
+    """A bar per user on standard error (on a terminal, and not with --json)."""
+    err = console(err=True)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), console=err, disable=quiet or not err.is_terminal,
+                  transient=True) as progress:
+        tasks: dict[str, Any] = {}
+
+        def update(user_id: str, done: int, total: int) -> None:
+            if user_id not in tasks:
+                tasks[user_id] = progress.add_task(f"{label} {user_id}", total=total)
+            progress.update(tasks[user_id], completed=done, total=total)
+
+        yield update
+
+
+@click.group("archive")
+def archive_group() -> None:
+    """Many users' logs in one PostgreSQL database: push stores to it, pull them back, and ask
+    questions across users there.
+
+    \b
+    Examples:
+      chatledger archive push --to postgresql://archiver@db.example/chat
+      chatledger archive pull --from postgresql://db.example/chat --user alice --data-dir /tmp/r
+      chatledger archive users --from postgresql://db.example/chat
+    """
+
+
+@archive_group.command("push")
+@_url_option("--to")
+@_schema_option
+@click.option("--json", "as_json", is_flag=True, help="Print a summary as one JSON line.")
+@pass_context
+def push_command(ctx: Context, url: str, schema: str, as_json: bool) -> None:
+    """Send to the archive what it lacks of the store of --user, or of every store in the
+    data directory. Run it again after an interruption: each entry is stored once. Several
+    machines may push at once. The archive's tables are created on first use.
+
+    \b
+    Examples:
+      chatledger archive push --to postgresql://archiver@db.example/chat
+      chatledger --user alice archive push --to postgresql:///?service=archive --json
+    """
+    archive = _archive()
+    users = [ctx.user] if ctx.user else None
+    with _progress("pushing", as_json) as on_progress:
+        report = archive.push(url, data_dir=ctx.data_dir, users=users, schema=schema,
+                              on_progress=on_progress)
     if as_json:
-        if to_stderr:
-            sys.stderr.buffer.write(msgspec.json.encode(report) + b"\n")
-            sys.stderr.flush()
-        else:
-            echo_json(report)
-    else:
-        where = "standard output" if report["path"] == "-" else report["path"]
-        click.echo(f"Exported {report['channels']:,} channel(s), {report['messages']:,} "
-                   f"message(s) to {where} ({report['bytes']:,} bytes).", err=to_stderr)
-        left_out = int(report["local_left_out"])  # type: ignore[call-overload]
-        if left_out:
-            click.echo(f"  left out: {left_out:,} message(s) not yet confirmed by the backend "
-                       "(--include-local adds them)", err=True)
-    if int(report["bytes"]) > MAX_RESPONSE_BYTES:  # type: ignore[call-overload]
-        click.echo(f"  note: `chatledger import` reads documents of up to "
-                   f"{MAX_RESPONSE_BYTES // (1024 * 1024)} MiB; export fewer channels per file "
-                   "(--cid) to import this one", err=True)
+        echo_json(report.as_dict())
+        return
+    for user in report.users:
+        click.echo(f"{user.user_id}: pushed {user.pushed:,} entries, the archive holds up to "
+                   f"position {user.last_position:,}")
+    click.echo(f"Pushed {report.pushed:,} entries of {len(report.users)} user(s) to "
+               f"{report.archive} in {report.seconds:.2f} s.")
 
 
-__all__ = ["backup_command", "export_command"]
+@archive_group.command("pull")
+@_url_option("--from")
+@_schema_option
+@click.option("--user", "user_id", default=None,
+              help="Whose store to restore [default: the global --user].")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where to restore it [default: the global --data-dir].")
+@click.option("--upto", metavar="POSITION|TIME", default=None,
+              help="Restore the store as it was at a log position, or at a time (RFC 3339, a "
+                   "date, or an age such as 2h), as `as-of` reads it.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON line.")
+@pass_context
+def pull_command(ctx: Context, url: str, schema: str, user_id: str | None,
+                 data_dir: Path | None, upto: str | None, as_json: bool) -> None:
+    """Restore a user's store from the archive: the log entry for entry, byte for byte, then
+    the read tables rebuilt and verified. An existing store is never replaced.
+
+    \b
+    Examples:
+      chatledger archive pull --from postgresql://db.example/chat --user alice --data-dir /tmp/r
+      chatledger archive pull --from postgresql://db.example/chat --user alice --upto 1200
+      chatledger archive pull --from postgresql://db.example/chat --user alice --upto 2026-11-25
+    """
+    archive = _archive()
+    user = user_id or ctx.require_user()
+    position, when = _upto(upto)
+    with _progress("pulling", as_json) as on_progress:
+        report = archive.pull(url, user, data_dir=data_dir or ctx.data_dir, schema=schema,
+                              upto_position=position, upto_time=when, on_progress=on_progress)
+    if as_json:
+        echo_json(report.as_dict())
+        return
+    checked = ("verify: clean" if report.differences == 0
+               else f"verify: {report.differences} difference(s)")
+    click.echo(f"Restored {report.entries:,} entries of {report.user_id!r} (up to position "
+               f"{report.position:,}) to {report.path} in {report.seconds:.2f} s; {checked}.")
+
+
+def _upto(text: str | None) -> tuple[int | None, int | None]:
+    if text is None:
+        return None, None
+    if text.strip().isdigit():
+        return int(text), None
+    return None, parse_when(text)
+
+
+@archive_group.command("users")
+@_url_option("--from")
+@_schema_option
+@click.option("--json", "as_json", is_flag=True, help="JSON lines, one user a line.")
+def users_command(url: str, schema: str, as_json: bool) -> None:
+    """Every user in the archive: entries, last position and push, and actions pending or
+    refused (local commands not yet settled, and rejected by the backend).
+
+    \b
+    Examples:
+      chatledger archive users --from postgresql://db.example/chat
+      chatledger archive users --from postgresql://db.example/chat --json | jq .refused
+    """
+    rows = _archive().users(url, schema=schema)
+    if as_json:
+        for row in rows:
+            echo_json(row)
+        return
+    table = Table("user", "entries", "last position", "last push", "pending", "refused",
+                  box=None, pad_edge=False, header_style="bold")
+    for row in rows:
+        table.add_row(row["user_id"], f"{row['entries']:,}", str(row["last_position"]),
+                      row["last_push_at"], str(row["pending"]), str(row["refused"]))
+    console().print(table)
+
+
+@archive_group.command("find")
+@click.argument("message_id")
+@_url_option("--from")
+@_schema_option
+@click.option("--json", "as_json", is_flag=True, help="JSON lines, one entry a line.")
+def find_command(message_id: str, url: str, schema: str, as_json: bool) -> None:
+    """Which users' logs name MESSAGE_ID (as `explain` reads entries), at which positions.
+
+    \b
+    Examples:
+      chatledger archive find 3f1c2a9e-5d0b-4c61-9a57-0e8f6b1d2c3a --from postgresql://db.example/chat
+    """
+    rows = _archive().find(url, message_id, schema=schema)
+    if as_json:
+        for row in rows:
+            echo_json(row)
+        return
+    if not rows:
+        click.echo(f"No log in the archive names {message_id!r}.")
+        return
+    table = Table("user", "position", "stream", "type", "source", "received",
+                  box=None, pad_edge=False, header_style="bold")
+    for row in rows:
+        table.add_row(row["user_id"], str(row["position"]), row["stream"], row["type"],
+                      row["source"], format_time(row["received_at"]))
+    console().print(table)
+
+
+@archive_group.command("stats")
+@click.option("--by", type=click.Choice(["type", "day", "user"]), default="type",
+              show_default=True, help="Group the entries by type, by UTC day of arrival, or by user.")
+@_url_option("--from")
+@_schema_option
+@click.option("--json", "as_json", is_flag=True, help="JSON lines, one group a line.")
+def stats_command(by: str, url: str, schema: str, as_json: bool) -> None:
+    """Entries and payload bytes across every user, by type, day or user.
+
+    \b
+    Examples:
+      chatledger archive stats --by day --from postgresql://db.example/chat
+      chatledger archive stats --by user --from postgresql://db.example/chat --json
+    """
+    rows = _archive().stats(url, by=by, schema=schema)
+    if as_json:
+        for row in rows:
+            echo_json(row)
+        return
+    table = Table(by, "entries", "payload bytes", "users", box=None, pad_edge=False,
+                  header_style="bold")
+    for row in rows:
+        table.add_row(str(row["key"]), f"{row['entries']:,}", f"{row['payload_bytes']:,}",
+                      str(row["users"]))
+    console().print(table)
+
+
+__all__ = ["archive_group"]

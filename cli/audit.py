@@ -7,26 +7,28 @@ from typing import Any
 
 import click
 import msgspec
-from rich.table import Table
 
 from chatledger.cli.context import Context, fail, pass_context
 from chatledger.cli.output import (
     MAX_INT,
     console,
     echo_json,
-    escape_controls,
     format_time,
+    labelled_time,
     iso_time,
     parse_when,
     shown,
 )
 from chatledger.cli.progress import replay_progress
+from chatledger.cli.names import CID, MESSAGE_ID, not_stored, resolve
 from chatledger.cli.reading import (
-    _message_json,
-    _message_line,
+    MESSAGE_COLUMNS,
     channel_state_json,
+    message_json,
+    message_row,
     print_message,
 )
+from chatledger.cli.render import Column, emit_table, format_options, output_format
 from chatledger.projections.history import Explanation, PastStore, as_of
 
 # -- as-of ------------------------------------------------------------------------------------------
@@ -78,17 +80,17 @@ def _as_of_text(past: PastStore) -> str:
     if past.position == 0:
         where += ": before the first entry"
     if past.time is not None:
-        return f"as of {format_time(past.time)} ({where})"
+        return f"as of {labelled_time(past.time)} ({where})"
     return f"as of {where}"
 
 
 @as_of_group.command("channel")
-@click.argument("cid")
+@click.argument("cid", type=CID)
 @click.option("--messages", type=click.IntRange(0, 1000), default=25, show_default=True)
-@click.option("--json", "as_json", is_flag=True,
-              help="One JSON document: the shape of `show channel --json`, plus \"as_of\".")
+@format_options(
+    json_help="One JSON document: the shape of `show channel --json`, plus \"as_of\".")
 @pass_context
-def as_of_channel(ctx: Context, cid: str, messages: int, as_json: bool) -> None:
+def as_of_channel(ctx: Context, cid: str, messages: int, fmt: str | None) -> None:
     """One channel's state as it stood then: the channel, members, reads and its newest
     messages.
 
@@ -99,24 +101,25 @@ def as_of_channel(ctx: Context, cid: str, messages: int, as_json: bool) -> None:
     with _past(ctx) as past:
         state = past.channel(cid, messages=messages)
         if state is None:
-            fail(f"no channel {cid!r} was stored {_as_of_text(past)}")
-        if as_json:
+            fail(not_stored(ctx, "channel", cid,
+                            f"no channel {cid!r} was stored {_as_of_text(past)}"))
+        if fmt == "json":
             echo_json({**channel_state_json(state), "as_of": _as_of_json(past)})
+            return
+        if fmt in ("csv", "tsv"):
+            emit_table(MESSAGE_COLUMNS, map(message_row, state["messages"]), output_format(fmt))
             return
         channel = state["channel"]
         out = console()
         out.print(f"[bold]{shown(cid)}[/bold]  {shown(channel.get('name') or '')}  "
                   f"members: {len(state['members'])}  unread: {state['unread_count']}  "
                   f"[dim]{_as_of_text(past)}[/dim]")
-        table = Table("time", "user", "id", "state", "text", box=None, pad_edge=False,
-                      header_style="bold")
-        for m in state["messages"]:
-            table.add_row(*_message_line(m))
-        out.print(table)
+        out.file.flush()
+        emit_table(MESSAGE_COLUMNS, map(message_row, state["messages"]), "table")
 
 
 @as_of_group.command("message")
-@click.argument("message_id")
+@click.argument("message_id", type=MESSAGE_ID)
 @click.option("--json", "as_json", is_flag=True,
               help="One JSON document: the shape of `show message --json`, plus \"as_of\".")
 @pass_context
@@ -127,12 +130,13 @@ def as_of_message(ctx: Context, message_id: str, as_json: bool) -> None:
     Example:
       chatledger --user alice as-of --time 1d message 3f1c...
     """
+    message_id = resolve(ctx, "message", message_id)
     with _past(ctx) as past:
         m = past.message(message_id)
         if m is None:
             fail(f"no message {message_id!r} was stored {_as_of_text(past)}")
         if as_json:
-            echo_json({**_message_json(m), "as_of": _as_of_json(past)})
+            echo_json({**message_json(m), "as_of": _as_of_json(past)})
             return
         out = console()
         out.print(f"[dim]{_as_of_text(past)}[/dim]")
@@ -142,14 +146,19 @@ def as_of_message(ctx: Context, message_id: str, as_json: bool) -> None:
 # -- explain ----------------------------------------------------------------------------------------
 
 
+EXPLAIN_COLUMNS = (
+    Column("pos", "key"), Column("time", "time", drop=2), Column("source", drop=3),
+    Column("type", drop=1), Column("what changed"),
+)
+
+
 @click.command("explain")
-@click.argument("message_id")
+@click.argument("message_id", type=MESSAGE_ID)
 @click.option("--all", "unchanged", is_flag=True,
               help="Also list entries that name the message but changed nothing.")
-@click.option("--json", "as_json", is_flag=True,
-              help="JSON lines: one per entry, with each change as [before, after].")
+@format_options(json_help="JSON lines: one per entry, with each change as [before, after].")
 @pass_context
-def explain_command(ctx: Context, message_id: str, unchanged: bool, as_json: bool) -> None:
+def explain_command(ctx: Context, message_id: str, unchanged: bool, fmt: str | None) -> None:
     """Every log entry that made a message what it is, oldest first, with what each changed.
 
     Includes entries that changed it without naming it: a truncation, a deleted or cleared
@@ -160,17 +169,18 @@ def explain_command(ctx: Context, message_id: str, unchanged: bool, as_json: boo
       chatledger --user alice explain 3f1c...
       chatledger --user alice explain 3f1c... --json | jq .changes
     """
+    message_id = resolve(ctx, "message", message_id)
     store = ctx.store(create=False)
     explained = store.explain(message_id, unchanged=unchanged)
     if not explained:
         fail(f"no message {message_id!r} was ever stored")
-    for e in explained:
-        if as_json:
-            echo_json(_explanation_json(e))
-        else:
-            click.echo(escape_controls(
-                f"{e.position:>7}  {format_time(e.event_at or e.received_at)}  "
-                f"{e.source:<9}  {e.type:<24}  {describe(e)}"))
+    if fmt == "json":
+        for step in explained:
+            echo_json(_explanation_json(step))
+        return
+    emit_table(EXPLAIN_COLUMNS, ((step.position, step.event_at or step.received_at, step.source,
+                                  step.type, describe(step)) for step in explained),
+               output_format(fmt))
 
 
 def _explanation_json(e: Explanation) -> dict[str, Any]:
@@ -220,7 +230,10 @@ def describe(e: Explanation) -> str:
     command's event says, for those)."""
     text = _describe_changes(e)
     if e.command:
-        return e.command if text == "no change" else f"{e.command}; {text}"
+        # Which command: a message's trail holds its send's attempts and its reactions' too.
+        kind = e.stream.partition(":")[0] if ":" in e.stream else ""
+        said = e.command if not kind or e.command.startswith(kind) else f"{kind} {e.command}"
+        return said if text == "no change" else f"{said}; {text}"
     return text
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
+import os
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import apsw
 import click
@@ -21,8 +23,12 @@ class Context:
         self.user = user
         self.synchronous = synchronous
         self.lock_timeout = lock_timeout
+        # --key-file / --keyring: where a sealed store's key comes from (cli/sealing.py).
+        self.key_file: Path | None = None
+        self.use_keyring = False
         self.debug = False  # --debug: more detail on stderr, never credentials
         self._store: ChatStore | None = None
+        self._created = False  # whether this command created the store's file
 
     def require_user(self) -> str:
         if not self.user:
@@ -35,13 +41,19 @@ class Context:
         if self._store is None:
             from chatledger.cli.progress import replay_progress
 
+            from chatledger.cli.sealing import open_sealed
+
             # Opening rebuilds the read tables when another version built them: show it.
+            path = self.store_path()
+            if not create:
+                self._check_store_is_there()
+            self._created = path is not None and not os.path.lexists(path)
             with replay_progress("rebuilding read tables") as on_progress:
-                self._store = ChatStore.open(
+                self._store = open_sealed(self, lambda key: ChatStore.open(
                     self.data_dir, self.require_user(), synchronous=self.synchronous,  # type: ignore[arg-type]
                     create=create, lock_timeout=self.lock_timeout,
-                    on_rebuild_progress=on_progress,
-                )
+                    on_rebuild_progress=on_progress, key=key,
+                ))
         return self._store
 
     def store_path(self) -> Path | None:
@@ -56,12 +68,22 @@ class Context:
 
         return user_db_path(self.data_dir, self.require_user()).exists()
 
+    def _check_store_is_there(self) -> None:
+        """A missing store, said with what is there instead: a data directory that does not
+        exist, or the users it has stores for (the closest first)."""
+        path = self.store_path()
+        # A link, even dangling, is there: opening it says why it is refused.
+        if path is not None and not os.path.lexists(path):
+            fail(missing_store_message(self.data_dir, self.require_user()))
+
     def discard_new_store(self) -> None:
         """Delete the store this command created, if the log is still empty (a failed first
-        import); one that another process has written to meanwhile is kept."""
-        if self._store is not None and not self._store.log.max_position():
+        import or sync, Ctrl-C before anything was stored); a store that existed before, or
+        that another process has written to meanwhile, is kept."""
+        if self._created and self._store is not None and self._store.is_empty():
             self._store.flush()
             self._store = None
+            self._created = False
 
     def close(self) -> None:
         if self._store is not None:
@@ -69,11 +91,37 @@ class Context:
             self._store = None
 
 
+def missing_store_message(data_dir: Path, user: str) -> str:
+    """Why there is no store to open, and what there is instead."""
+    if not data_dir.is_dir():
+        return (f"no store for user {user!r}: the data directory {data_dir} does not exist "
+                "(give --data-dir or set CHATLEDGER_DATA_DIR)")
+    users = [store.user_id for store in ChatStore.list_users(data_dir) if store.user_id]
+    if not users:
+        return f"no store for user {user!r} in {data_dir}: it holds no stores yet"
+    close = difflib.get_close_matches(user, users, n=3, cutoff=0.5)
+    close += [other for other in users if other.lower() == user.lower() and other not in close]
+    hint = f"; did you mean {' or '.join(repr(name) for name in close)}?" if close else ""
+    listed = ", ".join(users[:10]) + (", ..." if len(users) > 10 else "")
+    return (f"no store for user {user!r} in {data_dir} (stores there: {listed}; "
+            f"`chatledger users` lists them){hint}")
+
+
 pass_context = click.make_pass_decorator(Context)
 
 
 def fail(message: str) -> NoReturn:
     raise click.ClickException(message)
+
+
+class Interrupted(click.ClickException):
+    """Ctrl-C: exit status 130, as a shell reports a process stopped by SIGINT (click's own
+    handling says "Aborted!" with status 1). The message is printed as it is."""
+
+    exit_code = 130
+
+    def show(self, file: Any = None) -> None:
+        click.echo(self.message, err=True)
 
 
 DAMAGED_EXIT_STATUS = 3

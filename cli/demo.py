@@ -10,6 +10,7 @@ from click.core import ParameterSource
 
 from chatledger.cli.audit import explain_command
 from chatledger.cli.context import Context, fail
+from chatledger.cli.diff import print_report
 from chatledger.cli.outbox import conflicts_command, outbox_group
 from chatledger.cli.output import console
 from chatledger.cli.reading import channels_command
@@ -38,7 +39,8 @@ def demo_command(click_ctx: click.Context) -> None:
     on 127.0.0.1), loads her channels and receives live events; then goes offline, makes changes
     that queue in the outbox while others keep talking; comes back on a flaky network (an answer
     lost, a 500), replays the outbox and catches up with what was missed. It prints the channel
-    list, the outbox, the conflict the server refused, and the audit trail of one message.
+    list, the outbox, the conflict the server refused, the audit trail of one message, and a
+    diff of the store against the server that shows the refused action.
 
     The store is left in ./chatledger-demo (or the --data-dir you give) for the other commands
     to explore; running the demo again replaces it.
@@ -78,6 +80,9 @@ def demo_command(click_ctx: click.Context) -> None:
             out.rule(f"[bold]Audit trail of one message[/bold] (chatledger explain "
                      f"{result.traced_message})")
             click_ctx.invoke(explain_command, message_id=result.traced_message)
+        if result.diff is not None:
+            out.rule("[bold]The store against the server[/bold] (chatledger diff)")
+            print_report(result.diff)
     finally:
         demo_ctx.close()
     out.rule()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import shlex
 import signal
 
 import click
@@ -21,6 +22,14 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def export_line(url: str, api_key: str, user_id: str, token: str) -> str:
+    """The shell line that points `chatledger sync` (and the other commands) at a server as
+    one user: the variables its options read."""
+    values = {"CHATLEDGER_BASE_URL": url, "CHATLEDGER_API_KEY": api_key,
+              "CHATLEDGER_USER": user_id, "CHATLEDGER_TOKEN": token}
+    return "export " + " ".join(f"{name}={shlex.quote(value)}" for name, value in values.items())
 
 
 @click.command("devserver")
@@ -50,7 +59,8 @@ def devserver_command(host: str, port: int, api_key: str, secret: str, seed_name
     """Run a local chat server that speaks Stream's REST and WebSocket protocol.
 
     In-memory state, loopback only, with fault injection for testing offline behaviour.
-    Prints the URL, the api key and a token per seeded user; runs until Ctrl-C.
+    Prints the URL, the api key, a token per seeded user and a ready-to-paste `export ...`
+    line for `chatledger sync`; runs until Ctrl-C.
 
     \b
     Examples:
@@ -87,6 +97,11 @@ def devserver_command(host: str, port: int, api_key: str, secret: str, seed_name
                 width = max(len(u) for u in users)
                 for user_id in users:
                     click.echo(f"    {user_id:<{width}}  {server.make_token(user_id)}")
+                click.echo(f"To sync a store as {users[0]} against this server, paste "
+                           "(another user: its CHATLEDGER_USER and CHATLEDGER_TOKEN):")
+                click.echo("  " + export_line(server.url, api_key, users[0],
+                                              server.make_token(users[0])))
+                click.echo("  chatledger sync --once")
             for rule in server.faults.list():
                 click.echo(f"  fault      {rule['endpoint']}:{rule['kind']} "
                            f"(times={rule['times']}, p={rule['probability']})")

@@ -2,74 +2,81 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import click
 import msgspec
-from rich.table import Table
 
 from chatledger.cli.context import Context, pass_context
-from chatledger.cli.output import (
-    MAX_INT,
-    console,
-    echo_json,
-    format_time,
-    iso_time,
-    parse_when,
-    shown,
-    stored_json,
-)
+from chatledger.cli.names import CID
+from chatledger.cli.output import MAX_INT, echo_json, iso_time, parse_when, stored_json
+from chatledger.cli.render import Column, emit_table, format_options, output_format
 from chatledger.eventstore.log import LogEntry
 from chatledger.eventstore.wire import repair_utf8
 
 
+# Entries `log` prints when neither --limit nor --all is given: the newest, in order.
+DEFAULT_LOG_LIMIT = 100
+
+LOG_COLUMNS = (
+    Column("pos", "key"), Column("time", "time", drop=3), Column("source", drop=4),
+    Column("stream", "key"), Column("type", drop=2), Column("summary", drop=5),
+)
+
+
 @click.command("log")
-@click.option("--cid", help="Only this channel's stream (e.g. messaging:general), or @user.")
+@click.option("--cid", type=CID, help="Only this channel's stream (e.g. messaging:general), or @user.")
 @click.option("--type", "types", multiple=True, help="Only this event type; repeat for several.")
 @click.option("--since", help="From this time: RFC 3339, a date, or an age such as 2h or 3d.")
 @click.option("--until", help="Up to this time (same forms as --since).")
-@click.option("--limit", type=click.IntRange(1, MAX_INT), default=None, help="At most this many entries.")
+@click.option("--limit", type=click.IntRange(1, MAX_INT), default=None,
+              help=f"At most this many entries [default: the newest {DEFAULT_LOG_LIMIT}].")
+@click.option("--all", "show_all", is_flag=True, help="Every matching entry, not only the newest.")
 @click.option("--newest-first", is_flag=True, help="Newest entries first.")
-@click.option("--json", "as_json", is_flag=True,
-              help="JSON lines: the envelope, and the event exactly as it arrived under \"event\".")
+@format_options(json_help="JSON lines: the envelope, and the event exactly as it arrived "
+                          "under \"event\".")
 @pass_context
 def log_command(
     ctx: Context, cid: str | None, types: tuple[str, ...], since: str | None, until: str | None,
-    limit: int | None, newest_first: bool, as_json: bool,
+    limit: int | None, show_all: bool, newest_first: bool, fmt: str | None,
 ) -> None:
     """Show the log: what arrived, from where, and when.
 
-    Times are the event's own `created_at`, or when it arrived for entries without one.
+    Times are the event's own `created_at`, or when it arrived for entries without one. With
+    neither --limit nor --all, the newest 100 entries that match are shown, in order, and a
+    note on stderr says when there are more. Tables stream; on a terminal they page.
 
     \b
     Examples:
-      chatledger --user alice log --limit 20 --newest-first
-      chatledger --user alice log --cid messaging:general --type message.new --since 2h
+      chatledger --user alice log --newest-first
+      chatledger --user alice log --all --cid messaging:general --type message.new --since 2h
       chatledger --user alice log --json --since 2026-11-01 --until 2026-11-02
+      chatledger --user alice log --all --csv > log.csv
     """
+    if show_all and limit is not None:
+        raise click.UsageError("give --limit or --all, not both")
     store = ctx.store(create=False)
-    since_us = parse_when(since) if since else None
-    until_us = parse_when(until) if until else None
-    filters = dict(stream=cid, types=types, since=since_us, until=until_us, newest_first=newest_first)
-    entries = (
-        store.log.entries(limit=limit, **filters) if limit else store.log.iter_entries(**filters)
-    )
-    if as_json:
+    filters = dict(cid=cid, types=types, since=parse_when(since) if since else None,
+                   until=parse_when(until) if until else None)
+    entries: Iterable[LogEntry]
+    if show_all:
+        entries = store.iter_history(newest_first=newest_first, **filters)
+    elif limit is not None:
+        entries = store.history(limit=limit, newest_first=newest_first, **filters)
+    else:
+        newest = store.history(limit=DEFAULT_LOG_LIMIT + 1, newest_first=True, **filters)
+        if len(newest) > DEFAULT_LOG_LIMIT:
+            newest = newest[:DEFAULT_LOG_LIMIT]
+            click.echo(f"(the newest {DEFAULT_LOG_LIMIT} matching entries; --all shows every "
+                       "one, --limit N as many as you like)", err=True)
+        entries = newest if newest_first else newest[::-1]
+    if fmt == "json":
         for entry in entries:
             echo_json(_as_json(entry))
         return
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("pos", "time", "source", "stream", "type", "summary"):
-        table.add_column(column, no_wrap=column != "summary", overflow="ellipsis")
-    count = 0
-    for entry in entries:
-        table.add_row(
-            str(entry.position), format_time(entry.event_at or entry.received_at),
-            shown(entry.source), shown(entry.stream), shown(entry.type), shown(summarize(entry)),
-        )
-        count += 1
-    if count == 0:
-        click.echo("No entries match.")
-        return
-    console().print(table)
+    rows = ((entry.position, entry.event_at or entry.received_at, entry.source, entry.stream,
+             entry.type, summarize(entry, width=200)) for entry in entries)
+    emit_table(LOG_COLUMNS, rows, output_format(fmt), empty="No entries match.")
 
 
 def _as_json(entry: LogEntry) -> dict[str, object]:

@@ -7,10 +7,11 @@ import math
 from typing import Any
 
 import click
-from rich.table import Table
 
 from chatledger.cli.context import Context, pass_context
-from chatledger.cli.output import console, echo_json, format_time, iso_time, shown
+from chatledger.cli.names import COMMAND_ID, resolve
+from chatledger.cli.output import console, echo_json, iso_time, labelled_time, shown
+from chatledger.cli.render import Column, emit_table, format_options, output_format
 from chatledger.projections.outbox import CommandEvent, CommandInfo
 
 
@@ -20,10 +21,6 @@ def _micros(seconds: float | None) -> int | None:
     if seconds is None or not math.isfinite(seconds):
         return None
     return round(seconds * 1_000_000)
-
-
-def _unix(seconds: float | None) -> str:
-    return format_time(_micros(seconds))
 
 
 def _error_text(error: dict[str, Any] | None) -> str:
@@ -51,13 +48,20 @@ def _event_json(e: CommandEvent) -> dict[str, Any]:
             **{k: v for k, v in e.data.items() if k != "timestamp"}}
 
 
+OUTBOX_COLUMNS = (
+    Column("id", "key"), Column("kind", drop=3), Column("status"), Column("tries", "count", drop=2),
+    Column("next try", "time", drop=4), Column("target", "key"),
+    Column("last error / reason", drop=1),
+)
+
+
 @click.group("outbox", invoke_without_command=True)
 @click.option("--all", "show_all", is_flag=True,
               help="Every command, finished ones too (default: those waiting for the backend "
               "or, refused, for you).")
-@click.option("--json", "as_json", is_flag=True, help="JSON lines, one per command.")
+@format_options(json_help="JSON lines, one per command.")
 @click.pass_context
-def outbox_group(click_ctx: click.Context, show_all: bool, as_json: bool) -> None:
+def outbox_group(click_ctx: click.Context, show_all: bool, fmt: str | None) -> None:
     """The local commands that wait: for the backend (pending, in flight, failed, with
     attempts and the error that stands) or for you (rejected: the conflicts). `retry` and
     `cancel` act on one of them.
@@ -66,49 +70,60 @@ def outbox_group(click_ctx: click.Context, show_all: bool, as_json: bool) -> Non
     Examples:
       chatledger --user alice outbox
       chatledger --user alice outbox --all --json
-      chatledger --user alice outbox retry send_message:3f1c...
-      chatledger --user alice outbox cancel update_message:9a0e...
+      chatledger --user alice outbox --csv > outbox.csv
+      chatledger --user alice outbox retry send_message:3f1c
+      chatledger --user alice outbox cancel update_message:9a0e
     """
     if click_ctx.invoked_subcommand is not None:
         return
     ctx: Context = click_ctx.obj
     outbox = ctx.store(create=False).outbox
     commands = outbox.list() if show_all else outbox.waiting()
-    if as_json:
+    if fmt == "json":
         for info in commands:
             echo_json(_info_json(info))
         return
-    if not commands:
-        click.echo("The outbox is empty: nothing waits for the backend or for you.")
-        return
-    table = Table("id", "kind", "status", "tries", "next try", "target", "last error / reason",
-                  box=None, pad_edge=False, header_style="bold")
-    for info in commands:
-        target = info.message_id or info.cid or "-"
-        detail = info.reason or _error_text(info.standing_error)
-        if info.depends_on and info.unfinished:
-            detail = f"waits for {info.depends_on}" + (f"; {detail}" if detail else "")
-        table.add_row(shown(info.id), info.kind, info.status, str(info.attempts),
-                      _unix(info.next_try_at) if info.status == "failed" else "-", shown(target),
-                      shown(detail))
-    console().print(table)
+    emit_table(OUTBOX_COLUMNS, map(_outbox_row, commands), output_format(fmt),
+               empty="The outbox is empty: nothing waits for the backend or for you.")
+
+
+def _outbox_row(info: CommandInfo) -> tuple[Any, ...]:
+    detail = info.reason or _error_text(info.standing_error)
+    if info.depends_on and info.unfinished:
+        detail = f"waits for {info.depends_on}" + (f"; {detail}" if detail else "")
+    next_try = _micros(info.next_try_at) if info.status == "failed" else None
+    return (info.id, info.kind, info.status, info.attempts, next_try,
+            info.message_id or info.cid, detail)
 
 
 @outbox_group.command("retry")
-@click.argument("command_id")
+@click.argument("command_id", type=COMMAND_ID)
 @pass_context
 def outbox_retry(ctx: Context, command_id: str) -> None:
-    """Try a failed or rejected command again at the next sync (and what was rejected with it)."""
+    """Try a failed or rejected command again at the next sync (and what was rejected with it).
+    A unique prefix of the command id will do.
+
+    \b
+    Example:
+      chatledger --user alice outbox retry send_message:3f1c
+    """
+    command_id = resolve(ctx, "command", command_id)
     ctx.store(create=False).outbox.retry(command_id)
     click.echo(f"{command_id}: pending again")
 
 
 @outbox_group.command("cancel")
-@click.argument("command_id")
+@click.argument("command_id", type=COMMAND_ID)
 @pass_context
 def outbox_cancel(ctx: Context, command_id: str) -> None:
     """Give up on a command: its local change is undone where possible (a message never sent
-    disappears), and commands waiting for it are cancelled too."""
+    disappears), and commands waiting for it are cancelled too. A unique prefix will do.
+
+    \b
+    Example:
+      chatledger --user alice outbox cancel update_message:9a0e
+    """
+    command_id = resolve(ctx, "command", command_id)
     ctx.store(create=False).outbox.cancel(command_id)
     click.echo(f"{command_id}: cancelled")
 
@@ -139,13 +154,34 @@ def conflicts_command(ctx: Context, as_json: bool) -> None:
     for info in conflicts:
         out.print(f"[bold]{shown(info.id)}[/bold]  {info.kind}  "
                   f"{shown(info.message_id or info.cid or '')}")
-        out.print(f"  reason: {shown(info.reason)}" + (f" ({shown(_error_text(info.last_error))})"
-                                                        if info.last_error else ""))
+        out.print(f"  reason: {shown(conflict_reason(info))}")
         for e in info.history:
-            detail = _error_text(e.data.get("error")) or e.data.get("reason") or ""
-            if e.name == "attempt_started":
-                detail = f"attempt {e.data.get('attempt')}"
-            elif e.data.get("attempt") is not None:  # an outcome that carries its attempt's start
-                detail = f"attempt {e.data['attempt']}" + (f": {detail}" if detail else "")
-            out.print(f"  {e.position:>7}  {format_time(e.received_at)}  {e.name:<16} "
-                      f"{shown(detail)}")
+            out.print(f"  {e.position:>7}  {labelled_time(e.received_at)}  {e.name:<16} "
+                      f"{shown(_event_detail(e, info))}")
+
+
+def conflict_reason(info: CommandInfo) -> str:
+    """The reason a command was refused, said once: the backend's status and code are added
+    only where the reason does not already carry its message."""
+    reason = info.reason or ""
+    error = info.last_error or {}
+    message = str(error.get("message") or "")
+    if error and (not message or message not in reason):
+        return f"{reason} ({_error_text(error)})" if reason else _error_text(error)
+    return reason
+
+
+def _event_detail(e: CommandEvent, info: CommandInfo) -> str:
+    """What one lifecycle event adds; the refusal's reason is printed above it already."""
+    attempt = e.data.get("attempt")
+    if e.name == "attempt_started":
+        return f"attempt {attempt}"
+    error = e.data.get("error") or {}
+    detail = _error_text(error) or e.data.get("reason") or ""
+    said = str(error.get("message") or detail) if isinstance(error, dict) else str(detail)
+    if e.name == "rejected" and info.reason and said and (said in info.reason
+                                                          or info.reason in said):
+        detail = "(the reason above)"
+    if attempt is not None:  # an outcome that carries its attempt's start
+        return f"attempt {attempt}" + (f": {detail}" if detail else "")
+    return str(detail)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
-import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 import click
@@ -13,25 +12,14 @@ import msgspec
 from rich.console import Console
 from rich.markup import escape as escape_markup
 
-from chatledger.eventstore.wire import (
-    MAX_TIME_US,
-    MIN_TIME_US,
-    WireError,
-    compact_json,
-    parse_time,
-)
+from chatledger.eventstore.wire import compact_json
 from chatledger.eventstore.wire import format_time as rfc3339
+from chatledger.projections.times import EPOCH as _EPOCH
+from chatledger.projections.times import API_FORMS, COMMAND_LINE_FORMS, to_micros
 
-_RELATIVE = re.compile(r"^(\d+)(?:\.(\d+))?\s*(s|m|h|d|w)$", re.ASCII)
 # The largest count or position an option takes: what an SQLite INTEGER holds. Larger numbers
 # are a usage error, not an OverflowError deep in a query.
 MAX_INT = 2**63 - 1
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_ONE_US = timedelta(microseconds=1)
-# The longest age worth parsing: anything older than year 1 is out of range anyway, and the
-# bound keeps int() from reading a number of a million digits.
-_MAX_AGE_DIGITS = 20
 
 # C0 controls, DEL, C1 controls and the Unicode line and paragraph separators: shown escaped so that data cannot move the cursor, clear the
 # screen or set the window title. Backslash is escaped too, so that the escaped text is
@@ -47,6 +35,24 @@ _LINE_BREAKS_IN_STRINGS = ((b"\xe2\x80\xa8", b"\\u2028"), (b"\xe2\x80\xa9", b"\\
                            (b"\xc2\x85", b"\\u0085"))
 
 
+class Settings:
+    """How output looks, set once by the global options: local time instead of UTC
+    (`--local-time`, `CHATLEDGER_LOCAL_TIME=1`), no pager (`--no-pager`)."""
+
+    local_time = False
+    no_pager = False
+
+
+settings = Settings()
+
+
+def time_label() -> str:
+    """What the times printed for people are in: `UTC`, or the local zone's name."""
+    if not settings.local_time:
+        return "UTC"
+    return datetime.now().astimezone().tzname() or "local"
+
+
 def console(err: bool = False) -> Console:
     stream = sys.stderr if err else sys.stdout
     # Rich assumes 80 columns when output is not a terminal and drops columns to fit; a pipe
@@ -59,43 +65,15 @@ def parse_when(text: str, *, now_us: int | None = None) -> int:
     """A time given on the command line, as epoch microseconds (exact: integer arithmetic).
 
     Accepts RFC 3339 (`2026-11-25T10:00:00Z`), a date or date and time taken as UTC
-    (`2026-11-25`, `2026-11-25 10:00`), or an age such as `90s`, `15m`, `2h`, `3d`, `1w`.
-    A time outside years 0001-9999 is a usage error.
+    (`2026-11-25`, `2026-11-25 10:00`), or an age such as `90s`, `15m`, `2h`, `3d`, `1w`
+    (`chatledger.projections.times`, as the Python API takes them). A time outside years
+    0001-9999 is a usage error.
     """
-    value = text.strip()
-    if match := _RELATIVE.match(value):
-        whole, fraction, unit = match.groups()
-        if len(whole) > _MAX_AGE_DIGITS:
-            raise click.BadParameter(f"{text!r} is further back than year 1")
-        fraction = (fraction or "")[:6]
-        scaled = int(whole) * 10**6 + int(fraction.ljust(6, "0") or 0)  # in millionths
-        now = time.time_ns() // 1000 if now_us is None else now_us
-        return _in_range(now - scaled * _UNIT_SECONDS[unit], text)
     try:
-        parsed = parse_time(value)
-        if parsed is not None:
-            return parsed
-    except WireError as e:
-        if "out of range" in e.reason:
-            raise click.BadParameter(f"{text!r} is {e.reason.split(':')[0]}") from None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(
-            f"{text!r} is not a time: use RFC 3339, a date (2026-11-25), or an age (15m, 2h, 3d)"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    try:
-        return _in_range((moment - _EPOCH) // _ONE_US, text)
-    except OverflowError:
-        raise click.BadParameter(f"{text!r} is out of range (years 0001-9999 in UTC)") from None
-
-
-def _in_range(us: int, text: str) -> int:
-    if not MIN_TIME_US <= us <= MAX_TIME_US:
-        raise click.BadParameter(f"{text!r} is out of range (years 0001-9999 in UTC)")
-    return us
+        return to_micros(text, now_us=now_us)
+    except ValueError as error:
+        said = str(error).replace(API_FORMS, COMMAND_LINE_FORMS)
+        raise click.BadParameter(said) from None
 
 
 def _out_of_range(us: int) -> str:
@@ -107,11 +85,22 @@ def format_time(us: int | None) -> str:
     value no calendar date can show)."""
     if us is None:
         return "-"
+    if settings.local_time:
+        try:
+            local = (_EPOCH + timedelta(microseconds=us)).astimezone()
+        except (OverflowError, ValueError, OSError):
+            return _out_of_range(us)
+        return local.strftime("%Y-%m-%d %H:%M:%S.") + f"{local.microsecond // 1000:03d}"
     try:
         text = rfc3339(us)
     except ValueError:
         return _out_of_range(us)
     return f"{text[:10]} {text[11:23]}"
+
+
+def labelled_time(us: int | None) -> str:
+    """`format_time` with the zone said: `2026-11-25 10:00:00.000 UTC`."""
+    return format_time(us) if us is None else f"{format_time(us)} {time_label()}"
 
 
 def iso_time(us: int | None) -> str | None:

@@ -5,12 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 import click
-from rich.table import Table
-
 from chatledger.cli.context import Context, pass_context
-from chatledger.cli.output import console, echo_json, format_time, iso_time
+from chatledger.cli.output import echo_json, iso_time
+from chatledger.cli.render import Column, emit_table, format_options, output_format
 
 _TIMES = ("remind_at", "created_at", "updated_at", "expires")
+REMINDER_COLUMNS = (
+    Column("message", "key"), Column("channel", "key", drop=2), Column("remind at", "time"),
+    Column("due"), Column("created", "time", drop=1),
+)
+MUTE_COLUMNS = (Column("kind"), Column("muted", "key"), Column("since", "time", drop=1),
+                Column("expires", "time"))
 
 
 def _with_iso_times(row: dict[str, Any]) -> dict[str, Any]:
@@ -21,10 +26,9 @@ def _with_iso_times(row: dict[str, Any]) -> dict[str, Any]:
 @click.command("reminders")
 @click.option("--cid", help="Only this channel's reminders.")
 @click.option("--due", is_flag=True, help="Only the reminders the backend said are due.")
-@click.option("--json", "as_json", is_flag=True,
-              help="JSON lines: the row's fields and the `reminder` object as received.")
+@format_options(json_help="JSON lines: the row's fields and the `reminder` object as received.")
 @pass_context
-def reminders_command(ctx: Context, cid: str | None, due: bool, as_json: bool) -> None:
+def reminders_command(ctx: Context, cid: str | None, due: bool, fmt: str | None) -> None:
     """The own user's message reminders, soonest first (those without a time last).
 
     \b
@@ -33,27 +37,20 @@ def reminders_command(ctx: Context, cid: str | None, due: bool, as_json: bool) -
       chatledger --user alice reminders --due --json
     """
     rows = ctx.store(create=False).reminders(cid, due=due)
-    if as_json:
+    if fmt == "json":
         for row in rows:
             echo_json(_with_iso_times(row))
         return
-    if not rows:
-        click.echo("No reminders.")
-        return
-    table = Table("message", "channel", "remind at", "due", "created", box=None, pad_edge=False,
-                  header_style="bold")
-    for row in rows:
-        table.add_row(row["message_id"], row["cid"] or "-", format_time(row["remind_at"]),
-                      "due" if row["due"] else "", format_time(row["created_at"]))
-    console().print(table)
+    emit_table(REMINDER_COLUMNS, ((row["message_id"], row["cid"], row["remind_at"],
+                                   "due" if row["due"] else "", row["created_at"])
+                                  for row in rows), output_format(fmt), empty="No reminders.")
 
 
 @click.command("mutes")
 @click.option("--expired", is_flag=True, help="Also the mutes past their expiry time.")
-@click.option("--json", "as_json", is_flag=True,
-              help='JSON lines: {"kind": "user"|"channel", ...the row, "mute": object}.')
+@format_options(json_help='JSON lines: {"kind": "user"|"channel", ...the row, "mute": object}.')
 @pass_context
-def mutes_command(ctx: Context, expired: bool, as_json: bool) -> None:
+def mutes_command(ctx: Context, expired: bool, fmt: str | None) -> None:
     """The users and channels the own user has muted, as the backend last listed them.
 
     A muted channel's new messages do not count as unread; `channels --filter
@@ -67,16 +64,12 @@ def mutes_command(ctx: Context, expired: bool, as_json: bool) -> None:
     store = ctx.store(create=False)
     rows = ([("user", row["user_id"], row) for row in store.mutes(expired=expired)]
             + [("channel", row["cid"], row) for row in store.channel_mutes(expired=expired)])
-    if as_json:
+    if fmt == "json":
         for kind, _, row in rows:
             echo_json({"kind": kind, **_with_iso_times(row)})
         return
-    if not rows:
-        click.echo("Nothing is muted.")
-        return
-    table = Table("kind", "muted", "since", "expires", box=None, pad_edge=False,
-                  header_style="bold")
-    for kind, target, row in rows:
-        table.add_row(kind, target, format_time(row["created_at"]),
-                      format_time(row["expires"]) if row["expires"] is not None else "never")
-    console().print(table)
+    # A mute without an expiry time lasts until it is lifted.
+    emit_table(MUTE_COLUMNS, ((kind, target, row["created_at"],
+                               "never" if row["expires"] is None else row["expires"])
+                              for kind, target, row in rows),
+               output_format(fmt), empty="Nothing is muted.")

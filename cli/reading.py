@@ -6,10 +6,19 @@ from typing import Any
 
 import click
 import msgspec
-from rich.table import Table
 
 from chatledger.cli.context import Context, fail, pass_context
-from chatledger.cli.output import MAX_INT, console, echo_json, format_time, shown, stored_json
+from chatledger.cli.names import CID, MESSAGE_ID, StoredId, not_stored, resolve
+from chatledger.cli.output import (
+    MAX_INT,
+    console,
+    echo_json,
+    format_time,
+    labelled_time,
+    shown,
+    stored_json,
+)
+from chatledger.cli.render import Column, emit_table, format_options, output_format
 from chatledger.projections.queries import StoredMessage
 
 
@@ -18,13 +27,13 @@ def _json_option(value: str | None, name: str) -> Any:
         return None
     try:
         return msgspec.json.decode(value)
-    except (msgspec.DecodeError, msgspec.ValidationError) as e:
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeError) as e:
         raise click.BadParameter(f"not JSON: {e}", param_hint=name) from None
     except RecursionError:
         raise click.BadParameter("nested too deeply", param_hint=name) from None
 
 
-def _message_json(m: StoredMessage) -> dict[str, Any]:
+def message_json(m: StoredMessage) -> dict[str, Any]:
     return {"message": stored_json(m.raw) if m.raw else None, "local_state": m.local_state,
             "local_command": m.local_command, "position": m.position,
             "deleted_for_me": m.deleted_for_me}
@@ -32,30 +41,29 @@ def _message_json(m: StoredMessage) -> dict[str, Any]:
 
 def channel_state_json(state: dict[str, Any]) -> dict[str, Any]:
     """A channel's state (`ChatStore.channel`) as `show channel --json` (and `as-of`) print it."""
-    return {**state, "messages": [_message_json(m) for m in state["messages"]],
-            "pinned_messages": [_message_json(m) for m in state["pinned_messages"]],
+    return {**state, "messages": [message_json(m) for m in state["messages"]],
+            "pinned_messages": [message_json(m) for m in state["pinned_messages"]],
             "message_gaps": [list(gap) for gap in state["messages"].gaps]}
 
 
-def _message_line(m: StoredMessage) -> tuple[str, ...]:
-    text = str(m.json().get("text") or "").replace("\n", " ")
-    if len(text) > 70:
-        text = text[:69] + "…"
+def message_row(m: StoredMessage) -> tuple[Any, ...]:
+    """A message as a row under `MESSAGE_COLUMNS`."""
     state = m.local_state or ("deleted" if m.deleted_at else "")
-    return (format_time(m.created_at), shown(m.user_id or "-"), shown(m.id), state, shown(text))
+    return (m.created_at, m.user_id, m.id, state, m.text)
 
 
 @click.command("channels")
 @click.option("--filter", "filter_", metavar="JSON",
               help='A query-channels filter, e.g. \'{"members": {"$in": ["alice"]}}\'.')
 @click.option("--sort", metavar="JSON",
-              help='Sort keys, e.g. \'[{"field": "last_message_at", "direction": -1}]\'.')
+              help='Sort keys, e.g. \'[{"field": "last_message_at", "direction": -1}]\', or '
+                   'as the SDKs write them: \'{"last_message_at": -1}\'.')
 @click.option("--limit", type=click.IntRange(1, 1000), default=30, show_default=True)
 @click.option("--offset", type=click.IntRange(0, MAX_INT), default=0, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="JSON lines.")
+@format_options()
 @pass_context
 def channels_command(
-    ctx: Context, filter_: str | None, sort: str | None, limit: int, offset: int, as_json: bool
+    ctx: Context, filter_: str | None, sort: str | None, limit: int, offset: int, fmt: str | None
 ) -> None:
     """List channels: the filter and sort of the backend's query language, evaluated against
     the stored data.
@@ -65,35 +73,48 @@ def channels_command(
       chatledger --user alice channels --limit 10
       chatledger --user alice channels --filter '{"type": "messaging", "frozen": false}'
       chatledger --user alice channels --sort '[{"field": "unread_count", "direction": -1}]' --json
+      chatledger --user alice channels --sort '{"last_message_at": -1}' --csv
     """
     from chatledger.projections.filters import FilterError
 
     store = ctx.store(create=False)
+    filter_value, sort_value = _json_option(filter_, "--filter"), _json_option(sort, "--sort")
     try:
-        rows = store.channels(_json_option(filter_, "--filter"), _json_option(sort, "--sort"),
-                              limit=limit, offset=offset)
+        rows = store.channels(filter_value, sort_value, limit=limit, offset=offset)
     except FilterError as e:
         fail(str(e))
-    if as_json:
+    for name, close in store.unknown_filter_fields(filter_value, sort_value).items():
+        hint = f" (did you mean {' or '.join(repr(known) for known in close)}?)" if close else ""
+        click.echo(f"Warning: no stored channel has a field {name!r}, and the backend defines "
+                   f"none by that name{hint}; it matches nothing.", err=True)
+    if fmt == "json":
         for s in rows:
             echo_json({"cid": s.cid, "name": s.name, "last_message_at": s.last_message_at,
                        "member_count": s.member_count, "unread_count": s.unread_count,
                        "hidden": s.hidden, "membership": s.membership, "custom": s.custom,
-                       "last_message": _message_json(s.last_message) if s.last_message else None})
+                       "last_message": message_json(s.last_message) if s.last_message else None})
         return
-    if not rows:
-        click.echo("No channels match.")
-        return
-    table = Table("cid", "name", "last message", "unread", "members", "last", box=None,
-                  pad_edge=False, header_style="bold")
-    for s in rows:
-        last = ""
-        if s.last_message is not None:
-            text = str(s.last_message.json().get("text") or "").replace("\n", " ")
-            last = shown(f"{s.last_message.user_id}: {text}"[:60])
-        table.add_row(shown(s.cid), shown(s.name), format_time(s.last_message_at), str(s.unread_count),
-                      str(s.member_count or ""), last)
-    console().print(table)
+    emit_table(CHANNEL_COLUMNS, (
+        (summary.cid, summary.name, summary.last_message_at, summary.unread_count,
+         summary.member_count, _last_message_text(summary.last_message)) for summary in rows),
+        output_format(fmt), empty="No channels match.")
+
+
+CHANNEL_COLUMNS = (
+    Column("cid", "key"), Column("name", drop=2), Column("last message at", "time", drop=3),
+    Column("unread", "count"), Column("members", "count", drop=4),
+    Column("last message", drop=5),
+)
+MESSAGE_COLUMNS = (
+    Column("time", "time", drop=2), Column("user", "key", drop=3), Column("id", "key"),
+    Column("state", drop=4), Column("text", drop=1),
+)
+
+
+def _last_message_text(message: StoredMessage | None) -> str:
+    if message is None:
+        return ""
+    return f"{message.user_id}: {message.text}"
 
 
 @click.group("show")
@@ -109,45 +130,57 @@ def show_group() -> None:
 
 
 @show_group.command("channel")
-@click.argument("cid")
+@click.argument("cid", type=CID)
 @click.option("--messages", type=click.IntRange(0, 1000), default=25, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@format_options(json_help="One JSON document: the channel, members, reads, messages.")
 @pass_context
-def show_channel(ctx: Context, cid: str, messages: int, as_json: bool) -> None:
+def show_channel(ctx: Context, cid: str, messages: int, fmt: str | None) -> None:
     """One channel's state: the channel, members, reads and its newest messages, and where
     those cross history the store may not hold whole (a `gap:` line each; `message_gaps` in
-    JSON: pairs of [created_at, id])."""
+    JSON: pairs of [created_at, id]).
+
+    \b
+    Examples:
+      chatledger --user alice show channel messaging:general --messages 10
+      chatledger --user alice show channel messaging:general --csv > general.csv
+    """
     state = ctx.store(create=False).channel(cid, messages=messages)
     if state is None:
-        fail(f"no channel {cid!r} is stored")
-    if as_json:
+        fail(not_stored(ctx, "channel", cid, f"no channel {cid!r} is stored"))
+    if fmt == "json":
         echo_json(channel_state_json(state))
+        return
+    if fmt in ("csv", "tsv"):
+        emit_table(MESSAGE_COLUMNS, map(message_row, state["messages"]), output_format(fmt))
         return
     channel = state["channel"]
     out = console()
     out.print(f"[bold]{shown(cid)}[/bold]  {shown(channel.get('name') or '')}  "
               f"members: {len(state['members'])}  unread: {state['unread_count']}")
-    table = Table("time", "user", "id", "state", "text", box=None, pad_edge=False,
-                  header_style="bold")
-    for m in state["messages"]:
-        table.add_row(*_message_line(m))
-    out.print(table)
+    out.file.flush()
+    emit_table(MESSAGE_COLUMNS, map(message_row, state["messages"]), "table")
     for gap in state["messages"].gaps:
         out.print(f"gap: the store may lack messages between {gap.older[1]} "
                   f"({format_time(gap.older[0])}) and {gap.newer[1]} ({format_time(gap.newer[0])})")
 
 
 @show_group.command("message")
-@click.argument("message_id")
+@click.argument("message_id", type=MESSAGE_ID)
 @click.option("--json", "as_json", is_flag=True)
 @pass_context
 def show_message(ctx: Context, message_id: str, as_json: bool) -> None:
-    """A message as stored now, with its local state."""
+    """A message as stored now, with its local state. A unique prefix of its id will do.
+
+    \b
+    Example:
+      chatledger --user alice show message 3f1c
+    """
+    message_id = resolve(ctx, "message", message_id)
     m = ctx.store(create=False).message(message_id)
     if m is None:
         fail(f"no message {message_id!r} is stored")
     if as_json:
-        echo_json(_message_json(m))
+        echo_json(message_json(m))
         return
     print_message(m)
 
@@ -156,13 +189,13 @@ def print_message(m: StoredMessage, out: Any = None) -> None:
     """A message as a block of labelled lines."""
     out = out or console()
     for label, value in (("id", m.id), ("channel", m.cid), ("user", m.user_id),
-                         ("created", format_time(m.created_at)), ("type", m.type),
+                         ("created", labelled_time(m.created_at)), ("type", m.type),
                          ("thread of", m.parent_id or "-"), ("replies", m.reply_count),
                          ("local state", m.local_state or "confirmed"),
                          ("log position", m.position),
                          ("reactions", reaction_text(m.reaction_counts) or "-")):
         out.print(f"[bold]{label:>12}[/bold]  {shown(value)}")
-    out.print(f"[bold]{'text':>12}[/bold]  {shown(m.json().get('text') or '')}")
+    out.print(f"[bold]{'text':>12}[/bold]  {shown(m.text)}")
 
 
 def reaction_text(counts: dict[str, int]) -> str:
@@ -172,14 +205,19 @@ def reaction_text(counts: dict[str, int]) -> str:
 
 
 @show_group.command("user")
-@click.argument("user_id")
+@click.argument("user_id", type=StoredId("user"))
 @click.option("--json", "as_json", is_flag=True)
 @pass_context
 def show_user(ctx: Context, user_id: str, as_json: bool) -> None:
-    """A user as last seen."""
+    """A user as last seen.
+
+    \b
+    Example:
+      chatledger --user alice show user bob --json
+    """
     user = ctx.store(create=False).user(user_id)
     if user is None:
-        fail(f"no user {user_id!r} is stored")
+        fail(not_stored(ctx, "user", user_id, f"no user {user_id!r} is stored"))
     if as_json:
         echo_json(user)
         return

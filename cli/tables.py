@@ -36,12 +36,19 @@ def rebuild_command(ctx: Context) -> None:
     click.echo(f"Rebuilt the read tables up to log position {position:,}.")
 
 
+def _open_log(ctx: Context) -> EventLog:
+    """The log alone, with the key of the global options (a sealed store needs it)."""
+    from chatledger.cli.sealing import open_sealed
+
+    return open_sealed(ctx, lambda key: EventLog.open(ctx.store_path() or "", key=key))
+
+
 def _log_damage(ctx: Context, detail: str) -> Damage:
     """What is damaged, checked through the log alone: opening the whole store reads read
     tables too, which may be what is damaged."""
     ctx.close()
     try:
-        log = EventLog.open(ctx.store_path() or "")
+        log = _open_log(ctx)
     except (StoreError, PersistenceError, apsw.CorruptError) as error:
         if not is_corruption(error):
             raise
@@ -59,13 +66,13 @@ def _rebuild_damaged(ctx: Context, detail: str) -> int:
     damage = _log_damage(ctx, detail)
     if damage.log_hit:
         raise DamagedFile(ctx.store_path(), damage.problems[0], damage.advice())
-    log = EventLog.open(ctx.store_path() or "")
+    log = _open_log(ctx)
     try:
         log.forget_read_tables()
     finally:
         log.close()
     store = ctx.store(create=False)  # opening builds the read tables from the log again
-    damage_left = store.log.damage()
+    damage_left = store.damage()
     if damage_left is not None:
         raise DamagedFile(store.path, damage_left.problems[0], damage_left.advice())
     return store.projections.position() or 0
@@ -75,17 +82,33 @@ def _rebuild_damaged(ctx: Context, detail: str) -> int:
 @click.option("--json", "as_json", is_flag=True, help="Print each difference as a JSON line.")
 @click.option("--limit", type=click.IntRange(1, MAX_INT), default=20, show_default=True,
               help="Differences to print at most.")
+@click.option("--chain", is_flag=True,
+              help="Check the log's hash chain instead (no key needed): exit 1 at the first "
+                   "entry changed, removed, inserted or reordered.")
+@click.option("--head", "head", metavar="HASH@POSITION",
+              help="With --chain: a head `chatledger head` printed earlier, which must still hold.")
 @pass_context
-def verify_command(ctx: Context, as_json: bool, limit: int) -> None:
+def verify_command(ctx: Context, as_json: bool, limit: int, chain: bool,
+                   head: str | None) -> None:
     """Check the file, rebuild into a scratch copy and compare it with the live tables.
 
     Exit 1 if the tables differ from the log (`rebuild` repairs them), 3 if the file is
-    damaged (SQLite's integrity check fails), with what to do.
+    damaged (SQLite's integrity check fails), with what to do. With --chain, recompute the
+    log's hash chain (and check a recorded --head): exit 1 names the first entry that is not
+    what was appended.
 
     \b
-    Example:
+    Examples:
       chatledger --user alice verify && echo "tables match the log"
+      chatledger --user alice verify --chain --head 3f2a...9c@120400
     """
+    if head is not None and not chain:
+        raise click.UsageError("--head goes with --chain")
+    if chain:
+        from chatledger.cli.sealing import chain_report, parse_head_option, report_chain
+
+        report_chain(chain_report(ctx, parse_head_option(head)), as_json)
+        return
     try:
         store = ctx.store(create=False)
     except (StoreError, PersistenceError, apsw.CorruptError) as error:
@@ -94,7 +117,7 @@ def verify_command(ctx: Context, as_json: bool, limit: int) -> None:
         damage = _log_damage(ctx, str(error))  # opening it read a damaged page
         raise DamagedFile(ctx.store_path(), damage.problems[0], damage.advice()) from None
     # The file first: a comparison of tables read from damaged pages would prove nothing.
-    damage = store.log.damage()
+    damage = store.damage()
     if damage is not None:
         raise DamagedFile(store.path, damage.problems[0], damage.advice())
     with replay_progress("verifying") as on_progress:

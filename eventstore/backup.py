@@ -23,11 +23,14 @@ from pathlib import Path
 
 import apsw
 
+from chatledger.errors import DestinationExists
 from chatledger.eventstore.datastore import APSWDatastore
 from chatledger.eventstore.log import StoreError, no_room
 from chatledger.eventstore.userfiles import companion_files
 
 # 4,096 pages of 4 KiB: 16 MiB per step, a few milliseconds of reading each.
+
+
 PAGES_PER_STEP = 4_096
 # Restarts tolerated before the rest is copied in one step (which a writer cannot restart).
 MAX_RESTARTS = 3
@@ -35,10 +38,6 @@ MAX_RESTARTS = 3
 EVENTS_TABLE = "stored_events"
 
 ProgressCallback = Callable[[int, int], None]  # (pages copied, pages in all)
-
-
-class DestinationExists(StoreError):
-    """The backup's destination exists and overwriting was not asked for."""
 
 
 @dataclass(frozen=True, slots=True)

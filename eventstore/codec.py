@@ -11,9 +11,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import apsw
 import zstandard
+
+if TYPE_CHECKING:
+    from chatledger.eventstore.seal import PayloadCipher
 
 RAW = 0
 ZSTD_PLAIN = -1  # zstd without a dictionary (quarantine: huge, odd payloads)
@@ -22,6 +26,10 @@ DICTIONARY_SIZE = 112 * 1024
 LEVEL = 3
 # Payloads smaller than this gain little from compression and are kept raw.
 MIN_COMPRESS_SIZE = 64
+
+_NEXT_DICTIONARY_ID = "SELECT COALESCE(MAX(id), 0) + 1 FROM zstd_dictionaries"
+_INSERT_DICTIONARY = ("INSERT INTO zstd_dictionaries (id, created_at, trained_on, level, data) "
+                      "VALUES (?,?,?,?,?)")
 
 # Reads a dictionary that another connection stored after this one loaded the file.
 DictionaryLoader = Callable[[int], "tuple[int, bytes] | None"]
@@ -49,6 +57,9 @@ class PayloadCodec:
         self._loader = loader
         self._lock = threading.Lock()
         self._local = _PerThread()
+        # A sealed store's cipher (`seal.PayloadCipher`): stored bytes are decrypted before they
+        # are decompressed, and dictionaries are stored encrypted. None: a plain store.
+        self.cipher: PayloadCipher | None = None
 
     @property
     def active(self) -> bool:
@@ -66,7 +77,19 @@ class PayloadCodec:
         for dictionary_id, level, data in cursor.execute(
             "SELECT id, level, data FROM zstd_dictionaries WHERE id > ? ORDER BY id", (known,)
         ):
-            self._add(dictionary_id, level, data)
+            self._add(dictionary_id, level, self.open_dictionary(dictionary_id, data))
+
+    def open_dictionary(self, dictionary_id: int, stored: bytes) -> bytes:
+        """A dictionary's bytes as trained, from the bytes stored in the file."""
+        if self.cipher is None:
+            return stored
+        return self.cipher.open_numbered(b"dic1", dictionary_id, stored)
+
+    def seal_dictionary(self, dictionary_id: int, data: bytes) -> bytes:
+        """The bytes to store for a dictionary (encrypted in a sealed store)."""
+        if self.cipher is None:
+            return data
+        return self.cipher.seal_numbered(b"dic1", dictionary_id, data)
 
     def _add(self, dictionary_id: int, level: int, data: bytes) -> None:
         dictionary = zstandard.ZstdCompressionDict(data)
@@ -83,11 +106,13 @@ class PayloadCodec:
             DICTIONARY_SIZE, list(samples), level=LEVEL, k=0, d=8, steps=4, threads=1
         )
         data = dictionary.as_bytes()
+        # The id is chosen first: a sealed store binds the encrypted bytes to it.
+        dictionary_id = cursor.execute(_NEXT_DICTIONARY_ID).fetchone()[0]
         cursor.execute(
-            "INSERT INTO zstd_dictionaries (created_at, trained_on, level, data) VALUES (?,?,?,?)",
-            (time.time_ns() // 1000, trained_on, LEVEL, data),
+            _INSERT_DICTIONARY,
+            (dictionary_id, time.time_ns() // 1000, trained_on, LEVEL,
+             self.seal_dictionary(dictionary_id, data)),
         )
-        dictionary_id = cursor.connection.last_insert_rowid()
         self._add(dictionary_id, LEVEL, data)
         return dictionary_id
 
@@ -133,7 +158,8 @@ class PayloadCodec:
         found = self._loader(codec) if self._loader is not None else None
         if found is None:
             raise LookupError(f"payload encoded with dictionary {codec}, which is not in the file")
-        self._add(codec, *found)
+        level, stored = found
+        self._add(codec, level, self.open_dictionary(codec, stored))
         return self._dictionaries[codec]
 
     # -- encoding ------------------------------------------------------------------------------
@@ -166,15 +192,39 @@ class PayloadCodec:
         """zstd without a dictionary: for payloads unlike the user's events."""
         return ZSTD_PLAIN, zstandard.ZstdCompressor(level=LEVEL).compress(payload)
 
-    def decode(self, codec: int, stored: bytes) -> bytes:
+    def decode(self, codec: int, stored: bytes, position: int | None = None) -> bytes:
+        """The payload of a log entry from its codec and stored bytes. A sealed store needs the
+        entry's `position` too: the ciphertext is bound to it."""
+        if self.cipher is not None:
+            stored = self.open_entry(codec, stored, position)
         if codec == RAW:
             return stored
         return self._decompressor(codec).decompress(stored)
 
-    def decode_many(self, codec: int, stored: Sequence[bytes]) -> list[bytes]:
+    def decompress(self, codec: int, compressed: bytes) -> bytes:
+        """Bytes already decrypted (or never encrypted), decompressed."""
+        if codec == RAW:
+            return compressed
+        return self._decompressor(codec).decompress(compressed)
+
+    def open_entry(self, codec: int, stored: bytes, position: int | None) -> bytes:
+        """The compressed bytes of a sealed entry (`stored` itself in a plain store)."""
+        if self.cipher is None:
+            return stored
+        if position is None:
+            raise ValueError("a sealed store's payloads are read with their log position")
+        return self.cipher.open_entry(stored, position, codec)
+
+    def decode_many(
+        self, codec: int, stored: Sequence[bytes], positions: Sequence[int] | None = None,
+    ) -> list[bytes]:
         """`decode` of several rows of one codec (a page of messages): the decompressor is looked
         up once, not once per row. (zstandard's `multi_decompress_to_buffer` would be one native
         call, but it aborts the process on a truncated frame: double free, zstandard 0.25.)"""
+        if self.cipher is not None:
+            if positions is None:
+                raise ValueError("a sealed store's payloads are read with their log positions")
+            stored = [self.cipher.open_entry(s, p, codec) for s, p in zip(stored, positions)]
         if codec == RAW:
             return list(stored)
         decompress = self._decompressor(codec).decompress

@@ -34,8 +34,8 @@ from eventsourcing.domain import (
     MetaDomainEvent,
 )
 
+from chatledger.errors import CommandError, InvalidTransition, UnknownCommand
 from chatledger.eventstore.ids import time_ordered_uuid
-from chatledger.eventstore.log import StoreError
 
 
 class CommandKind(StrEnum):
@@ -68,19 +68,6 @@ FINISHED: frozenset[str] = frozenset(
 # Kinds whose optimistic effect is a message object of their own (the row points at it).
 MESSAGE_KINDS: frozenset[str] = frozenset(
     {CommandKind.SEND_MESSAGE, CommandKind.UPDATE_MESSAGE, CommandKind.PARTIAL_UPDATE_MESSAGE})
-
-
-class CommandError(StoreError):
-    """A command that cannot be found or cannot do what was asked; the message says why."""
-
-
-class UnknownCommand(CommandError, KeyError):
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0]) if self.args else "unknown command"
-
-
-class InvalidTransition(CommandError):
-    pass
 
 
 def send_command_id(message_id: str) -> str:

@@ -20,6 +20,7 @@ from urllib.parse import unquote, urlsplit
 
 import apsw
 from chatledger.eventstore.codec import PayloadCodec
+from chatledger.eventstore.seal import EntrySealer
 from eventsourcing.persistence import (
     DatabaseError,
     DataError,
@@ -142,6 +143,8 @@ class APSWDatastore:
         self._closed = False
         # How payloads are compressed is a property of the file, shared by all its recorders.
         self.codec = PayloadCodec(loader=None if self.is_memory else self._load_dictionary)
+        # Encrypts (with a key) and chains every row the recorders insert into the log.
+        self.sealer = EntrySealer(self.codec)
         self._create_file()
         self.writer = self._connect()
         self._configure_writer(self.writer)

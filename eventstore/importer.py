@@ -5,7 +5,9 @@ JSON lines are read a line at a time and appended in batches (one transaction ea
 any size imports in constant memory. A line that is not a valid event is quarantined with its
 line number in the reason; the import carries on. Each batch's transaction also records how far
 the input has been imported (`ImportLedger`): an import that stops part-way (a full disk, a
-kill) says how far it got, and running it again on the same input continues after that line.
+kill, Ctrl-C) says how far it got, and running it again on the same input continues after that
+line. A finished import stays in the ledger, so the same input imported again stores nothing
+unless asked to (`again=True`); a response document is recorded by the hash of its bytes.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ import itertools
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, BinaryIO, Literal
 
 import apsw
 import msgspec
 from eventsourcing.persistence import PersistenceError
 
+from chatledger.errors import AlreadyImported, ImportInterrupted, ImportStopped, NothingToResume
 from chatledger.eventstore.ingest import MAX_RESPONSE_BYTES, Entry, Rejection, event_entry
 from chatledger.eventstore.log import (
     AppendedEntry,
@@ -31,11 +35,14 @@ from chatledger.eventstore.log import (
 )
 
 Kind = Literal["auto", "events", "query", "sync", "channel"]
+
+
 KINDS: tuple[str, ...] = ("auto", "events", "query", "sync", "channel")
 
 ProgressCallback = Callable[[int], None]  # called with the number of bytes read so far
 
 _LEDGER_KEY_PREFIX = "import.resume."
+_DOCUMENT_KEY_PREFIX = "import.document."
 _SAVE_POINTS = ("INSERT INTO chatledger_meta (key, value) VALUES (?, ?) "
                "ON CONFLICT (key) DO UPDATE SET value = excluded.value")
 _FORGET_POINTS = "DELETE FROM chatledger_meta WHERE key = ?"
@@ -71,41 +78,31 @@ class ImportReport:
             self.reasons.append(q.reason)
 
 
-class ImportInterrupted(StoreError):
-    """An import that stopped part-way (a full disk): what its committed batches stored, and
-    the last line they covered. Running the same import again continues after that line."""
-
-    def __init__(self, report: ImportReport, committed_line: int, error: BaseException) -> None:
-        self.report = report
-        self.committed_line = committed_line
-        self.error = error
-        cause = ("the disk is full" if no_room(error) else str(error)) or type(error).__name__
-        super().__init__(
-            f"the import stopped: {cause}; {report.stored:,} of its items were stored "
-            f"(up to line {committed_line:,}); run the same import again to continue after "
-            f"line {committed_line:,}")
-
-
 @dataclass(frozen=True, slots=True)
 class ResumePoint:
     """How far an import of JSON lines got: lines and bytes from its first line, and the
-    SHA-256 of those bytes (an input that does not start with them is another input)."""
+    SHA-256 of those bytes (an input that does not start with them is another input).
+    `finished`: the import read the input to its end (at `at`, RFC 3339)."""
 
     lines: int
     bytes: int
     sha256: str
+    finished: bool = False
+    at: str | None = None
 
 
 class ImportLedger:
-    """Where interrupted imports of JSON lines got to, kept in the store's meta table under
-    the SHA-256 of the input's first line (a list: inputs may share a first line).
+    """Where imports of JSON lines got to, kept in the store's meta table under the SHA-256 of
+    the input's first line (a list: inputs may share a first line): the points of interrupted
+    imports, and of finished ones (`finished`, with when).
 
     It is an append listener: the resume point of a batch (`pending`) is written inside the
     batch's own transaction, so the log and the ledger never disagree: after a full disk or
     a kill, the ledger names exactly the lines whose items are in the log. A batch whose items
     are all quarantined writes no log row and so no resume point: a new run quarantines those
-    lines again (the log itself never holds an item twice). A finished import removes its
-    point, so importing the same file again on purpose stores it again."""
+    lines again (the log itself never holds an item twice). A finished import replaces its
+    point with the whole input's, marked finished: importing the same bytes again is then
+    noticed (`AlreadyImported`), and an input that grew since continues after them."""
 
     def __init__(self, log: EventLog, first_line: bytes) -> None:
         self.log = log
@@ -118,7 +115,7 @@ class ImportLedger:
         value = self.log.get_meta(self.key)
         try:
             return msgspec.json.decode(value, type=list[ResumePoint]) if value else []
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeError):
             return []  # not ours to trust: import from the start
 
     def _other_points(self) -> list[ResumePoint]:
@@ -133,8 +130,13 @@ class ImportLedger:
             points = [*self._other_points(), self.pending]
             cursor.execute(_SAVE_POINTS, (self.key, msgspec.json.encode(points).decode()))
 
-    def finish(self) -> None:
-        others = self._other_points()
+    def finish(self, point: ResumePoint | None = None) -> None:
+        """The import read its input to the end: its resume point goes, and `point` (the
+        whole input, finished) is kept so that importing the same bytes again is noticed."""
+        others = [other for other in self._other_points()
+                  if point is None or (other.lines, other.sha256) != (point.lines, point.sha256)]
+        if point is not None:
+            others.append(point)
         with self.log.datastore.transaction(commit=True) as cursor:
             if others:
                 cursor.execute(_SAVE_POINTS, (self.key, msgspec.json.encode(others).decode()))
@@ -165,13 +167,22 @@ def import_stream(
     source: str = "import",
     batch_size: int = 1_000,
     on_progress: ProgressCallback | None = None,
+    again: bool = False,
+    resume: bool = False,
 ) -> ImportReport:
     """Append the contents of a binary stream to the log; see the module docstring for formats.
 
     With `kind="auto"`, a stream whose first line is a JSON object followed by more lines is read
     as JSON lines; otherwise the content is read as one document when it parses as one, and as
     JSON lines (each bad line quarantined) when it does not.
+
+    The import ledger: JSON lines an earlier run stored are not stored again. An input that
+    an earlier import read whole raises `AlreadyImported` (nothing stored) unless `again`;
+    one that an earlier run stopped in (or that has grown since) continues after the lines
+    stored. `resume=True` insists on continuing: `NothingToResume` when there is nothing to
+    continue. Ctrl-C raises `ImportStopped` (a KeyboardInterrupt) saying what was committed.
     """
+    options = _LedgerOptions(again, resume)
     skipped = 0  # blank lines before the first line with content
     first = stream.readline()
     while first and not first.strip():
@@ -183,22 +194,34 @@ def import_stream(
         body = first + stream.read(MAX_RESPONSE_BYTES + 1 - len(first))
         if on_progress:
             on_progress(len(body))
-        return _import_document(log, body, kind, source)
+        return _import_document(log, body, kind, source, options)
     if kind == "events":
-        return _import_lines(log, _chain([first], stream), skipped, source, batch_size, on_progress)
+        return _import_lines(log, _chain([first], stream), skipped, source, batch_size,
+                             on_progress, options)
     second = stream.readline()
     if _decodes(first) and second.strip():
         return _import_lines(
-            log, _chain([first, second], stream), skipped, source, batch_size, on_progress
-        )
+            log, _chain([first, second], stream), skipped, source, batch_size, on_progress,
+            options)
     # One document (perhaps pretty-printed), or JSON lines whose first line is broken.
     body = first + second + stream.read(MAX_RESPONSE_BYTES + 1 - len(first) - len(second))
     if _decodes(body) or len(body) > MAX_RESPONSE_BYTES:
         if on_progress:
             on_progress(len(body))
-        return _import_document(log, body, kind, source)
+        return _import_document(log, body, kind, source, options)
     lines = body.splitlines(keepends=True)
-    return _import_lines(log, _chain(lines, stream), skipped, source, batch_size, on_progress)
+    return _import_lines(log, _chain(lines, stream), skipped, source, batch_size, on_progress,
+                         options)
+
+
+@dataclass(frozen=True, slots=True)
+class _LedgerOptions:
+    again: bool = False  # import even what the ledger says is in already
+    resume: bool = False  # insist on continuing an earlier run
+
+
+def _now_text() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _chain(lines: list[bytes], stream: BinaryIO) -> Iterator[bytes]:
@@ -213,6 +236,7 @@ def _import_lines(
     source: str,
     batch_size: int,
     on_progress: ProgressCallback | None,
+    options: _LedgerOptions = _LedgerOptions(),
 ) -> ImportReport:
     report = ImportReport(kind="events")
     pending = iter(lines)
@@ -223,13 +247,21 @@ def _import_lines(
     ledger = ImportLedger(log, first)
     digest = hashlib.sha256()
     committed = ResumePoint(0, 0, digest.hexdigest())
-    points = ledger.resume_points()
+    points = [] if options.again else ledger.resume_points()
+    point: ResumePoint | None = None
     if points:
         pending, point, matched = _skip_committed(pending, points)
-        if point is not None:  # this input starts with what an interrupted run committed
+        if point is not None and point.finished:
+            pending, at_end = _peek_end(pending)
+            if at_end:
+                raise AlreadyImported(point)
+        if point is not None:  # this input starts with what an earlier run committed
             digest, committed = matched, point
             ledger.resuming = point
             report.resumed_after_line = skipped + point.lines
+    if options.resume and point is None:
+        raise NothingToResume("no earlier import of this input stopped part-way: "
+                              "there is nothing to resume")
     line_number = skipped + committed.lines
     read = skipped + committed.bytes
     batch: list[Entry | Rejection] = []
@@ -254,13 +286,29 @@ def _import_lines(
                     on_progress(read)
         if batch:
             here = ResumePoint(line_number - skipped, read - skipped, digest.hexdigest())
-            _append_batch(log, ledger, batch, source, report, committed, here, skipped)
+            committed = _append_batch(log, ledger, batch, source, report, committed, here,
+                                      skipped)
+    except KeyboardInterrupt:
+        # Ctrl-C: the batches committed so far stay, and their resume point with them.
+        raise ImportStopped(report, skipped + committed.lines) from None
     finally:
         log.listeners.remove(ledger)
-    ledger.finish()
+    ledger.finish(ResumePoint(line_number - skipped, read - skipped, digest.hexdigest(),
+                              finished=True, at=_now_text()))
     if on_progress:
         on_progress(read)
     return report
+
+
+def _peek_end(lines: Iterator[bytes]) -> tuple[Iterator[bytes], bool]:
+    """Whether nothing but blank lines is left, and the lines to go on with (those read to
+    find out included)."""
+    looked: list[bytes] = []
+    for line in lines:
+        looked.append(line)
+        if line.strip():
+            return itertools.chain(looked, lines), False
+    return iter(looked), True
 
 
 def _append_batch(
@@ -274,7 +322,8 @@ def _append_batch(
     try:
         result = log.append(batch, source=source)
     except (PersistenceError, apsw.Error, StoreError, OSError) as error:
-        raise ImportInterrupted(report, skipped + committed.lines, error) from error
+        cause = ("the disk is full" if no_room(error) else str(error)) or type(error).__name__
+        raise ImportInterrupted(report, skipped + committed.lines, error, cause) from error
     report.add(result)
     return here
 
@@ -324,8 +373,44 @@ def _decodes(data: bytes) -> bool:
     return True
 
 
-def _import_document(log: EventLog, body: bytes, kind: str, source: str) -> ImportReport:
+class _DocumentLedger:
+    """An append listener that records, in the import's own transaction, that a document
+    (one response file) is in the store: under the SHA-256 of its bytes."""
+
+    def __init__(self, log: EventLog, body: bytes) -> None:
+        self.log = log
+        self.key = _DOCUMENT_KEY_PREFIX + hashlib.sha256(body).hexdigest()
+        self.point = ResumePoint(1, len(body), self.key[len(_DOCUMENT_KEY_PREFIX):],
+                                 finished=True, at=_now_text())
+
+    def recorded(self) -> ResumePoint | None:
+        value = self.log.get_meta(self.key)
+        try:
+            return msgspec.json.decode(value, type=ResumePoint) if value else None
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeError):
+            return None
+
+    def appended(self, cursor: apsw.Cursor, entries: Sequence[AppendedEntry]) -> None:
+        cursor.execute(_SAVE_POINTS, (self.key, msgspec.json.encode(self.point).decode()))
+
+
+def _import_document(log: EventLog, body: bytes, kind: str, source: str,
+                     options: _LedgerOptions = _LedgerOptions()) -> ImportReport:
     body = body.strip()  # the file's surrounding whitespace is not part of the document
+    if options.resume:
+        raise NothingToResume("the input is one document, imported whole or not at all: "
+                              "there is nothing to resume")
+    ledger = _DocumentLedger(log, body)
+    if not options.again and (earlier := ledger.recorded()) is not None:
+        raise AlreadyImported(earlier)
+    log.listeners.append(ledger)
+    try:
+        return _append_document(log, body, kind, source)
+    finally:
+        log.listeners.remove(ledger)
+
+
+def _append_document(log: EventLog, body: bytes, kind: str, source: str) -> ImportReport:
     if kind == "auto":
         try:
             kind = _document_kind(msgspec.json.decode(body))

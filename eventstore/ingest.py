@@ -215,7 +215,7 @@ def _lenient(raw: bytes | None, kind: Any, default: Any) -> Any:
         return default
     try:
         return msgspec.json.decode(raw, type=kind)
-    except (msgspec.DecodeError, RecursionError):
+    except (msgspec.DecodeError, UnicodeError, RecursionError):
         return default
 
 

@@ -13,6 +13,7 @@ import urllib.parse
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -20,7 +21,8 @@ import apsw
 import zstandard
 from eventsourcing.persistence import DatabaseError, IntegrityError, OperationalError, StoredEvent
 
-from chatledger.eventstore import ingest, schema, wire
+from chatledger.errors import KeyRequired, StoreError
+from chatledger.eventstore import ingest, schema, seal, wire
 from chatledger.eventstore.codec import MIN_COMPRESS_SIZE, RAW
 from chatledger.eventstore.datastore import APSWDatastore, Synchronous, filesystem_path
 from chatledger.eventstore.ingest import Entry, Payload, Rejection
@@ -35,15 +37,13 @@ from chatledger.eventstore.streams import StreamHeads
 
 # Train the compression dictionary once this many payloads are on file: enough samples for a
 # dictionary several times smaller than them, early enough that almost the whole log benefits.
+
+
 TRAIN_AFTER_EVENTS = 2_000
 TRAIN_SAMPLE_EVENTS = 20_000
 _SOURCE_CODES = {s.name.lower(): int(s) for s in schema.Source}
 # Handing a batch to the compression thread pays off from about this many events.
 _BACKGROUND_MIN_BATCH = 64
-
-
-class StoreError(Exception):
-    """A store that cannot be opened or used as asked; the message says why."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,11 +166,22 @@ class Damage:
                 "rebuild`, then `chatledger verify` again (restore a backup if it still fails)")
 
 
+_GET_META = "SELECT value FROM chatledger_meta WHERE key=?"
+_SET_META = ("INSERT INTO chatledger_meta (key, value) VALUES (?, ?) "
+             "ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+_DELETE_META = "DELETE FROM chatledger_meta WHERE key=?"
+_NEXT_QUARANTINE_ID = "SELECT COALESCE(MAX(id), 0) + 1 FROM quarantine"
+_INSERT_QUARANTINE_WITH_ID = (
+    "INSERT INTO quarantine (id, received_at, source, connection_id, reason, size, codec, raw) "
+    "VALUES (?,?,?,?,?,?,?,?)")
+
 # The integrity check stops after this many problems: enough to say where the damage is.
 _MAX_PROBLEMS = 20
 # The tables that hold the log (the rest are read tables, rebuilt from it). Constant names: a
 # pragma's table argument cannot be a parameter.
 _LOG_TABLES = ("chatledger_meta", "streams", "zstd_dictionaries", "quarantine")
+# The same, for other modules of the log (a bundle keeps these and drops the read tables).
+LOG_TABLES = _LOG_TABLES
 _CHECK_FILE = f"PRAGMA integrity_check({_MAX_PROBLEMS})"
 _CHECK_TABLE = "PRAGMA integrity_check({})"  # a table of the log, by name
 _SCHEMA_VERSION = "PRAGMA schema_version"
@@ -201,19 +212,84 @@ class LogEntry:
         """The payload decoded; never fails (see `wire.decode_stored`)."""
         return wire.decode_stored(self.payload)
 
+    @property
+    def received(self) -> datetime:
+        """`received_at` (epoch microseconds) as an aware UTC datetime."""
+        return _EPOCH + timedelta(microseconds=self.received_at)
+
+    @property
+    def event_time(self) -> datetime | None:
+        """`event_at`, the event's own `created_at`, as an aware UTC datetime."""
+        return None if self.event_at is None else _EPOCH + timedelta(microseconds=self.event_at)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRow:
+    """One entry exactly as the file keeps it: the envelope and the payload as encoded
+    (`codec` 0 raw, else the id of the dictionary that compressed `state`). What copies of a
+    log (the archive) carry, so that a restored log holds the same bytes at the same positions.
+    """
+
+    position: int
+    stream: str
+    version: int
+    type: str
+    codec: int
+    state: bytes
+    source: int  # schema.Source
+    received_at: int
+    event_at: int | None
+    connection_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDictionary:
+    """A compression dictionary of the file, as stored (ids are never reused or changed)."""
+
+    id: int
+    created_at: int
+    trained_on: int
+    level: int
+    data: bytes
+
+
+_SELECT_STORED_ROWS = (
+    "SELECT rowid, originator_id, originator_version, topic, codec, state, source, received_at,"
+    " event_at, connection_id FROM {table} WHERE rowid>? AND rowid<=? ORDER BY rowid LIMIT ?"
+)
+_SELECT_DICTIONARIES = (
+    "SELECT id, created_at, trained_on, level, data FROM zstd_dictionaries ORDER BY id")
+_RESTORE_DICTIONARY = (
+    "INSERT INTO zstd_dictionaries (id, created_at, trained_on, level, data) VALUES (?,?,?,?,?) "
+    "ON CONFLICT (id) DO NOTHING")
+_SELECT_DICTIONARY_DATA = "SELECT data FROM zstd_dictionaries WHERE id=?"
+_RESTORE_ROW = (
+    "INSERT INTO {table} (rowid, originator_id, originator_version, topic, codec, state, source,"
+    " received_at, event_at, connection_id) VALUES (?,?,?,?,?,?,?,?,?,?)")
+_RESTORE_STREAM = "INSERT OR IGNORE INTO streams (name, head) VALUES (?, 0)"
+
 
 class EventLog:
     """Append-only log of one user's chat events and commands, in one SQLite file."""
 
-    def __init__(self, datastore: APSWDatastore, *, compression: bool = True) -> None:
+    def __init__(
+        self, datastore: APSWDatastore, *, compression: bool = True, key: bytes | None = None,
+    ) -> None:
         self.datastore = datastore
         self.recorder = APSWProcessRecorder(datastore)
+        self._keys = seal.StoreKeys(self.recorder.events_table_name)
         # Opening an existing store only reads, so it never waits for another process's writer.
         with datastore.transaction(commit=False) as c:
             # Before anything is created: a file from a newer version is left exactly as it is.
-            self._check_schema_version(c)
+            version = self._check_schema_version(c)
             ready = self._is_set_up(c)
             if ready:
+                # Before any dictionary is read (a sealed store keeps them encrypted); a missing
+                # or wrong key is refused here, before anything is written.
+                _unlock(self._keys, c, datastore, key, new=False)
                 datastore.codec.load(c)
         if not ready:
             self.recorder.create_table()
@@ -224,6 +300,10 @@ class EventLog:
                     "VALUES ('schema_version', ?)",
                     (schema.SCHEMA_VERSION,),
                 )
+                _unlock(self._keys, c, datastore, key, new=True)
+        elif version is not None and version < schema.CHAIN_SCHEMA_VERSION:
+            self._add_chain()
+        self._finish_chain()
         self.compression = compression
         self.listeners: list[AppendListener] = []
         self._heads = StreamHeads(self.recorder.events_table_name)
@@ -241,8 +321,13 @@ class EventLog:
         synchronous: Synchronous = "NORMAL",
         compression: bool = True,
         lock_timeout: float = 5.0,
+        key: bytes | None = None,
     ) -> EventLog:
-        """Open (or create) the log in the SQLite file at `path` (or ":memory:")."""
+        """Open (or create) the log in the SQLite file at `path` (or ":memory:").
+
+        `key` (32 bytes): the key of a sealed store, or of a new one to seal. A sealed store
+        opened without its key, or with another, is refused (`StoreError`) before anything
+        is written."""
         name = str(path)
         existing = filesystem_path(name)
         if existing is not None and (links := symlinked_files(existing)):
@@ -260,7 +345,7 @@ class EventLog:
             beside.remove_if_unused(error)
             raise StoreError(f"{name} is not a chatledger store ({error})") from error
         try:
-            return cls(datastore, compression=compression)
+            return cls(datastore, compression=compression, key=key)
         except (DatabaseError, OperationalError) as error:
             datastore.close()
             beside.remove_if_unused(error)
@@ -302,7 +387,8 @@ class EventLog:
             "SELECT 1 FROM chatledger_meta WHERE key='schema_version'").fetchone() is not None
 
     @staticmethod
-    def _check_schema_version(c: apsw.Cursor) -> None:
+    def _check_schema_version(c: apsw.Cursor) -> int | None:
+        """The file's schema version (None for a new file); refuses a newer one."""
         tables = {name for (name,) in c.execute("SELECT name FROM sqlite_schema WHERE type='table'")}
         if "chatledger_meta" not in tables:
             if tables:
@@ -310,13 +396,80 @@ class EventLog:
                     "this is an SQLite database of something else (tables: "
                     f"{', '.join(sorted(tables)[:5])}); chatledger leaves it alone"
                 )
-            return
+            return None
         row = c.execute("SELECT value FROM chatledger_meta WHERE key='schema_version'").fetchone()
         if row is not None and int(row[0]) > schema.SCHEMA_VERSION:
             raise StoreError(
                 f"this file was written by a newer chatledger (schema {row[0]}, this version "
                 f"reads up to {schema.SCHEMA_VERSION}); upgrade chatledger to open it"
             )
+        return None if row is None else int(row[0])
+
+    # -- the chain and the key -----------------------------------------------------------------
+
+    def _add_chain(self) -> None:
+        """Upgrade a version 1 file: the chain column, then its values (`_finish_chain`)."""
+        table = self.recorder.events_table_name
+        with self.datastore.transaction(commit=True) as c:
+            if self._check_schema_version(c) != 1:
+                return  # another process upgraded it meanwhile
+            c.execute(schema.add_chain_column(table))
+            c.execute(_SET_META, (seal.META_CHAIN_PENDING, 0))
+            c.execute(_SET_META, ("schema_version", schema.CHAIN_SCHEMA_VERSION))
+
+    def _finish_chain(self, on_progress: Any = None) -> None:
+        """Compute the chain of an upgraded file, a page per transaction: a kill loses at most
+        the page under way, and the next open goes on from the last one committed."""
+        if self.get_meta(seal.META_CHAIN_PENDING) is None:
+            return
+        writer = seal.ChainWriter(self.recorder.events_table_name)
+        while True:
+            with self.datastore.transaction(commit=True) as c:
+                row = c.execute(_GET_META, (seal.META_CHAIN_PENDING,)).fetchone()
+                if row is None:
+                    return
+                after = int(row[0])
+                previous = writer.previous(c, after + 1)
+                last, _, done = writer.rechain_page(c, after, previous or seal.GENESIS)
+                if done < writer.PAGE:
+                    c.execute(_DELETE_META, (seal.META_CHAIN_PENDING,))
+                    return
+                c.execute(_SET_META, (seal.META_CHAIN_PENDING, last))
+
+    @property
+    def sealed(self) -> bool:
+        """Whether the store's payloads are encrypted."""
+        return self.datastore.codec.cipher is not None
+
+    def head(self) -> tuple[int, bytes]:
+        """The last position of the log and its chain hash (0 and 32 zero bytes when empty)."""
+        with self.datastore.transaction(commit=False) as c:
+            position, chain = self.datastore.sealer.tail(c, self.recorder.events_table_name)
+        if chain is None:
+            raise StoreError("the log's chain is still being computed: open the store again")
+        return position, chain
+
+    def verify_chain(self, head: tuple[bytes, int] | None = None) -> seal.ChainReport:
+        """Recompute the chain; the report names the first entry changed, removed, inserted or
+        reordered. `head`: (hash, position) as `head()` gave it earlier, which must still hold.
+        Needs no key: the chain covers the bytes as stored."""
+        checker = seal.ChainChecker(self.recorder.events_table_name)
+        return checker.check(lambda: self.datastore.transaction(commit=False), head)
+
+    def rekey(self, new_key: bytes | None) -> None:
+        """Re-encrypt every payload (log, quarantine, dictionaries) with `new_key`, or encrypt a
+        plain store in place, in one transaction: killed, it leaves the store under its old key
+        (run it again). None decrypts the store. The chain is computed again over the new
+        bytes (after checking the old one: a broken chain is refused, not laundered), so the
+        head changes: record it again."""
+        try:
+            self._keys.rekey(self.datastore, new_key)
+        except seal.StoreKeyError as error:
+            raise StoreError(str(error)) from None
+        # The old bytes (plain text, after an encryption in place) are still on the file's free
+        # pages and in the WAL: VACUUM writes the file afresh, the checkpoint empties the WAL.
+        self.datastore.vacuum()
+        self.datastore.checkpoint()
 
     # -- metadata ------------------------------------------------------------------------------
 
@@ -513,7 +666,7 @@ class EventLog:
         decode = self.datastore.codec.decode
         return [
             (rowid, StoredEvent(originator_id=originator_id, originator_version=version,
-                                topic=topic, state=decode(codec, state)))
+                                topic=topic, state=decode(codec, state, rowid)))
             for rowid, version, topic, codec, state in c.execute(
                 f"SELECT rowid, originator_version, topic, codec, state FROM "
                 f"{self.recorder.events_table_name} WHERE originator_id=? AND source=0 "
@@ -530,12 +683,20 @@ class EventLog:
         connection_id: str | None, received_at: int,
     ) -> int:
         codec, raw = self.datastore.codec.encode_plain(rejection.payload)
-        c.execute(
-            "INSERT INTO quarantine (received_at, source, connection_id, reason, size, codec, raw) "
-            "VALUES (?,?,?,?,?,?,?)",
-            (received_at, source, connection_id, rejection.reason, len(rejection.payload), codec, raw),
-        )
-        return c.connection.last_insert_rowid()
+        cipher = self.datastore.codec.cipher
+        if cipher is None:
+            c.execute(
+                "INSERT INTO quarantine (received_at, source, connection_id, reason, size, codec, raw) "
+                "VALUES (?,?,?,?,?,?,?)",
+                (received_at, source, connection_id, rejection.reason, len(rejection.payload), codec, raw),
+            )
+            return c.connection.last_insert_rowid()
+        # Sealed: the id is chosen first, the bytes bound to it.
+        quarantine_id = c.execute(_NEXT_QUARANTINE_ID).fetchone()[0]
+        c.execute(_INSERT_QUARANTINE_WITH_ID, (
+            quarantine_id, received_at, source, connection_id, rejection.reason,
+            len(rejection.payload), codec, cipher.seal_numbered(b"qua1", quarantine_id, raw)))
+        return quarantine_id
 
     # -- compression ---------------------------------------------------------------------------
 
@@ -585,9 +746,9 @@ class EventLog:
                 if codec.active:
                     return codec.dictionary_id
                 samples = [
-                    codec.decode(k, s)
-                    for k, s in c.execute(
-                        f"SELECT codec, state FROM {table} WHERE length(state)>=? "
+                    codec.decode(k, s, p)
+                    for k, s, p in c.execute(
+                        f"SELECT codec, state, rowid FROM {table} WHERE length(state)>=? "
                         "ORDER BY rowid DESC LIMIT ?",
                         (MIN_COMPRESS_SIZE, TRAIN_SAMPLE_EVENTS),
                     )
@@ -608,8 +769,11 @@ class EventLog:
                 ).fetchall()
                 c.executemany(
                     f"UPDATE {table} SET codec=?, state=? WHERE rowid=?",
-                    ((*codec.encode(state), rowid) for rowid, state in raw_rows),
+                    (self._keys.reencoded(codec, rowid, state) for rowid, state in raw_rows),
                 )
+                if raw_rows:
+                    # The stored bytes changed: their chain (and every one after) with them.
+                    seal.ChainWriter(table).rechain_from(c, raw_rows[0][0])
         except BaseException:
             if dictionary_id is not None:
                 codec.forget_since(dictionary_id)  # it never reached the file
@@ -677,7 +841,7 @@ class EventLog:
                     received_at=row[5],
                     event_at=row[6],
                     connection_id=row[7],
-                    payload=decode(row[8], row[9]),
+                    payload=decode(row[8], row[9], row[0]),
                 )
                 for row in c.execute(statement, params)
             ]
@@ -695,6 +859,74 @@ class EventLog:
                 return
             after = page[-1].position
 
+    # -- copies of the log (the archive) ------------------------------------------------------
+
+    def stored_rows(
+        self, *, after: int = 0, upto: int | None = None, limit: int = 1_000,
+    ) -> list[StoredRow]:
+        """Entries after position `after` (up to `upto`), exactly as kept: payloads still encoded.
+        Read in one short transaction; page on with `after=rows[-1].position`."""
+        statement = _SELECT_STORED_ROWS.format(table=self.recorder.events_table_name)
+        end = (1 << 62) if upto is None else upto
+        with self.datastore.transaction(commit=False) as c:
+            return [StoredRow(*row) for row in c.execute(statement, (after, end, limit))]
+
+    def stored_dictionaries(self) -> list[StoredDictionary]:
+        """The file's compression dictionaries, oldest first."""
+        with self.datastore.transaction(commit=False) as c:
+            return [StoredDictionary(*row) for row in c.execute(_SELECT_DICTIONARIES)]
+
+    def decode_payload(self, codec: int, state: bytes, position: int | None = None) -> bytes:
+        """The bytes that arrived, from a payload as kept (see `StoredRow`); a sealed store's
+        payloads need their log `position` (the ciphertext is bound to it)."""
+        return self.datastore.codec.decode(codec, state, position)
+
+    def restore(self, dictionaries: Sequence[StoredDictionary], rows: Sequence[StoredRow]) -> int:
+        """Write entries exactly as another copy of this log kept them, at their positions, in
+        one transaction: the dictionaries they need first (an id already here must hold the
+        same bytes), then the rows, which must come after everything already in the log, in
+        order. Listeners are not called: the read tables catch up by a rebuild. Returns the
+        last position written.
+        """
+        table = self.recorder.events_table_name
+        try:
+            with self.datastore.transaction(commit=True) as c:
+                for dictionary in dictionaries:
+                    found = c.execute(_SELECT_DICTIONARY_DATA, (dictionary.id,)).fetchone()
+                    if found is not None and bytes(found[0]) != dictionary.data:
+                        raise StoreError(
+                            f"dictionary {dictionary.id} differs from the one in this file")
+                    c.execute(_RESTORE_DICTIONARY, (dictionary.id, dictionary.created_at,
+                                                    dictionary.trained_on, dictionary.level,
+                                                    dictionary.data))
+                last = self.recorder._max_notification_id(c) or 0
+                for row in rows:
+                    if row.position <= last:
+                        raise StoreError(
+                            f"entry {row.position} does not come after position {last} of the log")
+                    last = row.position
+                c.executemany(_RESTORE_ROW.format(table=table), [
+                    (r.position, r.stream, r.version, r.type, r.codec, r.state, r.source,
+                     r.received_at, r.event_at, r.connection_id) for r in rows])
+                local = int(schema.Source.LOCAL)
+                c.executemany(_RESTORE_STREAM, [
+                    (name,) for name in dict.fromkeys(r.stream for r in rows if r.source != local)])
+                # The heads are a cache of the log: reload them (the tail scan finds the rows
+                # just written) and write them down at the new end.
+                self._heads.invalidate()
+                self._heads.sync(c)
+                self._heads.persist(c, last)
+                self.datastore.codec.refresh(c)
+                if rows:
+                    # The chain covers restored rows too, from the first of them on: later
+                    # appends continue it, and `verify --chain` finds it whole.
+                    seal.ChainWriter(table).rechain_from(c, rows[0].position)
+        except BaseException:
+            self._heads.invalidate()
+            raise
+        self._raw_rows = None
+        return last
+
     def quarantine(self, *, limit: int | None = None) -> list[dict[str, Any]]:
         """Refused input, newest first: the reason and the bytes as they arrived."""
         statement = (
@@ -705,7 +937,7 @@ class EventLog:
         if limit is not None:
             statement += " LIMIT ?"
             params = (limit,)
-        decode = self.datastore.codec.decode
+        decode = self._keys.quarantined
         with self.datastore.transaction(commit=False) as c:
             return [
                 {
@@ -715,7 +947,7 @@ class EventLog:
                     "connection_id": connection_id,
                     "reason": reason,
                     "size": size,
-                    "raw": decode(codec, raw),
+                    "raw": decode(self.datastore.codec, qid, codec, raw),
                 }
                 for qid, received_at, source, connection_id, reason, size, codec, raw in c.execute(
                     statement, params
@@ -769,7 +1001,9 @@ class EventLog:
         """Counts and sizes: entries by source and type, streams, payload and file bytes."""
         table = self.recorder.events_table_name
         with self.datastore.transaction(commit=False) as c:
-            c.connection.create_scalar_function("payload_size", _payload_size, 2, deterministic=True)
+            c.connection.create_scalar_function(
+                "payload_size", _sealed_payload_size if self.sealed else _payload_size, 2,
+                deterministic=True)
             events, payload, stored, streams = c.execute(
                 f"SELECT COUNT(*), COALESCE(SUM(payload_size(codec, state)), 0), "
                 f"COALESCE(SUM(length(state)), 0), COUNT(DISTINCT originator_id) FROM {table}"
@@ -905,6 +1139,19 @@ def _payload_size(codec: int, state: bytes) -> int:
     return size if size >= 0 else len(state)
 
 
+def _unlock(keys: seal.StoreKeys, c: apsw.Cursor, datastore: APSWDatastore, key: bytes | None,
+            *, new: bool) -> None:
+    try:
+        keys.unlock(c, datastore, key, new=new)
+    except seal.StoreKeyError as error:
+        raise KeyRequired(str(error)) from None
+
+
+def _sealed_payload_size(codec: int, state: bytes) -> int:
+    # The frame header is encrypted: the compressed size (the nonce and tag taken off) stands in.
+    return len(state) - seal.NONCE_SIZE - 16
+
+
 def _source_name(value: int) -> str:
     try:
         return schema.Source(value).name.lower()
@@ -917,7 +1164,10 @@ __all__ = [
     "AppendResult",
     "AppendedEntry",
     "EventLog",
+    "KeyRequired",
     "LogEntry",
     "Quarantined",
     "StoreError",
+    "StoredDictionary",
+    "StoredRow",
 ]

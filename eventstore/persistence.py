@@ -94,7 +94,8 @@ class APSWAggregateRecorder(APSWRecorder, AggregateRecorder):
         self.events_table_name = events_table_name
         self.insert_statement = (
             f"INSERT INTO {events_table_name} (originator_id, originator_version, topic, state,"
-            " codec, source, received_at, event_at, connection_id) VALUES (?,?,?,?,?,?,?,?,?)"
+            " codec, source, received_at, event_at, connection_id, chain)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?)"
         )
 
     @property
@@ -163,12 +164,16 @@ class APSWAggregateRecorder(APSWRecorder, AggregateRecorder):
         """Insert encoded rows; returns their notification ids (rowids), in order."""
         if not rows:
             return []
-        if len(rows) == 1:
-            c.execute(self.insert_statement, rows[0])
+        # Encrypted (with a key) and chained to the entry before, for the positions after the
+        # log's tail read in this transaction: the one statement more an append costs.
+        stored = self.datastore.sealer.rows_for_insert(c, self.events_table_name, rows)
+        if len(stored) == 1:
+            c.execute(self.insert_statement, stored[0])
         else:
-            c.executemany(self.insert_statement, rows)
+            c.executemany(self.insert_statement, stored)
         # Inside the write transaction nobody else inserts, and nothing is ever deleted from
-        # the end of the log, so the rowids of one executemany are consecutive.
+        # the end of the log, so the rowids of one executemany are consecutive, and follow the
+        # tail the sealer read.
         last = c.connection.last_insert_rowid()
         return list(range(last - len(rows) + 1, last + 1))
 
@@ -189,7 +194,7 @@ class APSWAggregateRecorder(APSWRecorder, AggregateRecorder):
             # events has no index (see schema.events_table) and is read by a scan.
             is_backend_stream = c.execute("SELECT 1 FROM streams WHERE name=?", (key,)).fetchone()
             statement = (
-                f"SELECT originator_id, originator_version, topic, state, codec "
+                f"SELECT originator_id, originator_version, topic, state, codec, rowid "
                 f"FROM {self.events_table_name} WHERE originator_id=?"
                 + ("" if is_backend_stream else " AND source=0")
             )
@@ -216,9 +221,9 @@ class APSWAggregateRecorder(APSWRecorder, AggregateRecorder):
                 originator_id=self._originator_id(oid),
                 originator_version=version,
                 topic=topic,
-                state=decode(codec, state),
+                state=decode(codec, state, position),
             )
-            for oid, version, topic, state, codec in c.execute(statement, params)
+            for oid, version, topic, state, codec, position in c.execute(statement, params)
         ]
 
 
@@ -264,7 +269,7 @@ class APSWApplicationRecorder(APSWAggregateRecorder, ApplicationRecorder):
                     originator_id=self._originator_id(oid),
                     originator_version=version,
                     topic=topic,
-                    state=decode(codec, state),
+                    state=decode(codec, state, rowid),
                 )
                 for rowid, oid, version, topic, state, codec in c.execute(statement, params)
             ]

@@ -10,7 +10,9 @@ from __future__ import annotations
 from enum import IntEnum
 
 # Bumped when the layout changes; a file written by a newer version is refused, not touched.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Version 2 added `chain` to the log (see eventstore/seal.py); a version 1 file gets it on open.
+CHAIN_SCHEMA_VERSION = 2
 
 
 class Source(IntEnum):
@@ -52,11 +54,17 @@ def events_table(name: str) -> list[str]:
             source INTEGER NOT NULL DEFAULT 0,     -- schema.Source
             received_at INTEGER NOT NULL,          -- epoch microseconds
             event_at INTEGER,                      -- the event's own created_at, epoch microseconds
-            connection_id TEXT
+            connection_id TEXT,
+            chain BLOB                             -- seal.entry_hash: this entry chained to the last
         )""",
         f"""CREATE UNIQUE INDEX IF NOT EXISTS {name}_aggregate
             ON {name} (originator_id, originator_version) WHERE source = 0""",
     ]
+
+
+def add_chain_column(name: str) -> str:
+    """Upgrades a version 1 log: the chain column, computed afterwards (seal.ChainWriter)."""
+    return f"ALTER TABLE {name} ADD COLUMN chain BLOB"
 
 
 # The head (last version) of each stream of backend events, advanced in the append's transaction.

@@ -14,7 +14,13 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
+
+import apsw
+
+from chatledger.errors import UserIdError
+
 
 SUFFIX = ".chatledger"
 # The files SQLite keeps beside the database in WAL mode.
@@ -29,10 +35,6 @@ _RESERVED = re.compile(r"^(con|prn|aux|nul|com[0-9]|lpt[0-9])$")
 # Most file systems allow 255 bytes per name; leave room for the suffix and "-wal".
 _MAX_STEM = 200
 _HASHED_PREFIX = 120
-
-
-class UserIdError(ValueError):
-    """A user id that cannot name a store."""
 
 
 def encode_user_id(user_id: str) -> str:
@@ -116,3 +118,52 @@ def flush_files(db_path: Path) -> list[Path]:
             continue
         removed.append(path)
     return removed
+
+
+# What `list_stores` reads from each file, without opening it for writing (no migration, no
+# rebuild, no lock held): whose store it is, how many entries it holds, when the last arrived.
+_STORE_OWNER = "SELECT value FROM chatledger_meta WHERE key = 'user_id'"
+_STORE_LAST_ENTRY = "SELECT rowid, received_at FROM stored_events ORDER BY rowid DESC LIMIT 1"
+
+
+@dataclass(frozen=True, slots=True)
+class StoreFile:
+    """One user's store in a data directory, as `chatledger users` lists it. `events` and
+    `last_activity_at` (epoch microseconds of the newest entry's arrival) are None when the
+    file could not be read (`problem` says why)."""
+
+    user_id: str | None
+    path: Path
+    bytes: int
+    events: int | None
+    last_activity_at: int | None
+    problem: str | None = None
+
+
+def list_stores(data_dir: str | os.PathLike[str]) -> list[StoreFile]:
+    """The stores in `data_dir`, by user id; an empty list when the directory is missing."""
+    directory = Path(data_dir)
+    if not directory.is_dir():
+        return []
+    found = [_describe_store(path) for path in sorted(directory.glob(f"*{SUFFIX}"))
+             if path.is_file() and not path.is_symlink()]
+    return sorted(found, key=lambda store: (store.user_id is None, store.user_id or ""))
+
+
+def _describe_store(path: Path) -> StoreFile:
+    size = sum(part.stat().st_size for part in companion_files(path) if part.is_file())
+    named = decode_user_id(path.name[: -len(SUFFIX)])
+    try:
+        connection = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
+    except apsw.Error as error:
+        return StoreFile(named, path, size, None, None, str(error))
+    try:
+        connection.set_busy_timeout(1000)
+        owner = connection.execute(_STORE_OWNER).fetchone()
+        last = connection.execute(_STORE_LAST_ENTRY).fetchone()
+    except apsw.Error as error:
+        return StoreFile(named, path, size, None, None, str(error))
+    finally:
+        connection.close()
+    user_id = owner[0] if owner and isinstance(owner[0], str) else named
+    return StoreFile(user_id, path, size, last[0] if last else 0, last[1] if last else None)

@@ -37,9 +37,11 @@ from typing import Any, TypeVar
 import apsw
 from eventsourcing.persistence import InterfaceError, OperationalError
 
+from chatledger.errors import WriteLockTimeout, WriterClosed
 from chatledger.eventstore import ingest, schema
 from chatledger.eventstore.ingest import Entry, Payload, Rejection
-from chatledger.eventstore.log import AppendResult, EventLog, Quarantined, StoreError
+from chatledger.eventstore.log import AppendResult, EventLog, Quarantined
+
 
 T = TypeVar("T")
 
@@ -60,14 +62,6 @@ DEFAULT_HANDOVER_BOUND = 0.003
 # After a hand-over that ran out its bound (the loop's thread was blocked on something else than
 # the GIL: a lock, a join at exit), blind pauses for this long before looking again.
 _HANDOVER_BACKOFF = 0.1
-
-
-class WriterClosed(StoreError):
-    """Work was submitted to a background writer that is closed (or closing)."""
-
-
-class WriteLockTimeout(OperationalError):
-    """Another connection held the file's write lock for longer than `lock_timeout` seconds."""
 
 
 @dataclass(slots=True)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import apsw
 
+from chatledger.errors import UnknownMessage, UnknownTarget
 from chatledger.eventstore.commands import (
     Command,
     CommandError,
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
     from chatledger.eventstore.log import EventLog
 
 # Fields of a stored message that the backend computes: never part of an update's body.
+
+
 _SERVER_FIELDS = frozenset({
     "cid", "user", "type", "html", "created_at", "updated_at", "deleted_at", "reply_count",
     "deleted_reply_count", "reaction_counts", "reaction_scores", "reaction_groups",
@@ -47,8 +50,20 @@ _SERVER_FIELDS = frozenset({
 })
 
 
-class UnknownMessage(CommandError):
-    """An action needs a message the store does not have."""
+# Whether the store has seen a channel: its row, or any message in it (a local send included).
+_CHANNEL_SEEN = ("SELECT 1 FROM channels WHERE cid=? "
+                 "UNION ALL SELECT 1 FROM messages WHERE cid=? LIMIT 1")
+_MESSAGE_SEEN = "SELECT 1 FROM messages WHERE id=?"
+
+
+def _require_channel(c: apsw.Cursor, cid: str, known_only: bool) -> None:
+    if known_only and c.execute(_CHANNEL_SEEN, (cid, cid)).fetchone() is None:
+        raise UnknownTarget("channel", cid)
+
+
+def _require_message(c: apsw.Cursor, message_id: str, known_only: bool) -> None:
+    if known_only and c.execute(_MESSAGE_SEEN, (message_id,)).fetchone() is None:
+        raise UnknownTarget("message", message_id)
 
 
 def _now() -> str:
@@ -88,15 +103,15 @@ class ActionsMixin:
     def _stored_message(self, c: apsw.Cursor, message_id: str) -> tuple[str, dict[str, Any]] | None:
         """(cid, message object) of a stored message, read in the action's transaction."""
         row = c.execute(
-            "SELECT m.cid, m.slot, e.codec, e.state FROM messages m "
+            "SELECT m.cid, m.slot, e.codec, e.state, m.position FROM messages m "
             "LEFT JOIN stored_events e ON e.rowid = m.position WHERE m.id=?",
             (message_id,)).fetchone()
         if row is None:
             return None
         obj: dict[str, Any] = {}
         if row[2] is not None:
-            raw = ReadModel._extract_message(self.log.datastore.codec.decode(row[2], row[3]),
-                                             row[1])
+            raw = ReadModel.message_bytes(
+                self.log.datastore.codec.decode(row[2], row[3], row[4]), row[1])
             decoded = decode_stored(raw) if raw else {}
             obj = decoded if isinstance(decoded, dict) else {}
         return row[0], {**obj, "id": message_id}
@@ -187,11 +202,12 @@ class ActionsMixin:
         attachments: Iterable[dict[str, Any]] = (), parent_id: str | None = None,
         show_in_channel: bool | None = None, quoted_message_id: str | None = None,
         mentioned_users: Iterable[str] = (), silent: bool = False, skip_push: bool = False,
-        **custom: Any,
+        known_only: bool = False, **custom: Any,
     ) -> str:
         """Send a message (shown at once as `sending`). `id` is the message id (when not given,
         a new UUID that grows with time); the command id is derived from it, so sending the
-        same id again is the same command. Custom fields go on the message as given."""
+        same id again is the same command. Custom fields go on the message as given.
+        `known_only=True` raises `UnknownTarget` for a channel the store has never seen."""
         own = self._own()
         _check_cid(cid)
         message_id = id or str(time_ordered_uuid())
@@ -218,6 +234,7 @@ class ActionsMixin:
                 return command_id  # sent before: the same command, nothing new to record
             if c.execute("SELECT 1 FROM messages WHERE id=?", (message_id,)).fetchone():
                 raise CommandError(f"a message with id {message_id!r} is stored already")
+            _require_channel(c, cid, known_only)
             depends_on = self._waits_for(c, parent_id) if parent_id else None
             return self._request(
                 c, CommandKind.SEND_MESSAGE, cid=cid, message_id=message_id,
@@ -256,11 +273,14 @@ class ActionsMixin:
         request = {"message_id": message_id, "set": to_set, "unset": to_unset}
         return self._edit(message_id, CommandKind.PARTIAL_UPDATE_MESSAGE, request, change)
 
-    def delete_message(self, message_id: str, *, hard: bool = False, for_me: bool = False) -> str:
+    def delete_message(self, message_id: str, *, hard: bool = False, for_me: bool = False,
+                       known_only: bool = False) -> str:
         """Delete a message: soft (it stays as deleted), `hard` (it goes), or `for_me`. A
-        message never sent is not sent at all: its send is cancelled (and its id returned)."""
+        message never sent is not sent at all: its send is cancelled (and its id returned).
+        `known_only=True` raises `UnknownTarget` for a message the store has never seen."""
         self._own()
         with self.log.write_transaction() as c:
+            _require_message(c, message_id, known_only)
             send = self._send_of(c, message_id)
             if send is not None and surely_unsent(send[1][3], send[1][4], send[1][5]):
                 command = self.outbox.load(c, send[0])
@@ -277,9 +297,11 @@ class ActionsMixin:
 
     # -- reactions -----------------------------------------------------------------------------
 
-    def _on_message(self, kind: CommandKind, message_id: str, request: dict[str, Any]) -> str:
+    def _on_message(self, kind: CommandKind, message_id: str, request: dict[str, Any],
+                    known_only: bool = False) -> str:
         self._own()
         with self.log.write_transaction() as c:
+            _require_message(c, message_id, known_only)
             stored = c.execute("SELECT cid FROM messages WHERE id=?", (message_id,)).fetchone()
             return self._request(c, kind, cid=stored[0] if stored else None,
                                  message_id=message_id, request=request,
@@ -287,38 +309,41 @@ class ActionsMixin:
 
     def send_reaction(
         self, message_id: str, type: str, *, score: int = 1, enforce_unique: bool = False,
-        **custom: Any,
+        known_only: bool = False, **custom: Any,
     ) -> str:
         """React to a message (replacing the own reaction of that type; with `enforce_unique`,
-        all the own reactions on it)."""
+        all the own reactions on it). `known_only=True` raises `UnknownTarget` for a message
+        the store has never seen."""
         if not type:
             raise CommandError("a reaction needs a type")
         return self._on_message(CommandKind.SEND_REACTION, message_id, {
             "message_id": message_id, "reaction": {"type": type, "score": score, **custom},
-            "enforce_unique": enforce_unique})
+            "enforce_unique": enforce_unique}, known_only)
 
-    def delete_reaction(self, message_id: str, type: str) -> str:
-        """Remove the own reaction of `type` from a message."""
+    def delete_reaction(self, message_id: str, type: str, *, known_only: bool = False) -> str:
+        """Remove the own reaction of `type` from a message (`known_only`: as `send_reaction`)."""
         return self._on_message(CommandKind.DELETE_REACTION, message_id,
-                                {"message_id": message_id, "reaction_type": type})
+                                {"message_id": message_id, "reaction_type": type}, known_only)
 
     # -- reads and drafts ----------------------------------------------------------------------
 
     def _on_channel(self, kind: CommandKind, cid: str, request: dict[str, Any],
-                    message_id: str | None = None) -> str:
+                    message_id: str | None = None, known_only: bool = False) -> str:
         self._own()
         _check_cid(cid)
         with self.log.write_transaction() as c:
+            _require_channel(c, cid, known_only)
             depends_on = self._waits_for(c, message_id) if message_id else None
             return self._request(c, kind, cid=cid, message_id=message_id, request=request,
                                  depends_on=depends_on)
 
     def mark_read(self, cid: str, *, message_id: str | None = None,
-                  thread_id: str | None = None) -> str:
-        """Mark a channel (or a thread) read, up to `message_id` or entirely."""
+                  thread_id: str | None = None, known_only: bool = False) -> str:
+        """Mark a channel (or a thread) read, up to `message_id` or entirely.
+        `known_only=True` raises `UnknownTarget` for a channel the store has never seen."""
         return self._on_channel(CommandKind.MARK_READ, cid,
                                 {"cid": cid, "message_id": message_id, "thread_id": thread_id},
-                                message_id)
+                                message_id, known_only)
 
     def mark_unread(self, cid: str, *, message_id: str) -> str:
         """Mark a channel unread from `message_id` on."""

@@ -7,6 +7,7 @@ queue order with its appends; reads run in its read pool. The event loop never w
 from __future__ import annotations
 
 import asyncio
+import builtins
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -35,10 +36,13 @@ class AsyncOutbox:
     def retry_stream_ids(self) -> asyncio.Future[list[str]]:
         return self._read(self._outbox.retry_stream_ids)
 
-    def list(self, status: str | Iterable[str] | None = None) -> asyncio.Future[list[CommandInfo]]:
+    # (Below, `list` is this method: the builtin is `builtins.list`.)
+    def list(
+        self, status: str | Iterable[str] | None = None,
+    ) -> asyncio.Future[builtins.list[CommandInfo]]:
         return self._read(self._outbox.list, status)
 
-    def conflicts(self) -> asyncio.Future[list[CommandInfo]]:
+    def conflicts(self) -> asyncio.Future[builtins.list[CommandInfo]]:
         return self._read(self._outbox.conflicts)
 
     def get(self, command_id: str) -> asyncio.Future[CommandInfo]:

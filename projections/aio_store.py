@@ -21,17 +21,20 @@ them followed by "_") run on the writer thread in call order; the rest run in th
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextvars
 import functools
+import itertools
 import os
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from chatledger.eventstore.datastore import Synchronous
+from chatledger.eventstore.importer import ImportReport, Kind
 from chatledger.eventstore.ingest import Payload
-from chatledger.eventstore.log import AppendResult, LogEntry, StoreError
+from chatledger.eventstore.log import AppendResult, Damage, LogEntry, StoreError
 from chatledger.eventstore.schema import Source
 from chatledger.eventstore.writer import (
     DEFAULT_MAX_BATCH_BYTES,
@@ -42,12 +45,16 @@ from chatledger.eventstore.writer import (
 )
 from chatledger.projections.actions import ActionsMixin
 from chatledger.projections.aio_outbox import AsyncOutbox
+from chatledger.projections.ids import IdKind
 from chatledger.projections.store import ChatStore, RejectedInput
+from chatledger.projections.times import TimeLike
 
 if TYPE_CHECKING:
     from typing import BinaryIO
 
     from chatledger.eventstore.backup import ProgressCallback as BackupProgress
+    from chatledger.eventstore.seal import ChainReport
+    from chatledger.eventstore.userfiles import StoreFile
     from chatledger.projections.engine import Difference, ProgressCallback
     from chatledger.projections.history import Explanation, PastStore
     from chatledger.projections.queries import ChannelSummary, StoredMessage
@@ -57,7 +64,7 @@ T = TypeVar("T")
 # Methods of ChatStore that write; they go through the writer thread, in call order.
 WRITE_METHODS: frozenset[str] = frozenset({
     "ingest", "ingest_many", "ingest_query_channels", "ingest_channel_state", "ingest_sync",
-    "rebuild", "record_unusable_answer",
+    "rebuild", "record_unusable_answer", "rekey",
 })
 # Name stems of the local actions and maintenance jobs of the design (DESIGN.md) that write.
 WRITE_PREFIXES: tuple[str, ...] = (
@@ -170,12 +177,14 @@ class AsyncChatStore:
         max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
         read_threads: int = DEFAULT_READ_THREADS,
         yield_every: float | None = DEFAULT_YIELD_EVERY,
+        key: bytes | None = None,
     ) -> _Opening:
         """`ChatStore.open_file`, off the event loop (":memory:" works too)."""
         tuning = dict(max_batch_events=max_batch_events, max_batch_bytes=max_batch_bytes,
                       read_threads=read_threads, yield_every=yield_every)
         return _Opening(lambda: cls._adopt(
-            ChatStore.open_file(path, synchronous=synchronous, compression=compression), tuning))
+            ChatStore.open_file(path, synchronous=synchronous, compression=compression, key=key),
+            tuning))
 
     @classmethod
     def _adopt(cls, store: ChatStore, tuning: dict[str, Any]) -> AsyncChatStore:
@@ -210,8 +219,9 @@ class AsyncChatStore:
     ) -> asyncio.Future[int]:
         """Queue one event; resolves to its log position, or raises `RejectedInput`."""
         self._outside_batch("ingest")
-        return asyncio.wrap_future(self.writer.append_events(
-            [event], source=source, connection_id=connection_id, finish=_single_position))
+        queued: concurrent.futures.Future[int] = self.writer.append_events(  # type: ignore[assignment]
+            [event], source=source, connection_id=connection_id, finish=_single_position)
+        return asyncio.wrap_future(queued)
 
     def ingest_many(
         self, events: Iterable[Payload | Any], *, source: Source | str = "websocket",
@@ -220,7 +230,7 @@ class AsyncChatStore:
         """Queue a batch of events (one transaction, perhaps shared with other callers' batches)."""
         self._outside_batch("ingest_many")
         return asyncio.wrap_future(
-            self.writer.append_events(events, source=source, connection_id=connection_id))  # type: ignore[arg-type]
+            self.writer.append_events(events, source=source, connection_id=connection_id))
 
     def ingest_query_channels(
         self, response: Payload | Any, *, filter: dict[str, Any] | None = None,
@@ -296,12 +306,72 @@ class AsyncChatStore:
         return loop.run_in_executor(self._reads, functools.partial(method, *args, **kwargs))
 
     def history(
-        self, *, cid: str | None = None, types: Iterable[str] = (), since: int | None = None,
-        until: int | None = None, limit: int | None = None, newest_first: bool = False,
+        self, *, cid: str | None = None, types: Iterable[str] = (),
+        since: TimeLike | None = None, until: TimeLike | None = None,
+        limit: int | None = None, newest_first: bool = False,
     ) -> asyncio.Future[list[LogEntry]]:
         """`ChatStore.history`, in the read pool."""
         return self._read(self.store.history, cid=cid, types=tuple(types), since=since,
                           until=until, limit=limit, newest_first=newest_first)
+
+    async def iter_history(
+        self, *, cid: str | None = None, types: Iterable[str] = (),
+        since: TimeLike | None = None, until: TimeLike | None = None,
+        newest_first: bool = False,
+    ) -> AsyncIterator[LogEntry]:
+        """`ChatStore.iter_history` as an async iterator: each page is read in the read pool."""
+        entries = self.store.iter_history(cid=cid, types=tuple(types), since=since, until=until,
+                                          newest_first=newest_first)
+        while page := await self._read(_next_page, entries):
+            for entry in page:
+                yield entry
+
+    def import_file(
+        self, file: BinaryIO, *, kind: Kind = "auto", source: str = "import",
+        batch_size: int = 1_000, on_progress: Callable[[int], None] | None = None,
+        again: bool = False, resume: bool = False,
+    ) -> asyncio.Future[ImportReport]:
+        """`ChatStore.import_file`, on the writer thread, in call order."""
+        return self._write(self.store.import_file, file, kind=kind, source=source,
+                           batch_size=batch_size, on_progress=on_progress, again=again,
+                           resume=resume)
+
+    def unknown_filter_fields(
+        self, filter: dict[str, Any] | None = None, sort: Any = None
+    ) -> asyncio.Future[dict[str, list[str]]]:
+        """`ChatStore.unknown_filter_fields`, in the read pool."""
+        return self._read(self.store.unknown_filter_fields, filter, sort)
+
+    def damage(self) -> asyncio.Future[Damage | None]:
+        """`ChatStore.damage`, in the read pool."""
+        return self._read(self.store.damage)
+
+    def last_position(self) -> asyncio.Future[int]:
+        """`ChatStore.last_position`, in the read pool."""
+        return self._read(self.store.last_position)
+
+    def is_empty(self) -> asyncio.Future[bool]:
+        """`ChatStore.is_empty`, in the read pool."""
+        return self._read(self.store.is_empty)
+
+    def ids_with_prefix(
+        self, kind: IdKind, prefix: str = "", *, limit: int = 20
+    ) -> asyncio.Future[list[str]]:
+        """`ChatStore.ids_with_prefix`, in the read pool."""
+        return self._read(self.store.ids_with_prefix, kind, prefix, limit=limit)
+
+    def resolve_id(self, kind: IdKind, text: str) -> asyncio.Future[str | None]:
+        """`ChatStore.resolve_id`, in the read pool."""
+        return self._read(self.store.resolve_id, kind, text)
+
+    def suggest_ids(self, kind: IdKind, text: str, *, limit: int = 3) -> asyncio.Future[list[str]]:
+        """`ChatStore.suggest_ids`, in the read pool."""
+        return self._read(self.store.suggest_ids, kind, text, limit=limit)
+
+    @staticmethod
+    async def list_users(data_dir: str | os.PathLike[str] | None = None) -> list[StoreFile]:
+        """`ChatStore.list_users` off the event loop."""
+        return await asyncio.to_thread(ChatStore.list_users, data_dir)
 
     def quarantine(self, *, limit: int | None = None) -> asyncio.Future[list[dict[str, Any]]]:
         return self._read(self.store.quarantine, limit=limit)
@@ -314,7 +384,7 @@ class AsyncChatStore:
     # none is missing.
 
     def as_of(
-        self, *, position: int | None = None, time: int | None = None
+        self, *, position: int | None = None, time: TimeLike | None = None
     ) -> asyncio.Future[PastStore]:
         """`ChatStore.as_of`, in the read pool."""
         return self._read(self.store.as_of, position=position, time=time)
@@ -328,6 +398,22 @@ class AsyncChatStore:
     ) -> asyncio.Future[dict[str, Any]]:
         """`ChatStore.backup`, in the read pool."""
         return self._read(self.store.backup, dest, overwrite=overwrite, on_progress=on_progress)
+
+    def bundle(
+        self,
+        dest: str | os.PathLike[str],
+        *,
+        redact: bool = False,
+        since: int | None = None,
+        cids: Iterable[str] | None = None,
+    ) -> asyncio.Future[dict[str, Any]]:
+        """`ChatStore.bundle`, in the read pool (it reads a snapshot; the copy is its own file)."""
+        return self._read(self.store.bundle, dest, redact=redact, since=since,
+                          cids=list(cids) if cids is not None else None)
+
+    def bundle_info(self) -> asyncio.Future[dict[str, Any] | None]:
+        """`ChatStore.bundle_info`, in the read pool."""
+        return self._read(self.store.bundle_info)
 
     def cached_channels(
         self, filter: dict[str, Any] | None = None, sort: list[dict[str, Any]] | None = None
@@ -371,14 +457,18 @@ class AsyncChatStore:
         return self._join(self.store.delete_draft, cid, parent_id=parent_id)
 
     def delete_message(
-        self, message_id: str, *, hard: bool = False, for_me: bool = False
+        self, message_id: str, *, hard: bool = False, for_me: bool = False,
+        known_only: bool = False,
     ) -> asyncio.Future[str]:
         """`ChatStore.delete_message`, on the writer thread, joinable."""
-        return self._join(self.store.delete_message, message_id, hard=hard, for_me=for_me)
+        return self._join(self.store.delete_message, message_id, hard=hard, for_me=for_me,
+                          known_only=known_only)
 
-    def delete_reaction(self, message_id: str, type: str) -> asyncio.Future[str]:
+    def delete_reaction(
+        self, message_id: str, type: str, *, known_only: bool = False
+    ) -> asyncio.Future[str]:
         """`ChatStore.delete_reaction`, on the writer thread, joinable."""
-        return self._join(self.store.delete_reaction, message_id, type)
+        return self._join(self.store.delete_reaction, message_id, type, known_only=known_only)
 
     def draft(
         self, cid: str, parent_id: str | None = None
@@ -418,10 +508,12 @@ class AsyncChatStore:
         return self._read(self.store.last_sync_at)
 
     def mark_read(
-        self, cid: str, *, message_id: str | None = None, thread_id: str | None = None
+        self, cid: str, *, message_id: str | None = None, thread_id: str | None = None,
+        known_only: bool = False,
     ) -> asyncio.Future[str]:
         """`ChatStore.mark_read`, on the writer thread, joinable."""
-        return self._join(self.store.mark_read, cid, message_id=message_id, thread_id=thread_id)
+        return self._join(self.store.mark_read, cid, message_id=message_id, thread_id=thread_id,
+                          known_only=known_only)
 
     def mark_synced(self, synced_at: str, *, requeried: Iterable[str] = ()) -> asyncio.Future[int]:
         """`ChatStore.mark_synced`, on the writer thread, in call order."""
@@ -520,6 +612,7 @@ class AsyncChatStore:
         mentioned_users: Iterable[str] = (),
         silent: bool = False,
         skip_push: bool = False,
+        known_only: bool = False,
         **custom: Any,
     ) -> asyncio.Future[str]:
         """`ChatStore.send_message`, on the writer thread, joinable."""
@@ -535,6 +628,7 @@ class AsyncChatStore:
             mentioned_users=mentioned_users,
             silent=silent,
             skip_push=skip_push,
+            known_only=known_only,
             **custom,
         )
 
@@ -545,6 +639,7 @@ class AsyncChatStore:
         *,
         score: int = 1,
         enforce_unique: bool = False,
+        known_only: bool = False,
         **custom: Any,
     ) -> asyncio.Future[str]:
         """`ChatStore.send_reaction`, on the writer thread, joinable."""
@@ -554,6 +649,7 @@ class AsyncChatStore:
             type,
             score=score,
             enforce_unique=enforce_unique,
+            known_only=known_only,
             **custom,
         )
 
@@ -575,6 +671,10 @@ class AsyncChatStore:
             inclusive=inclusive,
             limit=limit,
         )
+
+    def thread_reads(self, parent_id: str) -> asyncio.Future[list[dict[str, Any]]]:
+        """`ChatStore.thread_reads`, in the read pool."""
+        return self._read(self.store.thread_reads, parent_id)
 
     def threads(self, cid: str | None = None) -> asyncio.Future[list[dict[str, Any]]]:
         """`ChatStore.threads`, in the read pool."""
@@ -610,6 +710,25 @@ class AsyncChatStore:
     ) -> asyncio.Future[list[Difference]]:
         """`ChatStore.verify`, in the read pool."""
         return self._read(self.store.verify, on_progress)
+
+    @property
+    def sealed(self) -> bool:
+        """`ChatStore.sealed`."""
+        return self.store.sealed
+
+    def rekey(self, new_key: bytes | None) -> asyncio.Future[None]:
+        """`ChatStore.rekey`, on the writer thread, in call order."""
+        return self._write(self.store.rekey, new_key)
+
+    def chain_head(self) -> asyncio.Future[tuple[int, bytes]]:
+        """`ChatStore.chain_head`, in the read pool."""
+        return self._read(self.store.chain_head)
+
+    def verify_chain(
+        self, head: tuple[bytes, int] | None = None
+    ) -> asyncio.Future[ChainReport]:
+        """`ChatStore.verify_chain`, in the read pool."""
+        return self._read(self.store.verify_chain, head)
 
     # -- closing ---------------------------------------------------------------------------------
 
@@ -648,7 +767,15 @@ class AsyncChatStore:
         await self.close()
 
 
-class _Pending(asyncio.Future):  # type: ignore[type-arg]
+_HISTORY_PAGE = 1_000
+
+
+def _next_page(entries: Iterator[LogEntry]) -> list[LogEntry]:
+    """The next entries of an `iter_history` iterator (empty at the end)."""
+    return list(itertools.islice(entries, _HISTORY_PAGE))
+
+
+class _Pending(asyncio.Future):
     """The future of a call made inside an open batch: it has not run yet."""
 
     batch: _Batch
@@ -695,9 +822,9 @@ class _Batch:
         try:
             outcomes = await asyncio.wrap_future(self.store.writer.call(
                 functools.partial(run_together, self.store.store.log, calls)))
-        except BaseException as error:
+        except BaseException as failure:
             for future in self._futures:  # the transaction did not commit: none of them ran
-                future.set_exception(error)
+                future.set_exception(failure)
                 future.exception()  # raised here once; not "never retrieved" for each
             raise
         for future, (result, error) in zip(self._futures, outcomes):

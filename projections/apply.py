@@ -25,6 +25,7 @@ from chatledger.projections.reminders import EVENT_TYPES as REMINDER_EVENTS
 from chatledger.projections.reminders import ReminderProjector
 from chatledger.projections.schema import SLOT_EVENT, SLOT_PINNED_BASE
 from chatledger.projections.screen import screened
+from chatledger.projections.thread_reads import ThreadReads
 
 
 logger = logging.getLogger("chatledger.projections")
@@ -833,9 +834,15 @@ class Projector:
         return (event.user.id if event.user else None) or event.user_id
 
     def _mark_read(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
-        if event.thread is not None:
-            return  # a thread was read: the channel's own read state is as it was
         user_id = self._event_user(event) or self.own
+        if event.thread is not None:
+            # A thread was read: that thread's read state moves, the channel's stays as it was.
+            if user_id is not None and event.thread.parent_message_id:
+                ThreadReads.record(c, parent_id=event.thread.parent_message_id, user_id=user_id,
+                                   cid=self._cid_of(item, event), last_read=t(event.created_at),
+                                   last_read_message_id=event.last_read_message_id,
+                                   position=item.position)
+            return
         if user_id is None:
             return
         when = t(event.created_at)

@@ -96,7 +96,7 @@ def replay(
         ).fetchall()
         if not rows:
             break
-        projector.apply(target, [Item(r[0], r[1], r[2], decode(r[3], r[4]), r[5]) for r in rows])
+        projector.apply(target, [Item(r[0], r[1], r[2], decode(r[3], r[4], r[0]), r[5]) for r in rows])
         position = rows[-1][0]
         done += len(rows)
         if on_progress is not None:

@@ -33,7 +33,7 @@ from typing import Any, BinaryIO
 import apsw
 import msgspec
 
-from chatledger.eventstore.log import StoreError
+from chatledger.errors import ExportError
 from chatledger.eventstore.wire import WireError, decode_stored, parse_time, repair_utf8
 from chatledger.eventstore.wire.times import format_time_or_none
 from chatledger.projections.queries import (
@@ -47,15 +47,13 @@ from chatledger.projections.schema import SLOT_EVENT, SLOT_RESPONSE
 # A channel state is imported as one log entry (of at most 4 MiB), and every message filed from
 # it is read back from that entry, whole, each time it is shown. So a big channel is written as
 # parts the size of a generous page of messages (a few hundred), far below the limit.
+
+
 PART_BYTES = 256 * 1024
 CHUNK_BYTES = 256 * 1024
 # Channel states whose messages are kept split while a channel's messages are read (its
 # messages mostly come from a few states, one after the other).
 _STATES_KEPT = 4
-
-
-class ExportError(StoreError):
-    """An export that cannot be made (a channel that is not stored, a bad limit)."""
 
 
 @dataclass(slots=True)
@@ -295,7 +293,7 @@ class _Writer:
             "deleted_at, custom FROM channels WHERE cid=?", (cid,)).fetchone()
         position, slot = row[0], row[1]
         last_message_at, member_count, hidden = row[8], row[9], bool(row[12])
-        raw = self.read._channel_raw(c, position, slot) if position is not None else b""
+        raw = self.read.channel_bytes(c, position, slot) if position is not None else b""
         try:
             fields = _CHANNEL_FIELDS.decode(raw) if raw else None
         except _DECODE_ERRORS:
@@ -347,11 +345,11 @@ class _Writer:
 
     def _stored_message(self, c: apsw.Cursor, position: int, slot: int) -> bytes:
         if slot == SLOT_EVENT or slot == SLOT_RESPONSE:
-            return self.read._extract_message(self.read._payload(c, position), slot)
+            return self.read.message_bytes(self.read.payload_at(c, position), slot)
         if position not in self.states:
             if len(self.states) >= _STATES_KEPT:
                 self.states.pop(next(iter(self.states)))
-            self.states[position] = channel_state_of(self.read._payload(c, position))
+            self.states[position] = channel_state_of(self.read.payload_at(c, position))
         parsed = self.states[position]
         return b"" if parsed is None else state_message(parsed, slot)
 
@@ -416,7 +414,7 @@ class _Writer:
         row = c.execute("SELECT position, slot FROM users WHERE id=?", (uid,)).fetchone()
         if row is None:
             return None
-        return user_object(self.read._payload(c, row[0]), row[1], uid) or None
+        return user_object(self.read.payload_at(c, row[0]), row[1], uid) or None
 
     def _draft(self, cid: str) -> bytes | None:
         """The channel's own draft, when the backend sent it (a draft saved here and not yet
@@ -427,7 +425,7 @@ class _Writer:
         if row is None:
             return None
         try:
-            draft = _DRAFT_HOLDER.decode(self.read._payload(c, row[0])).draft
+            draft = _DRAFT_HOLDER.decode(self.read.payload_at(c, row[0])).draft
         except _DECODE_ERRORS:
             return None
         return bytes(draft) or None

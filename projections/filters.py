@@ -29,17 +29,20 @@ Semantics, where Stream's documentation leaves room:
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import re
 import reprlib
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import apsw
 
+from chatledger.errors import FilterError
 from chatledger.eventstore.wire import CHANNEL_FIELDS, WireError, parse_time
 
 __all__ = [
@@ -52,6 +55,7 @@ __all__ = [
     "MAX_SORT_KEYS",
     "MAX_SUBQUERIES",
 ]
+
 
 MAX_DEPTH = 16  # nesting of $and/$or/$nor, the top-level object being level 1
 MAX_CONDITIONS = 10_000  # leaf conditions (one per field operator, and per empty object)
@@ -87,10 +91,6 @@ _UNSET_US = (
     datetime(1, 1, 1, tzinfo=timezone.utc) - datetime(1970, 1, 1, tzinfo=timezone.utc)
 ) // timedelta(microseconds=1)
 _CUSTOM_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,127}", re.ASCII)
-
-
-class FilterError(ValueError):
-    """A filter or sort the store cannot evaluate; the message names the operator, field, value."""
 
 
 @dataclass(frozen=True)
@@ -627,6 +627,7 @@ class _Compiler:
     # ---- sort
 
     def order_by(self, sort: Any) -> _Sql:
+        sort = normalize_sort(sort)
         if sort is None or (isinstance(sort, (list, tuple)) and not sort):
             sort = [{"field": "last_updated", "direction": -1}]  # the backend's default
         if not isinstance(sort, (list, tuple)):
@@ -712,10 +713,58 @@ def compile_channel_query(
     raise FilterError(f"filter needs more than {PARAM_BUDGET:,} SQL parameters")
 
 
+def normalize_sort(sort: Any) -> Any:
+    """The sort forms the backend's SDKs send, as the list form: `{"last_message_at": -1}`
+    (one object, keys in order) and `[{"last_message_at": -1}]` (a list of one-key objects)
+    become `[{"field": "last_message_at", "direction": -1}]`. Anything else is returned as it
+    is (and checked where it is used)."""
+    if isinstance(sort, dict) and "field" not in sort:
+        return [{"field": name, "direction": direction} for name, direction in sort.items()]
+    if isinstance(sort, (list, tuple)):
+        return [{"field": next(iter(item)), "direction": next(iter(item.values()))}
+                if isinstance(item, dict) and len(item) == 1 and "field" not in item else item
+                for item in sort]
+    return sort
+
+
+_BUILT_IN_FIELDS = frozenset({*_COLUMNS, *_OWN_FIELDS, "muted", "members"})
+
+
+def filter_field_names(filter: Any, depth: int = 0) -> list[str]:
+    """The field names a filter uses (inside `$and`, `$or`, `$nor` too), in order, once each."""
+    names: list[str] = []
+    if depth > MAX_DEPTH or not isinstance(filter, dict):
+        return names
+    for key, value in filter.items():
+        if key in ("$and", "$or", "$nor") and isinstance(value, (list, tuple)):
+            for item in value:
+                names.extend(filter_field_names(item, depth + 1))
+        elif isinstance(key, str) and not key.startswith("$"):
+            names.append(key)
+    return list(dict.fromkeys(names))
+
+
+def unknown_fields(filter: Any, sort: Any, custom_fields: Iterable[str]) -> list[str]:
+    """The fields a filter or sort names that are neither the backend's nor a custom field
+    any stored channel has: most often a typo (`nmae`), which would match nothing."""
+    known = _BUILT_IN_FIELDS | set(custom_fields)
+    keys = normalize_sort(sort)
+    sorted_on = [item.get("field") for item in keys if isinstance(item, dict)] \
+        if isinstance(keys, list) else []
+    names = filter_field_names(filter) + [name for name in sorted_on if isinstance(name, str)]
+    return [name for name in dict.fromkeys(names) if name not in known]
+
+
+def close_field_names(name: str, custom_fields: Iterable[str]) -> list[str]:
+    """Known field names a misspelt one is close to."""
+    return difflib.get_close_matches(name, sorted(_BUILT_IN_FIELDS | set(custom_fields)), n=3)
+
+
 def canonical_query_key(filter: Any, sort: Any) -> str:  # noqa: A002
     """Canonical JSON of {"filter", "sort"} (sorted keys, compact, ASCII): the same query sent
     with its keys in another order gets the same key. Not validated: the backend may answer
     filters the store cannot evaluate offline, and their results are still worth caching."""
+    sort = normalize_sort(sort)  # the SDKs' {"field": direction} is the same query
     body = {"filter": {} if filter is None else filter, "sort": [] if sort is None else sort}
     try:
         return json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)

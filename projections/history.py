@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import apsw
 import msgspec
@@ -39,15 +39,24 @@ import msgspec
 from chatledger.eventstore import commands, ingest
 from chatledger.eventstore.codec import PayloadCodec
 from chatledger.eventstore.wire import decode_stored
-from chatledger.eventstore.log import StoreError
+from chatledger.eventstore.log import EventLog, StoreError
 from chatledger.eventstore.schema import Source, events_table
 from chatledger.projections.apply import Item, Projector
 from chatledger.projections.engine import ProgressCallback, create_tables, drop_tables, replay
 from chatledger.projections.queries import ReadAPI, ReadModel
 from chatledger.projections.schema import INDEXES, SLOT_EVENT, SLOT_PINNED_BASE, SLOT_RESPONSE
 
-if TYPE_CHECKING:
-    from chatledger.projections.store import ChatStore
+
+
+class HasLog(Protocol):
+    """What the past is read from: a store's log and its user (`projections.store.ChatStore`
+    is one). A protocol, so that this module and the store it serves need not import each other."""
+
+    @property
+    def log(self) -> EventLog: ...
+
+    @property
+    def user_id(self) -> str | None: ...
 
 _MEMORY_FLAGS = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE | apsw.SQLITE_OPEN_URI
 _CHUNK = 2_000
@@ -67,7 +76,7 @@ def readonly_uri(path: Path) -> str:
 
 
 @contextmanager
-def _reading(store: ChatStore, scratch: apsw.Connection) -> Iterator[tuple[apsw.Cursor, str]]:
+def _reading(store: HasLog, scratch: apsw.Connection) -> Iterator[tuple[apsw.Cursor, str]]:
     """A cursor that reads the store's log in one read transaction, and the log table's name as
     that cursor sees it. The scratch connection is inside a transaction meanwhile too.
 
@@ -126,7 +135,7 @@ def _position_at(source: apsw.Cursor, table: str, time: int) -> int:
     return rows[0][0] or 0
 
 
-def position_at(store: ChatStore, time: int) -> int:
+def position_at(store: HasLog, time: int) -> int:
     """The log position that stood at `time` (see the module doc); 0 before the first entry."""
     log = store.log
     table = log.recorder.events_table_name
@@ -204,7 +213,7 @@ class PastStore(ReadAPI):
 
 
 def as_of(
-    store: ChatStore, *, position: int | None = None, time: int | None = None,
+    store: HasLog, *, position: int | None = None, time: int | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> PastStore:
     """The read tables as of a log position, or as of a time (epoch microseconds; see the module
@@ -435,7 +444,7 @@ class _Objects:
             else:
                 rows = self._reader.execute(  # fetchall: no statement left open
                     f"SELECT codec, state FROM {self._table} WHERE rowid=?", (position,)).fetchall()
-                payload = self._codec.decode(*rows[0]) if rows else b""
+                payload = self._codec.decode(*rows[0], position) if rows else b""
             self._key, self._value = (position, slot), message_object(payload, slot)
         return self._value
 
@@ -515,7 +524,7 @@ def _note(kind: str, before: Snapshot, after: Snapshot, changes: dict[str, tuple
     return ", ".join(notes) or "updated"
 
 
-def explain(store: ChatStore, message_id: str, *, unchanged: bool = False) -> list[Explanation]:
+def explain(store: HasLog, message_id: str, *, unchanged: bool = False) -> list[Explanation]:
     """Every log entry that changed the message, oldest first, with what it changed.
 
     Finds the entries that name the message (a byte search of each decompressed payload for the
@@ -573,7 +582,7 @@ def _named_by(
         if not rows:
             break
         for position, stream, topic, origin, kind, state in rows:
-            payload = decode(kind, state)
+            payload = decode(kind, state, position)
             if not any(n in payload for n in needles):
                 continue
             check: Callable[[str, bytes, str], bool] = (
@@ -610,7 +619,7 @@ def _replay_message(
         if not rows:
             break
         for position, topic, stream, origin, kind, state, received_at, event_at in rows:
-            payload = decode(kind, state)
+            payload = decode(kind, state, position)
             objects.current = (position, payload)
             projector.apply(target, [Item(position, topic, stream, payload, received_at)])
             current = _snapshot(target, message_id, objects)

@@ -179,15 +179,15 @@ class MuteReader:
     def users(c: apsw.Cursor, payload_of: PayloadOf, *, now: int | None) -> list[dict[str, Any]]:
         """The muted users: `user_id`, times (epoch µs), and `mute` (the object as received).
         Mutes expired by `now` are left out (all are listed when `now` is None)."""
-        return MuteReader._rows(c, _USERS, payload_of, now)
+        return MuteReader.rows_of(c, _USERS, payload_of, now)
 
     @staticmethod
     def channels(c: apsw.Cursor, payload_of: PayloadOf, *, now: int | None) -> list[dict[str, Any]]:
         """The muted channels: `cid`, times, and `mute`; like `users`."""
-        return MuteReader._rows(c, _CHANNELS, payload_of, now)
+        return MuteReader.rows_of(c, _CHANNELS, payload_of, now)
 
     @staticmethod
-    def _rows(c: apsw.Cursor, kind: _MuteList, payload_of: PayloadOf,
+    def rows_of(c: apsw.Cursor, kind: _MuteList, payload_of: PayloadOf,
               now: int | None) -> list[dict[str, Any]]:
         rows = c.execute(kind.select, (now,)).fetchall()
         lists: dict[int, list[msgspec.Raw]] = {}  # each `me` entry read once

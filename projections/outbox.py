@@ -184,7 +184,7 @@ class Outbox:
         request_of = _REQUEST_ONLY.decode
         return [
             PendingCommand(r[0], r[1], r[2], r[3],
-                           request_of(decode(r[14], r[15])).request if r[14] is not None else {},
+                           request_of(decode(r[14], r[15], r[13])).request if r[14] is not None else {},
                            r[4], r[5], r[6], r[7], _json(r[8]))
             for r in rows
         ]
@@ -193,7 +193,7 @@ class Outbox:
     def _held(decode: Any, row: Sequence[Any]) -> _Held:
         if row[14] is None:
             return _Held()
-        return _HELD.decode(decode(row[14], row[15]))
+        return _HELD.decode(decode(row[14], row[15], row[13]))
 
     def _info(self, decode: Any, row: Sequence[Any]) -> CommandInfo:
         return CommandInfo(
@@ -412,7 +412,7 @@ class Outbox:
     def held(self, c: apsw.Cursor, position: int) -> _Held:
         row = c.execute("SELECT codec, state FROM stored_events WHERE rowid=?",
                         (position,)).fetchone()
-        return _Held() if row is None else _HELD.decode(self._log.datastore.codec.decode(*row))
+        return _Held() if row is None else _HELD.decode(self._log.datastore.codec.decode(*row, position))
 
     def save(self, c: apsw.Cursor, *commands: Command) -> list[int]:
         stored = [MAPPER.to_stored_event(e) for a in commands for e in a.collect_events()]

@@ -7,6 +7,7 @@ them as they now stand (`position`, `slot`), read in the same snapshot as the ro
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import apsw
@@ -21,6 +22,8 @@ from chatledger.projections.mutes import MuteReader, now_us
 from chatledger.projections.ranges import RANGES_OVERLAPPING, MessagePage, find_gaps
 from chatledger.projections.reminders import LIST_REMINDERS, LISTED_COLUMNS, reminder_object
 from chatledger.projections.schema import SLOT_EVENT, SLOT_PINNED_BASE, SLOT_RESPONSE
+from chatledger.projections.thread_reads import ThreadReads
+from chatledger.projections.times import from_micros
 
 NO_RAW = msgspec.Raw()
 
@@ -103,6 +106,13 @@ def state_message(state: _State, slot: int) -> bytes:
     return bytes(items[index]) if 0 <= index < len(items) else b""
 
 
+class _Text(msgspec.Struct):
+    text: str | None = None
+
+
+_text_decoder = msgspec.json.Decoder(_Text)
+
+
 @dataclass(slots=True)
 class StoredMessage:
     """A message as stored now: its row (with the local state) and its object's exact bytes."""
@@ -124,6 +134,28 @@ class StoredMessage:
 
     def json(self) -> dict[str, Any]:
         return decode_stored(self.raw) if self.raw else {}
+
+    @property
+    def text(self) -> str:
+        """The message's text ("" when it has none); read without decoding the rest."""
+        if not self.raw:
+            return ""
+        try:
+            return _text_decoder.decode(self.raw).text or ""
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeError):
+            # (Older msgspec releases raise UnicodeDecodeError for text that is not UTF-8.)
+            text = self.json().get("text")  # what every other reader of the bytes sees
+            return text if isinstance(text, str) else ""
+
+    @property
+    def created(self) -> datetime | None:
+        """`created_at` (epoch microseconds) as an aware UTC datetime."""
+        return from_micros(self.created_at)
+
+    @property
+    def deleted(self) -> datetime | None:
+        """`deleted_at` as an aware UTC datetime; None while the message stands."""
+        return from_micros(self.deleted_at)
 
     @property
     def reaction_counts(self) -> dict[str, int]:
@@ -156,6 +188,10 @@ _MESSAGE_SELECT = (
 )
 
 
+# Every custom field name the stored channels use (a scan: asked only to warn about typos).
+_CUSTOM_FIELD_NAMES = ("SELECT DISTINCT j.key FROM channels, json_each(channels.custom) j "
+                       "WHERE json_valid(channels.custom) ORDER BY j.key")
+
 # Whether a message is on file at a channel's (created_at, id): see _BOUND for the `+?`.
 _MESSAGE_AT = "SELECT 1 FROM messages WHERE cid=+? AND created_at=+? AND id=+?"
 
@@ -173,6 +209,11 @@ class ChannelSummary:
     membership: dict[str, Any] | None
     last_message: StoredMessage | None
     custom: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def last_message_time(self) -> datetime | None:
+        """`last_message_at` (epoch microseconds) as an aware UTC datetime."""
+        return from_micros(self.last_message_at)
 
 
 class ReadModel:
@@ -195,9 +236,24 @@ class ReadModel:
 
     # -- objects from the log ------------------------------------------------------------------
 
+    # The lookups other read-side modules (export, local actions) need, as public names.
+
+    def payload_at(self, c: apsw.Cursor, position: int) -> bytes:
+        """The decompressed payload of the log entry at `position` (b"" when there is none)."""
+        return self._payload(c, position)
+
+    @staticmethod
+    def message_bytes(payload: bytes | memoryview, slot: int) -> bytes:
+        """The bytes of the message object at `slot` of an entry's payload (b"" for none)."""
+        return ReadModel._extract_message(payload, slot)
+
+    def channel_bytes(self, c: apsw.Cursor, position: int | None, slot: int) -> bytes:
+        """The bytes of the channel object in the entry at `position` (b"" for none)."""
+        return self._channel_raw(c, position, slot)
+
     def _payload(self, c: apsw.Cursor, position: int) -> bytes:
         row = c.execute("SELECT codec, state FROM stored_events WHERE rowid=?", (position,)).fetchone()
-        return b"" if row is None else self._codec.decode(row[0], row[1])
+        return b"" if row is None else self._codec.decode(row[0], row[1], position)
 
     @staticmethod
     def _extract_message(payload: bytes | memoryview, slot: int) -> bytes:
@@ -241,7 +297,8 @@ class ReadModel:
                 by_codec.setdefault(codec, []).append(i)
         extract = self._extract_message
         for codec, indexes in by_codec.items():
-            payloads = self._codec.decode_many(codec, [entries[i][1] for i in indexes])
+            payloads = self._codec.decode_many(codec, [entries[i][1] for i in indexes],
+                                               [entries[i][2] for i in indexes])
             for i, payload in zip(indexes, payloads):
                 raws[i] = extract(payload, entries[i][3])
         return raws
@@ -285,6 +342,12 @@ class ReadModel:
                 )
             ]
             return self._summaries(c, cids)
+
+    def custom_channel_fields(self) -> list[str]:
+        """The custom field names any stored channel has (what a filter may name besides
+        the backend's own fields)."""
+        with self.datastore.transaction(commit=False) as cursor:
+            return [name for (name,) in cursor.execute(_CUSTOM_FIELD_NAMES)]
 
     def channel_count(self, filter: dict[str, Any] | None = None) -> int:
         """How many channels `channels(filter)` lists, all pages together: the one count of
@@ -622,6 +685,12 @@ class ReadModel:
                      "thread": _member_object(self._payload(c, position), "thread")}
                     for parent, row_cid, replies, participants, last, position in rows]
 
+    def thread_reads(self, parent_id: str) -> list[dict[str, Any]]:
+        """Each user's read state of the thread under `parent_id`: `user_id`, `cid`,
+        `last_read` (epoch µs), `last_read_message_id`, `state_at`, `position`."""
+        with self.datastore.transaction(commit=False) as c:
+            return ThreadReads.of_thread(c, parent_id)
+
     def reminders(self, cid: str | None = None, *, due: bool = False) -> list[dict[str, Any]]:
         """The own user's reminders, soonest first (those without a time last): `message_id`,
         `user_id`, `cid`, `remind_at`, `created_at`, `updated_at` (epoch µs or None), `due`
@@ -809,6 +878,10 @@ class ReadAPI:
 
     def threads(self, cid: str | None = None) -> list[dict[str, Any]]:
         return self.read.threads(cid)
+
+    def thread_reads(self, parent_id: str) -> list[dict[str, Any]]:
+        """Each user's read state of one thread; see `ReadModel.thread_reads`."""
+        return self.read.thread_reads(parent_id)
 
     def reminders(self, cid: str | None = None, *, due: bool = False) -> list[dict[str, Any]]:
         """The own user's reminders, soonest first; see `ReadModel.reminders`."""

@@ -6,15 +6,20 @@ local actions recorded in it. Everything the backend sends goes in through `inge
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from chatledger.errors import RejectedInput
 from chatledger.eventstore.backup import ProgressCallback as BackupProgress
 from chatledger.eventstore.backup import backup_database
+from chatledger.eventstore.bundle import BUNDLE_META_KEY, copy_for_bundle, finish_bundle
 from chatledger.eventstore.datastore import Synchronous
+from chatledger.eventstore.importer import ImportReport, Kind, import_stream
 from chatledger.eventstore.ingest import (
     CHANNEL_STATE,
     Entry,
@@ -23,26 +28,30 @@ from chatledger.eventstore.ingest import (
     query_channels_entries,
     sync_point_entry,
 )
-from chatledger.eventstore.log import AppendResult, EventLog, LogEntry, StoreError
+from chatledger.eventstore.log import AppendResult, Damage, EventLog, LogEntry, StoreError
 from chatledger.eventstore.schema import Source
-from chatledger.eventstore.userfiles import flush_files, user_db_path
+from chatledger.eventstore.seal import ChainReport
+from chatledger.eventstore.userfiles import StoreFile, flush_files, list_stores, user_db_path
 from chatledger.projections.actions import ActionsMixin
 from chatledger.projections.engine import Difference, ProgressCallback, Projections
 from chatledger.projections.export import export_channels
+from chatledger.projections.ids import IdKind, IdLookup
 from chatledger.projections.outbox import Outbox
 from chatledger.projections.queries import ReadAPI, ReadModel
+from chatledger.projections.schema import PROJECTION_VERSION
+from chatledger.projections.times import TimeLike, optional_micros
 
 if TYPE_CHECKING:
     from chatledger.projections.history import Explanation, PastStore
 
 
-class RejectedInput(ValueError):
-    """An item the store refused; it is kept in the quarantine table with `reason`."""
-
-    def __init__(self, reason: str, quarantine_id: int) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.quarantine_id = quarantine_id
+def _chatledger_version() -> str:
+    """The installed distribution's version (the package root, which also says it, is above
+    this module)."""
+    try:
+        return metadata.version("chatledger")
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def default_data_dir() -> Path:
@@ -74,6 +83,7 @@ class ChatStore(ActionsMixin, ReadAPI):
         self.read.warm_up()
         # The local commands: the retry stream for the replayer, retry and cancel for the user.
         self.outbox = Outbox(log)
+        self._ids = IdLookup(log.datastore)
 
     # -- opening -------------------------------------------------------------------------------
 
@@ -88,6 +98,7 @@ class ChatStore(ActionsMixin, ReadAPI):
         create: bool = True,
         lock_timeout: float = 5.0,
         on_rebuild_progress: ProgressCallback | None = None,
+        key: bytes | None = None,
     ) -> ChatStore:
         """Open the store of `user_id` in `data_dir` (created with mode 0700 when missing).
 
@@ -96,6 +107,8 @@ class ChatStore(ActionsMixin, ReadAPI):
         create a store that does not exist yet. `lock_timeout` is how many seconds a write waits
         while another process holds the file's write lock. When the read tables must be rebuilt
         (tables from another version), `on_rebuild_progress(done, total)` follows the replay.
+        `key` (32 bytes) opens a sealed store, or seals a new one (see docs/security.md); a
+        sealed store opened without its key, or with another, raises `StoreError`.
         """
         directory = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
         path = user_db_path(directory, user_id)
@@ -107,7 +120,7 @@ class ChatStore(ActionsMixin, ReadAPI):
             except OSError as e:
                 raise StoreError(f"cannot create the data directory {directory}: {e.strerror}") from e
         log = EventLog.open(path, synchronous=synchronous, compression=compression,
-                            lock_timeout=lock_timeout)
+                            lock_timeout=lock_timeout, key=key)
         try:
             owner = log.get_meta("user_id")
             if owner is None:
@@ -122,11 +135,11 @@ class ChatStore(ActionsMixin, ReadAPI):
     @classmethod
     def open_file(
         cls, path: str | os.PathLike[str], *, synchronous: Synchronous = "NORMAL",
-        compression: bool = True,
+        compression: bool = True, key: bytes | None = None,
     ) -> ChatStore:
         """Open a store by its file name (or ":memory:" for a store that lives only in memory)."""
         log = EventLog.open(Path(path) if path != ":memory:" else path,
-                            synchronous=synchronous, compression=compression)
+                            synchronous=synchronous, compression=compression, key=key)
         try:
             return cls(log, user_id=log.get_meta("user_id"))
         except BaseException:
@@ -223,6 +236,23 @@ class ChatStore(ActionsMixin, ReadAPI):
         assert position is not None
         return position
 
+    def import_file(
+        self, file: BinaryIO, *, kind: Kind = "auto", source: str = "import",
+        batch_size: int = 1_000, on_progress: Callable[[int], None] | None = None,
+        again: bool = False, resume: bool = False,
+    ) -> ImportReport:
+        """Append a binary file of JSON lines of events, or one query-channels, sync or
+        channel response (`kind`), verbatim; see `chatledger.eventstore.importer`.
+
+        The import ledger keeps the same input from being stored twice: an input an earlier
+        import read whole raises `AlreadyImported` (nothing stored) unless `again=True`; one an
+        earlier run stopped in continues after its stored lines (`resume=True` insists on
+        that: `NothingToResume` otherwise). A full disk raises `ImportInterrupted`, Ctrl-C
+        `ImportStopped` (a KeyboardInterrupt); both say what was committed.
+        `on_progress(bytes_read)` follows the reading."""
+        return import_stream(self.log, file, kind=kind, source=source, batch_size=batch_size,
+                             on_progress=on_progress, again=again, resume=resume)
+
     @contextmanager
     def batch(self) -> Iterator[None]:
         """Local actions and outbox calls inside the block share one transaction: one commit
@@ -239,20 +269,48 @@ class ChatStore(ActionsMixin, ReadAPI):
 
     # -- reading the log -----------------------------------------------------------------------
 
+    def last_position(self) -> int:
+        """The position of the newest log entry; 0 for a store that holds nothing yet."""
+        return self.log.max_position() or 0
+
+    def is_empty(self) -> bool:
+        """Whether the store holds nothing: no log entry and nothing quarantined."""
+        return not self.last_position() and not self.log.quarantine(limit=1)
+
     def history(
         self,
         *,
         cid: str | None = None,
         types: Iterable[str] = (),
-        since: int | None = None,
-        until: int | None = None,
+        since: TimeLike | None = None,
+        until: TimeLike | None = None,
         limit: int | None = None,
         newest_first: bool = False,
     ) -> list[LogEntry]:
-        """The audit history: log entries, filtered by channel, type and time (epoch µs)."""
+        """The audit history: log entries, filtered by channel, type and time.
+
+        `since` and `until` take a timezone-aware `datetime`, RFC 3339 text, a date (UTC), an
+        age such as "2h" or "3d", or epoch microseconds; a naive datetime or text that is no
+        time raises `ValueError`."""
         return self.log.entries(
-            stream=cid, types=tuple(types), since=since, until=until, limit=limit,
-            newest_first=newest_first,
+            stream=cid, types=tuple(types), since=optional_micros(since),
+            until=optional_micros(until), limit=limit, newest_first=newest_first,
+        )
+
+    def iter_history(
+        self,
+        *,
+        cid: str | None = None,
+        types: Iterable[str] = (),
+        since: TimeLike | None = None,
+        until: TimeLike | None = None,
+        newest_first: bool = False,
+    ) -> Iterator[LogEntry]:
+        """`history` without a limit, read a page at a time in short read transactions: a
+        log of any size streams in constant memory."""
+        return self.log.iter_entries(
+            stream=cid, types=tuple(types), since=optional_micros(since),
+            until=optional_micros(until), newest_first=newest_first,
         )
 
     def quarantine(self, *, limit: int | None = None) -> list[dict[str, Any]]:
@@ -273,13 +331,63 @@ class ChatStore(ActionsMixin, ReadAPI):
         stats["unprojected_latest"] = self.read.unprojected(limit=10)
         stats["user_id"] = self.user_id
         stats["path"] = str(self.path) if self.path else ":memory:"
+        # A bundle (`bundle()`) says so: who made it, redacted or not, cut down to what.
+        stats["bundle"] = self.bundle_info()
         return stats
+
+    def bundle_info(self) -> dict[str, Any] | None:
+        """How this store was made, when it is a bundle (see `bundle`): `redacted`,
+        `chatledger_version` and `projection_version` of the store that made it, `made_at`
+        (epoch µs), `since` and `cids` it was cut down to. None for a store of one's own."""
+        raw = self.log.get_meta(BUNDLE_META_KEY)
+        if raw is None:
+            return None
+        try:
+            info = json.loads(raw)
+        except ValueError:
+            return {"redacted": None}
+        return info if isinstance(info, dict) else {"redacted": None}
+
+    # -- ids as people type them ----------------------------------------------------------------
+
+    def ids_with_prefix(self, kind: IdKind, prefix: str = "", *, limit: int = 20) -> list[str]:
+        """Stored ids of `kind` ("message", "command", "channel" or "user") that start with
+        `prefix`, in order: what shell completion offers."""
+        return self._ids.with_prefix(kind, prefix, limit=limit)
+
+    def resolve_id(self, kind: IdKind, text: str) -> str | None:
+        """The stored id `text` names, as git resolves a commit: the id itself, or the one id
+        it is a unique prefix of; None when no id matches. Raises `AmbiguousId` (a
+        `ValueError` listing the candidates) when several ids start with `text`."""
+        return self._ids.resolve(kind, text)
+
+    def suggest_ids(self, kind: IdKind, text: str, *, limit: int = 3) -> list[str]:
+        """Stored ids close to a `text` that names none: for a channel, those whose id part
+        is `text` (`messaging:general` for `general`) and those a typo away."""
+        return self._ids.suggest(kind, text, limit=limit)
+
+    def unknown_filter_fields(self, filter: dict[str, Any] | None = None,
+                              sort: Any = None) -> dict[str, list[str]]:
+        """The fields a `channels()` filter or sort names that neither the backend defines nor
+        any stored channel has as a custom field (most often a typo, which matches nothing),
+        each with the known names close to it: `{"nmae": ["name"]}`. Empty when all is known."""
+        from chatledger.projections.filters import close_field_names, unknown_fields
+
+        custom = self.read.custom_channel_fields()
+        return {name: close_field_names(name, custom)
+                for name in unknown_fields(filter, sort, custom)}
 
     # -- read tables ---------------------------------------------------------------------------
 
     def rebuild(self, on_progress: ProgressCallback | None = None) -> int:
         """Rebuild the read tables from the whole log; returns the log position they reflect."""
         return self.projections.rebuild(on_progress)
+
+    def damage(self) -> Damage | None:
+        """SQLite's integrity check of the whole file: None when it is intact, else what is
+        damaged and whether the log itself is hit (`Damage.advice()` says what to do). Reads
+        every page: as long as a rebuild."""
+        return self.log.damage()
 
     def verify(self, on_progress: ProgressCallback | None = None) -> list[Difference]:
         """Rebuild into a scratch copy and list how the live tables differ (empty: all good)."""
@@ -309,10 +417,72 @@ class ChatStore(ActionsMixin, ReadAPI):
         return export_channels(self.read, file, cids=cids, messages=messages,
                                include_local=include_local).as_dict()
 
+    def bundle(
+        self, dest: str | os.PathLike[str], *, redact: bool = False, since: int | None = None,
+        cids: Iterable[str] | None = None,
+    ) -> dict[str, Any]:
+        """Write a bundle for a bug report into the directory `dest` (created when missing):
+        a consistent copy of this store, under the user's store file name, so that
+        `chatledger --data-dir DEST --user USER ...` opens it with every command.
+
+        `since` (epoch µs) and `cids` leave out what was received before or filed under other
+        channels; `redact=True` replaces texts, attachment URLs and titles, user names and
+        images, channel names and custom field values with same-shape placeholders (see
+        `chatledger.eventstore.bundle`), keeping ids, types, times, counts, the outbox and the
+        errors. The read tables are rebuilt from the copied log and verified. Returns `path`,
+        `bytes`, `events`, `left_out`, `redacted`, `replaced`, `seconds`, `info`."""
+        if self.user_id is None:
+            raise StoreError("this store has no user id: a bundle is named after it")
+        if self.sealed:
+            # A bundle is for someone without the key; decrypting one is not built yet.
+            raise StoreError("a sealed store cannot be bundled yet: bundle a decrypted backup "
+                             "(chatledger backup, then rekey --decrypt on the copy)")
+        info = {"chatledger_version": _chatledger_version(),
+                "projection_version": PROJECTION_VERSION,
+                "source_position": self.log.max_position()}
+        copy = copy_for_bundle(self.log.datastore, dest, self.user_id, redact=redact,
+                               since=since, cids=list(cids) if cids is not None else None,
+                               info=info)
+        try:
+            # Through the public API, like any store: opening rebuilds the read tables from
+            # the copied log (they were left out of the copy).
+            with ChatStore.open_file(copy.partial) as bundled:
+                if redact:
+                    bundled.log.train_dictionary()  # compressed again, with a redacted dictionary
+                differences = bundled.verify()
+                if differences:
+                    raise StoreError(f"the bundle's tables differ from its log in "
+                                     f"{len(differences)} places; it was not written")
+            return finish_bundle(copy, redacted=redact).as_dict()
+        except BaseException:
+            copy.discard()
+            raise
+
     # -- lifecycle -----------------------------------------------------------------------------
 
     def close(self) -> None:
         self.log.close()
+
+    # -- sealing -------------------------------------------------------------------------------
+
+    @property
+    def sealed(self) -> bool:
+        """Whether the store's payloads are encrypted at rest."""
+        return self.log.sealed
+
+    def rekey(self, new_key: bytes | None) -> None:
+        """Re-encrypt the store under `new_key` (a plain store: encrypt it in place; None:
+        decrypt it), in one transaction. The chain is computed again: record the new head."""
+        self.log.rekey(new_key)
+
+    def chain_head(self) -> tuple[int, bytes]:
+        """(last log position, its chain hash): record it to prove the log unchanged later."""
+        return self.log.head()
+
+    def verify_chain(self, head: tuple[bytes, int] | None = None) -> ChainReport:
+        """Recompute the log's chain (and check a recorded (hash, position) head); the report
+        names the first entry changed, removed, inserted or reordered."""
+        return self.log.verify_chain(head)
 
     def flush(self) -> list[Path]:
         """Log out: close the store and delete its files (database, -wal, -shm)."""
@@ -325,6 +495,14 @@ class ChatStore(ActionsMixin, ReadAPI):
         directory = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
         return flush_files(user_db_path(directory, user_id))
 
+    @staticmethod
+    def list_users(data_dir: str | os.PathLike[str] | None = None) -> list[StoreFile]:
+        """The stores in `data_dir` (default: `default_data_dir()`), by user id, with their
+        size in bytes, number of log entries and last activity; read without opening them for
+        writing. An empty list when the directory does not exist."""
+        directory = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+        return list_stores(directory)
+
     def __enter__(self) -> ChatStore:
         return self
 
@@ -333,12 +511,13 @@ class ChatStore(ActionsMixin, ReadAPI):
 
     # -- the past (see projections.history) ----------------------------------------------------
 
-    def as_of(self, *, position: int | None = None, time: int | None = None) -> PastStore:
-        """The read tables as of a log position or a time (epoch µs), read-only: a `PastStore`
-        with the read methods of this class. Close it when done."""
+    def as_of(self, *, position: int | None = None, time: TimeLike | None = None) -> PastStore:
+        """The read tables as of a log position or a time, read-only: a `PastStore` with the
+        read methods of this class. Close it when done. `time` takes the forms `history`'s
+        `since` takes (an aware datetime, RFC 3339, an age, epoch microseconds)."""
         from chatledger.projections.history import as_of
 
-        return as_of(self, position=position, time=time)
+        return as_of(self, position=position, time=optional_micros(time))
 
     def explain(self, message_id: str, *, unchanged: bool = False) -> list[Explanation]:
         """Every log entry that changed a message, oldest first, with what it changed."""

@@ -12,81 +12,15 @@ answer arrived. `chatledger.sync.outcomes` turns either into what a replay shoul
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
+# The errors a backend raises are defined with the others (chatledger.errors); this module is
+# where a backend's author finds them.
+from chatledger.errors import BackendError, ConnectionLost, NoResponse, TimedOut, UnusableAnswer
 
-class BackendError(Exception):
-    """The backend answered with an error (or, for `NoResponse`, did not answer).
-
-    `status` is the HTTP status, `code` Stream's error code from the body, `retry_at` the unix
-    time before which a retry is pointless (from `Retry-After` or `X-RateLimit-Reset`), and
-    `body` the error body as it arrived.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        status: int | None = None,
-        code: int | None = None,
-        retry_at: float | None = None,
-        body: bytes | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
-        self.code = code
-        self.retry_at = retry_at
-        self.body = body
-
-    def as_dict(self) -> dict[str, Any]:
-        """What the log records of the error."""
-        return {"status": self.status, "code": self.code, "message": self.message,
-                "retry_at": self.retry_at}
-
-    def redacted(self, redact: Callable[[str], str]) -> BackendError:
-        """This error with `redact` applied to its message (credentials out of what is shown,
-        logged or recorded). Changes the error in place and returns it."""
-        self.message = redact(self.message)
-        self.args = (self.message,)
-        return self
-
-    def __repr__(self) -> str:
-        return (f"{type(self).__name__}({self.message!r}, status={self.status!r}, "
-                f"code={self.code!r})")
-
-
-class NoResponse(BackendError):
-    """No answer: connection refused or reset, timeout, DNS failure. The request may or may not
-    have been applied; the client-chosen id makes sending it again safe."""
-
-
-class TimedOut(NoResponse):
-    """An answer did not arrive complete in time: the backend (or the way to it) is too slow,
-    e.g. a server sending its body a byte a second. Transient, like any `NoResponse`."""
-
-
-class UnusableAnswer(BackendError):
-    """A 2xx answer that cannot be used: not JSON, an HTML page, an error object in the body,
-    the wrong shape for the call, or over the size cap. The request may or may not have been
-    applied; nothing is to be concluded from the answer, so it is a failed attempt (retried
-    like a transient error), never a success. `status` is the 2xx status that came with it;
-    `body` holds the answer (its head only, when it was over the cap); `quarantine_id` says
-    where the store keeps it, once it does."""
-
-    quarantine_id: int | None = None
-
-    def quarantined_as(self, quarantine_id: int) -> UnusableAnswer:
-        """Note where the store keeps the answer (and say so in the message)."""
-        self.quarantine_id = quarantine_id
-        self.message = f"{self.message} (quarantined as #{quarantine_id})"
-        self.args = (self.message,)
-        return self
-
-
-class ConnectionLost(NoResponse):
-    """The event stream ended: closed by the server, or silent past the health-check deadline."""
+__all__ = ["Backend", "EventStream", "BackendError", "NoResponse", "TimedOut", "ConnectionLost",
+           "UnusableAnswer"]
 
 
 @runtime_checkable

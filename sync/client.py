@@ -31,6 +31,8 @@ from chatledger.eventstore.wire.times import format_time, parse_time
 from chatledger.projections.store import RejectedInput
 from chatledger.sync.answers import KEPT_HEAD_BYTES, describe_body, obviously_unusable
 from chatledger.sync.backend import Backend, BackendError, ConnectionLost, EventStream, UnusableAnswer
+from chatledger.sync.diff import DEFAULT_MESSAGES, Differ, DiffReport
+from chatledger.sync.diff import ProgressCallback as DiffProgress
 from chatledger.sync.outcomes import Backoff, failure_kind
 from chatledger.sync.replayer import Replayer, ReplayReport, TokenProvider
 from chatledger.sync.stores import AnyStore, done
@@ -283,6 +285,17 @@ class SyncClient:
         report.replay = replay
         return report
 
+    async def diff(
+        self, cids: Sequence[str] | None = None, *, messages: int = DEFAULT_MESSAGES,
+        on_progress: DiffProgress | None = None,
+    ) -> DiffReport:
+        """Compare the store's tables with the server's current view, without changing the
+        store: the user's channels (or `cids`) with their newest `messages` messages, members,
+        reads and own reactions; each difference classified (see `chatledger.sync.diff`).
+        Raises the `BackendError` of a call that failed (an unusable answer is not kept)."""
+        return await Differ(self.store, self.backend, user_id=self.user_id).run(
+            cids, messages=messages, on_progress=on_progress)
+
     def notify(self) -> None:
         """A local action was queued: replay it now if online."""
         self.replayer.notify()
@@ -528,7 +541,7 @@ def _filed_cids(raw: bytes, positions: Sequence[int | None]) -> list[str]:
     state was quarantined), then the query's result (`eventstore.ingest.query_channels_entries`)."""
     try:
         states = _ANSWER.decode(raw).channels or []
-    except (msgspec.DecodeError, RecursionError):
+    except (msgspec.DecodeError, UnicodeError, RecursionError):
         return []
     cids = []
     for state_raw, position in zip(states, positions):
@@ -536,7 +549,7 @@ def _filed_cids(raw: bytes, positions: Sequence[int | None]) -> list[str]:
             continue
         try:
             state = _STATE.decode(state_raw)
-        except (msgspec.DecodeError, RecursionError):
+        except (msgspec.DecodeError, UnicodeError, RecursionError):
             continue
         channel = state.channel
         if channel is None:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from chatledger.sync.client import SyncClient
 from chatledger.sync.devserver import DevServer
+from chatledger.sync.diff import DiffReport
 from chatledger.sync.outcomes import Backoff
 from chatledger.sync.stream import StreamBackend
 
@@ -40,6 +41,7 @@ class DemoResult:
     rejected: int = 0
     seconds: float = 0.0
     traced_message: str | None = None  # a message with an interesting history, for `explain`
+    diff: DiffReport | None = None  # the store against the server, at the end
     notes: list[str] = field(default_factory=list)
 
 
@@ -124,6 +126,15 @@ async def run_demo(store: ChatStore, narrate: Narrate = print, *, user: str = "a
                     f"of them after a lost answer or a 500; {result.rejected} refused by the "
                     f"server) and caught up with what was missed; the store now holds every "
                     f"event up to {store.last_sync_at()}.")
+
+            # Offline for good, then the store against the server: what still differs, and why.
+            stop.set()
+            await asyncio.wait_for(running, timeout)
+            result.diff = await client.diff(messages=10)
+            counts = ", ".join(f"{count} {cause}" for cause, count in
+                               result.diff.counts().items() if count) or "none"
+            narrate(f"Compared the store with the server ({result.diff.channels} channels, "
+                    f"{result.diff.messages} messages): differences: {counts}.")
         finally:
             stop.set()
             await asyncio.wait_for(running, timeout)

@@ -23,7 +23,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +35,7 @@ from chatledger.sync.stores import AnyStore, done
 
 logger = logging.getLogger("chatledger.sync")
 
-TokenProvider = Callable[[], "str | Awaitable[str]"]
+TokenProvider = Callable[[], str | Awaitable[str]]
 
 # A 2xx answer that does not confirm a command is retried until this many came in a row; the
 # command is then a conflict (the answers kept for `explain`).

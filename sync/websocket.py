@@ -195,7 +195,7 @@ async def _first_frame(ws: aiohttp.ClientWebSocketResponse, timeout: float) -> t
         raise ConnectionLost(f"WebSocket closed before its first frame (code {code})")
     try:
         frame: Any = msgspec.json.decode(raw)
-    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeError, RecursionError):
         # Not JSON, a number out of range, or nested past the decoder's stack.
         frame = None
     if not isinstance(frame, dict):

@@ -141,10 +141,15 @@ async def REDIRECT(server: HostileServer, request: web.Request,
                         content_type="text/html", text="<a href='/login'>log in</a>")
 
 
+def _requested_url(request: web.Request) -> str:
+    # Built by hand: `request.url` fails on aiohttp 3.10 with a newer yarl (host with a port).
+    return f"{request.scheme}://{request.host}{request.path_qs}"
+
+
 async def ECHO(server: HostileServer, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
     """200 text/html repeating the request: its URL (api key in the query) and its token."""
     return web.Response(status=200, content_type="text/html",
-                        text=f"<html>you asked for {request.url} with "
+                        text=f"<html>you asked for {_requested_url(request)} with "
                              f"{request.headers.get('Authorization')}</html>")
 
 
@@ -154,8 +159,8 @@ async def REFUSE_TOKEN(server: HostileServer, request: web.Request,
     token = request.headers.get("Authorization") or request.query.get("authorization", "")
     key = request.query.get("api_key", "")
     return json_response({"code": 40, "StatusCode": 401, "duration": "0.1ms",
-                          "message": f"token {token} for api_key {key} at {request.url} "
-                                     "is expired"}, status=401)
+                          "message": f"token {token} for api_key {key} at "
+                                     f"{_requested_url(request)} is expired"}, status=401)
 
 
 async def HANG(server: HostileServer, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:

@@ -29,7 +29,8 @@ def lines(result) -> list[dict]:
 
 
 def test_actions_queue_and_show_at_once(run) -> None:
-    sent = run("send", "--cid", "messaging:general", "--text", "hello", "--id", "m1", "--json")
+    sent = run("send", "--cid", "messaging:general", "--text", "hello", "--id", "m1", "--json",
+               "--force")
     assert sent.exit_code == 0, sent.output
     assert lines(sent) == [{"command_id": "send_message:m1", "status": "pending"}]
     shown = run("show", "message", "m1", "--json")
@@ -59,7 +60,8 @@ def test_actions_queue_and_show_at_once(run) -> None:
 def test_an_outcome_recorded_with_its_start_still_says_which_attempt(run, tmp_path: Path) -> None:
     # The replayer records a start and its outcome in one batch; the outcome then carries the
     # attempt number and there is no attempt_started event: conflicts and explain still say it.
-    assert run("send", "--cid", "messaging:general", "--text", "x", "--id", "m1").exit_code == 0
+    assert run("send", "--cid", "messaging:general", "--text", "x", "--id", "m1",
+               "--force").exit_code == 0
     with ChatStore.open(tmp_path / "data", "alice") as store:
         command_id = send_command_id("m1")
         store.outbox.record([command_id, Refused(command_id, "message too long",
@@ -71,7 +73,8 @@ def test_an_outcome_recorded_with_its_start_still_says_which_attempt(run, tmp_pa
 
 
 def test_retry_cancel_and_conflicts(run, tmp_path: Path) -> None:
-    assert run("send", "--cid", "messaging:general", "--text", "x", "--id", "m1").exit_code == 0
+    assert run("send", "--cid", "messaging:general", "--text", "x", "--id", "m1",
+               "--force").exit_code == 0
     with ChatStore.open(tmp_path / "data", "alice") as store:
         command_id = send_command_id("m1")
         store.outbox.start([command_id])
@@ -96,6 +99,7 @@ def test_retry_cancel_and_conflicts(run, tmp_path: Path) -> None:
 
 
 def test_bad_input_is_one_line(run) -> None:
+    assert run("send", "--cid", "messaging:general", "--text", "x", "--force").exit_code == 0
     bad_cid = run("send", "--cid", "general", "--text", "x")
     assert bad_cid.exit_code == 1 and "not a channel id" in bad_cid.output
     missing = run("edit", "nope", "--text", "x")

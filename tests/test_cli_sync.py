@@ -23,6 +23,10 @@ def test_demo_tells_the_story_and_leaves_its_store(tmp_path):
         assert heading in out
     assert "Went offline" in out and "Back online" in out
     assert "not a member" in out  # the conflict
+    # It ends with a diff against the server that shows the refused action, and nothing else.
+    diff = out[out.index("The store against the server"):]
+    assert "refused  message" in diff and "not a member" in diff
+    assert "unexplained" not in diff and "missed" not in diff and "pending" not in diff
     with ChatStore.open(tmp_path, "alice", create=False) as store:
         assert store.outbox.pending() == []
         assert len(store.outbox.conflicts()) == 1

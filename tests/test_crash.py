@@ -86,6 +86,8 @@ def check_after_kill(path: Path, appended: dict[int, str], commands: set[str]) -
     store = ChatStore.open(path.parent, "alice", create=False)
     try:
         assert store.verify() == [], "the read tables differ from a fresh rebuild"
+        chain = store.verify_chain()
+        assert chain.ok, f"the log's chain breaks after a kill: {chain.broken}"
         stored = {e.position: hashlib.sha256(e.payload).hexdigest()
                   for e in store.history(cid="messaging:crash-local")}
         lost = {p: h for p, h in appended.items() if stored.get(p) != h}

@@ -612,6 +612,33 @@ def test_close_ws_connect_faults_and_probability_is_deterministic() -> None:
     with_server(test)
 
 
+def test_ws_event_drop_loses_one_pushed_frame_and_keeps_it_for_sync() -> None:
+    async def test(server: DevServer, session: aiohttp.ClientSession) -> None:
+        alice = Api(server, session, "alice")
+        ws = await alice.ws()
+        await ws.receive(timeout=2)  # health.check
+        server.faults.add("*", "delay", seconds=0.0)  # `*` leaves pushed events alone
+        server.faults.add_spec("ws_event:drop:times=1")
+        server.act("bob", "send_message", cid=GENERAL, text="lost on the way", id="lost-1")
+        server.act("bob", "send_message", cid=GENERAL, text="arrives", id="kept-1")
+        frame = json.loads((await ws.receive(timeout=2)).data)
+        assert frame["type"] == "message.new" and frame["message"]["id"] == "kept-1"
+        assert [f["kind"] for f in server.faults.list()] == ["delay"]  # used up
+        # The event is in the history `/sync` draws from: a frame lost, not an event unsent.
+        since = (datetime.now(timezone.utc) - timedelta(minutes=1)).isoformat()
+        status, body, _ = await alice.call("POST", "/sync", {"channel_cids": [GENERAL],
+                                                            "last_sync_at": since})
+        assert status == 201
+        assert "lost-1" in {e.get("message", {}).get("id") for e in body["events"]}
+        await ws.close()
+
+    with_server(test)
+    for bad in ("ws_event:refuse", "ws_event:error5xx:times=1"):
+        with pytest.raises(FaultSpecError):
+            parse_spec(bad)
+    assert parse_spec("ws_event:drop:times=2").times == 2
+
+
 def test_dev_endpoints_faults_state_act_seed_token() -> None:
     async def test(server: DevServer, session: aiohttp.ClientSession) -> None:
         base = server.url + "/_dev"

@@ -403,7 +403,8 @@ def test_bad_input_is_one_line_and_non_zero(run, args: list[str], code: int, say
 def test_explain_command(run) -> None:
     events = [b for b in story() if not b[0].startswith(b'{"channels"')]  # events only
     assert run("import", "-", input=jsonl(*events)).exit_code == 0
-    lines = run("explain", "m2").stdout.splitlines()
+    header, *lines = run("explain", "m2").stdout.splitlines()
+    assert header.split()[:5] == ["pos", "time", "(UTC)", "source", "type"]
     assert len(lines) == 5
     assert "message.new" in lines[0] and "stored: user_id 'bob', text 'text 2'" in lines[0]
     assert lines[1].split()[0] == "9" and "reactions: +like(alice)" in lines[1]
@@ -418,4 +419,4 @@ def test_explain_command(run) -> None:
     assert rows[1]["changes"]["text"] == ["text 1", "edited"]
     assert rows[0]["changes"]["created_at"] == [None, "2026-11-25T10:00:01Z"]
     assert rows[0]["source"] == "import" and rows[0]["stream"] == A
-    assert len(run("explain", "m1", "--all").stdout.splitlines()) == 3
+    assert len(run("explain", "m1", "--all").stdout.splitlines()) == 1 + 3

@@ -920,8 +920,11 @@ def test_an_import_stopped_by_a_full_disk_says_how_far_and_continues(tmp_path: P
         ids = [e.json()["message"]["id"] for e in store.history()]
         assert ids == ["before"] + [f"i{i}" for i in range(4_000)]  # each once, in order
         assert store.verify() == []
-    # Finished: importing the same file again on purpose stores it again.
-    assert runner.invoke(cli, args).exit_code == 0
+    # Finished: the same file again is noticed and stores nothing; on purpose (--again), it
+    # stores it again.
+    again = runner.invoke(cli, args)
+    assert again.exit_code == 0 and "Already imported" in again.output, again.output
+    assert runner.invoke(cli, [*args, "--again"]).exit_code == 0
     with ChatStore.open(data, "alice", create=False) as store:
         assert store.log.max_position() == 1 + 8_000
 

@@ -398,9 +398,9 @@ def test_a_page_from_one_channel_state_reads_that_entry_once(store: ChatStore) -
     real_decode = codec.decode
     calls = []
 
-    def counting_decode(kind: int, stored: bytes) -> bytes:
+    def counting_decode(kind: int, stored: bytes, position: int | None = None) -> bytes:
         calls.append(len(stored))
-        return real_decode(kind, stored)
+        return real_decode(kind, stored, position)
 
     codec.decode = counting_decode  # type: ignore[method-assign]
     try:

@@ -63,6 +63,15 @@ def test_a_thread_read_does_not_touch_the_channel_read(store: ChatStore) -> None
     assert store.unread_counts()["channels"] == {CID: 3}
     [read] = [r for r in store.reads(CID) if r["user_id"] == "alice"]
     assert read["last_read"] is None and read["last_read_message_id"] is None
+    # The thread's own read state is kept, and an older thread read arriving late leaves it.
+    [thread_read] = store.thread_reads("m1")
+    assert (thread_read["user_id"], thread_read["last_read_message_id"]) == ("alice", "r2")
+    assert thread_read["cid"] == CID and thread_read["last_read"] is not None
+    store.ingest(event("message.read", at=at(5), user=user("alice"), last_read_message_id="r1",
+                       thread={"parent_message_id": "m1", "channel_cid": CID}))
+    assert [r["last_read_message_id"] for r in store.thread_reads("m1")] == ["r2"]
+    assert store.thread_reads("m2") == []
+    assert store.verify() == []
 
 
 # -- 2: membership and members[] merge ------------------------------------------------------------
@@ -156,8 +165,12 @@ def test_a_reaction_value_the_table_cannot_hold_costs_only_that_reaction(store: 
     store.ingest_channel_state(state(messages=[m1, message("m2", at=at(2))],
                                      members=[{"user_id": "bob", "user": user("bob")}]))
     assert [m.id for m in store.messages(CID)] == ["m1", "m2"]
-    assert [r["user_id"] for r in store.reactions("m1")] == ["carol"]
+    # The score no column holds is left out (and recorded); the reaction itself is known.
+    assert sorted(r["user_id"] for r in store.reactions("m1")) == ["bob", "carol"]
+    assert [entry["reason"] for entry in store.unprojected()] and "64 bits" in (
+        store.unprojected()[0]["reason"])
     assert [m["user_id"] for m in store.members(CID)] == ["bob"]
+    assert store.verify() == []
 
 
 # -- 8: notification.thread_message_new -----------------------------------------------------------

@@ -7,24 +7,16 @@ from typing import TypeVar
 
 import msgspec
 
+from chatledger.errors import WireError
+
 __all__ = ["WireError", "Buffer"]
-
-
-class WireError(ValueError):
-    """A payload the store cannot accept; `reason` is a short sentence for logs and quarantine."""
-
-    reason: str
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
 
 Buffer = bytes | bytearray | memoryview | str
 """What the decoders accept: JSON text as bytes-like or str (msgspec reads all without copying)."""
 
 # --------------------------------------------------------------------------------------------
 # Errors: msgspec's messages turned into the short sentences WireError promises.
+
 
 _EXPECTED_RE = re.compile(r"Expected `(.+?)`, got `(\w+)`(?: - at `\$(.*)`)?\Z", re.S)
 _MISSING_RE = re.compile(r"Object missing required field `(.+?)`(?: - at `\$(.*)`)?\Z", re.S)

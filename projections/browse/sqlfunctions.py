@@ -36,6 +36,10 @@ IS_STORE_SQL = (
 )
 
 
+# A sealed store (docs/security.md): its payloads are encrypted, and the browser has no key.
+IS_SEALED_SQL = "SELECT COUNT(*) FROM chatledger_meta WHERE key = 'cipher'"
+
+
 def is_store(connection: sqlite3.Connection) -> bool:
     """True when the connection's main database is a chatledger store file."""
     return connection.execute(IS_STORE_SQL).fetchone()[0] == 3
@@ -55,6 +59,12 @@ class StoreFunctions:
         # One codec per connection: its dictionary loader reads through this connection, which
         # only the thread running the query uses meanwhile.
         self._codec = PayloadCodec(loader=self._dictionary)
+        # Checked once: a store is sealed or not for as long as a browser looks at it (a rekey
+        # while it runs shows NULLs or garbage until the page is reloaded).
+        try:
+            self._sealed = bool(connection.execute(IS_SEALED_SQL).fetchone()[0])
+        except sqlite3.Error:
+            self._sealed = False
 
     def register(self) -> None:
         add = self._connection.create_function
@@ -70,7 +80,7 @@ class StoreFunctions:
 
     def payload(self, codec: int | None, state: bytes | None) -> bytes | None:
         """The payload bytes as they arrived, or None when they cannot be decoded."""
-        if codec is None or state is None:
+        if codec is None or state is None or self._sealed:
             return None
         try:
             return self._codec.decode(int(codec), bytes(state))

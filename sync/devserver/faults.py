@@ -14,6 +14,8 @@ The compact spec syntax (command line, `POST /_dev/faults {"spec": ...}`):
     sync:rate_limit=10                 every sync answers 429, resetting in 10 s
     send_reaction:reject=404:code=16   permanent 404 code 16
     connect:refuse:times=2             the next 2 WebSocket connects are cut
+    ws_event:drop:times=1              the next event pushed to a WebSocket is lost on the
+                                       way (it stays in the history `/sync` draws from)
 
 VALUE is the seconds for delay, timeout and rate_limit, the HTTP status for error5xx and
 reject. OPTIONs: times (n), p (probability), seconds, status, code, message.
@@ -29,7 +31,14 @@ from typing import Any
 KINDS = ("refuse", "delay", "drop", "error5xx", "rate_limit", "timeout", "reject", "close_ws")
 ENDPOINTS = ("send_message", "update_message", "partial_update_message", "delete_message",
              "send_reaction", "delete_reaction", "mark_read", "mark_unread", "save_draft",
-             "delete_draft", "query_channels", "query_channel", "sync", "connect", "*")
+             "delete_draft", "query_channels", "query_channel", "sync", "connect", "ws_event",
+             "*")
+# `ws_event` is no REST call: it stands for the events the server pushes over the WebSockets.
+# Only `drop` applies to it (the frame is lost on the way, the event stays in the history
+# `/sync` draws from: a WebSocket event the client never gets), and `*` never matches it, so a
+# rule for every call leaves the pushed events alone.
+PUSHED = "ws_event"
+PUSHED_KINDS = ("drop",)
 DEFAULT_SECONDS = {"delay": 1.0, "timeout": 30.0, "rate_limit": 1.0}
 DEFAULT_ANSWER = {"error5xx": (500, -1, "internal error (injected fault)"),
                   "reject": (403, 17, "not allowed (injected fault)")}
@@ -71,6 +80,8 @@ def _check(fault: Fault) -> Fault:
         raise FaultSpecError(f"unknown endpoint {fault.endpoint!r}; one of: {', '.join(ENDPOINTS)}")
     if fault.kind not in KINDS:
         raise FaultSpecError(f"unknown fault kind {fault.kind!r}; one of: {', '.join(KINDS)}")
+    if fault.endpoint == PUSHED and fault.kind not in PUSHED_KINDS:
+        raise FaultSpecError(f"{PUSHED} takes only: {', '.join(PUSHED_KINDS)}")
     if fault.times is not None and fault.times < 1:
         raise FaultSpecError("times must be at least 1")
     if fault.probability is not None and not 0.0 <= fault.probability <= 1.0:
@@ -192,7 +203,7 @@ class FaultSet:
         """The rule that fires for this call, if any; a `times` rule is used up as it fires."""
         with self._lock:
             for fault in self._rules:
-                if fault.endpoint not in ("*", endpoint):
+                if fault.endpoint != endpoint and (fault.endpoint != "*" or endpoint == PUSHED):
                     continue
                 if fault.probability is not None and self._rng.random() >= fault.probability:
                     continue

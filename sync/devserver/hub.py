@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from chatledger.sync.devserver.faults import PUSHED, FaultSet
 from chatledger.sync.devserver.state import State
 from chatledger.sync.devserver.wire import encode
 
@@ -29,8 +30,10 @@ class Hub:
     """Open connections by user. `deliver` is the state's listener: it may be called from a
     thread other than the server's (a test seeding directly), so it hops onto the loop."""
 
-    def __init__(self, state: State) -> None:
+    def __init__(self, state: State, faults: FaultSet | None = None) -> None:
         self.state = state
+        # `ws_event` rules: a pushed frame lost on the way (the event stays in the history).
+        self.faults = faults
         self.connections: dict[str, set[Connection]] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
@@ -63,6 +66,8 @@ class Hub:
         plain = None
         for user_id in user_ids:
             for conn in list(self.connections.get(user_id, ())):
+                if self.faults is not None and self.faults.pick(PUSHED) is not None:
+                    continue  # lost on the way to this connection
                 if event.get("type") in PERSONAL:
                     frame = self._frame(event, user_id, event.get("cid"))
                 else:

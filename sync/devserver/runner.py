@@ -45,7 +45,7 @@ class DevServer:
         self.state = State()
         self.faults = FaultSet(rng_seed)
         self.limiter = RateLimiter(rate_limits)
-        self.hub = Hub(self.state)
+        self.hub = Hub(self.state, self.faults)
         self.state.listener = self.hub.deliver
         self.calls: dict[str, int] = {}  # API calls seen per endpoint, faults included
         self._runner: web.AppRunner | None = None

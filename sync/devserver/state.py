@@ -547,6 +547,9 @@ class State:
             read.last_read_message_id = last_id
             fields["last_read_message_id"] = last_id
         event = self.channel_event("message.read", channel, **fields)
+        if thread_id is None:
+            # One moment: the read row's `last_read` is the event's time, as clients take it.
+            event["created_at"] = iso(read.last_read)
         self.emit(event, channel)
         return {"event": event}
 

@@ -1,0 +1,52 @@
+"""Thread reads: how far each user has read the replies under one message.
+
+A `message.read` that carries `thread` (an object with `parent_message_id`) says the user read
+that thread. It changes the thread's read state for that user and never the channel's own read
+row: a thread read does not clear the channel's unread count or move its `last_read`.
+
+One row per (parent message, user) in `thread_reads`. The newest state wins, by the server's
+clock: an older read arriving late (a retried request's answer, a `/sync` page) leaves the row
+as it is.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import apsw
+
+__all__ = ["ThreadReads", "THREAD_READ_COLUMNS"]
+
+THREAD_READ_COLUMNS = ("parent_id", "user_id", "cid", "last_read", "last_read_message_id",
+                       "state_at", "position")
+
+# A row moves only for a read at least as new as the one it holds.
+_RECORD = (
+    "INSERT INTO thread_reads (parent_id, user_id, cid, last_read, last_read_message_id, "
+    "state_at, position) VALUES (?,?,?,?,?,?,?) ON CONFLICT (parent_id, user_id) DO UPDATE SET "
+    "cid=coalesce(excluded.cid, cid), last_read=excluded.last_read, "
+    "last_read_message_id=coalesce(excluded.last_read_message_id, last_read_message_id), "
+    "state_at=excluded.state_at, position=excluded.position "
+    "WHERE coalesce(excluded.state_at, 0) >= coalesce(thread_reads.state_at, 0)"
+)
+_OF_THREAD = (
+    f"SELECT {', '.join(THREAD_READ_COLUMNS)} FROM thread_reads WHERE parent_id=? "
+    "ORDER BY user_id"
+)
+
+
+class ThreadReads:
+    """The one writer and reader of the `thread_reads` table."""
+
+    @staticmethod
+    def record(c: apsw.Cursor, *, parent_id: str, user_id: str, cid: str | None,
+               last_read: int | None, last_read_message_id: str | None, position: int) -> None:
+        """A user read the thread under `parent_id` at `last_read` (the event's server time)."""
+        c.execute(_RECORD, (parent_id, user_id, cid, last_read, last_read_message_id,
+                            last_read, position))
+
+    @staticmethod
+    def of_thread(c: apsw.Cursor, parent_id: str) -> list[dict[str, Any]]:
+        """Each user's read state of one thread, by user id."""
+        return [dict(zip(THREAD_READ_COLUMNS, row))
+                for row in c.execute(_OF_THREAD, (parent_id,))]

@@ -1,0 +1,379 @@
+"""`Archive`: one archive (a PostgreSQL database and schema), and what can be asked of it.
+
+Writes go through the events table's recorder lock (the `eventsourcing` application recorder's
+`LOCK TABLE ... IN EXCLUSIVE MODE`), so notification ids are issued in commit order whoever
+pushes, and pushes of the same user from several machines take turns. Each batch commits its
+entries, the user's high-water mark, the command states and the daily counts together: a push
+cut off anywhere leaves the archive as it was after some whole batch, and the next one resumes
+after the mark.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from eventsourcing.persistence import PersistenceError
+from psycopg.sql import Composed
+
+from chatledger.eventstore import schema as log_schema
+from chatledger.eventstore.log import EventLog, StoredDictionary, StoredRow
+from chatledger.sync.archive import copytext
+from chatledger.sync.archive.connection import (
+    ArchiveDatastore,
+    ArchiveError,
+    connect,
+    explain_error,
+    redact,
+)
+from chatledger.sync.archive.mentions import message_ids
+from chatledger.sync.archive.persistence import EVENTS_TABLE, ArchiveApplicationRecorder
+from chatledger.sync.archive.tables import (
+    ARCHIVE_SCHEMA_VERSION,
+    DEFAULT_SCHEMA,
+    Statements,
+)
+
+# Entries per push transaction: large enough that the per-transaction work (lock, upserts,
+# commit) is small beside the COPY, small enough that the table lock is held briefly.
+PUSH_BATCH = 5_000
+PULL_BATCH = 10_000
+_DAY_US = 86_400 * 1_000_000
+_COMMAND_TOPIC_PREFIX = "chatledger/command."
+
+PushProgress = Callable[[int, int], None]  # (entries done, entries to do) for one user
+
+
+@dataclass(frozen=True, slots=True)
+class UserPush:
+    """What a push did for one user."""
+
+    user_id: str
+    pushed: int  # entries this push stored
+    already: int  # entries the archive had before (from earlier or concurrent pushes)
+    last_position: int  # the user's high-water mark in the archive afterwards
+    seconds: float
+
+
+class Archive:
+    """A connection to one archive. `create=True` sets up the tables when they are missing.
+
+    >>> with Archive("postgresql://archive.example/chat") as archive:   # doctest: +SKIP
+    ...     archive.users()
+    """
+
+    def __init__(self, url: str, *, schema: str = DEFAULT_SCHEMA, create: bool = False) -> None:
+        self.url = url
+        self.schema = schema
+        self.sql = Statements(schema)
+        # One connection first, so a bad URL, password or server is one clear line, not the
+        # pool's "couldn't get a connection".
+        with connect(url, autocommit=True) as conn:
+            ready = self._check_version(conn)
+            if not ready:
+                if not create:
+                    raise ArchiveError(
+                        f"no chatledger archive at {redact(url)} (schema {schema!r}): "
+                        "`chatledger archive push` creates one")
+                self._create(conn)
+        self.datastore = ArchiveDatastore(url, schema=schema)
+        self.recorder = ArchiveApplicationRecorder(self.datastore)
+
+    # -- setting up ----------------------------------------------------------------------------
+
+    def _check_version(self, conn: psycopg.Connection[Any]) -> bool:
+        """True when the tables are there; refuses an archive made by a newer version."""
+        found = conn.execute(self.sql.meta_exists,
+                             (f'"{self.schema}".chatledger_archive_meta',)).fetchone()
+        if not found or not found[0]:
+            return False
+        row = conn.execute(self.sql.schema_version).fetchone()
+        if row is not None and int(row[0]) > ARCHIVE_SCHEMA_VERSION:
+            raise ArchiveError(
+                f"the archive at {redact(self.url)} was made by a newer chatledger (archive "
+                f"schema {row[0]}; this version knows up to {ARCHIVE_SCHEMA_VERSION}): "
+                "upgrade chatledger")
+        return row is not None
+
+    def _create(self, conn: psycopg.Connection[Any]) -> None:
+        key = (f"chatledger-archive:{self.schema}",)
+        try:
+            conn.execute(self.sql.creation_lock, key)
+        except psycopg.Error as e:
+            raise explain_error(self.url, e) from None
+        try:
+            if self._check_version(conn):
+                return  # another machine created it meanwhile
+            try:
+                schema_found = conn.execute(self.sql.schema_exists, (self.schema,)).fetchone()
+                if not schema_found or not schema_found[0]:
+                    conn.execute(self.sql.create_schema)
+            except psycopg.Error as e:
+                raise explain_error(self.url, e) from None
+            datastore = ArchiveDatastore(self.url, schema=self.schema, pool_size=1)
+            try:
+                with self._errors():
+                    # The library's own statements make the events table, its type and indexes.
+                    ArchiveApplicationRecorder(datastore).create_table()
+                    with datastore.transaction(commit=True) as curs:
+                        for statement in self.sql.create_tables:
+                            curs.execute(statement)
+            finally:
+                datastore.close()
+        finally:
+            conn.execute(self.sql.creation_unlock, key)
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """The library's and psycopg's errors as one line without secrets."""
+        try:
+            yield
+        except ArchiveError:
+            raise
+        except (PersistenceError, psycopg.Error) as e:
+            raise explain_error(self.url, e) from None
+
+    # -- push ----------------------------------------------------------------------------------
+
+    def high_water(self, user_id: str) -> int:
+        """The last log position of `user_id` the archive holds (0: none)."""
+        with self._errors(), self.datastore.transaction(commit=False) as curs:
+            row = curs.execute(self.sql.high_water, (user_id,)).fetchone()
+        return 0 if row is None else int(row["last_position"])
+
+    def push_log(
+        self, log: EventLog, user_id: str, *, batch: int = PUSH_BATCH,
+        on_progress: PushProgress | None = None,
+    ) -> UserPush:
+        """Push the entries of `log` (the store of `user_id`) that the archive lacks.
+
+        Entries appended while the push runs are left for the next one. Refuses a log whose
+        entry at the archive's high-water mark differs from the archive's (another history
+        of the same user, such as a store created anew).
+        """
+        started = time.monotonic()
+        mark = self.high_water(user_id)
+        self._check_same_history(log, user_id, mark)
+        end = log.max_position()
+        with self._errors(), self.datastore.transaction(commit=False) as curs:
+            sent = {row["dictionary_id"]
+                    for row in curs.execute(self.sql.dictionary_ids, (user_id,)).fetchall()}
+        pushed, total, reached = 0, max(end - mark, 0), mark
+        if on_progress is not None:
+            on_progress(0, total)
+        if total == 0:
+            return UserPush(user_id, 0, 0, mark, round(time.monotonic() - started, 3))
+        # The next batch is read and formatted on a second thread while this one waits for
+        # the server to store the current one.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="chatledger-push") as reader:
+            upcoming = reader.submit(_Batch.read, log, user_id, mark, end, batch)
+            while True:
+                current = upcoming.result()
+                if not current.rows:
+                    break
+                last = current.rows[-1].position
+                if last < end:
+                    upcoming = reader.submit(_Batch.read, log, user_id, last, end, batch)
+                needed = current.codecs - sent
+                dictionaries = ([d for d in log.stored_dictionaries() if d.id in needed]
+                                if needed else [])
+                written, reached = self._write_batch(user_id, current, dictionaries)
+                pushed += written
+                sent |= needed
+                if on_progress is not None:
+                    on_progress(min(max(last, reached), end) - mark, total)
+                if last >= end:
+                    break
+        return UserPush(user_id, pushed, total - pushed if total >= pushed else 0,
+                        max(reached, mark), round(time.monotonic() - started, 3))
+
+    def _check_same_history(self, log: EventLog, user_id: str, mark: int) -> None:
+        at = min(mark, log.max_position())
+        if at <= 0:
+            return
+        local = log.stored_rows(after=at - 1, upto=at, limit=1)
+        with self._errors(), self.datastore.transaction(commit=False) as curs:
+            remote = curs.execute(self.sql.entry_at, (user_id, at)).fetchone()
+        same = (bool(local) and remote is not None
+                and (local[0].stream, local[0].version, local[0].type, local[0].received_at)
+                == (remote["originator_id"], remote["originator_version"], remote["topic"],
+                    remote["received_at"]))
+        if not same:
+            raise ArchiveError(
+                f"the archive holds another history of user {user_id!r} (entry {at} differs "
+                "from this store's): not pushed; pull the archived one into another --data-dir "
+                "to compare")
+
+    def _write_batch(
+        self, user_id: str, batch: _Batch, dictionaries: Sequence[StoredDictionary],
+    ) -> tuple[int, int]:
+        """One transaction: the rows the archive lacks, and everything kept beside them.
+        Returns (rows written, the user's high-water mark after it)."""
+        rows = batch.rows
+        with self._errors(), self.datastore.transaction(commit=True) as curs:
+            for statement in self.recorder.lock_table_statements:
+                curs.execute(statement)
+            found = curs.execute(self.sql.high_water, (user_id,)).fetchone()
+            mark = 0 if found is None else int(found["last_position"])
+            if mark >= rows[-1].position:
+                return 0, mark  # another push stored them meanwhile
+            if mark < rows[0].position - 1:
+                raise ArchiveError(
+                    f"the archive holds user {user_id!r} up to position {mark}, but this push "
+                    f"expected {rows[0].position - 1}: was it changed by hand?")
+            skip = mark - (rows[0].position - 1)  # entries a concurrent push stored already
+            rows, sizes = rows[skip:], batch.payload_bytes[skip:]
+            for d in dictionaries:
+                curs.execute(self.sql.insert_dictionary,
+                             (user_id, d.id, d.created_at, d.trained_on, d.level, d.data))
+            with curs.copy(self.sql.copy_events) as copy:
+                copy.write("".join(batch.lines[skip:]))
+            curs.execute(self.sql.record_push, (user_id, len(rows), rows[-1].position, sum(sizes)))
+            self._record_commands(curs, user_id, rows)
+            self._record_daily(curs, user_id, rows, sizes)
+        return len(rows), rows[-1].position
+
+    def _record_commands(self, curs: Any, user_id: str, rows: Sequence[StoredRow]) -> None:
+        local = int(log_schema.Source.LOCAL)
+        latest: dict[str, tuple[int, str]] = {}
+        for r in rows:
+            if r.source == local and r.type.startswith(_COMMAND_TOPIC_PREFIX):
+                latest[r.stream] = (r.version, r.type[len(_COMMAND_TOPIC_PREFIX):])
+        if latest:
+            curs.execute(self.sql.record_commands, (
+                user_id, list(latest), [v for v, _ in latest.values()],
+                [s for _, s in latest.values()]))
+
+    def _record_daily(self, curs: Any, user_id: str, rows: Sequence[StoredRow],
+                      payload_bytes: Sequence[int]) -> None:
+        counts: dict[tuple[int, str], list[int]] = {}
+        for r, size in zip(rows, payload_bytes):
+            key = (r.received_at // _DAY_US, r.type)
+            slot = counts.get(key)
+            if slot is None:
+                counts[key] = [1, size]
+            else:
+                slot[0] += 1
+                slot[1] += size
+        curs.execute(self.sql.record_daily, (
+            user_id, [k[0] for k in counts], [k[1] for k in counts],
+            [v[0] for v in counts.values()], [v[1] for v in counts.values()]))
+
+    # -- pull ----------------------------------------------------------------------------------
+
+    def stored_rows(self, user_id: str, *, after: int, upto: int,
+                    limit: int = PULL_BATCH) -> list[StoredRow]:
+        """The user's entries after `after` up to `upto`, as their store kept them."""
+        with self._errors(), self.datastore.transaction(commit=False) as curs:
+            return [
+                StoredRow(r["position"], r["originator_id"], r["originator_version"], r["topic"],
+                          r["codec"], bytes(r["state"]), r["source"], r["received_at"],
+                          r["event_at"], r["connection_id"])
+                for r in curs.execute(self.sql.select_rows, (user_id, after, upto, limit))
+            ]
+
+    def stored_dictionaries(self, user_id: str) -> list[StoredDictionary]:
+        with self._errors(), self.datastore.transaction(commit=False) as curs:
+            return [
+                StoredDictionary(r["dictionary_id"], r["created_at"], r["trained_on"], r["level"],
+                                 bytes(r["data"]))
+                for r in curs.execute(self.sql.select_dictionaries, (user_id,))
+            ]
+
+    def position_at(self, user_id: str, time_us: int) -> int:
+        """The user's log position as it stood at `time_us` (arrival time, as `as_of` reads a
+        time): the last entry received at or before it; 0 before the first."""
+        with self._errors(), self.datastore.transaction(commit=False) as curs:
+            row = curs.execute(self.sql.position_at, (user_id, time_us)).fetchone()
+        return int(row["position"] or 0) if row else 0
+
+    # -- cross-user questions ------------------------------------------------------------------
+
+    def users(self) -> list[dict[str, Any]]:
+        """Every user in the archive: entries, last position and push, pending and refused
+        actions (local commands not settled, and rejected by the backend)."""
+        return [
+            {**row, "first_push_at": _iso(row["first_push_at"]),
+             "last_push_at": _iso(row["last_push_at"])}
+            for row in self._query(self.sql.users)
+        ]
+
+    def find(self, message_id: str) -> list[dict[str, Any]]:
+        """Which users' logs name the message (as `explain` reads entries), at which positions."""
+        return [
+            {**row, "source": _source_name(row["source"])}
+            for row in self._query(self.sql.find, (message_id,))
+        ]
+
+    def stats(self, by: str) -> list[dict[str, Any]]:
+        """Entries and payload bytes by `type`, `day` (UTC, of arrival) or `user`."""
+        statement = self.sql.stats.get(by)
+        if statement is None:
+            raise ValueError(f"stats by {by!r}: expected one of {', '.join(self.sql.stats)}")
+        return self._query(statement)
+
+    def _query(self, statement: Composed, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        with self._errors(), self.datastore.transaction(commit=False) as curs:
+            return [dict(row) for row in curs.execute(statement, params).fetchall()]
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self.datastore.close()
+
+    def __enter__(self) -> Archive:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    """Entries of one user's log as a push sends them: the rows, their COPY lines, the size
+    of each payload as it arrived, and the dictionaries the rows were compressed with."""
+
+    rows: list[StoredRow]
+    lines: list[str]
+    payload_bytes: list[int]
+    codecs: frozenset[int]
+
+    @classmethod
+    def read(cls, log: EventLog, user_id: str, after: int, end: int, limit: int) -> _Batch:
+        rows = log.stored_rows(after=after, upto=end, limit=limit)
+        decode = log.decode_payload
+        local = int(log_schema.Source.LOCAL)
+        text, integer, null = copytext.text, copytext.integer, copytext.NULL
+        user = text(user_id)
+        lines: list[str] = []
+        sizes: list[int] = []
+        for r in rows:
+            payload = decode(r.codec, r.state, r.position)
+            sizes.append(len(payload))
+            lines.append("\t".join((
+                user, text(r.stream), str(r.version), text(r.type), copytext.bytea(r.state),
+                str(r.position), str(r.codec), str(r.source), str(r.received_at),
+                null if r.event_at is None else integer(r.event_at), text(r.connection_id),
+                copytext.text_array(message_ids(r.type, payload, local=r.source == local)),
+            )) + "\n")
+        return cls(rows, lines, sizes, frozenset(r.codec for r in rows if r.codec > 0))
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat().replace("+00:00", "Z")
+
+
+def _source_name(value: int) -> str:
+    try:
+        return log_schema.Source(value).name.lower()
+    except ValueError:
+        return str(value)
+
+
+__all__ = ["Archive", "DEFAULT_SCHEMA", "EVENTS_TABLE", "PULL_BATCH", "PUSH_BATCH", "UserPush"]
