@@ -152,7 +152,8 @@ REPLIES_SINCE = (
     "AND created_at <= ?2 AND deleted_at > ?2)")
 NO_REPLIES = (0, 0)
 # Whether message ?1, created at ?3 in channel ?2, may be filed (not when the backend
-# hard-deleted it, nor when it is older than its channel's truncation: delivered late), and,
+# hard-deleted it, nor when it is older than its channel's truncation or cleared history:
+# delivered late), and,
 # when ?5 (a message that is no reply, not from a channel state), `REPLIES_SINCE` at ?4.
 # Asked by a statement of its own before a plain `INSERT ... VALUES`: the same checks inside
 # `INSERT INTO messages ... SELECT ... WHERE NOT EXISTS` (with subqueries on `messages`, which
@@ -160,7 +161,8 @@ NO_REPLIES = (0, 0)
 # 2.2 + 9.7 us for the two statements (40,000 messages, alternating, same minutes).
 MESSAGE_FILING = (
     "SELECT EXISTS (SELECT 1 FROM deleted_messages WHERE id=?1) "
-    "OR EXISTS (SELECT 1 FROM channels WHERE cid=?2 AND truncated_at > ?3), "
+    "OR EXISTS (SELECT 1 FROM channels "
+    "WHERE cid=?2 AND (truncated_at > ?3 OR cleared_at >= ?3)), "
     "CASE WHEN ?5 THEN (SELECT count(*) FROM messages WHERE parent_id=?1 "
     "AND created_at > coalesce(?4, -1)) ELSE 0 END, "
     "CASE WHEN ?5 THEN (SELECT count(*) FROM deleted_messages WHERE parent_id=?1 "
@@ -252,6 +254,26 @@ ADD_UNREAD = (
     "WHERE true ON CONFLICT (cid, user_id) DO UPDATE SET "
     "unread_messages=unread_messages+(SELECT count(*) FROM json_each(?3) "
     "WHERE value IS NULL OR reads.state_at IS NULL OR value > reads.state_at)")
+# What a run of new messages did to a channel: filed (even one not heard of before) with its
+# newest message time, and the counters the events carried unless the row holds newer ones by
+# the server's clock (`counts_at`): a late event does not roll them back. (SET expressions see
+# the row as it was.)
+FLUSH_CHANNEL_RUN = (
+    "INSERT INTO channels (cid, type, id, last_message_at, member_count, message_count, "
+    "counts_at) VALUES (?,?,?,?,?,?,?) ON CONFLICT (cid) DO UPDATE SET "
+    "last_message_at=CASE WHEN excluded.last_message_at > coalesce(last_message_at, 0) "
+    "THEN excluded.last_message_at ELSE last_message_at END, "
+    "member_count=CASE WHEN excluded.member_count IS NOT NULL AND "
+    "coalesce(excluded.counts_at, 0) >= coalesce(counts_at, 0) "
+    "THEN excluded.member_count ELSE member_count END, "
+    "message_count=CASE WHEN excluded.message_count IS NOT NULL AND "
+    "coalesce(excluded.counts_at, 0) >= coalesce(counts_at, 0) "
+    "THEN excluded.message_count ELSE message_count END, "
+    "counts_at=CASE WHEN coalesce(excluded.counts_at, 0) >= coalesce(counts_at, 0) "
+    "AND (excluded.member_count IS NOT NULL OR excluded.message_count IS NOT NULL) "
+    "THEN excluded.counts_at ELSE counts_at END"
+)
+
 # A new reply of a thread the backend described: its counters as the backend would move them.
 THREAD_REPLY = (
     "UPDATE threads SET reply_count=coalesce(reply_count, 0)+1, "
@@ -279,6 +301,9 @@ REMEMBER_REMOVED_MEMBER = (
     "INSERT INTO removed_members (cid, user_id, removed_at) VALUES (?, ?, ?) "
     "ON CONFLICT (cid, user_id) DO UPDATE SET removed_at=max(removed_at, excluded.removed_at)")
 # `hidden` (per user) changes by events of its own; the newest time it was set wins.
+# `channel.hidden` with `clear_history`: the channel's history up to then is gone for this user,
+# and stays gone for messages of that time delivered late.
+CLEAR_HISTORY = ("UPDATE channels SET cleared_at=max(coalesce(cleared_at, ?1), ?1) WHERE cid=?2")
 SET_HIDDEN = ("UPDATE channels SET hidden=?1, hidden_at=coalesce(?2, hidden_at) "
               "WHERE cid=?3 AND (?2 IS NULL OR hidden_at IS NULL OR ?2 >= hidden_at)")
 DELIVERED = (
@@ -340,7 +365,9 @@ class Projector:
     def __init__(self, own_user_id: str | None) -> None:
         self.own = own_user_id
         # What a run of new messages does to channels and unread counts, written once per run.
-        self._pending_channels: dict[str, tuple[int | None, int | None, int | None]] = {}
+        # cid -> (newest message time, member count, message count, the counts' server time)
+        self._pending_channels: dict[
+            str, tuple[int | None, int | None, int | None, int | None]] = {}
         # (the creation times of the unread messages, by channel)
         self._pending_unread: dict[str, list[int | None]] = {}
         # Whether the own user's unread counts are kept in a channel (its memberships), as on
@@ -526,22 +553,14 @@ class Projector:
 
     def _flush(
         self, c: apsw.Cursor,
-        channels: Iterable[tuple[str, tuple[int | None, int | None, int | None]]],
+        channels: Iterable[tuple[str, tuple[int | None, int | None, int | None, int | None]]],
         unread: Iterable[tuple[str, list[int | None]]],
     ) -> None:
         """Write what a run of new messages did to their channels and the own unread counts."""
         # One statement per channel files it (even one not heard of before) with its newest
-        # message time and the latest counters the events carried.
+        # message time and the newest counters the events carried, by the server's clock.
         if rows := [(cid, *cid.partition(":")[::2], *values) for cid, values in channels]:
-            c.executemany(
-                "INSERT INTO channels (cid, type, id, last_message_at, member_count, message_count) "
-                "VALUES (?,?,?,?,?,?) ON CONFLICT (cid) DO UPDATE SET "
-                "last_message_at=CASE WHEN excluded.last_message_at > coalesce(last_message_at, 0) "
-                "THEN excluded.last_message_at ELSE last_message_at END, "
-                "member_count=coalesce(excluded.member_count, member_count), "
-                "message_count=coalesce(excluded.message_count, message_count)",
-                rows,
-            )
+            c.executemany(FLUSH_CHANNEL_RUN, rows)
         if rows := [(cid, self.own, encode_json(times).decode()) for cid, times in unread]:
             c.executemany(ADD_UNREAD, rows)
 
@@ -656,15 +675,20 @@ class Projector:
         created = t(m.created_at)
         in_channel = not m.parent_id or bool(m.show_in_channel)
         latest = created if in_channel else None
+        members, count = event.channel_member_count, event.channel_message_count
+        # The counters are as of the event's server time; an event without them says nothing.
+        counts_at = t(event.created_at) if members is not None or count is not None else None
         pending = self._pending_channels.get(cid)
         if pending is not None:
             if pending[0] is not None and (latest is None or pending[0] > latest):
                 latest = pending[0]
-            members = event.channel_member_count if event.channel_member_count is not None else pending[1]
-            count = event.channel_message_count if event.channel_message_count is not None else pending[2]
-        else:
-            members, count = event.channel_member_count, event.channel_message_count
-        self._pending_channels[cid] = (latest, members, count)
+            if members is None and count is None or (
+                    pending[3] is not None and (counts_at is None or counts_at < pending[3])):
+                members, count, counts_at = pending[1], pending[2], pending[3]  # newer, or only
+            else:
+                members = members if members is not None else pending[1]
+                count = count if count is not None else pending[2]
+        self._pending_channels[cid] = (latest, members, count, counts_at)
         is_new = self.upsert_message(c, cid, m, item.position, SLOT_EVENT,
                                      event_at=t(event.created_at))
         if item.type == "message.new" and in_channel and created is not None:
@@ -983,6 +1007,7 @@ class Projector:
         if event.clear_history:
             until = t(event.created_at) or item.received_at
             self.hard_delete(c, "cid=? AND created_at<=?", (cid, until))
+            c.execute(CLEAR_HISTORY, (until, cid))
 
     def _channel_visible(self, c: apsw.Cursor, item: Item, event: p.Event) -> None:
         cid = self._cid_of(item, event)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 # Bumped whenever what the tables hold, or how events change them, changes: a file whose tables
 # were built by another version is rebuilt from the log when it is opened.
-PROJECTION_VERSION = 10
+PROJECTION_VERSION = 11
 
 # `slot` says where the object sits in the payload at `position`:
 SLOT_EVENT = -1  # the event's own `message` / `channel` / `user` / ... object
@@ -41,7 +41,9 @@ TABLES: dict[str, str] = {
         custom TEXT,                      -- JSON object of the channel's custom fields
         position INTEGER,                 -- entry holding the channel object as it stands
         slot INTEGER NOT NULL DEFAULT -1, -- -1: the event's `channel`; 0: a channel state's `channel`
-        hidden_at INTEGER                 -- server time `hidden` was last set: older news loses
+        hidden_at INTEGER,                -- server time `hidden` was last set: older news loses
+        counts_at INTEGER,                -- server time of the member/message counts events gave
+        cleared_at INTEGER                -- `clear_history` up to here: older messages stay out
     ) WITHOUT ROWID""",
     # Clustered by channel and time, so a page of a channel's messages is a few adjacent pages;
     # `messages_id` finds a message by id for updates, deletes and reactions.

@@ -446,3 +446,51 @@ def test_any_delivery_order_within_a_window_ends_in_the_in_order_tables(
             delivered.ingest(e)
         assert _tables(delivered) == expected
         assert delivered.verify() == []
+
+
+def counted(mid: str, n: int, **counts: int) -> bytes:
+    """A message.new whose event carries the channel's counters as of its time."""
+    return event("message.new", at=at(n), message=message(mid, at=at(n)), user=user("bob"),
+                 **counts)
+
+
+def channel_counts(store: ChatStore) -> tuple[int | None, int | None]:
+    import apsw
+
+    assert store.path is not None
+    connection = apsw.Connection(str(store.path), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        row = connection.execute("SELECT member_count, message_count FROM channels "
+                                 "WHERE cid='messaging:general'").fetchone()
+    finally:
+        connection.close()
+    return row
+
+
+@pytest.mark.parametrize("together", [True, False], ids=["one batch", "apart"])
+def test_channel_counters_from_a_late_event_do_not_roll_back(store: ChatStore,
+                                                              together: bool) -> None:
+    newer = counted("m3", 3, channel_member_count=5, channel_message_count=30)
+    older = counted("m1", 1, channel_member_count=3, channel_message_count=10)
+    quiet = counted("m4", 4)  # a newer event without counters says nothing about them
+    if together:
+        store.ingest_many([newer, older, quiet])
+    else:
+        for payload in (newer, older, quiet):
+            store.ingest(payload)
+    assert channel_counts(store) == (5, 30)
+    store.ingest(counted("m5", 5, channel_member_count=6))
+    assert channel_counts(store) == (6, 30)
+    assert store.verify() == []
+
+
+def test_cleared_history_stays_cleared_against_older_messages_delivered_late(
+        store: ChatStore) -> None:
+    store.ingest(new("m1", 1))
+    store.ingest(event("channel.hidden", at=at(5), clear_history=True, user=user("alice")))
+    assert store.message("m1") is None
+    store.ingest(new("m3", 3))  # sent before the clear, delivered after it
+    store.ingest(updated("m1", 1, 4, "edited before the clear"))
+    store.ingest(new("m6", 6))
+    assert store.message("m3") is None and store.message("m1") is None
+    assert [m.id for m in store.messages("messaging:general")] == ["m6"]
