@@ -5,12 +5,17 @@ from __future__ import annotations
 import difflib
 import os
 from pathlib import Path
-from typing import Any, NoReturn
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
 
 import apsw
 import click
 
+from chatledger.eventstore import seal
+from chatledger.eventstore.log import KeyRequired
 from chatledger.projections.store import ChatStore
+
+T = TypeVar("T")
 
 
 class Context:
@@ -40,8 +45,6 @@ class Context:
     def store(self, *, create: bool = True) -> ChatStore:
         if self._store is None:
             from chatledger.cli.progress import replay_progress
-
-            from chatledger.cli.sealing import open_sealed
 
             # Opening rebuilds the read tables when another version built them: show it.
             path = self.store_path()
@@ -145,3 +148,50 @@ class DamagedFile(click.ClickException):
 
     def __init__(self, path: object, detail: str, advice: str) -> None:
         super().__init__(f"the file is damaged ({detail}): {path}; {advice}")
+
+
+# -- the key of a sealed store (--key-file, --keyring) ---------------------------------------
+
+
+def given_key(ctx: Context, *, creating: bool) -> bytes | None:
+    """The key the global options name (None: none given). With `--keyring` and no key kept
+    for the user yet, a new store gets a fresh key, kept in the keyring before it is used."""
+    if ctx.key_file is not None:
+        return key_action(lambda: seal.read_key_file(ctx.key_file))  # type: ignore[arg-type]
+    if not ctx.use_keyring:
+        return None
+    user = ctx.require_user()
+    key = key_action(lambda: seal.keyring_key(user))
+    if key is None and creating:
+        key = seal.new_key()
+        key_action(lambda: seal.store_keyring_key(user, key))
+    return key
+
+
+def open_sealed(ctx: Context, opener: Callable[[bytes | None], T]) -> T:
+    """`opener(key)` with the key of the global options. With `--keyring`, a key that no longer
+    fits is followed by the one a killed `rekey` left waiting (`<user>.next`), which then
+    becomes the user's key."""
+    key = given_key(ctx, creating=not ctx.store_exists())
+    try:
+        return opener(key)
+    except KeyRequired:
+        if not ctx.use_keyring:
+            raise
+        user = ctx.require_user()
+        waiting = key_action(lambda: seal.keyring_key(user, pending=True))
+        if waiting is None or waiting == key:
+            raise
+        opened = opener(waiting)
+        key_action(lambda: seal.store_keyring_key(user, waiting))
+        key_action(lambda: seal.store_keyring_key(user, None, pending=True))
+        return opened
+
+
+def key_action(action: Callable[[], T]) -> T:
+    """`action()`, with a key store's failure (an unreadable key file, no keyring) as a one-line
+    error."""
+    try:
+        return action()
+    except seal.StoreKeyError as error:
+        fail(str(error))

@@ -3,60 +3,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 import click
 
-from chatledger.cli.context import Context, fail, pass_context
+from chatledger.cli.context import Context, fail, key_action, pass_context
 from chatledger.cli.output import echo_json
 from chatledger.eventstore import seal
 from chatledger.eventstore.log import KeyRequired, StoreError
 
 T = TypeVar("T")
-
-
-def given_key(ctx: Context, *, creating: bool) -> bytes | None:
-    """The key the global options name (None: none given). With `--keyring` and no key kept
-    for the user yet, a new store gets a fresh key, kept in the keyring before it is used."""
-    if ctx.key_file is not None:
-        return _key(lambda: seal.read_key_file(ctx.key_file))  # type: ignore[arg-type]
-    if not ctx.use_keyring:
-        return None
-    user = ctx.require_user()
-    key = _key(lambda: seal.keyring_key(user))
-    if key is None and creating:
-        key = seal.new_key()
-        _key(lambda: seal.store_keyring_key(user, key))
-    return key
-
-
-def open_sealed(ctx: Context, opener: Callable[[bytes | None], T]) -> T:
-    """`opener(key)` with the key of the global options. With `--keyring`, a key that no longer
-    fits is followed by the one a killed `rekey` left waiting (`<user>.next`), which then
-    becomes the user's key."""
-    key = given_key(ctx, creating=not ctx.store_exists())
-    try:
-        return opener(key)
-    except KeyRequired:
-        if not ctx.use_keyring:
-            raise
-        user = ctx.require_user()
-        waiting = _key(lambda: seal.keyring_key(user, pending=True))
-        if waiting is None or waiting == key:
-            raise
-        opened = opener(waiting)
-        _key(lambda: seal.store_keyring_key(user, waiting))
-        _key(lambda: seal.store_keyring_key(user, None, pending=True))
-        return opened
-
-
-def _key(action: Callable[[], T]) -> T:
-    try:
-        return action()
-    except seal.StoreKeyError as error:
-        fail(str(error))
 
 
 def chain_report(ctx: Context, head: tuple[bytes, int] | None) -> seal.ChainReport:
@@ -67,7 +24,7 @@ def chain_report(ctx: Context, head: tuple[bytes, int] | None) -> seal.ChainRepo
     except KeyRequired:
         path = ctx.store_path()
         assert path is not None
-        return _key(lambda: seal.check_file(path, head=head))
+        return key_action(lambda: seal.check_file(path, head=head))
     return store.verify_chain(head)
 
 
@@ -155,23 +112,23 @@ def rekey_command(ctx: Context, new_key_file: Path | None, new_keyring: bool,
     user = store.user_id or ctx.require_user()
     new_key: bytes | None = None
     if new_key_file is not None:
-        new_key = _key(lambda: seal.read_key_file(new_key_file))
+        new_key = key_action(lambda: seal.read_key_file(new_key_file))
     elif new_keyring:
         new_key = seal.new_key()
         # Kept before it is used: killed after the commit, the next open finds it waiting.
-        _key(lambda: seal.store_keyring_key(user, new_key, pending=True))
+        key_action(lambda: seal.store_keyring_key(user, new_key, pending=True))
     try:
         store.rekey(new_key)
     except StoreError as error:
         fail(str(error))
     if new_keyring:
-        _key(lambda: seal.store_keyring_key(user, new_key))
-        _key(lambda: seal.store_keyring_key(user, None, pending=True))
+        key_action(lambda: seal.store_keyring_key(user, new_key))
+        key_action(lambda: seal.store_keyring_key(user, None, pending=True))
     position, chain = store.chain_head()
     what = "decrypted" if decrypt else "encrypted under the new key"
     click.echo(f"The store is {what}; the chain's new head is "
                f"{seal.format_head(position, chain)} (record it again).")
 
 
-__all__ = ["chain_report", "head_command", "open_sealed", "parse_head_option", "rekey_command",
+__all__ = ["chain_report", "head_command", "parse_head_option", "rekey_command",
            "report_chain"]
