@@ -301,6 +301,10 @@ REMEMBER_REMOVED_MEMBER = (
     "INSERT INTO removed_members (cid, user_id, removed_at) VALUES (?, ?, ?) "
     "ON CONFLICT (cid, user_id) DO UPDATE SET removed_at=max(removed_at, excluded.removed_at)")
 # `hidden` (per user) changes by events of its own; the newest time it was set wins.
+# A hidden channel is shown again by a message newer than the hide (not by one from before it,
+# delivered late): the message's time becomes the flag's.
+UNHIDE_ON_MESSAGE = ("UPDATE channels SET hidden=0, hidden_at=?1 WHERE cid=?2 AND hidden=1 "
+                     "AND ?1 > coalesce(hidden_at, 0)")
 # `channel.hidden` with `clear_history`: the channel's history up to then is gone for this user,
 # and stays gone for messages of that time delivered late.
 CLEAR_HISTORY = ("UPDATE channels SET cleared_at=max(coalesce(cleared_at, ?1), ?1) WHERE cid=?2")
@@ -365,9 +369,10 @@ class Projector:
     def __init__(self, own_user_id: str | None) -> None:
         self.own = own_user_id
         # What a run of new messages does to channels and unread counts, written once per run.
-        # cid -> (newest message time, member count, message count, the counts' server time)
+        # cid -> (newest message time, member count, message count, the counts' server time,
+        # the newest message that shows the channel again if hidden)
         self._pending_channels: dict[
-            str, tuple[int | None, int | None, int | None, int | None]] = {}
+            str, tuple[int | None, int | None, int | None, int | None, int | None]] = {}
         # (the creation times of the unread messages, by channel)
         self._pending_unread: dict[str, list[int | None]] = {}
         # Whether the own user's unread counts are kept in a channel (its memberships), as on
@@ -553,14 +558,18 @@ class Projector:
 
     def _flush(
         self, c: apsw.Cursor,
-        channels: Iterable[tuple[str, tuple[int | None, int | None, int | None, int | None]]],
+        channels: Iterable[
+            tuple[str, tuple[int | None, int | None, int | None, int | None, int | None]]],
         unread: Iterable[tuple[str, list[int | None]]],
     ) -> None:
         """Write what a run of new messages did to their channels and the own unread counts."""
         # One statement per channel files it (even one not heard of before) with its newest
         # message time and the newest counters the events carried, by the server's clock.
-        if rows := [(cid, *cid.partition(":")[::2], *values) for cid, values in channels]:
+        channels = list(channels)
+        if rows := [(cid, *cid.partition(":")[::2], *values[:4]) for cid, values in channels]:
             c.executemany(FLUSH_CHANNEL_RUN, rows)
+        if rows := [(values[4], cid) for cid, values in channels if values[4] is not None]:
+            c.executemany(UNHIDE_ON_MESSAGE, rows)
         if rows := [(cid, self.own, encode_json(times).decode()) for cid, times in unread]:
             c.executemany(ADD_UNREAD, rows)
 
@@ -675,6 +684,9 @@ class Projector:
         created = t(m.created_at)
         in_channel = not m.parent_id or bool(m.show_in_channel)
         latest = created if in_channel else None
+        # A new message shows a hidden channel again, unless the channel is muted then.
+        unhide = (created if in_channel and created is not None
+                  and not self.mutes.silences(c, cid, created) else None)
         members, count = event.channel_member_count, event.channel_message_count
         # The counters are as of the event's server time; an event without them says nothing.
         counts_at = t(event.created_at) if members is not None or count is not None else None
@@ -682,13 +694,15 @@ class Projector:
         if pending is not None:
             if pending[0] is not None and (latest is None or pending[0] > latest):
                 latest = pending[0]
+            if pending[4] is not None and (unhide is None or pending[4] > unhide):
+                unhide = pending[4]
             if members is None and count is None or (
                     pending[3] is not None and (counts_at is None or counts_at < pending[3])):
                 members, count, counts_at = pending[1], pending[2], pending[3]  # newer, or only
             else:
                 members = members if members is not None else pending[1]
                 count = count if count is not None else pending[2]
-        self._pending_channels[cid] = (latest, members, count, counts_at)
+        self._pending_channels[cid] = (latest, members, count, counts_at, unhide)
         is_new = self.upsert_message(c, cid, m, item.position, SLOT_EVENT,
                                      event_at=t(event.created_at))
         if item.type == "message.new" and in_channel and created is not None:

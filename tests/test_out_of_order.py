@@ -494,3 +494,18 @@ def test_cleared_history_stays_cleared_against_older_messages_delivered_late(
     store.ingest(new("m6", 6))
     assert store.message("m3") is None and store.message("m1") is None
     assert [m.id for m in store.messages("messaging:general")] == ["m6"]
+
+
+def test_a_new_message_shows_a_hidden_channel_again_but_a_late_older_one_does_not(
+        store: ChatStore) -> None:
+    store.ingest(new("m1", 1))
+    store.ingest(event("channel.hidden", at=at(5), user=user("alice")))
+    hidden = {"hidden": True}
+    assert [c.cid for c in store.channels(hidden)] == ["messaging:general"]
+    store.ingest(new("m3", 3))  # from before the hide, delivered late
+    assert [c.cid for c in store.channels(hidden)] == ["messaging:general"]
+    store.ingest(new("m6", 6))
+    assert store.channels(hidden) == [] and [c.cid for c in store.channels()] == [
+        "messaging:general"]
+    store.ingest(event("channel.hidden", at=at(4), user=user("alice")))  # older than m6
+    assert store.channels(hidden) == []
