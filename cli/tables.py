@@ -38,7 +38,7 @@ def rebuild_command(ctx: Context) -> None:
 
 def _open_log(ctx: Context) -> EventLog:
     """The log alone, with the key of the global options (a sealed store needs it)."""
-    from chatledger.cli.sealing import open_sealed
+    from chatledger.cli.context import open_sealed
 
     return open_sealed(ctx, lambda key: EventLog.open(ctx.store_path() or "", key=key))
 

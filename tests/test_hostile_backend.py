@@ -779,6 +779,8 @@ def test_background_mode_keeps_the_sync_point_too(tmp_path: Path) -> None:
                     history = (await store.outbox.get("send_message:bg-1")).history
                     assert any("did not confirm" in str(e.data) for e in history
                                if e.name == "attempt_failed")
+                    # The send is due again only after its backoff (FAST: at most 0.02 s).
+                    await asyncio.sleep(0.05)
                     report = await client.run_once()
                     assert await store.message("bob-away") is not None
                     assert report.synced_at == await store.last_sync_at()
