@@ -15,7 +15,7 @@ import apsw
 import msgspec
 
 from chatledger.eventstore import ingest
-from chatledger.eventstore.wire import CHANNEL_FIELDS, WireError, custom_fields, parse_time
+from chatledger.eventstore.wire import CHANNEL_FIELDS, custom_fields
 from chatledger.projections import payloads as p
 from chatledger.projections.filters import canonical_query_key
 from chatledger.projections.mutes import EVENT_TYPES as MUTE_EVENTS
@@ -23,6 +23,8 @@ from chatledger.projections.mutes import MuteProjector
 from chatledger.projections.ranges import HeldRanges
 from chatledger.projections.reminders import EVENT_TYPES as REMINDER_EVENTS
 from chatledger.projections.reminders import ReminderProjector
+from chatledger.projections.rowtime import epoch_us as t  # the handlers' time reader
+from chatledger.projections.rowtime import newest
 from chatledger.projections.schema import SLOT_EVENT, SLOT_PINNED_BASE
 from chatledger.projections.screen import screened
 from chatledger.projections.thread_reads import ThreadReads
@@ -41,29 +43,7 @@ class Item(NamedTuple):
     received_at: int
 
 
-_TIMES: dict[str, int | None] = {}
-_TIMES_MAX = 65_536
-
-
-def t(value: str | None) -> int | None:
-    """RFC 3339 text to epoch microseconds; None for absent, unset or unreadable times."""
-    if not value:
-        return None
-    # One event repeats the same instant several times (created_at, updated_at, the message's).
-    cached = _TIMES.get(value, _MISSING)
-    if cached is not _MISSING:
-        return cached  # type: ignore[return-value]
-    try:
-        result = parse_time(value)
-    except WireError:
-        result = None
-    if len(_TIMES) >= _TIMES_MAX:
-        _TIMES.clear()
-    _TIMES[value] = result
-    return result
-
-
-_MISSING = object()
+_MISSING = object()  # a user not remembered yet (None: remembered as not on file)
 encode_json = msgspec.json.Encoder().encode
 
 
@@ -119,10 +99,6 @@ _USERS_REMEMBERED = 100_000
 _MESSAGES_REMEMBERED = 100_000
 
 
-def newest(*times: int | None) -> int | None:
-    """The latest of the server times given (None when none is)."""
-    known = [moment for moment in times if moment is not None]
-    return max(known) if known else None
 
 
 # -- statements ------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ import msgspec
 from chatledger.eventstore import commands as cmd
 from chatledger.eventstore.commands import CommandKind as K
 from chatledger.projections import payloads as p
-from chatledger.projections.apply import t
+from chatledger.projections.rowtime import epoch_us as t
 from chatledger.projections.local_outcomes import REACTION_KINDS, OutcomeHandlers
 from chatledger.projections.schema import SLOT_EVENT, SLOT_RESPONSE
 

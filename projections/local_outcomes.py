@@ -14,7 +14,8 @@ import msgspec
 from chatledger.eventstore import commands as cmd
 from chatledger.eventstore.commands import CommandKind as K
 from chatledger.projections import payloads as p
-from chatledger.projections.apply import newest, t
+from chatledger.projections.rowtime import epoch_us as t
+from chatledger.projections.rowtime import newest
 from chatledger.projections.schema import SLOT_RESPONSE
 
 if TYPE_CHECKING:
