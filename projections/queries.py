@@ -687,7 +687,7 @@ class ReadModel:
 
     def thread_reads(self, parent_id: str) -> list[dict[str, Any]]:
         """Each user's read state of the thread under `parent_id`: `user_id`, `cid`,
-        `last_read` (epoch µs), `last_read_message_id`, `state_at`, `position`."""
+        `last_read` (epoch µs), `last_read_message_id`, `position`."""
         with self.datastore.transaction(commit=False) as c:
             return ThreadReads.of_thread(c, parent_id)
 

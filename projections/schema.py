@@ -12,7 +12,7 @@ from __future__ import annotations
 
 # Bumped whenever what the tables hold, or how events change them, changes: a file whose tables
 # were built by another version is rebuilt from the log when it is opened.
-PROJECTION_VERSION = 11
+PROJECTION_VERSION = 12
 
 # `slot` says where the object sits in the payload at `position`:
 SLOT_EVENT = -1  # the event's own `message` / `channel` / `user` / ... object
@@ -305,9 +305,8 @@ TABLES["thread_reads"] = """CREATE TABLE thread_reads (
         parent_id TEXT NOT NULL,          -- the thread's parent message
         user_id TEXT NOT NULL,
         cid TEXT,
-        last_read INTEGER,                -- the read event's server time
+        last_read INTEGER,                -- the read event's server time: the newest wins
         last_read_message_id TEXT,
-        state_at INTEGER,                 -- the server time of the state the row holds
         position INTEGER NOT NULL,        -- the entry of that read
         PRIMARY KEY (parent_id, user_id)
     ) WITHOUT ROWID"""

@@ -18,16 +18,17 @@ import apsw
 __all__ = ["ThreadReads", "THREAD_READ_COLUMNS"]
 
 THREAD_READ_COLUMNS = ("parent_id", "user_id", "cid", "last_read", "last_read_message_id",
-                       "state_at", "position")
+                       "position")
 
-# A row moves only for a read at least as new as the one it holds.
+# A row moves only for a read at least as new as the one it holds (`last_read` is the read
+# event's server time, so it orders the row's states too).
 _RECORD = (
     "INSERT INTO thread_reads (parent_id, user_id, cid, last_read, last_read_message_id, "
-    "state_at, position) VALUES (?,?,?,?,?,?,?) ON CONFLICT (parent_id, user_id) DO UPDATE SET "
+    "position) VALUES (?,?,?,?,?,?) ON CONFLICT (parent_id, user_id) DO UPDATE SET "
     "cid=coalesce(excluded.cid, cid), last_read=excluded.last_read, "
     "last_read_message_id=coalesce(excluded.last_read_message_id, last_read_message_id), "
-    "state_at=excluded.state_at, position=excluded.position "
-    "WHERE coalesce(excluded.state_at, 0) >= coalesce(thread_reads.state_at, 0)"
+    "position=excluded.position "
+    "WHERE coalesce(excluded.last_read, 0) >= coalesce(thread_reads.last_read, 0)"
 )
 _OF_THREAD = (
     f"SELECT {', '.join(THREAD_READ_COLUMNS)} FROM thread_reads WHERE parent_id=? "
@@ -42,8 +43,7 @@ class ThreadReads:
     def record(c: apsw.Cursor, *, parent_id: str, user_id: str, cid: str | None,
                last_read: int | None, last_read_message_id: str | None, position: int) -> None:
         """A user read the thread under `parent_id` at `last_read` (the event's server time)."""
-        c.execute(_RECORD, (parent_id, user_id, cid, last_read, last_read_message_id,
-                            last_read, position))
+        c.execute(_RECORD, (parent_id, user_id, cid, last_read, last_read_message_id, position))
 
     @staticmethod
     def of_thread(c: apsw.Cursor, parent_id: str) -> list[dict[str, Any]]:
