@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import click
+import msgspec
 from rich.table import Table
 
 from chatledger.cli.context import Context, fail, missing_store_message, pass_context
@@ -24,10 +25,11 @@ def stats_command(ctx: Context, as_json: bool) -> None:
     Example:
       chatledger --user alice stats
     """
-    stats = ctx.store(create=False).stats()
+    store_stats = ctx.store(create=False).stats()
     if as_json:
-        echo_json(stats)
+        echo_json(store_stats)
         return
+    stats = msgspec.structs.asdict(store_stats)  # the figures by name, for the table below
     out = console()
     summary = Table(box=None, show_header=False, pad_edge=False)
     summary.add_column(style="bold")
@@ -132,18 +134,17 @@ def quarantine_command(ctx: Context, limit: int, fmt: str | None) -> None:
     unprojected = store.unprojected(limit=limit)
     if fmt == "json":
         for item in items:
-            raw = item["raw"]
-            echo_json({**item, "received_at": iso_time(item["received_at"]),
-                       "raw": raw.decode("utf-8", "replace")})
+            echo_json({**msgspec.structs.asdict(item), "received_at": iso_time(item.received_at),
+                       "raw": item.raw.decode("utf-8", "replace")})
         for entry in unprojected:
-            echo_json({"stored": True, **entry})
+            echo_json({"stored": True, **msgspec.structs.asdict(entry)})
         return
-    emit_table(QUARANTINE_COLUMNS, ((item["id"], item["received_at"], item["source"],
-                                     item["size"], item["reason"]) for item in items),
+    emit_table(QUARANTINE_COLUMNS, ((item.id, item.received_at, item.source,
+                                     item.size, item.reason) for item in items),
                output_format(fmt), empty="Nothing is quarantined.")
     if unprojected and fmt is None:
         click.echo("\nStored, but not wholly projected:")
-        emit_table(UNPROJECTED_COLUMNS, ((entry["position"], entry["type"], entry["reason"])
+        emit_table(UNPROJECTED_COLUMNS, ((entry.position, entry.type, entry.reason)
                                          for entry in unprojected), "table")
 
 

@@ -107,15 +107,14 @@ def as_of_channel(ctx: Context, cid: str, messages: int, fmt: str | None) -> Non
             echo_json({**channel_state_json(state), "as_of": _as_of_json(past)})
             return
         if fmt in ("csv", "tsv"):
-            emit_table(MESSAGE_COLUMNS, map(message_row, state["messages"]), output_format(fmt))
+            emit_table(MESSAGE_COLUMNS, map(message_row, state.messages), output_format(fmt))
             return
-        channel = state["channel"]
         out = console()
-        out.print(f"[bold]{shown(cid)}[/bold]  {shown(channel.get('name') or '')}  "
-                  f"members: {len(state['members'])}  unread: {state['unread_count']}  "
+        out.print(f"[bold]{shown(cid)}[/bold]  {shown(state.channel.get('name') or '')}  "
+                  f"members: {len(state.members)}  unread: {state.unread_count}  "
                   f"[dim]{_as_of_text(past)}[/dim]")
         out.file.flush()
-        emit_table(MESSAGE_COLUMNS, map(message_row, state["messages"]), "table")
+        emit_table(MESSAGE_COLUMNS, map(message_row, state.messages), "table")
 
 
 @as_of_group.command("message")

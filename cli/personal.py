@@ -5,9 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import click
+import msgspec
+
 from chatledger.cli.context import Context, pass_context
 from chatledger.cli.output import echo_json, iso_time
 from chatledger.cli.render import Column, emit_table, format_options, output_format
+from chatledger.projections.results import ChannelMute, ResultRow, UserMute
 
 _TIMES = ("remind_at", "created_at", "updated_at", "expires")
 REMINDER_COLUMNS = (
@@ -18,9 +21,10 @@ MUTE_COLUMNS = (Column("kind"), Column("muted", "key"), Column("since", "time", 
                 Column("expires", "time"))
 
 
-def _with_iso_times(row: dict[str, Any]) -> dict[str, Any]:
+def _with_iso_times(row: ResultRow) -> dict[str, Any]:
     """A row for JSON output: its epoch-microsecond times as RFC 3339 text."""
-    return {key: iso_time(value) if key in _TIMES else value for key, value in row.items()}
+    return {key: iso_time(value) if key in _TIMES else value
+            for key, value in msgspec.structs.asdict(row).items()}
 
 
 @click.command("reminders")
@@ -41,8 +45,8 @@ def reminders_command(ctx: Context, cid: str | None, due: bool, fmt: str | None)
         for row in rows:
             echo_json(_with_iso_times(row))
         return
-    emit_table(REMINDER_COLUMNS, ((row["message_id"], row["cid"], row["remind_at"],
-                                   "due" if row["due"] else "", row["created_at"])
+    emit_table(REMINDER_COLUMNS, ((row.message_id, row.cid, row.remind_at,
+                                   "due" if row.due else "", row.created_at)
                                   for row in rows), output_format(fmt), empty="No reminders.")
 
 
@@ -62,14 +66,15 @@ def mutes_command(ctx: Context, expired: bool, fmt: str | None) -> None:
       chatledger --user alice mutes --expired --json
     """
     store = ctx.store(create=False)
-    rows = ([("user", row["user_id"], row) for row in store.mutes(expired=expired)]
-            + [("channel", row["cid"], row) for row in store.channel_mutes(expired=expired)])
+    rows: list[tuple[str, str, UserMute | ChannelMute]] = [
+        *(("user", row.user_id, row) for row in store.mutes(expired=expired)),
+        *(("channel", row.cid, row) for row in store.channel_mutes(expired=expired))]
     if fmt == "json":
         for kind, _, row in rows:
             echo_json({"kind": kind, **_with_iso_times(row)})
         return
     # A mute without an expiry time lasts until it is lifted.
-    emit_table(MUTE_COLUMNS, ((kind, target, row["created_at"],
-                               "never" if row["expires"] is None else row["expires"])
+    emit_table(MUTE_COLUMNS, ((kind, target, row.created_at,
+                               "never" if row.expires is None else row.expires)
                               for kind, target, row in rows),
                output_format(fmt), empty="Nothing is muted.")

@@ -20,6 +20,7 @@ from chatledger.cli.output import (
 )
 from chatledger.cli.render import Column, emit_table, format_options, output_format
 from chatledger.projections.queries import StoredMessage
+from chatledger.projections.results import ChannelState
 
 
 def _json_option(value: str | None, name: str) -> Any:
@@ -39,11 +40,12 @@ def message_json(m: StoredMessage) -> dict[str, Any]:
             "deleted_for_me": m.deleted_for_me}
 
 
-def channel_state_json(state: dict[str, Any]) -> dict[str, Any]:
+def channel_state_json(state: ChannelState) -> dict[str, Any]:
     """A channel's state (`ChatStore.channel`) as `show channel --json` (and `as-of`) print it."""
-    return {**state, "messages": [message_json(m) for m in state["messages"]],
-            "pinned_messages": [message_json(m) for m in state["pinned_messages"]],
-            "message_gaps": [list(gap) for gap in state["messages"].gaps]}
+    return {**msgspec.structs.asdict(state),
+            "messages": [message_json(m) for m in state.messages],
+            "pinned_messages": [message_json(m) for m in state.pinned_messages],
+            "message_gaps": [list(gap) for gap in state.messages.gaps]}
 
 
 def message_row(m: StoredMessage) -> tuple[Any, ...]:
@@ -151,15 +153,14 @@ def show_channel(ctx: Context, cid: str, messages: int, fmt: str | None) -> None
         echo_json(channel_state_json(state))
         return
     if fmt in ("csv", "tsv"):
-        emit_table(MESSAGE_COLUMNS, map(message_row, state["messages"]), output_format(fmt))
+        emit_table(MESSAGE_COLUMNS, map(message_row, state.messages), output_format(fmt))
         return
-    channel = state["channel"]
     out = console()
-    out.print(f"[bold]{shown(cid)}[/bold]  {shown(channel.get('name') or '')}  "
-              f"members: {len(state['members'])}  unread: {state['unread_count']}")
+    out.print(f"[bold]{shown(cid)}[/bold]  {shown(state.channel.get('name') or '')}  "
+              f"members: {len(state.members)}  unread: {state.unread_count}")
     out.file.flush()
-    emit_table(MESSAGE_COLUMNS, map(message_row, state["messages"]), "table")
-    for gap in state["messages"].gaps:
+    emit_table(MESSAGE_COLUMNS, map(message_row, state.messages), "table")
+    for gap in state.messages.gaps:
         out.print(f"gap: the store may lack messages between {gap.older[1]} "
                   f"({format_time(gap.older[0])}) and {gap.newer[1]} ({format_time(gap.newer[0])})")
 
@@ -219,9 +220,9 @@ def show_user(ctx: Context, user_id: str, as_json: bool) -> None:
     if user is None:
         fail(not_stored(ctx, "user", user_id, f"no user {user_id!r} is stored"))
     if as_json:
-        echo_json(user)
+        # The object as received, with the row beside it under "_row".
+        echo_json({**user.user, "_row": user.row})
         return
     out = console()
-    for key, value in user.items():
-        if key != "_row":
-            out.print(f"[bold]{shown(key):>12}[/bold]  {shown(value)}")
+    for key, value in user.user.items():
+        out.print(f"[bold]{shown(key):>12}[/bold]  {shown(value)}")

@@ -46,6 +46,11 @@ from chatledger.eventstore.writer import (
 from chatledger.projections.actions import ActionsMixin
 from chatledger.projections.aio_outbox import AsyncOutbox
 from chatledger.projections.ids import IdKind
+from chatledger.projections.results import (
+    ChannelMute, ChannelState, ConnectionInfo, QuarantineEntry, StoreStats, StoredDraft,
+    StoredMember, StoredPoll, StoredRead, StoredReaction, StoredReminder, StoredThread,
+    StoredUser, ThreadRead, UnprojectedEntry, UnreadCounts, UserMute,
+)
 from chatledger.projections.store import ChatStore, RejectedInput
 from chatledger.projections.times import TimeLike
 
@@ -373,10 +378,10 @@ class AsyncChatStore:
         """`ChatStore.list_users` off the event loop."""
         return await asyncio.to_thread(ChatStore.list_users, data_dir)
 
-    def quarantine(self, *, limit: int | None = None) -> asyncio.Future[list[dict[str, Any]]]:
+    def quarantine(self, *, limit: int | None = None) -> asyncio.Future[list[QuarantineEntry]]:
         return self._read(self.store.quarantine, limit=limit)
 
-    def stats(self) -> asyncio.Future[dict[str, Any]]:
+    def stats(self) -> asyncio.Future[StoreStats]:
         return self._read(self.store.stats)
 
     # ChatStore's other public methods, each written out so that editors and type checkers see
@@ -421,7 +426,7 @@ class AsyncChatStore:
         """`ChatStore.cached_channels`, in the read pool."""
         return self._read(self.store.cached_channels, filter, sort)
 
-    def channel(self, cid: str, *, messages: int = 25) -> asyncio.Future[dict[str, Any] | None]:
+    def channel(self, cid: str, *, messages: int = 25) -> asyncio.Future[ChannelState | None]:
         """`ChatStore.channel`, in the read pool."""
         return self._read(self.store.channel, cid, messages=messages)
 
@@ -433,7 +438,7 @@ class AsyncChatStore:
         """`ChatStore.channel_ids_to_sync`, in the read pool."""
         return self._read(self.store.channel_ids_to_sync, limit)
 
-    def channel_mutes(self, *, expired: bool = False) -> asyncio.Future[list[dict[str, Any]]]:
+    def channel_mutes(self, *, expired: bool = False) -> asyncio.Future[list[ChannelMute]]:
         """`ChatStore.channel_mutes`, in the read pool."""
         return self._read(self.store.channel_mutes, expired=expired)
 
@@ -448,7 +453,7 @@ class AsyncChatStore:
         """`ChatStore.channels`, in the read pool."""
         return self._read(self.store.channels, filter, sort, limit=limit, offset=offset)
 
-    def connection_info(self) -> asyncio.Future[dict[str, Any]]:
+    def connection_info(self) -> asyncio.Future[ConnectionInfo]:
         """`ChatStore.connection_info`, in the read pool."""
         return self._read(self.store.connection_info)
 
@@ -472,11 +477,11 @@ class AsyncChatStore:
 
     def draft(
         self, cid: str, parent_id: str | None = None
-    ) -> asyncio.Future[dict[str, Any] | None]:
+    ) -> asyncio.Future[StoredDraft | None]:
         """`ChatStore.draft`, in the read pool."""
         return self._read(self.store.draft, cid, parent_id)
 
-    def drafts(self, cid: str | None = None) -> asyncio.Future[list[dict[str, Any]]]:
+    def drafts(self, cid: str | None = None) -> asyncio.Future[list[StoredDraft]]:
         """`ChatStore.drafts`, in the read pool."""
         return self._read(self.store.drafts, cid)
 
@@ -523,7 +528,7 @@ class AsyncChatStore:
         """`ChatStore.mark_unread`, on the writer thread, joinable."""
         return self._join(self.store.mark_unread, cid, message_id=message_id)
 
-    def members(self, cid: str) -> asyncio.Future[list[dict[str, Any]]]:
+    def members(self, cid: str) -> asyncio.Future[list[StoredMember]]:
         """`ChatStore.members`, in the read pool."""
         return self._read(self.store.members, cid)
 
@@ -545,7 +550,7 @@ class AsyncChatStore:
             self.store.messages, cid, before=before, after=after, inclusive=inclusive, limit=limit
         )
 
-    def mutes(self, *, expired: bool = False) -> asyncio.Future[list[dict[str, Any]]]:
+    def mutes(self, *, expired: bool = False) -> asyncio.Future[list[UserMute]]:
         """`ChatStore.mutes`, in the read pool."""
         return self._read(self.store.mutes, expired=expired)
 
@@ -559,21 +564,21 @@ class AsyncChatStore:
         """`ChatStore.pinned`, in the read pool."""
         return self._read(self.store.pinned, cid, limit=limit)
 
-    def poll(self, poll_id: str) -> asyncio.Future[dict[str, Any] | None]:
+    def poll(self, poll_id: str) -> asyncio.Future[StoredPoll | None]:
         """`ChatStore.poll`, in the read pool."""
         return self._read(self.store.poll, poll_id)
 
-    def polls(self, cid: str | None = None) -> asyncio.Future[list[dict[str, Any]]]:
+    def polls(self, cid: str | None = None) -> asyncio.Future[list[StoredPoll]]:
         """`ChatStore.polls`, in the read pool."""
         return self._read(self.store.polls, cid)
 
     def reactions(
         self, message_id: str, *, own: bool = False, limit: int = 25
-    ) -> asyncio.Future[list[dict[str, Any]]]:
+    ) -> asyncio.Future[list[StoredReaction]]:
         """`ChatStore.reactions`, in the read pool."""
         return self._read(self.store.reactions, message_id, own=own, limit=limit)
 
-    def reads(self, cid: str) -> asyncio.Future[list[dict[str, Any]]]:
+    def reads(self, cid: str) -> asyncio.Future[list[StoredRead]]:
         """`ChatStore.reads`, in the read pool."""
         return self._read(self.store.reads, cid)
 
@@ -589,7 +594,7 @@ class AsyncChatStore:
 
     def reminders(
         self, cid: str | None = None, *, due: bool = False
-    ) -> asyncio.Future[list[dict[str, Any]]]:
+    ) -> asyncio.Future[list[StoredReminder]]:
         """`ChatStore.reminders`, in the read pool."""
         return self._read(self.store.reminders, cid, due=due)
 
@@ -672,19 +677,19 @@ class AsyncChatStore:
             limit=limit,
         )
 
-    def thread_reads(self, parent_id: str) -> asyncio.Future[list[dict[str, Any]]]:
+    def thread_reads(self, parent_id: str) -> asyncio.Future[list[ThreadRead]]:
         """`ChatStore.thread_reads`, in the read pool."""
         return self._read(self.store.thread_reads, parent_id)
 
-    def threads(self, cid: str | None = None) -> asyncio.Future[list[dict[str, Any]]]:
+    def threads(self, cid: str | None = None) -> asyncio.Future[list[StoredThread]]:
         """`ChatStore.threads`, in the read pool."""
         return self._read(self.store.threads, cid)
 
-    def unprojected(self, limit: int | None = None) -> asyncio.Future[list[dict[str, Any]]]:
+    def unprojected(self, limit: int | None = None) -> asyncio.Future[list[UnprojectedEntry]]:
         """`ChatStore.unprojected`, in the read pool."""
         return self._read(self.store.unprojected, limit)
 
-    def unread_counts(self) -> asyncio.Future[dict[str, Any]]:
+    def unread_counts(self) -> asyncio.Future[UnreadCounts]:
         """`ChatStore.unread_counts`, in the read pool."""
         return self._read(self.store.unread_counts)
 
@@ -701,7 +706,7 @@ class AsyncChatStore:
             self.store.update_message, message_id, text, attachments=attachments, **custom
         )
 
-    def user(self, user_id: str) -> asyncio.Future[dict[str, Any] | None]:
+    def user(self, user_id: str) -> asyncio.Future[StoredUser | None]:
         """`ChatStore.user`, in the read pool."""
         return self._read(self.store.user, user_id)
 

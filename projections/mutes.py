@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import apsw
 import msgspec
 
+from chatledger.projections.results import ChannelMute, UserMute
 from chatledger.projections.rowtime import epoch_us
 
 __all__ = ["EVENT_TYPES", "MuteProjector", "MuteReader", "now_us"]
@@ -176,30 +177,34 @@ class MuteReader:
     """Reading the mute tables (inside a read transaction the caller opens)."""
 
     @staticmethod
-    def users(c: apsw.Cursor, payload_of: PayloadOf, *, now: int | None) -> list[dict[str, Any]]:
+    def users(c: apsw.Cursor, payload_of: PayloadOf, *, now: int | None) -> list[UserMute]:
         """The muted users: `user_id`, times (epoch µs), and `mute` (the object as received).
         Mutes expired by `now` are left out (all are listed when `now` is None)."""
-        return MuteReader.rows_of(c, _USERS, payload_of, now)
+        return [UserMute(*row) for row in MuteReader.rows_of(c, _USERS, payload_of, now)]
 
     @staticmethod
-    def channels(c: apsw.Cursor, payload_of: PayloadOf, *, now: int | None) -> list[dict[str, Any]]:
+    def channels(c: apsw.Cursor, payload_of: PayloadOf, *, now: int | None) -> list[ChannelMute]:
         """The muted channels: `cid`, times, and `mute`; like `users`."""
-        return MuteReader.rows_of(c, _CHANNELS, payload_of, now)
+        return [ChannelMute(*row) for row in MuteReader.rows_of(c, _CHANNELS, payload_of, now)]
 
     @staticmethod
     def rows_of(c: apsw.Cursor, kind: _MuteList, payload_of: PayloadOf,
-              now: int | None) -> list[dict[str, Any]]:
+                now: int | None) -> list[_MuteRow]:
+        """(key, created_at, updated_at, expires, the mute object) of each row."""
         rows = c.execute(kind.select, (now,)).fetchall()
         lists: dict[int, list[msgspec.Raw]] = {}  # each `me` entry read once
-        out = []
+        out: list[_MuteRow] = []
         for key, created_at, updated_at, expires, position, slot in rows:
             if position not in lists:
                 lists[position] = _raw_list(payload_of(c, position), kind.list_name)
             raw = lists[position]
-            out.append({kind.key: key, "created_at": created_at, "updated_at": updated_at,
-                        "expires": expires,
-                        "mute": msgspec.json.decode(raw[slot]) if slot < len(raw) else None})
+            out.append((key, created_at, updated_at, expires,
+                        msgspec.json.decode(raw[slot]) if slot < len(raw) else None))
         return out
+
+
+# A mute as read: the user id or cid, created_at, updated_at, expires (epoch µs), the object.
+_MuteRow = tuple[str, int | None, int | None, int | None, Any]
 
 
 def _raw_list(payload: bytes, name: str) -> list[msgspec.Raw]:

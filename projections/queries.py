@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import apsw
 import msgspec
@@ -20,7 +20,12 @@ from chatledger.eventstore.wire.times import format_time_or_none
 from chatledger.projections.filters import canonical_query_key, compile_channel_query
 from chatledger.projections.mutes import MuteReader, now_us
 from chatledger.projections.ranges import RANGES_OVERLAPPING, MessagePage, find_gaps
-from chatledger.projections.reminders import LIST_REMINDERS, LISTED_COLUMNS, reminder_object
+from chatledger.projections.reminders import LIST_REMINDERS, reminder_object
+from chatledger.projections.results import (
+    ChannelMute, ChannelState, ConnectionInfo, StoredDraft, StoredMember, StoredPoll, StoredRead,
+    StoredReaction, StoredReminder, StoredThread, StoredUser, ThreadRead, UnprojectedEntry,
+    UnreadCounts, UserMute,
+)
 from chatledger.projections.schema import SLOT_EVENT, SLOT_PINNED_BASE, SLOT_RESPONSE
 from chatledger.projections.thread_reads import ThreadReads
 from chatledger.projections.times import from_micros
@@ -187,6 +192,20 @@ _MESSAGE_SELECT = (
     "FROM messages m LEFT JOIN stored_events e ON e.rowid = m.position"
 )
 
+# _ROW_SHAPES: APSW types each value of a row as any SQLite value; the schema
+# (projections/schema.py) fixes what each column holds. So each statement's rows have their
+# shape declared once, here and beside the statements, and are read as that shape (a `cast`:
+# no check per value on the paths that read every page; the tests read every kind of row back).
+# A message's columns (`_MESSAGE_COLUMNS`).
+MessageColumns = tuple[str, str, int, str | None, str | None, str | None, int, int, int | None,
+                       int, str | None, str | None, int, int]
+# A row of `_MESSAGE_SELECT`: the message's columns, then its entry's codec (None when the
+# entry is missing) and its stored bytes (None for an entry of many messages, read apart).
+MessageRow = tuple[str, str, int, str | None, str | None, str | None, int, int, int | None,
+                   int, str | None, str | None, int, int, int | None, bytes | None]
+# A row of `RANGES_OVERLAPPING`: a held stretch of history, (start_at, start_id, end_at, end_id).
+RangeRow = tuple[int, str, int, str]
+
 
 # Every custom field name the stored channels use (a scan: asked only to warn about typos).
 _CUSTOM_FIELD_NAMES = ("SELECT DISTINCT j.key FROM channels, json_each(channels.custom) j "
@@ -206,7 +225,7 @@ class ChannelSummary:
     member_count: int | None
     unread_count: int
     hidden: bool
-    membership: dict[str, Any] | None
+    membership: StoredMember | None
     last_message: StoredMessage | None
     custom: dict[str, Any] = field(default_factory=dict)
 
@@ -269,13 +288,11 @@ class ReadModel:
         except (msgspec.MsgspecError, ValueError):
             return b""
 
-    def _messages(self, c: apsw.Cursor, rows: list[tuple[Any, ...]]) -> list[StoredMessage]:
+    def _messages(self, c: apsw.Cursor, rows: list[MessageRow]) -> list[StoredMessage]:
         """Rows of `_MESSAGE_SELECT`: the message row, then its entry's codec and state (for an
         entry of one message)."""
         raws = self._raw_messages(c, [(r[14], r[15], r[12], r[13]) for r in rows])
-        return [StoredMessage(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]), r[8],
-                              bool(r[9]), r[10], r[11], r[12], raw)
-                for r, raw in zip(rows, raws)]
+        return [_stored_message(r, raw) for r, raw in zip(rows, raws)]
 
     def _raw_messages(
         self, c: apsw.Cursor, entries: list[tuple[int | None, bytes | None, int, int]]
@@ -287,6 +304,7 @@ class ReadModel:
         with the decompressor looked up once (`PayloadCodec.decode_many`)."""
         raws = [b""] * len(entries)
         by_codec: dict[int, list[int]] = {}
+        stored_bytes: dict[int, bytes] = {}  # by index: the entries of one message each
         states: dict[int, _State | None] = {}  # the channel states met, each decoded once
         for i, (codec, stored, position, slot) in enumerate(entries):
             if codec is None:
@@ -295,9 +313,10 @@ class ReadModel:
                 raws[i] = self._from_state(c, states, position, slot)
             else:
                 by_codec.setdefault(codec, []).append(i)
+                stored_bytes[i] = stored
         extract = self._extract_message
         for codec, indexes in by_codec.items():
-            payloads = self._codec.decode_many(codec, [entries[i][1] for i in indexes],
+            payloads = self._codec.decode_many(codec, [stored_bytes[i] for i in indexes],
                                                [entries[i][2] for i in indexes])
             for i, payload in zip(indexes, payloads):
                 raws[i] = extract(payload, entries[i][3])
@@ -354,7 +373,7 @@ class ReadModel:
         channels every view shows (`stats` among them)."""
         listed, params = self._listing(filter, None)
         with self.datastore.transaction(commit=False) as c:
-            return c.execute(f"SELECT count(*) FROM ({listed})", params).fetchone()[0]
+            return _count(c, f"SELECT count(*) FROM ({listed})", params)
 
     def _listing(
         self, filter: dict[str, Any] | None, sort: list[dict[str, Any]] | None
@@ -371,7 +390,7 @@ class ReadModel:
         """Channel, unread count, own membership and newest message of each cid, in one query."""
         if not cids:
             return []
-        rows = c.execute(
+        rows = cast("list[SummaryRow]", c.execute(
             f"""SELECT ch.cid, ch.name, ch.last_message_at, ch.member_count, ch.hidden, ch.custom,
                        coalesce(r.unread_messages, 0), mb.user_id, mb.role, mb.channel_role,
                        mb.banned, mb.pinned_at, mb.archived_at, mb.created_at, mb.updated_at,
@@ -388,28 +407,25 @@ class ReadModel:
                 LEFT JOIN stored_events e ON e.rowid = lm.position
                 WHERE ch.cid IN (SELECT value FROM json_each(?))""",
             (self.own, self.own, msgspec.json.encode(cids)),
-        ).fetchall()
+        ).fetchall())
         by_cid = {row[0]: row for row in rows}
         # The newest messages' entries, decoded as one batch.
         with_last = [row for row in rows if row[15] is not None]
         last_raw = dict(zip(
             (row[0] for row in with_last),
-            self._raw_messages(c, [(row[29], row[30], row[27], row[28]) for row in with_last])))
+            self._raw_messages(c, [(row[29], row[30], cast(int, row[27]), cast(int, row[28]))
+                                   for row in with_last])))
         out = []
         for cid in cids:
             row = by_cid.get(cid)
             if row is None:
                 continue
             membership = None
-            if row[7] is not None:
-                membership = dict(zip(
-                    ("cid", "user_id", "role", "channel_role", "banned", "pinned_at",
-                     "archived_at", "created_at", "updated_at"), (cid, *row[7:15])))
+            if row[7] is not None:  # the member columns (all NULL when not a member)
+                membership = StoredMember(cid, *cast(_MemberColumns, row[7:15]))
             last = None
-            if row[15] is not None:
-                m = row[15:29]
-                last = StoredMessage(m[0], m[1], m[2], m[3], m[4], m[5], m[6], bool(m[7]), m[8],
-                                     bool(m[9]), m[10], m[11], m[12], last_raw[cid])
+            if row[15] is not None:  # the newest message's columns (all NULL for none)
+                last = _stored_message(cast(MessageColumns, row[15:29]), last_raw[cid])
             out.append(ChannelSummary(
                 cid=cid, name=row[1], last_message_at=row[2], member_count=row[3],
                 unread_count=row[6], hidden=bool(row[4]), membership=membership,
@@ -420,12 +436,13 @@ class ReadModel:
     def _unread(self, c: apsw.Cursor, cid: str) -> int:
         row = c.execute("SELECT unread_messages FROM reads WHERE cid=? AND user_id=?",
                         (cid, self.own)).fetchone()
-        return row[0] if row else 0
+        return cast(int, row[0]) if row else 0
 
-    def _membership(self, c: apsw.Cursor, cid: str) -> dict[str, Any] | None:
+    def _membership(self, c: apsw.Cursor, cid: str) -> StoredMember | None:
         if self.own is None:
             return None
-        return _one_dict(c, "SELECT * FROM members WHERE cid=? AND user_id=?", (cid, self.own))
+        rows = _members(c, _OWN_MEMBER, (cid, self.own))
+        return rows[0] if rows else None
 
     def cached_channels(
         self, filter: dict[str, Any] | None = None, sort: list[dict[str, Any]] | None = None
@@ -438,7 +455,7 @@ class ReadModel:
 
     # -- one channel ---------------------------------------------------------------------------
 
-    def channel(self, cid: str, *, messages: int = 25) -> dict[str, Any] | None:
+    def channel(self, cid: str, *, messages: int = 25) -> ChannelState | None:
         """One channel's state: channel, members, reads, newest messages, pinned, draft,
         own membership."""
         with self.datastore.transaction(commit=False) as c:
@@ -447,25 +464,24 @@ class ReadModel:
                 return None
             raw = self._channel_raw(c, row[0], row[1])
             channel = decode_stored(raw) if raw else _one_dict(
-                c, "SELECT * FROM channels WHERE cid=?", (cid,))
+                c, "SELECT * FROM channels WHERE cid=?", (cid,)) or {}
             page = self._channel_page(c, cid, None, before=True, inclusive=False,
                                       limit=messages)
-            pinned = self._messages(c, c.execute(
+            pinned = self._messages(c, cast("list[MessageRow]", c.execute(
                 f"{_MESSAGE_SELECT} WHERE cid=? AND pinned=1 "
-                "ORDER BY pinned_at DESC LIMIT 25", (cid,)).fetchall())
+                "ORDER BY pinned_at DESC LIMIT 25", (cid,)).fetchall()))
             draft = c.execute("SELECT position FROM drafts WHERE cid=? AND parent_id=''",
                               (cid,)).fetchone()
-            return {
-                "channel": channel,
-                "members": _dicts(c, "SELECT * FROM members WHERE cid=? ORDER BY created_at, user_id",
-                                  (cid,)),
-                "read": _dicts(c, "SELECT * FROM reads WHERE cid=? ORDER BY user_id", (cid,)),
-                "messages": page,
-                "pinned_messages": pinned,
-                "membership": self._membership(c, cid),
-                "draft_position": draft[0] if draft else None,
-                "unread_count": self._unread(c, cid),
-            }
+            return ChannelState(
+                channel=channel,
+                members=_members(c, _CHANNEL_MEMBERS, (cid,)),
+                read=_reads(c, cid),
+                messages=page,
+                pinned_messages=pinned,
+                membership=self._membership(c, cid),
+                draft_position=cast("int | None", draft[0]) if draft else None,
+                unread_count=self._unread(c, cid),
+            )
 
     # -- messages ------------------------------------------------------------------------------
 
@@ -506,7 +522,8 @@ class ReadModel:
             keys.insert(0 if not before else len(keys), (cursor[0], cursor[1]))
         gaps = []
         if len(keys) > 1:
-            ranges = c.execute(RANGES_OVERLAPPING, (cid, *keys[0], *keys[-1])).fetchall()
+            ranges = cast("list[RangeRow]", c.execute(
+                RANGES_OVERLAPPING, (cid, *keys[0], *keys[-1])).fetchall())
             gaps = find_gaps(ranges, keys)
         return MessagePage(self._messages(c, rows), gaps)
 
@@ -538,7 +555,7 @@ class ReadModel:
     def _page_rows(
         self, c: apsw.Cursor, where: str, params: tuple[Any, ...], cursor: tuple[int, str] | None,
         *, before: bool, inclusive: bool, limit: int,
-    ) -> list[tuple[Any, ...]]:
+    ) -> list[MessageRow]:
         """The rows (of `_MESSAGE_SELECT`) of a page, oldest first."""
         clauses = [where, "deleted_for_me=0"]
         values = list(params)
@@ -547,62 +564,60 @@ class ReadModel:
             clauses.append(f"(created_at, id) {op} (+?, +?)")
             values += [cursor[0], cursor[1]]
         order = "DESC" if before else "ASC"
-        rows = c.execute(
+        rows = cast("list[MessageRow]", c.execute(
             f"{_MESSAGE_SELECT} WHERE {' AND '.join(clauses)} "
             f"ORDER BY created_at {order}, id {order} LIMIT +?",
             [*values, limit],
-        ).fetchall()
+        ).fetchall())
         if before:
             rows.reverse()
         return rows
 
     def message(self, message_id: str) -> StoredMessage | None:
         with self.datastore.transaction(commit=False) as c:
-            rows = c.execute(f"{_MESSAGE_SELECT} WHERE id=?",
-                             (message_id,)).fetchall()
+            rows = cast("list[MessageRow]", c.execute(f"{_MESSAGE_SELECT} WHERE id=?",
+                                                      (message_id,)).fetchall())
             return self._messages(c, rows)[0] if rows else None
 
     def pinned(self, cid: str, *, limit: int = 25) -> list[StoredMessage]:
         with self.datastore.transaction(commit=False) as c:
-            return self._messages(c, c.execute(
+            return self._messages(c, cast("list[MessageRow]", c.execute(
                 f"{_MESSAGE_SELECT} WHERE cid=? AND pinned=1 "
-                "ORDER BY pinned_at DESC LIMIT ?", (cid, limit)).fetchall())
+                "ORDER BY pinned_at DESC LIMIT ?", (cid, limit)).fetchall()))
 
     # -- reactions, members, reads, users --------------------------------------------------------
 
-    def reactions(self, message_id: str, *, own: bool = False, limit: int = 25) -> list[dict[str, Any]]:
+    def reactions(self, message_id: str, *, own: bool = False,
+                  limit: int = 25) -> list[StoredReaction]:
         """A message's reactions, newest first (only the own user's with `own=True`)."""
-        sql = "SELECT * FROM reactions WHERE message_id=?"
-        params: list[Any] = [message_id]
-        if own:
-            sql += " AND user_id=?"
-            params.append(self.own)
         with self.datastore.transaction(commit=False) as c:
-            return _dicts(c, sql + " ORDER BY coalesce(updated_at, created_at) DESC LIMIT ?",
-                          (*params, limit))
+            rows = cast("list[_ReactionRow]", c.execute(
+                _OWN_REACTIONS if own else _REACTIONS,
+                (message_id, self.own, limit) if own else (message_id, limit)).fetchall())
+            return [StoredReaction(*row) for row in rows]
 
-    def members(self, cid: str) -> list[dict[str, Any]]:
+    def members(self, cid: str) -> list[StoredMember]:
         with self.datastore.transaction(commit=False) as c:
-            return _dicts(c, "SELECT * FROM members WHERE cid=? ORDER BY created_at, user_id", (cid,))
+            return _members(c, _CHANNEL_MEMBERS, (cid,))
 
-    def reads(self, cid: str) -> list[dict[str, Any]]:
+    def reads(self, cid: str) -> list[StoredRead]:
         with self.datastore.transaction(commit=False) as c:
-            return _dicts(c, "SELECT * FROM reads WHERE cid=? ORDER BY user_id", (cid,))
+            return _reads(c, cid)
 
-    def unread_counts(self) -> dict[str, Any]:
+    def unread_counts(self) -> UnreadCounts:
         """The own user's unread messages per channel and in total, and channels with any: the
         one set of unread figures every view shows (`user(own)` among them)."""
         with self.datastore.transaction(commit=False) as c:
             return self._unread_counts(c)
 
-    def _unread_counts(self, c: apsw.Cursor) -> dict[str, Any]:
-        per_channel = dict(c.execute(
+    def _unread_counts(self, c: apsw.Cursor) -> UnreadCounts:
+        per_channel = dict(cast("list[tuple[str, int]]", c.execute(
             "SELECT r.cid, r.unread_messages FROM reads r JOIN channels ch ON ch.cid=r.cid "
-            "WHERE r.user_id=? AND r.unread_messages>0 ORDER BY r.cid", (self.own,)))
-        return {"total_unread_count": sum(per_channel.values()),
-                "unread_channels": len(per_channel), "channels": per_channel}
+            "WHERE r.user_id=? AND r.unread_messages>0 ORDER BY r.cid", (self.own,)).fetchall()))
+        return UnreadCounts(total_unread_count=sum(per_channel.values()),
+                            unread_channels=len(per_channel), channels=per_channel)
 
-    def user(self, user_id: str) -> dict[str, Any] | None:
+    def user(self, user_id: str) -> StoredUser | None:
         """A user as last seen: the object from the log, with the row's flags. For the own
         user, the figures the store keeps current replace those of the object as received
         (which the backend sent at connection time): `total_unread_count`, `unread_count` and
@@ -612,21 +627,26 @@ class ReadModel:
             row = _one_dict(c, "SELECT * FROM users WHERE id=?", (user_id,))
             if row is None:
                 return None
-            raw = user_object(self._payload(c, row["position"]), row["slot"], user_id)
+            position: int = row["position"]
+            raw = user_object(self._payload(c, position), row["slot"], user_id)
             current = self._own_figures(c) if user_id == self.own else {}
         data = decode_stored(raw) if raw else {"id": user_id, "name": row["name"],
                                                       "role": row["role"]}
-        return {**data, **current, "_row": row}
+        return StoredUser(
+            id=user_id, name=row["name"], role=row["role"], online=bool(row["online"]),
+            banned=bool(row["banned"]), last_active=row["last_active"],
+            updated_at=row["updated_at"], deleted_at=row["deleted_at"], position=position,
+            user={**data, **current}, row=row)
 
     def _own_figures(self, c: apsw.Cursor) -> dict[str, Any]:
         """What the own user object says that later events change: unread counts and mutes."""
         counts = self._unread_counts(c)
         now = now_us()
-        return {"total_unread_count": counts["total_unread_count"],
-                "unread_count": counts["total_unread_count"],
-                "unread_channels": counts["unread_channels"],
-                "mutes": [m["mute"] for m in MuteReader.users(c, self._payload, now=now)],
-                "channel_mutes": [m["mute"]
+        return {"total_unread_count": counts.total_unread_count,
+                "unread_count": counts.total_unread_count,
+                "unread_channels": counts.unread_channels,
+                "mutes": [m.mute for m in MuteReader.users(c, self._payload, now=now)],
+                "channel_mutes": [m.mute
                                   for m in MuteReader.channels(c, self._payload, now=now)]}
 
     def channel_ids_to_sync(self, limit: int = 250) -> list[str]:
@@ -636,91 +656,105 @@ class ReadModel:
                 "SELECT cid FROM channels ORDER BY last_message_at IS NULL, last_message_at DESC, "
                 "cid LIMIT ?", (limit,))]
 
-    def drafts(self, cid: str | None = None) -> list[dict[str, Any]]:
+    def drafts(self, cid: str | None = None) -> list[StoredDraft]:
         """Unsent drafts, newest first (one per channel and thread): `cid`, `parent_id` (None
         for the channel's own draft), `created_at` and the `draft` object as stored."""
         with self.datastore.transaction(commit=False) as c:
-            rows = c.execute(
+            rows = cast("list[tuple[str, str, int | None, int]]", c.execute(
                 "SELECT cid, parent_id, created_at, position FROM drafts "
                 + ("WHERE cid=? " if cid is not None else "")
                 + "ORDER BY created_at DESC, cid, parent_id",
-                (cid,) if cid is not None else ()).fetchall()
-            return [{"cid": row_cid, "parent_id": parent or None, "created_at": created_at,
-                     "draft": _draft_object(self._payload(c, position), row_cid, parent)}
+                (cid,) if cid is not None else ()).fetchall())
+            return [StoredDraft(cid=row_cid, parent_id=parent or None, created_at=created_at,
+                                draft=_draft_object(self._payload(c, position), row_cid, parent))
                     for row_cid, parent, created_at, position in rows]
 
-    def draft(self, cid: str, parent_id: str | None = None) -> dict[str, Any] | None:
+    def draft(self, cid: str, parent_id: str | None = None) -> StoredDraft | None:
         """The draft of a channel (or of one of its threads), or None."""
-        return next((d for d in self.drafts(cid) if d["parent_id"] == (parent_id or None)), None)
+        return next((d for d in self.drafts(cid) if d.parent_id == (parent_id or None)), None)
 
-    def polls(self, cid: str | None = None) -> list[dict[str, Any]]:
+    def polls(self, cid: str | None = None) -> list[StoredPoll]:
         """Polls as last heard of, most recently updated first: `id`, `cid`, `message_id`,
         `updated_at` and the `poll` object as stored."""
         with self.datastore.transaction(commit=False) as c:
-            rows = c.execute(
+            rows = cast("list[tuple[str, str | None, str | None, int | None, int]]", c.execute(
                 "SELECT id, cid, message_id, updated_at, position FROM polls "
                 + ("WHERE cid=? " if cid is not None else "")
                 + "ORDER BY updated_at DESC, id",
-                (cid,) if cid is not None else ()).fetchall()
-            return [{"id": poll_id, "cid": poll_cid, "message_id": message_id,
-                     "updated_at": updated_at,
-                     "poll": _member_object(self._payload(c, position), "poll")}
+                (cid,) if cid is not None else ()).fetchall())
+            return [StoredPoll(id=poll_id, cid=poll_cid, message_id=message_id,
+                               updated_at=updated_at,
+                               poll=_member_object(self._payload(c, position), "poll"))
                     for poll_id, poll_cid, message_id, updated_at, position in rows]
 
-    def poll(self, poll_id: str) -> dict[str, Any] | None:
-        return next((p for p in self.polls() if p["id"] == poll_id), None)
+    def poll(self, poll_id: str) -> StoredPoll | None:
+        return next((p for p in self.polls() if p.id == poll_id), None)
 
-    def threads(self, cid: str | None = None) -> list[dict[str, Any]]:
+    def threads(self, cid: str | None = None) -> list[StoredThread]:
         """Threads the backend described (`thread.updated`), most recently active first:
         `parent_id`, `cid`, `reply_count`, `participant_count`, `last_message_at`, and the
         `thread` object as last received."""
         with self.datastore.transaction(commit=False) as c:
-            rows = c.execute(
+            rows = cast("list[tuple[str, str | None, int | None, int | None, int | None, int]]",
+                        c.execute(
                 "SELECT parent_id, cid, reply_count, participant_count, last_message_at, "
                 "position FROM threads " + ("WHERE cid=? " if cid is not None else "")
                 + "ORDER BY last_message_at IS NULL, last_message_at DESC, parent_id",
-                (cid,) if cid is not None else ()).fetchall()
-            return [{"parent_id": parent, "cid": row_cid, "reply_count": replies,
-                     "participant_count": participants, "last_message_at": last,
-                     "thread": _member_object(self._payload(c, position), "thread")}
+                (cid,) if cid is not None else ()).fetchall())
+            return [StoredThread(parent_id=parent, cid=row_cid, reply_count=replies,
+                                 participant_count=participants, last_message_at=last,
+                                 thread=_member_object(self._payload(c, position), "thread"))
                     for parent, row_cid, replies, participants, last, position in rows]
 
-    def thread_reads(self, parent_id: str) -> list[dict[str, Any]]:
+    def thread_reads(self, parent_id: str) -> list[ThreadRead]:
         """Each user's read state of the thread under `parent_id`: `user_id`, `cid`,
         `last_read` (epoch µs), `last_read_message_id`, `position`."""
         with self.datastore.transaction(commit=False) as c:
             return ThreadReads.of_thread(c, parent_id)
 
-    def reminders(self, cid: str | None = None, *, due: bool = False) -> list[dict[str, Any]]:
+    def reminders(self, cid: str | None = None, *, due: bool = False) -> list[StoredReminder]:
         """The own user's reminders, soonest first (those without a time last): `message_id`,
         `user_id`, `cid`, `remind_at`, `created_at`, `updated_at` (epoch µs or None), `due`
         (the backend said it is due), and the `reminder` object as last received. Only one
         channel's with `cid`; only those due with `due=True`."""
         with self.datastore.transaction(commit=False) as c:
-            rows = c.execute(LIST_REMINDERS, (cid, int(due))).fetchall()
-            return [{**dict(zip(LISTED_COLUMNS, row[:-1])), "due": bool(row[6]),
-                     "reminder": reminder_object(self._payload(c, row[-1]))}
-                    for row in rows]
+            rows = cast("list[_ReminderRow]",
+                        c.execute(LIST_REMINDERS, (cid, int(due))).fetchall())
+            return [StoredReminder(
+                        message_id=message_id, user_id=user, cid=row_cid, remind_at=remind_at,
+                        created_at=created_at, updated_at=updated_at, due=bool(is_due),
+                        reminder=reminder_object(self._payload(c, position)))
+                    for (message_id, user, row_cid, remind_at, created_at, updated_at, is_due,
+                         position) in rows]
 
-    def mutes(self, *, expired: bool = False) -> list[dict[str, Any]]:
+    def mutes(self, *, expired: bool = False) -> list[UserMute]:
         """The users the own user has muted, by user id: `user_id`, `created_at`, `updated_at`,
         `expires` (epoch µs; `expires` None: until unmuted) and the `mute` object as received.
         Mutes past their `expires` are listed only with `expired=True`."""
         with self.datastore.transaction(commit=False) as c:
             return MuteReader.users(c, self._payload, now=None if expired else now_us())
 
-    def channel_mutes(self, *, expired: bool = False) -> list[dict[str, Any]]:
+    def channel_mutes(self, *, expired: bool = False) -> list[ChannelMute]:
         """The channels the own user has muted, by cid: `cid`, the times, and `mute`; like
         `mutes`. A muted channel's new messages do not count as unread."""
         with self.datastore.transaction(commit=False) as c:
             return MuteReader.channels(c, self._payload, now=None if expired else now_us())
 
-    def connection_info(self) -> dict[str, Any]:
+    def connection_info(self) -> ConnectionInfo:
+        """What the store knows of the connection: its id, the last health check (µs), the log
+        position of the last `me`, `last_sync_at` (RFC 3339), and the event times of the mute
+        lists on file (µs); None where not known."""
         with self.datastore.transaction(commit=False) as c:
-            info = dict(c.execute("SELECT key, value FROM connection"))
-        if isinstance(info.get("last_sync_at"), int):
-            info["last_sync_at"] = format_time_or_none(info["last_sync_at"])
-        return info
+            info = dict(cast("list[tuple[str, Any]]",
+                             c.execute("SELECT key, value FROM connection").fetchall()))
+        synced = info.get("last_sync_at")
+        return ConnectionInfo(
+            connection_id=info.get("connection_id"),
+            last_health_check_at=info.get("last_health_check_at"),
+            me_position=info.get("me_position"),
+            last_sync_at=format_time_or_none(synced) if isinstance(synced, int) else synced,
+            user_mutes_at=info.get("user_mutes_at"),
+            channel_mutes_at=info.get("channel_mutes_at"))
 
     def last_sync_at(self) -> str | None:
         """The time up to which the store holds every event (RFC 3339), or None before any sync."""
@@ -728,21 +762,82 @@ class ReadModel:
             row = c.execute("SELECT value FROM connection WHERE key='last_sync_at'").fetchone()
         return format_time_or_none(row[0]) if row and isinstance(row[0], int) else None
 
-    def unprojected(self, limit: int | None = None) -> list[dict[str, Any]]:
+    def unprojected(self, limit: int | None = None) -> list[UnprojectedEntry]:
         """Log entries stored but not wholly projected (a value the tables cannot hold was left
         out), newest first: `position`, `type`, `reason`."""
         with self.datastore.transaction(commit=False) as c:
-            rows = c.execute(_UNPROJECTED, (-1 if limit is None else limit,)).fetchall()
-        return [{"position": position, "type": kind, "reason": reason}
+            rows = cast("list[tuple[int, str, str]]", c.execute(
+                _UNPROJECTED, (-1 if limit is None else limit,)).fetchall())
+        return [UnprojectedEntry(position=position, type=kind, reason=reason)
                 for position, kind, reason in rows]
 
     def unprojected_count(self) -> int:
         with self.datastore.transaction(commit=False) as c:
-            return c.execute(_UNPROJECTED_COUNT).fetchone()[0]
+            return _count(c, _UNPROJECTED_COUNT, ())
 
 
 _UNPROJECTED = "SELECT position, type, reason FROM unprojected ORDER BY position DESC LIMIT ?"
 _UNPROJECTED_COUNT = "SELECT COUNT(*) FROM unprojected"
+
+# The rows behind the result structs (see _ROW_SHAPES), their columns in the structs' order.
+_REACTION_COLUMNS = "message_id, user_id, type, score, created_at, updated_at, position"
+_ReactionRow = tuple[str, str, str, int, int | None, int | None, int]
+_REACTION_ORDER = " ORDER BY coalesce(updated_at, created_at) DESC LIMIT ?"
+_REACTIONS = f"SELECT {_REACTION_COLUMNS} FROM reactions WHERE message_id=?{_REACTION_ORDER}"
+_OWN_REACTIONS = (f"SELECT {_REACTION_COLUMNS} FROM reactions WHERE message_id=? AND user_id=?"
+                  + _REACTION_ORDER)
+_MEMBER_COLUMNS = ("cid, user_id, role, channel_role, banned, pinned_at, archived_at, "
+                   "created_at, updated_at")
+# A member row without its cid (as the channel list reads the own membership).
+_MemberColumns = tuple[str, str | None, str | None, int, int | None, int | None, int | None,
+                       int | None]
+_MemberRow = tuple[str, str, str | None, str | None, int, int | None, int | None, int | None,
+                   int | None]
+_CHANNEL_MEMBERS = (f"SELECT {_MEMBER_COLUMNS} FROM members WHERE cid=? "
+                    "ORDER BY created_at, user_id")
+_OWN_MEMBER = f"SELECT {_MEMBER_COLUMNS} FROM members WHERE cid=? AND user_id=?"
+_READS = ("SELECT cid, user_id, last_read, unread_messages, last_read_message_id, "
+          "first_unread_message_id, last_delivered_at, last_delivered_message_id, state_at "
+          "FROM reads WHERE cid=? ORDER BY user_id")
+_ReadRow = tuple[str, str, int | None, int, str | None, str | None, int | None, str | None,
+                 int | None]
+# A row of `reminders.LIST_REMINDERS`.
+_ReminderRow = tuple[str, str | None, str | None, int | None, int | None, int | None, int, int]
+# A row of the channel list (`_summaries`): the channel's columns, the own unread count, the
+# own member columns (`_MemberColumns`, all NULL when not a member), the newest message's
+# columns (`MessageColumns`, all NULL for none) and its entry's codec and bytes.
+SummaryRow = tuple[
+    str, str | None, int | None, int | None, int, str | None, int,
+    str | None, str | None, str | None, int | None, int | None, int | None, int | None,
+    int | None,
+    str | None, str | None, int | None, str | None, str | None, str | None, int | None,
+    int | None, int | None, int | None, str | None, str | None, int | None, int | None,
+    int | None, bytes | None,
+]
+
+
+def _stored_message(m: MessageColumns | MessageRow, raw: bytes) -> StoredMessage:
+    """A message's columns (`_MESSAGE_COLUMNS`) and its object's bytes as a `StoredMessage`."""
+    return StoredMessage(m[0], m[1], m[2], m[3], m[4], m[5], m[6], bool(m[7]), m[8],
+                         bool(m[9]), m[10], m[11], m[12], raw)
+
+
+def _members(c: apsw.Cursor, sql: str, params: tuple[Any, ...]) -> list[StoredMember]:
+    """The member rows a statement of `_MEMBER_COLUMNS` selects."""
+    return [StoredMember(*row)
+            for row in cast("list[_MemberRow]", c.execute(sql, params).fetchall())]
+
+
+def _reads(c: apsw.Cursor, cid: str) -> list[StoredRead]:
+    """A channel's read rows, by user id."""
+    return [StoredRead(*row)
+            for row in cast("list[_ReadRow]", c.execute(_READS, (cid,)).fetchall())]
+
+
+def _count(c: apsw.Cursor, sql: str, params: tuple[Any, ...] | list[Any]) -> int:
+    """The one integer a statement of one aggregate returns."""
+    row = c.execute(sql, params).fetchone()
+    return cast(int, row[0]) if row is not None else 0
 
 
 def _member_object(payload: bytes, key: str) -> dict[str, Any] | None:
@@ -811,7 +906,7 @@ class ReadAPI:
         """The cids of the last online answer to the same query (None if never asked online)."""
         return self.read.cached_channels(filter, sort)
 
-    def channel(self, cid: str, *, messages: int = 25) -> dict[str, Any] | None:
+    def channel(self, cid: str, *, messages: int = 25) -> ChannelState | None:
         """One channel's state: channel, members, reads, messages, pinned, own membership."""
         return self.read.channel(cid, messages=messages)
 
@@ -837,60 +932,61 @@ class ReadAPI:
     def pinned(self, cid: str, *, limit: int = 25) -> list[StoredMessage]:
         return self.read.pinned(cid, limit=limit)
 
-    def reactions(self, message_id: str, *, own: bool = False, limit: int = 25) -> list[dict[str, Any]]:
+    def reactions(self, message_id: str, *, own: bool = False,
+                  limit: int = 25) -> list[StoredReaction]:
         return self.read.reactions(message_id, own=own, limit=limit)
 
-    def members(self, cid: str) -> list[dict[str, Any]]:
+    def members(self, cid: str) -> list[StoredMember]:
         return self.read.members(cid)
 
-    def reads(self, cid: str) -> list[dict[str, Any]]:
+    def reads(self, cid: str) -> list[StoredRead]:
         return self.read.reads(cid)
 
-    def unread_counts(self) -> dict[str, Any]:
+    def unread_counts(self) -> UnreadCounts:
         return self.read.unread_counts()
 
-    def user(self, user_id: str) -> dict[str, Any] | None:
+    def user(self, user_id: str) -> StoredUser | None:
         return self.read.user(user_id)
 
     def channel_ids_to_sync(self, limit: int = 250) -> list[str]:
         return self.read.channel_ids_to_sync(limit)
 
-    def connection_info(self) -> dict[str, Any]:
+    def connection_info(self) -> ConnectionInfo:
         return self.read.connection_info()
 
     def last_sync_at(self) -> str | None:
         return self.read.last_sync_at()
 
-    def unprojected(self, limit: int | None = None) -> list[dict[str, Any]]:
+    def unprojected(self, limit: int | None = None) -> list[UnprojectedEntry]:
         return self.read.unprojected(limit)
 
-    def drafts(self, cid: str | None = None) -> list[dict[str, Any]]:
+    def drafts(self, cid: str | None = None) -> list[StoredDraft]:
         return self.read.drafts(cid)
 
-    def draft(self, cid: str, parent_id: str | None = None) -> dict[str, Any] | None:
+    def draft(self, cid: str, parent_id: str | None = None) -> StoredDraft | None:
         return self.read.draft(cid, parent_id)
 
-    def polls(self, cid: str | None = None) -> list[dict[str, Any]]:
+    def polls(self, cid: str | None = None) -> list[StoredPoll]:
         return self.read.polls(cid)
 
-    def poll(self, poll_id: str) -> dict[str, Any] | None:
+    def poll(self, poll_id: str) -> StoredPoll | None:
         return self.read.poll(poll_id)
 
-    def threads(self, cid: str | None = None) -> list[dict[str, Any]]:
+    def threads(self, cid: str | None = None) -> list[StoredThread]:
         return self.read.threads(cid)
 
-    def thread_reads(self, parent_id: str) -> list[dict[str, Any]]:
+    def thread_reads(self, parent_id: str) -> list[ThreadRead]:
         """Each user's read state of one thread; see `ReadModel.thread_reads`."""
         return self.read.thread_reads(parent_id)
 
-    def reminders(self, cid: str | None = None, *, due: bool = False) -> list[dict[str, Any]]:
+    def reminders(self, cid: str | None = None, *, due: bool = False) -> list[StoredReminder]:
         """The own user's reminders, soonest first; see `ReadModel.reminders`."""
         return self.read.reminders(cid, due=due)
 
-    def mutes(self, *, expired: bool = False) -> list[dict[str, Any]]:
+    def mutes(self, *, expired: bool = False) -> list[UserMute]:
         """The users the own user has muted; see `ReadModel.mutes`."""
         return self.read.mutes(expired=expired)
 
-    def channel_mutes(self, *, expired: bool = False) -> list[dict[str, Any]]:
+    def channel_mutes(self, *, expired: bool = False) -> list[ChannelMute]:
         """The channels the own user has muted; see `ReadModel.channel_mutes`."""
         return self.read.channel_mutes(expired=expired)

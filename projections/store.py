@@ -38,6 +38,7 @@ from chatledger.projections.export import export_channels
 from chatledger.projections.ids import IdKind, IdLookup
 from chatledger.projections.outbox import Outbox
 from chatledger.projections.queries import ReadAPI, ReadModel
+from chatledger.projections.results import QuarantineEntry, StoreStats
 from chatledger.projections.schema import PROJECTION_VERSION
 from chatledger.projections.times import TimeLike, optional_micros
 
@@ -313,11 +314,11 @@ class ChatStore(ActionsMixin, ReadAPI):
             until=optional_micros(until), newest_first=newest_first,
         )
 
-    def quarantine(self, *, limit: int | None = None) -> list[dict[str, Any]]:
+    def quarantine(self, *, limit: int | None = None) -> list[QuarantineEntry]:
         """Input the store refused, newest first, with the reason and the bytes as they arrived."""
-        return self.log.quarantine(limit=limit)
+        return [QuarantineEntry(**item) for item in self.log.quarantine(limit=limit)]
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> StoreStats:
         """Counts and sizes of the log (see `EventLog.stats`), with the channel counts of the
         read tables: `channels` is what `channels()` lists (`channel_count()`),
         `hidden_channels` the hidden ones it leaves out, `channel_streams` the channels the log
@@ -333,7 +334,7 @@ class ChatStore(ActionsMixin, ReadAPI):
         stats["path"] = str(self.path) if self.path else ":memory:"
         # A bundle (`bundle()`) says so: who made it, redacted or not, cut down to what.
         stats["bundle"] = self.bundle_info()
-        return stats
+        return StoreStats(**stats)
 
     def bundle_info(self) -> dict[str, Any] | None:
         """How this store was made, when it is a bundle (see `bundle`): `redacted`,

@@ -11,9 +11,11 @@ as it is.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import cast
 
 import apsw
+
+from chatledger.projections.results import ThreadRead
 
 __all__ = ["ThreadReads", "THREAD_READ_COLUMNS"]
 
@@ -46,7 +48,8 @@ class ThreadReads:
         c.execute(_RECORD, (parent_id, user_id, cid, last_read, last_read_message_id, position))
 
     @staticmethod
-    def of_thread(c: apsw.Cursor, parent_id: str) -> list[dict[str, Any]]:
+    def of_thread(c: apsw.Cursor, parent_id: str) -> list[ThreadRead]:
         """Each user's read state of one thread, by user id."""
-        return [dict(zip(THREAD_READ_COLUMNS, row))
-                for row in c.execute(_OF_THREAD, (parent_id,))]
+        rows = cast("list[tuple[str, str, str | None, int | None, str | None, int]]",
+                    c.execute(_OF_THREAD, (parent_id,)).fetchall())
+        return [ThreadRead(*row) for row in rows]

@@ -29,6 +29,7 @@ from typing import Any
 import msgspec
 
 from chatledger.eventstore.wire.times import parse_time
+from chatledger.projections.results import ChannelState, QuarantineEntry
 from chatledger.sync.answers import obviously_unusable
 from chatledger.sync.backend import Backend, BackendError, UnusableAnswer
 from chatledger.sync.stores import AnyStore, done
@@ -131,11 +132,11 @@ class DiffReport(msgspec.Struct, kw_only=True):
 class _Context:
     """What classifying needs from the store, read once per diff."""
 
-    def __init__(self, commands: Sequence[Any], quarantined: Sequence[dict[str, Any]],
+    def __init__(self, commands: Sequence[Any], quarantined: Sequence[QuarantineEntry],
                  last_sync_at: str | None) -> None:
         self.last_sync_at = last_sync_at
         self.last_sync_us = parse_time(last_sync_at) if last_sync_at else None
-        self.quarantined = sorted(quarantined, key=lambda item: item["received_at"])
+        self.quarantined = sorted(quarantined, key=lambda item: item.received_at)
         self.by_message: dict[str, list[Any]] = {}
         self.by_cid: dict[str, list[Any]] = {}
         for command in sorted(commands, key=lambda c: c.created_at):
@@ -242,16 +243,21 @@ class Differ:
                          default=None)
             self._compare_channel_fields(cid, channel, local, summaries, context, report,
                                          newest_id=(newest or {}).get("id"))
-            self._compare_members(cid, state.members, local["members"], context, report)
-            self._compare_read(cid, state.read, local["read"], context, report)
+            # The member and read rows as plain dicts: compared field by field with the
+            # server's objects, by the same names.
+            self._compare_members(cid, state.members,
+                                  [msgspec.structs.asdict(m) for m in local.members],
+                                  context, report)
+            self._compare_read(cid, state.read, [msgspec.structs.asdict(r) for r in local.read],
+                               context, report)
         shown = [m for m in state.messages
                  if not m.get("parent_id") or m.get("show_in_channel")]
         await self._compare_messages(cid, shown, limit, context, report, readable=True)
 
-    def _compare_channel_fields(self, cid: str, server: dict[str, Any], local: dict[str, Any],
+    def _compare_channel_fields(self, cid: str, server: dict[str, Any], local: ChannelState,
                                 summaries: list[Any], context: _Context,
                                 report: DiffReport, *, newest_id: str | None) -> None:
-        mine = local["channel"] or {}
+        mine = local.channel or {}
         summary = summaries[0] if summaries else None
         values = {
             "name": (summary.name if summary else mine.get("name"), server.get("name")),
@@ -405,7 +411,7 @@ class Differ:
         own_server = {r.get("type") for r in server.get("own_reactions") or []
                       if (r.get("user_id") or (r.get("user") or {}).get("id")) in
                       (self.user_id, None)}
-        own_local = {row["type"] for row in
+        own_local = {row.type for row in
                      await done(self.store.reactions(local.id, own=True, limit=100))}
         for reaction_type in sorted(own_server ^ own_local, key=str):
             report.mismatches.append(self._classify(
@@ -487,10 +493,10 @@ class Differ:
             found.why = ("in a gap of the channel's held history: no page or event covered "
                          "this stretch of it")
         elif (quarantined := next((item for item in context.quarantined
-                                   if item["received_at"] >= server_at), None)) is not None:
+                                   if item.received_at >= server_at), None)) is not None:
             found.window = QUARANTINE
             found.why = (f"an answer received after the change was quarantined "
-                         f"(#{quarantined['id']}: {quarantined['reason']})")
+                         f"(#{quarantined.id}: {quarantined.reason})")
         else:
             found.window = LIVE
             found.why = (f"changed while the event stream was followed, before last_sync_at "
