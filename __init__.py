@@ -21,6 +21,12 @@ from chatledger.errors import (
     UserIdError, WireError, WriteLockTimeout, WriterClosed,
 )
 from chatledger.projections.aio_store import AsyncChatStore
+from chatledger.projections.results import (
+    ChannelMute, ChannelState, ChannelSummary, ConnectionInfo, QuarantineEntry, ResultRow,
+    StoreStats, StoredDraft, StoredMember, StoredMessage, StoredPoll, StoredRead, StoredReaction,
+    StoredReminder, StoredThread, StoredUser, ThreadRead, UnprojectedEntry, UnreadCounts,
+    UserMute,
+)
 from chatledger.projections.store import ChatStore
 
 if TYPE_CHECKING:
@@ -57,6 +63,11 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "AsyncChatStore", "ChatStore",
+    # what the read API returns (chatledger.projections.results)
+    "ChannelSummary", "StoredMessage", "ChannelState", "StoredMember", "StoredRead",
+    "StoredReaction", "UnreadCounts", "StoredUser", "StoredDraft", "StoredPoll", "StoredThread",
+    "ThreadRead", "StoredReminder", "UserMute", "ChannelMute", "ConnectionInfo",
+    "UnprojectedEntry", "QuarantineEntry", "StoreStats", "ResultRow",
     "Backend", "StreamBackend", "SyncClient", "SyncReport", "ReplayReport", "Outcome", "archive",
     # the errors (chatledger.errors has the tree)
     "ChatledgerError", "StoreError", "KeyRequired", "DestinationExists", "WriterClosed",

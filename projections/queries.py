@@ -6,8 +6,6 @@ them as they now stand (`position`, `slot`), read in the same snapshot as the ro
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, cast
 
 import apsw
@@ -22,13 +20,16 @@ from chatledger.projections.mutes import MuteReader, now_us
 from chatledger.projections.ranges import RANGES_OVERLAPPING, MessagePage, find_gaps
 from chatledger.projections.reminders import LIST_REMINDERS, reminder_object
 from chatledger.projections.results import (
-    ChannelMute, ChannelState, ConnectionInfo, StoredDraft, StoredMember, StoredPoll, StoredRead,
-    StoredReaction, StoredReminder, StoredThread, StoredUser, ThreadRead, UnprojectedEntry,
-    UnreadCounts, UserMute,
+    ChannelMute, ChannelState, ChannelSummary, ConnectionInfo, StoredDraft, StoredMember,
+    StoredMessage, StoredPoll, StoredRead, StoredReaction, StoredReminder, StoredThread,
+    StoredUser, ThreadRead, UnprojectedEntry, UnreadCounts, UserMute,
 )
 from chatledger.projections.schema import SLOT_EVENT, SLOT_PINNED_BASE, SLOT_RESPONSE
 from chatledger.projections.thread_reads import ThreadReads
-from chatledger.projections.times import from_micros
+
+# Defined with the other result types; imported from here by name too.
+__all__ = ["ChannelSummary", "ReadAPI", "ReadModel", "StoredMessage", "channel_state_of",
+           "state_message", "user_object"]
 
 NO_RAW = msgspec.Raw()
 
@@ -111,68 +112,6 @@ def state_message(state: _State, slot: int) -> bytes:
     return bytes(items[index]) if 0 <= index < len(items) else b""
 
 
-class _Text(msgspec.Struct):
-    text: str | None = None
-
-
-_text_decoder = msgspec.json.Decoder(_Text)
-
-
-@dataclass(slots=True)
-class StoredMessage:
-    """A message as stored now: its row (with the local state) and its object's exact bytes."""
-
-    id: str
-    cid: str
-    created_at: int
-    user_id: str | None
-    type: str | None
-    parent_id: str | None
-    reply_count: int
-    pinned: bool
-    deleted_at: int | None
-    deleted_for_me: bool
-    local_state: str | None
-    local_command: str | None
-    position: int
-    raw: bytes = b""
-
-    def json(self) -> dict[str, Any]:
-        return decode_stored(self.raw) if self.raw else {}
-
-    @property
-    def text(self) -> str:
-        """The message's text ("" when it has none); read without decoding the rest."""
-        if not self.raw:
-            return ""
-        try:
-            return _text_decoder.decode(self.raw).text or ""
-        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeError):
-            # (Older msgspec releases raise UnicodeDecodeError for text that is not UTF-8.)
-            text = self.json().get("text")  # what every other reader of the bytes sees
-            return text if isinstance(text, str) else ""
-
-    @property
-    def created(self) -> datetime | None:
-        """`created_at` (epoch microseconds) as an aware UTC datetime."""
-        return from_micros(self.created_at)
-
-    @property
-    def deleted(self) -> datetime | None:
-        """`deleted_at` as an aware UTC datetime; None while the message stands."""
-        return from_micros(self.deleted_at)
-
-    @property
-    def reaction_counts(self) -> dict[str, int]:
-        """Reactions by type, as the message object says (the backend's count of them all,
-        not only those the store saw one by one): what every view of the message shows."""
-        counts = self.json().get("reaction_counts")
-        if not isinstance(counts, dict):
-            return {}
-        return {kind: count for kind, count in counts.items()
-                if isinstance(count, int) and not isinstance(count, bool) and count > 0}
-
-
 # _BOUND: in the statements run for every page and every first screen, parameters are written
 # `+?`, not `?`. SQLite (3.54, as APSW bundles it) looks at the value bound to a plain `?` in
 # these places (an equality on a key column of a query with ORDER BY, a LIMIT, a LEFT JOIN's `=`)
@@ -213,26 +152,6 @@ _CUSTOM_FIELD_NAMES = ("SELECT DISTINCT j.key FROM channels, json_each(channels.
 
 # Whether a message is on file at a channel's (created_at, id): see _BOUND for the `+?`.
 _MESSAGE_AT = "SELECT 1 FROM messages WHERE cid=+? AND created_at=+? AND id=+?"
-
-
-@dataclass(slots=True)
-class ChannelSummary:
-    """One line of a channel list: the channel, its newest message, unread count, membership."""
-
-    cid: str
-    name: str | None
-    last_message_at: int | None
-    member_count: int | None
-    unread_count: int
-    hidden: bool
-    membership: StoredMember | None
-    last_message: StoredMessage | None
-    custom: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def last_message_time(self) -> datetime | None:
-        """`last_message_at` (epoch microseconds) as an aware UTC datetime."""
-        return from_micros(self.last_message_at)
 
 
 class ReadModel:
@@ -292,7 +211,10 @@ class ReadModel:
         """Rows of `_MESSAGE_SELECT`: the message row, then its entry's codec and state (for an
         entry of one message)."""
         raws = self._raw_messages(c, [(r[14], r[15], r[12], r[13]) for r in rows])
-        return [_stored_message(r, raw) for r, raw in zip(rows, raws)]
+        # (Written out, not through `_stored_message`: this is every page's path.)
+        return [StoredMessage(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]), r[8],
+                              bool(r[9]), r[10], r[11], r[12], raw)
+                for r, raw in zip(rows, raws)]
 
     def _raw_messages(
         self, c: apsw.Cursor, entries: list[tuple[int | None, bytes | None, int, int]]
@@ -816,7 +738,7 @@ SummaryRow = tuple[
 ]
 
 
-def _stored_message(m: MessageColumns | MessageRow, raw: bytes) -> StoredMessage:
+def _stored_message(m: MessageColumns, raw: bytes) -> StoredMessage:
     """A message's columns (`_MESSAGE_COLUMNS`) and its object's bytes as a `StoredMessage`."""
     return StoredMessage(m[0], m[1], m[2], m[3], m[4], m[5], m[6], bool(m[7]), m[8],
                          bool(m[9]), m[10], m[11], m[12], raw)

@@ -16,23 +16,104 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import ItemsView, KeysView, ValuesView
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
+from chatledger.eventstore.wire import decode_stored
+from chatledger.projections.ranges import MessagePage
 from chatledger.projections.times import from_micros
 
-if TYPE_CHECKING:
-    from chatledger.projections.queries import StoredMessage
-    from chatledger.projections.ranges import MessagePage
-
 __all__ = [
-    "ResultRow", "StoredReaction", "StoredMember", "StoredRead", "UnreadCounts", "StoredUser",
+    "StoredMessage", "ChannelSummary", "ResultRow", "StoredReaction", "StoredMember", "StoredRead", "UnreadCounts", "StoredUser",
     "StoredDraft", "StoredPoll", "StoredThread", "ThreadRead", "StoredReminder", "UserMute",
     "ChannelMute", "ConnectionInfo", "UnprojectedEntry", "QuarantineEntry", "StoreStats",
     "ChannelState",
 ]
+
+
+class _Text(msgspec.Struct):
+    text: str | None = None
+
+
+_text_decoder = msgspec.json.Decoder(_Text)
+
+
+@dataclass(slots=True)
+class StoredMessage:
+    """A message as stored now: its row (with the local state) and its object's exact bytes."""
+
+    id: str
+    cid: str
+    created_at: int
+    user_id: str | None
+    type: str | None
+    parent_id: str | None
+    reply_count: int
+    pinned: bool
+    deleted_at: int | None
+    deleted_for_me: bool
+    local_state: str | None
+    local_command: str | None
+    position: int
+    raw: bytes = b""
+
+    def json(self) -> dict[str, Any]:
+        return decode_stored(self.raw) if self.raw else {}
+
+    @property
+    def text(self) -> str:
+        """The message's text ("" when it has none); read without decoding the rest."""
+        if not self.raw:
+            return ""
+        try:
+            return _text_decoder.decode(self.raw).text or ""
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeError):
+            # (Older msgspec releases raise UnicodeDecodeError for text that is not UTF-8.)
+            text = self.json().get("text")  # what every other reader of the bytes sees
+            return text if isinstance(text, str) else ""
+
+    @property
+    def created(self) -> datetime | None:
+        """`created_at` (epoch microseconds) as an aware UTC datetime."""
+        return from_micros(self.created_at)
+
+    @property
+    def deleted(self) -> datetime | None:
+        """`deleted_at` as an aware UTC datetime; None while the message stands."""
+        return from_micros(self.deleted_at)
+
+    @property
+    def reaction_counts(self) -> dict[str, int]:
+        """Reactions by type, as the message object says (the backend's count of them all,
+        not only those the store saw one by one): what every view of the message shows."""
+        counts = self.json().get("reaction_counts")
+        if not isinstance(counts, dict):
+            return {}
+        return {kind: count for kind, count in counts.items()
+                if isinstance(count, int) and not isinstance(count, bool) and count > 0}
+
+
+@dataclass(slots=True)
+class ChannelSummary:
+    """One line of a channel list: the channel, its newest message, unread count, membership."""
+
+    cid: str
+    name: str | None
+    last_message_at: int | None
+    member_count: int | None
+    unread_count: int
+    hidden: bool
+    membership: StoredMember | None
+    last_message: StoredMessage | None
+    custom: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def last_message_time(self) -> datetime | None:
+        """`last_message_at` (epoch microseconds) as an aware UTC datetime."""
+        return from_micros(self.last_message_at)
 
 
 # What a caller that wants a dict does instead.
