@@ -47,9 +47,10 @@ from chatledger.projections.actions import ActionsMixin
 from chatledger.projections.aio_outbox import AsyncOutbox
 from chatledger.projections.ids import IdKind
 from chatledger.projections.results import (
-    ChannelMute, ChannelState, ConnectionInfo, QuarantineEntry, StoreStats, StoredDraft,
-    StoredMember, StoredPoll, StoredRead, StoredReaction, StoredReminder, StoredThread,
-    StoredUser, ThreadRead, UnprojectedEntry, UnreadCounts, UserMute,
+    ChannelMute, ChannelState, ChannelSummary, ConnectionInfo, QuarantineEntry, StoreStats,
+    StoredDraft, StoredMember, StoredMessage, StoredPoll, StoredRead, StoredReaction,
+    StoredReminder, StoredThread, StoredUser, ThreadRead, UnprojectedEntry, UnreadCounts,
+    UserMute,
 )
 from chatledger.projections.store import ChatStore, RejectedInput
 from chatledger.projections.times import TimeLike
@@ -62,7 +63,7 @@ if TYPE_CHECKING:
     from chatledger.eventstore.userfiles import StoreFile
     from chatledger.projections.engine import Difference, ProgressCallback
     from chatledger.projections.history import Explanation, PastStore
-    from chatledger.projections.queries import ChannelSummary, StoredMessage
+    from chatledger.projections.ranges import MessagePage
 
 T = TypeVar("T")
 
@@ -544,7 +545,7 @@ class AsyncChatStore:
         after: tuple[int, str] | None = None,
         inclusive: bool = False,
         limit: int = 50,
-    ) -> asyncio.Future[list[StoredMessage]]:
+    ) -> asyncio.Future[MessagePage]:
         """`ChatStore.messages`, in the read pool."""
         return self._read(
             self.store.messages, cid, before=before, after=after, inclusive=inclusive, limit=limit

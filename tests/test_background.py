@@ -470,6 +470,19 @@ def test_every_chatstore_method_is_written_out_on_the_async_store() -> None:
         assert async_params == sync_params, name
 
 
+def test_each_async_method_promises_what_its_chatstore_method_returns() -> None:
+    """The annotations are written out too: `AsyncChatStore.members` is a future of what
+    `ChatStore.members` returns (the typed result structs), for every method that returns a
+    future."""
+    sync_methods = _public_methods(ChatStore)
+    futures = {name: signature.return_annotation
+               for name, signature in _public_methods(AsyncChatStore).items()
+               if str(signature.return_annotation).startswith("asyncio.Future[")}
+    assert "members" in futures and "stats" in futures and "channel" in futures
+    for name, promised in futures.items():
+        assert promised == f"asyncio.Future[{sync_methods[name].return_annotation}]", name
+
+
 def test_each_method_runs_where_its_kind_belongs(tmp_path: Path) -> None:
     assert is_write_method("send_note") and is_write_method("ingest_many")
     assert not is_write_method("thread_of_count") and not is_write_method("pinned_messages")
