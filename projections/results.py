@@ -139,6 +139,22 @@ class ResultRow(msgspec.Struct, frozen=True):
             return f"use .{key}"
         return f"its fields are {', '.join(self.__struct_fields__)}"
 
+    def __eq__(self, other: object) -> bool:
+        # Code that compared a result with a dict (`store.unread_counts() == {...}`) would
+        # otherwise get False without a word: it gets the dict comparison, and the warning.
+        if isinstance(other, dict):
+            return self._deprecated("== a dict", _AS_DICT) == other
+        if type(other) is not type(self):
+            return NotImplemented
+        return msgspec.structs.astuple(self) == msgspec.structs.astuple(other)
+
+    def __ne__(self, other: object) -> bool:
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
+
+    def __hash__(self) -> int:
+        return hash(msgspec.structs.astuple(self))
+
     def __getitem__(self, key: str) -> Any:
         return self._deprecated(f"[{key!r}]", self._instead(key))[key]
 

@@ -168,6 +168,20 @@ def test_reading_a_result_like_a_dict_still_works_and_warns(store: ChatStore) ->
         assert "last_sync_at" not in store.connection_info()  # unknown: absent, as before
     with pytest.warns(DeprecationWarning):
         assert store.channel(CID)["members"] == [member]
+    # Compared with a dict, a result compares as that dict did (not False without a word).
+    with pytest.warns(DeprecationWarning, match="== a dict"):
+        assert store.unread_counts() == {"total_unread_count": 1, "unread_channels": 1,
+                                         "channels": {CID: 1}}
+    with pytest.warns(DeprecationWarning):
+        assert store.members(CID) == [msgspec.structs.asdict(member)]
+    with pytest.warns(DeprecationWarning):
+        assert store.unread_counts() != {"total_unread_count": 0}
+    # Between structs, equality is by type and fields, without a warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        assert store.members(CID) == [member] and store.unread_counts() == store.unread_counts()
+        assert store.mutes()[0] != store.channel_mutes()[0]
+        assert len({member, store.members(CID)[0]}) == 1  # rows without dicts are hashable
 
 
 def test_the_structs_encode_as_the_dicts_did(store: ChatStore) -> None:
