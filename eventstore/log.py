@@ -7,6 +7,7 @@ in the same transaction (the projections) registers an `AppendListener`.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import urllib.parse
@@ -22,7 +23,7 @@ import zstandard
 from eventsourcing.persistence import DatabaseError, IntegrityError, OperationalError, StoredEvent
 
 from chatledger.errors import KeyRequired, StoreError
-from chatledger.eventstore import ingest, schema, seal, wire
+from chatledger.eventstore import ingest, links, schema, seal, wire
 from chatledger.eventstore.codec import MIN_COMPRESS_SIZE, RAW
 from chatledger.eventstore.datastore import APSWDatastore, Synchronous, filesystem_path
 from chatledger.eventstore.ingest import Entry, Payload, Rejection
@@ -179,7 +180,7 @@ _INSERT_QUARANTINE_WITH_ID = (
 _MAX_PROBLEMS = 20
 # The tables that hold the log (the rest are read tables, rebuilt from it). Constant names: a
 # pragma's table argument cannot be a parameter.
-_LOG_TABLES = ("chatledger_meta", "streams", "zstd_dictionaries", "quarantine")
+_LOG_TABLES = ("chatledger_meta", "streams", links.LINKS_TABLE_NAME, "zstd_dictionaries", "quarantine")
 # The same, for other modules of the log (a bundle keeps these and drops the read tables).
 LOG_TABLES = _LOG_TABLES
 _CHECK_FILE = f"PRAGMA integrity_check({_MAX_PROBLEMS})"
@@ -260,6 +261,10 @@ _SELECT_STORED_ROWS = (
     "SELECT rowid, originator_id, originator_version, topic, codec, state, source, received_at,"
     " event_at, connection_id FROM {table} WHERE rowid>? AND rowid<=? ORDER BY rowid LIMIT ?"
 )
+_STREAMS_COLUMNS = "PRAGMA table_info(streams)"
+_SELECT_ENTRIES = (
+    "SELECT rowid, originator_id, originator_version, topic, source, received_at, event_at,"
+    " connection_id, codec, state FROM {table}")
 _SELECT_DICTIONARIES = (
     "SELECT id, created_at, trained_on, level, data FROM zstd_dictionaries ORDER BY id")
 _RESTORE_DICTIONARY = (
@@ -277,6 +282,7 @@ class EventLog:
 
     def __init__(
         self, datastore: APSWDatastore, *, compression: bool = True, key: bytes | None = None,
+        stream_links: bool = True,
     ) -> None:
         self.datastore = datastore
         self.recorder = APSWProcessRecorder(datastore)
@@ -301,9 +307,17 @@ class EventLog:
                     (schema.SCHEMA_VERSION,),
                 )
                 _unlock(self._keys, c, datastore, key, new=True)
-        elif version is not None and version < schema.CHAIN_SCHEMA_VERSION:
-            self._add_chain()
+        else:
+            if version is not None and version < schema.CHAIN_SCHEMA_VERSION:
+                self._add_chain()
+            if version is not None and version < schema.LINKS_SCHEMA_VERSION:
+                self._add_links()
         self._finish_chain()
+        # An upgraded file, or one appended to without links: compute them now.
+        self.finish_links()
+        # Whether appends write the streams' back-pointers (`links.py`). Only a measurement of
+        # what they cost turns them off; the next open computes the ones left out.
+        self.stream_links = stream_links
         self.compression = compression
         self.listeners: list[AppendListener] = []
         self._heads = StreamHeads(self.recorder.events_table_name)
@@ -416,6 +430,26 @@ class EventLog:
             c.execute(schema.add_chain_column(table))
             c.execute(_SET_META, (seal.META_CHAIN_PENDING, 0))
             c.execute(_SET_META, ("schema_version", schema.CHAIN_SCHEMA_VERSION))
+
+    def _add_links(self) -> None:
+        """Upgrade a version 2 file: the links table and the streams' positions, computed
+        afterwards (`finish_links`)."""
+        with self.datastore.transaction(commit=True) as c:
+            if self._check_schema_version(c) != schema.LINKS_SCHEMA_VERSION - 1:
+                return  # another process upgraded it meanwhile
+            c.execute(links.LINKS_TABLE)
+            if "position" not in {row[1] for row in c.execute(_STREAMS_COLUMNS)}:
+                c.execute(schema.ADD_STREAM_POSITION)
+            links.mark_pending(c, 0)
+            c.execute(_SET_META, ("schema_version", schema.LINKS_SCHEMA_VERSION))
+
+    def finish_links(self, on_page: Any = None) -> None:
+        """Compute the streams' back-pointers still missing (an upgraded file), a page of the log
+        per transaction; until they are whole, the audit reads scan the log as before."""
+        if self.get_meta(links.META_LINKS_PENDING) is None:
+            return
+        links.finish_links(lambda: self.datastore.transaction(commit=True),
+                           self.recorder.events_table_name, on_page)
 
     def _finish_chain(self, on_progress: Any = None) -> None:
         """Compute the chain of an upgraded file, a page per transaction: a kill loses at most
@@ -592,6 +626,8 @@ class EventLog:
                     ))
                     stored.append(index)
                 positions = self.recorder._insert_rows(c, rows) or []
+                if rows:
+                    self._link(c, positions, [r[0] for r in rows])
                 heads.appended(c, len(rows), positions[-1] if positions else None)
                 if self.listeners and rows:
                     appended = [AppendedEntry(p, items[i], when) for p, i in zip(positions, stored)]  # type: ignore[arg-type]
@@ -608,6 +644,18 @@ class EventLog:
         for position, index in zip(positions, stored):
             result[index] = position
         return AppendResult(result, quarantined)
+
+    def _link(self, c: apsw.Cursor, positions: Sequence[int], streams: Sequence[str]) -> None:
+        """The back-pointers of backend entries just inserted (`links.py`): one small row each,
+        appended at the end of their table, in the append's transaction."""
+        if self.stream_links:
+            c.executemany(links.INSERT_LINKS, links.link(positions, streams, self._heads.positions))
+        else:
+            links.mark_pending(c, positions[0] - 1)
+            # The heads' positions stay right: the next open links the rows from the mark.
+            last = self._heads.positions
+            for position, stream in zip(positions, streams):
+                last[stream] = position
 
     # -- the library's own aggregates (local commands) ------------------------------------------
 
@@ -804,9 +852,6 @@ class EventLog:
         """
         clauses: list[str] = []
         params: list[Any] = []
-        if stream is not None:
-            clauses.append("originator_id=?")
-            params.append(stream)
         if types:
             clauses.append(f"topic IN ({','.join('?' * len(types))})")
             params.extend(types)
@@ -816,35 +861,57 @@ class EventLog:
         if until is not None:
             clauses.append("COALESCE(event_at, received_at)<=?")
             params.append(until)
-        if after is not None:
-            clauses.append("rowid<?" if newest_first else "rowid>?")
-            params.append(after)
-        where = f"WHERE {' AND '.join(clauses)} " if clauses else ""
         order = "DESC" if newest_first else "ASC"
-        statement = (
-            "SELECT rowid, originator_id, originator_version, topic, source, received_at, event_at,"
-            f" connection_id, codec, state FROM {self.recorder.events_table_name} {where}"
-            f"ORDER BY rowid {order}"
-        )
-        if limit is not None:
-            statement += " LIMIT ?"
-            params.append(limit)
-        decode = self.datastore.codec.decode
+        table = self.recorder.events_table_name
         with self.datastore.transaction(commit=False) as c:
-            return [
-                LogEntry(
-                    position=row[0],
-                    stream=row[1],
-                    version=row[2],
-                    type=row[3],
-                    source=_source_name(row[4]),
-                    received_at=row[5],
-                    event_at=row[6],
-                    connection_id=row[7],
-                    payload=decode(row[8], row[9], row[0]),
-                )
-                for row in c.execute(statement, params)
-            ]
+            positions = None if stream is None else links.stream_positions(c, table, stream)
+            if positions is None:
+                if stream is not None:
+                    clauses.append("originator_id=?")
+                    params.append(stream)
+                if after is not None:
+                    clauses.append("rowid<?" if newest_first else "rowid>?")
+                    params.append(after)
+                where = f"WHERE {' AND '.join(clauses)} " if clauses else ""
+                statement = f"{_SELECT_ENTRIES.format(table=table)} {where}ORDER BY rowid {order}"
+                if limit is not None:
+                    statement += " LIMIT ?"
+                    params.append(limit)
+                return self._entries(c.execute(statement, params))
+            # A backend stream: only its own rows, found by its back-pointers.
+            if after is not None:
+                positions = [p for p in positions if (p < after if newest_first else p > after)]
+            if newest_first:
+                positions.reverse()
+            clauses.append("rowid IN (SELECT value FROM json_each(?))")
+            statement = (f"{_SELECT_ENTRIES.format(table=table)} WHERE {' AND '.join(clauses)} "
+                         f"ORDER BY rowid {order}")
+            out: list[LogEntry] = []
+            chunk = 64 if limit is None else max(limit, 16)
+            start = 0
+            while start < len(positions) and (limit is None or len(out) < limit):
+                wanted = positions[start:start + chunk]
+                out.extend(self._entries(c.execute(statement, [*params, json.dumps(wanted)])))
+                start += chunk
+                chunk = min(chunk * 4, 4_096)
+            return out if limit is None else out[:limit]
+
+    def _entries(self, rows: Iterable[tuple[Any, ...]]) -> list[LogEntry]:
+        decode = self.datastore.codec.decode
+        return [
+            LogEntry(
+                position=row[0],
+                stream=row[1],
+                version=row[2],
+                type=row[3],
+                source=_source_name(row[4]),
+                received_at=row[5],
+                event_at=row[6],
+                connection_id=row[7],
+                payload=decode(row[8], row[9], row[0]),
+            )
+            for row in rows
+        ]
 
     def iter_entries(self, *, batch: int = 1_000, **filters: Any) -> Iterator[LogEntry]:
         """All matching entries, read in short transactions of `batch` rows.
@@ -905,10 +972,16 @@ class EventLog:
                         raise StoreError(
                             f"entry {row.position} does not come after position {last} of the log")
                     last = row.position
+                # The streams' last positions before these rows, for their back-pointers.
+                self._heads.invalidate()
+                self._heads.sync(c)
                 c.executemany(_RESTORE_ROW.format(table=table), [
                     (r.position, r.stream, r.version, r.type, r.codec, r.state, r.source,
                      r.received_at, r.event_at, r.connection_id) for r in rows])
                 local = int(schema.Source.LOCAL)
+                backend = [r for r in rows if r.source != local]
+                if backend:
+                    self._link(c, [r.position for r in backend], [r.stream for r in backend])
                 c.executemany(_RESTORE_STREAM, [
                     (name,) for name in dict.fromkeys(r.stream for r in rows if r.source != local)])
                 # The heads are a cache of the log: reload them (the tail scan finds the rows
