@@ -72,12 +72,10 @@ def last_positions(c: apsw.Cursor, table: str, upto: int) -> dict[str, int]:
     return dict(c.execute(_LAST_OF_STREAMS.format(table=table), (upto,)).fetchall())
 
 
-def relink_page(
-    c: apsw.Cursor, table: str, after: int, last: dict[str, int], page: int = RELINK_PAGE,
-) -> tuple[int, int]:
-    """Link the next `page` backend entries after position `after`, given the streams' last
-    positions up to it (`last`, advanced). Returns (the last position read, rows read)."""
-    rows = c.execute(_PAGE_OF_STREAMS.format(table=table), (after, page)).fetchall()
+def relink_page(c: apsw.Cursor, table: str, after: int, last: dict[str, int]) -> tuple[int, int]:
+    """Link the next `RELINK_PAGE` backend entries after position `after`, given the streams'
+    last positions up to it (`last`, advanced). Returns (the last position read, rows read)."""
+    rows = c.execute(_PAGE_OF_STREAMS.format(table=table), (after, RELINK_PAGE)).fetchall()
     if not rows:
         return after, 0
     c.executemany(INSERT_LINKS, link([r[0] for r in rows], [r[1] for r in rows], last))
@@ -135,16 +133,16 @@ def stream_positions(
     c: apsw.Cursor, table: str, stream: str, *, upto: int | None = None, schema: str = "",
 ) -> list[int] | None:
     """Every position of a backend stream, oldest first (at most `upto` when given), read from
-    its links; None when the links cannot answer (an older file, an upgrade still computing them),
-    and the caller scans the log instead. `schema` prefixes the tables ("live." for an attached
-    file)."""
+    its links; [] for a stream no backend entry has (a command's stream, or none at all); None
+    when the links cannot answer (an older file, an upgrade still computing them), and the
+    caller scans the log instead. `schema` prefixes the tables ("live." for an attached file)."""
     if c.execute(_HAS_TABLE.format(schema=schema)).fetchone() is None:
         return None
     if c.execute(_GET_META.format(schema=schema), (META_LINKS_PENDING,)).fetchone() is not None:
         return None
     row = c.execute(_STREAM_HEAD.format(schema=schema), (stream,)).fetchone()
     if row is None:
-        return None  # not a backend stream: a command's (indexed), or none at all
+        return []
     head = row[0] or 0
     valid = c.execute(_GET_META.format(schema=schema), (META_STREAMS_POSITION,)).fetchone()
     # Heads are written down every few thousand rows: the rows after that are scanned.

@@ -865,7 +865,7 @@ class EventLog:
         table = self.recorder.events_table_name
         with self.datastore.transaction(commit=False) as c:
             positions = None if stream is None else links.stream_positions(c, table, stream)
-            if positions is None:
+            if not positions:  # no stream asked for, a command's stream, or links not there
                 if stream is not None:
                     clauses.append("originator_id=?")
                     params.append(stream)
