@@ -336,12 +336,14 @@ class EventLog:
         compression: bool = True,
         lock_timeout: float = 5.0,
         key: bytes | None = None,
+        stream_links: bool = True,
     ) -> EventLog:
         """Open (or create) the log in the SQLite file at `path` (or ":memory:").
 
         `key` (32 bytes): the key of a sealed store, or of a new one to seal. A sealed store
         opened without its key, or with another, is refused (`StoreError`) before anything
-        is written."""
+        is written. `stream_links=False` appends without the streams' back-pointers (only to
+        measure what they cost): the next open computes them."""
         name = str(path)
         existing = filesystem_path(name)
         if existing is not None and (links := symlinked_files(existing)):
@@ -359,7 +361,7 @@ class EventLog:
             beside.remove_if_unused(error)
             raise StoreError(f"{name} is not a chatledger store ({error})") from error
         try:
-            return cls(datastore, compression=compression, key=key)
+            return cls(datastore, compression=compression, key=key, stream_links=stream_links)
         except (DatabaseError, OperationalError) as error:
             datastore.close()
             beside.remove_if_unused(error)
