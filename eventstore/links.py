@@ -69,7 +69,9 @@ def link(positions: Sequence[int], streams: Sequence[str], last: dict[str, int])
 
 def last_positions(c: apsw.Cursor, table: str, upto: int) -> dict[str, int]:
     """The last position of every backend stream at or before `upto` (one scan of the log)."""
-    return dict(c.execute(_LAST_OF_STREAMS.format(table=table), (upto,)).fetchall())
+    return {str(stream): position for stream, position in
+            c.execute(_LAST_OF_STREAMS.format(table=table), (upto,)).fetchall()
+            if isinstance(position, int)}
 
 
 def relink_page(c: apsw.Cursor, table: str, after: int, last: dict[str, int]) -> tuple[int, int]:
@@ -78,8 +80,9 @@ def relink_page(c: apsw.Cursor, table: str, after: int, last: dict[str, int]) ->
     rows = c.execute(_PAGE_OF_STREAMS.format(table=table), (after, RELINK_PAGE)).fetchall()
     if not rows:
         return after, 0
-    c.executemany(INSERT_LINKS, link([r[0] for r in rows], [r[1] for r in rows], last))
-    return rows[-1][0], len(rows)
+    positions = [int(r[0]) for r in rows]  # type: ignore[arg-type]
+    c.executemany(INSERT_LINKS, link(positions, [str(r[1]) for r in rows], last))
+    return positions[-1], len(rows)
 
 
 def finish_links(
@@ -146,8 +149,9 @@ def stream_positions(
     head = row[0] or 0
     valid = c.execute(_GET_META.format(schema=schema), (META_STREAMS_POSITION,)).fetchone()
     # Heads are written down every few thousand rows: the rows after that are scanned.
-    tail = c.execute(_TAIL_HEAD.format(schema=schema, table=table),
-                     (int(valid[0]) if valid else 0, stream)).fetchone()[0]
+    found = c.execute(_TAIL_HEAD.format(schema=schema, table=table),
+                      (int(valid[0]) if valid else 0, stream)).fetchone()
+    tail = None if found is None else found[0]
     if tail is not None and tail > head:
         head = tail
     if not head:
