@@ -262,6 +262,7 @@ _SELECT_STORED_ROWS = (
     " event_at, connection_id FROM {table} WHERE rowid>? AND rowid<=? ORDER BY rowid LIMIT ?"
 )
 _STREAMS_COLUMNS = "PRAGMA table_info(streams)"
+_AMONG = "rowid IN (SELECT value FROM json_each(?))"
 _SELECT_ENTRIES = (
     "SELECT rowid, originator_id, originator_version, topic, source, received_at, event_at,"
     " connection_id, codec, state FROM {table}")
@@ -852,17 +853,7 @@ class EventLog:
         `since` and `until` are epoch microseconds compared with the event's own time, or with
         the time it arrived for entries that carry none; `after` is a log position (exclusive).
         """
-        clauses: list[str] = []
-        params: list[Any] = []
-        if types:
-            clauses.append(f"topic IN ({','.join('?' * len(types))})")
-            params.extend(types)
-        if since is not None:
-            clauses.append("COALESCE(event_at, received_at)>=?")
-            params.append(since)
-        if until is not None:
-            clauses.append("COALESCE(event_at, received_at)<=?")
-            params.append(until)
+        clauses, params = _filter_clauses(types, since, until)
         order = "DESC" if newest_first else "ASC"
         table = self.recorder.events_table_name
         with self.datastore.transaction(commit=False) as c:
@@ -881,22 +872,28 @@ class EventLog:
                     params.append(limit)
                 return self._entries(c.execute(statement, params))
             # A backend stream: only its own rows, found by its back-pointers.
-            if after is not None:
-                positions = [p for p in positions if (p < after if newest_first else p > after)]
-            if newest_first:
-                positions.reverse()
-            clauses.append("rowid IN (SELECT value FROM json_each(?))")
-            statement = (f"{_SELECT_ENTRIES.format(table=table)} WHERE {' AND '.join(clauses)} "
-                         f"ORDER BY rowid {order}")
-            out: list[LogEntry] = []
-            chunk = 64 if limit is None else max(limit, 16)
-            start = 0
-            while start < len(positions) and (limit is None or len(out) < limit):
-                wanted = positions[start:start + chunk]
-                out.extend(self._entries(c.execute(statement, [*params, json.dumps(wanted)])))
-                start += chunk
-                chunk = min(chunk * 4, 4_096)
-            return out if limit is None else out[:limit]
+            return self._entries_among(c, _ordered(positions, after, newest_first), clauses,
+                                       params, limit, newest_first)
+
+    def _entries_among(
+        self, c: apsw.Cursor, positions: list[int], clauses: list[str], params: list[Any],
+        limit: int | None, newest_first: bool,
+    ) -> list[LogEntry]:
+        """The entries at `positions` (in the order asked for) that pass the filters, at most
+        `limit`: read a chunk of positions at a time, so a limit reads little more than it
+        returns."""
+        statement = (f"{_SELECT_ENTRIES.format(table=self.recorder.events_table_name)} WHERE "
+                     f"{' AND '.join([*clauses, _AMONG])} "
+                     f"ORDER BY rowid {'DESC' if newest_first else 'ASC'}")
+        out: list[LogEntry] = []
+        chunk = 64 if limit is None else max(limit, 16)
+        start = 0
+        while start < len(positions) and (limit is None or len(out) < limit):
+            wanted = positions[start:start + chunk]
+            out.extend(self._entries(c.execute(statement, [*params, json.dumps(wanted)])))
+            start += chunk
+            chunk = min(chunk * 4, 4_096)
+        return out if limit is None else out[:limit]
 
     def _entries(self, rows: Iterable[tuple[Any, ...]]) -> list[LogEntry]:
         decode = self.datastore.codec.decode
@@ -921,6 +918,22 @@ class EventLog:
         Short read transactions let the WAL reset while a long scan runs.
         """
         after: int | None = filters.pop("after", None)
+        stream = filters.get("stream")
+        if stream is not None:
+            # A backend stream's positions are found once, then read a batch at a time.
+            with self.datastore.transaction(commit=False) as c:
+                positions = links.stream_positions(c, self.recorder.events_table_name, stream)
+            if positions:
+                newest_first = bool(filters.get("newest_first", False))
+                ordered = _ordered(positions, after, newest_first)
+                clauses, params = _filter_clauses(filters.get("types", ()), filters.get("since"),
+                                                  filters.get("until"))
+                for start in range(0, len(ordered), batch):
+                    with self.datastore.transaction(commit=False) as c:
+                        page = self._entries_among(c, ordered[start:start + batch], clauses,
+                                                   params, None, newest_first)
+                    yield from page
+                return
         while True:
             page = self.entries(after=after, limit=batch, **filters)
             yield from page
@@ -1205,6 +1218,31 @@ class _LocalTransaction:
             forget = getattr(listener, "rolled_back", None)
             if forget is not None:
                 forget()
+
+
+def _filter_clauses(
+    types: Sequence[str], since: int | None, until: int | None,
+) -> tuple[list[str], list[Any]]:
+    """The WHERE clauses (and their parameters) of `entries`' type and time filters."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    if types:
+        clauses.append(f"topic IN ({','.join('?' * len(types))})")
+        params.extend(types)
+    if since is not None:
+        clauses.append("COALESCE(event_at, received_at)>=?")
+        params.append(since)
+    if until is not None:
+        clauses.append("COALESCE(event_at, received_at)<=?")
+        params.append(until)
+    return clauses, params
+
+
+def _ordered(positions: list[int], after: int | None, newest_first: bool) -> list[int]:
+    """A stream's positions (ascending) past the `after` cursor, in the order asked for."""
+    if after is not None:
+        positions = [p for p in positions if (p < after if newest_first else p > after)]
+    return positions[::-1] if newest_first else positions
 
 
 def _payload_size(codec: int, state: bytes) -> int:

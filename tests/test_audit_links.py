@@ -126,6 +126,9 @@ def answers(store: ChatStore, positions: list[int]) -> dict[str, Any]:
         out[f"log {cid}"] = store.history(cid=cid)
         out[f"log {cid} newest 3"] = store.history(cid=cid, limit=3, newest_first=True)
         out[f"log {cid} message.new"] = store.history(cid=cid, types=["message.new"])
+        out[f"iter {cid}"] = list(store.log.iter_entries(stream=cid, batch=3, newest_first=True))
+        out[f"iter {cid} after 5"] = list(store.log.iter_entries(
+            stream=cid, batch=2, after=5, types=["message.new", "reaction.new"]))
     for position in positions:
         for cid in (A, B):
             with as_of(store, position=position, cids=[cid]) as past:
