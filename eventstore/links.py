@@ -139,24 +139,26 @@ def stream_positions(
     its links; [] for a stream no backend entry has (a command's stream, or none at all); None
     when the links cannot answer (an older file, an upgrade still computing them), and the
     caller scans the log instead. `schema` prefixes the tables ("live." for an attached file)."""
-    if c.execute(_HAS_TABLE.format(schema=schema)).fetchone() is None:
+    # fetchall throughout: no statement is left open on the caller's connection (one would
+    # lock its tables against a DROP of a scratch table on the same connection).
+    if not c.execute(_HAS_TABLE.format(schema=schema)).fetchall():
         return None
-    if c.execute(_GET_META.format(schema=schema), (META_LINKS_PENDING,)).fetchone() is not None:
+    if c.execute(_GET_META.format(schema=schema), (META_LINKS_PENDING,)).fetchall():
         return None
-    row = c.execute(_STREAM_HEAD.format(schema=schema), (stream,)).fetchone()
-    if row is None:
+    rows = c.execute(_STREAM_HEAD.format(schema=schema), (stream,)).fetchall()
+    if not rows:
         return []
-    head = row[0] or 0
-    valid = c.execute(_GET_META.format(schema=schema), (META_STREAMS_POSITION,)).fetchone()
+    head = rows[0][0] or 0
+    valid = c.execute(_GET_META.format(schema=schema), (META_STREAMS_POSITION,)).fetchall()
     # Heads are written down every few thousand rows: the rows after that are scanned.
     found = c.execute(_TAIL_HEAD.format(schema=schema, table=table),
-                      (int(valid[0]) if valid else 0, stream)).fetchone()
-    tail = None if found is None else found[0]
+                      (int(valid[0][0]) if valid else 0, stream)).fetchall()
+    tail = found[0][0] if found else None
     if tail is not None and tail > head:
         head = tail
     if not head:
         return []
-    positions = [p for (p,) in c.execute(_CHAIN.format(schema=schema), (head,))]
+    positions = [p for (p,) in c.execute(_CHAIN.format(schema=schema), (head,)).fetchall()]
     positions.reverse()
     if upto is not None and positions and positions[-1] > upto:
         positions = [p for p in positions if p <= upto]
@@ -165,7 +167,7 @@ def stream_positions(
 
 def pending(c: apsw.Cursor) -> bool:
     """Whether an upgrade is still computing the links."""
-    return c.execute(_GET_META.format(schema=""), (META_LINKS_PENDING,)).fetchone() is not None
+    return bool(c.execute(_GET_META.format(schema=""), (META_LINKS_PENDING,)).fetchall())
 
 
 def mark_pending(c: apsw.Cursor, linked_up_to: int) -> None:

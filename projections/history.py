@@ -63,8 +63,8 @@ _ROWS_AT = ("SELECT rowid, topic, originator_id, source, codec, state, received_
 # A partial index holds exactly the local commands' rows: reading through it never touches the
 # backend's entries.
 _LOCAL_POSITIONS = "SELECT rowid FROM {table} INDEXED BY {index} WHERE source=0 AND rowid<=?"
-_LOCAL_ROWS = ("SELECT rowid, originator_id, topic, codec, state FROM {table} INDEXED BY {index} "
-               "WHERE source=0 AND rowid<=?")
+_LOCAL_ROWS = ("SELECT rowid, originator_id, topic, codec, state, received_at, event_at "
+               "FROM {table} INDEXED BY {index} WHERE source=0 AND rowid<=?")
 _MESSAGE_CIDS = ("SELECT cid FROM {schema}messages WHERE id=?1 "
                  "UNION SELECT cid FROM {schema}deleted_messages WHERE id=?1")
 _MEMORY_FLAGS = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE | apsw.SQLITE_OPEN_URI
@@ -636,13 +636,13 @@ def explain(store: HasLog, message_id: str, *, unchanged: bool = False) -> list[
             end = _max_position(source, table)
             target = scratch.cursor()
             reader: _Reader
-            scoped = _named_in_scope(source, table, codec, message_id, end)
-            if scoped is not None:
-                named, streams, positions, replies = scoped
-                reader = _ScopedReader(source, table, positions, end, [message_id, *replies])
+            scoped = _ScopedReader(source, table, codec, end)
+            found = _named_in_scope(scoped, source, table, message_id)
+            if found is not None:
+                (named, streams), reader = found, scoped
             else:
                 named, streams = _named_by(source, table, codec, message_id, end)
-                reader = _StreamReader(source, table, end)
+                reader = _StreamReader(source, table, codec, end)
             if not named:
                 return []
             streams.add(ingest.USER_STREAM)
@@ -650,7 +650,7 @@ def explain(store: HasLog, message_id: str, *, unchanged: bool = False) -> list[
                 create_tables(target, with_indexes=False)
                 with _collector_paused():
                     explained, filed_under = _replay_message(
-                        target, _Objects(source, table, codec), reader.rows(streams), codec,
+                        target, _Objects(source, table, codec), reader.rows(streams),
                         store.user_id, message_id, named, unchanged, reader.relevant)
                 if filed_under <= streams:
                     return explained
@@ -673,26 +673,29 @@ _CHANGES_ONLY_WHAT_IT_NAMES = frozenset({
     "draft.deleted", "health.check", "typing.start", "typing.stop",
 })
 
-Row = tuple[int, str, str, int, int, bytes, int, "int | None"]
+# (position, topic, stream, source, payload as it arrived, received_at, event_at)
+Row = tuple[int, str, str, int, bytes, int, "int | None"]
 
 
 class _Reader(Protocol):
     def rows(self, streams: set[str]) -> Iterator[list[Row]]: ...
 
-    def relevant(self, row: Row, payload: bytes) -> bool: ...
+    def relevant(self, row: Row) -> bool: ...
 
 
 class _StreamReader:
     """The whole log's entries of some streams, in order (a scan of the log)."""
 
-    def __init__(self, source: apsw.Cursor, table: str, end: int) -> None:
+    def __init__(self, source: apsw.Cursor, table: str, codec: PayloadCodec, end: int) -> None:
         self._reader = source.connection.cursor()
         self._table = table
+        self._decode = codec.decode
         self._end = end
 
     def rows(self, streams: set[str]) -> Iterator[list[Row]]:
         wanted = json.dumps(sorted(streams))
         after = 0
+        decode = self._decode
         while after < self._end:
             rows = self._reader.execute(
                 f"SELECT rowid, topic, originator_id, source, codec, state, received_at, event_at "
@@ -701,89 +704,100 @@ class _StreamReader:
                 (after, self._end, wanted, _CHUNK)).fetchall()
             if not rows:
                 return
-            yield rows
+            yield [(r[0], r[1], r[2], r[3], decode(r[4], r[5], r[0]), r[6], r[7]) for r in rows]
             after = rows[-1][0]
 
-    def relevant(self, row: Row, payload: bytes) -> bool:
+    def relevant(self, row: Row) -> bool:
         return True
 
 
 class _ScopedReader:
-    """The entries of some streams found by their back-pointers, less those that cannot change
-    the message (`_CHANGES_ONLY_WHAT_IT_NAMES` without a mention of its id)."""
+    """The entries of some streams found by their back-pointers, read once and kept (decoded),
+    less those that cannot change the message (`_CHANGES_ONLY_WHAT_IT_NAMES` without a
+    mention of its id or of a reply's)."""
 
-    def __init__(self, source: apsw.Cursor, table: str, positions: dict[str, list[int]],
-                 end: int, ids: Iterable[str]) -> None:
+    def __init__(self, source: apsw.Cursor, table: str, codec: PayloadCodec, end: int) -> None:
         self._source = source
         self._table = table
-        self._positions = positions  # by stream, found so far
+        self._decode = codec.decode
         self._end = end
+        self.positions: dict[str, list[int]] = {}  # by stream, read so far
+        self.kept: dict[int, Row] = {}  # by position: the rows read so far
+        self._needles: list[bytes] = []
+
+    def read(self, streams: Iterable[str]) -> bool:
+        """Read (and keep) the entries of these streams; False when the links cannot tell."""
+        wanted: list[int] = []
+        for stream in streams:
+            if stream in self.positions:
+                continue
+            found = _stream_positions(self._source, self._table, stream, self._end)
+            if found is None:
+                return False
+            self.positions[stream] = found
+            wanted.extend(p for p in found if p not in self.kept)
+        decode = self._decode
+        for rows in _rows_at(self._source, self._table, sorted(set(wanted))):
+            for r in rows:
+                self.kept[r[0]] = (r[0], r[1], r[2], r[3], decode(r[4], r[5], r[0]), r[6], r[7])
+        return True
+
+    def read_local(self) -> None:
+        """Read (and keep) every entry of the local commands."""
+        _, bare = _split(self._table)
+        decode = self._decode
+        local = self._source.connection.cursor()
+        for position, stream, topic, kind, state, received_at, event_at in local.execute(
+                _LOCAL_ROWS.format(table=self._table, index=f"{bare}_aggregate"), (self._end,)):
+            self.positions.setdefault(stream, []).append(position)
+            self.kept[position] = (position, topic, stream, int(Source.LOCAL),
+                                   decode(kind, state, position), received_at, event_at)
+
+    def mention(self, ids: Iterable[str]) -> None:
         self._needles = [n for one in ids for n in _needles(one)]
-        self._skipped: set[int] = set()
 
     def rows(self, streams: set[str]) -> Iterator[list[Row]]:
-        wanted: set[int] = set()
-        for stream in streams:
-            if stream not in self._positions:
-                found = _stream_positions(self._source, self._table, stream, self._end)
-                self._positions[stream] = found or []
-            wanted.update(self._positions[stream])
-        return _rows_at(self._source, self._table, sorted(wanted - self._skipped))
+        if not self.read(streams):
+            raise StoreError("the log's stream links went missing during a read")
+        wanted = sorted({p for stream in streams for p in self.positions.get(stream, ())})
+        kept = self.kept
+        yield [kept[p] for p in wanted]
 
-    def relevant(self, row: Row, payload: bytes) -> bool:
-        """Whether the entry can change the message (it is remembered when not)."""
-        if row[1] in _CHANGES_ONLY_WHAT_IT_NAMES and not any(n in payload for n in self._needles):
-            self._skipped.add(row[0])
-            return False
-        return True
+    def relevant(self, row: Row) -> bool:
+        return row[1] not in _CHANGES_ONLY_WHAT_IT_NAMES or any(n in row[4] for n in self._needles)
 
 
 def _named_in_scope(
-    source: apsw.Cursor, table: str, codec: PayloadCodec, message_id: str, end: int,
-) -> tuple[set[int], set[str], dict[str, list[int]], set[str]] | None:
+    reader: _ScopedReader, source: apsw.Cursor, table: str, message_id: str,
+) -> tuple[set[int], set[str]] | None:
     """`_named_by` for a message the read tables know, reading only its channels' streams, the
-    user's stream and the local commands: the positions naming it, their streams, the
-    positions of each stream read, and the ids of its replies. None when the tables or the
-    links cannot tell."""
+    user's stream and the local commands (kept by `reader` for the replay): the positions
+    naming it and their streams. None when the tables or the links cannot tell."""
     schema, _ = _split(table)
     try:
         cids = [cid for (cid,) in source.execute(_MESSAGE_CIDS.format(schema=schema),
                                                  (message_id,)).fetchall() if cid]
     except apsw.SQLError:
         return None  # no read tables in this file (yet)
-    if not cids:
+    if not cids or not reader.read(dict.fromkeys([*cids, ingest.USER_STREAM])):
         return None
-    positions: dict[str, list[int]] = {}
-    for stream in dict.fromkeys([*cids, ingest.USER_STREAM]):
-        found = _stream_positions(source, table, stream, end)
-        if found is None:
-            return None
-        positions[stream] = found
+    reader.read_local()
     needles = _needles(message_id)
     named: set[int] = set()
     streams: set[str] = set()
     replies: set[str] = set()
-    decode = codec.decode
-    backend = sorted({p for found in positions.values() for p in found})
-    for rows in _rows_at(source, table, backend):
-        for position, topic, stream, _, kind, state, _, _ in rows:
-            payload = decode(kind, state, position)
-            if not any(n in payload for n in needles):
-                continue
-            if mentions(topic, payload, message_id):
-                named.add(position)
-                streams.add(stream)
-            replies.update(_replies(payload, message_id))
-    _, bare = _split(table)
-    local = source.connection.cursor()
-    for position, stream, topic, kind, state in local.execute(
-            _LOCAL_ROWS.format(table=table, index=f"{bare}_aggregate"), (end,)):
-        positions.setdefault(stream, []).append(position)
-        payload = decode(kind, state, position)
-        if any(n in payload for n in needles) and command_mentions(topic, payload, message_id):
+    local = int(Source.LOCAL)
+    for position, topic, stream, origin, payload, _, _ in reader.kept.values():
+        if not any(n in payload for n in needles):
+            continue
+        check = command_mentions if origin == local else mentions
+        if check(topic, payload, message_id):
             named.add(position)
             streams.add(stream)
-    return named, streams, positions, replies
+        if origin != local:
+            replies.update(_replies(payload, message_id))
+    reader.mention([message_id, *replies])
+    return named, streams
 
 
 def _replies(payload: bytes, message_id: str) -> list[str]:
@@ -832,22 +846,20 @@ def _named_by(
 
 
 def _replay_message(
-    target: apsw.Cursor, objects: _Objects, chunks: Iterable[list[Row]], codec: PayloadCodec,
+    target: apsw.Cursor, objects: _Objects, chunks: Iterable[list[Row]],
     own_user_id: str | None, message_id: str, named: set[int], unchanged: bool,
-    relevant: Callable[[Row, bytes], bool] | None = None,
+    relevant: Callable[[Row], bool],
 ) -> tuple[list[Explanation], set[str]]:
     projector = Projector(own_user_id)
     local = int(Source.LOCAL)
-    decode = codec.decode
     previous: Snapshot = (None, {})
     ever_stored = False
     filed_under: set[str] = set()
     out: list[Explanation] = []
     for rows in chunks:
         for row in rows:
-            position, topic, stream, origin, kind, state, received_at, event_at = row
-            payload = decode(kind, state, position)
-            if relevant is not None and not relevant(row, payload):
+            position, topic, stream, origin, payload, received_at, event_at = row
+            if not relevant(row):
                 continue
             objects.current = (position, payload)
             projector.apply(target, [Item(position, topic, stream, payload, received_at)])

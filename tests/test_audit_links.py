@@ -5,6 +5,7 @@ keep them right."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,8 @@ def _op(kind: str, cid: str, mid: str, parent: str, n: int) -> list[bytes]:
                                "name": f"name {n}"})]
     if kind == "query":  # a query answer: channel states, whose messages the store files
         return [query_channels_response([cid])]
+    if kind in ("send", "local_edit", "local_react"):
+        return []
     if kind == "batch":  # several entries of both channels in one append
         return [*_op("new", channel_of(mid), mid, parent, n),
                 *_op("react", channel_of(parent), parent, parent, n),
@@ -87,7 +90,8 @@ def _op(kind: str, cid: str, mid: str, parent: str, n: int) -> list[bytes]:
 
 
 KINDS = ["new", "new", "new", "reply", "edit", "soft", "hard", "react", "unreact", "truncate",
-         "hide", "user_deleted", "presence", "read", "updated", "query", "batch"]
+         "hide", "user_deleted", "presence", "read", "updated", "query", "batch", "send",
+         "local_edit", "local_react"]
 ops = st.lists(st.tuples(st.sampled_from(KINDS), st.sampled_from([A, B]), st.sampled_from(IDS),
                          st.sampled_from(["1", "2", "3"])), min_size=1, max_size=30)
 
@@ -99,7 +103,16 @@ def build(tmp_path: Path, steps: list[tuple[str, str, str, str]]) -> ChatStore:
             cid = channel_of(mid)
         # A reply's parent is in its channel.
         batch = _op(kind, cid, mid, mid[0] + parent[-1], n)
-        if kind == "query":
+        if kind == "send":  # local actions: commands, in their own streams
+            if store.message(mid) is None:
+                store.send_message(cid, f"local {n}", id=mid)
+        elif kind == "local_edit":
+            if store.message(mid) is not None:
+                store.update_message(mid, f"local edit {n}")
+        elif kind == "local_react":
+            if store.message(mid) is not None:
+                store.send_reaction(mid, "wow")
+        elif kind == "query":
             store.log.append_query_channels(batch[0])
         else:
             store.ingest_many(batch)
@@ -140,7 +153,7 @@ def answers(store: ChatStore, positions: list[int]) -> dict[str, Any]:
 
 def scoped_answers_equal_full_ones(store: ChatStore) -> None:
     end = store.log.max_position()
-    positions = sorted({end, max(end // 2, 1), 1})
+    positions = sorted({0, end, end // 2, min(1, end)})
     scoped = answers(store, positions)
     with full_scan(store):
         scanned = answers(store, positions)
@@ -160,7 +173,7 @@ def scoped_answers_equal_full_ones(store: ChatStore) -> None:
             assert scoped[key] == scanned[key], key
 
 
-@settings(max_examples=25, deadline=None,
+@settings(max_examples=int(os.environ.get("AUDIT_EXAMPLES", "25")), deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(steps=ops)
 def test_audit_answers_from_links_equal_a_scan_of_the_whole_log(
@@ -174,8 +187,10 @@ def test_the_story_of_test_history_explains_the_same_both_ways(tmp_path: Path) -
     steps = [("new", A, "a1", "1"), ("new", A, "a2", "2"), ("reply", A, "a3", "2"),
              ("react", A, "a2", "2"), ("query", B, "a1", "1"), ("hard", A, "a3", "2"),
              ("user_deleted", A, "a1", "1"), ("truncate", A, "a1", "1"),
-             ("batch", B, "b1", "1")]
+             ("batch", B, "b1", "1"), ("send", A, "a4", "1"), ("local_edit", A, "a4", "1"),
+             ("local_react", A, "a1", "1"), ("reply", A, "a5", "4")]
     with build(tmp_path, steps) as store:
+        assert any(e.command for e in explain(store, "a4"))
         scoped_answers_equal_full_ones(store)
         assert any("reply removed" in e.note for e in explain(store, "a2"))
 
