@@ -18,6 +18,7 @@ them), readers get None from `stream_positions` and scan the log as before.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import apsw
 
@@ -148,21 +149,24 @@ def stream_positions(
     rows = c.execute(_STREAM_HEAD.format(schema=schema), (stream,)).fetchall()
     if not rows:
         return []
-    head = rows[0][0] or 0
+    head = _whole(rows[0][0])
     valid = c.execute(_GET_META.format(schema=schema), (META_STREAMS_POSITION,)).fetchall()
     # Heads are written down every few thousand rows: the rows after that are scanned.
     found = c.execute(_TAIL_HEAD.format(schema=schema, table=table),
-                      (int(valid[0][0]) if valid else 0, stream)).fetchall()
-    tail = found[0][0] if found else None
-    if tail is not None and tail > head:
-        head = tail
+                      (_whole(valid[0][0]) if valid else 0, stream)).fetchall()
+    head = max(head, _whole(found[0][0]) if found else 0)
     if not head:
         return []
-    positions = [p for (p,) in c.execute(_CHAIN.format(schema=schema), (head,)).fetchall()]
+    positions = [_whole(p) for (p,) in c.execute(_CHAIN.format(schema=schema), (head,)).fetchall()]
     positions.reverse()
     if upto is not None and positions and positions[-1] > upto:
         positions = [p for p in positions if p <= upto]
     return positions
+
+
+def _whole(value: Any) -> int:
+    """A position as SQLite gave it (NULL: none, 0)."""
+    return int(value or 0)
 
 
 def pending(c: apsw.Cursor) -> bool:
