@@ -24,8 +24,17 @@ import apsw
 
 LINKS_TABLE = """CREATE TABLE IF NOT EXISTS stream_links (
     position INTEGER PRIMARY KEY,   -- the entry's log position (its rowid in the log)
-    back INTEGER NOT NULL           -- position minus the previous position of its stream; 0: first
+    back INTEGER NOT NULL           -- 2 x (position minus the previous position of its stream;
+                                    -- 0 for the first) + 1 for a quiet entry (QUIET_TOPICS)
 )"""
+# Kinds of entries that change no message, its reactions or its channel, and name none: who is
+# online, a user's profile, reads, typing, the connection's health. `explain` leaves them unread
+# (the low bit of `back` says which they are, at no cost in space: SQLite stores small integers
+# in one or two bytes either way). They are many in the user's own stream (`@user`).
+QUIET_TOPICS = frozenset({
+    "user.presence.changed", "user.updated", "message.read", "notification.mark_read",
+    "health.check", "typing.start", "typing.stop", "user.watching.start", "user.watching.stop",
+})
 LINKS_TABLE_NAME = "stream_links"
 # Set (to the last position linked) while an upgrade computes the links; gone when they are whole.
 META_LINKS_PENDING = "links_pending"
@@ -40,30 +49,37 @@ _SET_META = ("INSERT INTO chatledger_meta (key, value) VALUES (?, ?) "
 _DELETE_META = "DELETE FROM chatledger_meta WHERE key=?"
 _LAST_OF_STREAMS = ("SELECT originator_id, MAX(rowid) FROM {table} WHERE rowid <= ? AND source != 0 "
                     "GROUP BY originator_id")
-_PAGE_OF_STREAMS = ("SELECT rowid, originator_id FROM {table} WHERE rowid > ? AND source != 0 "
-                    "ORDER BY rowid LIMIT ?")
+_PAGE_OF_STREAMS = ("SELECT rowid, originator_id, topic FROM {table} WHERE rowid > ? "
+                    "AND source != 0 ORDER BY rowid LIMIT ?")
 _SET_STREAM_POSITION = "UPDATE streams SET position=? WHERE name=?"
 _STREAM_HEAD = "SELECT position FROM {schema}streams WHERE name=?"
 _TAIL_HEAD = "SELECT MAX(rowid) FROM {schema}{table} WHERE rowid > ? AND originator_id=?"
-# The chain from the head back to the first entry, read through the links' primary key only.
-_CHAIN = ("WITH RECURSIVE chain(p) AS (SELECT ?1 UNION ALL "
-          "SELECT chain.p - l.back FROM chain JOIN {schema}stream_links AS l "
-          "ON l.position = chain.p WHERE l.back > 0) SELECT p FROM chain")
+# The chain from the head back to the first entry, read through the links' primary key only:
+# each entry's position and its own link.
+_CHAIN = ("WITH RECURSIVE chain(p, back) AS ("
+          "SELECT position, back FROM {schema}stream_links WHERE position = ?1 UNION ALL "
+          "SELECT l.position, l.back FROM chain JOIN {schema}stream_links AS l "
+          "ON l.position = chain.p - (chain.back >> 1) WHERE chain.back >= 2) "
+          "SELECT p, back FROM chain")
 _HAS_TABLE = "SELECT 1 FROM {schema}sqlite_schema WHERE type='table' AND name='stream_links'"
 
 # Rows of the log read per transaction while an upgrade computes the links.
 RELINK_PAGE = 50_000
 
 
-def link(positions: Sequence[int], streams: Sequence[str], last: dict[str, int]) -> list[tuple[int, int]]:
-    """The link rows of entries at `positions` (in order) of `streams`; `last` maps a stream to
-    its last position so far and is advanced."""
+def link(
+    positions: Sequence[int], streams: Sequence[str], topics: Sequence[str], last: dict[str, int],
+) -> list[tuple[int, int]]:
+    """The link rows of entries at `positions` (in order) of `streams`, of kinds `topics`;
+    `last` maps a stream to its last position so far and is advanced."""
     out: list[tuple[int, int]] = []
     append = out.append
     get = last.get
-    for position, stream in zip(positions, streams):
+    quiet = QUIET_TOPICS
+    for position, stream, topic in zip(positions, streams, topics):
         previous = get(stream)
-        append((position, 0 if previous is None else position - previous))
+        append((position, (0 if previous is None else (position - previous) << 1)
+                | (topic in quiet)))
         last[stream] = position
     return out
 
@@ -82,7 +98,8 @@ def relink_page(c: apsw.Cursor, table: str, after: int, last: dict[str, int]) ->
     if not rows:
         return after, 0
     positions = [int(r[0]) for r in rows]  # type: ignore[arg-type]
-    c.executemany(INSERT_LINKS, link(positions, [str(r[1]) for r in rows], last))
+    c.executemany(INSERT_LINKS, link(positions, [str(r[1]) for r in rows],
+                                     [str(r[2]) for r in rows], last))
     return positions[-1], len(rows)
 
 
@@ -135,11 +152,13 @@ def relink(c: apsw.Cursor, table: str) -> None:
 
 def stream_positions(
     c: apsw.Cursor, table: str, stream: str, *, upto: int | None = None, schema: str = "",
+    quiet: bool = True,
 ) -> list[int] | None:
     """Every position of a backend stream, oldest first (at most `upto` when given), read from
     its links; [] for a stream no backend entry has (a command's stream, or none at all); None
     when the links cannot answer (an older file, an upgrade still computing them), and the
-    caller scans the log instead. `schema` prefixes the tables ("live." for an attached file)."""
+    caller scans the log instead. `schema` prefixes the tables ("live." for an attached file).
+    `quiet=False` leaves out the entries of `QUIET_TOPICS`."""
     # fetchall throughout: no statement is left open on the caller's connection (one would
     # lock its tables against a DROP of a scratch table on the same connection).
     if not c.execute(_HAS_TABLE.format(schema=schema)).fetchall():
@@ -157,7 +176,8 @@ def stream_positions(
     head = max(head, _whole(found[0][0]) if found else 0)
     if not head:
         return []
-    positions = [_whole(p) for (p,) in c.execute(_CHAIN.format(schema=schema), (head,)).fetchall()]
+    chain = c.execute(_CHAIN.format(schema=schema), (head,)).fetchall()
+    positions = [_whole(p) for p, back in chain if quiet or not _whole(back) & 1]
     positions.reverse()
     if upto is not None and positions and positions[-1] > upto:
         positions = [p for p in positions if p <= upto]

@@ -630,7 +630,7 @@ class EventLog:
                     stored.append(index)
                 positions = self.recorder._insert_rows(c, rows) or []
                 if rows:
-                    self._link(c, positions, [r[0] for r in rows])
+                    self._link(c, positions, [r[0] for r in rows], [r[2] for r in rows])
                 heads.appended(c, len(rows), positions[-1] if positions else None)
                 if self.listeners and rows:
                     appended = [AppendedEntry(p, items[i], when) for p, i in zip(positions, stored)]  # type: ignore[arg-type]
@@ -648,11 +648,13 @@ class EventLog:
             result[index] = position
         return AppendResult(result, quarantined)
 
-    def _link(self, c: apsw.Cursor, positions: Sequence[int], streams: Sequence[str]) -> None:
+    def _link(self, c: apsw.Cursor, positions: Sequence[int], streams: Sequence[str],
+              topics: Sequence[str]) -> None:
         """The back-pointers of backend entries just inserted (`links.py`): one small row each,
         appended at the end of their table, in the append's transaction."""
         if self.stream_links:
-            c.executemany(links.INSERT_LINKS, links.link(positions, streams, self._heads.positions))
+            c.executemany(links.INSERT_LINKS,
+                          links.link(positions, streams, topics, self._heads.positions))
         else:
             links.mark_pending(c, positions[0] - 1)
             # The heads' positions stay right: the next open links the rows from the mark.
@@ -996,7 +998,8 @@ class EventLog:
                 local = int(schema.Source.LOCAL)
                 backend = [r for r in rows if r.source != local]
                 if backend:
-                    self._link(c, [r.position for r in backend], [r.stream for r in backend])
+                    self._link(c, [r.position for r in backend], [r.stream for r in backend],
+                               [r.type for r in backend])
                 c.executemany(_RESTORE_STREAM, [
                     (name,) for name in dict.fromkeys(r.stream for r in rows if r.source != local)])
                 # The heads are a cache of the log: reload them (the tail scan finds the rows

@@ -288,9 +288,11 @@ def _split(table: str) -> tuple[str, str]:
     return (f"{schema}." if schema else ""), bare
 
 
-def _stream_positions(source: apsw.Cursor, table: str, stream: str, upto: int) -> list[int] | None:
+def _stream_positions(
+    source: apsw.Cursor, table: str, stream: str, upto: int, *, quiet: bool = True,
+) -> list[int] | None:
     schema, bare = _split(table)
-    return links.stream_positions(source, bare, stream, upto=upto, schema=schema)
+    return links.stream_positions(source, bare, stream, upto=upto, schema=schema, quiet=quiet)
 
 
 def _local_positions(source: apsw.Cursor, table: str, upto: int) -> list[int]:
@@ -438,7 +440,10 @@ def _object(payload: bytes) -> dict[str, Any] | None:
 
 def mentions(topic: str, payload: bytes, message_id: str) -> bool:
     """True when a backend entry names the message as itself, as the message of a reaction, as
-    the parent of a reply, or among a channel state's messages."""
+    the parent of a reply, or among a channel state's messages. Entries of the kinds that never
+    change a message (`links.QUIET_TOPICS`: presence, profiles, reads, typing) name none."""
+    if topic in links.QUIET_TOPICS:
+        return False
     doc = _object(payload)
     if doc is None:
         return False
@@ -713,8 +718,9 @@ class _StreamReader:
 
 class _ScopedReader:
     """The entries of some streams found by their back-pointers, read once and kept (decoded),
-    less those that cannot change the message (`_CHANGES_ONLY_WHAT_IT_NAMES` without a
-    mention of its id or of a reply's)."""
+    less those that cannot change the message: the quiet ones (`links.QUIET_TOPICS`) are not
+    even read, and `_CHANGES_ONLY_WHAT_IT_NAMES` without a mention of its id or of a reply's
+    are not replayed."""
 
     def __init__(self, source: apsw.Cursor, table: str, codec: PayloadCodec, end: int) -> None:
         self._source = source
@@ -731,7 +737,7 @@ class _ScopedReader:
         for stream in streams:
             if stream in self.positions:
                 continue
-            found = _stream_positions(self._source, self._table, stream, self._end)
+            found = _stream_positions(self._source, self._table, stream, self._end, quiet=False)
             if found is None:
                 return False
             self.positions[stream] = found

@@ -218,9 +218,11 @@ def expected_links(path: Path) -> tuple[list[tuple[int, int]], dict[str, int]]:
     connection = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
     last: dict[str, int] = {}
     rows = []
-    for position, stream in connection.execute(
-            "SELECT rowid, originator_id FROM stored_events WHERE source != 0 ORDER BY rowid"):
-        rows.append((position, position - last[stream] if stream in last else 0))
+    for position, stream, topic in connection.execute(
+            "SELECT rowid, originator_id, topic FROM stored_events WHERE source != 0 "
+            "ORDER BY rowid"):
+        back = position - last[stream] if stream in last else 0
+        rows.append((position, back * 2 + (topic in links.QUIET_TOPICS)))
         last[stream] = position
     connection.close()
     return rows, last
