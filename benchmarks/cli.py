@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "read": ("benchmarks.read", "Reads in a fresh process: first screen, pages of 50 messages."),
     "outbox": ("benchmarks.outbox", "Local commands: queue offline, replay; the store's cost per command."),
     "sync": ("benchmarks.sync", "Replay queued actions against the development server: the store's share."),
+    "audit": ("benchmarks.audit", "Audit questions (explain, log --cid, as-of channel) in a fresh process; what links cost ingest."),
     "archive": ("benchmarks.archive", "Push and pull to the PostgreSQL archive vs a plain COPY of the same rows."),
 }
 

@@ -56,7 +56,7 @@ def as_of_group(ctx: click.Context, position: int | None, when: str | None) -> N
     ctx.meta["as_of"] = (position, when)
 
 
-def _past(ctx: Context) -> PastStore:
+def _past(ctx: Context, cids: list[str] | None = None) -> PastStore:
     position, when = click.get_current_context().meta["as_of"]
     if position is None and when is None:
         raise click.UsageError("say when: give --position N or --time T (before the subcommand)")
@@ -66,7 +66,8 @@ def _past(ctx: Context) -> PastStore:
     store = ctx.store(create=False)
     try:
         with replay_progress("replaying the log") as on_progress:
-            return as_of(store, position=position, time=time_us, on_progress=on_progress)
+            return as_of(store, position=position, time=time_us, on_progress=on_progress,
+                         cids=cids)
     except ValueError as e:
         fail(str(e))
 
@@ -98,7 +99,9 @@ def as_of_channel(ctx: Context, cid: str, messages: int, fmt: str | None) -> Non
     Example:
       chatledger --user alice as-of --position 120 channel messaging:general --json
     """
-    with _past(ctx) as past:
+    # Only the channel's entries are replayed (with the user's and the commands'): the answer
+    # costs what the channel holds, not the length of the log.
+    with _past(ctx, [cid]) as past:
         state = past.channel(cid, messages=messages)
         if state is None:
             fail(not_stored(ctx, "channel", cid,

@@ -44,6 +44,7 @@ from typing import Any
 import apsw
 import zstandard
 
+from chatledger.eventstore import links
 from chatledger.eventstore.backup import backup_database
 from chatledger.eventstore.codec import RAW, ZSTD_PLAIN, PayloadCodec
 from chatledger.eventstore.datastore import APSWDatastore
@@ -343,6 +344,8 @@ def _cut_down(cursor: apsw.Cursor, since: int | None, cids: Sequence[str] | None
     # The heads of the streams left, valid up to the end of the copied log.
     cursor.execute(_CLEAR_STREAMS)
     cursor.execute(_FILL_STREAMS)
+    # The streams' back-pointers skip what was left out.
+    links.relink(cursor, _EVENTS)
     cursor.execute(_SET_META, (_STREAMS_POSITION, cursor.execute(_MAX_POSITION).fetchall()[0][0]))
     return before - _count(cursor)
 

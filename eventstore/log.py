@@ -7,6 +7,7 @@ in the same transaction (the projections) registers an `AppendListener`.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import urllib.parse
@@ -22,7 +23,7 @@ import zstandard
 from eventsourcing.persistence import DatabaseError, IntegrityError, OperationalError, StoredEvent
 
 from chatledger.errors import KeyRequired, StoreError
-from chatledger.eventstore import ingest, schema, seal, wire
+from chatledger.eventstore import ingest, links, schema, seal, wire
 from chatledger.eventstore.codec import MIN_COMPRESS_SIZE, RAW
 from chatledger.eventstore.datastore import APSWDatastore, Synchronous, filesystem_path
 from chatledger.eventstore.ingest import Entry, Payload, Rejection
@@ -179,7 +180,7 @@ _INSERT_QUARANTINE_WITH_ID = (
 _MAX_PROBLEMS = 20
 # The tables that hold the log (the rest are read tables, rebuilt from it). Constant names: a
 # pragma's table argument cannot be a parameter.
-_LOG_TABLES = ("chatledger_meta", "streams", "zstd_dictionaries", "quarantine")
+_LOG_TABLES = ("chatledger_meta", "streams", links.LINKS_TABLE_NAME, "zstd_dictionaries", "quarantine")
 # The same, for other modules of the log (a bundle keeps these and drops the read tables).
 LOG_TABLES = _LOG_TABLES
 _CHECK_FILE = f"PRAGMA integrity_check({_MAX_PROBLEMS})"
@@ -260,6 +261,11 @@ _SELECT_STORED_ROWS = (
     "SELECT rowid, originator_id, originator_version, topic, codec, state, source, received_at,"
     " event_at, connection_id FROM {table} WHERE rowid>? AND rowid<=? ORDER BY rowid LIMIT ?"
 )
+_STREAMS_COLUMNS = "PRAGMA table_info(streams)"
+_AMONG = "rowid IN (SELECT value FROM json_each(?))"
+_SELECT_ENTRIES = (
+    "SELECT rowid, originator_id, originator_version, topic, source, received_at, event_at,"
+    " connection_id, codec, state FROM {table}")
 _SELECT_DICTIONARIES = (
     "SELECT id, created_at, trained_on, level, data FROM zstd_dictionaries ORDER BY id")
 _RESTORE_DICTIONARY = (
@@ -277,6 +283,7 @@ class EventLog:
 
     def __init__(
         self, datastore: APSWDatastore, *, compression: bool = True, key: bytes | None = None,
+        stream_links: bool = True,
     ) -> None:
         self.datastore = datastore
         self.recorder = APSWProcessRecorder(datastore)
@@ -301,9 +308,17 @@ class EventLog:
                     (schema.SCHEMA_VERSION,),
                 )
                 _unlock(self._keys, c, datastore, key, new=True)
-        elif version is not None and version < schema.CHAIN_SCHEMA_VERSION:
-            self._add_chain()
+        else:
+            if version is not None and version < schema.CHAIN_SCHEMA_VERSION:
+                self._add_chain()
+            if version is not None and version < schema.LINKS_SCHEMA_VERSION:
+                self._add_links()
         self._finish_chain()
+        # An upgraded file, or one appended to without links: compute them now.
+        self.finish_links()
+        # Whether appends write the streams' back-pointers (`links.py`). Only a measurement of
+        # what they cost turns them off; the next open computes the ones left out.
+        self.stream_links = stream_links
         self.compression = compression
         self.listeners: list[AppendListener] = []
         self._heads = StreamHeads(self.recorder.events_table_name)
@@ -322,12 +337,14 @@ class EventLog:
         compression: bool = True,
         lock_timeout: float = 5.0,
         key: bytes | None = None,
+        stream_links: bool = True,
     ) -> EventLog:
         """Open (or create) the log in the SQLite file at `path` (or ":memory:").
 
         `key` (32 bytes): the key of a sealed store, or of a new one to seal. A sealed store
         opened without its key, or with another, is refused (`StoreError`) before anything
-        is written."""
+        is written. `stream_links=False` appends without the streams' back-pointers (only to
+        measure what they cost): the next open computes them."""
         name = str(path)
         existing = filesystem_path(name)
         if existing is not None and (links := symlinked_files(existing)):
@@ -345,7 +362,7 @@ class EventLog:
             beside.remove_if_unused(error)
             raise StoreError(f"{name} is not a chatledger store ({error})") from error
         try:
-            return cls(datastore, compression=compression, key=key)
+            return cls(datastore, compression=compression, key=key, stream_links=stream_links)
         except (DatabaseError, OperationalError) as error:
             datastore.close()
             beside.remove_if_unused(error)
@@ -416,6 +433,26 @@ class EventLog:
             c.execute(schema.add_chain_column(table))
             c.execute(_SET_META, (seal.META_CHAIN_PENDING, 0))
             c.execute(_SET_META, ("schema_version", schema.CHAIN_SCHEMA_VERSION))
+
+    def _add_links(self) -> None:
+        """Upgrade a version 2 file: the links table and the streams' positions, computed
+        afterwards (`finish_links`)."""
+        with self.datastore.transaction(commit=True) as c:
+            if self._check_schema_version(c) != schema.LINKS_SCHEMA_VERSION - 1:
+                return  # another process upgraded it meanwhile
+            c.execute(links.LINKS_TABLE)
+            if "position" not in {row[1] for row in c.execute(_STREAMS_COLUMNS)}:
+                c.execute(schema.ADD_STREAM_POSITION)
+            links.mark_pending(c, 0)
+            c.execute(_SET_META, ("schema_version", schema.LINKS_SCHEMA_VERSION))
+
+    def finish_links(self, on_page: Any = None) -> None:
+        """Compute the streams' back-pointers still missing (an upgraded file), a page of the log
+        per transaction; until they are whole, the audit reads scan the log as before."""
+        if self.get_meta(links.META_LINKS_PENDING) is None:
+            return
+        links.finish_links(lambda: self.datastore.transaction(commit=True),
+                           self.recorder.events_table_name, on_page)
 
     def _finish_chain(self, on_progress: Any = None) -> None:
         """Compute the chain of an upgraded file, a page per transaction: a kill loses at most
@@ -592,6 +629,8 @@ class EventLog:
                     ))
                     stored.append(index)
                 positions = self.recorder._insert_rows(c, rows) or []
+                if rows:
+                    self._link(c, positions, [r[0] for r in rows], [r[2] for r in rows])
                 heads.appended(c, len(rows), positions[-1] if positions else None)
                 if self.listeners and rows:
                     appended = [AppendedEntry(p, items[i], when) for p, i in zip(positions, stored)]  # type: ignore[arg-type]
@@ -608,6 +647,20 @@ class EventLog:
         for position, index in zip(positions, stored):
             result[index] = position
         return AppendResult(result, quarantined)
+
+    def _link(self, c: apsw.Cursor, positions: Sequence[int], streams: Sequence[str],
+              topics: Sequence[str]) -> None:
+        """The back-pointers of backend entries just inserted (`links.py`): one small row each,
+        appended at the end of their table, in the append's transaction."""
+        if self.stream_links:
+            c.executemany(links.INSERT_LINKS,
+                          links.link(positions, streams, topics, self._heads.positions))
+        else:
+            links.mark_pending(c, positions[0] - 1)
+            # The heads' positions stay right: the next open links the rows from the mark.
+            last = self._heads.positions
+            for position, stream in zip(positions, streams):
+                last[stream] = position
 
     # -- the library's own aggregates (local commands) ------------------------------------------
 
@@ -802,49 +855,64 @@ class EventLog:
         `since` and `until` are epoch microseconds compared with the event's own time, or with
         the time it arrived for entries that carry none; `after` is a log position (exclusive).
         """
-        clauses: list[str] = []
-        params: list[Any] = []
-        if stream is not None:
-            clauses.append("originator_id=?")
-            params.append(stream)
-        if types:
-            clauses.append(f"topic IN ({','.join('?' * len(types))})")
-            params.extend(types)
-        if since is not None:
-            clauses.append("COALESCE(event_at, received_at)>=?")
-            params.append(since)
-        if until is not None:
-            clauses.append("COALESCE(event_at, received_at)<=?")
-            params.append(until)
-        if after is not None:
-            clauses.append("rowid<?" if newest_first else "rowid>?")
-            params.append(after)
-        where = f"WHERE {' AND '.join(clauses)} " if clauses else ""
+        clauses, params = _filter_clauses(types, since, until)
         order = "DESC" if newest_first else "ASC"
-        statement = (
-            "SELECT rowid, originator_id, originator_version, topic, source, received_at, event_at,"
-            f" connection_id, codec, state FROM {self.recorder.events_table_name} {where}"
-            f"ORDER BY rowid {order}"
-        )
-        if limit is not None:
-            statement += " LIMIT ?"
-            params.append(limit)
-        decode = self.datastore.codec.decode
+        table = self.recorder.events_table_name
         with self.datastore.transaction(commit=False) as c:
-            return [
-                LogEntry(
-                    position=row[0],
-                    stream=row[1],
-                    version=row[2],
-                    type=row[3],
-                    source=_source_name(row[4]),
-                    received_at=row[5],
-                    event_at=row[6],
-                    connection_id=row[7],
-                    payload=decode(row[8], row[9], row[0]),
-                )
-                for row in c.execute(statement, params)
-            ]
+            positions = None if stream is None else links.stream_positions(c, table, stream)
+            if not positions:  # no stream asked for, a command's stream, or links not there
+                if stream is not None:
+                    clauses.append("originator_id=?")
+                    params.append(stream)
+                if after is not None:
+                    clauses.append("rowid<?" if newest_first else "rowid>?")
+                    params.append(after)
+                where = f"WHERE {' AND '.join(clauses)} " if clauses else ""
+                statement = f"{_SELECT_ENTRIES.format(table=table)} {where}ORDER BY rowid {order}"
+                if limit is not None:
+                    statement += " LIMIT ?"
+                    params.append(limit)
+                return self._entries(c.execute(statement, params))
+            # A backend stream: only its own rows, found by its back-pointers.
+            return self._entries_among(c, _ordered(positions, after, newest_first), clauses,
+                                       params, limit, newest_first)
+
+    def _entries_among(
+        self, c: apsw.Cursor, positions: list[int], clauses: list[str], params: list[Any],
+        limit: int | None, newest_first: bool,
+    ) -> list[LogEntry]:
+        """The entries at `positions` (in the order asked for) that pass the filters, at most
+        `limit`: read a chunk of positions at a time, so a limit reads little more than it
+        returns."""
+        statement = (f"{_SELECT_ENTRIES.format(table=self.recorder.events_table_name)} WHERE "
+                     f"{' AND '.join([*clauses, _AMONG])} "
+                     f"ORDER BY rowid {'DESC' if newest_first else 'ASC'}")
+        out: list[LogEntry] = []
+        chunk = 64 if limit is None else max(limit, 16)
+        start = 0
+        while start < len(positions) and (limit is None or len(out) < limit):
+            wanted = positions[start:start + chunk]
+            out.extend(self._entries(c.execute(statement, [*params, json.dumps(wanted)])))
+            start += chunk
+            chunk = min(chunk * 4, 4_096)
+        return out if limit is None else out[:limit]
+
+    def _entries(self, rows: Iterable[tuple[Any, ...]]) -> list[LogEntry]:
+        decode = self.datastore.codec.decode
+        return [
+            LogEntry(
+                position=row[0],
+                stream=row[1],
+                version=row[2],
+                type=row[3],
+                source=_source_name(row[4]),
+                received_at=row[5],
+                event_at=row[6],
+                connection_id=row[7],
+                payload=decode(row[8], row[9], row[0]),
+            )
+            for row in rows
+        ]
 
     def iter_entries(self, *, batch: int = 1_000, **filters: Any) -> Iterator[LogEntry]:
         """All matching entries, read in short transactions of `batch` rows.
@@ -852,6 +920,22 @@ class EventLog:
         Short read transactions let the WAL reset while a long scan runs.
         """
         after: int | None = filters.pop("after", None)
+        stream = filters.get("stream")
+        if stream is not None:
+            # A backend stream's positions are found once, then read a batch at a time.
+            with self.datastore.transaction(commit=False) as c:
+                positions = links.stream_positions(c, self.recorder.events_table_name, stream)
+            if positions:
+                newest_first = bool(filters.get("newest_first", False))
+                ordered = _ordered(positions, after, newest_first)
+                clauses, params = _filter_clauses(filters.get("types", ()), filters.get("since"),
+                                                  filters.get("until"))
+                for start in range(0, len(ordered), batch):
+                    with self.datastore.transaction(commit=False) as c:
+                        page = self._entries_among(c, ordered[start:start + batch], clauses,
+                                                   params, None, newest_first)
+                    yield from page
+                return
         while True:
             page = self.entries(after=after, limit=batch, **filters)
             yield from page
@@ -905,10 +989,17 @@ class EventLog:
                         raise StoreError(
                             f"entry {row.position} does not come after position {last} of the log")
                     last = row.position
+                # The streams' last positions before these rows, for their back-pointers.
+                self._heads.invalidate()
+                self._heads.sync(c)
                 c.executemany(_RESTORE_ROW.format(table=table), [
                     (r.position, r.stream, r.version, r.type, r.codec, r.state, r.source,
                      r.received_at, r.event_at, r.connection_id) for r in rows])
                 local = int(schema.Source.LOCAL)
+                backend = [r for r in rows if r.source != local]
+                if backend:
+                    self._link(c, [r.position for r in backend], [r.stream for r in backend],
+                               [r.type for r in backend])
                 c.executemany(_RESTORE_STREAM, [
                     (name,) for name in dict.fromkeys(r.stream for r in rows if r.source != local)])
                 # The heads are a cache of the log: reload them (the tail scan finds the rows
@@ -1130,6 +1221,31 @@ class _LocalTransaction:
             forget = getattr(listener, "rolled_back", None)
             if forget is not None:
                 forget()
+
+
+def _filter_clauses(
+    types: Sequence[str], since: int | None, until: int | None,
+) -> tuple[list[str], list[Any]]:
+    """The WHERE clauses (and their parameters) of `entries`' type and time filters."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    if types:
+        clauses.append(f"topic IN ({','.join('?' * len(types))})")
+        params.extend(types)
+    if since is not None:
+        clauses.append("COALESCE(event_at, received_at)>=?")
+        params.append(since)
+    if until is not None:
+        clauses.append("COALESCE(event_at, received_at)<=?")
+        params.append(until)
+    return clauses, params
+
+
+def _ordered(positions: list[int], after: int | None, newest_first: bool) -> list[int]:
+    """A stream's positions (ascending) past the `after` cursor, in the order asked for."""
+    if after is not None:
+        positions = [p for p in positions if (p < after if newest_first else p > after)]
+    return positions[::-1] if newest_first else positions
 
 
 def _payload_size(codec: int, state: bytes) -> int:

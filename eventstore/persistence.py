@@ -33,7 +33,7 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.utils import Environment, EnvType, resolve_topic, strtobool
 
-from chatledger.eventstore import schema
+from chatledger.eventstore import links, schema
 from chatledger.eventstore.codec import PayloadCodec
 from chatledger.eventstore.datastore import APSWDatastore, OriginatorIdType, Synchronous
 
@@ -107,6 +107,7 @@ class APSWAggregateRecorder(APSWRecorder, AggregateRecorder):
             *super().create_table_statements(),
             *schema.events_table(self.events_table_name),
             schema.STREAMS_TABLE,
+            links.LINKS_TABLE,
             schema.DICTIONARIES_TABLE,
         ]
 

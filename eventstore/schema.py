@@ -10,9 +10,12 @@ from __future__ import annotations
 from enum import IntEnum
 
 # Bumped when the layout changes; a file written by a newer version is refused, not touched.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Version 2 added `chain` to the log (see eventstore/seal.py); a version 1 file gets it on open.
 CHAIN_SCHEMA_VERSION = 2
+# Version 3 added `stream_links` and `streams.position` (see eventstore/links.py); an older file
+# gets them on open, computed from its log a page per transaction.
+LINKS_SCHEMA_VERSION = 3
 
 
 class Source(IntEnum):
@@ -70,8 +73,12 @@ def add_chain_column(name: str) -> str:
 # The head (last version) of each stream of backend events, advanced in the append's transaction.
 STREAMS_TABLE = """CREATE TABLE IF NOT EXISTS streams (
     name TEXT PRIMARY KEY,
-    head INTEGER NOT NULL
+    head INTEGER NOT NULL,
+    position INTEGER                -- its last log position, when written down (see streams.py)
 ) WITHOUT ROWID"""
+
+# Upgrades a version 2 `streams` table (links.finish_links fills the column).
+ADD_STREAM_POSITION = "ALTER TABLE streams ADD COLUMN position INTEGER"
 
 
 TRACKING_TABLE = """CREATE TABLE IF NOT EXISTS tracking (

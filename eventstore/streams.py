@@ -14,6 +14,9 @@ import apsw
 
 PERSIST_EVERY = 5_000
 _POSITION_KEY = "streams_position"
+_SELECT_STREAMS = "SELECT name, head, position FROM streams"
+# `position` is NULL until a stream's first write-down; then the last log position of the stream.
+_UPDATE_STREAM = "UPDATE streams SET head=?, position=coalesce(?, position) WHERE name=?"
 
 
 class StreamHeads:
@@ -26,6 +29,7 @@ class StreamHeads:
     def __init__(self, events_table: str) -> None:
         self._table = events_table
         self._heads: dict[str, int] = {}
+        self.positions: dict[str, int] = {}  # the last log position of each stream
         self._dirty: set[str] = set()
         self._unpersisted_rows = 0
         self._data_version: int | None = None
@@ -38,20 +42,26 @@ class StreamHeads:
             return False
         first_load = self._data_version is None
         self._data_version = version
-        self._heads = dict(c.execute("SELECT name, head FROM streams"))
+        self._heads = {}
+        self.positions = {}
+        for name, head, position in c.execute(_SELECT_STREAMS):
+            self._heads[name] = head
+            if position:
+                self.positions[name] = position
         row = c.execute(
             "SELECT value FROM chatledger_meta WHERE key=?", (_POSITION_KEY,)
         ).fetchone()
         valid_up_to = 0 if row is None else int(row[0])
         tail = c.execute(
-            f"SELECT originator_id, MAX(originator_version), COUNT(*) FROM {self._table} "
+            f"SELECT originator_id, MAX(originator_version), COUNT(*), MAX(rowid) FROM {self._table} "
             "WHERE rowid > ? AND source != 0 GROUP BY originator_id",
             (valid_up_to,),
         ).fetchall()
-        for stream, head, _ in tail:
+        for stream, head, _, position in tail:
             self._heads[stream] = max(head, self._heads.get(stream, 0))
-        self._dirty = {stream for stream, _, _ in tail}
-        self._unpersisted_rows = sum(count for _, _, count in tail)
+            self.positions[stream] = max(position, self.positions.get(stream, 0))
+        self._dirty = {row[0] for row in tail}
+        self._unpersisted_rows = sum(row[2] for row in tail)
         return not first_load
 
     def next_version(self, c: apsw.Cursor, stream: str) -> int:
@@ -73,10 +83,9 @@ class StreamHeads:
     def persist(self, c: apsw.Cursor, position: int) -> None:
         """Write the advanced heads, valid up to log `position`."""
         if self._dirty:
-            c.executemany(
-                "UPDATE streams SET head=? WHERE name=?",
-                [(self._heads[s], s) for s in self._dirty],
-            )
+            positions = self.positions
+            c.executemany(_UPDATE_STREAM,
+                          [(self._heads[s], positions.get(s), s) for s in self._dirty])
         c.execute(
             "INSERT INTO chatledger_meta (key, value) VALUES (?, ?) "
             "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -93,4 +102,5 @@ class StreamHeads:
         """Forget everything: the next `sync` reloads from the file (after a rollback)."""
         self._data_version = None
         self._heads.clear()
+        self.positions.clear()
         self._dirty.clear()

@@ -390,10 +390,11 @@ class AsyncChatStore:
     # none is missing.
 
     def as_of(
-        self, *, position: int | None = None, time: TimeLike | None = None
+        self, *, position: int | None = None, time: TimeLike | None = None,
+        cids: Sequence[str] | None = None,
     ) -> asyncio.Future[PastStore]:
         """`ChatStore.as_of`, in the read pool."""
-        return self._read(self.store.as_of, position=position, time=time)
+        return self._read(self.store.as_of, position=position, time=time, cids=cids)
 
     def backup(
         self,

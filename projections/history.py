@@ -27,7 +27,7 @@ from __future__ import annotations
 import gc
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +36,7 @@ from typing import Any, Protocol
 import apsw
 import msgspec
 
-from chatledger.eventstore import commands, ingest
+from chatledger.eventstore import commands, ingest, links
 from chatledger.eventstore.codec import PayloadCodec
 from chatledger.eventstore.wire import decode_stored
 from chatledger.eventstore.log import EventLog, StoreError
@@ -58,6 +58,15 @@ class HasLog(Protocol):
     @property
     def user_id(self) -> str | None: ...
 
+_ROWS_AT = ("SELECT rowid, topic, originator_id, source, codec, state, received_at, event_at "
+            "FROM {table} WHERE rowid IN (SELECT value FROM json_each(?)) ORDER BY rowid")
+# A partial index holds exactly the local commands' rows: reading through it never touches the
+# backend's entries.
+_LOCAL_POSITIONS = "SELECT rowid FROM {table} INDEXED BY {index} WHERE source=0 AND rowid<=?"
+_LOCAL_ROWS = ("SELECT rowid, originator_id, topic, codec, state, received_at, event_at "
+               "FROM {table} INDEXED BY {index} WHERE source=0 AND rowid<=?")
+_MESSAGE_CIDS = ("SELECT cid FROM {schema}messages WHERE id=?1 "
+                 "UNION SELECT cid FROM {schema}deleted_messages WHERE id=?1")
 _MEMORY_FLAGS = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE | apsw.SQLITE_OPEN_URI
 _CHUNK = 2_000
 _COPY_CHUNK = 500
@@ -187,10 +196,12 @@ class PastStore(ReadAPI):
 
     def __init__(
         self, connection: apsw.Connection, codec: PayloadCodec, own_user_id: str | None,
-        position: int, time: int | None = None,
+        position: int, time: int | None = None, cids: Sequence[str] | None = None,
     ) -> None:
         self.position = position  # the last log entry the tables reflect (0: none)
         self.time = time  # the time asked for, when the position came from one
+        # The channels it answers for (None: all); see `as_of`.
+        self.cids = None if cids is None else tuple(cids)
         self.user_id = own_user_id
         self._datastore = _ScratchDatastore(connection, codec)
         self.read = ReadModel(self._datastore, own_user_id)  # type: ignore[arg-type]
@@ -214,7 +225,7 @@ class PastStore(ReadAPI):
 
 def as_of(
     store: HasLog, *, position: int | None = None, time: int | None = None,
-    on_progress: ProgressCallback | None = None,
+    on_progress: ProgressCallback | None = None, cids: Sequence[str] | None = None,
 ) -> PastStore:
     """The read tables as of a log position, or as of a time (epoch microseconds; see the module
     doc for what a time means). Give exactly one.
@@ -222,6 +233,13 @@ def as_of(
     Replays entries 1..position with a fresh projector into a private in-memory database; the
     replay reads the log in chunks, so memory holds the tables, never the payloads. Raises
     `ValueError` for a negative position or one past the end of the log.
+
+    `cids`: only these channels are asked about. The replay then reads only the entries of
+    their streams, of the user's stream (`@user`) and of the local commands, found by the
+    streams' back-pointers (`eventstore/links.py`): it costs what the channels hold, not the
+    length of the log. What the result says of those channels (`channel`, `messages`, a
+    message of theirs, its reactions) is what the whole replay says; of other channels it knows
+    only what these entries said. A store whose links are not computed yet replays everything.
     """
     if (position is None) == (time is None):
         raise ValueError("give either a log position or a time, not both and not neither")
@@ -241,9 +259,14 @@ def as_of(
                                  f"(its last position is {end:,})")
             target = scratch.cursor()
             create_tables(target, with_indexes=False)
+            scope = None if cids is None else _scope(source, table, [*cids], position)
             with _collector_paused():
-                replay(source, target, table, codec, Projector(store.user_id), upto=position,
-                       on_progress=on_progress)
+                if scope is None:
+                    replay(source, target, table, codec, Projector(store.user_id),
+                           upto=position, on_progress=on_progress)
+                else:
+                    _replay_positions(source, table, target, codec, Projector(store.user_id),
+                                      scope, on_progress)
             for ddl in INDEXES:
                 target.execute(ddl)
             if log.datastore.path is None:
@@ -253,7 +276,69 @@ def as_of(
     except BaseException:
         scratch.close()
         raise
-    return PastStore(scratch, codec, store.user_id, position, time)
+    return PastStore(scratch, codec, store.user_id, position, time, cids)
+
+
+# -- reading only some streams ----------------------------------------------------------------------
+
+
+def _split(table: str) -> tuple[str, str]:
+    """("live.", "stored_events") for "live.stored_events"; ("", name) for a bare name."""
+    schema, _, bare = table.rpartition(".")
+    return (f"{schema}." if schema else ""), bare
+
+
+def _stream_positions(
+    source: apsw.Cursor, table: str, stream: str, upto: int, *, quiet: bool = True,
+) -> list[int] | None:
+    schema, bare = _split(table)
+    return links.stream_positions(source, bare, stream, upto=upto, schema=schema, quiet=quiet)
+
+
+def _local_positions(source: apsw.Cursor, table: str, upto: int) -> list[int]:
+    """Positions of every entry of the local commands (through their index: as many as there
+    are commands' events, whatever the length of the log)."""
+    schema, bare = _split(table)
+    return [p for (p,) in source.execute(
+        _LOCAL_POSITIONS.format(table=table, index=f"{bare}_aggregate"), (upto,))]
+
+
+def _scope(source: apsw.Cursor, table: str, cids: list[str], upto: int) -> list[int] | None:
+    """The positions, in order, of what a replay for these channels reads: their streams, the
+    user's stream and the local commands; None when the links cannot tell."""
+    wanted: set[int] = set()
+    for stream in dict.fromkeys([*cids, ingest.USER_STREAM]):
+        positions = _stream_positions(source, table, stream, upto)
+        if positions is None:
+            return None
+        wanted.update(positions)
+    wanted.update(_local_positions(source, table, upto))
+    return sorted(wanted)
+
+
+def _rows_at(
+    source: apsw.Cursor, table: str, positions: Sequence[int],
+) -> Iterator[list[tuple[Any, ...]]]:
+    """The rows at these positions (ascending), a chunk at a time: (position, topic, stream,
+    source, codec, state, received_at, event_at)."""
+    reader = source.connection.cursor()
+    statement = _ROWS_AT.format(table=table)
+    for start in range(0, len(positions), _CHUNK):
+        yield reader.execute(statement, (json.dumps(positions[start:start + _CHUNK]),)).fetchall()
+
+
+def _replay_positions(
+    source: apsw.Cursor, table: str, target: apsw.Cursor, codec: PayloadCodec,
+    projector: Projector, positions: Sequence[int], on_progress: ProgressCallback | None,
+) -> None:
+    decode = codec.decode
+    done = 0
+    for rows in _rows_at(source, table, positions):
+        projector.apply(target, [Item(r[0], r[1], r[2], decode(r[4], r[5], r[0]), r[6])
+                                 for r in rows])
+        done += len(rows)
+        if on_progress is not None:
+            on_progress(done, len(positions))
 
 
 # Every column of the read tables that names the log entry holding an object.
@@ -355,7 +440,10 @@ def _object(payload: bytes) -> dict[str, Any] | None:
 
 def mentions(topic: str, payload: bytes, message_id: str) -> bool:
     """True when a backend entry names the message as itself, as the message of a reaction, as
-    the parent of a reply, or among a channel state's messages."""
+    the parent of a reply, or among a channel state's messages. Entries of the kinds that never
+    change a message (`links.QUIET_TOPICS`: presence, profiles, reads, typing) name none."""
+    if topic in links.QUIET_TOPICS:
+        return False
     doc = _object(payload)
     if doc is None:
         return False
@@ -536,6 +624,13 @@ def explain(store: HasLog, message_id: str, *, unchanged: bool = False) -> list[
     of a user's messages deleted) show up without naming it. With `unchanged=True`, entries that
     name the message but changed nothing (a duplicate, an unchanged snapshot) are listed too.
 
+    What is read: when the read tables know the message's channel and the log has its streams'
+    back-pointers (`eventstore/links.py`), only the entries of that channel's stream, of the
+    user's stream and of the local commands; of those, the entries of the kinds that change only
+    what they name (`_CHANGES_ONLY_WHAT_IT_NAMES`) are replayed only when they name the message.
+    Otherwise (a message the tables never had, a store still computing its links) the whole log
+    is searched, as the answer is the same.
+
     An id that no entry names, or that never had a row, gives an empty list.
     """
     log = store.log
@@ -544,17 +639,24 @@ def explain(store: HasLog, message_id: str, *, unchanged: bool = False) -> list[
     try:
         with _reading(store, scratch) as (source, table):
             end = _max_position(source, table)
-            named, streams = _named_by(source, table, codec, message_id, end)
+            target = scratch.cursor()
+            reader: _Reader
+            scoped = _ScopedReader(source, table, codec, end)
+            found = _named_in_scope(scoped, source, table, message_id)
+            if found is not None:
+                (named, streams), reader = found, scoped
+            else:
+                named, streams = _named_by(source, table, codec, message_id, end)
+                reader = _StreamReader(source, table, codec, end)
             if not named:
                 return []
             streams.add(ingest.USER_STREAM)
-            target = scratch.cursor()
             while True:
                 create_tables(target, with_indexes=False)
                 with _collector_paused():
                     explained, filed_under = _replay_message(
-                        source, table, target, codec, store.user_id, message_id, streams, named,
-                        end, unchanged)
+                        target, _Objects(source, table, codec), reader.rows(streams),
+                        store.user_id, message_id, named, unchanged, reader.relevant)
                 if filed_under <= streams:
                     return explained
                 # Filed under a channel whose stream was not replayed: replay again with it.
@@ -564,10 +666,165 @@ def explain(store: HasLog, message_id: str, *, unchanged: bool = False) -> list[
         scratch.close()
 
 
+# Kinds of entries that change only the objects they name (the message, its reactions, the
+# reads and users they carry) and, for a reply, its parent's reply count: one that names
+# neither the message nor one of its replies cannot change it. (A hard delete of a reply need
+# not carry its `parent_id`: the replies' own ids are searched for too.)
+_CHANGES_ONLY_WHAT_IT_NAMES = frozenset({
+    "message.new", "notification.message_new", "notification.thread_message_new",
+    "message.updated", "message.undeleted", "message.deleted", "reaction.new", "reaction.updated",
+    "reaction.deleted", "message.read", "notification.mark_read", "notification.mark_unread",
+    "message.delivered", "user.updated", "user.presence.changed", "draft.updated",
+    "draft.deleted", "health.check", "typing.start", "typing.stop",
+})
+
+# (position, topic, stream, source, payload as it arrived, received_at, event_at)
+Row = tuple[int, str, str, int, bytes, int, "int | None"]
+
+
+class _Reader(Protocol):
+    def rows(self, streams: set[str]) -> Iterator[list[Row]]: ...
+
+    def relevant(self, row: Row) -> bool: ...
+
+
+class _StreamReader:
+    """The whole log's entries of some streams, in order (a scan of the log)."""
+
+    def __init__(self, source: apsw.Cursor, table: str, codec: PayloadCodec, end: int) -> None:
+        self._reader = source.connection.cursor()
+        self._table = table
+        self._decode = codec.decode
+        self._end = end
+
+    def rows(self, streams: set[str]) -> Iterator[list[Row]]:
+        wanted = json.dumps(sorted(streams))
+        after = 0
+        decode = self._decode
+        while after < self._end:
+            rows = self._reader.execute(
+                f"SELECT rowid, topic, originator_id, source, codec, state, received_at, event_at "
+                f"FROM {self._table} WHERE rowid>? AND rowid<=? "
+                "AND originator_id IN (SELECT value FROM json_each(?)) ORDER BY rowid LIMIT ?",
+                (after, self._end, wanted, _CHUNK)).fetchall()
+            if not rows:
+                return
+            yield [(r[0], r[1], r[2], r[3], decode(r[4], r[5], r[0]), r[6], r[7]) for r in rows]
+            after = rows[-1][0]
+
+    def relevant(self, row: Row) -> bool:
+        return True
+
+
+class _ScopedReader:
+    """The entries of some streams found by their back-pointers, read once and kept (decoded),
+    less those that cannot change the message: the quiet ones (`links.QUIET_TOPICS`) are not
+    even read, and `_CHANGES_ONLY_WHAT_IT_NAMES` without a mention of its id or of a reply's
+    are not replayed."""
+
+    def __init__(self, source: apsw.Cursor, table: str, codec: PayloadCodec, end: int) -> None:
+        self._source = source
+        self._table = table
+        self._decode = codec.decode
+        self._end = end
+        self.positions: dict[str, list[int]] = {}  # by stream, read so far
+        self.kept: dict[int, Row] = {}  # by position: the rows read so far
+        self._needles: list[bytes] = []
+
+    def read(self, streams: Iterable[str]) -> bool:
+        """Read (and keep) the entries of these streams; False when the links cannot tell."""
+        wanted: list[int] = []
+        for stream in streams:
+            if stream in self.positions:
+                continue
+            found = _stream_positions(self._source, self._table, stream, self._end, quiet=False)
+            if found is None:
+                return False
+            self.positions[stream] = found
+            wanted.extend(p for p in found if p not in self.kept)
+        decode = self._decode
+        for rows in _rows_at(self._source, self._table, sorted(set(wanted))):
+            for r in rows:
+                self.kept[r[0]] = (r[0], r[1], r[2], r[3], decode(r[4], r[5], r[0]), r[6], r[7])
+        return True
+
+    def read_local(self) -> None:
+        """Read (and keep) every entry of the local commands."""
+        _, bare = _split(self._table)
+        decode = self._decode
+        local = self._source.connection.cursor()
+        for position, stream, topic, kind, state, received_at, event_at in local.execute(
+                _LOCAL_ROWS.format(table=self._table, index=f"{bare}_aggregate"), (self._end,)):
+            self.positions.setdefault(stream, []).append(position)
+            self.kept[position] = (position, topic, stream, int(Source.LOCAL),
+                                   decode(kind, state, position), received_at, event_at)
+
+    def mention(self, ids: Iterable[str]) -> None:
+        self._needles = [n for one in ids for n in _needles(one)]
+
+    def rows(self, streams: set[str]) -> Iterator[list[Row]]:
+        if not self.read(streams):
+            raise StoreError("the log's stream links went missing during a read")
+        wanted = sorted({p for stream in streams for p in self.positions.get(stream, ())})
+        kept = self.kept
+        yield [kept[p] for p in wanted]
+
+    def relevant(self, row: Row) -> bool:
+        return row[1] not in _CHANGES_ONLY_WHAT_IT_NAMES or any(n in row[4] for n in self._needles)
+
+
+def _named_in_scope(
+    reader: _ScopedReader, source: apsw.Cursor, table: str, message_id: str,
+) -> tuple[set[int], set[str]] | None:
+    """`_named_by` for a message the read tables know, reading only its channels' streams, the
+    user's stream and the local commands (kept by `reader` for the replay): the positions
+    naming it and their streams. None when the tables or the links cannot tell."""
+    schema, _ = _split(table)
+    try:
+        cids = [cid for (cid,) in source.execute(_MESSAGE_CIDS.format(schema=schema),
+                                                 (message_id,)).fetchall() if cid]
+    except apsw.SQLError:
+        return None  # no read tables in this file (yet)
+    if not cids or not reader.read(dict.fromkeys([*cids, ingest.USER_STREAM])):
+        return None
+    reader.read_local()
+    needles = _needles(message_id)
+    named: set[int] = set()
+    streams: set[str] = set()
+    replies: set[str] = set()
+    local = int(Source.LOCAL)
+    for position, topic, stream, origin, payload, _, _ in reader.kept.values():
+        if not any(n in payload for n in needles):
+            continue
+        check = command_mentions if origin == local else mentions
+        if check(topic, payload, message_id):
+            named.add(position)
+            streams.add(stream)
+        if origin != local:
+            replies.update(_replies(payload, message_id))
+    reader.mention([message_id, *replies])
+    return named, streams
+
+
+def _replies(payload: bytes, message_id: str) -> list[str]:
+    """Ids of the replies to the message that a payload holds (as its message, or among a
+    channel state's messages)."""
+    doc = _object(payload)
+    if doc is None:
+        return []
+    found = [doc.get("message")]
+    for key in ("messages", "pinned_messages"):
+        items = doc.get(key)
+        if isinstance(items, list):
+            found.extend(items)
+    return [m["id"] for m in found
+            if _get(m, "parent_id") == message_id and isinstance(m.get("id"), str)]
+
+
 def _named_by(
     source: apsw.Cursor, table: str, codec: PayloadCodec, message_id: str, end: int,
 ) -> tuple[set[int], set[str]]:
-    """Positions of the entries that name the message, and their streams."""
+    """Positions of the entries that name the message, and their streams (a scan of the log)."""
     needles = _needles(message_id)
     named: set[int] = set()
     streams: set[str] = set()
@@ -595,31 +852,21 @@ def _named_by(
 
 
 def _replay_message(
-    source: apsw.Cursor, table: str, target: apsw.Cursor, codec: PayloadCodec,
-    own_user_id: str | None, message_id: str, streams: set[str], named: set[int], end: int,
-    unchanged: bool,
+    target: apsw.Cursor, objects: _Objects, chunks: Iterable[list[Row]],
+    own_user_id: str | None, message_id: str, named: set[int], unchanged: bool,
+    relevant: Callable[[Row], bool],
 ) -> tuple[list[Explanation], set[str]]:
     projector = Projector(own_user_id)
     local = int(Source.LOCAL)
-    objects = _Objects(source, table, codec)
-    reader = source.connection.cursor()
-    decode = codec.decode
-    wanted = json.dumps(sorted(streams))
     previous: Snapshot = (None, {})
     ever_stored = False
     filed_under: set[str] = set()
     out: list[Explanation] = []
-    after = 0
-    while after < end:
-        rows = reader.execute(
-            f"SELECT rowid, topic, originator_id, source, codec, state, received_at, event_at "
-            f"FROM {table} WHERE rowid>? AND rowid<=? "
-            "AND originator_id IN (SELECT value FROM json_each(?)) ORDER BY rowid LIMIT ?",
-            (after, end, wanted, _CHUNK)).fetchall()
-        if not rows:
-            break
-        for position, topic, stream, origin, kind, state, received_at, event_at in rows:
-            payload = decode(kind, state, position)
+    for rows in chunks:
+        for row in rows:
+            position, topic, stream, origin, payload, received_at, event_at = row
+            if not relevant(row):
+                continue
             objects.current = (position, payload)
             projector.apply(target, [Item(position, topic, stream, payload, received_at)])
             current = _snapshot(target, message_id, objects)
@@ -636,7 +883,6 @@ def _replay_message(
                     note=_note(topic, previous, current, changes), stream=stream,
                     command=command_note(topic, payload) if command else ""))
             previous = current
-        after = rows[-1][0]
     return (out if ever_stored else []), filed_under
 
 

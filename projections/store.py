@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
@@ -512,13 +512,18 @@ class ChatStore(ActionsMixin, ReadAPI):
 
     # -- the past (see projections.history) ----------------------------------------------------
 
-    def as_of(self, *, position: int | None = None, time: TimeLike | None = None) -> PastStore:
+    def as_of(
+        self, *, position: int | None = None, time: TimeLike | None = None,
+        cids: Sequence[str] | None = None,
+    ) -> PastStore:
         """The read tables as of a log position or a time, read-only: a `PastStore` with the
         read methods of this class. Close it when done. `time` takes the forms `history`'s
-        `since` takes (an aware datetime, RFC 3339, an age, epoch microseconds)."""
+        `since` takes (an aware datetime, RFC 3339, an age, epoch microseconds). `cids`: only
+        these channels will be asked about, and only their entries are replayed (see
+        `history.as_of`)."""
         from chatledger.projections.history import as_of
 
-        return as_of(self, position=position, time=optional_micros(time))
+        return as_of(self, position=position, time=optional_micros(time), cids=cids)
 
     def explain(self, message_id: str, *, unchanged: bool = False) -> list[Explanation]:
         """Every log entry that changed a message, oldest first, with what it changed."""

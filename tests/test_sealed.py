@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from chatledger import AsyncChatStore, ChatStore
 from chatledger.cli.main import cli
-from chatledger.eventstore import seal
+from chatledger.eventstore import schema, seal
 from chatledger.eventstore.log import EventLog, KeyRequired, StoreError
 from chatledger.eventstore.seal import ChainWriter, SealError
 
@@ -488,7 +488,7 @@ def test_the_chain_upgrade_is_computed_once_and_survives_kills(tmp_path: Path) -
         _kill_after([_UPGRADE_WORKER, str(path)], rng.uniform(0.05, 0.6))
     with ChatStore.open(tmp_path, "alice", key=KEY) as store:
         assert store.log.get_meta(seal.META_CHAIN_PENDING) is None
-        assert store.log.get_meta("schema_version") == 2
+        assert store.log.get_meta("schema_version") == schema.SCHEMA_VERSION
         report = store.verify_chain()
         assert report.ok and report.head_hash == reference.head_hash
         assert store.verify() == []

@@ -1,0 +1,208 @@
+"""Back-pointers of the log's backend streams: for each entry, how far back the previous entry of
+the same stream (channel, or `@user`) is.
+
+The log has no index by stream (see `schema.events_table`: one would cost every append a page per
+channel of its batch). The audit questions (`log --cid`, `explain`, `as-of ... channel`) must
+still cost what they are about, not the size of the log. So each backend entry gets one small row
+in `stream_links` (position, back): `back` is the distance to the previous entry of its stream, 0
+for the first. Rows are appended in position order, at the end of their B-tree, like the log's;
+the head of each stream (its last position) is kept with its version in `streams` (see
+`streams.StreamHeads`). From the head, the chain gives every position of a stream in one
+recursive query that reads only that stream's link rows.
+
+The links are derived data: `relink` recomputes them from the log alone (an upgraded store, a
+bundle cut down to some channels). While `META_LINKS_PENDING` is set (an upgrade still computing
+them), readers get None from `stream_positions` and scan the log as before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import apsw
+
+LINKS_TABLE = """CREATE TABLE IF NOT EXISTS stream_links (
+    position INTEGER PRIMARY KEY,   -- the entry's log position (its rowid in the log)
+    back INTEGER NOT NULL           -- 2 x (position minus the previous position of its stream;
+                                    -- 0 for the first) + 1 for a quiet entry (QUIET_TOPICS)
+)"""
+# Kinds of entries that change no message, its reactions or its channel, and name none: who is
+# online, a user's profile, reads, typing, the connection's health. `explain` leaves them unread
+# (the low bit of `back` says which they are, at no cost in space: SQLite stores small integers
+# in one or two bytes either way). They are many in the user's own stream (`@user`).
+QUIET_TOPICS = frozenset({
+    "user.presence.changed", "user.updated", "message.read", "notification.mark_read",
+    "health.check", "typing.start", "typing.stop", "user.watching.start", "user.watching.stop",
+})
+LINKS_TABLE_NAME = "stream_links"
+# Set (to the last position linked) while an upgrade computes the links; gone when they are whole.
+META_LINKS_PENDING = "links_pending"
+# The position up to which `streams.head` and `streams.position` are valid (see streams.py).
+META_STREAMS_POSITION = "streams_position"
+
+INSERT_LINKS = "INSERT INTO stream_links (position, back) VALUES (?, ?)"
+_CLEAR_LINKS = "DELETE FROM stream_links WHERE position > ?"
+_GET_META = "SELECT value FROM {schema}chatledger_meta WHERE key=?"
+_SET_META = ("INSERT INTO chatledger_meta (key, value) VALUES (?, ?) "
+             "ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+_DELETE_META = "DELETE FROM chatledger_meta WHERE key=?"
+_LAST_OF_STREAMS = ("SELECT originator_id, MAX(rowid) FROM {table} WHERE rowid <= ? AND source != 0 "
+                    "GROUP BY originator_id")
+_PAGE_OF_STREAMS = ("SELECT rowid, originator_id, topic FROM {table} WHERE rowid > ? "
+                    "AND source != 0 ORDER BY rowid LIMIT ?")
+_SET_STREAM_POSITION = "UPDATE streams SET position=? WHERE name=?"
+_STREAM_HEAD = "SELECT position FROM {schema}streams WHERE name=?"
+_TAIL_HEAD = "SELECT MAX(rowid) FROM {schema}{table} WHERE rowid > ? AND originator_id=?"
+# The chain from the head back to the first entry, read through the links' primary key only:
+# each entry's position and its own link.
+_CHAIN = ("WITH RECURSIVE chain(p, back) AS ("
+          "SELECT position, back FROM {schema}stream_links WHERE position = ?1 UNION ALL "
+          "SELECT l.position, l.back FROM chain JOIN {schema}stream_links AS l "
+          "ON l.position = chain.p - (chain.back >> 1) WHERE chain.back >= 2) "
+          "SELECT p, back FROM chain")
+_HAS_TABLE = "SELECT 1 FROM {schema}sqlite_schema WHERE type='table' AND name='stream_links'"
+
+# Rows of the log read per transaction while an upgrade computes the links.
+RELINK_PAGE = 50_000
+
+
+def link(
+    positions: Sequence[int], streams: Sequence[str], topics: Sequence[str], last: dict[str, int],
+) -> list[tuple[int, int]]:
+    """The link rows of entries at `positions` (in order) of `streams`, of kinds `topics`;
+    `last` maps a stream to its last position so far and is advanced."""
+    out: list[tuple[int, int]] = []
+    append = out.append
+    get = last.get
+    quiet = QUIET_TOPICS
+    for position, stream, topic in zip(positions, streams, topics):
+        previous = get(stream)
+        append((position, (0 if previous is None else (position - previous) << 1)
+                | (topic in quiet)))
+        last[stream] = position
+    return out
+
+
+def last_positions(c: apsw.Cursor, table: str, upto: int) -> dict[str, int]:
+    """The last position of every backend stream at or before `upto` (one scan of the log)."""
+    return {str(stream): position for stream, position in
+            c.execute(_LAST_OF_STREAMS.format(table=table), (upto,)).fetchall()
+            if isinstance(position, int)}
+
+
+def relink_page(c: apsw.Cursor, table: str, after: int, last: dict[str, int]) -> tuple[int, int]:
+    """Link the next `RELINK_PAGE` backend entries after position `after`, given the streams'
+    last positions up to it (`last`, advanced). Returns (the last position read, rows read)."""
+    rows = c.execute(_PAGE_OF_STREAMS.format(table=table), (after, RELINK_PAGE)).fetchall()
+    if not rows:
+        return after, 0
+    positions = [int(r[0]) for r in rows]  # type: ignore[arg-type]
+    c.executemany(INSERT_LINKS, link(positions, [str(r[1]) for r in rows],
+                                     [str(r[2]) for r in rows], last))
+    return positions[-1], len(rows)
+
+
+def finish_links(
+    transaction: Callable[[], object], table: str,
+    on_page: Callable[[int], None] | None = None,
+) -> None:
+    """Compute the links of an upgraded store, a page per transaction, from where the pending
+    mark says: a kill loses at most the page under way, and the next open goes on.
+
+    `transaction()` is a context manager giving a write cursor (`datastore.transaction(commit=True)`).
+    """
+    last: dict[str, int] = {}
+    expected: int | None = None
+    while True:
+        with transaction() as c:  # type: ignore[attr-defined]
+            row = c.execute(_GET_META.format(schema=""), (META_LINKS_PENDING,)).fetchone()
+            if row is None:
+                return
+            after = int(row[0])
+            if after != expected:
+                # First page of this call, or another process linked pages meanwhile.
+                c.execute(_CLEAR_LINKS, (after,))
+                last = last_positions(c, table, after)
+            end, read = relink_page(c, table, after, last)
+            if read < RELINK_PAGE:
+                # Valid whatever `streams_position` says: a reader takes the later of this
+                # and what it finds after that position.
+                c.executemany(_SET_STREAM_POSITION, [(p, s) for s, p in last.items()])
+                c.execute(_DELETE_META, (META_LINKS_PENDING,))
+                return
+            c.execute(_SET_META, (META_LINKS_PENDING, end))
+            expected = end
+        if on_page is not None:
+            on_page(end)
+
+
+def relink(c: apsw.Cursor, table: str) -> None:
+    """Recompute every link and stream head position of the log, in the caller's transaction
+    (after rows were removed, as a bundle cut down to some channels does)."""
+    c.execute(_CLEAR_LINKS, (0,))
+    last: dict[str, int] = {}
+    after = 0
+    while True:
+        after, read = relink_page(c, table, after, last)
+        if read < RELINK_PAGE:
+            break
+    c.executemany(_SET_STREAM_POSITION, [(p, s) for s, p in last.items()])
+
+
+def stream_positions(
+    c: apsw.Cursor, table: str, stream: str, *, upto: int | None = None, schema: str = "",
+    quiet: bool = True,
+) -> list[int] | None:
+    """Every position of a backend stream, oldest first (at most `upto` when given), read from
+    its links; [] for a stream no backend entry has (a command's stream, or none at all); None
+    when the links cannot answer (an older file, an upgrade still computing them), and the
+    caller scans the log instead. `schema` prefixes the tables ("live." for an attached file).
+    `quiet=False` leaves out the entries of `QUIET_TOPICS`."""
+    # fetchall throughout: no statement is left open on the caller's connection (one would
+    # lock its tables against a DROP of a scratch table on the same connection).
+    if not c.execute(_HAS_TABLE.format(schema=schema)).fetchall():
+        return None
+    if c.execute(_GET_META.format(schema=schema), (META_LINKS_PENDING,)).fetchall():
+        return None
+    rows = c.execute(_STREAM_HEAD.format(schema=schema), (stream,)).fetchall()
+    if not rows:
+        return []
+    head = _whole(rows[0][0])
+    valid = c.execute(_GET_META.format(schema=schema), (META_STREAMS_POSITION,)).fetchall()
+    # Heads are written down every few thousand rows: the rows after that are scanned.
+    found = c.execute(_TAIL_HEAD.format(schema=schema, table=table),
+                      (_whole(valid[0][0]) if valid else 0, stream)).fetchall()
+    head = max(head, _whole(found[0][0]) if found else 0)
+    if not head:
+        return []
+    chain = c.execute(_CHAIN.format(schema=schema), (head,)).fetchall()
+    positions = [_whole(p) for p, back in chain if quiet or not _whole(back) & 1]
+    positions.reverse()
+    if upto is not None and positions and positions[-1] > upto:
+        positions = [p for p in positions if p <= upto]
+    return positions
+
+
+def _whole(value: Any) -> int:
+    """A position as SQLite gave it (NULL: none, 0)."""
+    return int(value or 0)
+
+
+def pending(c: apsw.Cursor) -> bool:
+    """Whether an upgrade is still computing the links."""
+    return bool(c.execute(_GET_META.format(schema=""), (META_LINKS_PENDING,)).fetchall())
+
+
+def mark_pending(c: apsw.Cursor, linked_up_to: int) -> None:
+    """Leave the links of every entry after position `linked_up_to` to `finish_links` (an
+    upgrade, or a log that appends without links); an earlier mark stands."""
+    if not pending(c):
+        c.execute(_SET_META, (META_LINKS_PENDING, linked_up_to))
+
+
+
+__all__ = [
+    "INSERT_LINKS", "LINKS_TABLE", "LINKS_TABLE_NAME", "META_LINKS_PENDING", "finish_links", "link",
+    "mark_pending", "pending", "relink", "stream_positions",
+]
