@@ -254,7 +254,8 @@ def _entries_in(url: str, schema: str) -> int:
 
 
 def test_awkward_ids_and_envelopes_survive_the_copy(url: str, schema: str, tmp_path: Path) -> None:
-    # COPY's text format escapes backslashes, tabs and newlines; arrays escape quotes.
+    # Ids and envelopes with what a text COPY would have to escape (backslashes, tabs,
+    # newlines, quotes in arrays) arrive as they were.
     data = tmp_path / "data"
     odd = 'm\\1\t"two"\n{x},é'
     user_id = "od\\d\tuser \"q\""

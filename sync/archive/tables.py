@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from psycopg.sql import SQL, Composed, Identifier
 
+from chatledger.sync.archive.copybinary import ENTRY_COLUMNS
 from chatledger.sync.archive.persistence import EVENTS_TABLE
 
 # Bumped when the layout changes; an archive made by a newer version is refused.
@@ -54,8 +55,8 @@ _CREATE = [
     " ON CONFLICT (key) DO NOTHING",
 ]
 
-_EVENT_COLUMNS = ("user_id, originator_id, originator_version, topic, state, position, codec,"
-                  " source, received_at, event_at, connection_id, message_ids")
+# What push's COPY fills, in the order of its rows (copybinary.entry, then the message ids).
+PUSH_COLUMNS = (*ENTRY_COLUMNS, "message_ids")
 
 
 class Statements:
@@ -94,8 +95,9 @@ class Statements:
         self.insert_dictionary = sql(
             "INSERT INTO {schema}.{dictionaries} (user_id, dictionary_id, created_at, trained_on,"
             " level, data) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING")
-        # Text format: see copytext.py.
-        self.copy_events = sql("COPY {schema}.{events} (" + _EVENT_COLUMNS + ") FROM STDIN")
+        # Binary format: see copybinary.py.
+        self.copy_events = sql("COPY {schema}.{events} (" + ", ".join(PUSH_COLUMNS)
+                               + ") FROM STDIN (FORMAT binary)")
         self.record_push = sql(
             "INSERT INTO {schema}.{users} AS u (user_id, entries, last_position, payload_bytes,"
             " first_push_at, last_push_at) VALUES (%s, %s, %s, %s, now(), now())"
@@ -153,5 +155,5 @@ class Statements:
         }
 
 
-__all__ = ["ARCHIVE_SCHEMA_VERSION", "DEFAULT_SCHEMA", "REFUSED_STATE",
+__all__ = ["ARCHIVE_SCHEMA_VERSION", "DEFAULT_SCHEMA", "PUSH_COLUMNS", "REFUSED_STATE",
            "SETTLED_STATES", "Statements"]
