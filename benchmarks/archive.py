@@ -5,9 +5,10 @@ progress on stderr), then measures, against one PostgreSQL (`--url`, or a throw-
 started for the run, see pg_cluster.py):
 
 - the limit: the same rows (every column push sends but the message ids, read from the same stores
-  the same way, in the same batches, formatted the same way) sent with the same `COPY` into a
-  plain table: no indexes, no lock,
-  no mention extraction, no bookkeeping;
+  the same way, in the same batches, formatted the same way) sent with the same `COPY` and
+  writer into a plain table with the same column types and payload compression: no indexes, no
+  lock, no mention extraction, no bookkeeping, no second thread; and, for comparison with
+  earlier runs, the same in COPY's text format;
 - `archive.push` with 1 process (every store), then with 2 processes (half the stores each,
   into an archive of their own), each into a fresh schema;
 - `archive.pull` of every user into a fresh data directory: the log restored, then the read
@@ -93,6 +94,7 @@ def copy_limit(url: str, data_dir: Path, names: Sequence[str], batch: int, *,
     from chatledger.eventstore.log import EventLog
     from chatledger.eventstore.userfiles import user_db_path
     from chatledger.sync.archive import copybinary
+    from chatledger.sync.archive.tables import PAYLOAD_COMPRESSION
 
     schema = _schema(url)
     statement = _PLAIN_COPY.format(schema=schema) + (" (FORMAT binary)" if binary else "")
@@ -101,6 +103,13 @@ def copy_limit(url: str, data_dir: Path, names: Sequence[str], batch: int, *,
     with psycopg.connect(url) as conn:
         conn.execute(_PLAIN_TABLE.format(schema=schema))
         conn.commit()
+        # The payloads stored as the archive stores them (TOAST compression), where the
+        # server can: the limit is only the archive's work undone.
+        try:
+            conn.execute(PAYLOAD_COMPRESSION.format(schema=schema, table="plain"))
+            conn.commit()
+        except psycopg.Error:
+            conn.rollback()
         for name in names:
             with EventLog.open(user_db_path(data_dir, name)) as log:
                 after, end = 0, log.max_position()

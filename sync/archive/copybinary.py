@@ -32,6 +32,8 @@ _bigint = struct.Struct(">iq").pack  # the length (8), then the value
 _integer = struct.Struct(">ii").pack  # the length (4), then the value
 _smallint = struct.Struct(">ih").pack  # the length (2), then the value
 _array_head = struct.Struct(">iiiiii").pack  # length; dimensions, NULLs, element type; size, lower bound
+_array_one = struct.Struct(">iiiiiii").pack  # the same, then the length of its one element
+_envelope = struct.Struct(">iqiiihiq").pack  # position, codec, source, received_at (with lengths)
 
 
 def field_count(count: int) -> bytes:
@@ -66,8 +68,11 @@ def text_array(values: Sequence[str] | None) -> bytes:
     """A one-dimensional `text[]` without NULL elements (None: the field is NULL)."""
     if values is None:
         return NULL
+    if len(values) == 1:  # most arrays push sends
+        item = values[0].encode()
+        return _array_one(24 + len(item), 1, 0, TEXT_OID, 1, 1, len(item)) + item
     items = [v.encode() for v in values]
-    body = b"".join(_length(len(item)) + item for item in items)
+    body = b"".join([_length(len(item)) + item for item in items])
     # The header's 20 bytes after the length, and 4 bytes of length per element.
     return _array_head(20 + len(body), 1, 0, TEXT_OID, len(items), 1) + body
 
@@ -86,8 +91,8 @@ def entry(user: bytes, row: StoredRow) -> bytes:
     connection = row.connection_id
     return b"".join((
         user, _length(len(stream_name)), stream_name, _bigint(8, row.version),
-        _length(len(topic)), topic, _length(len(state)), state, _bigint(8, row.position),
-        _integer(4, row.codec), _smallint(2, row.source), _bigint(8, row.received_at),
+        _length(len(topic)), topic, _length(len(state)), state,
+        _envelope(8, row.position, 4, row.codec, 2, row.source, 8, row.received_at),
         NULL if row.event_at is None else _bigint(8, row.event_at),
         NULL if connection is None else text(connection),
     ))

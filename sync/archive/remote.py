@@ -126,6 +126,11 @@ class Archive:
                     with datastore.transaction(commit=True) as curs:
                         for statement in self.sql.create_tables:
                             curs.execute(statement)
+                        try:
+                            with curs.connection.transaction():  # a savepoint
+                                curs.execute(self.sql.payload_compression)
+                        except psycopg.Error:
+                            pass  # no lz4 in this server: TOAST's default compression
             finally:
                 datastore.close()
         finally:
