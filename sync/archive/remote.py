@@ -11,6 +11,7 @@ after the mark.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
@@ -46,6 +47,10 @@ from chatledger.sync.archive.tables import (
 # commit) is small beside the COPY, small enough that the table lock is held briefly.
 PUSH_BATCH = 5_000
 PULL_BATCH = 10_000
+# Batches read ahead of the one being stored: enough that the reader runs on while this
+# thread waits for the server or for a CPU, few enough to bound memory (a batch of 5,000 is a
+# few MB).
+PUSH_AHEAD = 2
 _DAY_US = 86_400 * 1_000_000
 _COMMAND_TOPIC_PREFIX = "chatledger/command."
 
@@ -167,18 +172,18 @@ class Archive:
         """
         done: list[UserPush] = []
         pushed = reached = 0
-        # A second thread reads, decodes and formats the next batch (of this user or the
+        # A second thread reads, decodes and formats the next batches (of this user or the
         # next: the stores are one stream of batches) while this one waits for the server to
         # store the current one. The generator runs one step at a time on that thread.
         batches = self._batches(paths, batch)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="chatledger-push") as reader:
-            upcoming = reader.submit(next, batches, None)
+            upcoming = deque(reader.submit(next, batches, None) for _ in range(PUSH_AHEAD))
             try:
                 while True:
-                    current = upcoming.result()
+                    current = upcoming.popleft().result()
                     if current is None:
                         break
-                    upcoming = reader.submit(next, batches, None)
+                    upcoming.append(reader.submit(next, batches, None))
                     plan = current.plan
                     if current.first:
                         pushed, reached = 0, plan.mark
@@ -198,8 +203,9 @@ class Archive:
                             round(time.monotonic() - plan.started, 3)))
             finally:
                 # Let the reader finish its step, then close the stores it holds open.
-                upcoming.cancel()
-                wait([upcoming])
+                for pending in upcoming:
+                    pending.cancel()
+                wait(upcoming)
                 batches.close()
         return done
 
