@@ -263,12 +263,18 @@ class Archive:
 
     def _write_batch(self, user_id: str, batch: _Batch) -> tuple[int, int]:
         """One transaction: the rows the archive lacks, and everything kept beside them.
-        Returns (rows written, the user's high-water mark after it)."""
+        Returns (rows written, the user's high-water mark after it).
+
+        The user's row in `chatledger_users` is locked first: pushes of the same user take
+        turns there, and read the mark the last one left. The bookkeeping is written under
+        that lock alone, so that other users' pushes store their entries meanwhile; the
+        events table's lock (the library's, which keeps notification ids in commit order)
+        is taken last, for the COPY and the commit. Every transaction takes the two in that
+        order, and the library's own writers only the second: no deadlock."""
         rows = batch.rows
         with self._errors(), self.datastore.transaction(commit=True) as curs:
-            for statement in self.recorder.lock_table_statements:
-                curs.execute(statement)
-            found = curs.execute(self.sql.high_water, (user_id,)).fetchone()
+            curs.execute(self.sql.claim_user, (user_id,))
+            found = curs.execute(self.sql.lock_user, (user_id,)).fetchone()
             mark = 0 if found is None else int(found["last_position"])
             if mark >= rows[-1].position:
                 return 0, mark  # another push stored them meanwhile
@@ -281,12 +287,14 @@ class Archive:
             for d in batch.dictionaries:
                 curs.execute(self.sql.insert_dictionary,
                              (user_id, d.id, d.created_at, d.trained_on, d.level, d.data))
-            with curs.copy(self.sql.copy_events,
-                           writer=copybinary.BlockingWriter(curs)) as copy:
-                copy.write(copybinary.stream(batch.lines[skip:]))
             curs.execute(self.sql.record_push, (user_id, len(rows), rows[-1].position, sum(sizes)))
             self._record_commands(curs, user_id, rows)
             self._record_daily(curs, user_id, rows, sizes)
+            for statement in self.recorder.lock_table_statements:
+                curs.execute(statement)
+            with curs.copy(self.sql.copy_events,
+                           writer=copybinary.BlockingWriter(curs)) as copy:
+                copy.write(copybinary.stream(batch.lines[skip:]))
         return len(rows), rows[-1].position
 
     def _record_commands(self, curs: Any, user_id: str, rows: Sequence[StoredRow]) -> None:

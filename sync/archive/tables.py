@@ -95,6 +95,14 @@ class Statements:
 
         # -- push --
         self.high_water = sql("SELECT last_position FROM {schema}.{users} WHERE user_id = %s")
+        # A user's row exists from the first push's first transaction on, so that it can be
+        # locked (committed with that transaction's entries, or not at all).
+        self.claim_user = sql(
+            "INSERT INTO {schema}.{users} (user_id, entries, last_position, payload_bytes,"
+            " first_push_at, last_push_at) VALUES (%s, 0, 0, 0, now(), now())"
+            " ON CONFLICT (user_id) DO NOTHING")
+        self.lock_user = sql(
+            "SELECT last_position FROM {schema}.{users} WHERE user_id = %s FOR UPDATE")
         self.entry_at = sql(
             "SELECT originator_id, originator_version, topic, received_at FROM {schema}.{events}"
             " WHERE user_id = %s AND position = %s")
