@@ -56,8 +56,8 @@ _CREATE = [
 ]
 
 # Payloads that TOAST compresses (a row over about 2 kB) with lz4, not the default pglz: a
-# push's COPY spent a third of its time in pglz, lz4 is several times faster at about the same
-# ratio on JSON, and gives up at once on payloads zstd compressed already. Servers without lz4
+# COPY of the archive's rows spent a fifth to two fifths of its server time in pglz, lz4 is
+# several times faster at about the same ratio on JSON, and gives up at once on payloads zstd compressed already. Servers without lz4
 # (before PostgreSQL 14, or built without it) keep pglz: see `Archive._create`.
 PAYLOAD_COMPRESSION = ("ALTER TABLE {schema}.{table} ALTER COLUMN state SET COMPRESSION lz4")
 
