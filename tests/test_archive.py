@@ -357,6 +357,10 @@ def test_users_find_and_stats(url: str, schema: str, tmp_path: Path) -> None:
     ({"message_id": "m2", "message": {"id": "m1"}}, ["m2", "m1"]),
     ({"reaction": {"message_id": "m3"}, "message": {"id": "m4"}}, ["m4", "m3"]),
     ({"message": "not an object", "message_id": "m5"}, ["m5"]),
+    ({"message_id": "m1", "message": {"id": "m1"}}, ["m1"]),
+    ({"message_id": {"not": "an id"}, "message": {"id": "m1"}}, ["m1"]),
+    ({"reaction": {"message_id": "m1"}, "message": {"id": "m1"}, "message_id": "m1"}, ["m1"]),
+    ({"message_id": "m2"}, ["m2"]),
     ({"user": {"id": "u1"}, "messages": []}, None),
 ])
 def test_message_ids_of_each_shape(payload: dict[str, Any], named: list[str] | None) -> None:

@@ -64,25 +64,23 @@ def message_ids(topic: str, payload: bytes, *, local: bool) -> list[str] | None:
         else:
             entry = _decode_entry(payload)
             message = entry.message
-            if message is not None and entry.message_id is None and entry.reaction is None:
-                # Most entries: a message event without a reaction: one or two ids.
+            named = entry.message_id
+            first = parent = None
+            if message is not None:
                 first, parent = message.id, message.parent_id
-                if parent is None or parent == first or not isinstance(parent, str) or not parent:
-                    return [first] if isinstance(first, str) and first else None
-                if not isinstance(first, str) or not first:
-                    return [parent]
-                return [first, parent]
-            found = [entry.message_id,
-                     message.id if message is not None else None,
-                     message.parent_id if message is not None else None]
-            if not local and entry.reaction is not None:
-                found.append(entry.reaction.message_id)
+            reacted = None if local or entry.reaction is None else entry.reaction.message_id
+            if (parent is None and (named is None or named == first)
+                    and (reacted is None or reacted == first)):
+                # Most entries: an event about one message, which every key there names.
+                return [first] if isinstance(first, str) and first else None
+            found = [named, first, parent, reacted]
     except msgspec.ValidationError:
         # JSON of an unusual shape (a `message` that is not an object, say): the slow way.
         found = _loosely(topic, payload, local=local)
     except (msgspec.MsgspecError, ValueError, RecursionError):
         return None  # not JSON: `explain` cannot read it either
-    ids = [i for i in dict.fromkeys(found) if isinstance(i, str) and i]
+    # Strings only, before the repeats go: an id of another JSON type (an object) is no key.
+    ids = list(dict.fromkeys(i for i in found if isinstance(i, str) and i))
     return ids or None
 
 
