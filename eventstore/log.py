@@ -591,7 +591,7 @@ class EventLog:
                         src, when, item.event_at, item.connection_id or connection_id,
                     ))
                     stored.append(index)
-                positions = self.recorder._insert_rows(c, rows) or []
+                positions = self.recorder.insert_rows(c, rows)
                 heads.appended(c, len(rows), positions[-1] if positions else None)
                 if self.listeners and rows:
                     appended = [AppendedEntry(p, items[i], when) for p, i in zip(positions, stored)]  # type: ignore[arg-type]
@@ -641,7 +641,7 @@ class EventLog:
             for s, (codec, state) in zip(stored_events, encoded)
         ]
         try:
-            positions = list(self.recorder._insert_rows(c, rows) or [])
+            positions = self.recorder.insert_rows(c, rows)
         except apsw.ConstraintError as e:
             raise IntegrityError(
                 f"a version of {rows[0][0]} was recorded concurrently ({e})") from e
@@ -899,7 +899,7 @@ class EventLog:
                     c.execute(_RESTORE_DICTIONARY, (dictionary.id, dictionary.created_at,
                                                     dictionary.trained_on, dictionary.level,
                                                     dictionary.data))
-                last = self.recorder._max_notification_id(c) or 0
+                last = self.recorder.max_notification_id_in(c) or 0
                 for row in rows:
                     if row.position <= last:
                         raise StoreError(
@@ -1056,7 +1056,7 @@ class EventLog:
             try:
                 with self.datastore.transaction(commit=True) as c:
                     self._heads.sync(c)
-                    self._heads.persist(c, self.recorder._max_notification_id(c) or 0)
+                    self._heads.persist(c, self.recorder.max_notification_id_in(c) or 0)
             except OperationalError:
                 pass
         if self._encoder is not None:

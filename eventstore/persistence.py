@@ -53,6 +53,8 @@ EventRow = tuple[str, int, str, bytes, int, int, int, "int | None", "str | None"
 
 _HEX = frozenset("0123456789abcdef")
 
+_IS_BACKEND_STREAM = "SELECT 1 FROM streams WHERE name=?"
+
 
 def now_us() -> int:
     return time.time_ns() // 1000
@@ -97,6 +99,7 @@ class APSWAggregateRecorder(APSWRecorder, AggregateRecorder):
             " codec, source, received_at, event_at, connection_id, chain)"
             " VALUES (?,?,?,?,?,?,?,?,?,?)"
         )
+        self.max_notification_id_statement = f"SELECT MAX(rowid) FROM {events_table_name}"
 
     @property
     def codec(self) -> PayloadCodec:
@@ -135,7 +138,7 @@ class APSWAggregateRecorder(APSWRecorder, AggregateRecorder):
         self, c: apsw.Cursor, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
         # An aggregate sequence has no notification ids to return.
-        self._insert_rows(c, self._rows(stored_events))
+        self.insert_rows(c, self._rows(stored_events))
         return None
 
     def _rows(self, stored_events: Sequence[StoredEvent]) -> list[EventRow]:
@@ -160,8 +163,15 @@ class APSWAggregateRecorder(APSWRecorder, AggregateRecorder):
             )
         return rows
 
-    def _insert_rows(self, c: apsw.Cursor, rows: Sequence[EventRow]) -> Sequence[int] | None:
-        """Insert encoded rows; returns their notification ids (rowids), in order."""
+    def insert_rows(self, c: apsw.Cursor, rows: Sequence[EventRow]) -> list[int]:
+        """Insert rows already encoded (see `EventRow`) and return their positions.
+
+        Contract: `c` is a cursor of a write transaction the caller holds
+        (`datastore.transaction(commit=True)`); nothing is committed here, the caller commits or
+        rolls back. The rows are sealed (encrypted and chained) on the way in. Returns the
+        notification ids (rowids) of the rows, in their order, one per row (empty for no rows).
+        A version recorded twice raises `apsw.ConstraintError`; the caller decides what that means.
+        """
         if not rows:
             return []
         # Encrypted (with a key) and chained to the entry before, for the positions after the
@@ -192,7 +202,7 @@ class APSWAggregateRecorder(APSWRecorder, AggregateRecorder):
         with self.datastore.transaction(commit=False) as c:
             # An aggregate's events are found through the aggregate index; a stream of backend
             # events has no index (see schema.events_table) and is read by a scan.
-            is_backend_stream = c.execute("SELECT 1 FROM streams WHERE name=?", (key,)).fetchone()
+            is_backend_stream = c.execute(_IS_BACKEND_STREAM, (key,)).fetchone()
             statement = (
                 f"SELECT originator_id, originator_version, topic, state, codec, rowid "
                 f"FROM {self.events_table_name} WHERE originator_id=?"
@@ -233,7 +243,7 @@ class APSWApplicationRecorder(APSWAggregateRecorder, ApplicationRecorder):
     def _insert_events(
         self, c: apsw.Cursor, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
-        return self._insert_rows(c, self._rows(stored_events))
+        return self.insert_rows(c, self._rows(stored_events))
 
     def select_notifications(
         self,
@@ -276,11 +286,16 @@ class APSWApplicationRecorder(APSWAggregateRecorder, ApplicationRecorder):
 
     def max_notification_id(self) -> int | None:
         with self.datastore.transaction(commit=False) as c:
-            return self._max_notification_id(c)
+            return self.max_notification_id_in(c)
 
-    def _max_notification_id(self, c: apsw.Cursor) -> int | None:
-        row = c.execute(f"SELECT MAX(rowid) FROM {self.events_table_name}").fetchone()
-        return None if row is None else row[0]
+    def max_notification_id_in(self, c: apsw.Cursor) -> int | None:
+        """The position of the last entry of the log as `c`'s transaction sees it, None if empty.
+
+        Contract: `c` is a cursor of a transaction the caller holds (read or write); inside a
+        write transaction the answer includes the rows it inserted so far.
+        """
+        row = c.execute(self.max_notification_id_statement).fetchone()
+        return None if row is None else cast("int | None", row[0])
 
     def subscribe(
         self, gt: int | None = None, topics: Sequence[str] = ()
@@ -332,6 +347,7 @@ class APSWTrackingRecorder(APSWRecorder, TrackingRecorder):
         "WHERE tracking.notification_id < excluded.notification_id "
         "RETURNING notification_id"
     )
+    select_tracking_statement = "SELECT notification_id FROM tracking WHERE application_name=?"
 
     def create_table_statements(self) -> list[str]:
         return [*super().create_table_statements(), schema.TRACKING_TABLE]
@@ -353,13 +369,17 @@ class APSWTrackingRecorder(APSWRecorder, TrackingRecorder):
 
     def max_tracking_id(self, application_name: str) -> int | None:
         with self.datastore.transaction(commit=False) as c:
-            return self._max_tracking_id(c, application_name)
+            return self.max_tracking_id_in(c, application_name)
 
-    def _max_tracking_id(self, c: apsw.Cursor, application_name: str) -> int | None:
-        row = c.execute(
-            "SELECT notification_id FROM tracking WHERE application_name=?", (application_name,)
-        ).fetchone()
-        return None if row is None else row[0]
+    def max_tracking_id_in(self, c: apsw.Cursor, application_name: str) -> int | None:
+        """How far `application_name` has processed the log, as `c`'s transaction sees it.
+
+        Contract: `c` is a cursor of a transaction the caller holds (read or write), so the
+        caller can read the position and write what follows it without another writer in
+        between. None when the name has no tracking row yet.
+        """
+        row = c.execute(self.select_tracking_statement, (application_name,)).fetchone()
+        return None if row is None else cast("int | None", row[0])
 
 
 class APSWProcessRecorder(APSWTrackingRecorder, APSWApplicationRecorder, ProcessRecorder):

@@ -84,9 +84,9 @@ class DevServer:
             await runner.cleanup()
             raise
         self._runner, self._site = runner, site
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        self.host, self.port = host, sockets[0].getsockname()[1] if sockets else port
+        # The runner's one site: its bound (host, port, ...) tells the port 0 picked.
+        addresses = runner.addresses
+        self.host, self.port = host, addresses[0][1] if addresses else port
         return self.url
 
     @property
