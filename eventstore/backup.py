@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import cast
 
 import apsw
 
@@ -36,6 +37,12 @@ PAGES_PER_STEP = 4_096
 MAX_RESTARTS = 3
 
 EVENTS_TABLE = "stored_events"
+
+# A read of the schema: what starts a step's read transaction (and notices a changed source).
+_TOUCH_SCHEMA = "SELECT count(*) FROM sqlite_schema"
+_COUNT_EVENTS = f"SELECT count(*) FROM {EVENTS_TABLE}"
+_SELECT_OWNER = "SELECT value FROM chatledger_meta WHERE key='user_id'"
+_QUICK_CHECK = "PRAGMA quick_check"
 
 ProgressCallback = Callable[[int, int], None]  # (pages copied, pages in all)
 
@@ -197,14 +204,13 @@ def _run_backup(
             if not in_transaction:
                 cursor.execute("BEGIN")
             try:
-                cursor.execute("SELECT count(*) FROM sqlite_schema").fetchall()
+                cursor.execute(_TOUCH_SCHEMA).fetchall()
                 done = backup.step(step)
                 if done:
-                    snapshot.events = cursor.execute(
-                        f"SELECT count(*) FROM {EVENTS_TABLE}").fetchone()[0]
-                    row = cursor.execute(
-                        "SELECT value FROM chatledger_meta WHERE key='user_id'").fetchone()
-                    snapshot.user_id = row[0] if row else None
+                    counted = cast("tuple[int]", cursor.execute(_COUNT_EVENTS).fetchone())
+                    (snapshot.events,) = counted
+                    owner = cast("tuple[str] | None", cursor.execute(_SELECT_OWNER).fetchone())
+                    snapshot.user_id = owner[0] if owner else None
             finally:
                 if not in_transaction:
                     cursor.execute("COMMIT")
@@ -216,7 +222,8 @@ def _run_backup(
             if on_progress is not None:
                 on_progress(now, backup.pagecount)
             if done:
-                return snapshot
+                break
+    return snapshot
 
 
 def _check(partial: Path, snapshot: _Snapshot) -> int:
@@ -226,17 +233,17 @@ def _check(partial: Path, snapshot: _Snapshot) -> int:
     except apsw.Error as e:
         raise StoreError(f"the backup cannot be opened: {e}") from e
     try:
-        problems = [row[0] for row in copy.execute("PRAGMA quick_check")]
+        problems = [row[0] for row in copy.execute(_QUICK_CHECK)]
         if problems != ["ok"]:
             raise StoreError(f"the backup failed its check: {'; '.join(map(str, problems[:3]))}")
-        events = copy.execute(f"SELECT count(*) FROM {EVENTS_TABLE}").fetchone()[0]
-        row = copy.execute("SELECT value FROM chatledger_meta WHERE key='user_id'").fetchone()
+        (events,) = cast("tuple[int]", copy.execute(_COUNT_EVENTS).fetchone())
+        owner_row = cast("tuple[str] | None", copy.execute(_SELECT_OWNER).fetchone())
     except apsw.Error as e:
         raise StoreError(f"the backup failed its check: {e}") from e
     finally:
         # The last connection to close folds the copy's -wal file in and removes it.
         copy.close()
-    owner = row[0] if row else None
+    owner = owner_row[0] if owner_row else None
     if owner != snapshot.user_id:
         raise StoreError(f"the backup belongs to {owner!r}, the store to {snapshot.user_id!r}")
     if events != snapshot.events:

@@ -10,10 +10,24 @@ makes it right after a crash or after another connection appended.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import cast
+
 import apsw
 
 PERSIST_EVERY = 5_000
 _POSITION_KEY = "streams_position"
+
+# data_version changes only for commits made by other connections.
+_DATA_VERSION = "PRAGMA data_version"
+_SELECT_HEADS = "SELECT name, head FROM streams"
+_SELECT_VALID_UP_TO = "SELECT value FROM chatledger_meta WHERE key=?"
+_INSERT_STREAM = "INSERT INTO streams (name, head) VALUES (?, 0)"
+_UPDATE_HEAD = "UPDATE streams SET head=? WHERE name=?"
+_UPSERT_VALID_UP_TO = (
+    "INSERT INTO chatledger_meta (key, value) VALUES (?, ?) "
+    "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+)
 
 
 class StreamHeads:
@@ -24,7 +38,11 @@ class StreamHeads:
     """
 
     def __init__(self, events_table: str) -> None:
-        self._table = events_table
+        # The streams' rows after a position, each with its head and its number of rows.
+        self._select_tail = (
+            f"SELECT originator_id, MAX(originator_version), COUNT(*) FROM {events_table} "
+            "WHERE rowid > ? AND source != 0 GROUP BY originator_id"
+        )
         self._heads: dict[str, int] = {}
         self._dirty: set[str] = set()
         self._unpersisted_rows = 0
@@ -32,22 +50,16 @@ class StreamHeads:
 
     def sync(self, c: apsw.Cursor) -> bool:
         """Reload the heads if another connection committed since we last wrote; True if so."""
-        # data_version changes only for commits made by other connections.
-        version = c.execute("PRAGMA data_version").fetchone()[0]
+        (version,) = cast("tuple[int]", c.execute(_DATA_VERSION).fetchone())
         if version == self._data_version:
             return False
         first_load = self._data_version is None
         self._data_version = version
-        self._heads = dict(c.execute("SELECT name, head FROM streams"))
-        row = c.execute(
-            "SELECT value FROM chatledger_meta WHERE key=?", (_POSITION_KEY,)
-        ).fetchone()
+        self._heads = dict(cast("Iterable[tuple[str, int]]", c.execute(_SELECT_HEADS)))
+        row = c.execute(_SELECT_VALID_UP_TO, (_POSITION_KEY,)).fetchone()
         valid_up_to = 0 if row is None else int(row[0])
-        tail = c.execute(
-            f"SELECT originator_id, MAX(originator_version), COUNT(*) FROM {self._table} "
-            "WHERE rowid > ? AND source != 0 GROUP BY originator_id",
-            (valid_up_to,),
-        ).fetchall()
+        tail = cast("list[tuple[str, int, int]]",
+                    c.execute(self._select_tail, (valid_up_to,)).fetchall())
         for stream, head, _ in tail:
             self._heads[stream] = max(head, self._heads.get(stream, 0))
         self._dirty = {stream for stream, _, _ in tail}
@@ -59,7 +71,7 @@ class StreamHeads:
         head = self._heads.get(stream)
         if head is None:
             head = 0
-            c.execute("INSERT INTO streams (name, head) VALUES (?, 0)", (stream,))
+            c.execute(_INSERT_STREAM, (stream,))
         self._heads[stream] = head + 1
         self._dirty.add(stream)
         return head + 1
@@ -73,15 +85,8 @@ class StreamHeads:
     def persist(self, c: apsw.Cursor, position: int) -> None:
         """Write the advanced heads, valid up to log `position`."""
         if self._dirty:
-            c.executemany(
-                "UPDATE streams SET head=? WHERE name=?",
-                [(self._heads[s], s) for s in self._dirty],
-            )
-        c.execute(
-            "INSERT INTO chatledger_meta (key, value) VALUES (?, ?) "
-            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            (_POSITION_KEY, position),
-        )
+            c.executemany(_UPDATE_HEAD, [(self._heads[s], s) for s in self._dirty])
+        c.execute(_UPSERT_VALID_UP_TO, (_POSITION_KEY, position))
         self._dirty.clear()
         self._unpersisted_rows = 0
 
