@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import click
 import msgspec
@@ -56,8 +57,9 @@ def log_command(
     if show_all and limit is not None:
         raise click.UsageError("give --limit or --all, not both")
     store = ctx.store(create=False)
-    filters = dict(cid=cid, types=types, since=parse_when(since) if since else None,
-                   until=parse_when(until) if until else None)
+    filters: dict[str, Any] = dict(cid=cid, types=types,
+                                   since=parse_when(since) if since else None,
+                                   until=parse_when(until) if until else None)
     entries: Iterable[LogEntry]
     if show_all:
         entries = store.iter_history(newest_first=newest_first, **filters)

@@ -218,9 +218,10 @@ def _global_option(option: click.Option, apply: Callable[[Context, Any], None]) 
                         shell_complete=complete_with(USER_ID) if option.name == "user" else None)
 
 
-_APPLY_GLOBAL = {"data_dir": _set_data_dir, "user": _set_user, "synchronous": _set_synchronous,
-                 "lock_timeout": _set_lock_timeout, "debug": _set_debug,
-                 "local_time": _set_local_time, "no_pager": _set_no_pager}
+_APPLY_GLOBAL: dict[str, Callable[[Context, Any], None]] = {
+    "data_dir": _set_data_dir, "user": _set_user, "synchronous": _set_synchronous,
+    "lock_timeout": _set_lock_timeout, "debug": _set_debug, "local_time": _set_local_time,
+    "no_pager": _set_no_pager}
 
 
 def accept_global_options(command: click.Command) -> None:

@@ -224,7 +224,7 @@ def _now_text() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _chain(lines: list[bytes], stream: BinaryIO) -> Iterator[bytes]:
+def _chain(lines: list[bytes], stream: Iterable[bytes]) -> Iterator[bytes]:
     yield from lines
     yield from stream
 

@@ -196,8 +196,9 @@ class GilCourtesy:
         connection.exec_trace = self
 
     def uninstall(self, connection: apsw.Connection) -> None:
+        chained = self._chained  # read first: `is self` below narrows `self` for the checker
         if self.every is not None and connection.exec_trace is self:
-            connection.exec_trace = self._chained
+            connection.exec_trace = chained
 
 
 class _ThreadView:
@@ -441,13 +442,16 @@ class BackgroundWriter:
                 self._run_joined(batch[i:j])  # type: ignore[arg-type]
                 i = j
                 continue
-            if type(work) is _Call:
+            if isinstance(work, _Call):
                 self._run_call(work)
                 i += 1
                 continue
             j = i + 1
             key = work.merge_key()
-            while j < len(batch) and type(batch[j]) is _Append and batch[j].merge_key() == key:
+            while j < len(batch):
+                following = batch[j]
+                if not isinstance(following, _Append) or following.merge_key() != key:
+                    break
                 j += 1
             self._run_appends(batch[i:j])  # type: ignore[arg-type]
             i = j
@@ -472,8 +476,8 @@ class BackgroundWriter:
             for call in calls:
                 _settle(call.future, error=error)
             return
-        for call, (result, error) in zip(calls, outcomes):
-            _settle(call.future, result=result, error=self._explain(error) if error else None)
+        for call, (result, failure) in zip(calls, outcomes):
+            _settle(call.future, result=result, error=self._explain(failure) if failure else None)
 
     def _run_appends(self, group: list[_Append]) -> None:
         # Decoded here, a caller at a time, so a retry after a failed merge need not decode again.

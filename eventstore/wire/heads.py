@@ -123,10 +123,10 @@ def decode_event(raw: Buffer) -> EventHead:
         raise WireError(not_json_reason(exc, raw)) from None
     if not head.type:
         raise WireError("'type' must not be empty")
-    created_at = head.created_at
-    if created_at is not None:
+    created_at: int | None = None
+    if head.created_at is not None:
         try:
-            created_at = parse_time(created_at)
+            created_at = parse_time(head.created_at)
         except WireError as exc:
             raise WireError(f"'created_at' is {exc.reason}") from None
     channel_type = head.channel_type
