@@ -24,7 +24,7 @@ import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import apsw
 import msgspec
@@ -196,6 +196,10 @@ class PayloadCipher:
 # hashes the row it already has without reordering it.
 CHAIN_COLUMNS = ("originator_id, originator_version, topic, state, codec, source, received_at,"
                  " event_at, connection_id")
+# A row of `rowid, CHAIN_COLUMNS` (`_ChainedRow`), and with its `chain` after them (`_SealedRow`).
+_ChainedRow = tuple[int, str, int, str, bytes, int, int, int, "int | None", "str | None"]
+_SealedRow = tuple[int, str, int, str, bytes, int, int, int, "int | None", "str | None",
+                   "bytes | None"]
 
 
 def entry_hash(previous: bytes, position: int, row: Sequence[Any]) -> bytes:
@@ -440,13 +444,14 @@ class ChainWriter:
 
     def rechain_page(self, c: apsw.Cursor, after: int, previous: bytes) -> tuple[int, bytes, int]:
         """Chain up to PAGE rows after `after`: (last position, its hash, rows done)."""
-        page = c.execute(self._page, (after, self.PAGE)).fetchall()
+        page = cast("list[_ChainedRow]", c.execute(self._page, (after, self.PAGE)).fetchall())
         updates: list[tuple[bytes, int]] = []
-        for row in page:
-            previous = entry_hash(previous, row[0], row[1:])
-            updates.append((previous, row[0]))
+        last = after
+        for last, *values in page:
+            previous = entry_hash(previous, last, values)
+            updates.append((previous, last))
         c.executemany(self._set, updates)
-        return (page[-1][0] if page else after), previous, len(page)
+        return last, previous, len(page)
 
     def rechain_from(self, c: apsw.Cursor, position: int) -> None:
         """Chain every row from `position` to the end, in the caller's transaction."""
@@ -478,7 +483,10 @@ class StoreKeys:
     def unlock(self, c: apsw.Cursor, datastore: Any, key: bytes | None, *, new: bool) -> None:
         """Give the datastore's codec the cipher of `key`, after checking it fits the store.
         `new`: the store was just created (in `c`'s write transaction) and is sealed with it."""
-        found = dict(c.execute(_GET_KEY_META, (META_CIPHER, META_KEY_CHECK)).fetchall())
+        # The cipher's name (text) and the key check (bytes).
+        found: dict[str, Any] = dict(
+            cast("list[tuple[str, Any]]",
+                 c.execute(_GET_KEY_META, (META_CIPHER, META_KEY_CHECK)).fetchall()))
         name = found.get(META_CIPHER)
         if name is None:
             if key is None:
@@ -547,10 +555,12 @@ class StoreKeys:
         old_previous = new_previous = GENESIS
         after = 0
         while True:
-            page = c.execute(self._page, (after, self.PAGE)).fetchall()
+            page = cast("list[_SealedRow]", c.execute(self._page, (after, self.PAGE)).fetchall())
             updates: list[tuple[bytes, bytes | None, int]] = []
-            for row in page:
-                position, values, chain = row[0], row[1:-1], row[-1]
+            for (position, originator_id, version, topic, stored, codec_id, source, received_at,
+                 event_at, connection_id, chain) in page:
+                values = (originator_id, version, topic, stored, codec_id, source, received_at,
+                          event_at, connection_id)
                 if chain is not None:
                     digest = entry_hash(old_previous, position, values)
                     if digest != chain:
@@ -559,25 +569,25 @@ class StoreKeys:
                             "--chain` says how): a rekey would chain the changed entries anew, "
                             "so it is refused")
                     old_previous = digest
-                stored, codec_id = values[3], values[4]
                 compressed = stored if old is None else old.open_entry(stored, position, codec_id)
                 resealed = (compressed if new is None
                             else new.seal_entries([compressed], position, [codec_id])[0])
                 if chain is not None:
-                    new_previous = entry_hash(new_previous, position,
-                                              (*values[:3], resealed, *values[4:]))
+                    new_previous = entry_hash(new_previous, position, (
+                        originator_id, version, topic, resealed, codec_id, source, received_at,
+                        event_at, connection_id))
                 updates.append((resealed, None if chain is None else new_previous, position))
             c.executemany(self._update, updates)
             if len(page) < self.PAGE:
                 return
-            after = page[-1][0]
+            after = position  # the page's last
 
     @staticmethod
     def _reseal_numbered(
         c: apsw.Cursor, select: str, update: str, kind: bytes,
         old: PayloadCipher | None, new: PayloadCipher | None,
     ) -> None:
-        rows = c.execute(select).fetchall()
+        rows = cast("list[tuple[int, bytes]]", c.execute(select).fetchall())
         resealed = []
         for number, stored in rows:
             plain = stored if old is None else old.open_numbered(kind, number, stored)
