@@ -43,6 +43,8 @@ _TOUCH_SCHEMA = "SELECT count(*) FROM sqlite_schema"
 _COUNT_EVENTS = f"SELECT count(*) FROM {EVENTS_TABLE}"
 _SELECT_OWNER = "SELECT value FROM chatledger_meta WHERE key='user_id'"
 _QUICK_CHECK = "PRAGMA quick_check"
+_BEGIN_READ = "BEGIN"
+_COMMIT = "COMMIT"
 
 ProgressCallback = Callable[[int, int], None]  # (pages copied, pages in all)
 
@@ -202,7 +204,7 @@ def _run_backup(
             # copy and the counts read after it see the same snapshot. Starting it is also
             # where SQLite notices that another connection changed the store, and restarts.
             if not in_transaction:
-                cursor.execute("BEGIN")
+                cursor.execute(_BEGIN_READ)
             try:
                 cursor.execute(_TOUCH_SCHEMA).fetchall()
                 done = backup.step(step)
@@ -210,10 +212,10 @@ def _run_backup(
                     counted = cast("tuple[int]", cursor.execute(_COUNT_EVENTS).fetchone())
                     (snapshot.events,) = counted
                     owner = cast("tuple[str] | None", cursor.execute(_SELECT_OWNER).fetchone())
-                    snapshot.user_id = owner[0] if owner else None
+                    (snapshot.user_id,) = owner or (None,)
             finally:
                 if not in_transaction:
-                    cursor.execute("COMMIT")
+                    cursor.execute(_COMMIT)
             snapshot.pages = backup.pagecount
             now = backup.pagecount - backup.remaining
             if not done and now <= copied:
@@ -233,7 +235,7 @@ def _check(partial: Path, snapshot: _Snapshot) -> int:
     except apsw.Error as e:
         raise StoreError(f"the backup cannot be opened: {e}") from e
     try:
-        problems = [row[0] for row in copy.execute(_QUICK_CHECK)]
+        problems = [problem for (problem,) in copy.execute(_QUICK_CHECK)]
         if problems != ["ok"]:
             raise StoreError(f"the backup failed its check: {'; '.join(map(str, problems[:3]))}")
         (events,) = cast("tuple[int]", copy.execute(_COUNT_EVENTS).fetchone())
@@ -243,7 +245,7 @@ def _check(partial: Path, snapshot: _Snapshot) -> int:
     finally:
         # The last connection to close folds the copy's -wal file in and removes it.
         copy.close()
-    owner = owner_row[0] if owner_row else None
+    (owner,) = owner_row or (None,)
     if owner != snapshot.user_id:
         raise StoreError(f"the backup belongs to {owner!r}, the store to {snapshot.user_id!r}")
     if events != snapshot.events:

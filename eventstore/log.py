@@ -271,6 +271,14 @@ _RESTORE_ROW = (
     " received_at, event_at, connection_id) VALUES (?,?,?,?,?,?,?,?,?,?)")
 _RESTORE_STREAM = "INSERT OR IGNORE INTO streams (name, head) VALUES (?, 0)"
 
+# `EventLog.entries`: the filters' clauses go in `where` (empty, or "WHERE ... "), `order` is
+# ASC or DESC; " LIMIT ?" may follow.
+_SELECT_ENTRIES = (
+    "SELECT rowid, originator_id, originator_version, topic, source, received_at, event_at,"
+    " connection_id, codec, state FROM {table} {where}ORDER BY rowid {order}")
+_SELECT_QUARANTINE = ("SELECT id, received_at, source, connection_id, reason, size, codec, raw "
+                      "FROM quarantine ORDER BY id DESC")
+_SELECT_QUARANTINE_NEWEST = f"{_SELECT_QUARANTINE} LIMIT ?"
 # Opening: what a store has set up, and which schema it was written with.
 _TABLE_NAMES = "SELECT name FROM sqlite_schema WHERE type='table'"
 _HAS_SCHEMA_VERSION = "SELECT 1 FROM chatledger_meta WHERE key='schema_version'"
@@ -846,11 +854,8 @@ class EventLog:
             params.append(after)
         where = f"WHERE {' AND '.join(clauses)} " if clauses else ""
         order = "DESC" if newest_first else "ASC"
-        statement = (
-            "SELECT rowid, originator_id, originator_version, topic, source, received_at, event_at,"
-            f" connection_id, codec, state FROM {self.recorder.events_table_name} {where}"
-            f"ORDER BY rowid {order}"
-        )
+        statement = _SELECT_ENTRIES.format(table=self.recorder.events_table_name, where=where,
+                                           order=order)
         if limit is not None:
             statement += " LIMIT ?"
             params.append(limit)
@@ -858,17 +863,18 @@ class EventLog:
         with self.datastore.transaction(commit=False) as c:
             return [
                 LogEntry(
-                    position=row[0],
-                    stream=row[1],
-                    version=row[2],
-                    type=row[3],
-                    source=_source_name(row[4]),
-                    received_at=row[5],
-                    event_at=row[6],
-                    connection_id=row[7],
-                    payload=decode(row[8], row[9], row[0]),
+                    position=position,
+                    stream=stream,
+                    version=version,
+                    type=topic,
+                    source=_source_name(source),
+                    received_at=received_at,
+                    event_at=event_at,
+                    connection_id=connection_id,
+                    payload=decode(codec, state, position),
                 )
-                for row in c.execute(statement, params)
+                for (position, stream, version, topic, source, received_at, event_at,
+                     connection_id, codec, state) in c.execute(statement, params)
             ]
 
     def iter_entries(self, *, batch: int = 1_000, **filters: Any) -> Iterator[LogEntry]:
@@ -954,14 +960,8 @@ class EventLog:
 
     def quarantine(self, *, limit: int | None = None) -> list[dict[str, Any]]:
         """Refused input, newest first: the reason and the bytes as they arrived."""
-        statement = (
-            "SELECT id, received_at, source, connection_id, reason, size, codec, raw "
-            "FROM quarantine ORDER BY id DESC"
-        )
-        params: tuple[Any, ...] = ()
-        if limit is not None:
-            statement += " LIMIT ?"
-            params = (limit,)
+        statement, params = ((_SELECT_QUARANTINE, ()) if limit is None
+                             else (_SELECT_QUARANTINE_NEWEST, (limit,)))
         decode = self._keys.quarantined
         with self.datastore.transaction(commit=False) as c:
             return [

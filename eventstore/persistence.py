@@ -100,6 +100,14 @@ class APSWAggregateRecorder(APSWRecorder, AggregateRecorder):
             " VALUES (?,?,?,?,?,?,?,?,?,?)"
         )
         self.max_notification_id_statement = f"SELECT MAX(rowid) FROM {events_table_name}"
+        # A stream's events; `select_events` adds the filters and the order.
+        self.select_events_statement = (
+            f"SELECT originator_id, originator_version, topic, state, codec, rowid "
+            f"FROM {events_table_name} WHERE originator_id=?")
+        # Entries by position; `select_notifications` adds the WHERE clause, then " LIMIT ?".
+        self.select_notifications_statement = (
+            "SELECT rowid, originator_id, originator_version, topic, state, codec "
+            f"FROM {events_table_name} {{where}}ORDER BY rowid LIMIT ?")
 
     @property
     def codec(self) -> PayloadCodec:
@@ -203,11 +211,8 @@ class APSWAggregateRecorder(APSWRecorder, AggregateRecorder):
             # An aggregate's events are found through the aggregate index; a stream of backend
             # events has no index (see schema.events_table) and is read by a scan.
             is_backend_stream = c.execute(_IS_BACKEND_STREAM, (key,)).fetchone()
-            statement = (
-                f"SELECT originator_id, originator_version, topic, state, codec, rowid "
-                f"FROM {self.events_table_name} WHERE originator_id=?"
-                + ("" if is_backend_stream else " AND source=0")
-            )
+            statement = (self.select_events_statement
+                         + ("" if is_backend_stream else " AND source=0"))
             return self._select_events(c, statement, key, gt, lte, desc, limit)
 
     def _select_events(
@@ -266,10 +271,7 @@ class APSWApplicationRecorder(APSWAggregateRecorder, ApplicationRecorder):
             clauses.append(f"topic IN ({','.join('?' * len(topics))})")
             params.extend(topics)
         where = f"WHERE {' AND '.join(clauses)} " if clauses else ""
-        statement = (
-            "SELECT rowid, originator_id, originator_version, topic, state, codec "
-            f"FROM {self.events_table_name} {where}ORDER BY rowid LIMIT ?"
-        )
+        statement = self.select_notifications_statement.format(where=where)
         params.append(limit)
         decode = self.codec.decode
         with self.datastore.transaction(commit=False) as c:
@@ -294,8 +296,10 @@ class APSWApplicationRecorder(APSWAggregateRecorder, ApplicationRecorder):
         Contract: `c` is a cursor of a transaction the caller holds (read or write); inside a
         write transaction the answer includes the rows it inserted so far.
         """
-        row = c.execute(self.max_notification_id_statement).fetchone()
-        return None if row is None else cast("int | None", row[0])
+        row = cast("tuple[int | None] | None",
+                   c.execute(self.max_notification_id_statement).fetchone())
+        (position,) = row or (None,)
+        return position
 
     def subscribe(
         self, gt: int | None = None, topics: Sequence[str] = ()
@@ -378,8 +382,10 @@ class APSWTrackingRecorder(APSWRecorder, TrackingRecorder):
         caller can read the position and write what follows it without another writer in
         between. None when the name has no tracking row yet.
         """
-        row = c.execute(self.select_tracking_statement, (application_name,)).fetchone()
-        return None if row is None else cast("int | None", row[0])
+        row = cast("tuple[int] | None",
+                   c.execute(self.select_tracking_statement, (application_name,)).fetchone())
+        (position,) = row or (None,)
+        return position
 
 
 class APSWProcessRecorder(APSWTrackingRecorder, APSWApplicationRecorder, ProcessRecorder):

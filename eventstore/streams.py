@@ -56,8 +56,8 @@ class StreamHeads:
         first_load = self._data_version is None
         self._data_version = version
         self._heads = dict(cast("Iterable[tuple[str, int]]", c.execute(_SELECT_HEADS)))
-        row = c.execute(_SELECT_VALID_UP_TO, (_POSITION_KEY,)).fetchone()
-        valid_up_to = 0 if row is None else int(row[0])
+        (stored_position,) = c.execute(_SELECT_VALID_UP_TO, (_POSITION_KEY,)).fetchone() or (0,)
+        valid_up_to = int(stored_position)
         tail = cast("list[tuple[str, int, int]]",
                     c.execute(self._select_tail, (valid_up_to,)).fetchall())
         for stream, head, _ in tail:

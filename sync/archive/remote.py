@@ -89,17 +89,21 @@ class Archive:
 
     def _check_version(self, conn: psycopg.Connection[Any]) -> bool:
         """True when the tables are there; refuses an archive made by a newer version."""
-        found = conn.execute(self.sql.meta_exists,
-                             (f'"{self.schema}".chatledger_archive_meta',)).fetchone()
-        if not found or not found[0]:
+        (meta_table,) = conn.execute(self.sql.meta_exists,
+                                     (f'"{self.schema}".chatledger_archive_meta',)
+                                     ).fetchone() or (None,)
+        if not meta_table:
             return False
         row = conn.execute(self.sql.schema_version).fetchone()
-        if row is not None and int(row[0]) > ARCHIVE_SCHEMA_VERSION:
+        if row is None:
+            return False
+        (version,) = row
+        if int(version) > ARCHIVE_SCHEMA_VERSION:
             raise ArchiveError(
                 f"the archive at {redact(self.url)} was made by a newer chatledger (archive "
-                f"schema {row[0]}; this version knows up to {ARCHIVE_SCHEMA_VERSION}): "
+                f"schema {version}; this version knows up to {ARCHIVE_SCHEMA_VERSION}): "
                 "upgrade chatledger")
-        return row is not None
+        return True
 
     def _create(self, conn: psycopg.Connection[Any]) -> None:
         key = (f"chatledger-archive:{self.schema}",)
@@ -111,8 +115,9 @@ class Archive:
             if self._check_version(conn):
                 return  # another machine created it meanwhile
             try:
-                schema_found = conn.execute(self.sql.schema_exists, (self.schema,)).fetchone()
-                if not schema_found or not schema_found[0]:
+                (schema_found,) = conn.execute(self.sql.schema_exists,
+                                               (self.schema,)).fetchone() or (None,)
+                if not schema_found:
                     conn.execute(self.sql.create_schema)
             except psycopg.Error as e:
                 raise explain_error(self.url, e) from None
