@@ -99,8 +99,8 @@ class ChatledgerGroup(click.Group):
             context = ctx.find_object(Context)
             raise DamagedFile(context.store_path() if context else "the store", str(error),
                               "run `chatledger verify` to see what is hit, or restore a backup") from None
-        except (StoreError, UserIdError, WireError, PersistenceError, OSError) as e:
-            fail(str(e) or type(e).__name__)
+        except (StoreError, UserIdError, WireError, PersistenceError, OSError) as error:
+            fail(str(error) or type(error).__name__)
 
 
 @click.group(cls=ChatledgerGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -157,8 +157,8 @@ def _copy(
         if datastore.is_memory or datastore.path is None:
             # An in-memory store exists only in its own connection: copy it whole, in a read
             # transaction on that connection (which holds the store's write lock meanwhile).
-            with datastore.transaction(commit=False) as c:
-                return _run_backup(target, c.connection, pages_per_step=-1,
+            with datastore.transaction(commit=False) as cursor:
+                return _run_backup(target, cursor.connection, pages_per_step=-1,
                                    on_progress=on_progress, in_transaction=True)
         source = apsw.Connection(str(datastore.path), flags=apsw.SQLITE_OPEN_READWRITE)
         try:
@@ -167,8 +167,8 @@ def _copy(
                                on_progress=on_progress)
         finally:
             source.close()
-    except apsw.Error as e:
-        raise StoreError(f"the backup failed: {_why_failed(e, partial.parent)}") from e
+    except apsw.Error as error:
+        raise StoreError(f"the backup failed: {_why_failed(error, partial.parent)}") from error
     finally:
         target.close()
 
@@ -232,16 +232,16 @@ def _check(partial: Path, snapshot: _Snapshot) -> int:
     """Open the copy and check it; returns its number of log entries."""
     try:
         copy = apsw.Connection(str(partial), flags=apsw.SQLITE_OPEN_READWRITE)
-    except apsw.Error as e:
-        raise StoreError(f"the backup cannot be opened: {e}") from e
+    except apsw.Error as error:
+        raise StoreError(f"the backup cannot be opened: {error}") from error
     try:
         problems = [problem for (problem,) in copy.execute(_QUICK_CHECK)]
         if problems != ["ok"]:
             raise StoreError(f"the backup failed its check: {'; '.join(map(str, problems[:3]))}")
         (events,) = cast("tuple[int]", copy.execute(_COUNT_EVENTS).fetchone())
         owner_row = cast("tuple[str] | None", copy.execute(_SELECT_OWNER).fetchone())
-    except apsw.Error as e:
-        raise StoreError(f"the backup failed its check: {e}") from e
+    except apsw.Error as error:
+        raise StoreError(f"the backup failed its check: {error}") from error
     finally:
         # The last connection to close folds the copy's -wal file in and removes it.
         copy.close()

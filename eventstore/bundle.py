@@ -245,8 +245,8 @@ def bundle_target(dest: str | os.PathLike[str], user_id: str) -> Path:
                          "with --data-dir")
     try:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except OSError as e:
-        raise StoreError(f"cannot create {directory}: {e.strerror}") from e
+    except OSError as error:
+        raise StoreError(f"cannot create {directory}: {error.strerror}") from error
     target = user_db_path(directory, user_id)
     if any(path.exists() for path in (target, *companion_files(target))):
         raise StoreError(f"{target} already exists: choose another directory")

@@ -184,8 +184,8 @@ class PayloadCodec:
         # runs this beside the decoding of the same batch.
         frames = compressor.multi_compress_to_buffer([payloads[i] for i in big], threads=1)
         dictionary_id = self._local.compressor_for
-        for n, i in enumerate(big):
-            out[i] = (dictionary_id, frames[n].tobytes())
+        for frame_index, payload_index in enumerate(big):
+            out[payload_index] = (dictionary_id, frames[frame_index].tobytes())
         return out
 
     def encode_plain(self, payload: bytes) -> tuple[int, bytes]:

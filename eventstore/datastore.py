@@ -111,8 +111,8 @@ def library_errors() -> Iterator[None]:
     """Re-raise APSW errors as the `eventsourcing` library's own exception types."""
     try:
         yield
-    except apsw.Error as e:
-        raise translate(e) from e
+    except apsw.Error as error:
+        raise translate(error) from error
 
 
 class APSWDatastore:
@@ -175,8 +175,8 @@ class APSWDatastore:
                          FILE_MODE)
         except FileExistsError:
             return
-        except OSError as e:
-            raise OperationalError(f"cannot create {self.path}: {e.strerror}") from e
+        except OSError as error:
+            raise OperationalError(f"cannot create {self.path}: {error.strerror}") from error
         os.close(fd)
 
     def _connect(self) -> apsw.Connection:
@@ -184,8 +184,8 @@ class APSWDatastore:
             connection = apsw.Connection(self.db_name, flags=_OPEN_FLAGS)
             connection.set_busy_timeout(int(self.lock_timeout * 1000))
             connection.execute(_SYNCHRONOUS.format(self.synchronous))
-        except apsw.Error as e:
-            raise translate(e) from e
+        except apsw.Error as error:
+            raise translate(error) from error
         return connection
 
     def _configure_writer(self, connection: apsw.Connection) -> None:
@@ -234,8 +234,8 @@ class APSWDatastore:
         return Transaction(self, commit=commit)
 
     def _load_dictionary(self, dictionary_id: int) -> tuple[int, bytes] | None:
-        with self.transaction(commit=False) as c:
-            row = c.execute(_SELECT_DICTIONARY, (dictionary_id,)).fetchone()
+        with self.transaction(commit=False) as cursor:
+            row = cursor.execute(_SELECT_DICTIONARY, (dictionary_id,)).fetchone()
         if row is None:
             return None
         level, data = row
@@ -316,8 +316,8 @@ class Transaction:
             self._joined = True
             try:
                 return datastore.writer.cursor()  # its own cursor: the writer's stay as they are
-            except apsw.Error as e:
-                raise translate(e) from e
+            except apsw.Error as error:
+                raise translate(error) from error
         if self._commit or datastore.is_memory:
             datastore._write_lock.acquire()
             self._locked = True
@@ -328,10 +328,10 @@ class Transaction:
         try:
             cursor = self._cursor = connection.cursor()
             cursor.execute(_BEGIN_WRITE if self._commit else _BEGIN_READ)
-        except BaseException as e:
+        except BaseException as error:
             self._release()
-            if isinstance(e, apsw.Error):
-                raise translate(e) from e
+            if isinstance(error, apsw.Error):
+                raise translate(error) from error
             raise
         if self._locked:
             self._owns_writer = True
@@ -352,16 +352,16 @@ class Transaction:
             if exc is None:
                 try:
                     cursor.execute(_COMMIT if self._commit else _ROLLBACK)
-                except apsw.Error as e:
+                except apsw.Error as error:
                     if connection.in_transaction:
                         cursor.execute(_ROLLBACK)
-                    raise translate(e) from e
+                    raise translate(error) from error
             else:
                 if connection.in_transaction:
                     try:
                         cursor.execute(_ROLLBACK)
-                    except apsw.Error as e:
-                        raise translate(e) from e
+                    except apsw.Error as error:
+                        raise translate(error) from error
                 if isinstance(exc, apsw.Error):
                     raise translate(exc) from exc
         finally:

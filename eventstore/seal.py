@@ -218,22 +218,22 @@ class EntrySealer:
         self._codec = codec
         self._tail_statements: dict[str, str] = {}
 
-    def tail(self, c: apsw.Cursor, table: str) -> tuple[int, bytes | None]:
+    def tail(self, cursor: apsw.Cursor, table: str) -> tuple[int, bytes | None]:
         """The last position of the log and its chain hash (GENESIS for an empty log; None when
         the chain is still being computed by an upgrade)."""
         statement = self._tail_statements.get(table)
         if statement is None:
             statement = f"SELECT rowid, chain FROM {table} ORDER BY rowid DESC LIMIT 1"
             self._tail_statements[table] = statement
-        row = c.execute(statement).fetchone()
+        row = cursor.execute(statement).fetchone()
         return (0, GENESIS) if row is None else (row[0], row[1])
 
     def rows_for_insert(
-        self, c: apsw.Cursor, table: str, rows: Sequence[tuple[Any, ...]],
+        self, cursor: apsw.Cursor, table: str, rows: Sequence[tuple[Any, ...]],
     ) -> list[tuple[Any, ...]]:
         """Rows with the stored state and the chain hash, for positions following the tail (the
         caller inserts them in order, in this write transaction)."""
-        last, previous = self.tail(c, table)
+        last, previous = self.tail(cursor, table)
         position = last + 1
         cipher = self._codec.cipher
         if cipher is not None:
@@ -317,8 +317,8 @@ class ChainChecker:
     def rows(self, transaction: Any) -> Iterator[tuple[Any, ...]]:
         after = 0
         while True:
-            with transaction() as c:
-                page = c.execute(self._page, (after, self.PAGE)).fetchall()
+            with transaction() as cursor:
+                page = cursor.execute(self._page, (after, self.PAGE)).fetchall()
             yield from page
             if len(page) < self.PAGE:
                 return
@@ -373,8 +373,8 @@ class ChainChecker:
         if stored is None:
             return ChainBreak(position, "inserted",
                               f"entry {position} has no chain hash: it was inserted, not appended")
-        with transaction() as c:
-            window = c.execute(self._window, (position - self.LOOK_AROUND,
+        with transaction() as cursor:
+            window = cursor.execute(self._window, (position - self.LOOK_AROUND,
                                               position + self.LOOK_AROUND)).fetchall()
         by_position = {row[0]: row for row in window}
         # An entry further on hashes here, after the last good one, and so does the one after
@@ -436,31 +436,33 @@ class ChainWriter:
         self._previous = f"SELECT chain FROM {table} WHERE rowid=?"
         self._set = f"UPDATE {table} SET chain=? WHERE rowid=?"
 
-    def previous(self, c: apsw.Cursor, position: int) -> bytes | None:
+    def previous(self, cursor: apsw.Cursor, position: int) -> bytes | None:
         if position <= 1:
             return GENESIS
-        row = c.execute(self._previous, (position - 1,)).fetchone()
+        row = cursor.execute(self._previous, (position - 1,)).fetchone()
         return None if row is None else row[0]
 
-    def rechain_page(self, c: apsw.Cursor, after: int, previous: bytes) -> tuple[int, bytes, int]:
+    def rechain_page(
+        self, cursor: apsw.Cursor, after: int, previous: bytes,
+    ) -> tuple[int, bytes, int]:
         """Chain up to PAGE rows after `after`: (last position, its hash, rows done)."""
-        page = cast("list[_ChainedRow]", c.execute(self._page, (after, self.PAGE)).fetchall())
+        page = cast("list[_ChainedRow]", cursor.execute(self._page, (after, self.PAGE)).fetchall())
         updates: list[tuple[bytes, int]] = []
         last = after
         for last, *values in page:
             previous = entry_hash(previous, last, values)
             updates.append((previous, last))
-        c.executemany(self._set, updates)
+        cursor.executemany(self._set, updates)
         return last, previous, len(page)
 
-    def rechain_from(self, c: apsw.Cursor, position: int) -> None:
+    def rechain_from(self, cursor: apsw.Cursor, position: int) -> None:
         """Chain every row from `position` to the end, in the caller's transaction."""
-        previous = self.previous(c, position)
+        previous = self.previous(cursor, position)
         if previous is None:
             return  # the chain is being computed by an upgrade: it reaches these rows too
         after, done = position - 1, self.PAGE
         while done == self.PAGE:
-            after, previous, done = self.rechain_page(c, after, previous)
+            after, previous, done = self.rechain_page(cursor, after, previous)
 
 
 # -- the key of a store -----------------------------------------------------------------------
@@ -480,13 +482,14 @@ class StoreKeys:
                       "ORDER BY rowid LIMIT ?")
         self._update = f"UPDATE {table} SET state=?, chain=? WHERE rowid=?"
 
-    def unlock(self, c: apsw.Cursor, datastore: Any, key: bytes | None, *, new: bool) -> None:
+    def unlock(self, cursor: apsw.Cursor, datastore: Any, key: bytes | None, *, new: bool) -> None:
         """Give the datastore's codec the cipher of `key`, after checking it fits the store.
-        `new`: the store was just created (in `c`'s write transaction) and is sealed with it."""
+        `new`: the store was just created (in `cursor`'s write transaction) and is sealed with
+        it."""
         # The cipher's name (text) and the key check (bytes).
         found: dict[str, Any] = dict(
             cast("list[tuple[str, Any]]",
-                 c.execute(_GET_KEY_META, (META_CIPHER, META_KEY_CHECK)).fetchall()))
+                 cursor.execute(_GET_KEY_META, (META_CIPHER, META_KEY_CHECK)).fetchall()))
         name = found.get(META_CIPHER)
         if name is None:
             if key is None:
@@ -495,8 +498,8 @@ class StoreKeys:
                 raise StoreKeyError("this store is not encrypted, and a key was given: "
                                     "`chatledger rekey` encrypts it in place")
             cipher = PayloadCipher(key)
-            c.execute(_SET_KEY_META, (META_CIPHER, CIPHER_NAME))
-            c.execute(_SET_KEY_META, (META_KEY_CHECK, cipher.key_check()))
+            cursor.execute(_SET_KEY_META, (META_CIPHER, CIPHER_NAME))
+            cursor.execute(_SET_KEY_META, (META_KEY_CHECK, cipher.key_check()))
             datastore.codec.cipher = cipher
             return
         if name != CIPHER_NAME:
@@ -536,26 +539,27 @@ class StoreKeys:
         codec = datastore.codec
         old: PayloadCipher | None = codec.cipher
         new = None if new_key is None else PayloadCipher(new_key)
-        with datastore.transaction(commit=True) as c:
-            self._reseal_entries(c, old, new)
-            self._reseal_numbered(c, _QUARANTINE_ROWS, _QUARANTINE_UPDATE, b"qua1", old, new)
-            self._reseal_numbered(c, _DICTIONARY_ROWS, _DICTIONARY_UPDATE, b"dic1", old, new)
+        with datastore.transaction(commit=True) as cursor:
+            self._reseal_entries(cursor, old, new)
+            self._reseal_numbered(cursor, _QUARANTINE_ROWS, _QUARANTINE_UPDATE, b"qua1", old, new)
+            self._reseal_numbered(cursor, _DICTIONARY_ROWS, _DICTIONARY_UPDATE, b"dic1", old, new)
             if new is None:
-                c.execute(_DELETE_KEY_META, (META_CIPHER, META_KEY_CHECK))
+                cursor.execute(_DELETE_KEY_META, (META_CIPHER, META_KEY_CHECK))
             else:
-                c.execute(_SET_KEY_META, (META_CIPHER, CIPHER_NAME))
-                c.execute(_SET_KEY_META, (META_KEY_CHECK, new.key_check()))
+                cursor.execute(_SET_KEY_META, (META_CIPHER, CIPHER_NAME))
+                cursor.execute(_SET_KEY_META, (META_KEY_CHECK, new.key_check()))
         codec.cipher = new
 
     def _reseal_entries(
-        self, c: apsw.Cursor, old: PayloadCipher | None, new: PayloadCipher | None,
+        self, cursor: apsw.Cursor, old: PayloadCipher | None, new: PayloadCipher | None,
     ) -> None:
         # One pass: the old chain is checked (a rekey must not launder changed entries into a
         # fresh chain), each payload re-encrypted, and the new chain computed.
         old_previous = new_previous = GENESIS
         after = 0
         while True:
-            page = cast("list[_SealedRow]", c.execute(self._page, (after, self.PAGE)).fetchall())
+            page = cast("list[_SealedRow]",
+                        cursor.execute(self._page, (after, self.PAGE)).fetchall())
             updates: list[tuple[bytes, bytes | None, int]] = []
             for (position, originator_id, version, topic, stored, codec_id, source, received_at,
                  event_at, connection_id, chain) in page:
@@ -577,23 +581,23 @@ class StoreKeys:
                         originator_id, version, topic, resealed, codec_id, source, received_at,
                         event_at, connection_id))
                 updates.append((resealed, None if chain is None else new_previous, position))
-            c.executemany(self._update, updates)
+            cursor.executemany(self._update, updates)
             if len(page) < self.PAGE:
                 return
             after = position  # the page's last
 
     @staticmethod
     def _reseal_numbered(
-        c: apsw.Cursor, select: str, update: str, kind: bytes,
+        cursor: apsw.Cursor, select: str, update: str, kind: bytes,
         old: PayloadCipher | None, new: PayloadCipher | None,
     ) -> None:
-        rows = cast("list[tuple[int, bytes]]", c.execute(select).fetchall())
+        rows = cast("list[tuple[int, bytes]]", cursor.execute(select).fetchall())
         resealed = []
         for number, stored in rows:
             plain = stored if old is None else old.open_numbered(kind, number, stored)
             resealed.append((plain if new is None else new.seal_numbered(kind, number, plain),
                              number))
-        c.executemany(update, resealed)
+        cursor.executemany(update, resealed)
 
 
 _HAS_META = "SELECT 1 FROM chatledger_meta WHERE key=?"

@@ -48,45 +48,46 @@ class StreamHeads:
         self._unpersisted_rows = 0
         self._data_version: int | None = None
 
-    def sync(self, c: apsw.Cursor) -> bool:
+    def sync(self, cursor: apsw.Cursor) -> bool:
         """Reload the heads if another connection committed since we last wrote; True if so."""
-        (version,) = cast("tuple[int]", c.execute(_DATA_VERSION).fetchone())
+        (version,) = cast("tuple[int]", cursor.execute(_DATA_VERSION).fetchone())
         if version == self._data_version:
             return False
         first_load = self._data_version is None
         self._data_version = version
-        self._heads = dict(cast("Iterable[tuple[str, int]]", c.execute(_SELECT_HEADS)))
-        (stored_position,) = c.execute(_SELECT_VALID_UP_TO, (_POSITION_KEY,)).fetchone() or (0,)
+        self._heads = dict(cast("Iterable[tuple[str, int]]", cursor.execute(_SELECT_HEADS)))
+        (stored_position,) = (cursor.execute(_SELECT_VALID_UP_TO, (_POSITION_KEY,)).fetchone()
+                              or (0,))
         valid_up_to = int(stored_position)
         tail = cast("list[tuple[str, int, int]]",
-                    c.execute(self._select_tail, (valid_up_to,)).fetchall())
+                    cursor.execute(self._select_tail, (valid_up_to,)).fetchall())
         for stream, head, _ in tail:
             self._heads[stream] = max(head, self._heads.get(stream, 0))
         self._dirty = {stream for stream, _, _ in tail}
         self._unpersisted_rows = sum(count for _, _, count in tail)
         return not first_load
 
-    def next_version(self, c: apsw.Cursor, stream: str) -> int:
+    def next_version(self, cursor: apsw.Cursor, stream: str) -> int:
         """The version the next row of `stream` takes (recording a stream seen for the first time)."""
         head = self._heads.get(stream)
         if head is None:
             head = 0
-            c.execute(_INSERT_STREAM, (stream,))
+            cursor.execute(_INSERT_STREAM, (stream,))
         self._heads[stream] = head + 1
         self._dirty.add(stream)
         return head + 1
 
-    def appended(self, c: apsw.Cursor, rows: int, last_position: int | None) -> None:
+    def appended(self, cursor: apsw.Cursor, rows: int, last_position: int | None) -> None:
         """Account for rows just inserted; write the heads down when enough have accumulated."""
         self._unpersisted_rows += rows
         if last_position is not None and self._unpersisted_rows >= PERSIST_EVERY:
-            self.persist(c, last_position)
+            self.persist(cursor, last_position)
 
-    def persist(self, c: apsw.Cursor, position: int) -> None:
+    def persist(self, cursor: apsw.Cursor, position: int) -> None:
         """Write the advanced heads, valid up to log `position`."""
         if self._dirty:
-            c.executemany(_UPDATE_HEAD, [(self._heads[s], s) for s in self._dirty])
-        c.execute(_UPSERT_VALID_UP_TO, (_POSITION_KEY, position))
+            cursor.executemany(_UPDATE_HEAD, [(self._heads[s], s) for s in self._dirty])
+        cursor.execute(_UPSERT_VALID_UP_TO, (_POSITION_KEY, position))
         self._dirty.clear()
         self._unpersisted_rows = 0
 

@@ -202,16 +202,16 @@ class Outbox:
     def retry_stream_ids(self) -> list[str]:
         """The ids of the unfinished commands, and nothing else: a cheap look at the retry
         stream, for a running sync to notice commands another process queued."""
-        with self._log.datastore.transaction(commit=False) as c:
-            return [command_id for (command_id,) in c.execute(_RETRY_STREAM_IDS)]
+        with self._log.datastore.transaction(commit=False) as cursor:
+            return [command_id for (command_id,) in cursor.execute(_RETRY_STREAM_IDS)]
 
     def pending(self, *, cid: str | None = None) -> list[PendingCommand]:
         """The retry stream: unfinished commands (including those in flight when the process
         stopped), in request order; only one channel's with `cid`."""
         decode = self._log.datastore.codec.decode
-        with self._log.datastore.transaction(commit=False) as c:
-            found = (c.execute(_PENDING) if cid is None
-                     else c.execute(_PENDING_IN_CHANNEL, (cid,)))
+        with self._log.datastore.transaction(commit=False) as cursor:
+            found = (cursor.execute(_PENDING) if cid is None
+                     else cursor.execute(_PENDING_IN_CHANNEL, (cid,)))
             rows = cast("list[_InfoRow]", found.fetchall())
         request_of = _REQUEST_ONLY.decode
         return [
@@ -239,9 +239,9 @@ class Outbox:
         """Commands in request order: all, or those with the given status(es)."""
         statuses = [status] if isinstance(status, str) else [*(status or ())]
         decode = self._log.datastore.codec.decode
-        with self._log.datastore.transaction(commit=False) as c:
-            found = (c.execute(_LIST_BY_STATUS.format(marks=",".join("?" * len(statuses))),
-                               statuses) if statuses else c.execute(_LIST_ALL))
+        with self._log.datastore.transaction(commit=False) as cursor:
+            found = (cursor.execute(_LIST_BY_STATUS.format(marks=",".join("?" * len(statuses))),
+                               statuses) if statuses else cursor.execute(_LIST_ALL))
             rows = cast("builtins.list[_InfoRow]", found.fetchall())
         return [self._info(decode, row) for row in rows]
 
@@ -258,13 +258,13 @@ class Outbox:
     def get(self, command_id: str) -> CommandInfo:
         """One command with its whole lifecycle (`history`) and the server's answer."""
         decode = self._log.datastore.codec.decode
-        with self._log.datastore.transaction(commit=False) as c:
-            row = cast("_InfoRow | None", c.execute(_SELECT_ONE, (command_id,)).fetchone())
+        with self._log.datastore.transaction(commit=False) as cursor:
+            row = cast("_InfoRow | None", cursor.execute(_SELECT_ONE, (command_id,)).fetchone())
             if row is None:
                 raise UnknownCommand(f"no command {command_id!r} in the outbox")
-            events = self._log.select_local(c, command_id)
+            events = self._log.select_local(cursor, command_id)
             received = dict(cast("Iterable[tuple[int, int]]",
-                                 c.execute(_RECEIVED_AT, (command_id,))))
+                                 cursor.execute(_RECEIVED_AT, (command_id,))))
         info = self._info(decode, row)
         history: builtins.list[CommandEvent] = []
         response: bytes | None = None
@@ -325,11 +325,11 @@ class Outbox:
                             del self._sending[record]
 
     def _record_batch(self, records: Sequence[str | Settlement], fold: set[int]) -> None:
-        with self._log.write_transaction() as c:
+        with self._log.write_transaction() as cursor:
             # Each command is loaded once and its events are recorded together at the end (one
             # pass of the projections, one tracking update), except before carrying a rejection
             # over to the commands waiting for it, which reads what was recorded so far.
-            loaded = self._load_many(c, [r if isinstance(r, str) else r.command_id
+            loaded = self._load_many(cursor, [r if isinstance(r, str) else r.command_id
                                          for r in records])
             events: builtins.list[Any] = []  # in the order they happened, across commands
             started: set[str] = set()  # folded starts, waiting for their outcome
@@ -337,7 +337,7 @@ class Outbox:
                 command_id = record if isinstance(record, str) else record.command_id
                 command = loaded.get(command_id)
                 if command is None:
-                    command = loaded[command_id] = self.load(c, command_id)
+                    command = loaded[command_id] = self.load(cursor, command_id)
                 if isinstance(record, str):
                     # Finished meanwhile (the user cancelled it between `pending()` and here):
                     # nothing to start, and no reason to fail the whole batch over it.
@@ -353,14 +353,14 @@ class Outbox:
                     started.discard(command_id)
                 events += command.collect_events()
                 if rejected:
-                    self._record(c, events)
+                    self._record(cursor, events)
                     events = []
-                    self.cascade(c, command.id, "reject")
+                    self.cascade(cursor, command.id, "reject")
                     loaded.clear()  # the cascade may have moved commands on: load them again
-            self._record(c, events)
+            self._record(cursor, events)
 
-    def _record(self, c: apsw.Cursor, events: builtins.list[Any]) -> None:
-        self._log.record(c, [MAPPER.to_stored_event(e) for e in events])
+    def _record(self, cursor: apsw.Cursor, events: builtins.list[Any]) -> None:
+        self._log.record(cursor, [MAPPER.to_stored_event(e) for e in events])
 
     @staticmethod
     def _settle(command: Command, result: Settlement, started: bool = False) -> bool:
@@ -384,28 +384,28 @@ class Outbox:
 
     def retry(self, command_id: str) -> None:
         """Try a rejected or failed command again, now (and what was rejected with it)."""
-        with self._log.write_transaction() as c:
-            command = self.load(c, command_id)
+        with self._log.write_transaction() as cursor:
+            command = self.load(cursor, command_id)
             command.retry()
-            self.save(c, command)
-            self.cascade(c, command_id, "retry")
+            self.save(cursor, command)
+            self.cascade(cursor, command_id, "retry")
 
     def cancel(self, command_id: str, *, reason: str = "cancelled by the user") -> None:
         """Give up on an unfinished or rejected command, undoing its optimistic change where
         possible (a cancelled send removes the local message); commands waiting for it are
         cancelled with it."""
-        with self._log.write_transaction() as c:
-            command = self.load(c, command_id)
+        with self._log.write_transaction() as cursor:
+            command = self.load(cursor, command_id)
             command.cancel(reason)
-            self.save(c, command)
-            self.cascade(c, command_id, "cancel")
+            self.save(cursor, command)
+            self.cascade(cursor, command_id, "cancel")
 
     # -- shared with the actions (inside their transaction) ------------------------------------
 
-    def row(self, c: apsw.Cursor, command_id: str) -> tuple[Any, ...] | None:
+    def row(self, cursor: apsw.Cursor, command_id: str) -> tuple[Any, ...] | None:
         """(kind, cid, message_id, status, attempts, last_error, position) or None; the status
         is `in_flight` for a command being sent whose start is not recorded yet (`sending`)."""
-        row = cast("_ActionRow | None", c.execute(_ACTION_ROW, (command_id,)).fetchone())
+        row = cast("_ActionRow | None", cursor.execute(_ACTION_ROW, (command_id,)).fetchone())
         if row is None:
             return None
         kind, cid, message_id, status, attempts, last_error, position = row
@@ -414,18 +414,18 @@ class Outbox:
             status = CommandStatus.IN_FLIGHT
         return (kind, cid, message_id, status, attempts, _json(last_error), position)
 
-    def load(self, c: apsw.Cursor, command_id: str, *, with_request: bool = False) -> Command:
+    def load(self, cursor: apsw.Cursor, command_id: str, *, with_request: bool = False) -> Command:
         """The command as its outbox row (a snapshot kept in step with its events) says."""
-        row = cast("_LoadRow | None", c.execute(_LOAD_ONE, (command_id,)).fetchone())
+        row = cast("_LoadRow | None", cursor.execute(_LOAD_ONE, (command_id,)).fetchone())
         if row is None:
             raise UnknownCommand(f"no command {command_id!r} in the outbox")
         *_, position, _command_id = row
-        held = self.held(c, position) if with_request else _Held()
+        held = self.held(cursor, position) if with_request else _Held()
         return self._restore(row, held)
 
-    def _load_many(self, c: apsw.Cursor, command_ids: Sequence[str]) -> dict[str, Command]:
+    def _load_many(self, cursor: apsw.Cursor, command_ids: Sequence[str]) -> dict[str, Command]:
         """Several commands in one query (unknown ids are left out: `load` names them)."""
-        rows = cast("builtins.list[_LoadRow]", c.execute(
+        rows = cast("builtins.list[_LoadRow]", cursor.execute(
             _LOAD_MANY, (msgspec.json.encode([*dict.fromkeys(command_ids)]),)).fetchall())
         commands: dict[str, Command] = {}
         for row in rows:
@@ -443,38 +443,38 @@ class Outbox:
             last_error=_json(last_error), reason=reason, request=held.request,
             message=held.message)
 
-    def held(self, c: apsw.Cursor, position: int) -> _Held:
-        row = cast("tuple[int, bytes] | None", c.execute(_ENTRY, (position,)).fetchone())
+    def held(self, cursor: apsw.Cursor, position: int) -> _Held:
+        row = cast("tuple[int, bytes] | None", cursor.execute(_ENTRY, (position,)).fetchone())
         if row is None:
             return _Held()
         codec, state = row
         return _HELD.decode(self._log.datastore.codec.decode(codec, state, position))
 
-    def save(self, c: apsw.Cursor, *commands: Command) -> builtins.list[int]:
+    def save(self, cursor: apsw.Cursor, *commands: Command) -> builtins.list[int]:
         stored = [MAPPER.to_stored_event(event) for command in commands
                   for event in command.collect_events()]
-        return self._log.record(c, stored)
+        return self._log.record(cursor, stored)
 
-    def cascade(self, c: apsw.Cursor, command_id: str, action: str) -> None:
+    def cascade(self, cursor: apsw.Cursor, command_id: str, action: str) -> None:
         """Carry an outcome over to the commands that wait for `command_id` (and theirs)."""
         if action == "retry":
             reason = f"depends on rejected {command_id}"
-            found = c.execute(_WAITING_REJECTED, (command_id, reason))
+            found = cursor.execute(_WAITING_REJECTED, (command_id, reason))
         elif action == "cancel":
-            found = c.execute(_WAITING_NOT_CANCELLED, (command_id,))
+            found = cursor.execute(_WAITING_NOT_CANCELLED, (command_id,))
         else:
-            found = c.execute(_WAITING_NOT_REJECTED, (command_id,))
+            found = cursor.execute(_WAITING_NOT_REJECTED, (command_id,))
         waiting = [cast(str, waiting_id) for (waiting_id,) in found]
         for dependent in waiting:
-            command = self.load(c, dependent)
+            command = self.load(cursor, dependent)
             if action == "reject":
                 command.reject(f"depends on rejected {command_id}")
             elif action == "cancel":
                 command.cancel(f"depends on cancelled {command_id}")
             else:
                 command.retry()
-            self.save(c, command)
-            self.cascade(c, dependent, action)
+            self.save(cursor, command)
+            self.cascade(cursor, dependent, action)
 
 
 def _foldable(records: Sequence[str | Settlement]) -> set[int]:

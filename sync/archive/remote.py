@@ -109,8 +109,8 @@ class Archive:
         key = (f"chatledger-archive:{self.schema}",)
         try:
             conn.execute(self.sql.creation_lock, key)
-        except psycopg.Error as e:
-            raise explain_error(self.url, e) from None
+        except psycopg.Error as error:
+            raise explain_error(self.url, error) from None
         try:
             if self._check_version(conn):
                 return  # another machine created it meanwhile
@@ -119,8 +119,8 @@ class Archive:
                                                (self.schema,)).fetchone() or (None,)
                 if not schema_found:
                     conn.execute(self.sql.create_schema)
-            except psycopg.Error as e:
-                raise explain_error(self.url, e) from None
+            except psycopg.Error as error:
+                raise explain_error(self.url, error) from None
             datastore = ArchiveDatastore(self.url, schema=self.schema, pool_size=1)
             try:
                 with self._errors():
@@ -141,8 +141,8 @@ class Archive:
             yield
         except ArchiveError:
             raise
-        except (PersistenceError, psycopg.Error) as e:
-            raise explain_error(self.url, e) from None
+        except (PersistenceError, psycopg.Error) as error:
+            raise explain_error(self.url, error) from None
 
     # -- push ----------------------------------------------------------------------------------
 
@@ -234,9 +234,10 @@ class Archive:
                     f"expected {rows[0].position - 1}: was it changed by hand?")
             skip = mark - (rows[0].position - 1)  # entries a concurrent push stored already
             rows, sizes = rows[skip:], batch.payload_bytes[skip:]
-            for d in dictionaries:
+            for dictionary in dictionaries:
                 curs.execute(self.sql.insert_dictionary,
-                             (user_id, d.id, d.created_at, d.trained_on, d.level, d.data))
+                             (user_id, dictionary.id, dictionary.created_at,
+                              dictionary.trained_on, dictionary.level, dictionary.data))
             with curs.copy(self.sql.copy_events) as copy:
                 copy.write("".join(batch.lines[skip:]))
             curs.execute(self.sql.record_push, (user_id, len(rows), rows[-1].position, sum(sizes)))
@@ -247,9 +248,9 @@ class Archive:
     def _record_commands(self, curs: Any, user_id: str, rows: Sequence[StoredRow]) -> None:
         local = int(log_schema.Source.LOCAL)
         latest: dict[str, tuple[int, str]] = {}
-        for r in rows:
-            if r.source == local and r.type.startswith(_COMMAND_TOPIC_PREFIX):
-                latest[r.stream] = (r.version, r.type[len(_COMMAND_TOPIC_PREFIX):])
+        for row in rows:
+            if row.source == local and row.type.startswith(_COMMAND_TOPIC_PREFIX):
+                latest[row.stream] = (row.version, row.type[len(_COMMAND_TOPIC_PREFIX):])
         if latest:
             curs.execute(self.sql.record_commands, (
                 user_id, list(latest), [v for v, _ in latest.values()],
@@ -258,8 +259,8 @@ class Archive:
     def _record_daily(self, curs: Any, user_id: str, rows: Sequence[StoredRow],
                       payload_bytes: Sequence[int]) -> None:
         counts: dict[tuple[int, str], list[int]] = {}
-        for r, size in zip(rows, payload_bytes):
-            key = (r.received_at // _DAY_US, r.type)
+        for row, size in zip(rows, payload_bytes):
+            key = (row.received_at // _DAY_US, row.type)
             slot = counts.get(key)
             if slot is None:
                 counts[key] = [1, size]
@@ -358,14 +359,14 @@ class _Batch:
         user = text(user_id)
         lines: list[str] = []
         sizes: list[int] = []
-        for r in rows:
-            payload = decode(r.codec, r.state, r.position)
+        for row in rows:
+            payload = decode(row.codec, row.state, row.position)
             sizes.append(len(payload))
             lines.append("\t".join((
-                user, text(r.stream), str(r.version), text(r.type), copytext.bytea(r.state),
-                str(r.position), str(r.codec), str(r.source), str(r.received_at),
-                null if r.event_at is None else integer(r.event_at), text(r.connection_id),
-                copytext.text_array(message_ids(r.type, payload, local=r.source == local)),
+                user, text(row.stream), str(row.version), text(row.type), copytext.bytea(row.state),
+                str(row.position), str(row.codec), str(row.source), str(row.received_at),
+                null if row.event_at is None else integer(row.event_at), text(row.connection_id),
+                copytext.text_array(message_ids(row.type, payload, local=row.source == local)),
             )) + "\n")
         return cls(rows, lines, sizes, frozenset(r.codec for r in rows if r.codec > 0))
 

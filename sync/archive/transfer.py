@@ -87,8 +87,8 @@ def push(
                     continue  # not a user's store (never opened through ChatStore)
                 progress = None
                 if on_progress is not None:
-                    def progress(n: int, total: int, user: str = str(user_id)) -> None:
-                        on_progress(user, n, total)
+                    def progress(entries: int, total: int, user: str = str(user_id)) -> None:
+                        on_progress(user, entries, total)
                 done.append(archive.push_log(log, str(user_id), batch=batch,
                                              on_progress=progress))
     return PushReport(redact(url), schema, done, round(time.monotonic() - started, 3))

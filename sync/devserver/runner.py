@@ -165,8 +165,8 @@ class ThreadedDevServer:
             try:
                 started.set_result(loop.run_until_complete(
                     self.server.start(self._host, self._port)))
-            except BaseException as e:
-                started.set_exception(e)
+            except BaseException as error:
+                started.set_exception(error)
                 loop.close()
                 return
             try:
