@@ -466,7 +466,8 @@ class EventLog:
                 row = c.execute(_GET_META, (seal.META_CHAIN_PENDING,)).fetchone()
                 if row is None:
                     return
-                after = int(row[0])
+                (pending_after,) = row
+                after = int(pending_after)
                 previous = writer.previous(c, after + 1)
                 last, _, done = writer.rechain_page(c, after, previous or seal.GENESIS)
                 if done < writer.PAGE:
@@ -923,8 +924,9 @@ class EventLog:
         try:
             with self.datastore.transaction(commit=True) as c:
                 for dictionary in dictionaries:
-                    found = c.execute(_SELECT_DICTIONARY_DATA, (dictionary.id,)).fetchone()
-                    if found is not None and bytes(found[0]) != dictionary.data:
+                    (found,) = (c.execute(_SELECT_DICTIONARY_DATA, (dictionary.id,)).fetchone()
+                                or (None,))
+                    if found is not None and bytes(found) != dictionary.data:
                         raise StoreError(
                             f"dictionary {dictionary.id} differs from the one in this file")
                     c.execute(_RESTORE_DICTIONARY, (dictionary.id, dictionary.created_at,
@@ -1017,7 +1019,7 @@ class EventLog:
         with a corruption error reports that error."""
         try:
             with self.datastore.transaction(commit=False) as cursor:
-                problems = [row[0] for row in cursor.execute(check)]
+                problems = [problem for (problem,) in cursor.execute(check)]
         except (DatabaseError, apsw.CorruptError) as error:
             return [str(error)]
         return [] if problems == ["ok"] else problems

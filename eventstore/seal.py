@@ -226,7 +226,10 @@ class EntrySealer:
             statement = f"SELECT rowid, chain FROM {table} ORDER BY rowid DESC LIMIT 1"
             self._tail_statements[table] = statement
         row = cursor.execute(statement).fetchone()
-        return (0, GENESIS) if row is None else (row[0], row[1])
+        if row is None:
+            return 0, GENESIS
+        position, chain = row
+        return position, chain
 
     def rows_for_insert(
         self, cursor: apsw.Cursor, table: str, rows: Sequence[tuple[Any, ...]],
@@ -322,7 +325,7 @@ class ChainChecker:
             yield from page
             if len(page) < self.PAGE:
                 return
-            after = page[-1][0]
+            after, *_ = page[-1]
 
     def check(self, transaction: Any, head: tuple[bytes, int] | None = None) -> ChainReport:
         """`transaction()` opens a read transaction and gives its cursor. `head`: a (hash,
@@ -330,7 +333,7 @@ class ChainChecker:
         previous, expected, entries = GENESIS, 1, 0
         at_head: bytes | None = None
         for row in self.rows(transaction):
-            position, values, stored = row[0], row[1:-1], row[-1]
+            position, *values, stored = row
             if position != expected:
                 return self._report(entries, expected - 1, previous, ChainBreak(
                     expected, "removed",
@@ -376,36 +379,46 @@ class ChainChecker:
         with transaction() as cursor:
             window = cursor.execute(self._window, (position - self.LOOK_AROUND,
                                               position + self.LOOK_AROUND)).fetchall()
-        by_position = {row[0]: row for row in window}
+        # position -> (the values of CHAIN_COLUMNS, the chain hash stored)
+        by_position = {number: (values, chain) for number, *values, chain in window}
         # An entry further on hashes here, after the last good one, and so does the one after
         # it at the next place (a whole run moved up, not one entry moved): entries were put
         # before it.
         for later in range(position + 1, position + self.LOOK_AROUND + 1):
-            row = by_position.get(later)
-            if row is None or row[-1] != entry_hash(previous, position, row[1:-1]):
+            moved = by_position.get(later)
+            if moved is None:
+                continue
+            moved_values, moved_chain = moved
+            if moved_chain != entry_hash(previous, position, moved_values):
                 continue
             after = by_position.get(later + 1)
-            if after is None or after[-1] == entry_hash(row[-1], position + 1, after[1:-1]):
-                count = later - position
-                return ChainBreak(position, "inserted",
-                                  f"{count} entr{'y was' if count == 1 else 'ies were'} inserted "
-                                  f"at {position} (the entries after moved up)")
-        here = by_position[position]
+            if after is not None:
+                after_values, after_chain = after
+                if after_chain != entry_hash(moved_chain, position + 1, after_values):
+                    continue
+            count = later - position
+            return ChainBreak(position, "inserted",
+                              f"{count} entr{'y was' if count == 1 else 'ies were'} inserted "
+                              f"at {position} (the entries after moved up)")
+        here_values, here_chain = by_position[position]
         # The next entry follows this one's chain, but hashed further on: entries before this
         # one were removed and the rest renumbered down.
         following = by_position.get(position + 1)
         if following is not None:
+            following_values, following_chain = following
             for shift in range(1, self.LOOK_AROUND + 1):
-                if following[-1] == entry_hash(here[-1], position + 1 + shift, following[1:-1]):
+                if following_chain == entry_hash(here_chain, position + 1 + shift,
+                                                 following_values):
                     return ChainBreak(position, "removed",
                                       f"entries {position}..{position + shift - 1} were removed "
                                       "(the entries after moved down)")
-        candidates = {GENESIS, previous, *(row[-1] for row in window if row[-1] is not None)}
+        candidates = {GENESIS, previous,
+                      *(chain for _, chain in by_position.values() if chain is not None)}
         for other in sorted(by_position, key=lambda number: abs(number - position)):
             if other == position:
                 continue
             for before in candidates:
-                if here[-1] != entry_hash(before, other, here[1:-1]):
+                if here_chain != entry_hash(before, other, here_values):
                     continue
                 if before == previous and other > position:
                     return ChainBreak(position, "removed",
@@ -440,7 +453,10 @@ class ChainWriter:
         if position <= 1:
             return GENESIS
         row = cursor.execute(self._previous, (position - 1,)).fetchone()
-        return None if row is None else row[0]
+        if row is None:
+            return None
+        (chain,) = row
+        return cast("bytes | None", chain)
 
     def rechain_page(
         self, cursor: apsw.Cursor, after: int, previous: bytes,
