@@ -240,8 +240,11 @@ class Outbox:
         statuses = [status] if isinstance(status, str) else [*(status or ())]
         decode = self._log.datastore.codec.decode
         with self._log.datastore.transaction(commit=False) as cursor:
-            found = (cursor.execute(_LIST_BY_STATUS.format(marks=",".join("?" * len(statuses))),
-                               statuses) if statuses else cursor.execute(_LIST_ALL))
+            if statuses:
+                marks = ",".join("?" * len(statuses))
+                found = cursor.execute(_LIST_BY_STATUS.format(marks=marks), statuses)
+            else:
+                found = cursor.execute(_LIST_ALL)
             rows = cast("builtins.list[_InfoRow]", found.fetchall())
         return [self._info(decode, row) for row in rows]
 
