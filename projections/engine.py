@@ -187,7 +187,7 @@ class Projections:
         """Apply the entries appended since the tables' position."""
         log = self.log
         with _collector_paused(), log.datastore.transaction(commit=True) as c:
-            after = log.recorder._max_tracking_id(c, TRACKING_NAME) or 0
+            after = log.recorder.max_tracking_id_in(c, TRACKING_NAME) or 0
             position = replay(c, c, log.recorder.events_table_name, log.datastore.codec,
                               self.projector, after=after, on_progress=on_progress)
             if position > after:

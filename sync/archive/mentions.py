@@ -97,12 +97,17 @@ def _loosely(topic: str, payload: bytes, *, local: bool) -> list[Any]:
         return []
     if topic == ingest.CHANNEL_STATE and not local:
         return [_get(m, "id") for key in ("messages", "pinned_messages")
-                for m in (doc.get(key) if isinstance(doc.get(key), list) else ())]
+                for m in _list(doc.get(key))]
     message = doc.get("message")
     found = [doc.get("message_id"), _get(message, "id"), _get(message, "parent_id")]
     if not local:
         found.append(_get(doc.get("reaction"), "message_id"))
     return found
+
+
+def _list(value: Any) -> list[Any]:
+    """`value` when it is a JSON array, else an empty one (a hostile or odd document)."""
+    return value if isinstance(value, list) else []
 
 
 __all__ = ["message_ids"]

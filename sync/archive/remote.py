@@ -96,33 +96,38 @@ class Archive:
 
     def _check_version(self, conn: psycopg.Connection[Any]) -> bool:
         """True when the tables are there; refuses an archive made by a newer version."""
-        found = conn.execute(self.sql.meta_exists,
-                             (f'"{self.schema}".chatledger_archive_meta',)).fetchone()
-        if not found or not found[0]:
+        (meta_table,) = conn.execute(self.sql.meta_exists,
+                                     (f'"{self.schema}".chatledger_archive_meta',)
+                                     ).fetchone() or (None,)
+        if not meta_table:
             return False
         row = conn.execute(self.sql.schema_version).fetchone()
-        if row is not None and int(row[0]) > ARCHIVE_SCHEMA_VERSION:
+        if row is None:
+            return False
+        (version,) = row
+        if int(version) > ARCHIVE_SCHEMA_VERSION:
             raise ArchiveError(
                 f"the archive at {redact(self.url)} was made by a newer chatledger (archive "
-                f"schema {row[0]}; this version knows up to {ARCHIVE_SCHEMA_VERSION}): "
+                f"schema {version}; this version knows up to {ARCHIVE_SCHEMA_VERSION}): "
                 "upgrade chatledger")
-        return row is not None
+        return True
 
     def _create(self, conn: psycopg.Connection[Any]) -> None:
         key = (f"chatledger-archive:{self.schema}",)
         try:
             conn.execute(self.sql.creation_lock, key)
-        except psycopg.Error as e:
-            raise explain_error(self.url, e) from None
+        except psycopg.Error as error:
+            raise explain_error(self.url, error) from None
         try:
             if self._check_version(conn):
                 return  # another machine created it meanwhile
             try:
-                schema_found = conn.execute(self.sql.schema_exists, (self.schema,)).fetchone()
-                if not schema_found or not schema_found[0]:
+                (schema_found,) = conn.execute(self.sql.schema_exists,
+                                               (self.schema,)).fetchone() or (None,)
+                if not schema_found:
                     conn.execute(self.sql.create_schema)
-            except psycopg.Error as e:
-                raise explain_error(self.url, e) from None
+            except psycopg.Error as error:
+                raise explain_error(self.url, error) from None
             datastore = ArchiveDatastore(self.url, schema=self.schema, pool_size=1)
             try:
                 with self._errors():
@@ -148,8 +153,8 @@ class Archive:
             yield
         except ArchiveError:
             raise
-        except (PersistenceError, psycopg.Error) as e:
-            raise explain_error(self.url, e) from None
+        except (PersistenceError, psycopg.Error) as error:
+            raise explain_error(self.url, error) from None
 
     # -- push ----------------------------------------------------------------------------------
 
@@ -284,9 +289,10 @@ class Archive:
                     f"expected {rows[0].position - 1}: was it changed by hand?")
             skip = mark - (rows[0].position - 1)  # entries a concurrent push stored already
             rows, sizes = rows[skip:], batch.payload_bytes[skip:]
-            for d in batch.dictionaries:
+            for dictionary in batch.dictionaries:
                 curs.execute(self.sql.insert_dictionary,
-                             (user_id, d.id, d.created_at, d.trained_on, d.level, d.data))
+                             (user_id, dictionary.id, dictionary.created_at,
+                              dictionary.trained_on, dictionary.level, dictionary.data))
             curs.execute(self.sql.record_push, (user_id, len(rows), rows[-1].position, sum(sizes)))
             self._record_commands(curs, user_id, rows)
             self._record_daily(curs, user_id, rows, sizes)
@@ -300,9 +306,9 @@ class Archive:
     def _record_commands(self, curs: Any, user_id: str, rows: Sequence[StoredRow]) -> None:
         local = int(log_schema.Source.LOCAL)
         latest: dict[str, tuple[int, str]] = {}
-        for r in rows:
-            if r.source == local and r.type.startswith(_COMMAND_TOPIC_PREFIX):
-                latest[r.stream] = (r.version, r.type[len(_COMMAND_TOPIC_PREFIX):])
+        for row in rows:
+            if row.source == local and row.type.startswith(_COMMAND_TOPIC_PREFIX):
+                latest[row.stream] = (row.version, row.type[len(_COMMAND_TOPIC_PREFIX):])
         if latest:
             curs.execute(self.sql.record_commands, (
                 user_id, list(latest), [v for v, _ in latest.values()],
@@ -311,8 +317,8 @@ class Archive:
     def _record_daily(self, curs: Any, user_id: str, rows: Sequence[StoredRow],
                       payload_bytes: Sequence[int]) -> None:
         counts: dict[tuple[int, str], list[int]] = {}
-        for r, size in zip(rows, payload_bytes):
-            key = (r.received_at // _DAY_US, r.type)
+        for row, size in zip(rows, payload_bytes):
+            key = (row.received_at // _DAY_US, row.type)
             slot = counts.get(key)
             if slot is None:
                 counts[key] = [1, size]
@@ -436,11 +442,11 @@ class _Batch:
         entry, array, user, head = copybinary.entry, copybinary.text_array, plan.user_field, _PUSH_FIELDS
         lines: list[bytes] = []
         sizes: list[int] = []
-        for r in rows:
-            payload = decode(r.codec, r.state, r.position)
+        for row in rows:
+            payload = decode(row.codec, row.state, row.position)
             sizes.append(len(payload))
-            lines.append(b"".join((head, entry(user, r), array(
-                message_ids(r.type, payload, local=r.source == local)))))
+            lines.append(b"".join((head, entry(user, row), array(
+                message_ids(row.type, payload, local=row.source == local)))))
         last = not rows or rows[-1].position >= plan.end
         return cls(plan, first, last, rows, lines, sizes,
                    frozenset(r.codec for r in rows if r.codec > 0))
