@@ -605,7 +605,7 @@ class EventHandlers:
             if message.id:
                 rows.messages.upsert(cursor, message.cid or cid, message, item.position, index,
                                      event_at=state_at, snapshot=True)
-                self._state_reactions(cursor, item, message)
+                self._state_reactions(cursor, item, message.id, message)
         rows.ranges.cover_page(cursor, cid, [
             (epoch_us(message.created_at) or 0, message.id) for message in state.messages or ()
             if message.id and message.created_at and (message.cid or cid) == cid])
@@ -613,7 +613,7 @@ class EventHandlers:
             if message.id and not rows.messages.is_on_file(cursor, message.id):
                 rows.messages.upsert(cursor, message.cid or cid, message, item.position,
                                      SLOT_PINNED_BASE + index, event_at=state_at, snapshot=True)
-                self._state_reactions(cursor, item, message)
+                self._state_reactions(cursor, item, message.id, message)
         for index, member in enumerate(state.members or ()):
             rows.members.upsert(cursor, cid, member, state_at)
             # A client that has only queried its channels knows their members' users this way.
@@ -658,7 +658,7 @@ class EventHandlers:
         return latest is not None and self.rows.channels.removed.before_removal(cursor, cid,
                                                                                 latest)
 
-    def _state_reactions(self, cursor: apsw.Cursor, item: Item,
+    def _state_reactions(self, cursor: apsw.Cursor, item: Item, message_id: str,
                          message: payloads.StateMessage) -> None:
         """The reactions a channel state's message carries (the newest few, and the own
         user's), each as a reaction event would file it (older than the row: no change)."""
@@ -666,7 +666,7 @@ class EventHandlers:
             user_id = reaction.user_id or (reaction.user.id if reaction.user else None)
             if not reaction.type or not user_id:
                 continue
-            key = (reaction.message_id or message.id, user_id, reaction.type)
+            key = (reaction.message_id or message_id, user_id, reaction.type)
             created = epoch_us(reaction.created_at)
             stamp = epoch_us(reaction.updated_at) or created
             try:

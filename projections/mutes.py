@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 import apsw
 import msgspec
 
+from chatledger.projections.item import Item
 from chatledger.projections.rowtime import epoch_us
 
 __all__ = ["EVENT_TYPES", "MuteProjector", "MuteReader", "now_us"]
@@ -29,12 +30,6 @@ __all__ = ["EVENT_TYPES", "MuteProjector", "MuteReader", "now_us"]
 EVENT_TYPES = ("notification.mutes_updated", "notification.channel_mutes_updated")
 
 
-class LogItem(Protocol):
-    """What the projector reads of a log entry (`projections.apply.Item` has it)."""
-
-    position: int
-    payload: bytes
-    received_at: int
 
 
 class _Ref(msgspec.Struct, gc=False):
@@ -124,7 +119,7 @@ class MuteProjector:
     def forget(self) -> None:
         self._channel_expiry = None
 
-    def apply(self, c: apsw.Cursor, item: LogItem, *_: object) -> None:
+    def apply(self, cursor: apsw.Cursor, item: Item, *_: object) -> None:
         """A handler for `EVENT_TYPES` and for `health.check`: replaces each list `me` carries.
         (Extra arguments, such as the decoded event the projector passes, are ignored.)"""
         try:
@@ -135,37 +130,38 @@ class MuteProjector:
             return
         at = epoch_us(event.created_at) or item.received_at
         users, channels = event.me.mutes, event.me.channel_mutes
-        if users is not None and self._newer(c, _USERS, at):
-            self._replace(c, _USERS, item.position,
+        if users is not None and self._newer(cursor, _USERS, at):
+            self._replace(cursor, _USERS, item.position,
                           [(m.target.id if m.target else None, m) for m in users])
-        if channels is not None and self._newer(c, _CHANNELS, at):
-            self._replace(c, _CHANNELS, item.position,
+        if channels is not None and self._newer(cursor, _CHANNELS, at):
+            self._replace(cursor, _CHANNELS, item.position,
                           [(_channel_cid(m.channel), m) for m in channels])
             self._channel_expiry = None
 
     @staticmethod
-    def _newer(c: apsw.Cursor, kind: _MuteList, at: int) -> bool:
+    def _newer(cursor: apsw.Cursor, kind: _MuteList, at: int) -> bool:
         """Whether a list of time `at` is not older than the one on file; if so, records `at`."""
-        row = c.execute(_LIST_TIME, (kind.time_key,)).fetchone()
+        row = cursor.execute(_LIST_TIME, (kind.time_key,)).fetchone()
         if row is not None and isinstance(row[0], int) and row[0] > at:
             return False
-        c.execute(_SET_LIST_TIME, (kind.time_key, at))
+        cursor.execute(_SET_LIST_TIME, (kind.time_key, at))
         return True
 
     @staticmethod
-    def _replace(c: apsw.Cursor, kind: _MuteList, position: int,
+    def _replace(cursor: apsw.Cursor, kind: _MuteList, position: int,
                  entries: list[tuple[str | None, _Mute]]) -> None:
-        c.execute(kind.clear)
-        c.executemany(kind.insert, [
+        cursor.execute(kind.clear)
+        cursor.executemany(kind.insert, [
             (key, epoch_us(m.created_at), epoch_us(m.updated_at), epoch_us(m.expires), position,
              slot)
             for slot, (key, m) in enumerate(entries) if key])
 
-    def silences(self, c: apsw.Cursor, cid: str, at: int) -> bool:
+    def silences(self, cursor: apsw.Cursor, cid: str, at: int) -> bool:
         """Whether channel `cid` was muted at `at` (epoch µs): its messages of that time do not
         count as unread."""
         if self._channel_expiry is None:
-            self._channel_expiry = dict(c.execute(_CHANNEL_MUTE_EXPIRY).fetchall())
+            mutes: list[Any] = cursor.execute(_CHANNEL_MUTE_EXPIRY).fetchall()
+            self._channel_expiry = dict(mutes)
         if cid not in self._channel_expiry:
             return False
         expires = self._channel_expiry[cid]
@@ -176,25 +172,25 @@ class MuteReader:
     """Reading the mute tables (inside a read transaction the caller opens)."""
 
     @staticmethod
-    def users(c: apsw.Cursor, payload_of: PayloadOf, *, now: int | None) -> list[dict[str, Any]]:
+    def users(cursor: apsw.Cursor, payload_of: PayloadOf, *, now: int | None) -> list[dict[str, Any]]:
         """The muted users: `user_id`, times (epoch µs), and `mute` (the object as received).
         Mutes expired by `now` are left out (all are listed when `now` is None)."""
-        return MuteReader.rows_of(c, _USERS, payload_of, now)
+        return MuteReader.rows_of(cursor, _USERS, payload_of, now)
 
     @staticmethod
-    def channels(c: apsw.Cursor, payload_of: PayloadOf, *, now: int | None) -> list[dict[str, Any]]:
+    def channels(cursor: apsw.Cursor, payload_of: PayloadOf, *, now: int | None) -> list[dict[str, Any]]:
         """The muted channels: `cid`, times, and `mute`; like `users`."""
-        return MuteReader.rows_of(c, _CHANNELS, payload_of, now)
+        return MuteReader.rows_of(cursor, _CHANNELS, payload_of, now)
 
     @staticmethod
-    def rows_of(c: apsw.Cursor, kind: _MuteList, payload_of: PayloadOf,
+    def rows_of(cursor: apsw.Cursor, kind: _MuteList, payload_of: PayloadOf,
               now: int | None) -> list[dict[str, Any]]:
-        rows = c.execute(kind.select, (now,)).fetchall()
+        rows: list[tuple[Any, ...]] = cursor.execute(kind.select, (now,)).fetchall()
         lists: dict[int, list[msgspec.Raw]] = {}  # each `me` entry read once
         out = []
         for key, created_at, updated_at, expires, position, slot in rows:
             if position not in lists:
-                lists[position] = _raw_list(payload_of(c, position), kind.list_name)
+                lists[position] = _raw_list(payload_of(cursor, position), kind.list_name)
             raw = lists[position]
             out.append({kind.key: key, "created_at": created_at, "updated_at": updated_at,
                         "expires": expires,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from typing import Any
 
 import apsw
 
@@ -40,6 +41,8 @@ logger = logging.getLogger("chatledger.projections")
 # Entries of a type with no handler are left to the log (unknown, ephemeral, the library's own);
 # of the poll events, whatever their type, the poll's row follows the newest.
 POLL_PREFIX = "poll."
+# Changes only for commits made by other connections.
+DATA_VERSION = "PRAGMA data_version"
 
 
 class Projector:
@@ -130,8 +133,8 @@ class Projector:
 
     def _check_remembered(self, cursor: apsw.Cursor) -> None:
         """Forget remembered rows if another connection may have changed them since."""
-        # data_version changes only for commits made by other connections.
-        seen = (cursor.connection, cursor.execute("PRAGMA data_version").fetchone()[0])
+        version: Any = cursor.execute(DATA_VERSION).fetchone()
+        seen = (cursor.connection, version[0])
         if seen != self._seen_version:
             self.rows.forget_others_rows()
             self.mutes.forget()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from typing import Any
+
 import apsw
 
 from chatledger.projections import payloads
@@ -94,7 +96,8 @@ class RemovedChannels:
 
     def known(self, cursor: apsw.Cursor) -> dict[str, int]:
         if self._on_file is None:
-            self._on_file = dict(cursor.execute(REMOVED).fetchall())
+            removed: list[Any] = cursor.execute(REMOVED).fetchall()
+            self._on_file = dict(removed)
         return self._on_file
 
     def record(self, cursor: apsw.Cursor, cid: str, when: int | None) -> None:

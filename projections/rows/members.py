@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import apsw
 import msgspec
 
@@ -91,7 +93,8 @@ class MemberRows:
         known = self._counts_unread_in.get(cid)
         if known is not None:
             return known
-        is_member, member_count = cursor.execute(OWN_MEMBERSHIP, (self.own, cid)).fetchone()
+        membership: Any = cursor.execute(OWN_MEMBERSHIP, (self.own, cid)).fetchone()
+        is_member, member_count = membership
         counts = self._counts_unread_in[cid] = not member_count or bool(is_member)
         return counts
 

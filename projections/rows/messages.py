@@ -256,8 +256,9 @@ class MessageRows:
         def file_at(created_at: int) -> tuple[bool, tuple[int, ...]]:
             """File the row, created at `created_at`, unless the backend hard-deleted it, it is
             older than its channel's truncation, or it is on file: (filed, its reply counts)."""
-            refused, *counts_since = cursor.execute(
+            filing: Any = cursor.execute(
                 FILING, (message_id, cid, created_at, stamp, counts)).fetchone()
+            refused, *counts_since = filing
             since = tuple(counts_since)
             if refused:
                 return False, since
@@ -303,7 +304,9 @@ class MessageRows:
         if message.reply_count is None or not counts:
             replies = NO_REPLIES
         elif replies is None or shown_at != stamp:  # (else read above, nothing written since)
-            replies = cursor.execute(REPLIES_SINCE, (message_id, shown_at)).fetchone()
+            replies_since: Any = cursor.execute(REPLIES_SINCE,
+                                                            (message_id, shown_at)).fetchone()
+            replies = replies_since
         cursor.execute(REPLACE, (
             cid, created, author, kind, parent_id, shown, message.reply_count, pinned, pinned_at,
             updated, gone_at, silent, position, slot, stamp, new_state, message_id, snapshot,
@@ -337,7 +340,8 @@ class MessageRows:
         """Remove messages (and their reactions), keeping parents' reply counts right:
         `deleted_at`, the backend's time of a deletion; None when they just go from here
         (a cancelled send, a truncation)."""
-        for message_id, parent_id, created in cursor.execute(removal.select, params).fetchall():
+        removed: list[tuple[Any, ...]] = cursor.execute(removal.select, params).fetchall()
+        for message_id, parent_id, created in removed:
             self.reactions.forget_message(cursor, message_id)
             if parent_id:
                 # (A deletion stamped before the creation is taken as at the creation.)
@@ -516,9 +520,9 @@ class MessageRows:
     def unread_from(cursor: apsw.Cursor, cid: str, created_at: int, message_id: str,
                     own_user_id: str) -> int:
         """How many messages of others from this one on the backend counts unread."""
-        count: int = cursor.execute(UNREAD_FROM, (cid, created_at, message_id,
-                                                  own_user_id)).fetchone()[0]
-        return count
+        counted: Any = cursor.execute(UNREAD_FROM, (cid, created_at, message_id,
+                                                           own_user_id)).fetchone()
+        return counted[0]
 
     @staticmethod
     def shown_before(cursor: apsw.Cursor, cid: str, created_at: int,
