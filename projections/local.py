@@ -44,12 +44,13 @@ __all__ = ["IN_PROGRESS", "LocalHandlers", "REFUSED"]
 NO_RAW = msgspec.Raw()
 
 # local_state while a command is on its way, and once it was refused.
-IN_PROGRESS: dict[str, str] = {CommandKind.SEND_MESSAGE: "sending", CommandKind.UPDATE_MESSAGE: "updating",
-               CommandKind.PARTIAL_UPDATE_MESSAGE: "updating",
-               CommandKind.DELETE_MESSAGE: "deleting"}
-REFUSED: dict[str, str] = {CommandKind.SEND_MESSAGE: "send_failed", CommandKind.UPDATE_MESSAGE: "update_failed",
-           CommandKind.PARTIAL_UPDATE_MESSAGE: "update_failed",
-           CommandKind.DELETE_MESSAGE: "delete_failed"}
+IN_PROGRESS: dict[str, str] = {
+    CommandKind.SEND_MESSAGE: "sending", CommandKind.UPDATE_MESSAGE: "updating",
+    CommandKind.PARTIAL_UPDATE_MESSAGE: "updating", CommandKind.DELETE_MESSAGE: "deleting"}
+REFUSED: dict[str, str] = {
+    CommandKind.SEND_MESSAGE: "send_failed", CommandKind.UPDATE_MESSAGE: "update_failed",
+    CommandKind.PARTIAL_UPDATE_MESSAGE: "update_failed",
+    CommandKind.DELETE_MESSAGE: "delete_failed"}
 EDIT_KINDS = (CommandKind.UPDATE_MESSAGE, CommandKind.PARTIAL_UPDATE_MESSAGE)
 
 # How the handler of the backend's `message.new` is called: a send is filed exactly as its echo.

@@ -141,9 +141,11 @@ class MuteProjector:
     @staticmethod
     def _newer(cursor: apsw.Cursor, kind: _MuteList, at: int) -> bool:
         """Whether a list of time `at` is not older than the one on file; if so, records `at`."""
-        row = cursor.execute(_LIST_TIME, (kind.time_key,)).fetchone()
-        if row is not None and isinstance(row[0], int) and row[0] > at:
-            return False
+        row: tuple[Any, ...] | None = cursor.execute(_LIST_TIME, (kind.time_key,)).fetchone()
+        if row is not None:
+            (on_file_at,) = row
+            if isinstance(on_file_at, int) and on_file_at > at:
+                return False
         cursor.execute(_SET_LIST_TIME, (kind.time_key, at))
         return True
 
@@ -172,13 +174,15 @@ class MuteReader:
     """Reading the mute tables (inside a read transaction the caller opens)."""
 
     @staticmethod
-    def users(cursor: apsw.Cursor, payload_of: PayloadOf, *, now: int | None) -> list[dict[str, Any]]:
+    def users(cursor: apsw.Cursor, payload_of: PayloadOf, *,
+              now: int | None) -> list[dict[str, Any]]:
         """The muted users: `user_id`, times (epoch µs), and `mute` (the object as received).
         Mutes expired by `now` are left out (all are listed when `now` is None)."""
         return MuteReader.rows_of(cursor, _USERS, payload_of, now)
 
     @staticmethod
-    def channels(cursor: apsw.Cursor, payload_of: PayloadOf, *, now: int | None) -> list[dict[str, Any]]:
+    def channels(cursor: apsw.Cursor, payload_of: PayloadOf, *,
+                 now: int | None) -> list[dict[str, Any]]:
         """The muted channels: `cid`, times, and `mute`; like `users`."""
         return MuteReader.rows_of(cursor, _CHANNELS, payload_of, now)
 

@@ -51,6 +51,19 @@ RANGES_OVERLAPPING = (
 )
 
 
+class _Head:
+    """The newest stretch of a channel as it stands; `moved` when its end is not written yet."""
+
+    __slots__ = ("start", "end", "moved")
+
+    def __init__(self, start: Key, end: Key, moved: bool) -> None:
+        self.start, self.end, self.moved = start, end, moved
+
+    def write(self, cursor: apsw.Cursor, cid: str) -> None:
+        if self.moved:
+            cursor.execute(_EXTEND_HEAD, (*self.end, cid, *self.start))
+
+
 class HeldRanges:
     """Keeps `held_ranges`: the projector calls it as messages arrive.
 
@@ -64,9 +77,7 @@ class HeldRanges:
     """
 
     def __init__(self) -> None:
-        # cid -> [start_at, start_id, end_at, end_id, moved]: the newest stretch as it stands;
-        # `moved` when its end is not written yet.
-        self._heads: dict[str, list[Any]] = {}
+        self._heads: dict[str, _Head] = {}  # by cid
 
     def cover(self, cursor: apsw.Cursor, cid: str, start: Key, end: Key) -> None:
         """Record that every message of `cid` from `start` to `end` (inclusive) is held,
@@ -92,22 +103,22 @@ class HeldRanges:
         """A new message of a followed channel: the newest stretch now reaches it."""
         head = self._heads.get(cid)
         if head is None:
-            row = cursor.execute(_HEAD, (cid,)).fetchone()
+            row: tuple[Any, ...] | None = cursor.execute(_HEAD, (cid,)).fetchone()
             if row is None:
                 cursor.execute(_INSERT, (cid, *key, *key))
-                self._heads[cid] = [*key, *key, False]
+                self._heads[cid] = _Head(key, key, False)
                 return
-            head = self._heads[cid] = [*row, False]
-        if (head[2], head[3]) <= key:
-            head[2], head[3], head[4] = key[0], key[1], True
+            start_at, start_id, end_at, end_id = row
+            head = self._heads[cid] = _Head((start_at, start_id), (end_at, end_id), False)
+        if head.end <= key:
+            head.end, head.moved = key, True
         else:  # older than the newest held message: held only if a stretch covers it already
             self.cover(cursor, cid, key, key)
 
     def flush(self, cursor: apsw.Cursor) -> None:
         """Write the heads moved since the last flush, and forget them."""
         for cid, head in self._heads.items():
-            if head[4]:
-                cursor.execute(_EXTEND_HEAD, (head[2], head[3], cid, head[0], head[1]))
+            head.write(cursor, cid)
         self._heads.clear()
 
     def discard(self) -> None:
@@ -122,8 +133,8 @@ class HeldRanges:
     def _write_head(self, cursor: apsw.Cursor, cid: str) -> None:
         """Write channel `cid`'s head if it moved, and forget it (the table is about to change)."""
         head = self._heads.pop(cid, None)
-        if head is not None and head[4]:
-            cursor.execute(_EXTEND_HEAD, (head[2], head[3], cid, head[0], head[1]))
+        if head is not None:
+            head.write(cursor, cid)
 
 
 class Gap(NamedTuple):
