@@ -22,6 +22,7 @@ import apsw
 import msgspec
 
 from chatledger.projections.item import Item
+from chatledger.projections.rows.connection import ConnectionRows
 from chatledger.projections.rowtime import epoch_us
 
 __all__ = ["EVENT_TYPES", "MuteProjector", "MuteReader", "now_us"]
@@ -96,8 +97,6 @@ class _MuteList:
 _USERS = _MuteList("user_mutes", "user_id", "mutes")
 _CHANNELS = _MuteList("channel_mutes", "cid", "channel_mutes")
 _LIST_TIME = "SELECT value FROM connection WHERE key=?"
-_SET_LIST_TIME = ("INSERT INTO connection (key, value) VALUES (?, ?) "
-                  "ON CONFLICT (key) DO UPDATE SET value=excluded.value")
 _CHANNEL_MUTE_EXPIRY = "SELECT cid, expires FROM channel_mutes"
 
 
@@ -146,7 +145,7 @@ class MuteProjector:
             (on_file_at,) = row
             if isinstance(on_file_at, int) and on_file_at > at:
                 return False
-        cursor.execute(_SET_LIST_TIME, (kind.time_key, at))
+        ConnectionRows.set_value(cursor, kind.time_key, at)
         return True
 
     @staticmethod

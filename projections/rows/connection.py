@@ -30,6 +30,10 @@ class ConnectionRows:
         cursor.executemany(SET, values)
 
     @staticmethod
+    def set_value(cursor: apsw.Cursor, key: str, value: object) -> None:
+        cursor.execute(SET, (key, value))
+
+    @staticmethod
     def move_last_sync(cursor: apsw.Cursor, synced_at: int) -> None:
         """`last_sync_at` moves forward only: the store holds every event up to it."""
         cursor.execute(MOVE_LAST_SYNC, (synced_at,))
