@@ -26,6 +26,7 @@ from chatledger.projections.item import Item
 from chatledger.projections.mutes import MuteProjector
 from chatledger.projections.rows import Rows
 from chatledger.projections.rows.messages import IN_CHANNEL_BEFORE, IN_CHANNEL_UNTIL
+from chatledger.projections.rows.values import as_flag
 from chatledger.projections.rowtime import epoch_us, newest
 from chatledger.projections.schema import SLOT_EVENT, SLOT_PINNED_BASE
 
@@ -74,11 +75,6 @@ def query_key(filter_raw: bytes | None, sort_raw: bytes | None) -> str:
     decode = msgspec.json.decode
     return canonical_query_key(decode(filter_raw) if filter_raw else None,
                                decode(sort_raw) if sort_raw else None)
-
-
-def flag(value: bool | None) -> int:
-    """A boolean as the tables keep it: 1 or 0 (absent is 0)."""
-    return 1 if value else 0
 
 
 def channel_cid(raw: msgspec.Raw) -> str | None:
@@ -600,7 +596,7 @@ class EventHandlers:
                    epoch_us(message.deleted_at))
             for message in (*(state.messages or ()), *(state.pinned_messages or ()))))
         if state.hidden is not None:
-            rows.channels.set_hidden(cursor, cid, flag(state.hidden), state_at)
+            rows.channels.set_hidden(cursor, cid, as_flag(state.hidden), state_at)
         for index, message in enumerate(state.messages or ()):
             if message.id:
                 rows.messages.upsert(cursor, message.cid or cid, message, item.position, index,

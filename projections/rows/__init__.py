@@ -33,7 +33,6 @@ class Rows:
     """The writers of every read table, for the own user `own_user_id`."""
 
     def __init__(self, own_user_id: str | None) -> None:
-        self.own = own_user_id
         self.reactions = ReactionRows()
         self.messages = MessageRows(self.reactions)
         self.reads = ReadRows(own_user_id)

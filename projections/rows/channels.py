@@ -9,6 +9,7 @@ from typing import Any
 import apsw
 
 from chatledger.projections import payloads
+from chatledger.projections.rows.values import as_flag
 from chatledger.projections.rowtime import epoch_us
 
 __all__ = ["ChannelRows", "RemovedChannels", "RunOfChannel"]
@@ -141,8 +142,8 @@ class ChannelRows:
             cid, channel.type or kind, channel.id or ident, channel.name,
             channel.created_by.id if channel.created_by else None,
             epoch_us(channel.created_at), epoch_us(channel.updated_at),
-            epoch_us(channel.last_message_at), channel.member_count, 1 if channel.frozen else 0,
-            1 if channel.disabled else 0, 1 if channel.hidden else 0, channel.team,
+            epoch_us(channel.last_message_at), channel.member_count, as_flag(channel.frozen),
+            as_flag(channel.disabled), as_flag(channel.hidden), channel.team,
             epoch_us(channel.truncated_at), epoch_us(channel.deleted_at), custom, position, slot,
             channel.hidden is not None))
         cursor.execute(NO_ZERO_LAST_MESSAGE, (cid,))

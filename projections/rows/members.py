@@ -8,6 +8,7 @@ import apsw
 import msgspec
 
 from chatledger.projections import payloads
+from chatledger.projections.rows.values import as_flag
 from chatledger.projections.rowtime import epoch_us, newest
 
 __all__ = ["MemberRows"]
@@ -68,7 +69,7 @@ class MemberRows:
         updated = epoch_us(member.updated_at)
         cursor.execute(UPSERT, (
             cid, user_id, member.role, member.channel_role,
-            None if member.banned is None else (1 if member.banned else 0),
+            None if member.banned is None else as_flag(member.banned),
             _time_or_none(member.pinned_at), _time_or_none(member.archived_at),
             epoch_us(member.created_at), updated,
             member.pinned_at is not msgspec.UNSET, member.archived_at is not msgspec.UNSET,

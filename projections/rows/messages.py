@@ -12,18 +12,14 @@ import apsw
 
 from chatledger.projections import payloads
 from chatledger.projections.rows.reactions import ReactionRows
+from chatledger.projections.rows.values import as_flag
 from chatledger.projections.rowtime import epoch_us, newest
 
-__all__ = ["MessageRows", "Removal", "as_flag", "BY_ID", "SENT_FROM_HERE", "IN_CHANNEL_BEFORE",
+__all__ = ["MessageRows", "Removal", "BY_ID", "SENT_FROM_HERE", "IN_CHANNEL_BEFORE",
            "IN_CHANNEL_UNTIL"]
 
 # Message ids seen on file, a hint only (see `MessageRows.upsert`): bounded, ~10 MB.
 MESSAGES_REMEMBERED = 100_000
-
-
-def as_flag(value: bool | None) -> int:
-    """A boolean as the tables keep it: 1 or 0 (absent is 0)."""
-    return 1 if value else 0
 
 
 _COLUMNS = ("cid, created_at, id, user_id, type, parent_id, show_in_channel, reply_count, "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import apsw
 
 from chatledger.projections import payloads
+from chatledger.projections.rows.values import as_flag
 from chatledger.projections.rowtime import epoch_us
 from chatledger.projections.schema import SLOT_EVENT
 
@@ -31,10 +32,6 @@ UPSERT = (
 SET_BANNED = "UPDATE users SET banned=? WHERE id=?"
 
 
-def _flag(value: bool | None) -> int:
-    return 1 if value else 0
-
-
 class UserRows:
     """Writes `users`; remembers rows as on file across appends while no other connection
     writes: a message carries its author, and most authors are unchanged since the last
@@ -59,7 +56,7 @@ class UserRows:
         if on_file is _MISSING:
             on_file = cursor.execute(ON_FILE, (user.id,)).fetchone()
             self._keep(user.id, on_file)
-        if on_file == (user.name, user.role, _flag(user.online), _flag(user.banned),
+        if on_file == (user.name, user.role, as_flag(user.online), as_flag(user.banned),
                        epoch_us(user.last_active), epoch_us(user.updated_at),
                        epoch_us(user.deleted_at)):
             return
@@ -70,8 +67,8 @@ class UserRows:
         """File the user object unless the row holds a newer one (`banned`: instead of the
         object's own flag)."""
         assert user.id is not None
-        row = (user.name, user.role, _flag(user.online),
-               banned if banned is not None else _flag(user.banned), epoch_us(user.last_active),
+        row = (user.name, user.role, as_flag(user.online),
+               banned if banned is not None else as_flag(user.banned), epoch_us(user.last_active),
                epoch_us(user.updated_at), epoch_us(user.deleted_at))
         cursor.execute(UPSERT, (user.id, *row, position, slot))
         if cursor.connection.changes():
