@@ -22,7 +22,8 @@ import apsw
 
 from chatledger.eventstore.codec import PayloadCodec
 from chatledger.eventstore.log import AppendedEntry, EventLog
-from chatledger.projections.apply import Item, Projector
+from chatledger.projections.item import Item
+from chatledger.projections.projector import Projector
 from chatledger.projections.schema import INDEXES, LOOKUP_INDEXES, PROJECTION_VERSION, TABLES
 
 TRACKING_NAME = "projections"

@@ -41,7 +41,8 @@ from chatledger.eventstore.codec import PayloadCodec
 from chatledger.eventstore.wire import decode_stored
 from chatledger.eventstore.log import EventLog, StoreError
 from chatledger.eventstore.schema import Source, events_table
-from chatledger.projections.apply import Item, Projector
+from chatledger.projections.item import Item
+from chatledger.projections.projector import Projector
 from chatledger.projections.engine import ProgressCallback, create_tables, drop_tables, replay
 from chatledger.projections.queries import ReadAPI, ReadModel
 from chatledger.projections.schema import INDEXES, SLOT_EVENT, SLOT_PINNED_BASE, SLOT_RESPONSE
