@@ -16,7 +16,6 @@ import gc
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import apsw
@@ -24,11 +23,11 @@ import apsw
 from chatledger.eventstore.codec import PayloadCodec
 from chatledger.eventstore.log import AppendedEntry, EventLog
 from chatledger.projections.apply import Item, Projector
-from chatledger.projections.replay_feed import read_entries
 from chatledger.projections.schema import INDEXES, LOOKUP_INDEXES, PROJECTION_VERSION, TABLES
 
 TRACKING_NAME = "projections"
 _VERSION_KEY = "projection_version"
+_REPLAY_CHUNK = 5_000
 
 ProgressCallback = Callable[[int, int], None]  # (entries applied, entries in all)
 
@@ -77,21 +76,29 @@ def replay(
     upto: int | None = None,
     after: int = 0,
     on_progress: ProgressCallback | None = None,
-    log_file: Path | None = None,
 ) -> int:
     """Apply the log's entries after `after` (up to `upto`), read through `source`, to the tables
-    that `target` writes; returns the last position applied. Reads in chunks by position; with
-    `log_file` (the file `source` reads the log of), a long replay has a second process read and
-    decompress them (`replay_feed`)."""
+    that `target` writes; returns the last position applied. Reads in chunks by position."""
     total, last = source.execute(
         f"SELECT COUNT(*), MAX(rowid) FROM {events_table} WHERE rowid>? AND rowid<=?",
         (after, upto if upto is not None else 2**62),
     ).fetchone()
     stop = last or after
+    reader = source.connection.cursor()
     done = 0
-    for items in read_entries(source, events_table, codec, after, stop, total, log_file=log_file):
-        projector.apply(target, items)
-        done += len(items)
+    position = after
+    decode = codec.decode
+    while position < stop:
+        rows = reader.execute(
+            f"SELECT rowid, topic, originator_id, codec, state, received_at FROM {events_table} "
+            "WHERE rowid>? AND rowid<=? ORDER BY rowid LIMIT ?",
+            (position, stop, _REPLAY_CHUNK),
+        ).fetchall()
+        if not rows:
+            break
+        projector.apply(target, [Item(r[0], r[1], r[2], decode(r[3], r[4], r[0]), r[5]) for r in rows])
+        position = rows[-1][0]
+        done += len(rows)
         if on_progress is not None:
             on_progress(done, total)
     return stop
@@ -165,8 +172,7 @@ class Projections:
             drop_tables(c)
             create_tables(c, with_indexes=False)
             position = replay(c, c, log.recorder.events_table_name, log.datastore.codec,
-                              self.projector, on_progress=on_progress,
-                              log_file=log.datastore.path)
+                              self.projector, on_progress=on_progress)
             for ddl in INDEXES:
                 c.execute(ddl)
             self._track(c, position)
@@ -183,8 +189,7 @@ class Projections:
         with _collector_paused(), log.datastore.transaction(commit=True) as c:
             after = log.recorder._max_tracking_id(c, TRACKING_NAME) or 0
             position = replay(c, c, log.recorder.events_table_name, log.datastore.codec,
-                              self.projector, after=after, on_progress=on_progress,
-                              log_file=log.datastore.path)
+                              self.projector, after=after, on_progress=on_progress)
             if position > after:
                 self._track(c, position)
         return position
@@ -211,7 +216,7 @@ class Projections:
                 try:
                     position = _tracked(target, "live") or 0
                     replay(target, target, f"live.{table}", log.datastore.codec, projector,
-                           upto=position, on_progress=on_progress, log_file=log.datastore.path)
+                           upto=position, on_progress=on_progress)
                     return [
                         Difference(name, side, tuple(row))
                         for name in TABLES

@@ -243,7 +243,7 @@ def as_of(
             create_tables(target, with_indexes=False)
             with _collector_paused():
                 replay(source, target, table, codec, Projector(store.user_id), upto=position,
-                       on_progress=on_progress, log_file=log.datastore.path)
+                       on_progress=on_progress)
             for ddl in INDEXES:
                 target.execute(ddl)
             if log.datastore.path is None:
