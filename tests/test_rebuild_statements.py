@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import apsw
 import pytest
 
 from benchmarks.workload import generate_events, generate_query_channels_response
@@ -59,3 +60,17 @@ def test_a_rebuild_does_not_prepare_its_statements_over_and_over(store: ChatStor
     finally:
         writer.exec_trace = None
     assert writer.cache_stats()["misses"] - misses <= 2 * len(texts)
+
+
+def test_verify_and_the_past_replay_with_the_stores_statement_cache(
+        store: ChatStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    # They replay into scratch connections of their own: those keep as many statements.
+    sizes: list[int] = []
+    monkeypatch.setattr(apsw, "connection_hooks",
+                        [*apsw.connection_hooks,
+                         lambda connection: sizes.append(connection.cache_stats()["size"])])
+    assert store.verify() == []
+    with store.as_of(position=store.log.max_position() // 2):
+        pass
+    assert len(sizes) >= 2
+    assert set(sizes) == {datastore.STATEMENT_CACHE_SIZE}
