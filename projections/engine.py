@@ -21,6 +21,7 @@ from typing import Any
 import apsw
 
 from chatledger.eventstore.codec import PayloadCodec
+from chatledger.eventstore.datastore import STATEMENT_CACHE_SIZE
 from chatledger.eventstore.log import AppendedEntry, EventLog
 from chatledger.projections.item import Item
 from chatledger.projections.projector import Projector
@@ -203,7 +204,9 @@ class Projections:
         """
         log = self.log
         table = log.recorder.events_table_name
-        shadow = apsw.Connection(":memory:", flags=_MEMORY_FLAGS)
+        # A replay's ~100 statements: the store's statement cache size, not APSW's 100.
+        shadow = apsw.Connection(":memory:", flags=_MEMORY_FLAGS,
+                                 statementcachesize=STATEMENT_CACHE_SIZE)
         try:
             target = shadow.cursor()
             create_tables(target, with_indexes=False)

@@ -38,6 +38,7 @@ import msgspec
 
 from chatledger.eventstore import commands, ingest, links
 from chatledger.eventstore.codec import PayloadCodec
+from chatledger.eventstore.datastore import STATEMENT_CACHE_SIZE
 from chatledger.eventstore.wire import decode_stored
 from chatledger.eventstore.log import EventLog, StoreError
 from chatledger.eventstore.schema import Source, events_table
@@ -248,7 +249,8 @@ def as_of(
         raise ValueError(f"a log position is a whole number from 0 up, not {position!r}")
     log = store.log
     codec = log.datastore.codec
-    scratch = apsw.Connection(":memory:", flags=_MEMORY_FLAGS)
+    scratch = apsw.Connection(":memory:", flags=_MEMORY_FLAGS,
+                              statementcachesize=STATEMENT_CACHE_SIZE)
     try:
         with _reading(store, scratch) as (source, table):
             end = _max_position(source, table)
@@ -636,7 +638,8 @@ def explain(store: HasLog, message_id: str, *, unchanged: bool = False) -> list[
     """
     log = store.log
     codec = log.datastore.codec
-    scratch = apsw.Connection(":memory:", flags=_MEMORY_FLAGS)
+    scratch = apsw.Connection(":memory:", flags=_MEMORY_FLAGS,
+                              statementcachesize=STATEMENT_CACHE_SIZE)
     try:
         with _reading(store, scratch) as (source, table):
             end = _max_position(source, table)
