@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import apsw
 
@@ -54,16 +54,46 @@ _SERVER_FIELDS = frozenset({
 _CHANNEL_SEEN = ("SELECT 1 FROM channels WHERE cid=? "
                  "UNION ALL SELECT 1 FROM messages WHERE cid=? LIMIT 1")
 _MESSAGE_SEEN = "SELECT 1 FROM messages WHERE id=?"
+_MESSAGE_CID = "SELECT cid FROM messages WHERE id=?"
+# A stored message's channel, and the log entry its object is read from (none for a local send
+# whose entry is gone): `_StoredRow`.
+_STORED_MESSAGE = ("SELECT m.cid, m.slot, e.codec, e.state, m.position FROM messages m "
+                   "LEFT JOIN stored_events e ON e.rowid = m.position WHERE m.id=?")
+_StoredRow = tuple[str, int, "int | None", "bytes | None", int]
+# The edits queued behind a send, newest first.
+_EDITS_WAITING = ("SELECT id FROM outbox WHERE depends_on=? AND kind IN (?, ?) "
+                  "AND status NOT IN ('succeeded', 'cancelled') ORDER BY seq DESC")
 
 
-def _require_channel(c: apsw.Cursor, cid: str, known_only: bool) -> None:
-    if known_only and c.execute(_CHANNEL_SEEN, (cid, cid)).fetchone() is None:
+class _Send(NamedTuple):
+    """A message's send command, as `Outbox.row` shows it."""
+
+    command_id: str
+    status: str
+    attempts: int
+    last_error: dict[str, Any] | None
+
+    def surely_unsent(self) -> bool:
+        return surely_unsent(self.status, self.attempts, self.last_error)
+
+
+def _require_channel(cursor: apsw.Cursor, cid: str, known_only: bool) -> None:
+    if known_only and cursor.execute(_CHANNEL_SEEN, (cid, cid)).fetchone() is None:
         raise UnknownTarget("channel", cid)
 
 
-def _require_message(c: apsw.Cursor, message_id: str, known_only: bool) -> None:
-    if known_only and c.execute(_MESSAGE_SEEN, (message_id,)).fetchone() is None:
+def _require_message(cursor: apsw.Cursor, message_id: str, known_only: bool) -> None:
+    if known_only and cursor.execute(_MESSAGE_SEEN, (message_id,)).fetchone() is None:
         raise UnknownTarget("message", message_id)
+
+
+def _message_cid(cursor: apsw.Cursor, message_id: str) -> str | None:
+    """The channel of a stored message; None for one the store has not seen."""
+    row = cast("tuple[str] | None", cursor.execute(_MESSAGE_CID, (message_id,)).fetchone())
+    if row is None:
+        return None
+    (cid,) = row
+    return cid
 
 
 def _now() -> str:
@@ -82,7 +112,8 @@ def wire_message(message: dict[str, Any]) -> dict[str, Any]:
     body = {k: v for k, v in message.items() if k not in _SERVER_FIELDS}
     mentioned = body.get("mentioned_users")
     if isinstance(mentioned, list):
-        body["mentioned_users"] = [u.get("id") if isinstance(u, dict) else u for u in mentioned]
+        body["mentioned_users"] = [user.get("id") if isinstance(user, dict) else user
+                                   for user in mentioned]
     return body
 
 
@@ -100,32 +131,42 @@ class ActionsMixin:
             raise CommandError("this store has no user id: open it with ChatStore.open(dir, user)")
         return self.user_id
 
-    def _stored_message(self, c: apsw.Cursor, message_id: str) -> tuple[str, dict[str, Any]] | None:
+    def _stored_message(self, cursor: apsw.Cursor,
+                        message_id: str) -> tuple[str, dict[str, Any]] | None:
         """(cid, message object) of a stored message, read in the action's transaction."""
-        row = c.execute(
-            "SELECT m.cid, m.slot, e.codec, e.state, m.position FROM messages m "
-            "LEFT JOIN stored_events e ON e.rowid = m.position WHERE m.id=?",
-            (message_id,)).fetchone()
+        row = cast("_StoredRow | None", cursor.execute(_STORED_MESSAGE, (message_id,)).fetchone())
         if row is None:
             return None
+        cid, slot, codec, state, position = row
         obj: dict[str, Any] = {}
-        if row[2] is not None:
+        if codec is not None and state is not None:
             raw = ReadModel.message_bytes(
-                self.log.datastore.codec.decode(row[2], row[3], row[4]), row[1])
+                self.log.datastore.codec.decode(codec, state, position), slot)
             decoded = decode_stored(raw) if raw else {}
             obj = decoded if isinstance(decoded, dict) else {}
-        return row[0], {**obj, "id": message_id}
+        return cid, {**obj, "id": message_id}
 
-    def _send_of(self, c: apsw.Cursor, message_id: str) -> tuple[str, tuple[Any, ...]] | None:
+    def _status(self, cursor: apsw.Cursor, command_id: str) -> str | None:
+        """A command's status as `Outbox.row` shows it; None for a command not recorded."""
+        row = self.outbox.row(cursor, command_id)
+        if row is None:
+            return None
+        _kind, _cid, _message_id, status, *_ = row
+        return status
+
+    def _send_of(self, cursor: apsw.Cursor, message_id: str) -> _Send | None:
         """The message's send command, while it is not succeeded or cancelled."""
         send_id = send_command_id(message_id)
-        row = self.outbox.row(c, send_id)
-        if row is None or row[3] in (CommandStatus.SUCCEEDED, CommandStatus.CANCELLED):
+        row = self.outbox.row(cursor, send_id)
+        if row is None:
             return None
-        return send_id, row
+        _kind, _cid, _message_id, status, attempts, last_error, _position = row
+        if status in (CommandStatus.SUCCEEDED, CommandStatus.CANCELLED):
+            return None
+        return _Send(send_id, status, attempts, last_error)
 
     def _request(
-        self, c: apsw.Cursor, kind: CommandKind, *, cid: str | None, message_id: str | None,
+        self, cursor: apsw.Cursor, kind: CommandKind, *, cid: str | None, message_id: str | None,
         request: dict[str, Any], message: dict[str, Any] | None = None,
         depends_on: str | None = None, command_id: str | None = None,
     ) -> str:
@@ -138,12 +179,11 @@ class ActionsMixin:
                                           request=request, message=message,
                                           depends_on=depends_on)
         if depends_on is not None:
-            dependency = self.outbox.row(c, depends_on)
-            if dependency is not None and dependency[3] == CommandStatus.REJECTED:
+            if self._status(cursor, depends_on) == CommandStatus.REJECTED:
                 # Waiting for something that was refused: refused with it (and retried with it).
                 command.reject(f"depends on rejected {depends_on}")
         try:
-            self.outbox.save(c, command)
+            self.outbox.save(cursor, command)
         except UnicodeEncodeError:
             # A lone surrogate (from text decoded with errors="surrogateescape") is not text:
             # refused here, with the reason, before anything is stored.
@@ -152,48 +192,52 @@ class ActionsMixin:
             raise CommandError("the action's data is nested too deeply") from None
         return command_id
 
-    def _waits_for(self, c: apsw.Cursor, message_id: str) -> str | None:
-        send = self._send_of(c, message_id)
-        return send[0] if send is not None else None
+    def _waits_for(self, cursor: apsw.Cursor, message_id: str) -> str | None:
+        send = self._send_of(cursor, message_id)
+        return send.command_id if send is not None else None
 
     def _edit(self, message_id: str, kind: CommandKind, request: dict[str, Any],
               change: Callable[[dict[str, Any]], dict[str, Any]]) -> str:
         """An edit (full or partial): fold into a send never sent, else a command of its own.
         `change(obj)` gives the edited message object."""
         self._own()
-        with self.log.write_transaction() as c:
-            send = self._send_of(c, message_id)
-            stored = self._stored_message(c, message_id)
-            if send is not None and surely_unsent(send[1][3], send[1][4], send[1][5]):
-                command = self.outbox.load(c, send[0], with_request=True)
+        with self.log.write_transaction() as cursor:
+            send = self._send_of(cursor, message_id)
+            stored = self._stored_message(cursor, message_id)
+            if send is not None and send.surely_unsent():
+                command = self.outbox.load(cursor, send.command_id, with_request=True)
                 # The row shows the newest intent (edits queued earlier included): the send
                 # takes all of it, and those edits have nothing left to do.
-                current = stored[1] if stored is not None else dict(command.message or {})
+                if stored is not None:
+                    _cid, current = stored
+                else:
+                    current = dict(command.message or {})
                 message = change(current)
                 body = {**command.request, "message": wire_message(message)}
-                self._supersede_edits(c, send[0])
+                self._supersede_edits(cursor, send.command_id)
                 command.amend(body, message)
-                self.outbox.save(c, command)
-                return send[0]
+                self.outbox.save(cursor, command)
+                return send.command_id
             if stored is None:
                 raise UnknownMessage(f"no message {message_id!r} is stored")
             cid, current = stored
             message = change(current)
             if kind == CommandKind.UPDATE_MESSAGE:
                 request = {"message": wire_message(message)}
-            return self._request(c, kind, cid=cid, message_id=message_id, request=request,
-                                 message=message, depends_on=send[0] if send else None)
+            return self._request(cursor, kind, cid=cid, message_id=message_id, request=request,
+                                 message=message,
+                                 depends_on=send.command_id if send else None)
 
-    def _supersede_edits(self, c: apsw.Cursor, send_id: str) -> None:
+    def _supersede_edits(self, cursor: apsw.Cursor, send_id: str) -> None:
         """Cancel the edits queued behind a send that now carries their changes itself."""
-        for (edit,) in c.execute(
-                "SELECT id FROM outbox WHERE depends_on=? AND kind IN (?, ?) "
-                "AND status NOT IN ('succeeded', 'cancelled') ORDER BY seq DESC",
-                (send_id, CommandKind.UPDATE_MESSAGE, CommandKind.PARTIAL_UPDATE_MESSAGE)
-        ).fetchall():
-            command = self.outbox.load(c, edit)
+        edits = cast("list[tuple[str]]", cursor.execute(
+            _EDITS_WAITING,
+            (send_id, CommandKind.UPDATE_MESSAGE, CommandKind.PARTIAL_UPDATE_MESSAGE),
+        ).fetchall())
+        for (edit_id,) in edits:
+            command = self.outbox.load(cursor, edit_id)
             command.cancel("superseded: the unsent message carries the edit")
-            self.outbox.save(c, command)
+            self.outbox.save(cursor, command)
 
     # -- messages ------------------------------------------------------------------------------
 
@@ -213,7 +257,7 @@ class ActionsMixin:
         message_id = id or str(time_ordered_uuid())
         command_id = send_command_id(message_id)
         wire: dict[str, Any] = {"id": message_id, "text": text or "",
-                                "attachments": [dict(a) for a in attachments],
+                                "attachments": [dict(attachment) for attachment in attachments],
                                 "mentioned_users": list(mentioned_users), "silent": silent}
         if parent_id is not None:
             wire["parent_id"] = parent_id
@@ -225,19 +269,19 @@ class ActionsMixin:
         now = _now()
         message = {**wire, "cid": cid, "type": "reply" if parent_id else "regular",
                    "user": {"id": own}, "created_at": now, "updated_at": now}
-        with self.log.write_transaction() as c:
-            existing = self.outbox.row(c, command_id)
+        with self.log.write_transaction() as cursor:
+            existing = self._status(cursor, command_id)
             if existing is not None:
-                if existing[3] == CommandStatus.CANCELLED:
+                if existing == CommandStatus.CANCELLED:
                     raise CommandError(f"the send of message {message_id!r} was cancelled; "
                                        "send it again with a new id")
                 return command_id  # sent before: the same command, nothing new to record
-            if c.execute("SELECT 1 FROM messages WHERE id=?", (message_id,)).fetchone():
+            if cursor.execute(_MESSAGE_SEEN, (message_id,)).fetchone():
                 raise CommandError(f"a message with id {message_id!r} is stored already")
-            _require_channel(c, cid, known_only)
-            depends_on = self._waits_for(c, parent_id) if parent_id else None
+            _require_channel(cursor, cid, known_only)
+            depends_on = self._waits_for(cursor, parent_id) if parent_id else None
             return self._request(
-                c, CommandKind.SEND_MESSAGE, cid=cid, message_id=message_id,
+                cursor, CommandKind.SEND_MESSAGE, cid=cid, message_id=message_id,
                 request={"cid": cid, "message": wire, "skip_push": skip_push},
                 message=message, depends_on=depends_on, command_id=command_id)
 
@@ -251,7 +295,7 @@ class ActionsMixin:
         if text is not None:
             changes["text"] = text
         if attachments is not None:
-            changes["attachments"] = [dict(a) for a in attachments]
+            changes["attachments"] = [dict(attachment) for attachment in attachments]
 
         def change(obj: dict[str, Any]) -> dict[str, Any]:
             return {**obj, **changes, "updated_at": _now()}
@@ -263,10 +307,11 @@ class ActionsMixin:
     ) -> str:
         """Set some top-level fields of a message and remove others."""
         to_set = dict(set or {})
-        to_unset = [k for k in unset if k != "id"]
+        to_unset = [field for field in unset if field != "id"]
 
         def change(obj: dict[str, Any]) -> dict[str, Any]:
-            edited = {k: v for k, v in {**obj, **to_set}.items() if k not in to_unset}
+            edited = {field: value for field, value in {**obj, **to_set}.items()
+                      if field not in to_unset}
             edited["updated_at"] = _now()
             return edited
 
@@ -279,33 +324,31 @@ class ActionsMixin:
         message never sent is not sent at all: its send is cancelled (and its id returned).
         `known_only=True` raises `UnknownTarget` for a message the store has never seen."""
         self._own()
-        with self.log.write_transaction() as c:
-            _require_message(c, message_id, known_only)
-            send = self._send_of(c, message_id)
-            if send is not None and surely_unsent(send[1][3], send[1][4], send[1][5]):
-                command = self.outbox.load(c, send[0])
+        with self.log.write_transaction() as cursor:
+            _require_message(cursor, message_id, known_only)
+            send = self._send_of(cursor, message_id)
+            if send is not None and send.surely_unsent():
+                command = self.outbox.load(cursor, send.command_id)
                 command.cancel("deleted before it was sent")
-                self.outbox.save(c, command)
-                self.outbox.cascade(c, send[0], "cancel")
-                return send[0]
-            stored = c.execute("SELECT cid FROM messages WHERE id=?", (message_id,)).fetchone()
+                self.outbox.save(cursor, command)
+                self.outbox.cascade(cursor, send.command_id, "cancel")
+                return send.command_id
             return self._request(
-                c, CommandKind.DELETE_MESSAGE, cid=stored[0] if stored else None,
+                cursor, CommandKind.DELETE_MESSAGE, cid=_message_cid(cursor, message_id),
                 message_id=message_id,
                 request={"message_id": message_id, "hard": hard, "for_me": for_me},
-                depends_on=send[0] if send else None)
+                depends_on=send.command_id if send else None)
 
     # -- reactions -----------------------------------------------------------------------------
 
     def _on_message(self, kind: CommandKind, message_id: str, request: dict[str, Any],
                     known_only: bool = False) -> str:
         self._own()
-        with self.log.write_transaction() as c:
-            _require_message(c, message_id, known_only)
-            stored = c.execute("SELECT cid FROM messages WHERE id=?", (message_id,)).fetchone()
-            return self._request(c, kind, cid=stored[0] if stored else None,
+        with self.log.write_transaction() as cursor:
+            _require_message(cursor, message_id, known_only)
+            return self._request(cursor, kind, cid=_message_cid(cursor, message_id),
                                  message_id=message_id, request=request,
-                                 depends_on=self._waits_for(c, message_id))
+                                 depends_on=self._waits_for(cursor, message_id))
 
     def send_reaction(
         self, message_id: str, type: str, *, score: int = 1, enforce_unique: bool = False,
@@ -331,10 +374,10 @@ class ActionsMixin:
                     message_id: str | None = None, known_only: bool = False) -> str:
         self._own()
         _check_cid(cid)
-        with self.log.write_transaction() as c:
-            _require_channel(c, cid, known_only)
-            depends_on = self._waits_for(c, message_id) if message_id else None
-            return self._request(c, kind, cid=cid, message_id=message_id, request=request,
+        with self.log.write_transaction() as cursor:
+            _require_channel(cursor, cid, known_only)
+            depends_on = self._waits_for(cursor, message_id) if message_id else None
+            return self._request(cursor, kind, cid=cid, message_id=message_id, request=request,
                                  depends_on=depends_on)
 
     def mark_read(self, cid: str, *, message_id: str | None = None,
@@ -358,8 +401,8 @@ class ActionsMixin:
             message["parent_id"] = parent_id
         self._own()
         _check_cid(cid)
-        with self.log.write_transaction() as c:
-            return self._request(c, CommandKind.SAVE_DRAFT, cid=cid, message_id=None,
+        with self.log.write_transaction() as cursor:
+            return self._request(cursor, CommandKind.SAVE_DRAFT, cid=cid, message_id=None,
                                  request={"cid": cid, "message": message}, message=message)
 
     def delete_draft(self, cid: str, *, parent_id: str | None = None) -> str:

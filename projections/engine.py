@@ -16,7 +16,7 @@ import gc
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import apsw
 
@@ -33,6 +33,25 @@ _REPLAY_CHUNK = 5_000
 
 ProgressCallback = Callable[[int, int], None]  # (entries applied, entries in all)
 
+# The statements, each built once. `{events}` is the log's table (`live.stored_events` when a
+# check reads the live file from a scratch database), `{schema}` a database's name.
+_ENTRIES_AFTER = "SELECT COUNT(*), MAX(rowid) FROM {events} WHERE rowid>? AND rowid<=?"
+_ENTRY_CHUNK = ("SELECT rowid, topic, originator_id, codec, state, received_at FROM {events} "
+                "WHERE rowid>? AND rowid<=? ORDER BY rowid LIMIT ?")
+# (position, type, stream, codec, stored payload, received_at): one row of `_ENTRY_CHUNK`.
+_EntryRow = tuple[int, str, str, int, bytes, int]
+_TABLE_NAMES = "SELECT name FROM sqlite_schema WHERE type='table'"
+_DROP_TABLE = "DROP TABLE IF EXISTS {schema}.{name}"
+_TRACK = ("INSERT INTO tracking (application_name, notification_id) VALUES (?, ?) "
+          "ON CONFLICT (application_name) DO UPDATE SET notification_id=excluded.notification_id")
+_TRACKED = "SELECT notification_id FROM {schema}.tracking WHERE application_name=?"
+_SET_META = ("INSERT INTO chatledger_meta (key, value) VALUES (?, ?) "
+             "ON CONFLICT (key) DO UPDATE SET value=excluded.value")
+_ATTACH_LIVE = "ATTACH DATABASE ? AS live"
+# The rows of `{name}` in database `{first}` that database `{second}` lacks.
+_ROWS_LACKING = "SELECT * FROM {first}.{name} EXCEPT SELECT * FROM {second}.{name}"
+_ALL_ROWS = "SELECT * FROM {name}"
+
 
 @dataclass(frozen=True, slots=True)
 class Difference:
@@ -43,17 +62,18 @@ class Difference:
     row: tuple[Any, ...]
 
 
-def create_tables(c: apsw.Cursor, schema: str = "main", *, with_indexes: bool = True) -> None:
+def create_tables(cursor: apsw.Cursor, schema: str = "main", *,
+                  with_indexes: bool = True) -> None:
     for ddl in TABLES.values():
-        c.execute(ddl.replace("CREATE TABLE ", f"CREATE TABLE {schema}.", 1))
+        cursor.execute(ddl.replace("CREATE TABLE ", f"CREATE TABLE {schema}.", 1))
     indexes = LOOKUP_INDEXES + (INDEXES if with_indexes else [])
     for ddl in indexes:
-        c.execute(ddl.replace(" INDEX ", f" INDEX {schema}.", 1))
+        cursor.execute(ddl.replace(" INDEX ", f" INDEX {schema}.", 1))
 
 
-def drop_tables(c: apsw.Cursor, schema: str = "main") -> None:
+def drop_tables(cursor: apsw.Cursor, schema: str = "main") -> None:
     for name in TABLES:
-        c.execute(f"DROP TABLE IF EXISTS {schema}.{name}")
+        cursor.execute(_DROP_TABLE.format(schema=schema, name=name))
 
 
 @contextmanager
@@ -81,25 +101,26 @@ def replay(
 ) -> int:
     """Apply the log's entries after `after` (up to `upto`), read through `source`, to the tables
     that `target` writes; returns the last position applied. Reads in chunks by position."""
-    total, last = source.execute(
-        f"SELECT COUNT(*), MAX(rowid) FROM {events_table} WHERE rowid>? AND rowid<=?",
+    total, last = cast("tuple[int, int | None]", source.execute(
+        _ENTRIES_AFTER.format(events=events_table),
         (after, upto if upto is not None else 2**62),
-    ).fetchone()
+    ).fetchone())
     stop = last or after
+    chunk = _ENTRY_CHUNK.format(events=events_table)
     reader = source.connection.cursor()
     done = 0
     position = after
     decode = codec.decode
     while position < stop:
-        rows = reader.execute(
-            f"SELECT rowid, topic, originator_id, codec, state, received_at FROM {events_table} "
-            "WHERE rowid>? AND rowid<=? ORDER BY rowid LIMIT ?",
-            (position, stop, _REPLAY_CHUNK),
-        ).fetchall()
+        rows = cast("list[_EntryRow]", reader.execute(
+            chunk, (position, stop, _REPLAY_CHUNK)).fetchall())
         if not rows:
             break
-        projector.apply(target, [Item(r[0], r[1], r[2], decode(r[3], r[4], r[0]), r[5]) for r in rows])
-        position = rows[-1][0]
+        projector.apply(target, [
+            Item(entry_position, topic, stream, decode(codec, state, entry_position), received_at)
+            for entry_position, topic, stream, codec, state, received_at in rows
+        ])
+        position = rows[-1][0]  # the chunk's last position: the next chunk starts after it
         done += len(rows)
         if on_progress is not None:
             on_progress(done, total)
@@ -131,8 +152,8 @@ class Projections:
         return outcome
 
     def _tables_exist(self) -> bool:
-        with self.log.datastore.transaction(commit=False) as c:
-            names = {n for (n,) in c.execute("SELECT name FROM sqlite_schema WHERE type='table'")}
+        with self.log.datastore.transaction(commit=False) as cursor:
+            names = {name for (name,) in cursor.execute(_TABLE_NAMES)}
         return set(TABLES) <= names
 
     def position(self) -> int | None:
@@ -145,8 +166,9 @@ class Projections:
         try:
             self.projector.apply(
                 cursor,
-                [Item(a.position, a.entry.type, a.entry.stream, a.entry.payload, a.received_at)
-                 for a in entries],
+                [Item(appended.position, appended.entry.type, appended.entry.stream,
+                      appended.entry.payload, appended.received_at)
+                 for appended in entries],
             )
         except BaseException:
             self.projector.forget_cache()  # the rows it remembered are rolled back
@@ -157,12 +179,8 @@ class Projections:
         """The transaction the last entries came in was rolled back (see EventLog)."""
         self.projector.forget_cache()
 
-    def _track(self, c: apsw.Cursor, position: int) -> None:
-        c.execute(
-            "INSERT INTO tracking (application_name, notification_id) VALUES (?, ?) "
-            "ON CONFLICT (application_name) DO UPDATE SET notification_id=excluded.notification_id",
-            (TRACKING_NAME, position),
-        )
+    def _track(self, cursor: apsw.Cursor, position: int) -> None:
+        cursor.execute(_TRACK, (TRACKING_NAME, position))
 
     # -- rebuild, catch up, verify -------------------------------------------------------------
 
@@ -170,30 +188,26 @@ class Projections:
         """Replay the whole log into fresh tables, in one transaction; returns the position."""
         log = self.log
         self.projector.forget_cache()
-        with _collector_paused(), log.datastore.transaction(commit=True) as c:
-            drop_tables(c)
-            create_tables(c, with_indexes=False)
-            position = replay(c, c, log.recorder.events_table_name, log.datastore.codec,
+        with _collector_paused(), log.datastore.transaction(commit=True) as cursor:
+            drop_tables(cursor)
+            create_tables(cursor, with_indexes=False)
+            position = replay(cursor, cursor, log.recorder.events_table_name, log.datastore.codec,
                               self.projector, on_progress=on_progress)
             for ddl in INDEXES:
-                c.execute(ddl)
-            self._track(c, position)
-            c.execute(
-                "INSERT INTO chatledger_meta (key, value) VALUES (?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET value=excluded.value",
-                (_VERSION_KEY, PROJECTION_VERSION),
-            )
+                cursor.execute(ddl)
+            self._track(cursor, position)
+            cursor.execute(_SET_META, (_VERSION_KEY, PROJECTION_VERSION))
         return position
 
     def catch_up(self, on_progress: ProgressCallback | None = None) -> int:
         """Apply the entries appended since the tables' position."""
         log = self.log
-        with _collector_paused(), log.datastore.transaction(commit=True) as c:
-            after = log.recorder.max_tracking_id_in(c, TRACKING_NAME) or 0
-            position = replay(c, c, log.recorder.events_table_name, log.datastore.codec,
+        with _collector_paused(), log.datastore.transaction(commit=True) as cursor:
+            after = log.recorder.max_tracking_id_in(cursor, TRACKING_NAME) or 0
+            position = replay(cursor, cursor, log.recorder.events_table_name, log.datastore.codec,
                               self.projector, after=after, on_progress=on_progress)
             if position > after:
-                self._track(c, position)
+                self._track(cursor, position)
         return position
 
     def verify(self, on_progress: ProgressCallback | None = None) -> list[Difference]:
@@ -214,7 +228,7 @@ class Projections:
             with _collector_paused():
                 if log.datastore.path is None:  # an in-memory store: compare in Python
                     return self._verify_in_memory(shadow, projector, on_progress)
-                target.execute("ATTACH DATABASE ? AS live",
+                target.execute(_ATTACH_LIVE,
                                (f"{log.datastore.path.resolve().as_uri()}?mode=ro",))
                 target.execute("BEGIN")
                 try:
@@ -227,7 +241,7 @@ class Projections:
                         for side, first, second in (("missing", "main", "live"),
                                                     ("extra", "live", "main"))
                         for row in target.execute(
-                            f"SELECT * FROM {first}.{name} EXCEPT SELECT * FROM {second}.{name}")
+                            _ROWS_LACKING.format(first=first, name=name, second=second))
                     ]
                 finally:
                     target.execute("COMMIT")
@@ -240,25 +254,26 @@ class Projections:
     ) -> list[Difference]:
         log = self.log
         target = shadow.cursor()
-        with log.datastore.transaction(commit=False) as c:
-            position = _tracked(c, "main") or 0
-            replay(c, target, log.recorder.events_table_name, log.datastore.codec, projector,
+        with log.datastore.transaction(commit=False) as cursor:
+            position = _tracked(cursor, "main") or 0
+            replay(cursor, target, log.recorder.events_table_name, log.datastore.codec, projector,
                    upto=position, on_progress=on_progress)
-            live = {name: set(c.execute(f"SELECT * FROM {name}")) for name in TABLES}
-        differences = []
+            live = {name: set(cursor.execute(_ALL_ROWS.format(name=name))) for name in TABLES}
+        differences: list[Difference] = []
         for name in TABLES:
-            rebuilt = set(target.execute(f"SELECT * FROM {name}"))
-            differences += [Difference(name, "missing", tuple(r)) for r in rebuilt - live[name]]
-            differences += [Difference(name, "extra", tuple(r)) for r in live[name] - rebuilt]
+            rebuilt = set(target.execute(_ALL_ROWS.format(name=name)))
+            differences += [Difference(name, "missing", tuple(row)) for row in rebuilt - live[name]]
+            differences += [Difference(name, "extra", tuple(row)) for row in live[name] - rebuilt]
         return differences
 
 
 _MEMORY_FLAGS = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE | apsw.SQLITE_OPEN_URI
 
 
-def _tracked(c: apsw.Cursor, schema: str) -> int | None:
-    row = c.execute(
-        f"SELECT notification_id FROM {schema}.tracking WHERE application_name=?",
-        (TRACKING_NAME,),
-    ).fetchone()
-    return None if row is None else row[0]
+def _tracked(cursor: apsw.Cursor, schema: str) -> int | None:
+    row = cast("tuple[int] | None", cursor.execute(
+        _TRACKED.format(schema=schema), (TRACKING_NAME,)).fetchone())
+    if row is None:
+        return None
+    (position,) = row
+    return position
