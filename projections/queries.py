@@ -153,6 +153,50 @@ _CUSTOM_FIELD_NAMES = ("SELECT DISTINCT j.key FROM channels, json_each(channels.
 # Whether a message is on file at a channel's (created_at, id): see _BOUND for the `+?`.
 _MESSAGE_AT = "SELECT 1 FROM messages WHERE cid=+? AND created_at=+? AND id=+?"
 
+# The statements of the channel list, built from a compiled filter: its cids, a page of them
+# (see _BOUND), and how many there are.
+_LISTED = "SELECT c.cid FROM channels c WHERE {where} ORDER BY {order_by}"
+_LISTED_PAGE = "{listed} LIMIT +? OFFSET +?"
+_LISTED_COUNT = "SELECT count(*) FROM ({listed})"
+# What `warm_up` reads: any row, so the connection has read the schema.
+_ANY_CHANNEL = "SELECT 1 FROM channels LIMIT 1"
+_ENTRY = "SELECT codec, state FROM stored_events WHERE rowid=?"
+_OWN_UNREAD = "SELECT unread_messages FROM reads WHERE cid=? AND user_id=?"
+_CACHED_QUERY = "SELECT cids FROM channel_queries WHERE query=?"
+# One channel's state (`ReadModel.channel`): where its object is, its row (when the object is
+# not on file), its first pinned messages, its draft.
+_CHANNEL_ENTRY = "SELECT position, slot FROM channels WHERE cid=?"
+_CHANNEL_ROW = "SELECT * FROM channels WHERE cid=?"
+_FIRST_PINNED = f"{_MESSAGE_SELECT} WHERE cid=? AND pinned=1 ORDER BY pinned_at DESC LIMIT 25"
+_PINNED = f"{_MESSAGE_SELECT} WHERE cid=? AND pinned=1 ORDER BY pinned_at DESC LIMIT ?"
+_CHANNEL_DRAFT = "SELECT position FROM drafts WHERE cid=? AND parent_id=''"
+_MESSAGE_BY_ID = f"{_MESSAGE_SELECT} WHERE id=?"
+# A page of messages: `{where}` the conditions, `{order}` ASC or DESC (see _BOUND for `+?`).
+_PAGE = "{select} WHERE {where} ORDER BY created_at {order}, id {order} LIMIT +?"
+_OWN_UNREAD_PER_CHANNEL = (
+    "SELECT r.cid, r.unread_messages FROM reads r JOIN channels ch ON ch.cid=r.cid "
+    "WHERE r.user_id=? AND r.unread_messages>0 ORDER BY r.cid")
+_USER_ROW = "SELECT * FROM users WHERE id=?"
+_CHANNELS_TO_SYNC = ("SELECT cid FROM channels ORDER BY last_message_at IS NULL, "
+                     "last_message_at DESC, cid LIMIT ?")
+# Drafts, polls and threads: of every channel, or of one (`..._IN_CHANNEL`).
+_DRAFTS = ("SELECT cid, parent_id, created_at, position FROM drafts "
+           "ORDER BY created_at DESC, cid, parent_id")
+_DRAFTS_IN_CHANNEL = ("SELECT cid, parent_id, created_at, position FROM drafts WHERE cid=? "
+                      "ORDER BY created_at DESC, cid, parent_id")
+_POLLS = ("SELECT id, cid, message_id, updated_at, position FROM polls "
+          "ORDER BY updated_at DESC, id")
+_POLLS_IN_CHANNEL = ("SELECT id, cid, message_id, updated_at, position FROM polls WHERE cid=? "
+                     "ORDER BY updated_at DESC, id")
+_THREADS = ("SELECT parent_id, cid, reply_count, participant_count, last_message_at, "
+            "position FROM threads "
+            "ORDER BY last_message_at IS NULL, last_message_at DESC, parent_id")
+_THREADS_IN_CHANNEL = ("SELECT parent_id, cid, reply_count, participant_count, last_message_at, "
+                       "position FROM threads WHERE cid=? "
+                       "ORDER BY last_message_at IS NULL, last_message_at DESC, parent_id")
+_CONNECTION = "SELECT key, value FROM connection"
+_LAST_SYNC_AT = "SELECT value FROM connection WHERE key='last_sync_at'"
+
 
 class ReadModel:
     """Queries over one file's read tables."""
@@ -164,8 +208,8 @@ class ReadModel:
     def warm_up(self) -> None:
         """Open a reader connection and read the schema now, so the first screen is fast; and
         make the decompressor the first message read needs (see `PayloadCodec.warm_up`)."""
-        with self.datastore.transaction(commit=False) as c:
-            c.execute("SELECT 1 FROM channels LIMIT 1").fetchall()
+        with self.datastore.transaction(commit=False) as cursor:
+            cursor.execute(_ANY_CHANNEL).fetchall()
         self._codec.warm_up()
 
     @property
@@ -176,10 +220,13 @@ class ReadModel:
 
     # Public: other read-side modules (export, local actions) use these lookups too.
 
-    def payload_at(self, c: apsw.Cursor, position: int) -> bytes:
+    def payload_at(self, cursor: apsw.Cursor, position: int) -> bytes:
         """The decompressed payload of the log entry at `position` (b"" when there is none)."""
-        row = c.execute("SELECT codec, state FROM stored_events WHERE rowid=?", (position,)).fetchone()
-        return b"" if row is None else self._codec.decode(row[0], row[1], position)
+        row = cast("tuple[int, bytes] | None", cursor.execute(_ENTRY, (position,)).fetchone())
+        if row is None:
+            return b""
+        codec, state = row
+        return self._codec.decode(codec, state, position)
 
     @staticmethod
     def message_bytes(payload: bytes | memoryview, slot: int) -> bytes:
@@ -196,17 +243,25 @@ class ReadModel:
         except (msgspec.MsgspecError, ValueError):
             return b""
 
-    def _messages(self, c: apsw.Cursor, rows: list[MessageRow]) -> list[StoredMessage]:
+    def _messages(self, cursor: apsw.Cursor, rows: list[MessageRow]) -> list[StoredMessage]:
         """Rows of `_MESSAGE_SELECT`: the message row, then its entry's codec and state (for an
         entry of one message)."""
-        raws = self._raw_messages(c, [(r[14], r[15], r[12], r[13]) for r in rows])
+        # (Every column named, not `*_`: a starred target builds a list for each row.)
+        raws = self._raw_messages(cursor, [
+            (codec, state, position, slot)
+            for (_message_id, _cid, _created_at, _user_id, _kind, _parent_id, _reply_count,
+                 _pinned, _deleted_at, _deleted_for_me, _local_state, _local_command, position,
+                 slot, codec, state) in rows])
         # (Written out, not through `_stored_message`: this is every page's path.)
-        return [StoredMessage(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]), r[8],
-                              bool(r[9]), r[10], r[11], r[12], raw)
-                for r, raw in zip(rows, raws)]
+        return [StoredMessage(message_id, cid, created_at, user_id, kind, parent_id, reply_count,
+                              bool(pinned), deleted_at, bool(deleted_for_me), local_state,
+                              local_command, position, raw)
+                for (message_id, cid, created_at, user_id, kind, parent_id, reply_count, pinned,
+                     deleted_at, deleted_for_me, local_state, local_command, position, _slot,
+                     _codec, _state), raw in zip(rows, raws)]
 
     def _raw_messages(
-        self, c: apsw.Cursor, entries: list[tuple[int | None, bytes | None, int, int]]
+        self, cursor: apsw.Cursor, entries: list[tuple[int | None, bytes | None, int, int]]
     ) -> list[bytes]:
         """The message bytes of each (codec, stored bytes, position, slot): codec None when the
         row's entry is missing, stored bytes None for a channel state (read here, once each).
@@ -217,36 +272,37 @@ class ReadModel:
         by_codec: dict[int, list[int]] = {}
         stored_bytes: dict[int, bytes] = {}  # by index: the entries of one message each
         states: dict[int, _State | None] = {}  # the channel states met, each decoded once
-        for i, (codec, stored, position, slot) in enumerate(entries):
+        for index, (codec, stored, position, slot) in enumerate(entries):
             if codec is None:
                 continue
             if stored is None:
-                raws[i] = self._from_state(c, states, position, slot)
+                raws[index] = self._from_state(cursor, states, position, slot)
             else:
-                by_codec.setdefault(codec, []).append(i)
-                stored_bytes[i] = stored
+                by_codec.setdefault(codec, []).append(index)
+                stored_bytes[index] = stored
         extract = self.message_bytes
         for codec, indexes in by_codec.items():
-            payloads = self._codec.decode_many(codec, [stored_bytes[i] for i in indexes],
-                                               [entries[i][2] for i in indexes])
-            for i, payload in zip(indexes, payloads):
-                raws[i] = extract(payload, entries[i][3])
+            payloads = self._codec.decode_many(codec, [stored_bytes[index] for index in indexes],
+                                               [entries[index][2] for index in indexes])
+            for index, payload in zip(indexes, payloads):
+                _codec, _stored, _position, slot = entries[index]
+                raws[index] = extract(payload, slot)
         return raws
 
     def _from_state(
-        self, c: apsw.Cursor, states: dict[int, _State | None], position: int, slot: int
+        self, cursor: apsw.Cursor, states: dict[int, _State | None], position: int, slot: int
     ) -> bytes:
         """The message at `slot` of the channel state at `position`."""
         if position not in states:
-            states[position] = channel_state_of(self.payload_at(c, position))
+            states[position] = channel_state_of(self.payload_at(cursor, position))
         state = states[position]
         return b"" if state is None else state_message(state, slot)
 
-    def channel_bytes(self, c: apsw.Cursor, position: int | None, slot: int) -> bytes:
+    def channel_bytes(self, cursor: apsw.Cursor, position: int | None, slot: int) -> bytes:
         """The bytes of the channel object in the entry at `position` (b"" for none)."""
         if position is None:
             return b""
-        payload = self.payload_at(c, position)
+        payload = self.payload_at(cursor, position)
         try:
             decoded = _CHANNEL.decode(payload) if slot == SLOT_EVENT else _STATE.decode(payload)
         except (msgspec.MsgspecError, ValueError):
@@ -265,14 +321,12 @@ class ReadModel:
     ) -> list[ChannelSummary]:
         """Channels matching `filter`, in `sort` order, evaluated against the stored data."""
         listed, params = self._listing(filter, sort)
-        with self.datastore.transaction(commit=False) as c:
+        with self.datastore.transaction(commit=False) as cursor:
             cids = [
-                cid for (cid,) in c.execute(
-                    f"{listed} LIMIT +? OFFSET +?",  # see _BOUND
-                    [*params, limit, offset],
-                )
+                cid for (cid,) in cursor.execute(
+                    _LISTED_PAGE.format(listed=listed), [*params, limit, offset])
             ]
-            return self._summaries(c, cids)
+            return self._summaries(cursor, cids)
 
     def custom_channel_fields(self) -> list[str]:
         """The custom field names any stored channel has (what a filter may name besides
@@ -284,8 +338,8 @@ class ReadModel:
         """How many channels `channels(filter)` lists, all pages together: the one count of
         channels every view shows (`stats` among them)."""
         listed, params = self._listing(filter, None)
-        with self.datastore.transaction(commit=False) as c:
-            return _count(c, f"SELECT count(*) FROM ({listed})", params)
+        with self.datastore.transaction(commit=False) as cursor:
+            return _count(cursor, _LISTED_COUNT.format(listed=listed), params)
 
     def _listing(
         self, filter: dict[str, Any] | None, sort: list[dict[str, Any]] | None
@@ -296,64 +350,59 @@ class ReadModel:
         if not _mentions(filter, "hidden"):
             # As the backend does: hidden channels are listed only when the filter asks about them.
             where = f"({where}) AND c.hidden = 0"
-        return f"SELECT c.cid FROM channels c WHERE {where} ORDER BY {query.order_by}", query.params
+        return _LISTED.format(where=where, order_by=query.order_by), query.params
 
-    def _summaries(self, c: apsw.Cursor, cids: list[str]) -> list[ChannelSummary]:
+    def _summaries(self, cursor: apsw.Cursor, cids: list[str]) -> list[ChannelSummary]:
         """Channel, unread count, own membership and newest message of each cid, in one query."""
         if not cids:
             return []
-        rows = cast("list[SummaryRow]", c.execute(
-            f"""SELECT ch.cid, ch.name, ch.last_message_at, ch.member_count, ch.hidden, ch.custom,
-                       coalesce(r.unread_messages, 0), mb.user_id, mb.role, mb.channel_role,
-                       mb.banned, mb.pinned_at, mb.archived_at, mb.created_at, mb.updated_at,
-                       {', '.join('lm.' + col for col in _MESSAGE_COLUMNS.split(', '))},
-                       e.codec, e.state
-                FROM channels ch
-                LEFT JOIN reads r ON r.cid = ch.cid AND r.user_id = +?
-                LEFT JOIN members mb ON mb.cid = ch.cid AND mb.user_id = +?
-                LEFT JOIN messages lm ON (lm.cid, lm.created_at, lm.id) = (
-                    SELECT cid, created_at, id FROM messages
-                    WHERE cid = ch.cid AND (parent_id IS NULL OR show_in_channel = 1)
-                      AND deleted_for_me = 0
-                    ORDER BY created_at DESC, id DESC LIMIT 1)
-                LEFT JOIN stored_events e ON e.rowid = lm.position
-                WHERE ch.cid IN (SELECT value FROM json_each(?))""",
-            (self.own, self.own, msgspec.json.encode(cids)),
-        ).fetchall())
-        by_cid = {row[0]: row for row in rows}
+        rows = cast("list[SummaryRow]", cursor.execute(
+            _SUMMARIES, (self.own, self.own, msgspec.json.encode(cids))).fetchall())
+        # Each row is three rows side by side (see `SummaryRow`): the channel's, the own
+        # member's, the newest message's (with its entry's codec and bytes).
+        parts = {row[0]: (row[:7], row[7:15], row[15:29], row[29:]) for row in rows}
         # The newest messages' entries, decoded as one batch.
-        with_last = [row for row in rows if row[15] is not None]
-        last_raw = dict(zip(
-            (row[0] for row in with_last),
-            self._raw_messages(c, [(row[29], row[30], cast(int, row[27]), cast(int, row[28]))
-                                   for row in with_last])))
+        newest_entries: dict[str, tuple[int | None, bytes | None, int, int]] = {}
+        for cid, (_channel, _member, newest, entry) in parts.items():
+            newest_id, *_, newest_position, newest_slot = newest
+            if newest_id is not None:  # the newest message's columns (all NULL for none)
+                codec, state = entry
+                newest_entries[cid] = (codec, state, cast(int, newest_position),
+                                       cast(int, newest_slot))
+        newest_raw = dict(zip(newest_entries,
+                              self._raw_messages(cursor, list(newest_entries.values()))))
         out = []
         for cid in cids:
-            row = by_cid.get(cid)
-            if row is None:
+            if cid not in parts:
                 continue
+            channel, member, newest, _entry = parts[cid]
+            _cid, name, last_message_at, member_count, hidden, custom, unread_count = channel
             membership = None
-            if row[7] is not None:  # the member columns (all NULL when not a member)
-                membership = StoredMember(cid, *cast(_MemberColumns, row[7:15]))
+            member_user_id, *_ = member
+            if member_user_id is not None:  # the member columns (all NULL when not a member)
+                membership = StoredMember(cid, *cast(_MemberColumns, member))
             last = None
-            if row[15] is not None:  # the newest message's columns (all NULL for none)
-                last = _stored_message(cast(MessageColumns, row[15:29]), last_raw[cid])
+            newest_id, *_ = newest
+            if newest_id is not None:  # the newest message's columns (all NULL for none)
+                last = _stored_message(cast(MessageColumns, newest), newest_raw[cid])
             out.append(ChannelSummary(
-                cid=cid, name=row[1], last_message_at=row[2], member_count=row[3],
-                unread_count=row[6], hidden=bool(row[4]), membership=membership,
-                last_message=last, custom=decode_stored(row[5]) if row[5] else {},
+                cid=cid, name=name, last_message_at=last_message_at, member_count=member_count,
+                unread_count=unread_count, hidden=bool(hidden), membership=membership,
+                last_message=last, custom=decode_stored(custom) if custom else {},
             ))
         return out
 
-    def _unread(self, c: apsw.Cursor, cid: str) -> int:
-        row = c.execute("SELECT unread_messages FROM reads WHERE cid=? AND user_id=?",
-                        (cid, self.own)).fetchone()
-        return cast(int, row[0]) if row else 0
+    def _unread(self, cursor: apsw.Cursor, cid: str) -> int:
+        row = cast("tuple[int] | None", cursor.execute(_OWN_UNREAD, (cid, self.own)).fetchone())
+        if row is None:
+            return 0
+        (unread,) = row
+        return unread
 
-    def _membership(self, c: apsw.Cursor, cid: str) -> StoredMember | None:
+    def _membership(self, cursor: apsw.Cursor, cid: str) -> StoredMember | None:
         if self.own is None:
             return None
-        rows = _members(c, _OWN_MEMBER, (cid, self.own))
+        rows = _members(cursor, _OWN_MEMBER, (cid, self.own))
         return rows[0] if rows else None
 
     def cached_channels(
@@ -361,38 +410,44 @@ class ReadModel:
     ) -> list[str] | None:
         """The channel ids of the last online answer to the same query, or None."""
         key = canonical_query_key(filter, sort)
-        with self.datastore.transaction(commit=False) as c:
-            row = c.execute("SELECT cids FROM channel_queries WHERE query=?", (key,)).fetchone()
-        return None if row is None else decode_stored(row[0])
+        with self.datastore.transaction(commit=False) as cursor:
+            row = cast("tuple[str] | None", cursor.execute(_CACHED_QUERY, (key,)).fetchone())
+        if row is None:
+            return None
+        (cids,) = row
+        return cast("list[str]", decode_stored(cids))
 
     # -- one channel ---------------------------------------------------------------------------
 
     def channel(self, cid: str, *, messages: int = 25) -> ChannelState | None:
         """One channel's state: channel, members, reads, newest messages, pinned, draft,
         own membership."""
-        with self.datastore.transaction(commit=False) as c:
-            row = c.execute("SELECT position, slot FROM channels WHERE cid=?", (cid,)).fetchone()
+        with self.datastore.transaction(commit=False) as cursor:
+            row = cast("tuple[int | None, int] | None",
+                       cursor.execute(_CHANNEL_ENTRY, (cid,)).fetchone())
             if row is None:
                 return None
-            raw = self.channel_bytes(c, row[0], row[1])
-            channel = decode_stored(raw) if raw else _one_dict(
-                c, "SELECT * FROM channels WHERE cid=?", (cid,)) or {}
-            page = self._channel_page(c, cid, None, before=True, inclusive=False,
+            position, slot = row
+            raw = self.channel_bytes(cursor, position, slot)
+            channel = decode_stored(raw) if raw else _one_dict(cursor, _CHANNEL_ROW, (cid,)) or {}
+            page = self._channel_page(cursor, cid, None, before=True, inclusive=False,
                                       limit=messages)
-            pinned = self._messages(c, cast("list[MessageRow]", c.execute(
-                f"{_MESSAGE_SELECT} WHERE cid=? AND pinned=1 "
-                "ORDER BY pinned_at DESC LIMIT 25", (cid,)).fetchall()))
-            draft = c.execute("SELECT position FROM drafts WHERE cid=? AND parent_id=''",
-                              (cid,)).fetchone()
+            pinned = self._messages(cursor, cast("list[MessageRow]", cursor.execute(
+                _FIRST_PINNED, (cid,)).fetchall()))
+            draft = cast("tuple[int | None] | None",
+                         cursor.execute(_CHANNEL_DRAFT, (cid,)).fetchone())
+            draft_position = None
+            if draft is not None:
+                (draft_position,) = draft
             return ChannelState(
                 channel=channel,
-                members=_members(c, _CHANNEL_MEMBERS, (cid,)),
-                read=_reads(c, cid),
+                members=_members(cursor, _CHANNEL_MEMBERS, (cid,)),
+                read=_reads(cursor, cid),
                 messages=page,
                 pinned_messages=pinned,
-                membership=self._membership(c, cid),
-                draft_position=cast("int | None", draft[0]) if draft else None,
-                unread_count=self._unread(c, cid),
+                membership=self._membership(cursor, cid),
+                draft_position=draft_position,
+                unread_count=self._unread(cursor, cid),
             )
 
     # -- messages ------------------------------------------------------------------------------
@@ -412,32 +467,37 @@ class ReadModel:
         store may not hold whole (see `projections.ranges`)."""
         if before is not None and after is not None:
             raise ValueError("give before or after, not both")
-        with self.datastore.transaction(commit=False) as c:
-            return self._channel_page(c, cid, after if after is not None else before,
+        with self.datastore.transaction(commit=False) as cursor:
+            return self._channel_page(cursor, cid, after if after is not None else before,
                                       before=after is None, inclusive=inclusive, limit=limit)
 
     def _channel_page(
-        self, c: apsw.Cursor, cid: str, cursor: tuple[int, str] | None, *, before: bool,
+        self, cursor: apsw.Cursor, cid: str, page_key: tuple[int, str] | None, *, before: bool,
         inclusive: bool, limit: int,
     ) -> MessagePage:
         """A page of a channel's messages, with the gaps it crosses (see `projections.ranges`):
         between its neighbouring messages, and between the cursor and the page."""
-        rows = self._page_rows(c, "cid=+? AND (parent_id IS NULL OR show_in_channel=1)", (cid,),
-                               cursor, before=before, inclusive=inclusive, limit=limit)
+        rows = self._page_rows(cursor, "cid=+? AND (parent_id IS NULL OR show_in_channel=1)", (cid,),
+                               page_key, before=before, inclusive=inclusive, limit=limit)
         # Messages sent from here and not yet echoed by the backend are neither held history
         # nor missing from it: they take no part in finding gaps.
-        keys = [(r[2], r[0]) for r in rows if r[10] is None and r[13] != SLOT_RESPONSE]
+        keys = [(created_at, message_id)
+                for (message_id, _cid, created_at, _user_id, _kind, _parent_id, _reply_count,
+                     _pinned, _deleted_at, _deleted_for_me, local_state, _local_command,
+                     _position, slot, _codec, _state) in rows
+                if local_state is None and slot != SLOT_RESPONSE]
         # The cursor joins the page to the one it was taken from when it is a message on
         # file; a made-up cursor (such as (0, "")) joins nothing.
-        if (cursor is not None and keys
-                and c.execute(_MESSAGE_AT, (cid, cursor[0], cursor[1])).fetchone()):
-            keys.insert(0 if not before else len(keys), (cursor[0], cursor[1]))
+        if (page_key is not None and keys
+                and cursor.execute(_MESSAGE_AT, (cid, *page_key)).fetchone()):
+            key_created_at, key_id = page_key
+            keys.insert(0 if not before else len(keys), (key_created_at, key_id))
         gaps = []
         if len(keys) > 1:
-            ranges = cast("list[RangeRow]", c.execute(
+            ranges = cast("list[RangeRow]", cursor.execute(
                 RANGES_OVERLAPPING, (cid, *keys[0], *keys[-1])).fetchall())
             gaps = find_gaps(ranges, keys)
-        return MessagePage(self._messages(c, rows), gaps)
+        return MessagePage(self._messages(cursor, rows), gaps)
 
     def thread(
         self,
@@ -451,34 +511,34 @@ class ReadModel:
         """Replies to a message, oldest first, paged like `messages`."""
         if before is not None and after is not None:
             raise ValueError("give before or after, not both")
-        with self.datastore.transaction(commit=False) as c:
-            return self._page(c, "parent_id=+?", (parent_id,),
+        with self.datastore.transaction(commit=False) as cursor:
+            return self._page(cursor, "parent_id=+?", (parent_id,),
                               after if after is not None else before, before=after is None,
                               inclusive=inclusive, limit=limit)
 
     def _page(
-        self, c: apsw.Cursor, where: str, params: tuple[Any, ...], cursor: tuple[int, str] | None,
+        self, cursor: apsw.Cursor, where: str, params: tuple[Any, ...], page_key: tuple[int, str] | None,
         *, before: bool, inclusive: bool, limit: int,
     ) -> list[StoredMessage]:
         """A page by `where` (its parameters written `+?`: see `_BOUND`) and cursor."""
-        return self._messages(c, self._page_rows(c, where, params, cursor, before=before,
+        return self._messages(cursor, self._page_rows(cursor, where, params, page_key, before=before,
                                                  inclusive=inclusive, limit=limit))
 
     def _page_rows(
-        self, c: apsw.Cursor, where: str, params: tuple[Any, ...], cursor: tuple[int, str] | None,
+        self, cursor: apsw.Cursor, where: str, params: tuple[Any, ...], page_key: tuple[int, str] | None,
         *, before: bool, inclusive: bool, limit: int,
     ) -> list[MessageRow]:
         """The rows (of `_MESSAGE_SELECT`) of a page, oldest first."""
         clauses = [where, "deleted_for_me=0"]
         values = list(params)
-        if cursor is not None:
+        if page_key is not None:
             op = ("<" if before else ">") + ("=" if inclusive else "")
             clauses.append(f"(created_at, id) {op} (+?, +?)")
-            values += [cursor[0], cursor[1]]
+            key_created_at, key_id = page_key
+            values += [key_created_at, key_id]
         order = "DESC" if before else "ASC"
-        rows = cast("list[MessageRow]", c.execute(
-            f"{_MESSAGE_SELECT} WHERE {' AND '.join(clauses)} "
-            f"ORDER BY created_at {order}, id {order} LIMIT +?",
+        rows = cast("list[MessageRow]", cursor.execute(
+            _PAGE.format(select=_MESSAGE_SELECT, where=" AND ".join(clauses), order=order),
             [*values, limit],
         ).fetchall())
         if before:
@@ -486,46 +546,44 @@ class ReadModel:
         return rows
 
     def message(self, message_id: str) -> StoredMessage | None:
-        with self.datastore.transaction(commit=False) as c:
-            rows = cast("list[MessageRow]", c.execute(f"{_MESSAGE_SELECT} WHERE id=?",
-                                                      (message_id,)).fetchall())
-            return self._messages(c, rows)[0] if rows else None
+        with self.datastore.transaction(commit=False) as cursor:
+            rows = cast("list[MessageRow]",
+                        cursor.execute(_MESSAGE_BY_ID, (message_id,)).fetchall())
+            return self._messages(cursor, rows)[0] if rows else None
 
     def pinned(self, cid: str, *, limit: int = 25) -> list[StoredMessage]:
-        with self.datastore.transaction(commit=False) as c:
-            return self._messages(c, cast("list[MessageRow]", c.execute(
-                f"{_MESSAGE_SELECT} WHERE cid=? AND pinned=1 "
-                "ORDER BY pinned_at DESC LIMIT ?", (cid, limit)).fetchall()))
+        with self.datastore.transaction(commit=False) as cursor:
+            return self._messages(cursor, cast("list[MessageRow]", cursor.execute(
+                _PINNED, (cid, limit)).fetchall()))
 
     # -- reactions, members, reads, users --------------------------------------------------------
 
     def reactions(self, message_id: str, *, own: bool = False,
                   limit: int = 25) -> list[StoredReaction]:
         """A message's reactions, newest first (only the own user's with `own=True`)."""
-        with self.datastore.transaction(commit=False) as c:
-            rows = cast("list[_ReactionRow]", c.execute(
+        with self.datastore.transaction(commit=False) as cursor:
+            rows = cast("list[_ReactionRow]", cursor.execute(
                 _OWN_REACTIONS if own else _REACTIONS,
                 (message_id, self.own, limit) if own else (message_id, limit)).fetchall())
             return [StoredReaction(*row) for row in rows]
 
     def members(self, cid: str) -> list[StoredMember]:
-        with self.datastore.transaction(commit=False) as c:
-            return _members(c, _CHANNEL_MEMBERS, (cid,))
+        with self.datastore.transaction(commit=False) as cursor:
+            return _members(cursor, _CHANNEL_MEMBERS, (cid,))
 
     def reads(self, cid: str) -> list[StoredRead]:
-        with self.datastore.transaction(commit=False) as c:
-            return _reads(c, cid)
+        with self.datastore.transaction(commit=False) as cursor:
+            return _reads(cursor, cid)
 
     def unread_counts(self) -> UnreadCounts:
         """The own user's unread messages per channel and in total, and channels with any: the
         one set of unread figures every view shows (`user(own)` among them)."""
-        with self.datastore.transaction(commit=False) as c:
-            return self._unread_counts(c)
+        with self.datastore.transaction(commit=False) as cursor:
+            return self._unread_counts(cursor)
 
-    def _unread_counts(self, c: apsw.Cursor) -> UnreadCounts:
-        per_channel = dict(cast("list[tuple[str, int]]", c.execute(
-            "SELECT r.cid, r.unread_messages FROM reads r JOIN channels ch ON ch.cid=r.cid "
-            "WHERE r.user_id=? AND r.unread_messages>0 ORDER BY r.cid", (self.own,)).fetchall()))
+    def _unread_counts(self, cursor: apsw.Cursor) -> UnreadCounts:
+        per_channel = dict(cast("list[tuple[str, int]]", cursor.execute(
+            _OWN_UNREAD_PER_CHANNEL, (self.own,)).fetchall()))
         return UnreadCounts(total_unread_count=sum(per_channel.values()),
                             unread_channels=len(per_channel), channels=per_channel)
 
@@ -535,13 +593,13 @@ class ReadModel:
         (which the backend sent at connection time): `total_unread_count`, `unread_count` and
         `unread_channels` as `unread_counts()` gives them, `mutes` and `channel_mutes` (the
         mute objects) as `mutes()` and `channel_mutes()` do."""
-        with self.datastore.transaction(commit=False) as c:
-            row = _one_dict(c, "SELECT * FROM users WHERE id=?", (user_id,))
+        with self.datastore.transaction(commit=False) as cursor:
+            row = _one_dict(cursor, _USER_ROW, (user_id,))
             if row is None:
                 return None
             position: int = row["position"]
-            raw = user_object(self.payload_at(c, position), row["slot"], user_id)
-            current = self._own_figures(c) if user_id == self.own else {}
+            raw = user_object(self.payload_at(cursor, position), row["slot"], user_id)
+            current = self._own_figures(cursor) if user_id == self.own else {}
         data = decode_stored(raw) if raw else {"id": user_id, "name": row["name"],
                                                       "role": row["role"]}
         return StoredUser(
@@ -550,92 +608,86 @@ class ReadModel:
             updated_at=row["updated_at"], deleted_at=row["deleted_at"], position=position,
             user={**data, **current}, row=row)
 
-    def _own_figures(self, c: apsw.Cursor) -> dict[str, Any]:
+    def _own_figures(self, cursor: apsw.Cursor) -> dict[str, Any]:
         """What the own user object says that later events change: unread counts and mutes."""
-        counts = self._unread_counts(c)
+        counts = self._unread_counts(cursor)
         now = now_us()
         return {"total_unread_count": counts.total_unread_count,
                 "unread_count": counts.total_unread_count,
                 "unread_channels": counts.unread_channels,
-                "mutes": [m.mute for m in MuteReader.users(c, self.payload_at, now=now)],
-                "channel_mutes": [m.mute
-                                  for m in MuteReader.channels(c, self.payload_at, now=now)]}
+                "mutes": [muted.mute
+                          for muted in MuteReader.users(cursor, self.payload_at, now=now)],
+                "channel_mutes": [muted.mute
+                                  for muted in MuteReader.channels(cursor, self.payload_at,
+                                                                   now=now)]}
 
     def channel_ids_to_sync(self, limit: int = 250) -> list[str]:
         """The most recently active channels: what a reconnect asks `/sync` about."""
-        with self.datastore.transaction(commit=False) as c:
-            return [cid for (cid,) in c.execute(
-                "SELECT cid FROM channels ORDER BY last_message_at IS NULL, last_message_at DESC, "
-                "cid LIMIT ?", (limit,))]
+        with self.datastore.transaction(commit=False) as cursor:
+            return [cid for (cid,) in cursor.execute(_CHANNELS_TO_SYNC, (limit,))]
 
     def drafts(self, cid: str | None = None) -> list[StoredDraft]:
         """Unsent drafts, newest first (one per channel and thread): `cid`, `parent_id` (None
         for the channel's own draft), `created_at` and the `draft` object as stored."""
-        with self.datastore.transaction(commit=False) as c:
-            rows = cast("list[tuple[str, str, int | None, int]]", c.execute(
-                "SELECT cid, parent_id, created_at, position FROM drafts "
-                + ("WHERE cid=? " if cid is not None else "")
-                + "ORDER BY created_at DESC, cid, parent_id",
-                (cid,) if cid is not None else ()).fetchall())
+        with self.datastore.transaction(commit=False) as cursor:
+            rows = cast("list[tuple[str, str, int | None, int]]", (
+                cursor.execute(_DRAFTS) if cid is None
+                else cursor.execute(_DRAFTS_IN_CHANNEL, (cid,))).fetchall())
             return [StoredDraft(cid=row_cid, parent_id=parent or None, created_at=created_at,
-                                draft=_draft_object(self.payload_at(c, position), row_cid, parent))
+                                draft=_draft_object(self.payload_at(cursor, position), row_cid, parent))
                     for row_cid, parent, created_at, position in rows]
 
     def draft(self, cid: str, parent_id: str | None = None) -> StoredDraft | None:
         """The draft of a channel (or of one of its threads), or None."""
-        return next((d for d in self.drafts(cid) if d.parent_id == (parent_id or None)), None)
+        return next((draft for draft in self.drafts(cid)
+                     if draft.parent_id == (parent_id or None)), None)
 
     def polls(self, cid: str | None = None) -> list[StoredPoll]:
         """Polls as last heard of, most recently updated first: `id`, `cid`, `message_id`,
         `updated_at` and the `poll` object as stored."""
-        with self.datastore.transaction(commit=False) as c:
-            rows = cast("list[tuple[str, str | None, str | None, int | None, int]]", c.execute(
-                "SELECT id, cid, message_id, updated_at, position FROM polls "
-                + ("WHERE cid=? " if cid is not None else "")
-                + "ORDER BY updated_at DESC, id",
-                (cid,) if cid is not None else ()).fetchall())
+        with self.datastore.transaction(commit=False) as cursor:
+            rows = cast("list[tuple[str, str | None, str | None, int | None, int]]", (
+                cursor.execute(_POLLS) if cid is None
+                else cursor.execute(_POLLS_IN_CHANNEL, (cid,))).fetchall())
             return [StoredPoll(id=poll_id, cid=poll_cid, message_id=message_id,
                                updated_at=updated_at,
-                               poll=_member_object(self.payload_at(c, position), "poll"))
+                               poll=_member_object(self.payload_at(cursor, position), "poll"))
                     for poll_id, poll_cid, message_id, updated_at, position in rows]
 
     def poll(self, poll_id: str) -> StoredPoll | None:
-        return next((p for p in self.polls() if p.id == poll_id), None)
+        return next((poll for poll in self.polls() if poll.id == poll_id), None)
 
     def threads(self, cid: str | None = None) -> list[StoredThread]:
         """Threads the backend described (`thread.updated`), most recently active first:
         `parent_id`, `cid`, `reply_count`, `participant_count`, `last_message_at`, and the
         `thread` object as last received."""
-        with self.datastore.transaction(commit=False) as c:
-            rows = cast("list[tuple[str, str | None, int | None, int | None, int | None, int]]",
-                        c.execute(
-                "SELECT parent_id, cid, reply_count, participant_count, last_message_at, "
-                "position FROM threads " + ("WHERE cid=? " if cid is not None else "")
-                + "ORDER BY last_message_at IS NULL, last_message_at DESC, parent_id",
-                (cid,) if cid is not None else ()).fetchall())
+        with self.datastore.transaction(commit=False) as cursor:
+            rows = cast("list[tuple[str, str | None, int | None, int | None, int | None, int]]", (
+                cursor.execute(_THREADS) if cid is None
+                else cursor.execute(_THREADS_IN_CHANNEL, (cid,))).fetchall())
             return [StoredThread(parent_id=parent, cid=row_cid, reply_count=replies,
                                  participant_count=participants, last_message_at=last,
-                                 thread=_member_object(self.payload_at(c, position), "thread"))
+                                 thread=_member_object(self.payload_at(cursor, position), "thread"))
                     for parent, row_cid, replies, participants, last, position in rows]
 
     def thread_reads(self, parent_id: str) -> list[ThreadRead]:
         """Each user's read state of the thread under `parent_id`: `user_id`, `cid`,
         `last_read` (epoch µs), `last_read_message_id`, `position`."""
-        with self.datastore.transaction(commit=False) as c:
-            return ThreadReads.of_thread(c, parent_id)
+        with self.datastore.transaction(commit=False) as cursor:
+            return ThreadReads.of_thread(cursor, parent_id)
 
     def reminders(self, cid: str | None = None, *, due: bool = False) -> list[StoredReminder]:
         """The own user's reminders, soonest first (those without a time last): `message_id`,
         `user_id`, `cid`, `remind_at`, `created_at`, `updated_at` (epoch µs or None), `due`
         (the backend said it is due), and the `reminder` object as last received. Only one
         channel's with `cid`; only those due with `due=True`."""
-        with self.datastore.transaction(commit=False) as c:
+        with self.datastore.transaction(commit=False) as cursor:
             rows = cast("list[_ReminderRow]",
-                        c.execute(LIST_REMINDERS, (cid, int(due))).fetchall())
+                        cursor.execute(LIST_REMINDERS, (cid, int(due))).fetchall())
             return [StoredReminder(
                         message_id=message_id, user_id=user, cid=row_cid, remind_at=remind_at,
                         created_at=created_at, updated_at=updated_at, due=bool(is_due),
-                        reminder=reminder_object(self.payload_at(c, position)))
+                        reminder=reminder_object(self.payload_at(cursor, position)))
                     for (message_id, user, row_cid, remind_at, created_at, updated_at, is_due,
                          position) in rows]
 
@@ -643,22 +695,22 @@ class ReadModel:
         """The users the own user has muted, by user id: `user_id`, `created_at`, `updated_at`,
         `expires` (epoch µs; `expires` None: until unmuted) and the `mute` object as received.
         Mutes past their `expires` are listed only with `expired=True`."""
-        with self.datastore.transaction(commit=False) as c:
-            return MuteReader.users(c, self.payload_at, now=None if expired else now_us())
+        with self.datastore.transaction(commit=False) as cursor:
+            return MuteReader.users(cursor, self.payload_at, now=None if expired else now_us())
 
     def channel_mutes(self, *, expired: bool = False) -> list[ChannelMute]:
         """The channels the own user has muted, by cid: `cid`, the times, and `mute`; like
         `mutes`. A muted channel's new messages do not count as unread."""
-        with self.datastore.transaction(commit=False) as c:
-            return MuteReader.channels(c, self.payload_at, now=None if expired else now_us())
+        with self.datastore.transaction(commit=False) as cursor:
+            return MuteReader.channels(cursor, self.payload_at, now=None if expired else now_us())
 
     def connection_info(self) -> ConnectionInfo:
         """What the store knows of the connection: its id, the last health check (µs), the log
         position of the last `me`, `last_sync_at` (RFC 3339), and the event times of the mute
         lists on file (µs); None where not known."""
-        with self.datastore.transaction(commit=False) as c:
+        with self.datastore.transaction(commit=False) as cursor:
             info = dict(cast("list[tuple[str, Any]]",
-                             c.execute("SELECT key, value FROM connection").fetchall()))
+                             cursor.execute(_CONNECTION).fetchall()))
         synced = info.get("last_sync_at")
         return ConnectionInfo(
             connection_id=info.get("connection_id"),
@@ -670,24 +722,44 @@ class ReadModel:
 
     def last_sync_at(self) -> str | None:
         """The time up to which the store holds every event (RFC 3339), or None before any sync."""
-        with self.datastore.transaction(commit=False) as c:
-            row = c.execute("SELECT value FROM connection WHERE key='last_sync_at'").fetchone()
-        return format_time_or_none(row[0]) if row and isinstance(row[0], int) else None
+        with self.datastore.transaction(commit=False) as cursor:
+            row = cursor.execute(_LAST_SYNC_AT).fetchone()
+        if row is None:
+            return None
+        (synced,) = row
+        return format_time_or_none(synced) if isinstance(synced, int) else None
 
     def unprojected(self, limit: int | None = None) -> list[UnprojectedEntry]:
         """Log entries stored but not wholly projected (a value the tables cannot hold was left
         out), newest first: `position`, `type`, `reason`."""
-        with self.datastore.transaction(commit=False) as c:
-            rows = cast("list[tuple[int, str, str]]", c.execute(
+        with self.datastore.transaction(commit=False) as cursor:
+            rows = cast("list[tuple[int, str, str]]", cursor.execute(
                 _UNPROJECTED, (-1 if limit is None else limit,)).fetchall())
         return [UnprojectedEntry(position=position, type=kind, reason=reason)
                 for position, kind, reason in rows]
 
     def unprojected_count(self) -> int:
-        with self.datastore.transaction(commit=False) as c:
-            return _count(c, _UNPROJECTED_COUNT, ())
+        with self.datastore.transaction(commit=False) as cursor:
+            return _count(cursor, _UNPROJECTED_COUNT, ())
 
 
+# The channel list's rows (`SummaryRow`): each channel with the own unread count, the own
+# membership and the newest message shown in the channel, and that message's entry.
+_SUMMARIES = f"""SELECT ch.cid, ch.name, ch.last_message_at, ch.member_count, ch.hidden, ch.custom,
+                       coalesce(r.unread_messages, 0), mb.user_id, mb.role, mb.channel_role,
+                       mb.banned, mb.pinned_at, mb.archived_at, mb.created_at, mb.updated_at,
+                       {', '.join('lm.' + col for col in _MESSAGE_COLUMNS.split(', '))},
+                       e.codec, e.state
+                FROM channels ch
+                LEFT JOIN reads r ON r.cid = ch.cid AND r.user_id = +?
+                LEFT JOIN members mb ON mb.cid = ch.cid AND mb.user_id = +?
+                LEFT JOIN messages lm ON (lm.cid, lm.created_at, lm.id) = (
+                    SELECT cid, created_at, id FROM messages
+                    WHERE cid = ch.cid AND (parent_id IS NULL OR show_in_channel = 1)
+                      AND deleted_for_me = 0
+                    ORDER BY created_at DESC, id DESC LIMIT 1)
+                LEFT JOIN stored_events e ON e.rowid = lm.position
+                WHERE ch.cid IN (SELECT value FROM json_each(?))"""
 _UNPROJECTED = "SELECT position, type, reason FROM unprojected ORDER BY position DESC LIMIT ?"
 _UNPROJECTED_COUNT = "SELECT COUNT(*) FROM unprojected"
 
@@ -728,28 +800,34 @@ SummaryRow = tuple[
 ]
 
 
-def _stored_message(m: MessageColumns, raw: bytes) -> StoredMessage:
+def _stored_message(columns: MessageColumns, raw: bytes) -> StoredMessage:
     """A message's columns (`_MESSAGE_COLUMNS`) and its object's bytes as a `StoredMessage`."""
-    return StoredMessage(m[0], m[1], m[2], m[3], m[4], m[5], m[6], bool(m[7]), m[8],
-                         bool(m[9]), m[10], m[11], m[12], raw)
+    (message_id, cid, created_at, user_id, kind, parent_id, reply_count, pinned, deleted_at,
+     deleted_for_me, local_state, local_command, position, _slot) = columns
+    return StoredMessage(message_id, cid, created_at, user_id, kind, parent_id, reply_count,
+                         bool(pinned), deleted_at, bool(deleted_for_me), local_state,
+                         local_command, position, raw)
 
 
-def _members(c: apsw.Cursor, sql: str, params: tuple[Any, ...]) -> list[StoredMember]:
+def _members(cursor: apsw.Cursor, sql: str, params: tuple[Any, ...]) -> list[StoredMember]:
     """The member rows a statement of `_MEMBER_COLUMNS` selects."""
     return [StoredMember(*row)
-            for row in cast("list[_MemberRow]", c.execute(sql, params).fetchall())]
+            for row in cast("list[_MemberRow]", cursor.execute(sql, params).fetchall())]
 
 
-def _reads(c: apsw.Cursor, cid: str) -> list[StoredRead]:
+def _reads(cursor: apsw.Cursor, cid: str) -> list[StoredRead]:
     """A channel's read rows, by user id."""
     return [StoredRead(*row)
-            for row in cast("list[_ReadRow]", c.execute(_READS, (cid,)).fetchall())]
+            for row in cast("list[_ReadRow]", cursor.execute(_READS, (cid,)).fetchall())]
 
 
-def _count(c: apsw.Cursor, sql: str, params: tuple[Any, ...] | list[Any]) -> int:
+def _count(cursor: apsw.Cursor, sql: str, params: tuple[Any, ...] | list[Any]) -> int:
     """The one integer a statement of one aggregate returns."""
-    row = c.execute(sql, params).fetchone()
-    return cast(int, row[0]) if row is not None else 0
+    row = cast("tuple[int] | None", cursor.execute(sql, params).fetchone())
+    if row is None:
+        return 0
+    (count,) = row
+    return count
 
 
 def _member_object(payload: bytes, key: str) -> dict[str, Any] | None:
@@ -781,17 +859,17 @@ def _mentions(filter: Any, field_name: str) -> bool:
     return False
 
 
-def _dicts(c: apsw.Cursor, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
-    cursor = c.execute(sql, params)
+def _dicts(cursor: apsw.Cursor, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
+    result = cursor.execute(sql, params)
     try:
-        names = [d[0] for d in cursor.getdescription()]
+        names = [name for name, _declared_type in result.getdescription()]
     except apsw.ExecutionCompleteError:  # no rows: the statement has already finished
         return []
-    return [dict(zip(names, r)) for r in cursor]
+    return [dict(zip(names, row)) for row in result]
 
 
-def _one_dict(c: apsw.Cursor, sql: str, params: tuple[Any, ...]) -> dict[str, Any] | None:
-    rows = _dicts(c, sql, params)
+def _one_dict(cursor: apsw.Cursor, sql: str, params: tuple[Any, ...]) -> dict[str, Any] | None:
+    rows = _dicts(cursor, sql, params)
     return rows[0] if rows else None
 
 
