@@ -101,8 +101,8 @@ def is_write_method(name: str) -> bool:
 def _single_position(result: AppendResult) -> int:
     """`ChatStore.ingest`'s answer for one event (runs on the writer thread)."""
     if result.quarantined:
-        q = result.quarantined[0]
-        raise RejectedInput(q.reason, q.quarantine_id)
+        rejected = result.quarantined[0]
+        raise RejectedInput(rejected.reason, rejected.quarantine_id)
     position = result.positions[0]
     assert position is not None
     return position

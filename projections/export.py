@@ -209,9 +209,9 @@ def iter_export(
     if messages is not None and messages < 0:
         raise ExportError(f"messages must be 0 or more, not {messages}")
     report = report if report is not None else ExportReport()
-    with read.datastore.transaction(commit=False) as c:
-        order = _channel_order(c, cids)
-        writer = _Writer(read, c.connection, messages=messages, include_local=include_local,
+    with read.datastore.transaction(commit=False) as cursor:
+        order = _channel_order(cursor, cids)
+        writer = _Writer(read, cursor.connection, messages=messages, include_local=include_local,
                          report=report)
         yield from writer.document(order)
 
@@ -232,11 +232,11 @@ def export_channels(
     return report
 
 
-def _channel_order(c: apsw.Cursor, cids: Iterable[str] | None) -> list[str]:
+def _channel_order(cursor: apsw.Cursor, cids: Iterable[str] | None) -> list[str]:
     if cids is None:
-        return [cast(str, cid) for (cid,) in c.execute(_CHANNELS_BY_ACTIVITY)]
+        return [cast(str, cid) for (cid,) in cursor.execute(_CHANNELS_BY_ACTIVITY)]
     order = list(dict.fromkeys(cids))  # each channel once, in the order asked
-    stored = {cid for (cid,) in c.execute(_CHANNELS_STORED,
+    stored = {cid for (cid,) in cursor.execute(_CHANNELS_STORED,
                                           (msgspec.json.encode(order).decode(),))}
     missing = [cid for cid in order if cid not in stored]
     if missing:
@@ -318,13 +318,13 @@ class _Writer:
         yield b"]" + tail
 
     def _channel_object(self, cid: str) -> bytes:
-        c = self._cursor()
+        cursor = self._cursor()
         (position, slot, kind, channel_id, name, created_by, created_at, updated_at,
          last_message_at, member_count, frozen, disabled, hidden_flag, team, truncated_at,
          deleted_at, stored_custom) = cast("tuple[Any, ...]",
-                                           c.execute(_CHANNEL_ROW, (cid,)).fetchone())
+                                           cursor.execute(_CHANNEL_ROW, (cid,)).fetchone())
         hidden = bool(hidden_flag)
-        raw = self.read.channel_bytes(c, position, slot) if position is not None else b""
+        raw = self.read.channel_bytes(cursor, position, slot) if position is not None else b""
         try:
             fields = _CHANNEL_FIELDS.decode(raw) if raw else None
         except _DECODE_ERRORS:
@@ -367,13 +367,13 @@ class _Writer:
             *_, position, slot = row
             yield message_object(self._stored_message(lookup, position, slot), row)
 
-    def _stored_message(self, c: apsw.Cursor, position: int, slot: int) -> bytes:
+    def _stored_message(self, cursor: apsw.Cursor, position: int, slot: int) -> bytes:
         if slot == SLOT_EVENT or slot == SLOT_RESPONSE:
-            return self.read.message_bytes(self.read.payload_at(c, position), slot)
+            return self.read.message_bytes(self.read.payload_at(cursor, position), slot)
         if position not in self.states:
             if len(self.states) >= _STATES_KEPT:
                 self.states.pop(next(iter(self.states)))
-            self.states[position] = channel_state_of(self.read.payload_at(c, position))
+            self.states[position] = channel_state_of(self.read.payload_at(cursor, position))
         parsed = self.states[position]
         return b"" if parsed is None else state_message(parsed, slot)
 
@@ -425,23 +425,23 @@ class _Writer:
         return cached
 
     def _stored_user(self, uid: str) -> bytes | None:
-        c = self._cursor()
-        row = cast("tuple[int, int] | None", c.execute(_USER_ENTRY, (uid,)).fetchone())
+        cursor = self._cursor()
+        row = cast("tuple[int, int] | None", cursor.execute(_USER_ENTRY, (uid,)).fetchone())
         if row is None:
             return None
         position, slot = row
-        return user_object(self.read.payload_at(c, position), slot, uid) or None
+        return user_object(self.read.payload_at(cursor, position), slot, uid) or None
 
     def _draft(self, cid: str) -> bytes | None:
         """The channel's own draft, when the backend sent it (a draft saved here and not yet
         echoed is local, like an unsent message)."""
-        c = self._cursor()
-        row = cast("tuple[int] | None", c.execute(_CHANNEL_DRAFT_ENTRY, (cid,)).fetchone())
+        cursor = self._cursor()
+        row = cast("tuple[int] | None", cursor.execute(_CHANNEL_DRAFT_ENTRY, (cid,)).fetchone())
         if row is None:
             return None
         (position,) = row
         try:
-            draft = _DRAFT_HOLDER.decode(self.read.payload_at(c, position)).draft
+            draft = _DRAFT_HOLDER.decode(self.read.payload_at(cursor, position)).draft
         except _DECODE_ERRORS:
             return None
         return bytes(draft) or None

@@ -477,8 +477,8 @@ class ReadModel:
     ) -> MessagePage:
         """A page of a channel's messages, with the gaps it crosses (see `projections.ranges`):
         between its neighbouring messages, and between the cursor and the page."""
-        rows = self._page_rows(cursor, "cid=+? AND (parent_id IS NULL OR show_in_channel=1)", (cid,),
-                               page_key, before=before, inclusive=inclusive, limit=limit)
+        rows = self._page_rows(cursor, "cid=+? AND (parent_id IS NULL OR show_in_channel=1)",
+                               (cid,), page_key, before=before, inclusive=inclusive, limit=limit)
         # Messages sent from here and not yet echoed by the backend are neither held history
         # nor missing from it: they take no part in finding gaps.
         keys = [(created_at, message_id)
@@ -517,15 +517,18 @@ class ReadModel:
                               inclusive=inclusive, limit=limit)
 
     def _page(
-        self, cursor: apsw.Cursor, where: str, params: tuple[Any, ...], page_key: tuple[int, str] | None,
+        self, cursor: apsw.Cursor, where: str, params: tuple[Any, ...],
+        page_key: tuple[int, str] | None,
         *, before: bool, inclusive: bool, limit: int,
     ) -> list[StoredMessage]:
         """A page by `where` (its parameters written `+?`: see `_BOUND`) and cursor."""
-        return self._messages(cursor, self._page_rows(cursor, where, params, page_key, before=before,
-                                                 inclusive=inclusive, limit=limit))
+        return self._messages(cursor, self._page_rows(cursor, where, params, page_key,
+                                                      before=before, inclusive=inclusive,
+                                                      limit=limit))
 
     def _page_rows(
-        self, cursor: apsw.Cursor, where: str, params: tuple[Any, ...], page_key: tuple[int, str] | None,
+        self, cursor: apsw.Cursor, where: str, params: tuple[Any, ...],
+        page_key: tuple[int, str] | None,
         *, before: bool, inclusive: bool, limit: int,
     ) -> list[MessageRow]:
         """The rows (of `_MESSAGE_SELECT`) of a page, oldest first."""
@@ -634,7 +637,8 @@ class ReadModel:
                 cursor.execute(_DRAFTS) if cid is None
                 else cursor.execute(_DRAFTS_IN_CHANNEL, (cid,))).fetchall())
             return [StoredDraft(cid=row_cid, parent_id=parent or None, created_at=created_at,
-                                draft=_draft_object(self.payload_at(cursor, position), row_cid, parent))
+                                draft=_draft_object(self.payload_at(cursor, position), row_cid,
+                                                    parent))
                     for row_cid, parent, created_at, position in rows]
 
     def draft(self, cid: str, parent_id: str | None = None) -> StoredDraft | None:

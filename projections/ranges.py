@@ -163,11 +163,12 @@ class MessagePage(list[Any]):
 def find_gaps(ranges: Sequence[tuple[int, str, int, str]], keys: Sequence[Key]) -> list[Gap]:
     """The gaps between neighbouring `keys` (sorted) given the held `ranges` (rows of
     `RANGES_OVERLAPPING`, sorted and disjoint): each pair not inside one range."""
-    starts = [(row[0], row[1]) for row in ranges]
+    starts = [(start_at, start_id) for start_at, start_id, _end_at, _end_id in ranges]
+    ends = [(end_at, end_id) for _start_at, _start_id, end_at, end_id in ranges]
 
     def range_of(key: Key) -> int | None:
         index = bisect_right(starts, key) - 1
-        if index >= 0 and key <= (ranges[index][2], ranges[index][3]):
+        if index >= 0 and key <= ends[index]:
             return index
         return None
 

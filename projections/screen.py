@@ -85,7 +85,7 @@ def reason(left_out: list[str]) -> str:
     return f"integer beyond 64 bits, not projected (kept in the log): {shown}"
 
 
-def screened(c: apsw.Cursor, items: Iterable[Any]) -> Iterator[Any]:
+def screened(cursor: apsw.Cursor, items: Iterable[Any]) -> Iterator[Any]:
     """The items (`projections.item.Item`), each with its payload screened; what was left out
     of one is recorded in `unprojected` under its position, in the caller's transaction."""
     for item in items:
@@ -95,6 +95,6 @@ def screened(c: apsw.Cursor, items: Iterable[Any]) -> Iterator[Any]:
             continue
         result = screen(payload)
         if result.left_out:
-            c.execute(_RECORD, (item.position, item.type, reason(result.left_out)))
+            cursor.execute(_RECORD, (item.position, item.type, reason(result.left_out)))
             item = item.with_payload(result.payload)
         yield item

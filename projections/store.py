@@ -118,8 +118,9 @@ class ChatStore(ActionsMixin, ReadAPI):
                 raise StoreError(f"no store for user {user_id!r} in {directory}")
             try:
                 directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            except OSError as e:
-                raise StoreError(f"cannot create the data directory {directory}: {e.strerror}") from e
+            except OSError as error:
+                raise StoreError(f"cannot create the data directory {directory}: "
+                                 f"{error.strerror}") from error
         log = EventLog.open(path, synchronous=synchronous, compression=compression,
                             lock_timeout=lock_timeout, key=key)
         try:
@@ -167,8 +168,8 @@ class ChatStore(ActionsMixin, ReadAPI):
         """
         result = self.log.append_events([event], source=source, connection_id=connection_id)
         if result.quarantined:
-            q = result.quarantined[0]
-            raise RejectedInput(q.reason, q.quarantine_id)
+            rejected = result.quarantined[0]
+            raise RejectedInput(rejected.reason, rejected.quarantine_id)
         position = result.positions[0]
         assert position is not None
         return position

@@ -172,7 +172,7 @@ def sync_points(connection: sqlite3.Connection) -> list[SyncPoint]:
     """The sync points of the log, oldest first, with the gap each closed and how long its
     catch-up took."""
     cursor = connection.execute(SYNC_HISTORY.sql)
-    columns = [d[0] for d in cursor.description]
+    columns = [name for name, *_details in cursor.description]
     history = cursor.fetchall()
     entries = connection.execute(CATCH_UP_ENTRIES_SQL).fetchall()
     points: list[SyncPoint] = []
@@ -186,10 +186,13 @@ def sync_points(connection: sqlite3.Connection) -> list[SyncPoint]:
             continue  # a /sync answer: its sync point follows
         received = microseconds(row["received_at"]) or 0
         started = received
+        # entries: (position, received_at) of each entry a catch-up brought.
         while next_entry < len(entries) and entries[next_entry][0] <= previous_position:
             next_entry += 1
-        if next_entry < len(entries) and entries[next_entry][0] < row["position"]:
-            started = min(started, entries[next_entry][1])
+        if next_entry < len(entries):
+            entry_position, entry_received = entries[next_entry]
+            if entry_position < row["position"]:
+                started = min(started, entry_received)
         gap = None if previous_synced is None else (synced - previous_synced) / 1_000_000
         points.append(SyncPoint(row["position"], received, synced, gap,
                                 max(0, received - started) / 1_000_000))
@@ -200,7 +203,10 @@ def sync_points(connection: sqlite3.Connection) -> list[SyncPoint]:
 def last_sync_at(connection: sqlite3.Connection) -> str | None:
     """The last sync point the read tables hold (RFC 3339), or None."""
     row = connection.execute(LAST_SYNC_SQL).fetchone()
-    return None if row is None else rfc3339(row[0])
+    if row is None:
+        return None
+    (synced,) = row
+    return rfc3339(synced)
 
 
 def _sync_rows(points: list[SyncPoint]) -> list[dict[str, Any]]:

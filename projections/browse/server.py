@@ -64,13 +64,13 @@ def check_store(path: Path) -> None:
         raise StoreError(f"{path} is not a file")
     try:
         connection = sqlite3.connect(readonly_uri(path), uri=True)
-    except sqlite3.Error as e:
-        raise StoreError(f"cannot open {path}: {e}") from e
+    except sqlite3.Error as error:
+        raise StoreError(f"cannot open {path}: {error}") from error
     try:
         if not is_store(connection):
             raise StoreError(f"{path} is not a chatledger store")
-    except sqlite3.DatabaseError as e:
-        raise StoreError(f"{path} is not a chatledger store ({e})") from e
+    except sqlite3.DatabaseError as error:
+        raise StoreError(f"{path} is not a chatledger store ({error})") from error
     finally:
         connection.close()
 
@@ -87,14 +87,15 @@ class BrowseServer:
                  port: int = DEFAULT_PORT) -> None:
         if not paths:
             raise ValueError("no store to browse")
-        self.paths = [Path(p) for p in paths]
+        self.paths = [Path(path) for path in paths]
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             self._socket.bind((host, port))
             self._socket.listen(128)
-        except OSError as e:
+        except OSError as error:
             self._socket.close()
-            raise StoreError(f"cannot listen on {host}:{port}: {e.strerror or e}") from e
+            raise StoreError(
+                f"cannot listen on {host}:{port}: {error.strerror or error}") from error
         self.host = host
         self.port = self._socket.getsockname()[1]
         self._server: Any = None

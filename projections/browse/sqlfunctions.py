@@ -42,7 +42,8 @@ IS_SEALED_SQL = "SELECT COUNT(*) FROM chatledger_meta WHERE key = 'cipher'"
 
 def is_store(connection: sqlite3.Connection) -> bool:
     """True when the connection's main database is a chatledger store file."""
-    return connection.execute(IS_STORE_SQL).fetchone()[0] == 3
+    (tables_found,) = connection.execute(IS_STORE_SQL).fetchone()
+    return bool(tables_found == 3)
 
 
 class StoreFunctions:
@@ -62,7 +63,8 @@ class StoreFunctions:
         # Checked once: a store is sealed or not for as long as a browser looks at it (a rekey
         # while it runs shows NULLs or garbage until the page is reloaded).
         try:
-            self._sealed = bool(connection.execute(IS_SEALED_SQL).fetchone()[0])
+            (cipher_keys,) = connection.execute(IS_SEALED_SQL).fetchone()
+            self._sealed = bool(cipher_keys)
         except sqlite3.Error:
             self._sealed = False
 
@@ -76,7 +78,10 @@ class StoreFunctions:
 
     def _dictionary(self, dictionary_id: int) -> tuple[int, bytes] | None:
         row = self._connection.execute(DICTIONARY_SQL, (dictionary_id,)).fetchone()
-        return None if row is None else (int(row[0]), bytes(row[1]))
+        if row is None:
+            return None
+        level, data = row
+        return int(level), bytes(data)
 
     def payload(self, codec: int | None, state: bytes | None) -> bytes | None:
         """The payload bytes as they arrived, or None when they cannot be decoded."""
