@@ -270,9 +270,9 @@ class ActionsMixin:
         message = {**wire, "cid": cid, "type": "reply" if parent_id else "regular",
                    "user": {"id": own}, "created_at": now, "updated_at": now}
         with self.log.write_transaction() as cursor:
-            existing = self._status(cursor, command_id)
-            if existing is not None:
-                if existing == CommandStatus.CANCELLED:
+            sent_before = self._status(cursor, command_id)
+            if sent_before is not None:
+                if sent_before == CommandStatus.CANCELLED:
                     raise CommandError(f"the send of message {message_id!r} was cancelled; "
                                        "send it again with a new id")
                 return command_id  # sent before: the same command, nothing new to record
