@@ -5,9 +5,10 @@ progress on stderr), then measures, against one PostgreSQL (`--url`, or a throw-
 started for the run, see pg_cluster.py):
 
 - the limit: the same rows (every column push sends but the message ids, read from the same stores
-  the same way, in the same batches, formatted the same way) sent with the same `COPY` into a
-  plain table: no indexes, no lock,
-  no mention extraction, no bookkeeping;
+  the same way, in the same batches, formatted the same way) sent with the same `COPY` and
+  writer into a plain table with the same column types and payload compression: no indexes, no
+  lock, no mention extraction, no bookkeeping, no second thread; and, for comparison with
+  earlier runs, the same in COPY's text format;
 - `archive.push` with 1 process (every store), then with 2 processes (half the stores each,
   into an archive of their own), each into a fresh schema;
 - `archive.pull` of every user into a fresh data directory: the log restored, then the read
@@ -63,39 +64,68 @@ _PLAIN_TABLE = (
     "CREATE TABLE {schema}.plain (user_id text, originator_id text, originator_version bigint,"
     " topic text, state bytea, position bigint, codec integer, source smallint,"
     " received_at bigint, event_at bigint, connection_id text)")
-_PLAIN_COPY = (
-    "COPY {schema}.plain (user_id, originator_id, originator_version, topic, state, position,"
-    " codec, source, received_at, event_at, connection_id) FROM STDIN")
+_PLAIN_COPY = ("COPY {schema}.plain (user_id, originator_id, originator_version, topic, state,"
+               " position, codec, source, received_at, event_at, connection_id) FROM STDIN")
+_TEXT_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
-def copy_limit(url: str, data_dir: Path, names: Sequence[str], batch: int) -> int:
-    """The same rows as push sends, formatted the same way (copytext), by the same COPY,
-    into a plain table: one transaction per batch, nothing else."""
+def _text_field(value: str | None) -> str:
+    return "\\N" if value is None else value.translate(_TEXT_ESCAPES)
+
+
+def _text_lines(user_id: str, rows: Sequence[Any]) -> str:
+    """Rows in COPY's text format (what push sent before it used the binary one)."""
+    user, text = _text_field(user_id), _text_field
+    return "".join("\t".join((
+        user, text(r.stream), str(r.version), text(r.type), "\\\\x" + r.state.hex(),
+        str(r.position), str(r.codec), str(r.source), str(r.received_at),
+        "\\N" if r.event_at is None else str(r.event_at), text(r.connection_id))) + "\n"
+        for r in rows)
+
+
+def copy_limit(url: str, data_dir: Path, names: Sequence[str], batch: int, *,
+               binary: bool = True) -> int:
+    """The same rows as push sends (every column but the message ids), read from the same
+    stores the same way, in the same batches, formatted the same way (copybinary), sent by the
+    same COPY and writer, into a plain table: one transaction per batch, nothing else.
+    `binary=False`: in COPY's text format instead (the limit of earlier runs)."""
     import psycopg
 
     from chatledger.eventstore.log import EventLog
     from chatledger.eventstore.userfiles import user_db_path
-    from chatledger.sync.archive import copytext
+    from chatledger.sync.archive import copybinary
+    from chatledger.sync.archive.tables import PAYLOAD_COMPRESSION
 
     schema = _schema(url)
+    statement = _PLAIN_COPY.format(schema=schema) + (" (FORMAT binary)" if binary else "")
+    head = copybinary.field_count(len(copybinary.ENTRY_COLUMNS))
     copied = 0
     with psycopg.connect(url) as conn:
         conn.execute(_PLAIN_TABLE.format(schema=schema))
         conn.commit()
+        # The payloads stored as the archive stores them (TOAST compression), where the
+        # server can: the limit is only the archive's work undone.
+        try:
+            conn.execute(PAYLOAD_COMPRESSION.format(schema=schema, table="plain"))
+            conn.commit()
+        except psycopg.Error:
+            conn.rollback()
         for name in names:
             with EventLog.open(user_db_path(data_dir, name)) as log:
                 after, end = 0, log.max_position()
+                user = copybinary.text(name)
                 while after < end:
                     rows = log.stored_rows(after=after, upto=end, limit=batch)
-                    user, text, integer = copytext.text(name), copytext.text, copytext.integer
-                    data = "".join("\t".join((
-                        user, text(r.stream), str(r.version), text(r.type),
-                        copytext.bytea(r.state), str(r.position), str(r.codec), str(r.source),
-                        str(r.received_at), integer(r.event_at), text(r.connection_id))) + "\n"
-                        for r in rows)
-                    with conn.transaction(), conn.cursor() as curs, \
-                            curs.copy(_PLAIN_COPY.format(schema=schema)) as copy:
-                        copy.write(data)
+                    with conn.transaction(), conn.cursor() as curs:
+                        if binary:
+                            data = copybinary.stream(
+                                [head + copybinary.entry(user, r) for r in rows])
+                            with curs.copy(statement,
+                                           writer=copybinary.BlockingWriter(curs)) as copy:
+                                copy.write(data)
+                        else:
+                            with curs.copy(statement) as copy:
+                                copy.write(_text_lines(name, rows))
                     copied += len(rows)
                     after = rows[-1].position
     return copied
@@ -175,6 +205,9 @@ def command(entries: int, users: int, batch: int, url: str | None, parent: str |
             data_dir = scratch / "data"
             progress(f"building {users} stores, {entries:,} entries in all")
             names = build_stores(data_dir, users, entries)
+            text_seconds, text_copied = _timed(
+                "plain COPY in text format",
+                lambda: copy_limit(server, data_dir, names, batch, binary=False))
             copy_seconds, copied = _timed("the limit: plain COPY",
                                           lambda: copy_limit(server, data_dir, names, batch))
             progress("push, 1 process...")
@@ -191,11 +224,13 @@ def command(entries: int, users: int, batch: int, url: str | None, parent: str |
         if cluster is not None:
             cluster.stop()
     copy_rate = copied / copy_seconds
+    text_rate = text_copied / text_seconds
     push1_rate = pushed1 / push1_seconds
     push2_rate = pushed2 / push2_seconds
     pull_rate = pulled / pull_seconds
     print(f"archive: {users} users, {entries:,} entries, batches of {batch:,}")
     print(f"  limit, plain COPY into a plain table   {fmt_rate(copy_rate):>12} entries/s")
+    print(f"  (the same in COPY's text format        {fmt_rate(text_rate):>12} entries/s)")
     print(f"  push, 1 process                        {fmt_rate(push1_rate):>12} entries/s"
           f"  ({push1_rate / copy_rate:.2f} x the limit; target >= {TARGET_PUSH_VS_COPY})")
     print(f"  push, 2 processes                      {fmt_rate(push2_rate):>12} entries/s"
@@ -203,7 +238,7 @@ def command(entries: int, users: int, batch: int, url: str | None, parent: str |
     print(f"  pull (log restored + tables rebuilt)   {fmt_rate(pull_rate):>12} entries/s")
     emit_json({
         "benchmark": "archive", "users": users, "entries": entries, "batch": batch,
-        "copy_entries_per_s": round(copy_rate), "push1_entries_per_s": round(push1_rate),
+        "copy_entries_per_s": round(copy_rate), "copy_text_entries_per_s": round(text_rate), "push1_entries_per_s": round(push1_rate),
         "push2_entries_per_s": round(push2_rate), "pull_entries_per_s": round(pull_rate),
         "push1_vs_copy": round(push1_rate / copy_rate, 3),
         "push2_vs_push1": round(push2_rate / push1_rate, 3),

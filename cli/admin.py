@@ -60,12 +60,15 @@ def stats_command(ctx: Context, as_json: bool) -> None:
         out.print(types)
 
 
+# What a bundle's `redacted` says (any other value: just "a bundle").
+_BUNDLE_KINDS: dict[Any, str] = {True: "a redacted bundle", False: "a bundle (not redacted)"}
+
+
 def _bundle_rows(info: dict[str, Any] | None) -> list[tuple[str, str]]:
     """A line saying the store is a bundle (`chatledger bundle`), and how it was made."""
     if info is None:
         return []
-    kind = {True: "a redacted bundle", False: "a bundle (not redacted)"}.get(
-        info.get("redacted"), "a bundle")
+    kind = _BUNDLE_KINDS.get(info.get("redacted"), "a bundle")
     made = (f" made by chatledger {info.get('chatledger_version', '?')} "
             f"(projection version {info.get('projection_version', '?')})")
     when = f" at {format_time(info['made_at'])}" if isinstance(info.get("made_at"), int) else ""

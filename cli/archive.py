@@ -27,8 +27,8 @@ _SCHEMA_ENV = "CHATLEDGER_ARCHIVE_SCHEMA"
 def _archive() -> ModuleType:
     try:
         from chatledger.sync import archive
-    except ImportError as e:
-        fail(f"the archive needs psycopg ({e}): pip install 'chatledger[archive]'")
+    except ImportError as error:
+        fail(f"the archive needs psycopg ({error}): pip install 'chatledger[archive]'")
     return archive
 
 

@@ -69,8 +69,8 @@ def _past(ctx: Context, cids: list[str] | None = None,
         with replay_progress("replaying the log") as on_progress:
             return as_of(store, position=position, time=time_us, on_progress=on_progress,
                          cids=cids, message_id=message_id)
-    except ValueError as e:
-        fail(str(e))
+    except ValueError as error:
+        fail(str(error))
 
 
 def _as_of_json(past: PastStore) -> dict[str, Any]:
@@ -137,15 +137,15 @@ def as_of_message(ctx: Context, message_id: str, as_json: bool) -> None:
     # Only the message's channel's entries are replayed (with the user's and the commands'),
     # as for `explain`.
     with _past(ctx, message_id=message_id) as past:
-        m = past.message(message_id)
-        if m is None:
+        message = past.message(message_id)
+        if message is None:
             fail(f"no message {message_id!r} was stored {_as_of_text(past)}")
         if as_json:
-            echo_json({**message_json(m), "as_of": _as_of_json(past)})
+            echo_json({**message_json(message), "as_of": _as_of_json(past)})
             return
         out = console()
         out.print(f"[dim]{_as_of_text(past)}[/dim]")
-        print_message(m, out)
+        print_message(message, out)
 
 
 # -- explain ----------------------------------------------------------------------------------------
@@ -188,13 +188,15 @@ def explain_command(ctx: Context, message_id: str, unchanged: bool, fmt: str | N
                output_format(fmt))
 
 
-def _explanation_json(e: Explanation) -> dict[str, Any]:
+def _explanation_json(explanation: Explanation) -> dict[str, Any]:
     return {
-        "position": e.position, "stream": e.stream, "type": e.type, "source": e.source,
-        "received_at": iso_time(e.received_at), "event_at": iso_time(e.event_at),
-        "note": e.note, "command": e.command or None,
+        "position": explanation.position, "stream": explanation.stream,
+        "type": explanation.type, "source": explanation.source,
+        "received_at": iso_time(explanation.received_at),
+        "event_at": iso_time(explanation.event_at),
+        "note": explanation.note, "command": explanation.command or None,
         "changes": {field: [_json_value(field, before), _json_value(field, after)]
-                    for field, (before, after) in e.changes.items()},
+                    for field, (before, after) in explanation.changes.items()},
     }
 
 
@@ -230,21 +232,22 @@ def _reactions(before: dict[str, int], after: dict[str, int]) -> str:
     return " ".join(parts)
 
 
-def describe(e: Explanation) -> str:
+def describe(explanation: Explanation) -> str:
     """One line: the note, then each change as `field: before -> after` (after what a local
     command's event says, for those)."""
-    text = _describe_changes(e)
-    if e.command:
+    text = _describe_changes(explanation)
+    if explanation.command:
         # Which command: a message's trail holds its send's attempts and its reactions' too.
-        kind = e.stream.partition(":")[0] if ":" in e.stream else ""
-        said = e.command if not kind or e.command.startswith(kind) else f"{kind} {e.command}"
+        kind = explanation.stream.partition(":")[0] if ":" in explanation.stream else ""
+        command = explanation.command
+        said = command if not kind or command.startswith(kind) else f"{kind} {command}"
         return said if text == "no change" else f"{said}; {text}"
     return text
 
 
-def _describe_changes(e: Explanation) -> str:
-    changes = e.changes
-    if e.note == "stored":
+def _describe_changes(explanation: Explanation) -> str:
+    changes = explanation.changes
+    if explanation.note == "stored":
         shown = [f"{f} {_show(f, changes[f][1])}" for f in ("user_id", "text") if f in changes]
         if "reactions" in changes:
             shown.append(f"reactions: {_reactions(*changes['reactions'])}")
@@ -252,7 +255,7 @@ def _describe_changes(e: Explanation) -> str:
     removed = "cid" in changes and changes["cid"][1] is None
     if removed or not changes:
         # The whole row went, or nothing changed: the note says it all.
-        text = e.note
+        text = explanation.note
         if "reactions" in changes and changes["reactions"][0]:
             text += f" (with reactions {' '.join(changes['reactions'][0])})"
         return text
@@ -262,4 +265,4 @@ def _describe_changes(e: Explanation) -> str:
             shown.append(f"reactions: {_reactions(before, after)}")
         else:
             shown.append(f"{field}: {_show(field, before)} -> {_show(field, after)}")
-    return f"{e.note}: {', '.join(shown)}"
+    return f"{explanation.note}: {', '.join(shown)}"

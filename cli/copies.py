@@ -49,8 +49,8 @@ def backup_command(ctx: Context, dest: Path, force: bool, as_json: bool) -> None
 
         try:
             report = store.backup(dest, overwrite=force, on_progress=on_progress)
-        except DestinationExists as e:
-            fail(f"{e} (--force replaces it)")
+        except DestinationExists as error:
+            fail(f"{error} (--force replaces it)")
     if as_json:
         echo_json(report)
         return
@@ -128,8 +128,8 @@ def _export_target(target: Path, *, force: bool) -> Path:
 
 def _is_sqlite(path: Path) -> bool:
     try:
-        with path.open("rb") as f:
-            return f.read(16) == b"SQLite format 3\x00"
+        with path.open("rb") as stream:
+            return stream.read(16) == b"SQLite format 3\x00"
     except OSError:
         return False
 

@@ -62,9 +62,9 @@ def demo_command(click_ctx: click.Context) -> None:
     try:
         result = asyncio.run(run_demo(store, lambda line: out.print(f"[green]•[/green] {line}"),
                                       user=user))
-    except TimeoutError as e:
+    except TimeoutError as error:
         store.close()
-        fail(str(e))
+        fail(str(error))
     store.close()
 
     demo_ctx = Context(data_dir, user, "NORMAL")

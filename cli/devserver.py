@@ -75,8 +75,8 @@ def devserver_command(host: str, port: int, api_key: str, secret: str, seed_name
              "(the server has no real security; pass --allow-remote to do it anyway)")
     try:
         rules = [parse_spec(spec) for spec in faults]
-    except FaultSpecError as e:
-        raise click.BadParameter(str(e), param_hint="--fault") from None
+    except FaultSpecError as error:
+        raise click.BadParameter(str(error), param_hint="--fault") from None
     server = DevServer(api_key, secret, health_interval=health_interval,
                        client_timeout=client_timeout, seed=seed_name, rng_seed=rng_seed)
     for rule in rules:
@@ -85,8 +85,8 @@ def devserver_command(host: str, port: int, api_key: str, secret: str, seed_name
     async def serve() -> None:
         try:
             await server.start(host, port)
-        except OSError as e:
-            fail(f"cannot listen on {host}:{port}: {e.strerror or e}")
+        except OSError as error:
+            fail(f"cannot listen on {host}:{port}: {error.strerror or error}")
         try:
             click.echo(f"chatledger devserver listening on {server.url}")
             click.echo(f"  websocket  {server.ws_url}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import click
 import msgspec
@@ -56,8 +57,9 @@ def log_command(
     if show_all and limit is not None:
         raise click.UsageError("give --limit or --all, not both")
     store = ctx.store(create=False)
-    filters = dict(cid=cid, types=types, since=parse_when(since) if since else None,
-                   until=parse_when(until) if until else None)
+    filters: dict[str, Any] = dict(cid=cid, types=types,
+                                   since=parse_when(since) if since else None,
+                                   until=parse_when(until) if until else None)
     entries: Iterable[LogEntry]
     if show_all:
         entries = store.iter_history(newest_first=newest_first, **filters)
@@ -124,17 +126,17 @@ def summarize(entry: LogEntry, width: int = 60) -> str:
     """A short human description of an entry (who did what), never failing."""
     try:
         # Text an older version stored without checking it is UTF-8 is read with U+FFFD.
-        s = _summary_decoder.decode(repair_utf8(entry.payload))
+        summary = _summary_decoder.decode(repair_utf8(entry.payload))
     except (msgspec.DecodeError, msgspec.ValidationError, UnicodeError, RecursionError):
         return f"{len(entry.payload):,} bytes"
-    who = (s.user.id if s.user else None) or s.user_id
-    if s.reaction is not None:
-        text = f"{s.reaction.type} on {s.reaction.message_id}"
-        who = who or s.reaction.user_id
-    elif s.message is not None:
-        who = who or (s.message.user.id if s.message.user else None)
-        body = (s.message.text or "").replace("\n", " ")
-        text = f"{s.message.id}: {body}" if body else str(s.message.id)
+    who = (summary.user.id if summary.user else None) or summary.user_id
+    if summary.reaction is not None:
+        text = f"{summary.reaction.type} on {summary.reaction.message_id}"
+        who = who or summary.reaction.user_id
+    elif summary.message is not None:
+        who = who or (summary.message.user.id if summary.message.user else None)
+        body = (summary.message.text or "").replace("\n", " ")
+        text = f"{summary.message.id}: {body}" if body else str(summary.message.id)
     else:
         text = ""
     line = f"{who}: {text}" if who and text else (who or text)

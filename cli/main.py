@@ -99,8 +99,8 @@ class ChatledgerGroup(click.Group):
             context = ctx.find_object(Context)
             raise DamagedFile(context.store_path() if context else "the store", str(error),
                               "run `chatledger verify` to see what is hit, or restore a backup") from None
-        except (StoreError, UserIdError, WireError, PersistenceError, OSError) as e:
-            fail(str(e) or type(e).__name__)
+        except (StoreError, UserIdError, WireError, PersistenceError, OSError) as error:
+            fail(str(error) or type(error).__name__)
 
 
 @click.group(cls=ChatledgerGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -218,9 +218,10 @@ def _global_option(option: click.Option, apply: Callable[[Context, Any], None]) 
                         shell_complete=complete_with(USER_ID) if option.name == "user" else None)
 
 
-_APPLY_GLOBAL = {"data_dir": _set_data_dir, "user": _set_user, "synchronous": _set_synchronous,
-                 "lock_timeout": _set_lock_timeout, "debug": _set_debug,
-                 "local_time": _set_local_time, "no_pager": _set_no_pager}
+_APPLY_GLOBAL: dict[str, Callable[[Context, Any], None]] = {
+    "data_dir": _set_data_dir, "user": _set_user, "synchronous": _set_synchronous,
+    "lock_timeout": _set_lock_timeout, "debug": _set_debug, "local_time": _set_local_time,
+    "no_pager": _set_no_pager}
 
 
 def accept_global_options(command: click.Command) -> None:

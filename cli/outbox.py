@@ -43,9 +43,10 @@ def _info_json(info: CommandInfo) -> dict[str, Any]:
     }
 
 
-def _event_json(e: CommandEvent) -> dict[str, Any]:
-    return {"position": e.position, "event": e.name, "received_at": iso_time(e.received_at),
-            **{k: v for k, v in e.data.items() if k != "timestamp"}}
+def _event_json(event: CommandEvent) -> dict[str, Any]:
+    return {"position": event.position, "event": event.name,
+            "received_at": iso_time(event.received_at),
+            **{k: v for k, v in event.data.items() if k != "timestamp"}}
 
 
 OUTBOX_COLUMNS = (
@@ -155,9 +156,9 @@ def conflicts_command(ctx: Context, as_json: bool) -> None:
         out.print(f"[bold]{shown(info.id)}[/bold]  {info.kind}  "
                   f"{shown(info.message_id or info.cid or '')}")
         out.print(f"  reason: {shown(conflict_reason(info))}")
-        for e in info.history:
-            out.print(f"  {e.position:>7}  {labelled_time(e.received_at)}  {e.name:<16} "
-                      f"{shown(_event_detail(e, info))}")
+        for event in info.history:
+            out.print(f"  {event.position:>7}  {labelled_time(event.received_at)}  "
+                      f"{event.name:<16} {shown(_event_detail(event, info))}")
 
 
 def conflict_reason(info: CommandInfo) -> str:
@@ -171,15 +172,15 @@ def conflict_reason(info: CommandInfo) -> str:
     return reason
 
 
-def _event_detail(e: CommandEvent, info: CommandInfo) -> str:
+def _event_detail(event: CommandEvent, info: CommandInfo) -> str:
     """What one lifecycle event adds; the refusal's reason is printed above it already."""
-    attempt = e.data.get("attempt")
-    if e.name == "attempt_started":
+    attempt = event.data.get("attempt")
+    if event.name == "attempt_started":
         return f"attempt {attempt}"
-    error = e.data.get("error") or {}
-    detail = _error_text(error) or e.data.get("reason") or ""
+    error = event.data.get("error") or {}
+    detail = _error_text(error) or event.data.get("reason") or ""
     said = str(error.get("message") or detail) if isinstance(error, dict) else str(detail)
-    if e.name == "rejected" and info.reason and said and (said in info.reason
+    if event.name == "rejected" and info.reason and said and (said in info.reason
                                                           or info.reason in said):
         detail = "(the reason above)"
     if attempt is not None:  # an outcome that carries its attempt's start

@@ -5,7 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
 
 from chatledger.cli.output import console
 
@@ -17,7 +24,7 @@ class _LazyBar:
     def __init__(self, label: str) -> None:
         self.label = label
         self.progress: Progress | None = None
-        self.task = 0
+        self.task = TaskID(0)
 
     def update(self, done: int, total: int) -> None:
         if self.progress is None:

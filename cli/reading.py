@@ -28,16 +28,17 @@ def _json_option(value: str | None, name: str) -> Any:
         return None
     try:
         return msgspec.json.decode(value)
-    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeError) as e:
-        raise click.BadParameter(f"not JSON: {e}", param_hint=name) from None
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeError) as error:
+        raise click.BadParameter(f"not JSON: {error}", param_hint=name) from None
     except RecursionError:
         raise click.BadParameter("nested too deeply", param_hint=name) from None
 
 
-def message_json(m: StoredMessage) -> dict[str, Any]:
-    return {"message": stored_json(m.raw) if m.raw else None, "local_state": m.local_state,
-            "local_command": m.local_command, "position": m.position,
-            "deleted_for_me": m.deleted_for_me}
+def message_json(message: StoredMessage) -> dict[str, Any]:
+    return {"message": stored_json(message.raw) if message.raw else None,
+            "local_state": message.local_state,
+            "local_command": message.local_command, "position": message.position,
+            "deleted_for_me": message.deleted_for_me}
 
 
 def channel_state_json(state: ChannelState) -> dict[str, Any]:
@@ -48,10 +49,10 @@ def channel_state_json(state: ChannelState) -> dict[str, Any]:
             "message_gaps": [list(gap) for gap in state.messages.gaps]}
 
 
-def message_row(m: StoredMessage) -> tuple[Any, ...]:
+def message_row(message: StoredMessage) -> tuple[Any, ...]:
     """A message as a row under `MESSAGE_COLUMNS`."""
-    state = m.local_state or ("deleted" if m.deleted_at else "")
-    return (m.created_at, m.user_id, m.id, state, m.text)
+    state = message.local_state or ("deleted" if message.deleted_at else "")
+    return (message.created_at, message.user_id, message.id, state, message.text)
 
 
 @click.command("channels")
@@ -83,18 +84,21 @@ def channels_command(
     filter_value, sort_value = _json_option(filter_, "--filter"), _json_option(sort, "--sort")
     try:
         rows = store.channels(filter_value, sort_value, limit=limit, offset=offset)
-    except FilterError as e:
-        fail(str(e))
+    except FilterError as error:
+        fail(str(error))
     for name, close in store.unknown_filter_fields(filter_value, sort_value).items():
         hint = f" (did you mean {' or '.join(repr(known) for known in close)}?)" if close else ""
         click.echo(f"Warning: no stored channel has a field {name!r}, and the backend defines "
                    f"none by that name{hint}; it matches nothing.", err=True)
     if fmt == "json":
-        for s in rows:
-            echo_json({"cid": s.cid, "name": s.name, "last_message_at": s.last_message_at,
-                       "member_count": s.member_count, "unread_count": s.unread_count,
-                       "hidden": s.hidden, "membership": s.membership, "custom": s.custom,
-                       "last_message": message_json(s.last_message) if s.last_message else None})
+        for channel in rows:
+            last = channel.last_message
+            echo_json({"cid": channel.cid, "name": channel.name,
+                       "last_message_at": channel.last_message_at,
+                       "member_count": channel.member_count, "unread_count": channel.unread_count,
+                       "hidden": channel.hidden, "membership": channel.membership,
+                       "custom": channel.custom,
+                       "last_message": message_json(last) if last else None})
         return
     emit_table(CHANNEL_COLUMNS, (
         (summary.cid, summary.name, summary.last_message_at, summary.unread_count,
@@ -177,26 +181,26 @@ def show_message(ctx: Context, message_id: str, as_json: bool) -> None:
       chatledger --user alice show message 3f1c
     """
     message_id = resolve(ctx, "message", message_id)
-    m = ctx.store(create=False).message(message_id)
-    if m is None:
+    message = ctx.store(create=False).message(message_id)
+    if message is None:
         fail(f"no message {message_id!r} is stored")
     if as_json:
-        echo_json(message_json(m))
+        echo_json(message_json(message))
         return
-    print_message(m)
+    print_message(message)
 
 
-def print_message(m: StoredMessage, out: Any = None) -> None:
+def print_message(message: StoredMessage, out: Any = None) -> None:
     """A message as a block of labelled lines."""
     out = out or console()
-    for label, value in (("id", m.id), ("channel", m.cid), ("user", m.user_id),
-                         ("created", labelled_time(m.created_at)), ("type", m.type),
-                         ("thread of", m.parent_id or "-"), ("replies", m.reply_count),
-                         ("local state", m.local_state or "confirmed"),
-                         ("log position", m.position),
-                         ("reactions", reaction_text(m.reaction_counts) or "-")):
+    for label, value in (("id", message.id), ("channel", message.cid), ("user", message.user_id),
+                         ("created", labelled_time(message.created_at)), ("type", message.type),
+                         ("thread of", message.parent_id or "-"), ("replies", message.reply_count),
+                         ("local state", message.local_state or "confirmed"),
+                         ("log position", message.position),
+                         ("reactions", reaction_text(message.reaction_counts) or "-")):
         out.print(f"[bold]{label:>12}[/bold]  {shown(value)}")
-    out.print(f"[bold]{'text':>12}[/bold]  {shown(m.text)}")
+    out.print(f"[bold]{'text':>12}[/bold]  {shown(message.text)}")
 
 
 def reaction_text(counts: dict[str, int]) -> str:

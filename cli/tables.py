@@ -117,9 +117,9 @@ def verify_command(ctx: Context, as_json: bool, limit: int, chain: bool,
         damage = _log_damage(ctx, str(error))  # opening it read a damaged page
         raise DamagedFile(ctx.store_path(), damage.problems[0], damage.advice()) from None
     # The file first: a comparison of tables read from damaged pages would prove nothing.
-    damage = store.damage()
-    if damage is not None:
-        raise DamagedFile(store.path, damage.problems[0], damage.advice())
+    file_damage = store.damage()
+    if file_damage is not None:
+        raise DamagedFile(store.path, file_damage.problems[0], file_damage.advice())
     with replay_progress("verifying") as on_progress:
         differences = store.verify(on_progress)
     for difference in differences[:limit]:

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import cast
 
 import apsw
 
@@ -36,6 +37,14 @@ PAGES_PER_STEP = 4_096
 MAX_RESTARTS = 3
 
 EVENTS_TABLE = "stored_events"
+
+# A read of the schema: what starts a step's read transaction (and notices a changed source).
+_TOUCH_SCHEMA = "SELECT count(*) FROM sqlite_schema"
+_COUNT_EVENTS = f"SELECT count(*) FROM {EVENTS_TABLE}"
+_SELECT_OWNER = "SELECT value FROM chatledger_meta WHERE key='user_id'"
+_QUICK_CHECK = "PRAGMA quick_check"
+_BEGIN_READ = "BEGIN"
+_COMMIT = "COMMIT"
 
 ProgressCallback = Callable[[int, int], None]  # (pages copied, pages in all)
 
@@ -148,8 +157,8 @@ def _copy(
         if datastore.is_memory or datastore.path is None:
             # An in-memory store exists only in its own connection: copy it whole, in a read
             # transaction on that connection (which holds the store's write lock meanwhile).
-            with datastore.transaction(commit=False) as c:
-                return _run_backup(target, c.connection, pages_per_step=-1,
+            with datastore.transaction(commit=False) as cursor:
+                return _run_backup(target, cursor.connection, pages_per_step=-1,
                                    on_progress=on_progress, in_transaction=True)
         source = apsw.Connection(str(datastore.path), flags=apsw.SQLITE_OPEN_READWRITE)
         try:
@@ -158,8 +167,8 @@ def _copy(
                                on_progress=on_progress)
         finally:
             source.close()
-    except apsw.Error as e:
-        raise StoreError(f"the backup failed: {_why_failed(e, partial.parent)}") from e
+    except apsw.Error as error:
+        raise StoreError(f"the backup failed: {_why_failed(error, partial.parent)}") from error
     finally:
         target.close()
 
@@ -195,19 +204,18 @@ def _run_backup(
             # copy and the counts read after it see the same snapshot. Starting it is also
             # where SQLite notices that another connection changed the store, and restarts.
             if not in_transaction:
-                cursor.execute("BEGIN")
+                cursor.execute(_BEGIN_READ)
             try:
-                cursor.execute("SELECT count(*) FROM sqlite_schema").fetchall()
+                cursor.execute(_TOUCH_SCHEMA).fetchall()
                 done = backup.step(step)
                 if done:
-                    snapshot.events = cursor.execute(
-                        f"SELECT count(*) FROM {EVENTS_TABLE}").fetchone()[0]
-                    row = cursor.execute(
-                        "SELECT value FROM chatledger_meta WHERE key='user_id'").fetchone()
-                    snapshot.user_id = row[0] if row else None
+                    counted = cast("tuple[int]", cursor.execute(_COUNT_EVENTS).fetchone())
+                    (snapshot.events,) = counted
+                    owner = cast("tuple[str] | None", cursor.execute(_SELECT_OWNER).fetchone())
+                    (snapshot.user_id,) = owner or (None,)
             finally:
                 if not in_transaction:
-                    cursor.execute("COMMIT")
+                    cursor.execute(_COMMIT)
             snapshot.pages = backup.pagecount
             now = backup.pagecount - backup.remaining
             if not done and now <= copied:
@@ -216,27 +224,28 @@ def _run_backup(
             if on_progress is not None:
                 on_progress(now, backup.pagecount)
             if done:
-                return snapshot
+                break
+    return snapshot
 
 
 def _check(partial: Path, snapshot: _Snapshot) -> int:
     """Open the copy and check it; returns its number of log entries."""
     try:
         copy = apsw.Connection(str(partial), flags=apsw.SQLITE_OPEN_READWRITE)
-    except apsw.Error as e:
-        raise StoreError(f"the backup cannot be opened: {e}") from e
+    except apsw.Error as error:
+        raise StoreError(f"the backup cannot be opened: {error}") from error
     try:
-        problems = [row[0] for row in copy.execute("PRAGMA quick_check")]
+        problems = [problem for (problem,) in copy.execute(_QUICK_CHECK)]
         if problems != ["ok"]:
             raise StoreError(f"the backup failed its check: {'; '.join(map(str, problems[:3]))}")
-        events = copy.execute(f"SELECT count(*) FROM {EVENTS_TABLE}").fetchone()[0]
-        row = copy.execute("SELECT value FROM chatledger_meta WHERE key='user_id'").fetchone()
-    except apsw.Error as e:
-        raise StoreError(f"the backup failed its check: {e}") from e
+        (events,) = cast("tuple[int]", copy.execute(_COUNT_EVENTS).fetchone())
+        owner_row = cast("tuple[str] | None", copy.execute(_SELECT_OWNER).fetchone())
+    except apsw.Error as error:
+        raise StoreError(f"the backup failed its check: {error}") from error
     finally:
         # The last connection to close folds the copy's -wal file in and removes it.
         copy.close()
-    owner = row[0] if row else None
+    (owner,) = owner_row or (None,)
     if owner != snapshot.user_id:
         raise StoreError(f"the backup belongs to {owner!r}, the store to {snapshot.user_id!r}")
     if events != snapshot.events:

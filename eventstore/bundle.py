@@ -39,7 +39,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import apsw
 import zstandard
@@ -83,6 +83,10 @@ _DROP_DICTIONARIES = "DELETE FROM zstd_dictionaries"
 _SELECT_TABLES = "SELECT name FROM sqlite_schema WHERE type='table' AND name NOT LIKE 'sqlite_%'"
 _DROP_TABLE = 'DROP TABLE "{}"'  # a read table, by the name the schema gives
 _SELECT_META = "SELECT value FROM chatledger_meta WHERE key=?"
+_JOURNAL_DELETE = "PRAGMA journal_mode=DELETE"
+_SECURE_DELETE = "PRAGMA secure_delete=ON"
+_VACUUM = "VACUUM"
+_QUICK_CHECK = "PRAGMA quick_check"
 
 
 # -- redaction -------------------------------------------------------------------------------------
@@ -242,8 +246,8 @@ def bundle_target(dest: str | os.PathLike[str], user_id: str) -> Path:
                          "with --data-dir")
     try:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except OSError as e:
-        raise StoreError(f"cannot create {directory}: {e.strerror}") from e
+    except OSError as error:
+        raise StoreError(f"cannot create {directory}: {error.strerror}") from error
     target = user_db_path(directory, user_id)
     if any(path.exists() for path in (target, *companion_files(target))):
         raise StoreError(f"{target} already exists: choose another directory")
@@ -269,8 +273,8 @@ def copy_for_bundle(
             cursor = connection.cursor()
             # A rollback journal, so no -wal file keeps old pages; every freed or rewritten
             # cell is zeroed, so no original byte stays in the file's free space.
-            cursor.execute("PRAGMA journal_mode=DELETE")
-            cursor.execute("PRAGMA secure_delete=ON")
+            cursor.execute(_JOURNAL_DELETE)
+            cursor.execute(_SECURE_DELETE)
             with connection:
                 left_out = _cut_down(cursor, since, cids)
                 replaced = _redact(cursor) if redact else 0
@@ -296,15 +300,15 @@ def finish_bundle(copy: BundleCopy, *, redacted: bool) -> BundleReport:
     try:
         connection.set_busy_timeout(5_000)
         cursor = connection.cursor()
-        cursor.execute("PRAGMA journal_mode=DELETE")
-        cursor.execute("PRAGMA secure_delete=ON")
-        cursor.execute("VACUUM")
-        problems = [row[0] for row in cursor.execute("PRAGMA quick_check")]
+        cursor.execute(_JOURNAL_DELETE)
+        cursor.execute(_SECURE_DELETE)
+        cursor.execute(_VACUUM)
+        problems = [problem for (problem,) in cursor.execute(_QUICK_CHECK)]
         if problems != ["ok"]:
             raise StoreError(f"the bundle failed its check: {'; '.join(map(str, problems[:3]))}")
-        rows = cursor.execute(_SELECT_META, (BUNDLE_META_KEY,)).fetchall()
-        row = rows[0] if rows else None
-        info = json.loads(row[0]) if row else {}
+        records = cast("list[tuple[str]]",
+                       cursor.execute(_SELECT_META, (BUNDLE_META_KEY,)).fetchall())
+        info = json.loads(records[0][0]) if records else {}
     finally:
         connection.close()
     if copy.target.exists():
@@ -323,12 +327,16 @@ def _cut_down(cursor: apsw.Cursor, since: int | None, cids: Sequence[str] | None
     before = _count(cursor)
     wanted = set(cids or ())
     codec = _codec(cursor)
-    for command_id, last_received in cursor.execute(_SELECT_LOCAL_HEADS).fetchall():
+    heads = cast("list[tuple[str, int]]", cursor.execute(_SELECT_LOCAL_HEADS).fetchall())
+    for command_id, last_received in heads:
         keep = since is None or last_received >= since
         if keep and wanted:
-            rows = cursor.execute(_SELECT_REQUESTED, (command_id,)).fetchall()
-            row = rows[0] if rows else None
-            command_cid = _cid_of(codec.decode(row[0], row[1])) if row else None
+            requested = cast("list[tuple[int, bytes]]",
+                             cursor.execute(_SELECT_REQUESTED, (command_id,)).fetchall())
+            command_cid = None
+            if requested:
+                stored_codec, state = requested[0]
+                command_cid = _cid_of(codec.decode(stored_codec, state))
             keep = command_cid is None or command_cid in wanted
         if not keep:
             cursor.execute(_DELETE_AGGREGATE, (command_id,))
@@ -336,7 +344,8 @@ def _cut_down(cursor: apsw.Cursor, since: int | None, cids: Sequence[str] | None
         cursor.execute(_DELETE_BACKEND_BEFORE, (since,))
         cursor.execute(_DELETE_QUARANTINE_BEFORE, (since,))
     if wanted:
-        for (stream,) in cursor.execute(_SELECT_BACKEND_STREAMS).fetchall():
+        streams = cast("list[tuple[str]]", cursor.execute(_SELECT_BACKEND_STREAMS).fetchall())
+        for (stream,) in streams:
             # A channel's stream (`type:id`) of another channel goes; the user's own streams
             # (`@user`, ...) stay.
             if ":" in stream and stream not in wanted:
@@ -346,13 +355,15 @@ def _cut_down(cursor: apsw.Cursor, since: int | None, cids: Sequence[str] | None
     cursor.execute(_FILL_STREAMS)
     # The streams' back-pointers skip what was left out.
     links.relink(cursor, _EVENTS)
-    cursor.execute(_SET_META, (_STREAMS_POSITION, cursor.execute(_MAX_POSITION).fetchall()[0][0]))
+    ((last_position,),) = cursor.execute(_MAX_POSITION).fetchall()
+    cursor.execute(_SET_META, (_STREAMS_POSITION, last_position))
     return before - _count(cursor)
 
 
 def _count(cursor: apsw.Cursor) -> int:
     # fetchall: a statement left unfinished would keep its table locked for DROP TABLE.
-    return cursor.execute(_COUNT_EVENTS).fetchall()[0][0]
+    ((count,),) = cast("list[tuple[int]]", cursor.execute(_COUNT_EVENTS).fetchall())
+    return count
 
 
 def _cid_of(state: bytes) -> str | None:
@@ -377,15 +388,18 @@ def _redact(cursor: apsw.Cursor) -> int:
     redactor = Redactor()
     last = 0
     while True:
-        rows = cursor.execute(_SELECT_EVENTS_FROM, (last, _ROWS_PER_STEP)).fetchall()
+        rows = cast("list[tuple[int, int, bytes]]",
+                    cursor.execute(_SELECT_EVENTS_FROM, (last, _ROWS_PER_STEP)).fetchall())
         if not rows:
             break
         cursor.executemany(_UPDATE_EVENT, [
             (RAW, redactor.payload(codec.decode(stored_codec, state)), rowid)
             for rowid, stored_codec, state in rows])
-        last = rows[-1][0]
+        last, _, _ = rows[-1]
     updates = []
-    for item_id, stored_codec, raw, reason in cursor.execute(_SELECT_QUARANTINE).fetchall():
+    quarantined = cast("list[tuple[int, int, bytes, str]]",
+                       cursor.execute(_SELECT_QUARANTINE).fetchall())
+    for item_id, stored_codec, raw, reason in quarantined:
         original = (zstandard.ZstdDecompressor().decompress(raw) if stored_codec == ZSTD_PLAIN
                     else codec.decode(stored_codec, raw) if stored_codec != RAW else raw)
         redacted = redactor.payload(original)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import apsw
 import zstandard
@@ -27,6 +27,8 @@ LEVEL = 3
 # Payloads smaller than this gain little from compression and are kept raw.
 MIN_COMPRESS_SIZE = 64
 
+_SELECT_DICTIONARIES_AFTER = (
+    "SELECT id, level, data FROM zstd_dictionaries WHERE id > ? ORDER BY id")
 _NEXT_DICTIONARY_ID = "SELECT COALESCE(MAX(id), 0) + 1 FROM zstd_dictionaries"
 _INSERT_DICTIONARY = ("INSERT INTO zstd_dictionaries (id, created_at, trained_on, level, data) "
                       "VALUES (?,?,?,?,?)")
@@ -74,9 +76,7 @@ class PayloadCodec:
     def refresh(self, cursor: apsw.Cursor) -> None:
         """Pick up dictionaries stored since the last look (by another connection, say)."""
         known = max(self._dictionaries, default=0)
-        for dictionary_id, level, data in cursor.execute(
-            "SELECT id, level, data FROM zstd_dictionaries WHERE id > ? ORDER BY id", (known,)
-        ):
+        for dictionary_id, level, data in cursor.execute(_SELECT_DICTIONARIES_AFTER, (known,)):
             self._add(dictionary_id, level, self.open_dictionary(dictionary_id, data))
 
     def open_dictionary(self, dictionary_id: int, stored: bytes) -> bytes:
@@ -107,7 +107,7 @@ class PayloadCodec:
         )
         data = dictionary.as_bytes()
         # The id is chosen first: a sealed store binds the encrypted bytes to it.
-        dictionary_id = cursor.execute(_NEXT_DICTIONARY_ID).fetchone()[0]
+        (dictionary_id,) = cast("tuple[int]", cursor.execute(_NEXT_DICTIONARY_ID).fetchone())
         cursor.execute(
             _INSERT_DICTIONARY,
             (dictionary_id, time.time_ns() // 1000, trained_on, LEVEL,
@@ -184,8 +184,8 @@ class PayloadCodec:
         # runs this beside the decoding of the same batch.
         frames = compressor.multi_compress_to_buffer([payloads[i] for i in big], threads=1)
         dictionary_id = self._local.compressor_for
-        for n, i in enumerate(big):
-            out[i] = (dictionary_id, frames[n].tobytes())
+        for frame_index, payload_index in enumerate(big):
+            out[payload_index] = (dictionary_id, frames[frame_index].tobytes())
         return out
 
     def encode_plain(self, payload: bytes) -> tuple[int, bytes]:

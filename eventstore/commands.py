@@ -23,7 +23,7 @@ import dataclasses
 import time
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 from eventsourcing.domain import (
@@ -399,24 +399,24 @@ EVENT_CLASSES: tuple[type[Command.Event], ...] = (
     Command.Requested, Command.Amended, Command.AttemptStarted, Command.AttemptFailed,
     Command.Succeeded, Command.Rejected, Command.Cancelled, Command.Retried,
 )
-TOPICS: dict[str, type[Command.Event]] = {cls.TOPIC: cls for cls in EVENT_CLASSES}  # type: ignore[attr-defined]
+TOPICS: dict[str, type[Command.Event]] = {cls.TOPIC: cls for cls in EVENT_CLASSES}
 
 # Each event class's fields in their declared order, with their defaults (`trigger_event`).
 _REQUIRED = object()
 _FIELDS: dict[type, dict[str, Any]] = {
     cls: {f.name: _REQUIRED if f.default is dataclasses.MISSING else f.default
-          for f in dataclasses.fields(cls)}
+          for f in dataclasses.fields(cast(Any, cls))}  # the library makes them dataclasses
     for cls in EVENT_CLASSES
 }
 
-REQUESTED = Command.Requested.TOPIC  # type: ignore[attr-defined]
-AMENDED = Command.Amended.TOPIC  # type: ignore[attr-defined]
-ATTEMPT_STARTED = Command.AttemptStarted.TOPIC  # type: ignore[attr-defined]
-ATTEMPT_FAILED = Command.AttemptFailed.TOPIC  # type: ignore[attr-defined]
-SUCCEEDED = Command.Succeeded.TOPIC  # type: ignore[attr-defined]
-REJECTED = Command.Rejected.TOPIC  # type: ignore[attr-defined]
-CANCELLED = Command.Cancelled.TOPIC  # type: ignore[attr-defined]
-RETRIED = Command.Retried.TOPIC  # type: ignore[attr-defined]
+REQUESTED = Command.Requested.TOPIC
+AMENDED = Command.Amended.TOPIC
+ATTEMPT_STARTED = Command.AttemptStarted.TOPIC
+ATTEMPT_FAILED = Command.AttemptFailed.TOPIC
+SUCCEEDED = Command.Succeeded.TOPIC
+REJECTED = Command.Rejected.TOPIC
+CANCELLED = Command.Cancelled.TOPIC
+RETRIED = Command.Retried.TOPIC
 
 
 __all__ = [

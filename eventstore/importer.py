@@ -74,8 +74,8 @@ class ImportReport:
             if self.first_position is None:
                 self.first_position = min(positions)
             self.last_position = max(positions)
-        for q in result.quarantined[: max(0, keep_reasons - len(self.reasons))]:
-            self.reasons.append(q.reason)
+        for item in result.quarantined[: max(0, keep_reasons - len(self.reasons))]:
+            self.reasons.append(item.reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,7 +224,7 @@ def _now_text() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _chain(lines: list[bytes], stream: BinaryIO) -> Iterator[bytes]:
+def _chain(lines: list[bytes], stream: Iterable[bytes]) -> Iterator[bytes]:
     yield from lines
     yield from stream
 

@@ -61,8 +61,8 @@ def as_bytes(item: Payload | Any) -> bytes:
         return item.encode("utf-8", "surrogatepass")
     try:
         return msgspec.json.encode(item)
-    except (TypeError, ValueError, OverflowError) as e:
-        raise wire.WireError(f"cannot encode {type(item).__name__} as JSON: {e}") from e
+    except (TypeError, ValueError, OverflowError) as error:
+        raise wire.WireError(f"cannot encode {type(item).__name__} as JSON: {error}") from error
 
 
 def _too_big(payload: bytes, limit: int) -> Rejection | None:
@@ -81,8 +81,8 @@ def payload_of(item: Payload | Any) -> bytes | Rejection:
     """The bytes to keep for an item, or why there are none."""
     try:
         payload = as_bytes(item)
-    except wire.WireError as e:
-        return Rejection(repr(item).encode("utf-8", "replace"), e.reason)
+    except wire.WireError as error:
+        return Rejection(repr(item).encode("utf-8", "replace"), error.reason)
     return _too_big(payload, MAX_EVENT_BYTES) or payload
 
 
@@ -91,8 +91,8 @@ def entry_of(payload: bytes) -> Entry | Rejection:
     try:
         head = wire.decode_event(payload)
         wire.check_storable(payload)  # the head decoder skips what it does not read
-    except wire.WireError as e:
-        return Rejection(payload, e.reason)
+    except wire.WireError as error:
+        return Rejection(payload, error.reason)
     return Entry(stream_of(head), head.type, payload, head.created_at, head.connection_id)
 
 
@@ -113,8 +113,8 @@ def channel_state_entry(raw: bytes) -> Entry | Rejection:
     try:
         head = wire.decode_channel_state(raw)
         wire.check_storable(raw)
-    except wire.WireError as e:
-        return Rejection(raw, e.reason)
+    except wire.WireError as error:
+        return Rejection(raw, error.reason)
     return Entry(head.cid, CHANNEL_STATE, raw)
 
 
@@ -127,17 +127,17 @@ def query_channels_entries(
     """A query-channels response: one entry per channel state, then the query's result."""
     try:
         payload = as_bytes(item)
-    except wire.WireError as e:
-        return [Rejection(repr(item).encode("utf-8", "replace"), e.reason)]
+    except wire.WireError as error:
+        return [Rejection(repr(item).encode("utf-8", "replace"), error.reason)]
     if rejection := _too_big(payload, MAX_RESPONSE_BYTES):
         return [rejection]
     try:
         response = wire.decode_query_channels(payload)
         states, duration = [bytes(raw) for raw in response.channels], response.duration
-    except wire.WireError as e:
-        split = split_object_list(payload, "channels") if _malformed(e) else None
+    except wire.WireError as error:
+        split = split_object_list(payload, "channels") if _malformed(error) else None
         if split is None:
-            return [Rejection(payload, f"not a query-channels response: {e.reason}")]
+            return [Rejection(payload, f"not a query-channels response: {error.reason}")]
         # One channel state the decoder refuses must not cost the others.
         states, others = split
         duration = _lenient(others.get("duration"), str, None)
@@ -157,8 +157,8 @@ def channel_query_entries(item: Payload | Any) -> list[Entry | Rejection]:
     """The answer to a query of one channel."""
     try:
         payload = as_bytes(item)
-    except wire.WireError as e:
-        return [Rejection(repr(item).encode("utf-8", "replace"), e.reason)]
+    except wire.WireError as error:
+        return [Rejection(repr(item).encode("utf-8", "replace"), error.reason)]
     return [channel_state_entry(payload)]
 
 
@@ -172,8 +172,8 @@ def sync_entries(
     """
     try:
         payload = as_bytes(item)
-    except wire.WireError as e:
-        return [Rejection(repr(item).encode("utf-8", "replace"), e.reason)]
+    except wire.WireError as error:
+        return [Rejection(repr(item).encode("utf-8", "replace"), error.reason)]
     if rejection := _too_big(payload, MAX_RESPONSE_BYTES):
         return [rejection]
     salvaged: str | None = None
@@ -181,15 +181,15 @@ def sync_entries(
         response = wire.decode_sync(payload)
         events = [bytes(raw) for raw in response.events]
         inaccessible, duration = response.inaccessible_cids, response.duration
-    except wire.WireError as e:
-        split = split_object_list(payload, "events") if _malformed(e) else None
+    except wire.WireError as error:
+        split = split_object_list(payload, "events") if _malformed(error) else None
         if split is None:
-            return [Rejection(payload, f"not a sync response: {e.reason}")]
+            return [Rejection(payload, f"not a sync response: {error.reason}")]
         # One event the decoder refuses must not cost the others: each stands on its own.
         events, others = split
         inaccessible = _lenient(others.get("inaccessible_cids"), list[str], [])
         duration = _lenient(others.get("duration"), str, None)
-        salvaged = e.reason
+        salvaged = error.reason
     out: list[Entry | Rejection] = [event_entry(raw) for raw in events]
     summary: dict[str, Any] = {
         "last_sync_at": last_sync_at,

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import apsw
 import zstandard
@@ -263,6 +263,7 @@ _SELECT_STORED_ROWS = (
 )
 _STREAMS_COLUMNS = "PRAGMA table_info(streams)"
 _AMONG = "rowid IN (SELECT value FROM json_each(?))"
+# `EventLog.entries`: the filters' WHERE, the ORDER BY and a LIMIT follow.
 _SELECT_ENTRIES = (
     "SELECT rowid, originator_id, originator_version, topic, source, received_at, event_at,"
     " connection_id, codec, state FROM {table}")
@@ -276,6 +277,41 @@ _RESTORE_ROW = (
     "INSERT INTO {table} (rowid, originator_id, originator_version, topic, codec, state, source,"
     " received_at, event_at, connection_id) VALUES (?,?,?,?,?,?,?,?,?,?)")
 _RESTORE_STREAM = "INSERT OR IGNORE INTO streams (name, head) VALUES (?, 0)"
+
+_SELECT_QUARANTINE = ("SELECT id, received_at, source, connection_id, reason, size, codec, raw "
+                      "FROM quarantine ORDER BY id DESC")
+_SELECT_QUARANTINE_NEWEST = f"{_SELECT_QUARANTINE} LIMIT ?"
+# Opening: what a store has set up, and which schema it was written with.
+_TABLE_NAMES = "SELECT name FROM sqlite_schema WHERE type='table'"
+_HAS_SCHEMA_VERSION = "SELECT 1 FROM chatledger_meta WHERE key='schema_version'"
+_GET_SCHEMA_VERSION = "SELECT value FROM chatledger_meta WHERE key='schema_version'"
+_SET_FIRST_SCHEMA_VERSION = ("INSERT OR IGNORE INTO chatledger_meta (key, value) "
+                             "VALUES ('schema_version', ?)")
+# A local aggregate's events, in order (`EventLog.select_local`).
+_SELECT_LOCAL = ("SELECT rowid, originator_version, topic, codec, state FROM {table} "
+                 "WHERE originator_id=? AND source=0 ORDER BY originator_version")
+# The compression dictionary: how many rows wait for it, what it learns from, what it re-encodes.
+_COUNT_RAW = "SELECT COUNT(*) FROM {table} WHERE codec=? AND length(state)>=?"
+_TRAINING_SAMPLES = ("SELECT codec, state, rowid FROM {table} WHERE length(state)>=? "
+                     "ORDER BY rowid DESC LIMIT ?")
+_RAW_ROWS = "SELECT rowid, state FROM {table} WHERE codec=? AND length(state)>=?"
+_REENCODE_ROW = "UPDATE {table} SET codec=?, state=? WHERE rowid=?"
+# `EventLog.stats`.
+_PAYLOAD_SIZE_FUNCTION = "payload_size"
+_SIZES = ("SELECT COUNT(*), COALESCE(SUM(payload_size(codec, state)), 0), "
+          "COALESCE(SUM(length(state)), 0), COUNT(DISTINCT originator_id) FROM {table}")
+_COUNT_BY_TYPE = "SELECT topic, COUNT(*) FROM {table} GROUP BY topic ORDER BY 2 DESC"
+_COUNT_BY_SOURCE = "SELECT source, COUNT(*) FROM {table} GROUP BY source"
+_COUNT_QUARANTINED = "SELECT COUNT(*) FROM quarantine"
+_COUNT_DICTIONARIES = "SELECT COUNT(*) FROM zstd_dictionaries"
+_COUNT_CHANNELS = ("SELECT COUNT(DISTINCT originator_id) FROM {table} "
+                   "WHERE originator_id LIKE '%:%' AND source != ?")
+_PAGE_SIZE = "PRAGMA page_size"
+_PAGE_COUNT = "PRAGMA page_count"
+# A local action inside a batch of them (`write_transaction` joined): undone alone on failure.
+_SAVEPOINT = "SAVEPOINT chatledger_action"
+_ROLLBACK_TO_SAVEPOINT = "ROLLBACK TO chatledger_action"
+_RELEASE_SAVEPOINT = "RELEASE chatledger_action"
 
 
 class EventLog:
@@ -302,11 +338,7 @@ class EventLog:
             self.recorder.create_table()
             with datastore.transaction(commit=True) as c:
                 c.execute(schema.QUARANTINE_TABLE)
-                c.execute(
-                    "INSERT OR IGNORE INTO chatledger_meta (key, value) "
-                    "VALUES ('schema_version', ?)",
-                    (schema.SCHEMA_VERSION,),
-                )
+                c.execute(_SET_FIRST_SCHEMA_VERSION, (schema.SCHEMA_VERSION,))
                 _unlock(self._keys, c, datastore, key, new=True)
         else:
             if version is not None and version < schema.CHAIN_SCHEMA_VERSION:
@@ -397,16 +429,15 @@ class EventLog:
             connection.close()
 
     def _is_set_up(self, c: apsw.Cursor) -> bool:
-        tables = {name for (name,) in c.execute("SELECT name FROM sqlite_schema WHERE type='table'")}
+        tables = {name for (name,) in c.execute(_TABLE_NAMES)}
         needed = {self.recorder.events_table_name, "streams", "zstd_dictionaries", "tracking",
                   "chatledger_meta", "quarantine"}
-        return needed <= tables and c.execute(
-            "SELECT 1 FROM chatledger_meta WHERE key='schema_version'").fetchone() is not None
+        return needed <= tables and c.execute(_HAS_SCHEMA_VERSION).fetchone() is not None
 
     @staticmethod
     def _check_schema_version(c: apsw.Cursor) -> int | None:
         """The file's schema version (None for a new file); refuses a newer one."""
-        tables = {name for (name,) in c.execute("SELECT name FROM sqlite_schema WHERE type='table'")}
+        tables = {cast(str, name) for (name,) in c.execute(_TABLE_NAMES)}
         if "chatledger_meta" not in tables:
             if tables:
                 raise StoreError(
@@ -414,13 +445,16 @@ class EventLog:
                     f"{', '.join(sorted(tables)[:5])}); chatledger leaves it alone"
                 )
             return None
-        row = c.execute("SELECT value FROM chatledger_meta WHERE key='schema_version'").fetchone()
-        if row is not None and int(row[0]) > schema.SCHEMA_VERSION:
+        row = c.execute(_GET_SCHEMA_VERSION).fetchone()
+        if row is None:
+            return None
+        (stored_version,) = row
+        if int(stored_version) > schema.SCHEMA_VERSION:
             raise StoreError(
-                f"this file was written by a newer chatledger (schema {row[0]}, this version "
-                f"reads up to {schema.SCHEMA_VERSION}); upgrade chatledger to open it"
+                f"this file was written by a newer chatledger (schema {stored_version}, this "
+                f"version reads up to {schema.SCHEMA_VERSION}); upgrade chatledger to open it"
             )
-        return None if row is None else int(row[0])
+        return int(stored_version)
 
     # -- the chain and the key -----------------------------------------------------------------
 
@@ -465,7 +499,8 @@ class EventLog:
                 row = c.execute(_GET_META, (seal.META_CHAIN_PENDING,)).fetchone()
                 if row is None:
                     return
-                after = int(row[0])
+                (pending_after,) = row
+                after = int(pending_after)
                 previous = writer.previous(c, after + 1)
                 last, _, done = writer.rechain_page(c, after, previous or seal.GENESIS)
                 if done < writer.PAGE:
@@ -512,16 +547,15 @@ class EventLog:
 
     def get_meta(self, key: str) -> Any:
         with self.datastore.transaction(commit=False) as c:
-            row = c.execute("SELECT value FROM chatledger_meta WHERE key=?", (key,)).fetchone()
-        return None if row is None else row[0]
+            row = c.execute(_GET_META, (key,)).fetchone()
+        if row is None:
+            return None
+        (value,) = row
+        return value
 
     def set_meta(self, key: str, value: Any) -> None:
         with self.datastore.transaction(commit=True) as c:
-            c.execute(
-                "INSERT INTO chatledger_meta (key, value) VALUES (?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (key, value),
-            )
+            c.execute(_SET_META, (key, value))
 
     # -- appending -----------------------------------------------------------------------------
 
@@ -628,7 +662,7 @@ class EventLog:
                         src, when, item.event_at, item.connection_id or connection_id,
                     ))
                     stored.append(index)
-                positions = self.recorder._insert_rows(c, rows) or []
+                positions = self.recorder.insert_rows(c, rows)
                 if rows:
                     self._link(c, positions, [r[0] for r in rows], [r[2] for r in rows])
                 heads.appended(c, len(rows), positions[-1] if positions else None)
@@ -694,7 +728,7 @@ class EventLog:
             for s, (codec, state) in zip(stored_events, encoded)
         ]
         try:
-            positions = list(self.recorder._insert_rows(c, rows) or [])
+            positions = self.recorder.insert_rows(c, rows)
         except apsw.ConstraintError as e:
             raise IntegrityError(
                 f"a version of {rows[0][0]} was recorded concurrently ({e})") from e
@@ -721,9 +755,7 @@ class EventLog:
             (rowid, StoredEvent(originator_id=originator_id, originator_version=version,
                                 topic=topic, state=decode(codec, state, rowid)))
             for rowid, version, topic, codec, state in c.execute(
-                f"SELECT rowid, originator_version, topic, codec, state FROM "
-                f"{self.recorder.events_table_name} WHERE originator_id=? AND source=0 "
-                "ORDER BY originator_version", (originator_id,))
+                _SELECT_LOCAL.format(table=self.recorder.events_table_name), (originator_id,))
         ]
 
     def _on_foreign_commit(self, c: apsw.Cursor) -> None:
@@ -776,11 +808,10 @@ class EventLog:
             return
         if self._raw_rows is None:
             with self.datastore.transaction(commit=False) as c:
-                self._raw_rows = c.execute(
-                    f"SELECT COUNT(*) FROM {self.recorder.events_table_name} "
-                    "WHERE codec=? AND length(state)>=?",
+                (self._raw_rows,) = cast("tuple[int]", c.execute(
+                    _COUNT_RAW.format(table=self.recorder.events_table_name),
                     (RAW, MIN_COMPRESS_SIZE),
-                ).fetchone()[0]
+                ).fetchone())
         if self._raw_rows >= TRAIN_AFTER_EVENTS:
             self.train_dictionary()
 
@@ -799,10 +830,9 @@ class EventLog:
                 if codec.active:
                     return codec.dictionary_id
                 samples = [
-                    codec.decode(k, s, p)
-                    for k, s, p in c.execute(
-                        f"SELECT codec, state, rowid FROM {table} WHERE length(state)>=? "
-                        "ORDER BY rowid DESC LIMIT ?",
+                    codec.decode(stored_codec, state, position)
+                    for stored_codec, state, position in c.execute(
+                        _TRAINING_SAMPLES.format(table=table),
                         (MIN_COMPRESS_SIZE, TRAIN_SAMPLE_EVENTS),
                     )
                 ]
@@ -816,17 +846,17 @@ class EventLog:
                     # rows have come (not on every append: a training costs a few tenths of s).
                     self._raw_rows = 0
                     return None
-                raw_rows = c.execute(
-                    f"SELECT rowid, state FROM {table} WHERE codec=? AND length(state)>=?",
-                    (RAW, MIN_COMPRESS_SIZE),
-                ).fetchall()
+                raw_rows = cast("list[tuple[int, bytes]]", c.execute(
+                    _RAW_ROWS.format(table=table), (RAW, MIN_COMPRESS_SIZE),
+                ).fetchall())
                 c.executemany(
-                    f"UPDATE {table} SET codec=?, state=? WHERE rowid=?",
+                    _REENCODE_ROW.format(table=table),
                     (self._keys.reencoded(codec, rowid, state) for rowid, state in raw_rows),
                 )
                 if raw_rows:
                     # The stored bytes changed: their chain (and every one after) with them.
-                    seal.ChainWriter(table).rechain_from(c, raw_rows[0][0])
+                    first_position, _ = raw_rows[0]
+                    seal.ChainWriter(table).rechain_from(c, first_position)
         except BaseException:
             if dictionary_id is not None:
                 codec.forget_since(dictionary_id)  # it never reached the file
@@ -901,17 +931,18 @@ class EventLog:
         decode = self.datastore.codec.decode
         return [
             LogEntry(
-                position=row[0],
-                stream=row[1],
-                version=row[2],
-                type=row[3],
-                source=_source_name(row[4]),
-                received_at=row[5],
-                event_at=row[6],
-                connection_id=row[7],
-                payload=decode(row[8], row[9], row[0]),
+                position=position,
+                stream=stream,
+                version=version,
+                type=topic,
+                source=_source_name(source),
+                received_at=received_at,
+                event_at=event_at,
+                connection_id=connection_id,
+                payload=decode(codec, state, position),
             )
-            for row in rows
+            for (position, stream, version, topic, source, received_at, event_at,
+                 connection_id, codec, state) in rows
         ]
 
     def iter_entries(self, *, batch: int = 1_000, **filters: Any) -> Iterator[LogEntry]:
@@ -976,14 +1007,15 @@ class EventLog:
         try:
             with self.datastore.transaction(commit=True) as c:
                 for dictionary in dictionaries:
-                    found = c.execute(_SELECT_DICTIONARY_DATA, (dictionary.id,)).fetchone()
-                    if found is not None and bytes(found[0]) != dictionary.data:
+                    (found,) = (c.execute(_SELECT_DICTIONARY_DATA, (dictionary.id,)).fetchone()
+                                or (None,))
+                    if found is not None and bytes(found) != dictionary.data:
                         raise StoreError(
                             f"dictionary {dictionary.id} differs from the one in this file")
                     c.execute(_RESTORE_DICTIONARY, (dictionary.id, dictionary.created_at,
                                                     dictionary.trained_on, dictionary.level,
                                                     dictionary.data))
-                last = self.recorder._max_notification_id(c) or 0
+                last = self.recorder.max_notification_id_in(c) or 0
                 for row in rows:
                     if row.position <= last:
                         raise StoreError(
@@ -1020,14 +1052,8 @@ class EventLog:
 
     def quarantine(self, *, limit: int | None = None) -> list[dict[str, Any]]:
         """Refused input, newest first: the reason and the bytes as they arrived."""
-        statement = (
-            "SELECT id, received_at, source, connection_id, reason, size, codec, raw "
-            "FROM quarantine ORDER BY id DESC"
-        )
-        params: tuple[Any, ...] = ()
-        if limit is not None:
-            statement += " LIMIT ?"
-            params = (limit,)
+        statement, params = ((_SELECT_QUARANTINE, ()) if limit is None
+                             else (_SELECT_QUARANTINE_NEWEST, (limit,)))
         decode = self._keys.quarantined
         with self.datastore.transaction(commit=False) as c:
             return [
@@ -1070,7 +1096,7 @@ class EventLog:
         tables it still knows, leaving the damaged pages behind. Close the log afterwards."""
         keep = (self.recorder.events_table_name, *_LOG_TABLES)
         with self.datastore.transaction(commit=True) as cursor:
-            version = cursor.execute(_SCHEMA_VERSION).fetchone()[0]
+            (version,) = cast("tuple[int]", cursor.execute(_SCHEMA_VERSION).fetchone())
             cursor.execute(_WRITABLE_SCHEMA_ON)
             cursor.execute(_FORGET_TABLES.format(",".join("?" * len(keep))), keep)
             cursor.execute(_WRITABLE_SCHEMA_OFF)
@@ -1083,7 +1109,7 @@ class EventLog:
         with a corruption error reports that error."""
         try:
             with self.datastore.transaction(commit=False) as cursor:
-                problems = [row[0] for row in cursor.execute(check)]
+                problems = [problem for (problem,) in cursor.execute(check)]
         except (DatabaseError, apsw.CorruptError) as error:
             return [str(error)]
         return [] if problems == ["ok"] else problems
@@ -1092,34 +1118,30 @@ class EventLog:
         """Counts and sizes: entries by source and type, streams, payload and file bytes."""
         table = self.recorder.events_table_name
         with self.datastore.transaction(commit=False) as c:
-            c.connection.create_scalar_function(
-                "payload_size", _sealed_payload_size if self.sealed else _payload_size, 2,
-                deterministic=True)
-            events, payload, stored, streams = c.execute(
-                f"SELECT COUNT(*), COALESCE(SUM(payload_size(codec, state)), 0), "
-                f"COALESCE(SUM(length(state)), 0), COUNT(DISTINCT originator_id) FROM {table}"
-            ).fetchone()
-            by_type = dict(
-                c.execute(f"SELECT topic, COUNT(*) FROM {table} GROUP BY topic ORDER BY 2 DESC")
-            )
+            payload_size = cast("apsw.ScalarProtocol",
+                                _sealed_payload_size if self.sealed else _payload_size)
+            c.connection.create_scalar_function(_PAYLOAD_SIZE_FUNCTION, payload_size, 2,
+                                                deterministic=True)
+            events, payload, stored, streams = cast(
+                "tuple[int, int, int, int]", c.execute(_SIZES.format(table=table)).fetchone())
+            by_type = dict(cast("list[tuple[str, int]]",
+                                c.execute(_COUNT_BY_TYPE.format(table=table)).fetchall()))
             by_source = {
-                _source_name(s): n
-                for s, n in c.execute(f"SELECT source, COUNT(*) FROM {table} GROUP BY source")
+                _source_name(source): count
+                for source, count in c.execute(_COUNT_BY_SOURCE.format(table=table))
             }
-            quarantined = c.execute("SELECT COUNT(*) FROM quarantine").fetchone()[0]
-            dictionaries = c.execute("SELECT COUNT(*) FROM zstd_dictionaries").fetchone()[0]
-            channels = c.execute(
-                f"SELECT COUNT(DISTINCT originator_id) FROM {table} WHERE originator_id LIKE '%:%'"
-                " AND source != ?", (schema.Source.LOCAL,)
-            ).fetchone()[0]
-            page_size = c.execute("PRAGMA page_size").fetchone()[0]
-            pages = c.execute("PRAGMA page_count").fetchone()[0]
+            (quarantined,) = cast("tuple[int]", c.execute(_COUNT_QUARANTINED).fetchone())
+            (dictionaries,) = cast("tuple[int]", c.execute(_COUNT_DICTIONARIES).fetchone())
+            (channels,) = cast("tuple[int]", c.execute(
+                _COUNT_CHANNELS.format(table=table), (schema.Source.LOCAL,)).fetchone())
+            (page_size,) = cast("tuple[int]", c.execute(_PAGE_SIZE).fetchone())
+            (pages,) = cast("tuple[int]", c.execute(_PAGE_COUNT).fetchone())
         file_bytes = page_size * pages
         if self.datastore.path is not None:
             file_bytes = sum(
-                p.stat().st_size
-                for p in (self.datastore.path, Path(f"{self.datastore.path}-wal"))
-                if p.exists()
+                path.stat().st_size
+                for path in (self.datastore.path, Path(f"{self.datastore.path}-wal"))
+                if path.exists()
             )
         return {
             "events": events,
@@ -1147,7 +1169,7 @@ class EventLog:
             try:
                 with self.datastore.transaction(commit=True) as c:
                     self._heads.sync(c)
-                    self._heads.persist(c, self.recorder._max_notification_id(c) or 0)
+                    self._heads.persist(c, self.recorder.max_notification_id_in(c) or 0)
             except OperationalError:
                 pass
         if self._encoder is not None:
@@ -1182,7 +1204,7 @@ class _LocalTransaction:
         if log._local_owner == threading.get_ident() and log._local_cursor is not None:
             # A savepoint: an action that fails inside a batch is undone alone.
             self._joined = True
-            log._local_cursor.execute("SAVEPOINT chatledger_action")
+            log._local_cursor.execute(_SAVEPOINT)
             return log._local_cursor
         # The user's own commands count towards the compression dictionary's training as the
         # backend's events do (a store used offline may hold little else); training needs a
@@ -1201,9 +1223,9 @@ class _LocalTransaction:
             cursor = self._log._local_cursor
             assert cursor is not None
             if exc is not None:
-                cursor.execute("ROLLBACK TO chatledger_action")
+                cursor.execute(_ROLLBACK_TO_SAVEPOINT)
                 self._rolled_back()
-            cursor.execute("RELEASE chatledger_action")
+            cursor.execute(_RELEASE_SAVEPOINT)
             return
         log = self._log
         log._local_owner, log._local_cursor = None, None

@@ -53,6 +53,8 @@ EventRow = tuple[str, int, str, bytes, int, int, int, "int | None", "str | None"
 
 _HEX = frozenset("0123456789abcdef")
 
+_IS_BACKEND_STREAM = "SELECT 1 FROM streams WHERE name=?"
+
 
 def now_us() -> int:
     return time.time_ns() // 1000
@@ -75,12 +77,12 @@ class APSWRecorder:
         return [schema.META_TABLE]
 
     def create_table(self) -> None:
-        with self.datastore.transaction(commit=True) as c:
+        with self.datastore.transaction(commit=True) as cursor:
             for statement in self.create_table_statements():
-                c.execute(statement)
-            self._after_create_table(c)
+                cursor.execute(statement)
+            self._after_create_table(cursor)
 
-    def _after_create_table(self, c: apsw.Cursor) -> None:
+    def _after_create_table(self, cursor: apsw.Cursor) -> None:
         pass
 
 
@@ -97,6 +99,15 @@ class APSWAggregateRecorder(APSWRecorder, AggregateRecorder):
             " codec, source, received_at, event_at, connection_id, chain)"
             " VALUES (?,?,?,?,?,?,?,?,?,?)"
         )
+        self.max_notification_id_statement = f"SELECT MAX(rowid) FROM {events_table_name}"
+        # A stream's events; `select_events` adds the filters and the order.
+        self.select_events_statement = (
+            f"SELECT originator_id, originator_version, topic, state, codec, rowid "
+            f"FROM {events_table_name} WHERE originator_id=?")
+        # Entries by position; `select_notifications` adds the WHERE clause, then " LIMIT ?".
+        self.select_notifications_statement = (
+            "SELECT rowid, originator_id, originator_version, topic, state, codec "
+            f"FROM {events_table_name} {{where}}ORDER BY rowid LIMIT ?")
 
     @property
     def codec(self) -> PayloadCodec:
@@ -111,9 +122,9 @@ class APSWAggregateRecorder(APSWRecorder, AggregateRecorder):
             schema.DICTIONARIES_TABLE,
         ]
 
-    def _after_create_table(self, c: apsw.Cursor) -> None:
-        super()._after_create_table(c)
-        self.codec.load(c)
+    def _after_create_table(self, cursor: apsw.Cursor) -> None:
+        super()._after_create_table(cursor)
+        self.codec.load(cursor)
 
     def _originator_id(self, stored: str) -> UUID | str:
         if (
@@ -129,14 +140,14 @@ class APSWAggregateRecorder(APSWRecorder, AggregateRecorder):
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
-        with self.datastore.transaction(commit=True) as c:
-            return self._insert_events(c, stored_events, **kwargs)
+        with self.datastore.transaction(commit=True) as cursor:
+            return self._insert_events(cursor, stored_events, **kwargs)
 
     def _insert_events(
-        self, c: apsw.Cursor, stored_events: Sequence[StoredEvent], **kwargs: Any
+        self, cursor: apsw.Cursor, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
         # An aggregate sequence has no notification ids to return.
-        self._insert_rows(c, self._rows(stored_events))
+        self.insert_rows(cursor, self._rows(stored_events))
         return None
 
     def _rows(self, stored_events: Sequence[StoredEvent]) -> list[EventRow]:
@@ -144,13 +155,13 @@ class APSWAggregateRecorder(APSWRecorder, AggregateRecorder):
         received_at = now_us()
         encode = self.codec.encode
         rows: list[EventRow] = []
-        for s in stored_events:
-            codec, state = encode(s.state)
+        for stored_event in stored_events:
+            codec, state = encode(stored_event.state)
             rows.append(
                 (
-                    originator_key(s.originator_id),
-                    s.originator_version,
-                    s.topic,
+                    originator_key(stored_event.originator_id),
+                    stored_event.originator_version,
+                    stored_event.topic,
                     state,
                     codec,
                     schema.Source.LOCAL,
@@ -161,21 +172,28 @@ class APSWAggregateRecorder(APSWRecorder, AggregateRecorder):
             )
         return rows
 
-    def _insert_rows(self, c: apsw.Cursor, rows: Sequence[EventRow]) -> Sequence[int] | None:
-        """Insert encoded rows; returns their notification ids (rowids), in order."""
+    def insert_rows(self, cursor: apsw.Cursor, rows: Sequence[EventRow]) -> list[int]:
+        """Insert rows already encoded (see `EventRow`) and return their positions.
+
+        Contract: `cursor` belongs to a write transaction the caller holds
+        (`datastore.transaction(commit=True)`); nothing is committed here, the caller commits or
+        rolls back. The rows are sealed (encrypted and chained) on the way in. Returns the
+        notification ids (rowids) of the rows, in their order, one per row (empty for no rows).
+        A version recorded twice raises `apsw.ConstraintError`; the caller decides what that means.
+        """
         if not rows:
             return []
         # Encrypted (with a key) and chained to the entry before, for the positions after the
         # log's tail read in this transaction: the one statement more an append costs.
-        stored = self.datastore.sealer.rows_for_insert(c, self.events_table_name, rows)
+        stored = self.datastore.sealer.rows_for_insert(cursor, self.events_table_name, rows)
         if len(stored) == 1:
-            c.execute(self.insert_statement, stored[0])
+            cursor.execute(self.insert_statement, stored[0])
         else:
-            c.executemany(self.insert_statement, stored)
+            cursor.executemany(self.insert_statement, stored)
         # Inside the write transaction nobody else inserts, and nothing is ever deleted from
         # the end of the log, so the rowids of one executemany are consecutive, and follow the
         # tail the sealer read.
-        last = c.connection.last_insert_rowid()
+        last = cursor.connection.last_insert_rowid()
         return list(range(last - len(rows) + 1, last + 1))
 
     # -- reading -------------------------------------------------------------------------------
@@ -190,19 +208,16 @@ class APSWAggregateRecorder(APSWRecorder, AggregateRecorder):
         limit: int | None = None,
     ) -> Sequence[StoredEvent]:
         key = originator_key(originator_id)
-        with self.datastore.transaction(commit=False) as c:
+        with self.datastore.transaction(commit=False) as cursor:
             # An aggregate's events are found through the aggregate index; a stream of backend
             # events has no index (see schema.events_table) and is read by a scan.
-            is_backend_stream = c.execute("SELECT 1 FROM streams WHERE name=?", (key,)).fetchone()
-            statement = (
-                f"SELECT originator_id, originator_version, topic, state, codec, rowid "
-                f"FROM {self.events_table_name} WHERE originator_id=?"
-                + ("" if is_backend_stream else " AND source=0")
-            )
-            return self._select_events(c, statement, key, gt, lte, desc, limit)
+            is_backend_stream = cursor.execute(_IS_BACKEND_STREAM, (key,)).fetchone()
+            statement = (self.select_events_statement
+                         + ("" if is_backend_stream else " AND source=0"))
+            return self._select_events(cursor, statement, key, gt, lte, desc, limit)
 
     def _select_events(
-        self, c: apsw.Cursor, statement: str, key: str, gt: int | None, lte: int | None,
+        self, cursor: apsw.Cursor, statement: str, key: str, gt: int | None, lte: int | None,
         desc: bool, limit: int | None,
     ) -> list[StoredEvent]:
         params: list[Any] = [key]
@@ -224,7 +239,7 @@ class APSWAggregateRecorder(APSWRecorder, AggregateRecorder):
                 topic=topic,
                 state=decode(codec, state, position),
             )
-            for oid, version, topic, state, codec, position in c.execute(statement, params)
+            for oid, version, topic, state, codec, position in cursor.execute(statement, params)
         ]
 
 
@@ -232,9 +247,9 @@ class APSWApplicationRecorder(APSWAggregateRecorder, ApplicationRecorder):
     """Adds the application sequence: notification ids, selection by position, subscriptions."""
 
     def _insert_events(
-        self, c: apsw.Cursor, stored_events: Sequence[StoredEvent], **kwargs: Any
+        self, cursor: apsw.Cursor, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
-        return self._insert_rows(c, self._rows(stored_events))
+        return self.insert_rows(cursor, self._rows(stored_events))
 
     def select_notifications(
         self,
@@ -257,13 +272,10 @@ class APSWApplicationRecorder(APSWAggregateRecorder, ApplicationRecorder):
             clauses.append(f"topic IN ({','.join('?' * len(topics))})")
             params.extend(topics)
         where = f"WHERE {' AND '.join(clauses)} " if clauses else ""
-        statement = (
-            "SELECT rowid, originator_id, originator_version, topic, state, codec "
-            f"FROM {self.events_table_name} {where}ORDER BY rowid LIMIT ?"
-        )
+        statement = self.select_notifications_statement.format(where=where)
         params.append(limit)
         decode = self.codec.decode
-        with self.datastore.transaction(commit=False) as c:
+        with self.datastore.transaction(commit=False) as cursor:
             return [
                 Notification(
                     id=rowid,
@@ -272,16 +284,24 @@ class APSWApplicationRecorder(APSWAggregateRecorder, ApplicationRecorder):
                     topic=topic,
                     state=decode(codec, state, rowid),
                 )
-                for rowid, oid, version, topic, state, codec in c.execute(statement, params)
+                for rowid, oid, version, topic, state, codec in cursor.execute(statement, params)
             ]
 
     def max_notification_id(self) -> int | None:
-        with self.datastore.transaction(commit=False) as c:
-            return self._max_notification_id(c)
+        with self.datastore.transaction(commit=False) as cursor:
+            return self.max_notification_id_in(cursor)
 
-    def _max_notification_id(self, c: apsw.Cursor) -> int | None:
-        row = c.execute(f"SELECT MAX(rowid) FROM {self.events_table_name}").fetchone()
-        return None if row is None else row[0]
+    def max_notification_id_in(self, cursor: apsw.Cursor) -> int | None:
+        """The position of the last entry of the log as `cursor`'s transaction sees it (None for
+        an empty log).
+
+        Contract: `cursor` belongs to a transaction the caller holds (read or write); inside a
+        write transaction the answer includes the rows it inserted so far.
+        """
+        row = cast("tuple[int | None] | None",
+                   cursor.execute(self.max_notification_id_statement).fetchone())
+        (position,) = row or (None,)
+        return position
 
     def subscribe(
         self, gt: int | None = None, topics: Sequence[str] = ()
@@ -318,9 +338,9 @@ class APSWSubscription(ListenNotifySubscription[APSWApplicationRecorder]):
                 if self._recorder.datastore.closed:
                     break
                 self._pull()
-        except BaseException as e:  # the iterating thread re-raises it
+        except BaseException as error:  # the iterating thread re-raises it
             if self._thread_error is None:
-                self._thread_error = e
+                self._thread_error = error
             self.stop()
 
 
@@ -333,16 +353,17 @@ class APSWTrackingRecorder(APSWRecorder, TrackingRecorder):
         "WHERE tracking.notification_id < excluded.notification_id "
         "RETURNING notification_id"
     )
+    select_tracking_statement = "SELECT notification_id FROM tracking WHERE application_name=?"
 
     def create_table_statements(self) -> list[str]:
         return [*super().create_table_statements(), schema.TRACKING_TABLE]
 
     def insert_tracking(self, tracking: Tracking) -> None:
-        with self.datastore.transaction(commit=True) as c:
-            self._insert_tracking(c, tracking)
+        with self.datastore.transaction(commit=True) as cursor:
+            self._insert_tracking(cursor, tracking)
 
-    def _insert_tracking(self, c: apsw.Cursor, tracking: Tracking) -> None:
-        row = c.execute(
+    def _insert_tracking(self, cursor: apsw.Cursor, tracking: Tracking) -> None:
+        row = cursor.execute(
             self.insert_tracking_statement,
             (tracking.application_name, tracking.notification_id),
         ).fetchone()
@@ -353,14 +374,20 @@ class APSWTrackingRecorder(APSWRecorder, TrackingRecorder):
             )
 
     def max_tracking_id(self, application_name: str) -> int | None:
-        with self.datastore.transaction(commit=False) as c:
-            return self._max_tracking_id(c, application_name)
+        with self.datastore.transaction(commit=False) as cursor:
+            return self.max_tracking_id_in(cursor, application_name)
 
-    def _max_tracking_id(self, c: apsw.Cursor, application_name: str) -> int | None:
-        row = c.execute(
-            "SELECT notification_id FROM tracking WHERE application_name=?", (application_name,)
-        ).fetchone()
-        return None if row is None else row[0]
+    def max_tracking_id_in(self, cursor: apsw.Cursor, application_name: str) -> int | None:
+        """How far `application_name` has processed the log, as `cursor`'s transaction sees it.
+
+        Contract: `cursor` belongs to a transaction the caller holds (read or write), so the
+        caller can read the position and write what follows it without another writer in
+        between. None when the name has no tracking row yet.
+        """
+        row = cast("tuple[int] | None",
+                   cursor.execute(self.select_tracking_statement, (application_name,)).fetchone())
+        (position,) = row or (None,)
+        return position
 
 
 class APSWProcessRecorder(APSWTrackingRecorder, APSWApplicationRecorder, ProcessRecorder):
@@ -370,12 +397,12 @@ class APSWProcessRecorder(APSWTrackingRecorder, APSWApplicationRecorder, Process
         APSWApplicationRecorder.__init__(self, datastore, events_table_name)
 
     def _insert_events(
-        self, c: apsw.Cursor, stored_events: Sequence[StoredEvent], **kwargs: Any
+        self, cursor: apsw.Cursor, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
-        notification_ids = super()._insert_events(c, stored_events, **kwargs)
+        notification_ids = super()._insert_events(cursor, stored_events, **kwargs)
         tracking: Tracking | None = kwargs.get("tracking")
         if tracking is not None:
-            self._insert_tracking(c, tracking)
+            self._insert_tracking(cursor, tracking)
         return notification_ids
 
 

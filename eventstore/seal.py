@@ -24,7 +24,7 @@ import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import apsw
 import msgspec
@@ -196,6 +196,10 @@ class PayloadCipher:
 # hashes the row it already has without reordering it.
 CHAIN_COLUMNS = ("originator_id, originator_version, topic, state, codec, source, received_at,"
                  " event_at, connection_id")
+# A row of `rowid, CHAIN_COLUMNS` (`_ChainedRow`), and with its `chain` after them (`_SealedRow`).
+_ChainedRow = tuple[int, str, int, str, bytes, int, int, int, "int | None", "str | None"]
+_SealedRow = tuple[int, str, int, str, bytes, int, int, int, "int | None", "str | None",
+                   "bytes | None"]
 
 
 def entry_hash(previous: bytes, position: int, row: Sequence[Any]) -> bytes:
@@ -214,22 +218,25 @@ class EntrySealer:
         self._codec = codec
         self._tail_statements: dict[str, str] = {}
 
-    def tail(self, c: apsw.Cursor, table: str) -> tuple[int, bytes | None]:
+    def tail(self, cursor: apsw.Cursor, table: str) -> tuple[int, bytes | None]:
         """The last position of the log and its chain hash (GENESIS for an empty log; None when
         the chain is still being computed by an upgrade)."""
         statement = self._tail_statements.get(table)
         if statement is None:
             statement = f"SELECT rowid, chain FROM {table} ORDER BY rowid DESC LIMIT 1"
             self._tail_statements[table] = statement
-        row = c.execute(statement).fetchone()
-        return (0, GENESIS) if row is None else (row[0], row[1])
+        row = cursor.execute(statement).fetchone()
+        if row is None:
+            return 0, GENESIS
+        position, chain = row
+        return position, chain
 
     def rows_for_insert(
-        self, c: apsw.Cursor, table: str, rows: Sequence[tuple[Any, ...]],
+        self, cursor: apsw.Cursor, table: str, rows: Sequence[tuple[Any, ...]],
     ) -> list[tuple[Any, ...]]:
         """Rows with the stored state and the chain hash, for positions following the tail (the
         caller inserts them in order, in this write transaction)."""
-        last, previous = self.tail(c, table)
+        last, previous = self.tail(cursor, table)
         position = last + 1
         cipher = self._codec.cipher
         if cipher is not None:
@@ -313,12 +320,12 @@ class ChainChecker:
     def rows(self, transaction: Any) -> Iterator[tuple[Any, ...]]:
         after = 0
         while True:
-            with transaction() as c:
-                page = c.execute(self._page, (after, self.PAGE)).fetchall()
+            with transaction() as cursor:
+                page = cursor.execute(self._page, (after, self.PAGE)).fetchall()
             yield from page
             if len(page) < self.PAGE:
                 return
-            after = page[-1][0]
+            after, *_ = page[-1]
 
     def check(self, transaction: Any, head: tuple[bytes, int] | None = None) -> ChainReport:
         """`transaction()` opens a read transaction and gives its cursor. `head`: a (hash,
@@ -326,7 +333,7 @@ class ChainChecker:
         previous, expected, entries = GENESIS, 1, 0
         at_head: bytes | None = None
         for row in self.rows(transaction):
-            position, values, stored = row[0], row[1:-1], row[-1]
+            position, *values, stored = row
             if position != expected:
                 return self._report(entries, expected - 1, previous, ChainBreak(
                     expected, "removed",
@@ -369,39 +376,49 @@ class ChainChecker:
         if stored is None:
             return ChainBreak(position, "inserted",
                               f"entry {position} has no chain hash: it was inserted, not appended")
-        with transaction() as c:
-            window = c.execute(self._window, (position - self.LOOK_AROUND,
+        with transaction() as cursor:
+            window = cursor.execute(self._window, (position - self.LOOK_AROUND,
                                               position + self.LOOK_AROUND)).fetchall()
-        by_position = {row[0]: row for row in window}
+        # position -> (the values of CHAIN_COLUMNS, the chain hash stored)
+        by_position = {number: (values, chain) for number, *values, chain in window}
         # An entry further on hashes here, after the last good one, and so does the one after
         # it at the next place (a whole run moved up, not one entry moved): entries were put
         # before it.
         for later in range(position + 1, position + self.LOOK_AROUND + 1):
-            row = by_position.get(later)
-            if row is None or row[-1] != entry_hash(previous, position, row[1:-1]):
+            moved = by_position.get(later)
+            if moved is None:
+                continue
+            moved_values, moved_chain = moved
+            if moved_chain != entry_hash(previous, position, moved_values):
                 continue
             after = by_position.get(later + 1)
-            if after is None or after[-1] == entry_hash(row[-1], position + 1, after[1:-1]):
-                count = later - position
-                return ChainBreak(position, "inserted",
-                                  f"{count} entr{'y was' if count == 1 else 'ies were'} inserted "
-                                  f"at {position} (the entries after moved up)")
-        here = by_position[position]
+            if after is not None:
+                after_values, after_chain = after
+                if after_chain != entry_hash(moved_chain, position + 1, after_values):
+                    continue
+            count = later - position
+            return ChainBreak(position, "inserted",
+                              f"{count} entr{'y was' if count == 1 else 'ies were'} inserted "
+                              f"at {position} (the entries after moved up)")
+        here_values, here_chain = by_position[position]
         # The next entry follows this one's chain, but hashed further on: entries before this
         # one were removed and the rest renumbered down.
         following = by_position.get(position + 1)
         if following is not None:
+            following_values, following_chain = following
             for shift in range(1, self.LOOK_AROUND + 1):
-                if following[-1] == entry_hash(here[-1], position + 1 + shift, following[1:-1]):
+                if following_chain == entry_hash(here_chain, position + 1 + shift,
+                                                 following_values):
                     return ChainBreak(position, "removed",
                                       f"entries {position}..{position + shift - 1} were removed "
                                       "(the entries after moved down)")
-        candidates = {GENESIS, previous, *(row[-1] for row in window if row[-1] is not None)}
+        candidates = {GENESIS, previous,
+                      *(chain for _, chain in by_position.values() if chain is not None)}
         for other in sorted(by_position, key=lambda number: abs(number - position)):
             if other == position:
                 continue
             for before in candidates:
-                if here[-1] != entry_hash(before, other, here[1:-1]):
+                if here_chain != entry_hash(before, other, here_values):
                     continue
                 if before == previous and other > position:
                     return ChainBreak(position, "removed",
@@ -432,30 +449,36 @@ class ChainWriter:
         self._previous = f"SELECT chain FROM {table} WHERE rowid=?"
         self._set = f"UPDATE {table} SET chain=? WHERE rowid=?"
 
-    def previous(self, c: apsw.Cursor, position: int) -> bytes | None:
+    def previous(self, cursor: apsw.Cursor, position: int) -> bytes | None:
         if position <= 1:
             return GENESIS
-        row = c.execute(self._previous, (position - 1,)).fetchone()
-        return None if row is None else row[0]
+        row = cursor.execute(self._previous, (position - 1,)).fetchone()
+        if row is None:
+            return None
+        (chain,) = row
+        return cast("bytes | None", chain)
 
-    def rechain_page(self, c: apsw.Cursor, after: int, previous: bytes) -> tuple[int, bytes, int]:
+    def rechain_page(
+        self, cursor: apsw.Cursor, after: int, previous: bytes,
+    ) -> tuple[int, bytes, int]:
         """Chain up to PAGE rows after `after`: (last position, its hash, rows done)."""
-        page = c.execute(self._page, (after, self.PAGE)).fetchall()
+        page = cast("list[_ChainedRow]", cursor.execute(self._page, (after, self.PAGE)).fetchall())
         updates: list[tuple[bytes, int]] = []
-        for row in page:
-            previous = entry_hash(previous, row[0], row[1:])
-            updates.append((previous, row[0]))
-        c.executemany(self._set, updates)
-        return (page[-1][0] if page else after), previous, len(page)
+        last = after
+        for last, *values in page:
+            previous = entry_hash(previous, last, values)
+            updates.append((previous, last))
+        cursor.executemany(self._set, updates)
+        return last, previous, len(page)
 
-    def rechain_from(self, c: apsw.Cursor, position: int) -> None:
+    def rechain_from(self, cursor: apsw.Cursor, position: int) -> None:
         """Chain every row from `position` to the end, in the caller's transaction."""
-        previous = self.previous(c, position)
+        previous = self.previous(cursor, position)
         if previous is None:
             return  # the chain is being computed by an upgrade: it reaches these rows too
         after, done = position - 1, self.PAGE
         while done == self.PAGE:
-            after, previous, done = self.rechain_page(c, after, previous)
+            after, previous, done = self.rechain_page(cursor, after, previous)
 
 
 # -- the key of a store -----------------------------------------------------------------------
@@ -475,10 +498,14 @@ class StoreKeys:
                       "ORDER BY rowid LIMIT ?")
         self._update = f"UPDATE {table} SET state=?, chain=? WHERE rowid=?"
 
-    def unlock(self, c: apsw.Cursor, datastore: Any, key: bytes | None, *, new: bool) -> None:
+    def unlock(self, cursor: apsw.Cursor, datastore: Any, key: bytes | None, *, new: bool) -> None:
         """Give the datastore's codec the cipher of `key`, after checking it fits the store.
-        `new`: the store was just created (in `c`'s write transaction) and is sealed with it."""
-        found = dict(c.execute(_GET_KEY_META, (META_CIPHER, META_KEY_CHECK)).fetchall())
+        `new`: the store was just created (in `cursor`'s write transaction) and is sealed with
+        it."""
+        # The cipher's name (text) and the key check (bytes).
+        found: dict[str, Any] = dict(
+            cast("list[tuple[str, Any]]",
+                 cursor.execute(_GET_KEY_META, (META_CIPHER, META_KEY_CHECK)).fetchall()))
         name = found.get(META_CIPHER)
         if name is None:
             if key is None:
@@ -487,8 +514,8 @@ class StoreKeys:
                 raise StoreKeyError("this store is not encrypted, and a key was given: "
                                     "`chatledger rekey` encrypts it in place")
             cipher = PayloadCipher(key)
-            c.execute(_SET_KEY_META, (META_CIPHER, CIPHER_NAME))
-            c.execute(_SET_KEY_META, (META_KEY_CHECK, cipher.key_check()))
+            cursor.execute(_SET_KEY_META, (META_CIPHER, CIPHER_NAME))
+            cursor.execute(_SET_KEY_META, (META_KEY_CHECK, cipher.key_check()))
             datastore.codec.cipher = cipher
             return
         if name != CIPHER_NAME:
@@ -528,29 +555,32 @@ class StoreKeys:
         codec = datastore.codec
         old: PayloadCipher | None = codec.cipher
         new = None if new_key is None else PayloadCipher(new_key)
-        with datastore.transaction(commit=True) as c:
-            self._reseal_entries(c, old, new)
-            self._reseal_numbered(c, _QUARANTINE_ROWS, _QUARANTINE_UPDATE, b"qua1", old, new)
-            self._reseal_numbered(c, _DICTIONARY_ROWS, _DICTIONARY_UPDATE, b"dic1", old, new)
+        with datastore.transaction(commit=True) as cursor:
+            self._reseal_entries(cursor, old, new)
+            self._reseal_numbered(cursor, _QUARANTINE_ROWS, _QUARANTINE_UPDATE, b"qua1", old, new)
+            self._reseal_numbered(cursor, _DICTIONARY_ROWS, _DICTIONARY_UPDATE, b"dic1", old, new)
             if new is None:
-                c.execute(_DELETE_KEY_META, (META_CIPHER, META_KEY_CHECK))
+                cursor.execute(_DELETE_KEY_META, (META_CIPHER, META_KEY_CHECK))
             else:
-                c.execute(_SET_KEY_META, (META_CIPHER, CIPHER_NAME))
-                c.execute(_SET_KEY_META, (META_KEY_CHECK, new.key_check()))
+                cursor.execute(_SET_KEY_META, (META_CIPHER, CIPHER_NAME))
+                cursor.execute(_SET_KEY_META, (META_KEY_CHECK, new.key_check()))
         codec.cipher = new
 
     def _reseal_entries(
-        self, c: apsw.Cursor, old: PayloadCipher | None, new: PayloadCipher | None,
+        self, cursor: apsw.Cursor, old: PayloadCipher | None, new: PayloadCipher | None,
     ) -> None:
         # One pass: the old chain is checked (a rekey must not launder changed entries into a
         # fresh chain), each payload re-encrypted, and the new chain computed.
         old_previous = new_previous = GENESIS
         after = 0
         while True:
-            page = c.execute(self._page, (after, self.PAGE)).fetchall()
+            page = cast("list[_SealedRow]",
+                        cursor.execute(self._page, (after, self.PAGE)).fetchall())
             updates: list[tuple[bytes, bytes | None, int]] = []
-            for row in page:
-                position, values, chain = row[0], row[1:-1], row[-1]
+            for (position, originator_id, version, topic, stored, codec_id, source, received_at,
+                 event_at, connection_id, chain) in page:
+                values = (originator_id, version, topic, stored, codec_id, source, received_at,
+                          event_at, connection_id)
                 if chain is not None:
                     digest = entry_hash(old_previous, position, values)
                     if digest != chain:
@@ -559,31 +589,31 @@ class StoreKeys:
                             "--chain` says how): a rekey would chain the changed entries anew, "
                             "so it is refused")
                     old_previous = digest
-                stored, codec_id = values[3], values[4]
                 compressed = stored if old is None else old.open_entry(stored, position, codec_id)
                 resealed = (compressed if new is None
                             else new.seal_entries([compressed], position, [codec_id])[0])
                 if chain is not None:
-                    new_previous = entry_hash(new_previous, position,
-                                              (*values[:3], resealed, *values[4:]))
+                    new_previous = entry_hash(new_previous, position, (
+                        originator_id, version, topic, resealed, codec_id, source, received_at,
+                        event_at, connection_id))
                 updates.append((resealed, None if chain is None else new_previous, position))
-            c.executemany(self._update, updates)
+            cursor.executemany(self._update, updates)
             if len(page) < self.PAGE:
                 return
-            after = page[-1][0]
+            after = position  # the page's last
 
     @staticmethod
     def _reseal_numbered(
-        c: apsw.Cursor, select: str, update: str, kind: bytes,
+        cursor: apsw.Cursor, select: str, update: str, kind: bytes,
         old: PayloadCipher | None, new: PayloadCipher | None,
     ) -> None:
-        rows = c.execute(select).fetchall()
+        rows = cast("list[tuple[int, bytes]]", cursor.execute(select).fetchall())
         resealed = []
         for number, stored in rows:
             plain = stored if old is None else old.open_numbered(kind, number, stored)
             resealed.append((plain if new is None else new.seal_numbered(kind, number, plain),
                              number))
-        c.executemany(update, resealed)
+        cursor.executemany(update, resealed)
 
 
 _HAS_META = "SELECT 1 FROM chatledger_meta WHERE key=?"

@@ -68,14 +68,14 @@ def decode_user_id(stem: str) -> str | None:
     if "~~" in stem:
         return None
     out = bytearray()
-    i = 0
-    while i < len(stem):
-        if stem[i] == "~":
-            out.append(int(stem[i + 1 : i + 3], 16))
-            i += 3
+    index = 0
+    while index < len(stem):
+        if stem[index] == "~":
+            out.append(int(stem[index + 1 : index + 3], 16))
+            index += 3
         else:
-            out.append(ord(stem[i]))
-            i += 1
+            out.append(ord(stem[index]))
+            index += 1
     return out.decode("utf-8", "surrogatepass")
 
 

@@ -196,8 +196,9 @@ class GilCourtesy:
         connection.exec_trace = self
 
     def uninstall(self, connection: apsw.Connection) -> None:
+        chained = self._chained  # read first: `is self` below narrows `self` for the checker
         if self.every is not None and connection.exec_trace is self:
-            connection.exec_trace = self._chained
+            connection.exec_trace = chained
 
 
 class _ThreadView:
@@ -399,10 +400,10 @@ class BackgroundWriter:
             batch = self._take(backlog)
             try:
                 self._apply(batch)
-            except BaseException as e:  # noqa: BLE001 - a bug here must not kill the thread
+            except BaseException as error:  # noqa: BLE001 - a bug here must not kill the thread
                 for work in batch:
                     if not work.future.done():
-                        work.future.set_exception(e)
+                        work.future.set_exception(error)
 
     def _take(self, backlog: deque[_Work]) -> list[_Work]:
         """Pop work up to the bounds (the first item always, however large)."""
@@ -414,10 +415,10 @@ class BackgroundWriter:
         while backlog:
             work = backlog[0]
             if type(work) is _Append:
-                n, size = len(work.events), work.size()
-                if events + n > self.max_batch_events or bytes_ + size > self.max_batch_bytes:
+                count, size = len(work.events), work.size()
+                if events + count > self.max_batch_events or bytes_ + size > self.max_batch_bytes:
                     break
-                events += n
+                events += count
                 bytes_ += size
             taken.append(backlog.popleft())
         return taken
@@ -431,32 +432,35 @@ class BackgroundWriter:
             self.busy_seconds += time.perf_counter() - began
 
     def _apply_runs(self, batch: list[_Work]) -> None:
-        i = 0
-        while i < len(batch):
-            work = batch[i]
+        start = 0
+        while start < len(batch):
+            work = batch[start]
             if _joins(work):
-                j = i + 1
-                while j < len(batch) and _joins(batch[j]):
-                    j += 1
-                self._run_joined(batch[i:j])  # type: ignore[arg-type]
-                i = j
+                end = start + 1
+                while end < len(batch) and _joins(batch[end]):
+                    end += 1
+                self._run_joined(batch[start:end])  # type: ignore[arg-type]
+                start = end
                 continue
-            if type(work) is _Call:
+            if isinstance(work, _Call):
                 self._run_call(work)
-                i += 1
+                start += 1
                 continue
-            j = i + 1
+            end = start + 1
             key = work.merge_key()
-            while j < len(batch) and type(batch[j]) is _Append and batch[j].merge_key() == key:
-                j += 1
-            self._run_appends(batch[i:j])  # type: ignore[arg-type]
-            i = j
+            while end < len(batch):
+                following = batch[end]
+                if not isinstance(following, _Append) or following.merge_key() != key:
+                    break
+                end += 1
+            self._run_appends(batch[start:end])  # type: ignore[arg-type]
+            start = end
 
     def _run_call(self, work: _Call) -> None:
         try:
             result = work.fn()
-        except BaseException as e:  # noqa: BLE001 - every failure belongs to the caller
-            _settle(work.future, error=self._explain(e))
+        except BaseException as error:  # noqa: BLE001 - every failure belongs to the caller
+            _settle(work.future, error=self._explain(error))
         else:
             _settle(work.future, result=result)
 
@@ -467,13 +471,13 @@ class BackgroundWriter:
             return
         try:
             outcomes = run_together(self.log, [call.fn for call in calls])
-        except BaseException as e:  # noqa: BLE001 - the transaction did not commit: none is on file
-            error = self._explain(e)
+        except BaseException as raised:  # noqa: BLE001 - not committed: none is on file
+            error = self._explain(raised)
             for call in calls:
                 _settle(call.future, error=error)
             return
-        for call, (result, error) in zip(calls, outcomes):
-            _settle(call.future, result=result, error=self._explain(error) if error else None)
+        for call, (result, failure) in zip(calls, outcomes):
+            _settle(call.future, result=result, error=self._explain(failure) if failure else None)
 
     def _run_appends(self, group: list[_Append]) -> None:
         # Decoded here, a caller at a time, so a retry after a failed merge need not decode again.
@@ -502,9 +506,9 @@ class BackgroundWriter:
                 items, source=first.source, connection_id=first.connection_id,
                 received_at=first.received_at,
             )
-        except BaseException as e:  # noqa: BLE001
-            if len(group) == 1 or _concerns_the_file(e):
-                error = self._explain(e)
+        except BaseException as raised:  # noqa: BLE001
+            if len(group) == 1 or _concerns_the_file(raised):
+                error = self._explain(raised)
                 for work in group:
                     _settle(work.future, error=error)
                 return
@@ -544,15 +548,15 @@ def _split(result: AppendResult, sizes: list[int]) -> list[AppendResult]:
     """Cut a merged AppendResult into one per caller, quarantine indexes re-based per caller."""
     parts: list[AppendResult] = []
     quarantined = result.quarantined  # in input order
-    q = 0
+    next_quarantined = 0
     start = 0
     for size in sizes:
         end = start + size
         mine: list[Quarantined] = []
-        while q < len(quarantined) and quarantined[q].index < end:
-            item = quarantined[q]
+        while next_quarantined < len(quarantined) and quarantined[next_quarantined].index < end:
+            item = quarantined[next_quarantined]
             mine.append(Quarantined(item.index - start, item.reason, item.quarantine_id))
-            q += 1
+            next_quarantined += 1
         parts.append(AppendResult(result.positions[start:end], mine))
         start = end
     return parts
@@ -564,8 +568,8 @@ def _finish(work: _Append, result: AppendResult) -> None:
         return
     try:
         answer = work.finish(result)
-    except BaseException as e:  # noqa: BLE001
-        _settle(work.future, error=e)
+    except BaseException as error:  # noqa: BLE001
+        _settle(work.future, error=error)
     else:
         _settle(work.future, result=answer)
 
@@ -583,8 +587,8 @@ def run_together(log: EventLog, fns: Sequence[Callable[[], Any]]) -> list[tuple[
         for fn in fns:
             try:
                 outcomes.append((fn(), None))
-            except Exception as e:  # noqa: BLE001 - undone by its savepoint; the caller's to see
-                outcomes.append((None, e))
+            except Exception as error:  # noqa: BLE001 - undone by its savepoint; the caller's to see
+                outcomes.append((None, error))
     return outcomes
 
 

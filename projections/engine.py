@@ -21,8 +21,10 @@ from typing import Any
 import apsw
 
 from chatledger.eventstore.codec import PayloadCodec
+from chatledger.eventstore.datastore import STATEMENT_CACHE_SIZE
 from chatledger.eventstore.log import AppendedEntry, EventLog
-from chatledger.projections.apply import Item, Projector
+from chatledger.projections.item import Item
+from chatledger.projections.projector import Projector
 from chatledger.projections.schema import INDEXES, LOOKUP_INDEXES, PROJECTION_VERSION, TABLES
 
 TRACKING_NAME = "projections"
@@ -187,7 +189,7 @@ class Projections:
         """Apply the entries appended since the tables' position."""
         log = self.log
         with _collector_paused(), log.datastore.transaction(commit=True) as c:
-            after = log.recorder._max_tracking_id(c, TRACKING_NAME) or 0
+            after = log.recorder.max_tracking_id_in(c, TRACKING_NAME) or 0
             position = replay(c, c, log.recorder.events_table_name, log.datastore.codec,
                               self.projector, after=after, on_progress=on_progress)
             if position > after:
@@ -202,7 +204,9 @@ class Projections:
         """
         log = self.log
         table = log.recorder.events_table_name
-        shadow = apsw.Connection(":memory:", flags=_MEMORY_FLAGS)
+        # A replay's ~100 statements: the store's statement cache size, not APSW's 100.
+        shadow = apsw.Connection(":memory:", flags=_MEMORY_FLAGS,
+                                 statementcachesize=STATEMENT_CACHE_SIZE)
         try:
             target = shadow.cursor()
             create_tables(target, with_indexes=False)

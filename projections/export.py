@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import apsw
 import msgspec
@@ -97,6 +97,40 @@ _DECODE_ERRORS = (msgspec.MsgspecError, ValueError, RecursionError)
 
 _MESSAGE_COLUMNS = ("id, cid, created_at, user_id, type, parent_id, show_in_channel, reply_count, "
                     "pinned, pinned_at, updated_at, deleted_at, silent, position, slot")
+_OF_MESSAGE = ", ".join("m." + name for name in _MESSAGE_COLUMNS.split(", "))
+
+# The statements of an export, each built once.
+_CHANNELS_BY_ACTIVITY = ("SELECT cid FROM channels "
+                         "ORDER BY last_message_at IS NULL, last_message_at DESC, cid")
+_CHANNELS_STORED = "SELECT cid FROM channels WHERE cid IN (SELECT value FROM json_each(?))"
+_CHANNEL_ROW = ("SELECT position, slot, type, id, name, created_by, created_at, updated_at, "
+                "last_message_at, member_count, frozen, disabled, hidden, team, truncated_at, "
+                "deleted_at, custom FROM channels WHERE cid=?")
+_COUNT_LOCAL = ("SELECT count(*) FROM messages WHERE cid=? AND deleted_for_me=0 "
+                "AND local_state IS NOT NULL")
+_SHOWN = "cid=? AND deleted_for_me=0"
+_SHOWN_SENT = f"{_SHOWN} AND local_state IS NULL"
+# A channel's messages, oldest first: (local messages included, only the newest `limit`).
+_MESSAGES = {
+    (include_local, limited): (
+        f"SELECT {_OF_MESSAGE} FROM (SELECT * FROM messages WHERE {where}"
+        + (" ORDER BY created_at DESC, id DESC LIMIT ?)" if limited else ")")
+        + " m ORDER BY m.created_at, m.id")
+    for include_local, where in ((True, _SHOWN), (False, _SHOWN_SENT))
+    for limited in (False, True)
+}
+_PINNED = {
+    include_local: (f"SELECT {_OF_MESSAGE} FROM messages m WHERE {where} AND pinned=1 "
+                    "ORDER BY m.pinned_at DESC, m.id")
+    for include_local, where in ((True, _SHOWN), (False, _SHOWN_SENT))
+}
+_MEMBERS = ("SELECT user_id, role, channel_role, banned, pinned_at, archived_at, created_at, "
+            "updated_at FROM members WHERE cid=? ORDER BY created_at, user_id")
+_READS = ("SELECT user_id, last_read, unread_messages, last_read_message_id, "
+          "first_unread_message_id, last_delivered_at, last_delivered_message_id "
+          "FROM reads WHERE cid=? ORDER BY user_id")
+_USER_ENTRY = "SELECT position, slot FROM users WHERE id=?"
+_CHANNEL_DRAFT_ENTRY = "SELECT position FROM drafts WHERE cid=? AND parent_id=''"
 
 
 def _time(us: int | None) -> str | None:
@@ -200,12 +234,10 @@ def export_channels(
 
 def _channel_order(c: apsw.Cursor, cids: Iterable[str] | None) -> list[str]:
     if cids is None:
-        return [cid for (cid,) in c.execute(
-            "SELECT cid FROM channels ORDER BY last_message_at IS NULL, last_message_at DESC, cid")]
+        return [cast(str, cid) for (cid,) in c.execute(_CHANNELS_BY_ACTIVITY)]
     order = list(dict.fromkeys(cids))  # each channel once, in the order asked
-    stored = {cid for (cid,) in c.execute(
-        "SELECT cid FROM channels WHERE cid IN (SELECT value FROM json_each(?))",
-        (msgspec.json.encode(order).decode(),))}
+    stored = {cid for (cid,) in c.execute(_CHANNELS_STORED,
+                                          (msgspec.json.encode(order).decode(),))}
     missing = [cid for cid in order if cid not in stored]
     if missing:
         raise ExportError(f"no channel {missing[0]!r} is stored"
@@ -287,25 +319,25 @@ class _Writer:
 
     def _channel_object(self, cid: str) -> bytes:
         c = self._cursor()
-        row = c.execute(
-            "SELECT position, slot, type, id, name, created_by, created_at, updated_at, "
-            "last_message_at, member_count, frozen, disabled, hidden, team, truncated_at, "
-            "deleted_at, custom FROM channels WHERE cid=?", (cid,)).fetchone()
-        position, slot = row[0], row[1]
-        last_message_at, member_count, hidden = row[8], row[9], bool(row[12])
+        (position, slot, kind, channel_id, name, created_by, created_at, updated_at,
+         last_message_at, member_count, frozen, disabled, hidden_flag, team, truncated_at,
+         deleted_at, stored_custom) = cast("tuple[Any, ...]",
+                                           c.execute(_CHANNEL_ROW, (cid,)).fetchone())
+        hidden = bool(hidden_flag)
         raw = self.read.channel_bytes(c, position, slot) if position is not None else b""
         try:
             fields = _CHANNEL_FIELDS.decode(raw) if raw else None
         except _DECODE_ERRORS:
             fields = None
         if fields is None:  # heard of only through its events: the row is all there is
-            custom = decode_stored(row[16]) if row[16] else {}
-            built = {"id": row[3], "type": row[2], "cid": cid, "name": row[4],
-                     "created_by": {"id": row[5]} if row[5] else None,
-                     "created_at": _time(row[6]), "updated_at": _time(row[7]),
+            custom = decode_stored(stored_custom) if stored_custom else {}
+            built = {"id": channel_id, "type": kind, "cid": cid, "name": name,
+                     "created_by": {"id": created_by} if created_by else None,
+                     "created_at": _time(created_at), "updated_at": _time(updated_at),
                      "last_message_at": _time(last_message_at), "member_count": member_count,
-                     "frozen": bool(row[10]), "disabled": bool(row[11]), "hidden": hidden,
-                     "team": row[13], "truncated_at": _time(row[14]), "deleted_at": _time(row[15])}
+                     "frozen": bool(frozen), "disabled": bool(disabled), "hidden": hidden,
+                     "team": team, "truncated_at": _time(truncated_at),
+                     "deleted_at": _time(deleted_at)}
             built = {k: v for k, v in built.items() if v is not None}
             return msgspec.json.encode({**custom, **built})
         changes: dict[str, Any] = {}
@@ -319,28 +351,20 @@ class _Writer:
 
     def _messages(self, cid: str) -> Iterator[bytes]:
         """The channel's messages, oldest first, each as its object's bytes."""
-        where = "cid=? AND deleted_for_me=0"
         if not self.include_local:
-            where += " AND local_state IS NULL"
-            self.report.local_left_out += self._cursor().execute(
-                "SELECT count(*) FROM messages WHERE cid=? AND deleted_for_me=0 "
-                "AND local_state IS NOT NULL", (cid,)).fetchone()[0]
-        params: tuple[Any, ...] = (cid,)
-        source = f"(SELECT * FROM messages WHERE {where})"
-        if self.limit is not None:
-            source = (f"(SELECT * FROM messages WHERE {where} "
-                      "ORDER BY created_at DESC, id DESC LIMIT ?)")
-            params = (cid, self.limit)
-        columns = ", ".join("m." + name for name in _MESSAGE_COLUMNS.split(", "))
-        yield from self._message_objects(self._cursor().execute(
-            f"SELECT {columns} FROM {source} m ORDER BY m.created_at, m.id", params))
+            (left_out,) = cast("tuple[int]",
+                               self._cursor().execute(_COUNT_LOCAL, (cid,)).fetchone())
+            self.report.local_left_out += left_out
+        params: tuple[Any, ...] = (cid,) if self.limit is None else (cid, self.limit)
+        statement = _MESSAGES[self.include_local, self.limit is not None]
+        yield from self._message_objects(self._cursor().execute(statement, params))
 
     def _message_objects(self, rows: Iterable[tuple[Any, ...]]) -> Iterator[bytes]:
         """Rows of `_MESSAGE_COLUMNS` -> message objects. Messages filed from one channel
         state share its entry, which may be large: each entry is read and split once."""
         lookup = self._cursor()
         for row in rows:
-            position, slot = row[13], row[14]
+            *_, position, slot = row
             yield message_object(self._stored_message(lookup, position, slot), row)
 
     def _stored_message(self, c: apsw.Cursor, position: int, slot: int) -> bytes:
@@ -355,25 +379,16 @@ class _Writer:
 
     def _state_tail(self, cid: str) -> bytes:
         """Everything of a channel state after its messages: pinned, members, reads, ..."""
-        where = "cid=? AND pinned=1 AND deleted_for_me=0"
-        if not self.include_local:
-            where += " AND local_state IS NULL"
-        columns = ", ".join("m." + name for name in _MESSAGE_COLUMNS.split(", "))
         pinned = list(self._message_objects(self._cursor().execute(
-            f"SELECT {columns} FROM messages m WHERE {where} "
-            "ORDER BY m.pinned_at DESC, m.id", (cid,))))
+            _PINNED[self.include_local], (cid,))))
         members: list[bytes] = []
         membership = b"null"  # the own user's member object, when a member
-        for row in self._cursor().execute(
-                "SELECT user_id, role, channel_role, banned, pinned_at, archived_at, created_at, "
-                "updated_at FROM members WHERE cid=? ORDER BY created_at, user_id", (cid,)):
+        for row in self._cursor().execute(_MEMBERS, (cid,)):
+            member_id, *_ = row
             members.append(self._member(row))
-            if row[0] == self.read.own:
+            if member_id == self.read.own:
                 membership = members[-1]
-        reads = [self._read_state(row) for row in self._cursor().execute(
-            "SELECT user_id, last_read, unread_messages, last_read_message_id, "
-            "first_unread_message_id, last_delivered_at, last_delivered_message_id "
-            "FROM reads WHERE cid=? ORDER BY user_id", (cid,))]
+        reads = [self._read_state(row) for row in self._cursor().execute(_READS, (cid,))]
         tail = (b',"pinned_messages":[' + b",".join(pinned) + b'],"members":['
                 + b",".join(members) + b'],"read":[' + b",".join(reads)
                 + b'],"membership":' + membership)
@@ -411,21 +426,22 @@ class _Writer:
 
     def _stored_user(self, uid: str) -> bytes | None:
         c = self._cursor()
-        row = c.execute("SELECT position, slot FROM users WHERE id=?", (uid,)).fetchone()
+        row = cast("tuple[int, int] | None", c.execute(_USER_ENTRY, (uid,)).fetchone())
         if row is None:
             return None
-        return user_object(self.read.payload_at(c, row[0]), row[1], uid) or None
+        position, slot = row
+        return user_object(self.read.payload_at(c, position), slot, uid) or None
 
     def _draft(self, cid: str) -> bytes | None:
         """The channel's own draft, when the backend sent it (a draft saved here and not yet
         echoed is local, like an unsent message)."""
         c = self._cursor()
-        row = c.execute("SELECT position FROM drafts WHERE cid=? AND parent_id=''",
-                        (cid,)).fetchone()
+        row = cast("tuple[int] | None", c.execute(_CHANNEL_DRAFT_ENTRY, (cid,)).fetchone())
         if row is None:
             return None
+        (position,) = row
         try:
-            draft = _DRAFT_HOLDER.decode(self.read.payload_at(c, row[0])).draft
+            draft = _DRAFT_HOLDER.decode(self.read.payload_at(c, position)).draft
         except _DECODE_ERRORS:
             return None
         return bytes(draft) or None

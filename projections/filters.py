@@ -38,7 +38,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, cast
 
 import apsw
 
@@ -75,7 +75,9 @@ def _casefold(value: Any) -> Any:
 
 
 def _register_casefold(connection: apsw.Connection) -> None:
-    connection.create_scalar_function(FOLD_FUNCTION, _casefold, 1, deterministic=True)
+    # One argument, as registered (apsw types a scalar function as taking any number).
+    casefold = cast("apsw.ScalarProtocol", _casefold)
+    connection.create_scalar_function(FOLD_FUNCTION, casefold, 1, deterministic=True)
 
 
 apsw.connection_hooks.append(_register_casefold)

@@ -38,10 +38,12 @@ import msgspec
 
 from chatledger.eventstore import commands, ingest, links
 from chatledger.eventstore.codec import PayloadCodec
+from chatledger.eventstore.datastore import STATEMENT_CACHE_SIZE
 from chatledger.eventstore.wire import decode_stored
 from chatledger.eventstore.log import EventLog, StoreError
 from chatledger.eventstore.schema import Source, events_table
-from chatledger.projections.apply import Item, Projector
+from chatledger.projections.item import Item
+from chatledger.projections.projector import Projector
 from chatledger.projections.engine import ProgressCallback, create_tables, drop_tables, replay
 from chatledger.projections.queries import ReadAPI, ReadModel
 from chatledger.projections.schema import INDEXES, SLOT_EVENT, SLOT_PINNED_BASE, SLOT_RESPONSE
@@ -265,7 +267,8 @@ def as_of(
         raise ValueError("give the channels or the message asked about, not both")
     log = store.log
     codec = log.datastore.codec
-    scratch = apsw.Connection(":memory:", flags=_MEMORY_FLAGS)
+    scratch = apsw.Connection(":memory:", flags=_MEMORY_FLAGS,
+                              statementcachesize=STATEMENT_CACHE_SIZE)
     try:
         with _reading(store, scratch) as (source, table):
             end = _max_position(source, table)
@@ -680,7 +683,8 @@ def explain(store: HasLog, message_id: str, *, unchanged: bool = False) -> list[
     """
     log = store.log
     codec = log.datastore.codec
-    scratch = apsw.Connection(":memory:", flags=_MEMORY_FLAGS)
+    scratch = apsw.Connection(":memory:", flags=_MEMORY_FLAGS,
+                              statementcachesize=STATEMENT_CACHE_SIZE)
     try:
         with _reading(store, scratch) as (source, table):
             end = _max_position(source, table)

@@ -1,32 +1,31 @@
 """What a command's success does to the read tables (see `projections.local`).
 
 The backend's answer becomes the row (`slot` SLOT_RESPONSE), unless a later command has taken
-the row over: the row then keeps showing that newer intent until its own outcome.
+the row over: the row then keeps showing that newer intent until its own outcome. The tables
+change only through the row writers of `projections.rows`.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import apsw
 import msgspec
 
-from chatledger.eventstore import commands as cmd
-from chatledger.eventstore.commands import CommandKind as K
-from chatledger.projections import payloads as p
-from chatledger.projections.rowtime import epoch_us as t
-from chatledger.projections.rowtime import newest
+from chatledger.eventstore import commands
+from chatledger.eventstore.commands import CommandKind
+from chatledger.projections import payloads
+from chatledger.projections.item import Item
+from chatledger.projections.rows import Rows
+from chatledger.projections.rowtime import epoch_us
 from chatledger.projections.schema import SLOT_RESPONSE
 
-if TYPE_CHECKING:
-    from chatledger.projections.apply import Item, Projector
+__all__ = ["OutcomeHandlers", "REACTION_KINDS"]
 
-REACTION_KINDS = frozenset({K.SEND_REACTION, K.DELETE_REACTION})
+REACTION_KINDS = frozenset({CommandKind.SEND_REACTION, CommandKind.DELETE_REACTION})
 
 
 class _Answer(msgspec.Struct, gc=False):
-    message: p.Message | None = None
-    reaction: p.Reaction | None = None
+    message: payloads.Message | None = None
+    reaction: payloads.Reaction | None = None
 
 
 _ANSWER = msgspec.json.Decoder(_Answer)
@@ -40,124 +39,89 @@ class _Outcome(msgspec.Struct, gc=False):
 
 
 _OUTCOME = msgspec.json.Decoder(_Outcome)
-_ROW = "SELECT kind, cid, message_id, seq, undo FROM outbox WHERE id=?"
-_CONFIRMED = (
-    "UPDATE messages SET cid=?1, created_at=coalesce(?2, created_at), user_id=?3, type=?4, "
-    "parent_id=?5, show_in_channel=?6, reply_count=coalesce(?7, reply_count), pinned=?8, "
-    "pinned_at=?9, updated_at=?10, deleted_at=?11, silent=?12, position=?13, slot=?14, "
-    "state_at=coalesce(?15, state_at), local_state=NULL, local_command=NULL "
-    "WHERE id=?16 AND (local_command IS NULL OR local_command=?17) "
-    "AND (?15 IS NULL OR state_at IS NULL OR state_at <= ?15)")
-_CLEAR_LOCAL = ("UPDATE messages SET local_state=NULL, local_command=NULL "
-                "WHERE id=? AND (local_command IS NULL OR local_command=?)")
-_SUCCEEDED = ("UPDATE outbox SET status=?, attempts=coalesce(?, attempts), next_try_at=NULL, "
-              "response_position=?, version=version+1, updated_at=? WHERE seq=?")
 
 
 class OutcomeHandlers:
-    """The `Succeeded` handler of `LocalProjector` (which sets `p`, the projector whose row
-    helpers it shares)."""
+    """The handler of `Succeeded` (`succeeded`), writing through `rows`."""
 
-    p: Projector
+    def __init__(self, rows: Rows, own_user_id: str | None) -> None:
+        self.rows = rows
+        self.own = own_user_id
 
-    @property
-    def own(self) -> str | None:
-        return self.p.own
-
-    # -- succeeded -----------------------------------------------------------------------------
-
-    def succeeded(self, c: apsw.Cursor, item: Item) -> None:
-        e = _OUTCOME.decode(item.payload)
+    def succeeded(self, cursor: apsw.Cursor, item: Item) -> None:
+        outcome = _OUTCOME.decode(item.payload)
         try:
-            answer = _ANSWER.decode(e.response) if e.response else _Answer()
+            answer = _ANSWER.decode(outcome.response) if outcome.response else _Answer()
         except (msgspec.MsgspecError, ValueError):
             answer = _Answer()  # not an object we can read: the command's own intent stands
-        m = answer.message if answer.message is not None and answer.message.id else None
-        row = c.execute(_ROW, (item.stream,)).fetchone()
+        message = answer.message if answer.message is not None and answer.message.id else None
+        row = self.rows.outbox.row(cursor, item.stream)
         if row is None:
             return  # an event of a command this version never saw requested
-        kind, cid, mid, seq, undo = row
-        # By `seq`, the rowid, which the lookup above found. (Not one `UPDATE ... RETURNING`:
-        # SQLite runs that several times slower than the two statements.)
-        c.execute(_SUCCEEDED, (cmd.CommandStatus.SUCCEEDED, e.attempt,
-                               item.position if m else None, item.received_at, seq))
-        c.execute("DELETE FROM retry_stream WHERE seq=?", (seq,))
-        if kind in cmd.MESSAGE_KINDS:
-            self._confirm_message(c, item, kind, cid, mid, m)
-        elif kind == K.DELETE_MESSAGE:
-            self._confirm_delete(c, item, cid, mid, m, undo, item.received_at)
-        elif kind in REACTION_KINDS:
-            self._confirm_reaction(c, item, kind, mid, answer, seq)
+        self.rows.outbox.succeeded(cursor, row.seq, outcome.attempt,
+                                   item.position if message else None, item.received_at)
+        if row.kind in commands.MESSAGE_KINDS:
+            self._confirm_message(cursor, item, row.kind, row.cid, row.message_id, message)
+        elif row.kind == CommandKind.DELETE_MESSAGE:
+            self._confirm_delete(cursor, item, row.cid, row.message_id, message, row.undo)
+        elif row.kind in REACTION_KINDS:
+            self._confirm_reaction(cursor, item, row.kind, row.message_id, answer, row.seq)
 
-    def _owner(self, c: apsw.Cursor, mid: str | None) -> tuple[int, str | None] | None:
-        """(created_at, local_command) of the message's row, None when there is none."""
-        return c.execute("SELECT created_at, local_command FROM messages WHERE id=?",
-                         (mid,)).fetchone()
-
-    def _confirmed(self, c: apsw.Cursor, cid: str, m: p.Message, position: int,
-                   command_id: str) -> bool:
-        """The row becomes the backend's message, if it is this command's or nobody's, and the
-        row shows no newer state of it (an event that came before the answer); False when no
-        such row was found. The same columns as `Projector.upsert_message`; the row's own
-        `created_at` when the answer has none."""
-        stamp = newest(t(m.updated_at), t(m.deleted_at))
-        c.execute(_CONFIRMED, (
-            cid, t(m.created_at) or None, m.author, m.type, m.parent_id,
-            1 if m.show_in_channel else 0, m.reply_count, 1 if m.pinned else 0,
-            t(m.pinned_at), t(m.updated_at), t(m.deleted_at), 1 if m.silent else 0, position,
-            SLOT_RESPONSE, stamp, m.id, command_id))
-        if c.connection.changes():
-            return True
-        # Older than the row: the command is done all the same, the row keeps the newer state.
-        c.execute(_CLEAR_LOCAL, (m.id, command_id))
-        return c.connection.changes() > 0
-
-    def _confirm_message(self, c: apsw.Cursor, item: Item, kind: str, cid: str | None,
-                         mid: str | None, m: p.Message | None) -> None:
+    def _confirm_message(self, cursor: apsw.Cursor, item: Item, kind: str, cid: str | None,
+                         message_id: str | None, message: payloads.Message | None) -> None:
         # A row that a later command has taken over is left alone: it shows that newer intent.
-        target = (m.cid if m is not None else None) or cid
-        if m is not None and m.id == mid and target is not None:
-            if self._confirmed(c, target, m, item.position, item.stream):
+        messages = self.rows.messages
+        target = (message.cid if message is not None else None) or cid
+        if message is not None and message.id == message_id and target is not None:
+            if messages.confirm(cursor, target, message, item.position, SLOT_RESPONSE,
+                                item.stream):
                 return
-            if kind == K.SEND_MESSAGE and self._owner(c, mid) is None:
+            if kind == CommandKind.SEND_MESSAGE and messages.owner(cursor, message_id) is None:
                 # Cancelled meanwhile, yet delivered: the backend has it.
-                self.p.ensure_channel(c, target)
-                self.p.upsert_message(c, target, m, item.position, SLOT_RESPONSE, confirm=())
+                self.rows.channels.ensure(cursor, target)
+                messages.upsert(cursor, target, message, item.position, SLOT_RESPONSE,
+                                confirm=())
             return
         # No message in the answer ("already exists"): its own stands.
-        c.execute("UPDATE messages SET local_state=NULL, local_command=NULL "
-                  "WHERE id=? AND (local_command IS NULL OR local_command=?)", (mid, item.stream))
+        messages.clear_local_of(cursor, message_id, item.stream)
 
-    def _confirm_delete(self, c: apsw.Cursor, item: Item, cid: str | None, mid: str | None,
-                        m: p.Message | None, undo: str | None, when: int) -> None:
+    def _confirm_delete(self, cursor: apsw.Cursor, item: Item, cid: str | None,
+                        message_id: str | None, message: payloads.Message | None,
+                        undo: str | None) -> None:
+        when = item.received_at
+        messages = self.rows.messages
         mode = (msgspec.json.decode(undo) if undo else {}).get("mode", "soft")
         if mode == "hard":
             # Gone at the backend, whoever owns the row; and never filed again.
-            if mid:
-                self.p.hard_deleted(c, mid, (m.cid if m is not None else None) or cid,
-                                    (t(m.deleted_at) if m is not None else None) or when, m)
+            if message_id:
+                messages.hard_deleted(
+                    cursor, message_id, (message.cid if message is not None else None) or cid,
+                    (epoch_us(message.deleted_at) if message is not None else None) or when,
+                    message)
             return
-        row = self._owner(c, mid)
-        if row is None or row[1] not in (item.stream, None):
+        owner = messages.owner(cursor, message_id)
+        if owner is None:
             return
-        target = (m.cid if m is not None else None) or cid
-        if m is not None and mode == "soft" and target:
-            self.p.upsert_message(c, target, m, item.position, SLOT_RESPONSE, confirm=(),
-                                  deleted_at=when)
-        c.execute("UPDATE messages SET local_state=NULL, local_command=NULL WHERE id=?", (mid,))
+        _, command = owner
+        if command not in (item.stream, None):
+            return
+        target = (message.cid if message is not None else None) or cid
+        if message is not None and mode == "soft" and target:
+            messages.upsert(cursor, target, message, item.position, SLOT_RESPONSE, confirm=(),
+                            deleted_at=when)
+        messages.clear_local(cursor, message_id)
 
-    def _confirm_reaction(self, c: apsw.Cursor, item: Item, kind: str, mid: str | None,
-                          answer: _Answer, seq: int) -> None:
-        r = answer.reaction
-        if kind == K.SEND_REACTION and r is not None and r.type and mid and self.own:
-            c.execute(
-                "UPDATE reactions SET score=coalesce(?, score), created_at=coalesce(?, created_at),"
-                " updated_at=coalesce(?, updated_at), position=? "
-                "WHERE message_id=? AND user_id=? AND type=? AND position=?",
-                (r.score, t(r.created_at), t(r.updated_at), item.position, mid, self.own, r.type,
-                 seq))
+    def _confirm_reaction(self, cursor: apsw.Cursor, item: Item, kind: str,
+                          message_id: str | None, answer: _Answer, put_at: int) -> None:
+        reaction = answer.reaction
+        if (kind == CommandKind.SEND_REACTION and reaction is not None and reaction.type
+                and message_id and self.own):
+            self.rows.reactions.confirm_own(
+                cursor, (message_id, self.own, reaction.type), put_at, score=reaction.score,
+                created_at=epoch_us(reaction.created_at),
+                updated_at=epoch_us(reaction.updated_at), position=item.position)
         if answer.message is not None and answer.message.id:
             # The answer's message carries the new counters; a row with a local change of its
             # own keeps showing that change.
-            c.execute("UPDATE messages SET position=?, slot=? WHERE id=? AND local_command IS NULL",
-                      (item.position, SLOT_RESPONSE, answer.message.id))
+            self.rows.messages.point_at_response(cursor, answer.message.id, item.position,
+                                                 SLOT_RESPONSE)

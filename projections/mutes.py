@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, cast
 
 import apsw
 import msgspec
 
+from chatledger.projections.item import Item
 from chatledger.projections.results import ChannelMute, UserMute
+from chatledger.projections.rows.connection import ConnectionRows
 from chatledger.projections.rowtime import epoch_us
 
 __all__ = ["EVENT_TYPES", "MuteProjector", "MuteReader", "now_us"]
@@ -30,12 +32,6 @@ __all__ = ["EVENT_TYPES", "MuteProjector", "MuteReader", "now_us"]
 EVENT_TYPES = ("notification.mutes_updated", "notification.channel_mutes_updated")
 
 
-class LogItem(Protocol):
-    """What the projector reads of a log entry (`projections.apply.Item` has it)."""
-
-    position: int
-    payload: bytes
-    received_at: int
 
 
 class _Ref(msgspec.Struct, gc=False):
@@ -102,8 +98,6 @@ class _MuteList:
 _USERS = _MuteList("user_mutes", "user_id", "mutes")
 _CHANNELS = _MuteList("channel_mutes", "cid", "channel_mutes")
 _LIST_TIME = "SELECT value FROM connection WHERE key=?"
-_SET_LIST_TIME = ("INSERT INTO connection (key, value) VALUES (?, ?) "
-                  "ON CONFLICT (key) DO UPDATE SET value=excluded.value")
 _CHANNEL_MUTE_EXPIRY = "SELECT cid, expires FROM channel_mutes"
 
 
@@ -125,7 +119,7 @@ class MuteProjector:
     def forget(self) -> None:
         self._channel_expiry = None
 
-    def apply(self, c: apsw.Cursor, item: LogItem, *_: object) -> None:
+    def apply(self, cursor: apsw.Cursor, item: Item, *_: object) -> None:
         """A handler for `EVENT_TYPES` and for `health.check`: replaces each list `me` carries.
         (Extra arguments, such as the decoded event the projector passes, are ignored.)"""
         try:
@@ -136,37 +130,40 @@ class MuteProjector:
             return
         at = epoch_us(event.created_at) or item.received_at
         users, channels = event.me.mutes, event.me.channel_mutes
-        if users is not None and self._newer(c, _USERS, at):
-            self._replace(c, _USERS, item.position,
+        if users is not None and self._newer(cursor, _USERS, at):
+            self._replace(cursor, _USERS, item.position,
                           [(m.target.id if m.target else None, m) for m in users])
-        if channels is not None and self._newer(c, _CHANNELS, at):
-            self._replace(c, _CHANNELS, item.position,
+        if channels is not None and self._newer(cursor, _CHANNELS, at):
+            self._replace(cursor, _CHANNELS, item.position,
                           [(_channel_cid(m.channel), m) for m in channels])
             self._channel_expiry = None
 
     @staticmethod
-    def _newer(c: apsw.Cursor, kind: _MuteList, at: int) -> bool:
+    def _newer(cursor: apsw.Cursor, kind: _MuteList, at: int) -> bool:
         """Whether a list of time `at` is not older than the one on file; if so, records `at`."""
-        row = c.execute(_LIST_TIME, (kind.time_key,)).fetchone()
-        if row is not None and isinstance(row[0], int) and row[0] > at:
-            return False
-        c.execute(_SET_LIST_TIME, (kind.time_key, at))
+        row: tuple[Any, ...] | None = cursor.execute(_LIST_TIME, (kind.time_key,)).fetchone()
+        if row is not None:
+            (on_file_at,) = row
+            if isinstance(on_file_at, int) and on_file_at > at:
+                return False
+        ConnectionRows.set_value(cursor, kind.time_key, at)
         return True
 
     @staticmethod
-    def _replace(c: apsw.Cursor, kind: _MuteList, position: int,
+    def _replace(cursor: apsw.Cursor, kind: _MuteList, position: int,
                  entries: list[tuple[str | None, _Mute]]) -> None:
-        c.execute(kind.clear)
-        c.executemany(kind.insert, [
+        cursor.execute(kind.clear)
+        cursor.executemany(kind.insert, [
             (key, epoch_us(m.created_at), epoch_us(m.updated_at), epoch_us(m.expires), position,
              slot)
             for slot, (key, m) in enumerate(entries) if key])
 
-    def silences(self, c: apsw.Cursor, cid: str, at: int) -> bool:
+    def silences(self, cursor: apsw.Cursor, cid: str, at: int) -> bool:
         """Whether channel `cid` was muted at `at` (epoch µs): its messages of that time do not
         count as unread."""
         if self._channel_expiry is None:
-            self._channel_expiry = dict(c.execute(_CHANNEL_MUTE_EXPIRY).fetchall())
+            mutes: list[Any] = cursor.execute(_CHANNEL_MUTE_EXPIRY).fetchall()
+            self._channel_expiry = dict(mutes)
         if cid not in self._channel_expiry:
             return False
         expires = self._channel_expiry[cid]
@@ -177,26 +174,27 @@ class MuteReader:
     """Reading the mute tables (inside a read transaction the caller opens)."""
 
     @staticmethod
-    def users(c: apsw.Cursor, payload_of: PayloadOf, *, now: int | None) -> list[UserMute]:
+    def users(cursor: apsw.Cursor, payload_of: PayloadOf, *, now: int | None) -> list[UserMute]:
         """The muted users: `user_id`, times (epoch µs), and `mute` (the object as received).
         Mutes expired by `now` are left out (all are listed when `now` is None)."""
-        return [UserMute(*row) for row in MuteReader.rows_of(c, _USERS, payload_of, now)]
+        return [UserMute(*row) for row in MuteReader.rows_of(cursor, _USERS, payload_of, now)]
 
     @staticmethod
-    def channels(c: apsw.Cursor, payload_of: PayloadOf, *, now: int | None) -> list[ChannelMute]:
+    def channels(cursor: apsw.Cursor, payload_of: PayloadOf, *, now: int | None) -> list[ChannelMute]:
         """The muted channels: `cid`, times, and `mute`; like `users`."""
-        return [ChannelMute(*row) for row in MuteReader.rows_of(c, _CHANNELS, payload_of, now)]
+        return [ChannelMute(*row) for row in MuteReader.rows_of(cursor, _CHANNELS, payload_of, now)]
 
     @staticmethod
-    def rows_of(c: apsw.Cursor, kind: _MuteList, payload_of: PayloadOf,
+    def rows_of(cursor: apsw.Cursor, kind: _MuteList, payload_of: PayloadOf,
                 now: int | None) -> list[_MuteRow]:
         """(key, created_at, updated_at, expires, the mute object) of each row."""
-        rows = c.execute(kind.select, (now,)).fetchall()
+        rows = cast("list[tuple[str, int | None, int | None, int | None, int, int]]",
+                    cursor.execute(kind.select, (now,)).fetchall())
         lists: dict[int, list[msgspec.Raw]] = {}  # each `me` entry read once
         out: list[_MuteRow] = []
         for key, created_at, updated_at, expires, position, slot in rows:
             if position not in lists:
-                lists[position] = _raw_list(payload_of(c, position), kind.list_name)
+                lists[position] = _raw_list(payload_of(cursor, position), kind.list_name)
             raw = lists[position]
             out.append((key, created_at, updated_at, expires,
                         msgspec.json.decode(raw[slot]) if slot < len(raw) else None))

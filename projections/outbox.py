@@ -13,10 +13,11 @@ outbox row, which the same transactions keep in step with its events.
 from __future__ import annotations
 
 import base64
+import builtins
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import apsw
 import msgspec
@@ -128,13 +129,48 @@ _HELD = msgspec.json.Decoder(_Held)
 _REQUEST_ONLY = msgspec.json.Decoder(_RequestOnly)  # the retry stream needs no message object
 _ANSWER = msgspec.json.Decoder(_Answer)
 
+# A command's outbox row with the entry at its `position` (requested or amended): `_InfoRow`.
 _COLUMNS = ("o.id, o.kind, o.cid, o.message_id, o.status, o.attempts, o.next_try_at, "
             "o.depends_on, o.last_error, o.reason, o.created_at, o.updated_at, o.version, "
             "o.position, e.codec, e.state")
+_InfoRow = tuple[str, str, "str | None", "str | None", str, int, "float | None", "str | None",
+                 "str | None", "str | None", int, int, int, int, "int | None", "bytes | None"]
 _SELECT = f"SELECT {_COLUMNS} FROM outbox o LEFT JOIN stored_events e ON e.rowid = o.position"
-
+_SELECT_ONE = f"{_SELECT} WHERE o.id=?"
+_LIST_ALL = f"{_SELECT} ORDER BY o.seq"
+_LIST_BY_STATUS = f"{_SELECT} WHERE o.status IN ({{marks}}) ORDER BY o.seq"  # marks: one ? each
+_RETRY_STREAM = (f"SELECT {_COLUMNS} FROM retry_stream r JOIN outbox o ON o.id = r.id "
+                 "LEFT JOIN stored_events e ON e.rowid = o.position")
+_PENDING = f"{_RETRY_STREAM} ORDER BY r.seq"
+_PENDING_IN_CHANNEL = f"{_RETRY_STREAM} WHERE o.cid=? ORDER BY r.seq"
 
 _RETRY_STREAM_IDS = "SELECT id FROM retry_stream"
+_RECEIVED_AT = "SELECT rowid, received_at FROM stored_events WHERE originator_id=? AND source=0"
+_ENTRY = "SELECT codec, state FROM stored_events WHERE rowid=?"
+
+# What the actions ask of a command (`Outbox.row`): `_ActionRow`.
+_ACTION_ROW = ("SELECT kind, cid, message_id, status, attempts, last_error, position FROM outbox "
+               "WHERE id=?")
+_ActionRow = tuple[str, "str | None", "str | None", str, int, "str | None", int]
+
+# What a command is restored from (`Outbox.load`): `_LoadRow`.
+_LOAD = ("SELECT o.kind, o.cid, o.message_id, o.status, o.attempts, o.depends_on, o.version, "
+         "o.next_try_at, o.last_error, o.reason, o.position, o.id FROM outbox o")
+_LoadRow = tuple[str, "str | None", "str | None", str, int, "str | None", int, "float | None",
+                 "str | None", "str | None", int, str]
+_LOAD_ONE = f"{_LOAD} WHERE o.id=?"
+_LOAD_MANY = f"{_LOAD} WHERE o.id IN (SELECT value FROM json_each(?))"
+
+# The commands waiting for one (`Outbox.cascade`): to retry with it, or still unfinished.
+_WAITING_REJECTED = ("SELECT id FROM outbox WHERE depends_on=? AND status='rejected' AND reason=? "
+                     "ORDER BY seq")
+_WAITING_NOT_CANCELLED = ("SELECT id FROM outbox WHERE depends_on=? AND status NOT IN "
+                          "('succeeded', 'cancelled') ORDER BY seq")
+_WAITING_NOT_REJECTED = ("SELECT id FROM outbox WHERE depends_on=? AND status NOT IN "
+                         "('succeeded', 'cancelled', 'rejected') ORDER BY seq")
+
+# PayloadCodec.decode: (codec, stored bytes, position) -> payload.
+_Decode = Callable[[int, bytes, "int | None"], bytes]
 
 
 def _json(text: str | None) -> Any:
@@ -166,76 +202,74 @@ class Outbox:
     def retry_stream_ids(self) -> list[str]:
         """The ids of the unfinished commands, and nothing else: a cheap look at the retry
         stream, for a running sync to notice commands another process queued."""
-        with self._log.datastore.transaction(commit=False) as c:
-            return [command_id for (command_id,) in c.execute(_RETRY_STREAM_IDS)]
+        with self._log.datastore.transaction(commit=False) as cursor:
+            return [command_id for (command_id,) in cursor.execute(_RETRY_STREAM_IDS)]
 
     def pending(self, *, cid: str | None = None) -> list[PendingCommand]:
         """The retry stream: unfinished commands (including those in flight when the process
         stopped), in request order; only one channel's with `cid`."""
-        sql = (f"SELECT {_COLUMNS} FROM retry_stream r JOIN outbox o ON o.id = r.id "
-               "LEFT JOIN stored_events e ON e.rowid = o.position")
-        params: tuple[Any, ...] = ()
-        if cid is not None:
-            sql += " WHERE o.cid=?"
-            params = (cid,)
         decode = self._log.datastore.codec.decode
-        with self._log.datastore.transaction(commit=False) as c:
-            rows = c.execute(sql + " ORDER BY r.seq", params).fetchall()
+        with self._log.datastore.transaction(commit=False) as cursor:
+            found = (cursor.execute(_PENDING) if cid is None
+                     else cursor.execute(_PENDING_IN_CHANNEL, (cid,)))
+            rows = cast("list[_InfoRow]", found.fetchall())
         request_of = _REQUEST_ONLY.decode
         return [
-            PendingCommand(r[0], r[1], r[2], r[3],
-                           request_of(decode(r[14], r[15], r[13])).request if r[14] is not None else {},
-                           r[4], r[5], r[6], r[7], _json(r[8]))
-            for r in rows
+            PendingCommand(command_id, kind, channel, message_id,
+                           request_of(decode(codec, state, position)).request
+                           if codec is not None and state is not None else {},
+                           status, attempts, next_try_at, depends_on, _json(last_error))
+            for (command_id, kind, channel, message_id, status, attempts, next_try_at,
+                 depends_on, last_error, _, _, _, _, position, codec, state) in rows
         ]
 
     @staticmethod
-    def _held(decode: Any, row: Sequence[Any]) -> _Held:
-        if row[14] is None:
-            return _Held()
-        return _HELD.decode(decode(row[14], row[15], row[13]))
-
-    def _info(self, decode: Any, row: Sequence[Any]) -> CommandInfo:
+    def _info(decode: _Decode, row: _InfoRow) -> CommandInfo:
+        (command_id, kind, cid, message_id, status, attempts, next_try_at, depends_on,
+         last_error, reason, created_at, updated_at, _, position, codec, state) = row
+        held = (_HELD.decode(decode(codec, state, position))
+                if codec is not None and state is not None else _Held())
         return CommandInfo(
-            id=row[0], kind=row[1], cid=row[2], message_id=row[3], status=row[4],
-            attempts=row[5], next_try_at=row[6], depends_on=row[7], last_error=_json(row[8]),
-            reason=row[9], created_at=row[10], updated_at=row[11],
-            request=self._held(decode, row).request)
+            id=command_id, kind=kind, cid=cid, message_id=message_id, status=status,
+            attempts=attempts, next_try_at=next_try_at, depends_on=depends_on,
+            last_error=_json(last_error), reason=reason, created_at=created_at,
+            updated_at=updated_at, request=held.request)
 
-    def list(self, status: str | Iterable[str] | None = None) -> list[CommandInfo]:
+    def list(self, status: str | Iterable[str] | None = None) -> builtins.list[CommandInfo]:
         """Commands in request order: all, or those with the given status(es)."""
-        statuses = [status] if isinstance(status, str) else list(status or ())
-        sql = _SELECT
-        if statuses:
-            sql += f" WHERE o.status IN ({','.join('?' * len(statuses))})"
+        statuses = [status] if isinstance(status, str) else [*(status or ())]
         decode = self._log.datastore.codec.decode
-        with self._log.datastore.transaction(commit=False) as c:
-            rows = c.execute(sql + " ORDER BY o.seq", statuses).fetchall()
-        return [self._info(decode, r) for r in rows]
+        with self._log.datastore.transaction(commit=False) as cursor:
+            if statuses:
+                marks = ",".join("?" * len(statuses))
+                found = cursor.execute(_LIST_BY_STATUS.format(marks=marks), statuses)
+            else:
+                found = cursor.execute(_LIST_ALL)
+            rows = cast("builtins.list[_InfoRow]", found.fetchall())
+        return [self._info(decode, row) for row in rows]
 
-    def waiting(self) -> list[CommandInfo]:
+    def waiting(self) -> builtins.list[CommandInfo]:
         """The commands that wait, in request order: for the backend (pending, in flight,
         failed: the retry stream) or for the user (rejected: the conflicts, to retry or to
         cancel). What `chatledger outbox` lists."""
         return self.list(WAITING)
 
-    def conflicts(self) -> list[CommandInfo]:
+    def conflicts(self) -> builtins.list[CommandInfo]:
         """Rejected commands (with the reason), each with its lifecycle events."""
         return [self.get(info.id) for info in self.list(CommandStatus.REJECTED)]
 
     def get(self, command_id: str) -> CommandInfo:
         """One command with its whole lifecycle (`history`) and the server's answer."""
         decode = self._log.datastore.codec.decode
-        with self._log.datastore.transaction(commit=False) as c:
-            row = c.execute(f"{_SELECT} WHERE o.id=?", (command_id,)).fetchone()
+        with self._log.datastore.transaction(commit=False) as cursor:
+            row = cast("_InfoRow | None", cursor.execute(_SELECT_ONE, (command_id,)).fetchone())
             if row is None:
                 raise UnknownCommand(f"no command {command_id!r} in the outbox")
-            events = self._log.select_local(c, command_id)
-            received = dict(c.execute(
-                "SELECT rowid, received_at FROM stored_events WHERE originator_id=? AND source=0",
-                (command_id,)))
+            events = self._log.select_local(cursor, command_id)
+            received = dict(cast("Iterable[tuple[int, int]]",
+                                 cursor.execute(_RECEIVED_AT, (command_id,))))
         info = self._info(decode, row)
-        history: list[CommandEvent] = []
+        history: builtins.list[CommandEvent] = []
         response: bytes | None = None
         for position, stored in events:
             data = msgspec.json.decode(stored.state)
@@ -294,19 +328,19 @@ class Outbox:
                             del self._sending[record]
 
     def _record_batch(self, records: Sequence[str | Settlement], fold: set[int]) -> None:
-        with self._log.write_transaction() as c:
+        with self._log.write_transaction() as cursor:
             # Each command is loaded once and its events are recorded together at the end (one
             # pass of the projections, one tracking update), except before carrying a rejection
             # over to the commands waiting for it, which reads what was recorded so far.
-            loaded = self._load_many(c, [r if isinstance(r, str) else r.command_id
+            loaded = self._load_many(cursor, [r if isinstance(r, str) else r.command_id
                                          for r in records])
-            events: list[Any] = []  # in the order they happened, across commands
+            events: builtins.list[Any] = []  # in the order they happened, across commands
             started: set[str] = set()  # folded starts, waiting for their outcome
             for index, record in enumerate(records):
                 command_id = record if isinstance(record, str) else record.command_id
                 command = loaded.get(command_id)
                 if command is None:
-                    command = loaded[command_id] = self.load(c, command_id)
+                    command = loaded[command_id] = self.load(cursor, command_id)
                 if isinstance(record, str):
                     # Finished meanwhile (the user cancelled it between `pending()` and here):
                     # nothing to start, and no reason to fail the whole batch over it.
@@ -322,14 +356,14 @@ class Outbox:
                     started.discard(command_id)
                 events += command.collect_events()
                 if rejected:
-                    self._record(c, events)
+                    self._record(cursor, events)
                     events = []
-                    self.cascade(c, command.id, "reject")
+                    self.cascade(cursor, command.id, "reject")
                     loaded.clear()  # the cascade may have moved commands on: load them again
-            self._record(c, events)
+            self._record(cursor, events)
 
-    def _record(self, c: apsw.Cursor, events: list[Any]) -> None:
-        self._log.record(c, [MAPPER.to_stored_event(e) for e in events])
+    def _record(self, cursor: apsw.Cursor, events: builtins.list[Any]) -> None:
+        self._log.record(cursor, [MAPPER.to_stored_event(e) for e in events])
 
     @staticmethod
     def _settle(command: Command, result: Settlement, started: bool = False) -> bool:
@@ -353,94 +387,97 @@ class Outbox:
 
     def retry(self, command_id: str) -> None:
         """Try a rejected or failed command again, now (and what was rejected with it)."""
-        with self._log.write_transaction() as c:
-            command = self.load(c, command_id)
+        with self._log.write_transaction() as cursor:
+            command = self.load(cursor, command_id)
             command.retry()
-            self.save(c, command)
-            self.cascade(c, command_id, "retry")
+            self.save(cursor, command)
+            self.cascade(cursor, command_id, "retry")
 
     def cancel(self, command_id: str, *, reason: str = "cancelled by the user") -> None:
         """Give up on an unfinished or rejected command, undoing its optimistic change where
         possible (a cancelled send removes the local message); commands waiting for it are
         cancelled with it."""
-        with self._log.write_transaction() as c:
-            command = self.load(c, command_id)
+        with self._log.write_transaction() as cursor:
+            command = self.load(cursor, command_id)
             command.cancel(reason)
-            self.save(c, command)
-            self.cascade(c, command_id, "cancel")
+            self.save(cursor, command)
+            self.cascade(cursor, command_id, "cancel")
 
     # -- shared with the actions (inside their transaction) ------------------------------------
 
-    def row(self, c: apsw.Cursor, command_id: str) -> tuple[Any, ...] | None:
+    def row(self, cursor: apsw.Cursor, command_id: str) -> tuple[Any, ...] | None:
         """(kind, cid, message_id, status, attempts, last_error, position) or None; the status
         is `in_flight` for a command being sent whose start is not recorded yet (`sending`)."""
-        row = c.execute(
-            "SELECT kind, cid, message_id, status, attempts, last_error, position FROM outbox "
-            "WHERE id=?", (command_id,)).fetchone()
+        row = cast("_ActionRow | None", cursor.execute(_ACTION_ROW, (command_id,)).fetchone())
         if row is None:
             return None
-        status = row[3]
+        kind, cid, message_id, status, attempts, last_error, position = row
         if command_id in self._sending and status in (CommandStatus.PENDING,
                                                       CommandStatus.FAILED):
             status = CommandStatus.IN_FLIGHT
-        return (*row[:3], status, row[4], _json(row[5]), row[6])
+        return (kind, cid, message_id, status, attempts, _json(last_error), position)
 
-    _LOAD = ("SELECT o.kind, o.cid, o.message_id, o.status, o.attempts, o.depends_on, o.version, "
-             "o.next_try_at, o.last_error, o.reason, o.position, o.id FROM outbox o")
-
-    def load(self, c: apsw.Cursor, command_id: str, *, with_request: bool = False) -> Command:
+    def load(self, cursor: apsw.Cursor, command_id: str, *, with_request: bool = False) -> Command:
         """The command as its outbox row (a snapshot kept in step with its events) says."""
-        row = c.execute(f"{self._LOAD} WHERE o.id=?", (command_id,)).fetchone()
+        row = cast("_LoadRow | None", cursor.execute(_LOAD_ONE, (command_id,)).fetchone())
         if row is None:
             raise UnknownCommand(f"no command {command_id!r} in the outbox")
-        held = self.held(c, row[10]) if with_request else _Held()
+        *_, position, _command_id = row
+        held = self.held(cursor, position) if with_request else _Held()
         return self._restore(row, held)
 
-    def _load_many(self, c: apsw.Cursor, command_ids: Sequence[str]) -> dict[str, Command]:
+    def _load_many(self, cursor: apsw.Cursor, command_ids: Sequence[str]) -> dict[str, Command]:
         """Several commands in one query (unknown ids are left out: `load` names them)."""
-        rows = c.execute(f"{self._LOAD} WHERE o.id IN (SELECT value FROM json_each(?))",
-                         (msgspec.json.encode(list(dict.fromkeys(command_ids))),)).fetchall()
-        return {row[11]: self._restore(row, _Held()) for row in rows}
+        rows = cast("builtins.list[_LoadRow]", cursor.execute(
+            _LOAD_MANY, (msgspec.json.encode([*dict.fromkeys(command_ids)]),)).fetchall())
+        commands: dict[str, Command] = {}
+        for row in rows:
+            *_, command_id = row
+            commands[command_id] = self._restore(row, _Held())
+        return commands
 
     @staticmethod
-    def _restore(row: Sequence[Any], held: _Held) -> Command:
+    def _restore(row: _LoadRow, held: _Held) -> Command:
+        (kind, cid, message_id, status, attempts, depends_on, version, next_try_at, last_error,
+         reason, _, command_id) = row
         return Command.restore(
-            row[11], row[6], kind=row[0], cid=row[1], message_id=row[2], status=row[3],
-            attempts=row[4], depends_on=row[5], next_try_at=row[7], last_error=_json(row[8]),
-            reason=row[9], request=held.request, message=held.message)
+            command_id, version, kind=kind, cid=cid, message_id=message_id, status=status,
+            attempts=attempts, depends_on=depends_on, next_try_at=next_try_at,
+            last_error=_json(last_error), reason=reason, request=held.request,
+            message=held.message)
 
-    def held(self, c: apsw.Cursor, position: int) -> _Held:
-        row = c.execute("SELECT codec, state FROM stored_events WHERE rowid=?",
-                        (position,)).fetchone()
-        return _Held() if row is None else _HELD.decode(self._log.datastore.codec.decode(*row, position))
+    def held(self, cursor: apsw.Cursor, position: int) -> _Held:
+        row = cast("tuple[int, bytes] | None", cursor.execute(_ENTRY, (position,)).fetchone())
+        if row is None:
+            return _Held()
+        codec, state = row
+        return _HELD.decode(self._log.datastore.codec.decode(codec, state, position))
 
-    def save(self, c: apsw.Cursor, *commands: Command) -> list[int]:
-        stored = [MAPPER.to_stored_event(e) for a in commands for e in a.collect_events()]
-        return self._log.record(c, stored)
+    def save(self, cursor: apsw.Cursor, *commands: Command) -> builtins.list[int]:
+        stored = [MAPPER.to_stored_event(event) for command in commands
+                  for event in command.collect_events()]
+        return self._log.record(cursor, stored)
 
-    def cascade(self, c: apsw.Cursor, command_id: str, action: str) -> None:
+    def cascade(self, cursor: apsw.Cursor, command_id: str, action: str) -> None:
         """Carry an outcome over to the commands that wait for `command_id` (and theirs)."""
         if action == "retry":
             reason = f"depends on rejected {command_id}"
-            waiting = [i for (i,) in c.execute(
-                "SELECT id FROM outbox WHERE depends_on=? AND status='rejected' AND reason=? "
-                "ORDER BY seq", (command_id, reason))]
+            found = cursor.execute(_WAITING_REJECTED, (command_id, reason))
+        elif action == "cancel":
+            found = cursor.execute(_WAITING_NOT_CANCELLED, (command_id,))
         else:
-            finished = "('succeeded', 'cancelled')" if action == "cancel" else \
-                "('succeeded', 'cancelled', 'rejected')"
-            waiting = [i for (i,) in c.execute(
-                f"SELECT id FROM outbox WHERE depends_on=? AND status NOT IN {finished} "
-                "ORDER BY seq", (command_id,))]
+            found = cursor.execute(_WAITING_NOT_REJECTED, (command_id,))
+        waiting = [cast(str, waiting_id) for (waiting_id,) in found]
         for dependent in waiting:
-            command = self.load(c, dependent)
+            command = self.load(cursor, dependent)
             if action == "reject":
                 command.reject(f"depends on rejected {command_id}")
             elif action == "cancel":
                 command.cancel(f"depends on cancelled {command_id}")
             else:
                 command.retry()
-            self.save(c, command)
-            self.cascade(c, dependent, action)
+            self.save(cursor, command)
+            self.cascade(cursor, dependent, action)
 
 
 def _foldable(records: Sequence[str | Settlement]) -> set[int]:

@@ -174,28 +174,17 @@ class ReadModel:
 
     # -- objects from the log ------------------------------------------------------------------
 
-    # The lookups other read-side modules (export, local actions) need, as public names.
+    # Public: other read-side modules (export, local actions) use these lookups too.
 
     def payload_at(self, c: apsw.Cursor, position: int) -> bytes:
         """The decompressed payload of the log entry at `position` (b"" when there is none)."""
-        return self._payload(c, position)
-
-    @staticmethod
-    def message_bytes(payload: bytes | memoryview, slot: int) -> bytes:
-        """The bytes of the message object at `slot` of an entry's payload (b"" for none)."""
-        return ReadModel._extract_message(payload, slot)
-
-    def channel_bytes(self, c: apsw.Cursor, position: int | None, slot: int) -> bytes:
-        """The bytes of the channel object in the entry at `position` (b"" for none)."""
-        return self._channel_raw(c, position, slot)
-
-    def _payload(self, c: apsw.Cursor, position: int) -> bytes:
         row = c.execute("SELECT codec, state FROM stored_events WHERE rowid=?", (position,)).fetchone()
         return b"" if row is None else self._codec.decode(row[0], row[1], position)
 
     @staticmethod
-    def _extract_message(payload: bytes | memoryview, slot: int) -> bytes:
-        """The bytes of the message object at `slot` of an entry's payload (any bytes-like)."""
+    def message_bytes(payload: bytes | memoryview, slot: int) -> bytes:
+        """The bytes of the message object at `slot` of an entry's payload (any bytes-like; b""
+        for none)."""
         if not len(payload):
             return b""
         try:
@@ -236,7 +225,7 @@ class ReadModel:
             else:
                 by_codec.setdefault(codec, []).append(i)
                 stored_bytes[i] = stored
-        extract = self._extract_message
+        extract = self.message_bytes
         for codec, indexes in by_codec.items():
             payloads = self._codec.decode_many(codec, [stored_bytes[i] for i in indexes],
                                                [entries[i][2] for i in indexes])
@@ -249,14 +238,15 @@ class ReadModel:
     ) -> bytes:
         """The message at `slot` of the channel state at `position`."""
         if position not in states:
-            states[position] = channel_state_of(self._payload(c, position))
+            states[position] = channel_state_of(self.payload_at(c, position))
         state = states[position]
         return b"" if state is None else state_message(state, slot)
 
-    def _channel_raw(self, c: apsw.Cursor, position: int | None, slot: int) -> bytes:
+    def channel_bytes(self, c: apsw.Cursor, position: int | None, slot: int) -> bytes:
+        """The bytes of the channel object in the entry at `position` (b"" for none)."""
         if position is None:
             return b""
-        payload = self._payload(c, position)
+        payload = self.payload_at(c, position)
         try:
             decoded = _CHANNEL.decode(payload) if slot == SLOT_EVENT else _STATE.decode(payload)
         except (msgspec.MsgspecError, ValueError):
@@ -384,7 +374,7 @@ class ReadModel:
             row = c.execute("SELECT position, slot FROM channels WHERE cid=?", (cid,)).fetchone()
             if row is None:
                 return None
-            raw = self._channel_raw(c, row[0], row[1])
+            raw = self.channel_bytes(c, row[0], row[1])
             channel = decode_stored(raw) if raw else _one_dict(
                 c, "SELECT * FROM channels WHERE cid=?", (cid,)) or {}
             page = self._channel_page(c, cid, None, before=True, inclusive=False,
@@ -550,7 +540,7 @@ class ReadModel:
             if row is None:
                 return None
             position: int = row["position"]
-            raw = user_object(self._payload(c, position), row["slot"], user_id)
+            raw = user_object(self.payload_at(c, position), row["slot"], user_id)
             current = self._own_figures(c) if user_id == self.own else {}
         data = decode_stored(raw) if raw else {"id": user_id, "name": row["name"],
                                                       "role": row["role"]}
@@ -567,9 +557,9 @@ class ReadModel:
         return {"total_unread_count": counts.total_unread_count,
                 "unread_count": counts.total_unread_count,
                 "unread_channels": counts.unread_channels,
-                "mutes": [m.mute for m in MuteReader.users(c, self._payload, now=now)],
+                "mutes": [m.mute for m in MuteReader.users(c, self.payload_at, now=now)],
                 "channel_mutes": [m.mute
-                                  for m in MuteReader.channels(c, self._payload, now=now)]}
+                                  for m in MuteReader.channels(c, self.payload_at, now=now)]}
 
     def channel_ids_to_sync(self, limit: int = 250) -> list[str]:
         """The most recently active channels: what a reconnect asks `/sync` about."""
@@ -588,7 +578,7 @@ class ReadModel:
                 + "ORDER BY created_at DESC, cid, parent_id",
                 (cid,) if cid is not None else ()).fetchall())
             return [StoredDraft(cid=row_cid, parent_id=parent or None, created_at=created_at,
-                                draft=_draft_object(self._payload(c, position), row_cid, parent))
+                                draft=_draft_object(self.payload_at(c, position), row_cid, parent))
                     for row_cid, parent, created_at, position in rows]
 
     def draft(self, cid: str, parent_id: str | None = None) -> StoredDraft | None:
@@ -606,7 +596,7 @@ class ReadModel:
                 (cid,) if cid is not None else ()).fetchall())
             return [StoredPoll(id=poll_id, cid=poll_cid, message_id=message_id,
                                updated_at=updated_at,
-                               poll=_member_object(self._payload(c, position), "poll"))
+                               poll=_member_object(self.payload_at(c, position), "poll"))
                     for poll_id, poll_cid, message_id, updated_at, position in rows]
 
     def poll(self, poll_id: str) -> StoredPoll | None:
@@ -625,7 +615,7 @@ class ReadModel:
                 (cid,) if cid is not None else ()).fetchall())
             return [StoredThread(parent_id=parent, cid=row_cid, reply_count=replies,
                                  participant_count=participants, last_message_at=last,
-                                 thread=_member_object(self._payload(c, position), "thread"))
+                                 thread=_member_object(self.payload_at(c, position), "thread"))
                     for parent, row_cid, replies, participants, last, position in rows]
 
     def thread_reads(self, parent_id: str) -> list[ThreadRead]:
@@ -645,7 +635,7 @@ class ReadModel:
             return [StoredReminder(
                         message_id=message_id, user_id=user, cid=row_cid, remind_at=remind_at,
                         created_at=created_at, updated_at=updated_at, due=bool(is_due),
-                        reminder=reminder_object(self._payload(c, position)))
+                        reminder=reminder_object(self.payload_at(c, position)))
                     for (message_id, user, row_cid, remind_at, created_at, updated_at, is_due,
                          position) in rows]
 
@@ -654,13 +644,13 @@ class ReadModel:
         `expires` (epoch µs; `expires` None: until unmuted) and the `mute` object as received.
         Mutes past their `expires` are listed only with `expired=True`."""
         with self.datastore.transaction(commit=False) as c:
-            return MuteReader.users(c, self._payload, now=None if expired else now_us())
+            return MuteReader.users(c, self.payload_at, now=None if expired else now_us())
 
     def channel_mutes(self, *, expired: bool = False) -> list[ChannelMute]:
         """The channels the own user has muted, by cid: `cid`, the times, and `mute`; like
         `mutes`. A muted channel's new messages do not count as unread."""
         with self.datastore.transaction(commit=False) as c:
-            return MuteReader.channels(c, self._payload, now=None if expired else now_us())
+            return MuteReader.channels(c, self.payload_at, now=None if expired else now_us())
 
     def connection_info(self) -> ConnectionInfo:
         """What the store knows of the connection: its id, the last health check (µs), the log

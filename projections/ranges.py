@@ -51,6 +51,19 @@ RANGES_OVERLAPPING = (
 )
 
 
+class _Head:
+    """The newest stretch of a channel as it stands; `moved` when its end is not written yet."""
+
+    __slots__ = ("start", "end", "moved")
+
+    def __init__(self, start: Key, end: Key, moved: bool) -> None:
+        self.start, self.end, self.moved = start, end, moved
+
+    def write(self, cursor: apsw.Cursor, cid: str) -> None:
+        if self.moved:
+            cursor.execute(_EXTEND_HEAD, (*self.end, cid, *self.start))
+
+
 class HeldRanges:
     """Keeps `held_ranges`: the projector calls it as messages arrive.
 
@@ -64,65 +77,64 @@ class HeldRanges:
     """
 
     def __init__(self) -> None:
-        # cid -> [start_at, start_id, end_at, end_id, moved]: the newest stretch as it stands;
-        # `moved` when its end is not written yet.
-        self._heads: dict[str, list[Any]] = {}
+        self._heads: dict[str, _Head] = {}  # by cid
 
-    def cover(self, c: apsw.Cursor, cid: str, start: Key, end: Key) -> None:
+    def cover(self, cursor: apsw.Cursor, cid: str, start: Key, end: Key) -> None:
         """Record that every message of `cid` from `start` to `end` (inclusive) is held,
         merging the stretches this one touches."""
-        self._write_head(c, cid)
+        self._write_head(cursor, cid)
         params = (cid, *start, *end)
         merged_start, merged_end = start, end
-        for row in c.execute(_SELECT_OVERLAPPING, params).fetchall():
-            merged_start = min(merged_start, (row[0], row[1]))
-            merged_end = max(merged_end, (row[2], row[3]))
-        c.execute(_DELETE_OVERLAPPING, params)
-        c.execute(_INSERT, (cid, *merged_start, *merged_end))
+        overlapping: list[tuple[Any, ...]] = cursor.execute(_SELECT_OVERLAPPING, params).fetchall()
+        for start_at, start_id, end_at, end_id in overlapping:
+            merged_start = min(merged_start, (start_at, start_id))
+            merged_end = max(merged_end, (end_at, end_id))
+        cursor.execute(_DELETE_OVERLAPPING, params)
+        cursor.execute(_INSERT, (cid, *merged_start, *merged_end))
 
-    def cover_page(self, c: apsw.Cursor, cid: str, keys: Iterable[Key]) -> None:
+    def cover_page(self, cursor: apsw.Cursor, cid: str, keys: Iterable[Key]) -> None:
         """A page of a channel's history as the backend sent it (in any order): whole from its
         oldest message to its newest."""
         ordered = sorted(keys)
         if ordered:
-            self.cover(c, cid, ordered[0], ordered[-1])
+            self.cover(cursor, cid, ordered[0], ordered[-1])
 
-    def extend_head(self, c: apsw.Cursor, cid: str, key: Key) -> None:
+    def extend_head(self, cursor: apsw.Cursor, cid: str, key: Key) -> None:
         """A new message of a followed channel: the newest stretch now reaches it."""
         head = self._heads.get(cid)
         if head is None:
-            row = c.execute(_HEAD, (cid,)).fetchone()
+            row: tuple[Any, ...] | None = cursor.execute(_HEAD, (cid,)).fetchone()
             if row is None:
-                c.execute(_INSERT, (cid, *key, *key))
-                self._heads[cid] = [*key, *key, False]
+                cursor.execute(_INSERT, (cid, *key, *key))
+                self._heads[cid] = _Head(key, key, False)
                 return
-            head = self._heads[cid] = [*row, False]
-        if (head[2], head[3]) <= key:
-            head[2], head[3], head[4] = key[0], key[1], True
+            start_at, start_id, end_at, end_id = row
+            head = self._heads[cid] = _Head((start_at, start_id), (end_at, end_id), False)
+        if head.end <= key:
+            head.end, head.moved = key, True
         else:  # older than the newest held message: held only if a stretch covers it already
-            self.cover(c, cid, key, key)
+            self.cover(cursor, cid, key, key)
 
-    def flush(self, c: apsw.Cursor) -> None:
+    def flush(self, cursor: apsw.Cursor) -> None:
         """Write the heads moved since the last flush, and forget them."""
         for cid, head in self._heads.items():
-            if head[4]:
-                c.execute(_EXTEND_HEAD, (head[2], head[3], cid, head[0], head[1]))
+            head.write(cursor, cid)
         self._heads.clear()
 
     def discard(self) -> None:
         """Forget the heads without writing them (the transaction is rolled back)."""
         self._heads.clear()
 
-    def forget(self, c: apsw.Cursor, cid: str) -> None:
+    def forget(self, cursor: apsw.Cursor, cid: str) -> None:
         """The channel is gone (deleted, or left)."""
         self._heads.pop(cid, None)
-        c.execute(_FORGET, (cid,))
+        cursor.execute(_FORGET, (cid,))
 
-    def _write_head(self, c: apsw.Cursor, cid: str) -> None:
+    def _write_head(self, cursor: apsw.Cursor, cid: str) -> None:
         """Write channel `cid`'s head if it moved, and forget it (the table is about to change)."""
         head = self._heads.pop(cid, None)
-        if head is not None and head[4]:
-            c.execute(_EXTEND_HEAD, (head[2], head[3], cid, head[0], head[1]))
+        if head is not None:
+            head.write(cursor, cid)
 
 
 class Gap(NamedTuple):

@@ -13,11 +13,12 @@ cannot bring it back; a newer `reminder.created` can.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
 import apsw
 import msgspec
 
+from chatledger.projections.item import Item
 from chatledger.projections.rowtime import epoch_us
 
 __all__ = ["EVENT_TYPES", "ReminderProjector", "LIST_REMINDERS", "reminder_object"]
@@ -26,12 +27,6 @@ EVENT_TYPES = ("reminder.created", "reminder.updated", "reminder.deleted",
                "notification.reminder_due")
 
 
-class LogItem(Protocol):
-    """What the projector reads of a log entry (`projections.apply.Item` has it)."""
-
-    position: int
-    type: str
-    payload: bytes
 
 
 class _Reminder(msgspec.Struct, gc=False):
@@ -88,7 +83,7 @@ class ReminderProjector:
     def __init__(self, own_user_id: str | None) -> None:
         self.own = own_user_id
 
-    def apply(self, c: apsw.Cursor, item: LogItem, *_: object) -> None:
+    def apply(self, cursor: apsw.Cursor, item: Item, *_: object) -> None:
         """A handler for any of `EVENT_TYPES` (extra arguments, such as the decoded event the
         projector passes its handlers, are ignored)."""
         try:
@@ -105,12 +100,12 @@ class ReminderProjector:
         event_at = epoch_us(event.created_at)
         if event.type == "reminder.deleted":
             deleted_at = event_at or epoch_us(reminder.updated_at) or 0
-            c.execute(_DELETE, (reminder.message_id, user_id, cid, epoch_us(reminder.updated_at),
+            cursor.execute(_DELETE, (reminder.message_id, user_id, cid, epoch_us(reminder.updated_at),
                                 deleted_at, item.position))
             return
         updated_at = epoch_us(reminder.updated_at) or event_at or 0
         due = 1 if event.type == "notification.reminder_due" else 0
-        c.execute(_UPSERT, (reminder.message_id, user_id, cid, epoch_us(reminder.remind_at),
+        cursor.execute(_UPSERT, (reminder.message_id, user_id, cid, epoch_us(reminder.remind_at),
                             epoch_us(reminder.created_at), updated_at, due, item.position))
 
 

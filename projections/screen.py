@@ -86,7 +86,7 @@ def reason(left_out: list[str]) -> str:
 
 
 def screened(c: apsw.Cursor, items: Iterable[Any]) -> Iterator[Any]:
-    """The items (`projections.apply.Item`), each with its payload screened; what was left out
+    """The items (`projections.item.Item`), each with its payload screened; what was left out
     of one is recorded in `unprojected` under its position, in the caller's transaction."""
     for item in items:
         payload = item.payload
@@ -96,5 +96,5 @@ def screened(c: apsw.Cursor, items: Iterable[Any]) -> Iterator[Any]:
         result = screen(payload)
         if result.left_out:
             c.execute(_RECORD, (item.position, item.type, reason(result.left_out)))
-            item = item._replace(payload=result.payload)
+            item = item.with_payload(result.payload)
         yield item

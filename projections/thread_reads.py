@@ -42,14 +42,14 @@ class ThreadReads:
     """The one writer and reader of the `thread_reads` table."""
 
     @staticmethod
-    def record(c: apsw.Cursor, *, parent_id: str, user_id: str, cid: str | None,
+    def record(cursor: apsw.Cursor, *, parent_id: str, user_id: str, cid: str | None,
                last_read: int | None, last_read_message_id: str | None, position: int) -> None:
         """A user read the thread under `parent_id` at `last_read` (the event's server time)."""
-        c.execute(_RECORD, (parent_id, user_id, cid, last_read, last_read_message_id, position))
+        cursor.execute(_RECORD, (parent_id, user_id, cid, last_read, last_read_message_id, position))
 
     @staticmethod
-    def of_thread(c: apsw.Cursor, parent_id: str) -> list[ThreadRead]:
+    def of_thread(cursor: apsw.Cursor, parent_id: str) -> list[ThreadRead]:
         """Each user's read state of one thread, by user id."""
         rows = cast("list[tuple[str, str, str | None, int | None, str | None, int]]",
-                    c.execute(_OF_THREAD, (parent_id,)).fetchall())
+                    cursor.execute(_OF_THREAD, (parent_id,)).fetchall())
         return [ThreadRead(*row) for row in rows]

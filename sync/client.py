@@ -179,7 +179,7 @@ class SyncClient:
             report.loaded = await self.load_channels(synced_at=until)
         elif not cids:
             await done(self.store.mark_synced(until))
-        elif parse_time(until) - parse_time(report.since) > MAX_GAP_US:
+        elif _sync_point_us(until) - _sync_point_us(report.since) > MAX_GAP_US:
             report.requeried = await self._requery(cids)
             await done(self.store.mark_synced(until, requeried=report.requeried))
         else:
@@ -249,10 +249,10 @@ class SyncClient:
             raise
         problem = obviously_unusable(raw)
         if problem is not None:
-            error = UnusableAnswer(f"the answer to {what} could not be used: {problem}",
-                                   body=raw)
-            await self._quarantine(error, source)
-            raise error
+            unusable = UnusableAnswer(f"the answer to {what} could not be used: {problem}",
+                                      body=raw)
+            await self._quarantine(unusable, source)
+            raise unusable
         return raw
 
     async def _quarantine(self, error: UnusableAnswer, source: str) -> None:
@@ -572,9 +572,19 @@ def _frame_time(created_at: str) -> str | None:
         when = parse_time(created_at)
     except WireError:
         return None
-    if when > time.time() * 1_000_000 + MAX_CLOCK_LEAD_US:
+    # The unset time (0001-01-01T00:00:00Z) tells no moment: unreadable as an end, like the rest.
+    if when is None or when > time.time() * 1_000_000 + MAX_CLOCK_LEAD_US:
         return None
     return created_at
+
+
+def _sync_point_us(value: str) -> int:
+    """A sync point (`last_sync_at`, or the end of a gap) in µs. Both come from `_frame_time`
+    or the clock, never the unset time, which would tell no gap."""
+    when = parse_time(value)
+    if when is None:
+        raise ValueError(f"not a sync point: {value!r}")
+    return when
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:

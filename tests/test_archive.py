@@ -254,7 +254,8 @@ def _entries_in(url: str, schema: str) -> int:
 
 
 def test_awkward_ids_and_envelopes_survive_the_copy(url: str, schema: str, tmp_path: Path) -> None:
-    # COPY's text format escapes backslashes, tabs and newlines; arrays escape quotes.
+    # Ids and envelopes with what a text COPY would have to escape (backslashes, tabs,
+    # newlines, quotes in arrays) arrive as they were.
     data = tmp_path / "data"
     odd = 'm\\1\t"two"\n{x},é'
     user_id = "od\\d\tuser \"q\""
@@ -262,8 +263,13 @@ def test_awkward_ids_and_envelopes_survive_the_copy(url: str, schema: str, tmp_p
         store.ingest(message_new("messaging:we\\ird\tcid", odd), connection_id="c\\1\n2")
         store.ingest(reaction_new(CID, odd))
         store.send_message(CID, "local", id=odd + "-local")
+        reply = msgspec.json.decode(message_new(CID, odd + "-reply"))
+        reply["message"]["parent_id"] = odd
+        store.ingest(msgspec.json.encode(reply))
     archive.push(url, data_dir=data, schema=schema)
-    assert [f["position"] for f in archive.find(url, odd, schema=schema)] == [1, 2]
+    # The reply names two messages: an array of two in the archive.
+    assert [f["position"] for f in archive.find(url, odd, schema=schema)] == [1, 2, 4]
+    assert [f["position"] for f in archive.find(url, odd + "-reply", schema=schema)] == [4]
     archive.pull(url, user_id, data_dir=tmp_path / "pulled", schema=schema)
     assert_same_store(data, tmp_path / "pulled", user_id)
 
@@ -274,6 +280,42 @@ def test_another_history_of_a_user_is_refused(url: str, schema: str, tmp_path: P
     archive.push(url, data_dir=tmp_path / "one", schema=schema)
     with pytest.raises(archive.ArchiveError, match="another history of user 'alice'"):
         archive.push(url, data_dir=tmp_path / "two", schema=schema)
+
+
+def test_a_refused_store_stops_the_push_after_the_stores_before_it(
+        url: str, schema: str, tmp_path: Path) -> None:
+    # The stores are read ahead on a second thread: the refusal of one (found while the one
+    # before is still being stored) surfaces in its turn, after the one before is complete.
+    make_store(tmp_path / "one", "zed", events=100, seed=1)
+    archive.push(url, data_dir=tmp_path / "one", schema=schema)
+    two = tmp_path / "two"
+    make_store(two, "alice", events=900, seed=3)
+    make_store(two, "zed", events=100, seed=2)
+    with pytest.raises(archive.ArchiveError, match="another history of user 'zed'"):
+        archive.push(url, data_dir=two, schema=schema, batch=100)
+    assert_each_entry_once(url, schema, two, "alice")
+
+
+def test_payloads_are_compressed_with_lz4_and_older_archives_still_work(
+        url: str, schema: str, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    make_store(data, "alice", events=300, seed=4)
+    archive.push(url, data_dir=data, schema=schema)
+    compression = f"""SELECT attcompression FROM pg_attribute
+        WHERE attrelid = '{schema}.chatledger_events'::regclass AND attname = 'state'"""
+    with psycopg.connect(url, autocommit=True) as conn:
+        (lz4,) = conn.execute("SELECT 'lz4' = ANY(enumvals) FROM pg_settings"
+                              " WHERE name = 'default_toast_compression'").fetchone()
+        (method,) = conn.execute(compression).fetchone()
+        assert method == ("l" if lz4 else "")
+        # An archive made before (payloads compressed the server's default way) goes on.
+        conn.execute(f"ALTER TABLE {schema}.chatledger_events ALTER COLUMN state"
+                     " SET COMPRESSION pglz")
+    with ChatStore.open(data, "alice") as store:
+        store.ingest_many(_generated(60, seed=5))
+    assert archive.push(url, data_dir=data, schema=schema).pushed == 60
+    archive.pull(url, "alice", data_dir=tmp_path / "pulled", schema=schema)
+    assert_same_store(data, tmp_path / "pulled", "alice")
 
 
 # -- the cross-user questions --------------------------------------------------------------------
@@ -300,6 +342,33 @@ def test_users_find_and_stats(url: str, schema: str, tmp_path: Path) -> None:
     by_type = archive.stats(url, by="type", schema=schema)
     assert sum(s["entries"] for s in by_type) == 614
     assert sum(s["entries"] for s in archive.stats(url, by="day", schema=schema)) == 614
+
+
+@pytest.mark.parametrize(("payload", "named"), [
+    ({"message": {"id": "m1", "text": "x"}}, ["m1"]),
+    ({"message": {"id": "r1", "parent_id": "m1"}}, ["r1", "m1"]),
+    ({"message": {"id": "m1", "parent_id": "m1"}}, ["m1"]),
+    ({"message": {"id": "m1", "parent_id": ""}}, ["m1"]),
+    ({"message": {"id": "", "parent_id": "m1"}}, ["m1"]),
+    ({"message": {"id": "r1", "parent_id": 7}}, ["r1"]),
+    ({"message": {"id": 5, "parent_id": None}}, None),
+    ({"message": {"id": None, "parent_id": 7}}, None),
+    ({"message": {"parent_id": "m1"}}, ["m1"]),
+    ({"message_id": "m2", "message": {"id": "m1"}}, ["m2", "m1"]),
+    ({"reaction": {"message_id": "m3"}, "message": {"id": "m4"}}, ["m4", "m3"]),
+    ({"message": "not an object", "message_id": "m5"}, ["m5"]),
+    ({"message_id": "m1", "message": {"id": "m1"}}, ["m1"]),
+    ({"message_id": {"not": "an id"}, "message": {"id": "m1"}}, ["m1"]),
+    ({"reaction": {"message_id": "m1"}, "message": {"id": "m1"}, "message_id": "m1"}, ["m1"]),
+    ({"message_id": "m2"}, ["m2"]),
+    ({"user": {"id": "u1"}, "messages": []}, None),
+])
+def test_message_ids_of_each_shape(payload: dict[str, Any], named: list[str] | None) -> None:
+    encoded = msgspec.json.encode(payload)
+    assert message_ids("message.new", encoded, local=False) == named
+    for candidate in ("m1", "m2", "m3", "m4", "m5", "r1", "u1"):
+        assert history.mentions("message.new", encoded, candidate) == (
+            candidate in (named or [])), candidate
 
 
 def test_message_ids_follow_explain(tmp_path: Path) -> None:

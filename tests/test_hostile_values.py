@@ -25,7 +25,7 @@ from chatledger.cli.main import cli
 from chatledger.eventstore import wire
 from chatledger.eventstore.wire import times as wire_times
 from chatledger.projections.store import RejectedInput
-from fixtures import channel_state, message_new, query_channels_response, sync_response
+from fixtures import channel_state, message_new, sync_response
 from reliability import scaled
 
 # --------------------------------------------------------------------------------------------

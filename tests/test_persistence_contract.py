@@ -10,6 +10,7 @@ import os
 import tempfile
 from uuid import uuid4
 
+import apsw
 import pytest
 from eventsourcing.persistence import (
     AggregateRecorder,
@@ -253,3 +254,52 @@ def test_factory_refuses_a_bad_lock_timeout() -> None:
     env[APSWFactory.APSW_LOCK_TIMEOUT] = "soon"
     with pytest.raises(OSError, match="APSW_LOCK_TIMEOUT"):
         InfrastructureFactory.construct(env)
+
+
+# -- the recorder's in-transaction methods, which the log and the projection engine call --------
+
+
+def test_insert_rows_returns_positions_seen_inside_the_callers_transaction() -> None:
+    datastore = APSWDatastore(":memory:")
+    try:
+        recorder = APSWProcessRecorder(datastore)
+        recorder.create_table()
+        # Rows of an aggregate (source 0): its versions are unique.
+        rows = [("stream-a", version, "t", b"{}", 0, 0, 1, None, None) for version in (1, 2, 3)]
+        with datastore.transaction(commit=True) as c:
+            assert recorder.max_notification_id_in(c) is None
+            assert recorder.insert_rows(c, []) == []
+            assert recorder.insert_rows(c, rows[:1]) == [1]
+            # The transaction's own rows count, before it commits.
+            assert recorder.max_notification_id_in(c) == 1
+            assert recorder.insert_rows(c, rows[1:]) == [2, 3]
+        assert recorder.max_notification_id() == 3
+        # The caller commits or rolls back: a failed transaction leaves nothing.
+        with pytest.raises(RuntimeError):
+            with datastore.transaction(commit=True) as c:
+                recorder.insert_rows(c, [("stream-a", 4, "t", b"{}", 0, 0, 1, None, None)])
+                raise RuntimeError("the caller gives up")
+        assert recorder.max_notification_id() == 3
+        # The same version twice is the caller's to judge (the log raises its IntegrityError).
+        with datastore.transaction(commit=True) as c:
+            with pytest.raises(apsw.ConstraintError):
+                recorder.insert_rows(c, rows[:1])
+        assert recorder.max_notification_id() == 3
+    finally:
+        datastore.close()
+
+
+def test_max_tracking_id_in_reads_inside_the_callers_transaction() -> None:
+    datastore = APSWDatastore(":memory:")
+    try:
+        recorder = APSWProcessRecorder(datastore)
+        recorder.create_table()
+        with datastore.transaction(commit=True) as c:
+            assert recorder.max_tracking_id_in(c, "tables") is None
+            c.execute("INSERT INTO tracking (application_name, notification_id) VALUES (?, ?)",
+                      ("tables", 7))
+            assert recorder.max_tracking_id_in(c, "tables") == 7
+            assert recorder.max_tracking_id_in(c, "other") is None
+        assert recorder.max_tracking_id("tables") == 7
+    finally:
+        datastore.close()

@@ -4,7 +4,6 @@ chain locating any change; keys refused; rekey and the chain upgrade surviving a
 from __future__ import annotations
 
 import hashlib
-import os
 import random
 import signal
 import subprocess

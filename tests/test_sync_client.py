@@ -229,3 +229,22 @@ def test_the_first_status_says_where_the_store_stands(tmp_path):
             assert seen[0] == ("connecting", synced)
 
     asyncio.run(main())
+
+
+def test_a_frame_with_the_unset_time_does_not_stop_the_connection(tmp_path):
+    # 0001-01-01T00:00:00Z is the backend's "no time": it tells no end of a gap, and a frame
+    # carrying it is stored and passed over like any other, not a reason to drop the stream.
+    async def main() -> None:
+        async with running(tmp_path) as (server, store, client):
+            stop = asyncio.Event()
+            task = asyncio.create_task(client.run(stop))
+            await eventually(lambda: client.status.state == "online")
+            server.hub.deliver({"type": "custom.nothing", "cid": GENERAL,
+                                "created_at": "0001-01-01T00:00:00Z"}, ["alice"])
+            server.act("bob", "send_message", cid=GENERAL, text="after it", id="after-unset")
+            await eventually(lambda: store.message("after-unset") is not None)
+            assert client.status.state == "online"
+            stop.set()
+            await asyncio.wait_for(task, 5)
+
+    asyncio.run(main())

@@ -886,6 +886,6 @@ def test_other_decoders_only_wire_error(value: Any) -> None:
 def test_not_json_reasons_do_not_repeat_the_decoders_wording(
     message: str, payload: bytes, reason: str
 ) -> None:
-    from chatledger.eventstore.wire.errors import _not_json_reason
+    from chatledger.eventstore.wire.errors import not_json_reason
 
-    assert _not_json_reason(msgspec.DecodeError(message), payload) == reason
+    assert not_json_reason(msgspec.DecodeError(message), payload) == reason

@@ -38,7 +38,9 @@ def _path(prefix: str, at: str | None) -> str:
     return prefix or at
 
 
-def _validation_reason(exc: msgspec.ValidationError, prefix: str = "") -> str:
+def validation_reason(exc: msgspec.ValidationError, prefix: str = "") -> str:
+    """The reason a document has the wrong shape, its path under `prefix`: `'message.id' must be
+    a string, got int`, `missing 'message.id'`."""
     message = str(exc)
     match = _EXPECTED_RE.match(message)
     if match is not None:
@@ -84,7 +86,7 @@ def _is_valid_utf8(raw: Buffer | None) -> bool:
     return True
 
 
-def _not_json_reason(exc: BaseException, raw: Buffer | None = None) -> str:
+def not_json_reason(exc: BaseException, raw: Buffer | None = None) -> str:
     """The reason a document is not JSON, worded by us: `not JSON: <kind>[ (byte N)]`."""
     if isinstance(exc, RecursionError):
         return "not JSON: nested too deeply"
@@ -107,25 +109,25 @@ def _not_json_reason(exc: BaseException, raw: Buffer | None = None) -> str:
 _T = TypeVar("_T")
 
 
-def _decode(decoder: msgspec.json.Decoder[_T], raw: Buffer, prefix: str = "") -> _T:
+def decode_or_raise(decoder: msgspec.json.Decoder[_T], raw: Buffer, prefix: str = "") -> _T:
     """decoder.decode(raw) with every failure mapped to WireError (off the hot path)."""
     try:
         return decoder.decode(raw)
     except msgspec.ValidationError as exc:
-        raise WireError(_validation_reason(exc, prefix)) from None
+        raise WireError(validation_reason(exc, prefix)) from None
     except msgspec.DecodeError as exc:
-        raise WireError(_not_json_reason(exc, raw)) from None
+        raise WireError(not_json_reason(exc, raw)) from None
     except (UnicodeError, RecursionError) as exc:
         # msgspec decodes the strings it keeps strictly (UnicodeDecodeError), encodes str input
         # (UnicodeEncodeError on lone surrogates) and bounds nesting (RecursionError).
-        raise WireError(_not_json_reason(exc)) from None
+        raise WireError(not_json_reason(exc)) from None
 
 
 _JSON_KINDS = {ord("{"): "object", ord("["): "array", ord('"'): "str", ord("n"): "null"}
 _JSON_KINDS.update({ord("t"): "bool", ord("f"): "bool"})
 
 
-def _require_objects(items: list[msgspec.Raw], name: str) -> None:
+def require_objects(items: list[msgspec.Raw], name: str) -> None:
     """Each Raw slice must be a JSON object (msgspec.Raw accepts any value)."""
     for index, item in enumerate(items):
         view = memoryview(item)

@@ -16,10 +16,10 @@ import msgspec
 from chatledger.eventstore.wire.errors import (
     Buffer,
     WireError,
-    _decode,
-    _not_json_reason,
-    _require_objects,
-    _validation_reason,
+    decode_or_raise,
+    not_json_reason,
+    require_objects,
+    validation_reason,
 )
 from chatledger.eventstore.wire.times import parse_time
 
@@ -99,11 +99,11 @@ def _derive_cid(head: _WireHead) -> str | None:
     if head.channel_type and head.channel_id:
         return f"{head.channel_type}:{head.channel_id}"
     if head.channel:
-        cid = _channel_ref_cid(_decode(_CHANNEL_REF_DECODER, head.channel, "channel"))
+        cid = _channel_ref_cid(decode_or_raise(_CHANNEL_REF_DECODER, head.channel, "channel"))
         if cid:
             return cid
     if head.draft:
-        draft = _decode(_DRAFT_REF_DECODER, head.draft, "draft")
+        draft = decode_or_raise(_DRAFT_REF_DECODER, head.draft, "draft")
         if draft is not None and draft.channel_cid:
             return draft.channel_cid
     return None
@@ -118,15 +118,15 @@ def decode_event(raw: Buffer) -> EventHead:
     try:
         head = _HEAD_DECODER.decode(raw)
     except msgspec.ValidationError as exc:
-        raise WireError(_validation_reason(exc)) from None
+        raise WireError(validation_reason(exc)) from None
     except (msgspec.DecodeError, UnicodeError, RecursionError) as exc:
-        raise WireError(_not_json_reason(exc, raw)) from None
+        raise WireError(not_json_reason(exc, raw)) from None
     if not head.type:
         raise WireError("'type' must not be empty")
-    created_at = head.created_at
-    if created_at is not None:
+    created_at: int | None = None
+    if head.created_at is not None:
         try:
-            created_at = parse_time(created_at)
+            created_at = parse_time(head.created_at)
         except WireError as exc:
             raise WireError(f"'created_at' is {exc.reason}") from None
     channel_type = head.channel_type
@@ -158,9 +158,9 @@ _QUERY_CHANNELS_DECODER = msgspec.json.Decoder(_WireQueryChannels)
 
 def decode_query_channels(raw: Buffer) -> QueryChannelsResponse:
     """Split a query-channels answer; WireError unless `channels` lists objects (null = [])."""
-    wire = _decode(_QUERY_CHANNELS_DECODER, raw)
+    wire = decode_or_raise(_QUERY_CHANNELS_DECODER, raw)
     channels = wire.channels if wire.channels is not None else []
-    _require_objects(channels, "channels")
+    require_objects(channels, "channels")
     return QueryChannelsResponse(channels, wire.duration)
 
 
@@ -191,7 +191,7 @@ _CHANNEL_STATE_DECODER = msgspec.json.Decoder(_WireChannelState)
 
 def decode_channel_state(raw: Buffer) -> ChannelStateHead:
     """Head of one channel state; WireError when it has no channel or no derivable cid."""
-    state = _decode(_CHANNEL_STATE_DECODER, raw)
+    state = decode_or_raise(_CHANNEL_STATE_DECODER, raw)
     channel = state.channel
     if channel is None:
         raise WireError("channel state without 'channel'")
@@ -226,9 +226,9 @@ _SYNC_DECODER = msgspec.json.Decoder(_WireSync)
 
 def decode_sync(raw: Buffer) -> SyncResponse:
     """Split a sync answer; WireError unless `events` is a list of objects (null = [])."""
-    wire = _decode(_SYNC_DECODER, raw)
+    wire = decode_or_raise(_SYNC_DECODER, raw)
     events = wire.events if wire.events is not None else []
-    _require_objects(events, "events")
+    require_objects(events, "events")
     return SyncResponse(events, wire.inaccessible_cids or [], wire.duration)
 
 
@@ -248,7 +248,8 @@ class ErrorBody(msgspec.Struct):
         return self.StatusCode
 
 
-_ANY_DECODER = msgspec.json.Decoder()
+# Any JSON value, untyped (wire.models decodes a whole unknown body with it too).
+ANY_DECODER = msgspec.json.Decoder()
 
 
 def _typed(body: dict[str, Any], key: str, kind: type) -> Any:
@@ -266,7 +267,7 @@ def decode_error(raw: Buffer) -> ErrorBody | None:
     read to decide what to do next, never stored as data.
     """
     try:
-        body = _ANY_DECODER.decode(raw)
+        body = ANY_DECODER.decode(raw)
     except (msgspec.DecodeError, UnicodeError, RecursionError):
         return None
     if not isinstance(body, dict):

@@ -13,8 +13,8 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from chatledger.eventstore.wire.errors import Buffer, WireError, _decode
-from chatledger.eventstore.wire.heads import NO_RAW, _ANY_DECODER
+from chatledger.eventstore.wire.errors import Buffer, WireError, decode_or_raise
+from chatledger.eventstore.wire.heads import ANY_DECODER, NO_RAW
 
 __all__ = [
     "User",
@@ -384,7 +384,7 @@ _MODEL_DECODERS: dict[type, msgspec.json.Decoder[Any]] = {}
 
 def decode_full_event(raw: Buffer) -> Event:
     """Decode an event with all the keys projections use; WireError names the first bad key."""
-    event = _decode(_FULL_EVENT_DECODER, raw)
+    event = decode_or_raise(_FULL_EVENT_DECODER, raw)
     if not event.type:
         raise WireError("'type' must not be empty")
     return event
@@ -398,17 +398,17 @@ def decode_model(raw: Buffer, model: type[_M]) -> _M:
     decoder = _MODEL_DECODERS.get(model)
     if decoder is None:
         decoder = _MODEL_DECODERS[model] = msgspec.json.Decoder(model)
-    return _decode(decoder, raw)
+    return decode_or_raise(decoder, raw)
 
 
 def decode_event_parts(raw: Buffer) -> EventParts:
     """Slice an event into its nested objects (absent ones are empty Raw, nulls are b"null")."""
-    return _decode(_EVENT_PARTS_DECODER, raw)
+    return decode_or_raise(_EVENT_PARTS_DECODER, raw)
 
 
 def decode_channel_state_parts(raw: Buffer) -> ChannelStateParts:
     """Slice a channel state into its channel, messages, members, reads (as Raw)."""
-    return _decode(_STATE_PARTS_DECODER, raw)
+    return decode_or_raise(_STATE_PARTS_DECODER, raw)
 
 
 def _fields(*models: type[msgspec.Struct], extra: tuple[str, ...] = ()) -> frozenset[str]:
@@ -454,7 +454,7 @@ def custom_fields(raw: Buffer | msgspec.Raw, known: frozenset[str]) -> dict[str,
     Use with the bytes of a user, channel or message (e.g. from `decode_event_parts`) and
     USER_FIELDS, CHANNEL_FIELDS or MESSAGE_FIELDS.
     """
-    body = _decode(_ANY_DECODER, raw)
+    body = decode_or_raise(ANY_DECODER, raw)
     if not isinstance(body, dict):
         raise WireError("not a JSON object")
     return {key: value for key, value in body.items() if key not in known}

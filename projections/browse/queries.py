@@ -34,7 +34,7 @@ class CannedQuery:
     description: str
     sql: str
 
-    def as_datasette(self) -> dict[str, str]:
+    def as_datasette(self) -> dict[str, str | bool]:
         """The dict Datasette's `canned_queries` hook returns for it. The SQL is one click away
         ("show"): the page opens on the parameters and the rows."""
         return {"title": self.title, "description": self.description, "sql": self.sql.strip(),

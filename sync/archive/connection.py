@@ -57,8 +57,8 @@ def check_url(url: str) -> None:
     try:
         parts = urllib.parse.urlsplit(url)
         parts.port  # noqa: B018 (raises on a port that is not a number)
-    except ValueError as e:
-        raise ArchiveError(f"not a PostgreSQL URL ({e}): expected postgresql://[user@]host[:port]/database") from None
+    except ValueError as error:
+        raise ArchiveError(f"not a PostgreSQL URL ({error}): expected postgresql://[user@]host[:port]/database") from None
     if parts.scheme not in ("postgresql", "postgres"):
         raise ArchiveError(
             f"{redact(url)} is not a PostgreSQL URL: expected postgresql://[user@]host[:port]/database")
@@ -91,8 +91,8 @@ def connect(url: str, **kwargs: Any) -> psycopg.Connection[Any]:
     check_url(url)
     try:
         return psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT, **kwargs)
-    except psycopg.Error as e:
-        raise explain_error(url, e) from None
+    except psycopg.Error as error:
+        raise explain_error(url, error) from None
 
 
 class ArchiveDatastore(PostgresDatastore):

@@ -11,11 +11,13 @@ after the mark.
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
-from collections.abc import Callable, Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -24,7 +26,7 @@ from psycopg.sql import Composed
 
 from chatledger.eventstore import schema as log_schema
 from chatledger.eventstore.log import EventLog, StoredDictionary, StoredRow
-from chatledger.sync.archive import copytext
+from chatledger.sync.archive import copybinary
 from chatledger.sync.archive.connection import (
     ArchiveDatastore,
     ArchiveError,
@@ -37,6 +39,7 @@ from chatledger.sync.archive.persistence import EVENTS_TABLE, ArchiveApplication
 from chatledger.sync.archive.tables import (
     ARCHIVE_SCHEMA_VERSION,
     DEFAULT_SCHEMA,
+    PUSH_COLUMNS,
     Statements,
 )
 
@@ -44,10 +47,14 @@ from chatledger.sync.archive.tables import (
 # commit) is small beside the COPY, small enough that the table lock is held briefly.
 PUSH_BATCH = 5_000
 PULL_BATCH = 10_000
+# Batches read ahead of the one being stored: enough that the reader runs on while this
+# thread waits for the server or for a CPU, few enough to bound memory (a batch of 5,000 is a
+# few MB).
+PUSH_AHEAD = 2
 _DAY_US = 86_400 * 1_000_000
 _COMMAND_TOPIC_PREFIX = "chatledger/command."
 
-PushProgress = Callable[[int, int], None]  # (entries done, entries to do) for one user
+PushProgress = Callable[[str, int, int], None]  # (user id, entries done, entries to do)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,33 +96,38 @@ class Archive:
 
     def _check_version(self, conn: psycopg.Connection[Any]) -> bool:
         """True when the tables are there; refuses an archive made by a newer version."""
-        found = conn.execute(self.sql.meta_exists,
-                             (f'"{self.schema}".chatledger_archive_meta',)).fetchone()
-        if not found or not found[0]:
+        (meta_table,) = conn.execute(self.sql.meta_exists,
+                                     (f'"{self.schema}".chatledger_archive_meta',)
+                                     ).fetchone() or (None,)
+        if not meta_table:
             return False
         row = conn.execute(self.sql.schema_version).fetchone()
-        if row is not None and int(row[0]) > ARCHIVE_SCHEMA_VERSION:
+        if row is None:
+            return False
+        (version,) = row
+        if int(version) > ARCHIVE_SCHEMA_VERSION:
             raise ArchiveError(
                 f"the archive at {redact(self.url)} was made by a newer chatledger (archive "
-                f"schema {row[0]}; this version knows up to {ARCHIVE_SCHEMA_VERSION}): "
+                f"schema {version}; this version knows up to {ARCHIVE_SCHEMA_VERSION}): "
                 "upgrade chatledger")
-        return row is not None
+        return True
 
     def _create(self, conn: psycopg.Connection[Any]) -> None:
         key = (f"chatledger-archive:{self.schema}",)
         try:
             conn.execute(self.sql.creation_lock, key)
-        except psycopg.Error as e:
-            raise explain_error(self.url, e) from None
+        except psycopg.Error as error:
+            raise explain_error(self.url, error) from None
         try:
             if self._check_version(conn):
                 return  # another machine created it meanwhile
             try:
-                schema_found = conn.execute(self.sql.schema_exists, (self.schema,)).fetchone()
-                if not schema_found or not schema_found[0]:
+                (schema_found,) = conn.execute(self.sql.schema_exists,
+                                               (self.schema,)).fetchone() or (None,)
+                if not schema_found:
                     conn.execute(self.sql.create_schema)
-            except psycopg.Error as e:
-                raise explain_error(self.url, e) from None
+            except psycopg.Error as error:
+                raise explain_error(self.url, error) from None
             datastore = ArchiveDatastore(self.url, schema=self.schema, pool_size=1)
             try:
                 with self._errors():
@@ -124,6 +136,11 @@ class Archive:
                     with datastore.transaction(commit=True) as curs:
                         for statement in self.sql.create_tables:
                             curs.execute(statement)
+                        try:
+                            with curs.connection.transaction():  # a savepoint
+                                curs.execute(self.sql.payload_compression)
+                        except psycopg.Error:
+                            pass  # no lz4 in this server: TOAST's default compression
             finally:
                 datastore.close()
         finally:
@@ -136,8 +153,8 @@ class Archive:
             yield
         except ArchiveError:
             raise
-        except (PersistenceError, psycopg.Error) as e:
-            raise explain_error(self.url, e) from None
+        except (PersistenceError, psycopg.Error) as error:
+            raise explain_error(self.url, error) from None
 
     # -- push ----------------------------------------------------------------------------------
 
@@ -147,51 +164,90 @@ class Archive:
             row = curs.execute(self.sql.high_water, (user_id,)).fetchone()
         return 0 if row is None else int(row["last_position"])
 
-    def push_log(
-        self, log: EventLog, user_id: str, *, batch: int = PUSH_BATCH,
+    def push_stores(
+        self, paths: Iterable[Path], *, batch: int = PUSH_BATCH,
         on_progress: PushProgress | None = None,
-    ) -> UserPush:
-        """Push the entries of `log` (the store of `user_id`) that the archive lacks.
+    ) -> list[UserPush]:
+        """Push the entries the archive lacks of the stores at `paths` (files that are not a
+        user's store, never opened through ChatStore, are passed over), one after the other.
 
         Entries appended while the push runs are left for the next one. Refuses a log whose
         entry at the archive's high-water mark differs from the archive's (another history
         of the same user, such as a store created anew).
         """
+        done: list[UserPush] = []
+        pushed = reached = 0
+        # A second thread reads, decodes and formats the next batches (of this user or the
+        # next: the stores are one stream of batches) while this one waits for the server to
+        # store the current one. The generator runs one step at a time on that thread.
+        batches = self._batches(paths, batch)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="chatledger-push") as reader:
+            upcoming = deque(reader.submit(next, batches, None) for _ in range(PUSH_AHEAD))
+            try:
+                while True:
+                    current = upcoming.popleft().result()
+                    if current is None:
+                        break
+                    upcoming.append(reader.submit(next, batches, None))
+                    plan = current.plan
+                    if current.first:
+                        pushed, reached = 0, plan.mark
+                        if on_progress is not None:
+                            on_progress(plan.user_id, 0, plan.total)
+                    if current.rows:
+                        written, mark = self._write_batch(plan.user_id, current)
+                        pushed += written
+                        reached = max(reached, mark)
+                        if on_progress is not None:
+                            on_progress(plan.user_id,
+                                        min(max(current.rows[-1].position, reached), plan.end)
+                                        - plan.mark, plan.total)
+                    if current.last:
+                        done.append(UserPush(
+                            plan.user_id, pushed, max(plan.total - pushed, 0), reached,
+                            round(time.monotonic() - plan.started, 3)))
+            finally:
+                # Let the reader finish its step, then close the stores it holds open.
+                for pending in upcoming:
+                    pending.cancel()
+                wait(upcoming)
+                batches.close()
+        return done
+
+    def _batches(self, paths: Iterable[Path], limit: int) -> Generator[_Batch, None, None]:
+        """Every store's batches to push, in order; a store with nothing to push yields one
+        empty batch (so that it is reported)."""
+        for path in paths:
+            with EventLog.open(path) as log:
+                user_id = log.get_meta("user_id")
+                if user_id is None:
+                    continue
+                plan = self._plan(log, str(user_id))
+                sent = set(plan.dictionaries_sent)
+                dictionaries = {d.id: d for d in log.stored_dictionaries()}
+                after, first = plan.mark, True
+                while True:
+                    current = _Batch.read(log, plan, after, limit, first=first)
+                    if current.rows:
+                        needed = current.codecs - sent
+                        current.dictionaries.extend(
+                            dictionaries[n] for n in sorted(needed) if n in dictionaries)
+                        sent |= needed
+                        after = current.rows[-1].position
+                    yield current
+                    if current.last:
+                        break
+                    first = False
+
+    def _plan(self, log: EventLog, user_id: str) -> _UserPlan:
         started = time.monotonic()
         mark = self.high_water(user_id)
         self._check_same_history(log, user_id, mark)
-        end = log.max_position()
         with self._errors(), self.datastore.transaction(commit=False) as curs:
-            sent = {row["dictionary_id"]
-                    for row in curs.execute(self.sql.dictionary_ids, (user_id,)).fetchall()}
-        pushed, total, reached = 0, max(end - mark, 0), mark
-        if on_progress is not None:
-            on_progress(0, total)
-        if total == 0:
-            return UserPush(user_id, 0, 0, mark, round(time.monotonic() - started, 3))
-        # The next batch is read and formatted on a second thread while this one waits for
-        # the server to store the current one.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="chatledger-push") as reader:
-            upcoming = reader.submit(_Batch.read, log, user_id, mark, end, batch)
-            while True:
-                current = upcoming.result()
-                if not current.rows:
-                    break
-                last = current.rows[-1].position
-                if last < end:
-                    upcoming = reader.submit(_Batch.read, log, user_id, last, end, batch)
-                needed = current.codecs - sent
-                dictionaries = ([d for d in log.stored_dictionaries() if d.id in needed]
-                                if needed else [])
-                written, reached = self._write_batch(user_id, current, dictionaries)
-                pushed += written
-                sent |= needed
-                if on_progress is not None:
-                    on_progress(min(max(last, reached), end) - mark, total)
-                if last >= end:
-                    break
-        return UserPush(user_id, pushed, total - pushed if total >= pushed else 0,
-                        max(reached, mark), round(time.monotonic() - started, 3))
+            sent = frozenset(row["dictionary_id"] for row in curs.execute(
+                self.sql.dictionary_ids, (user_id,)).fetchall())
+        return _UserPlan(user_id, copybinary.text(user_id), mark, log.max_position(), sent,
+                         started)
 
     def _check_same_history(self, log: EventLog, user_id: str, mark: int) -> None:
         at = min(mark, log.max_position())
@@ -210,16 +266,20 @@ class Archive:
                 "from this store's): not pushed; pull the archived one into another --data-dir "
                 "to compare")
 
-    def _write_batch(
-        self, user_id: str, batch: _Batch, dictionaries: Sequence[StoredDictionary],
-    ) -> tuple[int, int]:
+    def _write_batch(self, user_id: str, batch: _Batch) -> tuple[int, int]:
         """One transaction: the rows the archive lacks, and everything kept beside them.
-        Returns (rows written, the user's high-water mark after it)."""
+        Returns (rows written, the user's high-water mark after it).
+
+        The user's row in `chatledger_users` is locked first: pushes of the same user take
+        turns there, and read the mark the last one left. The bookkeeping is written under
+        that lock alone, so that other users' pushes store their entries meanwhile; the
+        events table's lock (the library's, which keeps notification ids in commit order)
+        is taken last, for the COPY and the commit. Every transaction takes the two in that
+        order, and the library's own writers only the second: no deadlock."""
         rows = batch.rows
         with self._errors(), self.datastore.transaction(commit=True) as curs:
-            for statement in self.recorder.lock_table_statements:
-                curs.execute(statement)
-            found = curs.execute(self.sql.high_water, (user_id,)).fetchone()
+            curs.execute(self.sql.claim_user, (user_id,))
+            found = curs.execute(self.sql.lock_user, (user_id,)).fetchone()
             mark = 0 if found is None else int(found["last_position"])
             if mark >= rows[-1].position:
                 return 0, mark  # another push stored them meanwhile
@@ -229,22 +289,26 @@ class Archive:
                     f"expected {rows[0].position - 1}: was it changed by hand?")
             skip = mark - (rows[0].position - 1)  # entries a concurrent push stored already
             rows, sizes = rows[skip:], batch.payload_bytes[skip:]
-            for d in dictionaries:
+            for dictionary in batch.dictionaries:
                 curs.execute(self.sql.insert_dictionary,
-                             (user_id, d.id, d.created_at, d.trained_on, d.level, d.data))
-            with curs.copy(self.sql.copy_events) as copy:
-                copy.write("".join(batch.lines[skip:]))
+                             (user_id, dictionary.id, dictionary.created_at,
+                              dictionary.trained_on, dictionary.level, dictionary.data))
             curs.execute(self.sql.record_push, (user_id, len(rows), rows[-1].position, sum(sizes)))
             self._record_commands(curs, user_id, rows)
             self._record_daily(curs, user_id, rows, sizes)
+            for statement in self.recorder.lock_table_statements:
+                curs.execute(statement)
+            with curs.copy(self.sql.copy_events,
+                           writer=copybinary.BlockingWriter(curs)) as copy:
+                copy.write(copybinary.stream(batch.lines[skip:]))
         return len(rows), rows[-1].position
 
     def _record_commands(self, curs: Any, user_id: str, rows: Sequence[StoredRow]) -> None:
         local = int(log_schema.Source.LOCAL)
         latest: dict[str, tuple[int, str]] = {}
-        for r in rows:
-            if r.source == local and r.type.startswith(_COMMAND_TOPIC_PREFIX):
-                latest[r.stream] = (r.version, r.type[len(_COMMAND_TOPIC_PREFIX):])
+        for row in rows:
+            if row.source == local and row.type.startswith(_COMMAND_TOPIC_PREFIX):
+                latest[row.stream] = (row.version, row.type[len(_COMMAND_TOPIC_PREFIX):])
         if latest:
             curs.execute(self.sql.record_commands, (
                 user_id, list(latest), [v for v, _ in latest.values()],
@@ -253,8 +317,8 @@ class Archive:
     def _record_daily(self, curs: Any, user_id: str, rows: Sequence[StoredRow],
                       payload_bytes: Sequence[int]) -> None:
         counts: dict[tuple[int, str], list[int]] = {}
-        for r, size in zip(rows, payload_bytes):
-            key = (r.received_at // _DAY_US, r.type)
+        for row, size in zip(rows, payload_bytes):
+            key = (row.received_at // _DAY_US, row.type)
             slot = counts.get(key)
             if slot is None:
                 counts[key] = [1, size]
@@ -335,34 +399,57 @@ class Archive:
 
 
 @dataclass(frozen=True, slots=True)
-class _Batch:
-    """Entries of one user's log as a push sends them: the rows, their COPY lines, the size
-    of each payload as it arrived, and the dictionaries the rows were compressed with."""
+class _UserPlan:
+    """One store's push, as planned before its first batch: the archive's mark for the user
+    and the store's end (entries appended later wait for the next push)."""
 
+    user_id: str
+    user_field: bytes  # the user id as a COPY field, made once
+    mark: int
+    end: int
+    dictionaries_sent: frozenset[int]  # already in the archive
+    started: float
+
+    @property
+    def total(self) -> int:
+        return max(self.end - self.mark, 0)
+
+
+_PUSH_FIELDS = copybinary.field_count(len(PUSH_COLUMNS))
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    """Entries of one user's log as a push sends them: the rows, their COPY rows, the size
+    of each payload as it arrived, the dictionaries the rows were compressed with, and the
+    dictionaries of them the archive lacks."""
+
+    plan: _UserPlan
+    first: bool  # the store's first batch
+    last: bool  # its last
     rows: list[StoredRow]
-    lines: list[str]
+    lines: list[bytes]
     payload_bytes: list[int]
     codecs: frozenset[int]
+    dictionaries: list[StoredDictionary] = field(default_factory=list)
 
     @classmethod
-    def read(cls, log: EventLog, user_id: str, after: int, end: int, limit: int) -> _Batch:
-        rows = log.stored_rows(after=after, upto=end, limit=limit)
+    def read(cls, log: EventLog, plan: _UserPlan, after: int, limit: int, *,
+             first: bool) -> _Batch:
+        rows = log.stored_rows(after=after, upto=plan.end, limit=limit) if after < plan.end else []
         decode = log.decode_payload
         local = int(log_schema.Source.LOCAL)
-        text, integer, null = copytext.text, copytext.integer, copytext.NULL
-        user = text(user_id)
-        lines: list[str] = []
+        entry, array, user, head = copybinary.entry, copybinary.text_array, plan.user_field, _PUSH_FIELDS
+        lines: list[bytes] = []
         sizes: list[int] = []
-        for r in rows:
-            payload = decode(r.codec, r.state, r.position)
+        for row in rows:
+            payload = decode(row.codec, row.state, row.position)
             sizes.append(len(payload))
-            lines.append("\t".join((
-                user, text(r.stream), str(r.version), text(r.type), copytext.bytea(r.state),
-                str(r.position), str(r.codec), str(r.source), str(r.received_at),
-                null if r.event_at is None else integer(r.event_at), text(r.connection_id),
-                copytext.text_array(message_ids(r.type, payload, local=r.source == local)),
-            )) + "\n")
-        return cls(rows, lines, sizes, frozenset(r.codec for r in rows if r.codec > 0))
+            lines.append(b"".join((head, entry(user, row), array(
+                message_ids(row.type, payload, local=row.source == local)))))
+        last = not rows or rows[-1].position >= plan.end
+        return cls(plan, first, last, rows, lines, sizes,
+                   frozenset(r.codec for r in rows if r.codec > 0))
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -376,4 +463,5 @@ def _source_name(value: int) -> str:
         return str(value)
 
 
-__all__ = ["Archive", "DEFAULT_SCHEMA", "EVENTS_TABLE", "PULL_BATCH", "PUSH_BATCH", "UserPush"]
+__all__ = ["Archive", "DEFAULT_SCHEMA", "EVENTS_TABLE", "PULL_BATCH", "PUSH_BATCH", "PushProgress",
+           "UserPush"]

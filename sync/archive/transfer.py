@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,11 +13,11 @@ from chatledger.eventstore.log import EventLog, StoredDictionary
 from chatledger.eventstore.userfiles import SUFFIX, flush_files, user_db_path
 from chatledger.projections.store import ChatStore, default_data_dir
 from chatledger.sync.archive.connection import ArchiveError, redact
-from chatledger.sync.archive.remote import PUSH_BATCH, Archive, UserPush
+from chatledger.sync.archive.remote import PUSH_BATCH, Archive, PushProgress, UserPush
 from chatledger.sync.archive.tables import DEFAULT_SCHEMA
 
 # (user id, entries done, entries to do)
-TransferProgress = Callable[[str, int, int], None]
+TransferProgress = PushProgress
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,19 +78,8 @@ def push(
         for user_id, path in zip(users, paths):
             if not path.exists():
                 raise ArchiveError(f"no store for user {user_id!r} in {directory}")
-    done: list[UserPush] = []
     with Archive(url, schema=schema, create=True) as archive:
-        for path in paths:
-            with EventLog.open(path) as log:
-                user_id = log.get_meta("user_id")
-                if user_id is None:
-                    continue  # not a user's store (never opened through ChatStore)
-                progress = None
-                if on_progress is not None:
-                    def progress(n: int, total: int, user: str = str(user_id)) -> None:
-                        on_progress(user, n, total)
-                done.append(archive.push_log(log, str(user_id), batch=batch,
-                                             on_progress=progress))
+        done = archive.push_stores(paths, batch=batch, on_progress=on_progress)
     return PushReport(redact(url), schema, done, round(time.monotonic() - started, 3))
 
 

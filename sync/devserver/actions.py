@@ -34,42 +34,44 @@ def perform(state: State, user_id: str, action: str, params: dict[str, Any]) -> 
     if not isinstance(user_id, str) or not user_id:
         raise input_error("user_id is required")
     state.user(user_id)
-    p = params
     if action == "send_message":
-        return state.send_message(user_id, _need(p, "cid"), _message(p))
+        return state.send_message(user_id, _need(params, "cid"), _message(params))
     if action == "update_message":
-        return state.update_message(user_id, _need(p, "message_id"), _message(p))
+        return state.update_message(user_id, _need(params, "message_id"), _message(params))
     if action == "partial_update_message":
-        return state.partial_update_message(user_id, _need(p, "message_id"), p.get("set") or {},
-                                            p.get("unset") or [])
+        return state.partial_update_message(user_id, _need(params, "message_id"),
+                                            params.get("set") or {}, params.get("unset") or [])
     if action == "delete_message":
-        return state.delete_message(user_id, _need(p, "message_id"), hard=bool(p.get("hard")),
-                                    delete_for_me=bool(p.get("delete_for_me")))
+        return state.delete_message(user_id, _need(params, "message_id"),
+                                    hard=bool(params.get("hard")),
+                                    delete_for_me=bool(params.get("delete_for_me")))
     if action == "send_reaction":
-        reaction = p.get("reaction") or {"type": _need(p, "type"), "score": p.get("score", 1)}
-        return state.send_reaction(user_id, _need(p, "message_id"), reaction,
-                                   enforce_unique=bool(p.get("enforce_unique")))
+        reaction = params.get("reaction") or {"type": _need(params, "type"),
+                                              "score": params.get("score", 1)}
+        return state.send_reaction(user_id, _need(params, "message_id"), reaction,
+                                   enforce_unique=bool(params.get("enforce_unique")))
     if action == "delete_reaction":
-        return state.delete_reaction(user_id, _need(p, "message_id"), _need(p, "type"))
+        return state.delete_reaction(user_id, _need(params, "message_id"), _need(params, "type"))
     if action == "mark_read":
-        return state.mark_read(user_id, _need(p, "cid"), message_id=p.get("message_id"),
-                               thread_id=p.get("thread_id"))
+        return state.mark_read(user_id, _need(params, "cid"), message_id=params.get("message_id"),
+                               thread_id=params.get("thread_id"))
     if action == "mark_unread":
-        return state.mark_unread(user_id, _need(p, "cid"), message_id=_need(p, "message_id"))
+        return state.mark_unread(user_id, _need(params, "cid"),
+                                 message_id=_need(params, "message_id"))
     if action == "save_draft":
-        return state.save_draft(user_id, _need(p, "cid"), _message(p))
+        return state.save_draft(user_id, _need(params, "cid"), _message(params))
     if action == "delete_draft":
-        return state.delete_draft(user_id, _need(p, "cid"), parent_id=p.get("parent_id"))
+        return state.delete_draft(user_id, _need(params, "cid"), parent_id=params.get("parent_id"))
     if action == "add_member":
-        added = state.add_member(_need(p, "cid"), _need(p, "member_id"))
+        added = state.add_member(_need(params, "cid"), _need(params, "member_id"))
         return {"added": added}
     if action == "remove_member":
-        state.remove_member(_need(p, "cid"), _need(p, "member_id"))
+        state.remove_member(_need(params, "cid"), _need(params, "member_id"))
         return {}
     if action == "update_channel":
-        return state.update_channel(user_id, _need(p, "cid"), p.get("data") or {})
+        return state.update_channel(user_id, _need(params, "cid"), params.get("data") or {})
     if action == "truncate_channel":
-        return state.truncate_channel(user_id, _need(p, "cid"))
+        return state.truncate_channel(user_id, _need(params, "cid"))
     raise input_error(f"unknown action {action!r}; one of: {', '.join(ACTIONS)}")
 
 

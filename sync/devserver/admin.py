@@ -20,10 +20,10 @@ from chatledger.sync.devserver.wire import ApiError
 async def _guard(handler: Any, request: web.Request) -> web.Response:
     try:
         return await handler(request)
-    except ApiError as e:
-        return error_response(e)
-    except FaultSpecError as e:
-        return error_response(ApiError(400, 4, str(e)))
+    except ApiError as error:
+        return error_response(error)
+    except FaultSpecError as error:
+        return error_response(ApiError(400, 4, str(error)))
 
 
 def guarded(handler: Any) -> Any:

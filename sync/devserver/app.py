@@ -94,12 +94,12 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     if name is None:  # no such route: answer in Stream's shape too, not aiohttp's text
         try:
             return await handler(request)
-        except web.HTTPException as e:
-            if e.status < 400:
+        except web.HTTPException as error:
+            if error.status < 400:
                 raise
-            return json_response(error_body(e.status, 16 if e.status == 404 else 4,
-                                            f"{e.reason}: {request.method} {request.path}"),
-                                 e.status)
+            return json_response(error_body(error.status, 16 if error.status == 404 else 4,
+                                            f"{error.reason}: {request.method} {request.path}"),
+                                 error.status)
     if name.startswith("dev_"):
         return await handler(request)
     server = request.app[SERVER]
@@ -123,12 +123,13 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
         response = await handler(request)
         if verdict is not None:
             response.headers.update(verdict.headers())
-    except ApiError as e:
-        return error_response(e)
-    except web.HTTPException as e:  # aiohttp's own refusals (body too large, ...)
-        return json_response(error_body(e.status, 4, e.reason), e.status)
-    except Exception as e:  # a bug here must still answer in Stream's shape
-        return json_response(error_body(500, -1, f"internal error: {type(e).__name__}: {e}"), 500)
+    except ApiError as error:
+        return error_response(error)
+    except web.HTTPException as error:  # aiohttp's own refusals (body too large, ...)
+        return json_response(error_body(error.status, 4, error.reason), error.status)
+    except Exception as error:  # a bug here must still answer in Stream's shape
+        return json_response(
+            error_body(500, -1, f"internal error: {type(error).__name__}: {error}"), 500)
     if fault is not None and fault.kind == "drop":
         return close_silently(request)  # applied, but the answer is lost
     return response
@@ -243,8 +244,8 @@ async def connect(request: web.Request) -> web.StreamResponse:
         verdict = server.limiter.check("connect", user_id)
         if verdict is not None and not verdict.allowed:
             raise ApiError(429, 9, "Too many connects", headers=verdict.headers())
-    except ApiError as e:
-        return error_response(e)
+    except ApiError as error:
+        return error_response(error)
     drop = request.get(DROP, False)
     return await serve_connection(server, request, user_id, details, drop=drop)
 

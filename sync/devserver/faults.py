@@ -149,8 +149,8 @@ def fault_from_dict(data: dict[str, Any]) -> Fault:
                             status=None if data.get("status") is None else int(data["status"]),
                             code=None if data.get("code") is None else int(data["code"]),
                             message=data.get("message")))
-    except (TypeError, ValueError) as e:
-        raise FaultSpecError(f"bad fault: {e}") from None
+    except (TypeError, ValueError) as error:
+        raise FaultSpecError(f"bad fault: {error}") from None
 
 
 class FaultSet:

@@ -212,8 +212,8 @@ def sync(state: State, viewer: str, body: dict[str, Any], *, max_events: int,
         raise input_error("last_sync_at is required (RFC 3339)")
     try:
         since = parse_time(raw)
-    except ValueError as e:
-        raise input_error(str(e)) from None
+    except ValueError as error:
+        raise input_error(str(error)) from None
     if now - since > SYNC_WINDOW:
         raise input_error("last_sync_at is too old: it must be at most 30 days ago; "
                           "query the channels instead")

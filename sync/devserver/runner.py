@@ -84,9 +84,9 @@ class DevServer:
             await runner.cleanup()
             raise
         self._runner, self._site = runner, site
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        self.host, self.port = host, sockets[0].getsockname()[1] if sockets else port
+        # The runner's one site: its bound (host, port, ...) tells the port 0 picked.
+        addresses = runner.addresses
+        self.host, self.port = host, addresses[0][1] if addresses else port
         return self.url
 
     @property
@@ -165,8 +165,8 @@ class ThreadedDevServer:
             try:
                 started.set_result(loop.run_until_complete(
                     self.server.start(self._host, self._port)))
-            except BaseException as e:
-                started.set_exception(e)
+            except BaseException as error:
+                started.set_exception(error)
                 loop.close()
                 return
             try:

@@ -26,8 +26,9 @@ def seed(state: State, users: Iterable[SeedUser] = (), channels: Iterable[SeedCh
     for spec in channels:
         if not isinstance(spec, dict) or not spec.get("type") or not spec.get("id"):
             raise input_error("each seeded channel needs a type and an id")
-        members = [m.get("user_id") if isinstance(m, dict) else m
-                   for m in spec.get("members", [])]
+        # A seed is the developer's own input: its member ids are taken as they are.
+        members: list[Any] = [m.get("user_id") if isinstance(m, dict) else m
+                              for m in spec.get("members", [])]
         cid = f"{spec['type']}:{spec['id']}"
         custom = {k: v for k, v in spec.items() if k not in CHANNEL_FIELDS}
         if cid not in state.channels:

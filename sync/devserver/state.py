@@ -12,7 +12,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from chatledger.sync.devserver.models import (
     Channel, Draft, HistoryEntry, Member, Message, Reaction, Read, User,
@@ -257,7 +257,7 @@ class State:
         ids = [v.get("id") if isinstance(v, dict) else v for v in value]
         if not all(isinstance(v, str) and v for v in ids):
             raise input_error("mentioned_users must be a list of user ids")
-        return ids
+        return cast("list[str]", ids)  # each one checked just above
 
     @staticmethod
     def _check_content(text: Any, attachments: Any) -> None:
@@ -268,7 +268,7 @@ class State:
         if len(text) > MAX_TEXT:
             raise input_error(f"message is too long: {len(text)} characters, max {MAX_TEXT}")
 
-    def send_message(self, user_id: str, cid: str, data: dict[str, Any], *,
+    def send_message(self, user_id: str, cid: str, data: object, *,
                      skip_push: bool = False) -> dict[str, Any]:
         if not isinstance(data, dict):
             raise input_error("message must be an object")
@@ -353,8 +353,7 @@ class State:
                                      user=user_obj(self.user(user_id))), channel)
         return {"message": message_obj(self, message, user_id)}
 
-    def update_message(self, user_id: str, message_id: str, data: dict[str, Any]
-                       ) -> dict[str, Any]:
+    def update_message(self, user_id: str, message_id: str, data: object) -> dict[str, Any]:
         """Full replace of text, attachments, mentions and custom data (what `update` means)."""
         if not isinstance(data, dict):
             raise input_error("message must be an object")
@@ -465,7 +464,7 @@ class State:
 
     # -- reactions -------------------------------------------------------------------------------
 
-    def send_reaction(self, user_id: str, message_id: str, data: dict[str, Any], *,
+    def send_reaction(self, user_id: str, message_id: str, data: object, *,
                       enforce_unique: bool = False) -> dict[str, Any]:
         if not isinstance(data, dict) or not isinstance(data.get("type"), str) \
                 or not data["type"]:
@@ -553,7 +552,7 @@ class State:
         self.emit(event, channel)
         return {"event": event}
 
-    def mark_unread(self, user_id: str, cid: str, *, message_id: str) -> dict[str, Any]:
+    def mark_unread(self, user_id: str, cid: str, *, message_id: object) -> dict[str, Any]:
         channel = self.channel(cid)
         if user_id not in channel.members:
             raise not_allowed(f"user '{user_id}' is not a member of '{cid}'")
@@ -580,7 +579,7 @@ class State:
 
     # -- drafts ----------------------------------------------------------------------------------
 
-    def save_draft(self, user_id: str, cid: str, data: dict[str, Any]) -> dict[str, Any]:
+    def save_draft(self, user_id: str, cid: str, data: object) -> dict[str, Any]:
         if not isinstance(data, dict):
             raise input_error("message must be an object")
         channel = self.channel(cid)

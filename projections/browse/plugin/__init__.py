@@ -96,7 +96,7 @@ def prepare_connection(conn: sqlite3.Connection, database: str, datasette: Any) 
 
 @hookimpl
 def canned_queries(datasette: Any, database: str, actor: Any) -> Any:
-    async def inner() -> dict[str, dict[str, str]]:
+    async def inner() -> dict[str, dict[str, str | bool]]:
         if not await _stores.is_store(datasette, database):
             return {}
         return {q.name: q.as_datasette() for q in CANNED_QUERIES}
@@ -146,7 +146,8 @@ def cell_link(datasette: Any, database: str, table: str | None, column: str,
               value: Any) -> Markup | None:
     """The link a cell's value gets, by the column it is in; None when it gets none."""
     if column == "id":
-        column = {"message": "message_id", "command": "command"}.get(ID_MEANS.get(table or ""), "")
+        column = {"message": "message_id", "command": "command"}.get(
+            ID_MEANS.get(table or "", ""), "")
     if not isinstance(value, (str, int)) or value == "":
         return None
     if column in CID_COLUMNS:

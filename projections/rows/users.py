@@ -1,0 +1,86 @@
+"""The one writer of `users`."""
+
+from __future__ import annotations
+
+import apsw
+
+from chatledger.projections import payloads
+from chatledger.projections.rows.values import as_flag
+from chatledger.projections.rowtime import epoch_us
+from chatledger.projections.schema import SLOT_EVENT
+
+__all__ = ["UserRows"]
+
+USERS_REMEMBERED = 100_000
+_MISSING = object()  # a user not remembered yet (None: remembered as not on file)
+
+# The newest time a user object carries (0 for none): it orders the objects of one user.
+_USER_TIME = ("max(coalesce({0}.updated_at, 0), coalesce({0}.last_active, 0), "
+              "coalesce({0}.deleted_at, 0))")
+ON_FILE = ("SELECT name, role, online, banned, last_active, updated_at, deleted_at FROM users "
+           "WHERE id=?")
+UPSERT = (
+    "INSERT INTO users (id, name, role, online, banned, last_active, updated_at, deleted_at, "
+    "position, slot) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT (id) DO UPDATE SET "
+    "name=excluded.name, role=excluded.role, online=excluded.online, "
+    "banned=excluded.banned, last_active=excluded.last_active, "
+    "updated_at=excluded.updated_at, deleted_at=excluded.deleted_at, "
+    "position=excluded.position, slot=excluded.slot "
+    # An older object of the user, delivered late, does not replace a newer one.
+    f"WHERE {_USER_TIME.format('excluded')} = 0 "
+    f"OR {_USER_TIME.format('excluded')} >= {_USER_TIME.format('users')}")
+SET_BANNED = "UPDATE users SET banned=? WHERE id=?"
+
+
+class UserRows:
+    """Writes `users`; remembers rows as on file across appends while no other connection
+    writes: a message carries its author, and most authors are unchanged since the last
+    message."""
+
+    def __init__(self) -> None:
+        self._on_file: dict[str, tuple[object, ...] | None] = {}
+
+    def forget(self) -> None:
+        """Drop the rows remembered (a rollback, a rebuild, another connection's commit)."""
+        self._on_file.clear()
+
+    def remember(self, cursor: apsw.Cursor, user: payloads.User | None, position: int,
+                 slot: int = SLOT_EVENT) -> None:
+        """Upsert a user seen in passing, unless the row on file already says the same (`slot`:
+        where the object is in the entry; see the `users` table)."""
+        if user is None or not user.id:
+            return
+        # Decided by the row on file (remembered only as it is on file): a rebuild must make the
+        # same choice, or `verify` would find the positions differ.
+        on_file = self._on_file.get(user.id, _MISSING)
+        if on_file is _MISSING:
+            on_file = cursor.execute(ON_FILE, (user.id,)).fetchone()
+            self._keep(user.id, on_file)
+        if on_file == (user.name, user.role, as_flag(user.online), as_flag(user.banned),
+                       epoch_us(user.last_active), epoch_us(user.updated_at),
+                       epoch_us(user.deleted_at)):
+            return
+        self.upsert(cursor, user, position, slot=slot)
+
+    def upsert(self, cursor: apsw.Cursor, user: payloads.User, position: int, *,
+               banned: int | None = None, slot: int = SLOT_EVENT) -> None:
+        """File the user object unless the row holds a newer one (`banned`: instead of the
+        object's own flag)."""
+        assert user.id is not None
+        row = (user.name, user.role, as_flag(user.online),
+               banned if banned is not None else as_flag(user.banned), epoch_us(user.last_active),
+               epoch_us(user.updated_at), epoch_us(user.deleted_at))
+        cursor.execute(UPSERT, (user.id, *row, position, slot))
+        if cursor.connection.changes():
+            self._keep(user.id, row)
+        else:
+            self._on_file.pop(user.id, None)  # the row on file stands
+
+    def set_banned(self, cursor: apsw.Cursor, user_id: str, banned: int) -> None:
+        cursor.execute(SET_BANNED, (banned, user_id))
+        self._on_file.pop(user_id, None)
+
+    def _keep(self, user_id: str, row: tuple[object, ...] | None) -> None:
+        if len(self._on_file) >= USERS_REMEMBERED:
+            self._on_file.clear()  # a bound on memory; forgotten rows are read again
+        self._on_file[user_id] = row
