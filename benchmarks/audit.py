@@ -12,7 +12,9 @@ median message (by creation time). Then, `--procs` times, one fresh Python proce
   `log --cid CID --limit 50` prints (target < 100 ms); `log_newest` is what a bare
   `log --cid CID` reads (the newest 101);
 - `asof`: `as_of(store, position=<end>, cids=[cid])` then `.channel(cid)`, what
-  `as-of --position N channel CID` does (target < 300 ms).
+  `as-of --position N channel CID` does (target < 300 ms);
+- `asof_message`: `as_of(store, position=<end>, message_id=...)` of the median message then
+  `.message(...)`, what `as-of --position N message MESSAGE_ID` does (no target of its own).
 
 The cost: the log alone (`EventLog.append_events`, `--batch` per call) ingests `--ingest-events`
 of the same events into a new file with the streams' back-pointers (`stream_links`) and without
@@ -41,7 +43,7 @@ from benchmarks.project import (
 )
 
 TARGETS_MS = {"explain": 100.0, "log50": 100.0, "asof": 300.0}
-MODES = ("explain", "log50", "log_newest", "asof")
+MODES = ("explain", "log50", "log_newest", "asof", "asof_message")
 _KEPT = "audit-benchmark.json"
 _CHANNEL_STREAMS = "SELECT name, head FROM streams WHERE name LIKE '%:%' ORDER BY head, name"
 _MEDIAN_MESSAGE = ("SELECT id FROM messages WHERE cid=? ORDER BY created_at, id LIMIT 1 OFFSET "
@@ -77,6 +79,9 @@ def child_main(argv: list[str]) -> None:
             out["rows"] = len(store.history(cid=cid, limit=50))
         elif mode == "log_newest":
             out["rows"] = len(store.history(cid=cid, limit=101, newest_first=True))
+        elif mode == "asof_message":
+            with as_of(store, position=store.log.max_position(), message_id=message_id) as past:
+                out["rows"] = int(past.message(message_id) is not None)
         else:
             with as_of(store, position=store.log.max_position(), cids=[cid]) as past:
                 state = past.channel(cid)
@@ -265,7 +270,9 @@ def _print_human(r: dict[str, Any]) -> None:
     print(f"median channel {r['cid']}: {r['channel_entries']:,} entries; "
           f"median message {r['message_id']}")
     labels = {"explain": "explain MESSAGE", "log50": "log --cid CID --limit 50",
-              "log_newest": "log --cid CID (newest 100)", "asof": "as-of --position END channel CID"}
+              "log_newest": "log --cid CID (newest 100)",
+              "asof": "as-of --position END channel CID",
+              "asof_message": "as-of --position END message MESSAGE"}
     print(f"{'question':<36}{'rows':>6}{'median ms':>11}{'worst ms':>10}{'target':>9}")
     for mode in MODES:
         target = TARGETS_MS.get(mode)

@@ -56,7 +56,8 @@ def as_of_group(ctx: click.Context, position: int | None, when: str | None) -> N
     ctx.meta["as_of"] = (position, when)
 
 
-def _past(ctx: Context, cids: list[str] | None = None) -> PastStore:
+def _past(ctx: Context, cids: list[str] | None = None,
+          message_id: str | None = None) -> PastStore:
     position, when = click.get_current_context().meta["as_of"]
     if position is None and when is None:
         raise click.UsageError("say when: give --position N or --time T (before the subcommand)")
@@ -67,7 +68,7 @@ def _past(ctx: Context, cids: list[str] | None = None) -> PastStore:
     try:
         with replay_progress("replaying the log") as on_progress:
             return as_of(store, position=position, time=time_us, on_progress=on_progress,
-                         cids=cids)
+                         cids=cids, message_id=message_id)
     except ValueError as error:
         fail(str(error))
 
@@ -133,7 +134,9 @@ def as_of_message(ctx: Context, message_id: str, as_json: bool) -> None:
       chatledger --user alice as-of --time 1d message 3f1c...
     """
     message_id = resolve(ctx, "message", message_id)
-    with _past(ctx) as past:
+    # Only the message's channel's entries are replayed (with the user's and the commands'),
+    # as for `explain`.
+    with _past(ctx, message_id=message_id) as past:
         message = past.message(message_id)
         if message is None:
             fail(f"no message {message_id!r} was stored {_as_of_text(past)}")

@@ -4,9 +4,10 @@ the same stream (channel, or `@user`) is.
 The log has no index by stream (see `schema.events_table`: one would cost every append a page per
 channel of its batch). The audit questions (`log --cid`, `explain`, `as-of ... channel`) must
 still cost what they are about, not the size of the log. So each backend entry gets one small row
-in `stream_links` (position, back): `back` is the distance to the previous entry of its stream, 0
-for the first. Rows are appended in position order, at the end of their B-tree, like the log's;
-the head of each stream (its last position) is kept with its version in `streams` (see
+in `stream_links` (position, back): `back` is the distance to the previous entry of its stream (0
+for the first), times four, plus two bits saying what the entry cannot change (`QUIET`,
+`PROFILE`). Rows are appended in position order, at the end of their B-tree, like the log's; the
+head of each stream (its last position) is kept with its version in `streams` (see
 `streams.StreamHeads`). From the head, the chain gives every position of a stream in one
 recursive query that reads only that stream's link rows.
 
@@ -24,17 +25,33 @@ import apsw
 
 LINKS_TABLE = """CREATE TABLE IF NOT EXISTS stream_links (
     position INTEGER PRIMARY KEY,   -- the entry's log position (its rowid in the log)
-    back INTEGER NOT NULL           -- 2 x (position minus the previous position of its stream;
-                                    -- 0 for the first) + 1 for a quiet entry (QUIET_TOPICS)
+    back INTEGER NOT NULL           -- 4 x (position minus the previous position of its stream;
+                                    -- 0 for the first) + its kind's bits (QUIET, PROFILE)
 )"""
-# Kinds of entries that change no message, its reactions or its channel, and name none: who is
-# online, a user's profile, reads, typing, the connection's health. `explain` leaves them unread
-# (the low bit of `back` says which they are, at no cost in space: SQLite stores small integers
-# in one or two bytes either way). They are many in the user's own stream (`@user`).
-QUIET_TOPICS = frozenset({
-    "user.presence.changed", "user.updated", "message.read", "notification.mark_read",
-    "health.check", "typing.start", "typing.stop", "user.watching.start", "user.watching.stop",
+# Two bits of `back` say what an entry cannot change, so that a reader leaves it unread (at no
+# cost in space: SQLite stores the integers of a 1,000,000-entry log in one or two bytes either
+# way). They are many in the user's own stream (`@user`): presence, profiles and reads.
+#
+# QUIET: kinds that change no message or its reactions, and name none: who is
+# online, a user's profile, reads, typing, the connection's health. `explain` leaves them out.
+QUIET = 1
+# PROFILE: kinds that change nothing a channel's state shows either (`as-of ... channel`): they
+# write only the `users` row of the user they carry (`Projector._user_event`), or nothing at all
+# (typing and watching are ephemeral). Reads and health checks are not among them: a read
+# changes the channel's reads and unread count, a health check the own mutes (which hide a
+# channel). Each of these is QUIET too.
+PROFILE = 2
+PROFILE_TOPICS = frozenset({
+    "user.presence.changed", "user.updated", "typing.start", "typing.stop",
+    "user.watching.start", "user.watching.stop",
 })
+QUIET_TOPICS = PROFILE_TOPICS | frozenset({
+    "message.read", "notification.mark_read", "health.check",
+})
+# The bits of each kind that has any (the rest: none).
+KIND_BITS = {topic: QUIET | (PROFILE if topic in PROFILE_TOPICS else 0) for topic in QUIET_TOPICS}
+# How far `back` is shifted to leave room for the bits.
+BITS = 2
 LINKS_TABLE_NAME = "stream_links"
 # Set (to the last position linked) while an upgrade computes the links; gone when they are whole.
 META_LINKS_PENDING = "links_pending"
@@ -59,7 +76,7 @@ _TAIL_HEAD = "SELECT MAX(rowid) FROM {schema}{table} WHERE rowid > ? AND origina
 _CHAIN = ("WITH RECURSIVE chain(p, back) AS ("
           "SELECT position, back FROM {schema}stream_links WHERE position = ?1 UNION ALL "
           "SELECT l.position, l.back FROM chain JOIN {schema}stream_links AS l "
-          "ON l.position = chain.p - (chain.back >> 1) WHERE chain.back >= 2) "
+          "ON l.position = chain.p - (chain.back >> 2) WHERE chain.back >= 4) "
           "SELECT p, back FROM chain")
 _HAS_TABLE = "SELECT 1 FROM {schema}sqlite_schema WHERE type='table' AND name='stream_links'"
 
@@ -75,11 +92,11 @@ def link(
     out: list[tuple[int, int]] = []
     append = out.append
     get = last.get
-    quiet = QUIET_TOPICS
+    bits_of = KIND_BITS.get
     for position, stream, topic in zip(positions, streams, topics):
         previous = get(stream)
-        append((position, (0 if previous is None else (position - previous) << 1)
-                | (topic in quiet)))
+        append((position, (0 if previous is None else (position - previous) << BITS)
+                | bits_of(topic, 0)))
         last[stream] = position
     return out
 
@@ -152,13 +169,13 @@ def relink(c: apsw.Cursor, table: str) -> None:
 
 def stream_positions(
     c: apsw.Cursor, table: str, stream: str, *, upto: int | None = None, schema: str = "",
-    quiet: bool = True,
+    leave_out: int = 0,
 ) -> list[int] | None:
     """Every position of a backend stream, oldest first (at most `upto` when given), read from
     its links; [] for a stream no backend entry has (a command's stream, or none at all); None
     when the links cannot answer (an older file, an upgrade still computing them), and the
     caller scans the log instead. `schema` prefixes the tables ("live." for an attached file).
-    `quiet=False` leaves out the entries of `QUIET_TOPICS`."""
+    `leave_out`: bits (`QUIET`, `PROFILE`); the entries with any of them are left out."""
     # fetchall throughout: no statement is left open on the caller's connection (one would
     # lock its tables against a DROP of a scratch table on the same connection).
     if not c.execute(_HAS_TABLE.format(schema=schema)).fetchall():
@@ -177,7 +194,7 @@ def stream_positions(
     if not head:
         return []
     chain = c.execute(_CHAIN.format(schema=schema), (head,)).fetchall()
-    positions = [_whole(p) for p, back in chain if quiet or not _whole(back) & 1]
+    positions = [_whole(p) for p, back in chain if not _whole(back) & leave_out]
     positions.reverse()
     if upto is not None and positions and positions[-1] > upto:
         positions = [p for p in positions if p <= upto]
@@ -203,6 +220,7 @@ def mark_pending(c: apsw.Cursor, linked_up_to: int) -> None:
 
 
 __all__ = [
-    "INSERT_LINKS", "LINKS_TABLE", "LINKS_TABLE_NAME", "META_LINKS_PENDING", "finish_links", "link",
-    "mark_pending", "pending", "relink", "stream_positions",
+    "INSERT_LINKS", "LINKS_TABLE", "LINKS_TABLE_NAME", "META_LINKS_PENDING", "PROFILE",
+    "PROFILE_TOPICS", "QUIET", "QUIET_TOPICS", "finish_links", "link", "mark_pending", "pending",
+    "relink", "stream_positions",
 ]

@@ -391,10 +391,11 @@ class AsyncChatStore:
 
     def as_of(
         self, *, position: int | None = None, time: TimeLike | None = None,
-        cids: Sequence[str] | None = None,
+        cids: Sequence[str] | None = None, message_id: str | None = None,
     ) -> asyncio.Future[PastStore]:
         """`ChatStore.as_of`, in the read pool."""
-        return self._read(self.store.as_of, position=position, time=time, cids=cids)
+        return self._read(self.store.as_of, position=position, time=time, cids=cids,
+                          message_id=message_id)
 
     def backup(
         self,

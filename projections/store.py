@@ -515,16 +515,18 @@ class ChatStore(ActionsMixin, ReadAPI):
 
     def as_of(
         self, *, position: int | None = None, time: TimeLike | None = None,
-        cids: Sequence[str] | None = None,
+        cids: Sequence[str] | None = None, message_id: str | None = None,
     ) -> PastStore:
         """The read tables as of a log position or a time, read-only: a `PastStore` with the
         read methods of this class. Close it when done. `time` takes the forms `history`'s
         `since` takes (an aware datetime, RFC 3339, an age, epoch microseconds). `cids`: only
-        these channels will be asked about, and only their entries are replayed (see
+        these channels will be asked about, and only their entries are replayed; `message_id`:
+        only this message, and only its channel's entries are replayed (see
         `history.as_of`)."""
         from chatledger.projections.history import as_of
 
-        return as_of(self, position=position, time=optional_micros(time), cids=cids)
+        return as_of(self, position=position, time=optional_micros(time), cids=cids,
+                     message_id=message_id)
 
     def explain(self, message_id: str, *, unchanged: bool = False) -> list[Explanation]:
         """Every log entry that changed a message, oldest first, with what it changed."""

@@ -71,6 +71,13 @@ def _op(kind: str, cid: str, mid: str, parent: str, n: int) -> list[bytes]:
         return [event("user.messages.deleted", cid=None, at=at(n), user=user("bob"))]
     if kind == "presence":
         return [event("user.presence.changed", cid=None, at=at(n), user=user("carol"))]
+    if kind == "profile":  # the author's profile: only the users table
+        return [event("user.updated", cid=None, at=at(n),
+                      user={**user("bob"), "name": f"Bob {n}", "updated_at": at(n)})]
+    if kind == "typing":
+        return [event("typing.start", cid=cid, at=at(n), user=user("bob"))]
+    if kind == "mark_all":  # every channel read, from the user's stream
+        return [event("notification.mark_read", cid=None, at=at(n), user=user("alice"))]
     if kind == "read":
         return [event("message.read", cid=cid, at=at(n), user=user("alice"),
                       last_read_message_id=mid)]
@@ -91,7 +98,7 @@ def _op(kind: str, cid: str, mid: str, parent: str, n: int) -> list[bytes]:
 
 KINDS = ["new", "new", "new", "reply", "edit", "soft", "hard", "react", "unreact", "truncate",
          "hide", "user_deleted", "presence", "read", "updated", "query", "batch", "send",
-         "local_edit", "local_react"]
+         "local_edit", "local_react", "profile", "typing", "mark_all"]
 ops = st.lists(st.tuples(st.sampled_from(KINDS), st.sampled_from([A, B]), st.sampled_from(IDS),
                          st.sampled_from(["1", "2", "3"])), min_size=1, max_size=30)
 
@@ -99,7 +106,8 @@ ops = st.lists(st.tuples(st.sampled_from(KINDS), st.sampled_from([A, B]), st.sam
 def build(tmp_path: Path, steps: list[tuple[str, str, str, str]]) -> ChatStore:
     store = ChatStore.open(tmp_path, "alice")
     for n, (kind, cid, mid, parent) in enumerate(steps, start=1):
-        if kind not in ("truncate", "hide", "updated", "query", "user_deleted", "presence"):
+        if kind not in ("truncate", "hide", "updated", "query", "user_deleted", "presence",
+                        "profile", "typing", "mark_all"):
             cid = channel_of(mid)
         # A reply's parent is in its channel.
         batch = _op(kind, cid, mid, mid[0] + parent[-1], n)
@@ -148,6 +156,10 @@ def answers(store: ChatStore, positions: list[int]) -> dict[str, Any]:
                 out[f"as-of {position} {cid}"] = (
                     past.channel(cid, messages=50), past.messages(cid, limit=50),
                     [past.message(m) for m in IDS])
+        for mid in [*IDS, "nope"]:
+            with as_of(store, position=position, message_id=mid) as past:
+                out[f"as-of {position} message {mid}"] = (
+                    past.message(mid), past.reactions(mid), past.thread(mid))
     return out
 
 
@@ -159,7 +171,7 @@ def scoped_answers_equal_full_ones(store: ChatStore) -> None:
         scanned = answers(store, positions)
     assert scoped.keys() == scanned.keys()
     for key in scoped:
-        if key.startswith("as-of"):
+        if key.startswith("as-of") and " message " not in key:
             # The whole replay's store: what it says of the channel asked about.
             position, cid = key.split()[1], key.split()[2]
             with as_of(store, position=int(position)) as past:
@@ -207,6 +219,9 @@ def test_explain_and_log_read_only_the_channel(tmp_path: Path, monkeypatch: pyte
         assert [e.note for e in explain(store, "a1")][:2] == ["stored", "edited"]
         with as_of(store, position=10, cids=[A]) as past:
             assert past.channel(A) is not None and past.cids == (A,)
+        with as_of(store, position=10, message_id="a1") as past:
+            message_then = past.message("a1")
+            assert message_then is not None and message_then.cid == A and past.cids == (A,)
         entries = store.history(cid=A, limit=50)
         assert {e.stream for e in entries} == {A} and len(entries) == 10
 
@@ -222,7 +237,9 @@ def expected_links(path: Path) -> tuple[list[tuple[int, int]], dict[str, int]]:
             "SELECT rowid, originator_id, topic FROM stored_events WHERE source != 0 "
             "ORDER BY rowid"):
         back = position - last[stream] if stream in last else 0
-        rows.append((position, back * 2 + (topic in links.QUIET_TOPICS)))
+        bits = ((topic in links.QUIET_TOPICS) * links.QUIET
+                + (topic in links.PROFILE_TOPICS) * links.PROFILE)
+        rows.append((position, back * 4 + bits))
         last[stream] = position
     connection.close()
     return rows, last

@@ -4,6 +4,7 @@ it is; with their commands."""
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -144,6 +145,46 @@ def test_a_clock_that_went_back_follows_the_definition(store: ChatStore) -> None
     assert position_at(store, 100) == second and first < second
     with store.as_of(time=60) as past:
         assert [m.id for m in past.messages(A)] == ["x1", "x2"]
+
+
+def test_a_time_is_found_at_the_definitions_position_whatever_the_clock_did() -> None:
+    """Arrival times in any order (a clock set back, times an importer gave): the position of a
+    time is the highest one received at or before it, as a scan of every entry says."""
+    rng = random.Random(7)
+    with memory_store() as store:
+        received: list[tuple[int, int]] = []
+        for n in range(60):
+            when = rng.choice([rng.randrange(1_000), n * 20])
+            received.append((ingest(store, [event("message.new", message=message(f"t{n}"))],
+                                    received_at=when), when))
+        for moment in [-1, 0, *range(0, 1_300, 17), *(when for _, when in received)]:
+            assert position_at(store, moment) == max(
+                (p for p, when in received if when <= moment), default=0), moment
+
+
+def test_a_recent_time_reads_the_end_of_the_log_not_all_of_it() -> None:
+    """Finding the position of a time reads backwards from the end: a time near the end costs
+    a small part of what a time near the start does (counted in SQLite's steps)."""
+    with memory_store() as store:
+        for n in range(40):
+            store.log.append_events([event("message.new", message=message(f"r{n}-{k}"))
+                                     for k in range(50)], received_at=1_000 + n)
+        steps = [0]
+
+        def count() -> bool:
+            steps[0] += 1
+            return False
+
+        def steps_for(moment: int) -> int:
+            steps[0] = 0
+            store.log.datastore.writer.set_progress_handler(count, 10)
+            try:
+                assert position_at(store, moment) == (moment - 999) * 50
+            finally:
+                store.log.datastore.writer.set_progress_handler(None)
+            return steps[0]
+
+        assert steps_for(1_038) * 10 < steps_for(1_001)
 
 
 def test_as_of_compressed_payloads_and_after_more_appends(tmp_path: Path) -> None:
