@@ -77,8 +77,9 @@ def drop_tables(cursor: apsw.Cursor, schema: str = "main") -> None:
 
 
 @contextmanager
-def _collector_paused() -> Iterator[None]:
-    # Replays build many short-lived objects; the cyclic collector only slows them down.
+def collector_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector for a replay (rebuild, verify, as-of, explain): replays
+    build many short-lived objects, and the collector only slows them down."""
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -188,7 +189,7 @@ class Projections:
         """Replay the whole log into fresh tables, in one transaction; returns the position."""
         log = self.log
         self.projector.forget_cache()
-        with _collector_paused(), log.datastore.transaction(commit=True) as cursor:
+        with collector_paused(), log.datastore.transaction(commit=True) as cursor:
             drop_tables(cursor)
             create_tables(cursor, with_indexes=False)
             position = replay(cursor, cursor, log.recorder.events_table_name, log.datastore.codec,
@@ -202,7 +203,7 @@ class Projections:
     def catch_up(self, on_progress: ProgressCallback | None = None) -> int:
         """Apply the entries appended since the tables' position."""
         log = self.log
-        with _collector_paused(), log.datastore.transaction(commit=True) as cursor:
+        with collector_paused(), log.datastore.transaction(commit=True) as cursor:
             after = log.recorder.max_tracking_id_in(cursor, TRACKING_NAME) or 0
             position = replay(cursor, cursor, log.recorder.events_table_name, log.datastore.codec,
                               self.projector, after=after, on_progress=on_progress)
@@ -225,7 +226,7 @@ class Projections:
             target = shadow.cursor()
             create_tables(target, with_indexes=False)
             projector = Projector(self.own_user_id)
-            with _collector_paused():
+            with collector_paused():
                 if log.datastore.path is None:  # an in-memory store: compare in Python
                     return self._verify_in_memory(shadow, projector, on_progress)
                 target.execute(_ATTACH_LIVE,

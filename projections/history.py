@@ -24,7 +24,6 @@ log says.
 
 from __future__ import annotations
 
-import gc
 import json
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -44,7 +43,8 @@ from chatledger.eventstore.log import EventLog, StoreError
 from chatledger.eventstore.schema import Source, events_table
 from chatledger.projections.item import Item
 from chatledger.projections.projector import Projector
-from chatledger.projections.engine import ProgressCallback, create_tables, drop_tables, replay
+from chatledger.projections.engine import (
+    ProgressCallback, collector_paused, create_tables, drop_tables, replay)
 from chatledger.projections.queries import ReadAPI, ReadModel
 from chatledger.projections.schema import INDEXES, SLOT_EVENT, SLOT_PINNED_BASE, SLOT_RESPONSE
 
@@ -121,18 +121,6 @@ def _reading(store: HasLog, scratch: apsw.Connection) -> Iterator[tuple[apsw.Cur
             target.execute("ROLLBACK")
             raise
         target.execute("COMMIT")
-
-
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    # Replays build many short-lived objects; the cyclic collector only slows them down.
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _max_position(source: apsw.Cursor, table: str) -> int:
@@ -284,7 +272,7 @@ def as_of(
             while True:
                 create_tables(target, with_indexes=False)
                 scope = None if asked is None else _scope(source, table, asked, position)
-                with _collector_paused():
+                with collector_paused():
                     if scope is None:
                         replay(source, target, table, codec, Projector(store.user_id),
                                upto=position, on_progress=on_progress)
@@ -702,7 +690,7 @@ def explain(store: HasLog, message_id: str, *, unchanged: bool = False) -> list[
             streams.add(ingest.USER_STREAM)
             while True:
                 create_tables(target, with_indexes=False)
-                with _collector_paused():
+                with collector_paused():
                     explained, filed_under = _replay_message(
                         target, _Objects(source, table, codec), reader.rows(streams),
                         store.user_id, message_id, named, unchanged, reader.relevant)
