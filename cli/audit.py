@@ -29,7 +29,7 @@ from chatledger.cli.reading import (
     print_message,
 )
 from chatledger.cli.render import Column, emit_table, format_options, output_format
-from chatledger.projections.history import Explanation, PastStore, as_of
+from chatledger import Explanation, PastStore
 
 # -- as-of ------------------------------------------------------------------------------------------
 
@@ -66,8 +66,8 @@ def _past(ctx: Context, cids: list[str] | None = None) -> PastStore:
     store = ctx.store(create=False)
     try:
         with replay_progress("replaying the log") as on_progress:
-            return as_of(store, position=position, time=time_us, on_progress=on_progress,
-                         cids=cids)
+            return store.as_of(position=position, time=time_us, on_progress=on_progress,
+                               cids=cids)
     except ValueError as error:
         fail(str(error))
 

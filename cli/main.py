@@ -33,10 +33,8 @@ from chatledger.cli.reading import channels_command, show_group
 from chatledger.cli.sealing import head_command, rekey_command
 from chatledger.cli.sync import sync_command
 from chatledger.cli.tables import rebuild_command, verify_command
-from chatledger.eventstore.log import StoreError
-from chatledger.eventstore.userfiles import UserIdError
-from chatledger.eventstore.wire import WireError
-from chatledger.projections.store import default_data_dir
+from chatledger import default_data_dir
+from chatledger.errors import StoreError, UserIdError, WireError
 
 
 _ARGV_KEY = "chatledger.argv"
