@@ -88,7 +88,9 @@ class ChatStore(ActionsMixin, ReadAPI):
     ) -> None:
         # The parts are private: applications (and the CLI) use the methods below. Three stay
         # reachable as documented read-only properties (`log`, `read`, `outbox`), because the
-        # user docs show them and the sync layer drives the outbox through its own API.
+        # user docs show them and the sync layer drives the outbox through its own API. (The
+        # mixins declare them as plain attributes, the names their methods use: PastStore
+        # assigns its `read`; hence the `override` ignores on the properties.)
         self._log = log
         self.user_id = user_id
         self._projections = Projections(log, user_id)
@@ -101,20 +103,20 @@ class ChatStore(ActionsMixin, ReadAPI):
         self._ids = IdLookup(log.datastore)
 
     @property
-    def log(self) -> EventLog:
+    def log(self) -> EventLog:  # type: ignore[override]
         """The store's `EventLog` (docs/python-api.md, "EventLog"): for append listeners,
         checkpoints and the other log-level tools an application may want. Everyday work needs
         only this class's methods."""
         return self._log
 
     @property
-    def read(self) -> ReadModel:
+    def read(self) -> ReadModel:  # type: ignore[override]
         """The read tables' query object, for the functions that take one
         (`chatledger.projections.export.iter_export`)."""
         return self._read_model
 
     @property
-    def outbox(self) -> Outbox:
+    def outbox(self) -> Outbox:  # type: ignore[override]
         """The local commands (docs/actions.md): `pending()`, `list()`, `conflicts()`,
         `get(id)`, `retry(id)`, `cancel(id)`, and the calls the replayer records outcomes
         with. Public because the sync layer (`Replayer`, `SyncClient`) and applications that
