@@ -12,10 +12,10 @@ from contextlib import contextmanager
 
 import click
 
+from chatledger import IdKind
 from chatledger.cli.context import Context, fail, pass_context
 from chatledger.cli.names import CID, MESSAGE_ID, not_stored, resolve
 from chatledger.cli.output import MAX_INT, echo_json
-from chatledger import IdKind
 from chatledger.errors import UnknownTarget
 
 

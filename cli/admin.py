@@ -8,10 +8,10 @@ import click
 import msgspec
 from rich.table import Table
 
+from chatledger import ChatStore
 from chatledger.cli.context import Context, fail, missing_store_message, pass_context
 from chatledger.cli.output import MAX_INT, console, echo_json, format_time, iso_time, shown
 from chatledger.cli.render import Column, emit_table, format_options, output_format
-from chatledger import ChatStore
 
 
 @click.command("stats")

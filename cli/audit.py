@@ -8,6 +8,7 @@ from typing import Any
 import click
 import msgspec
 
+from chatledger import Explanation, PastStore
 from chatledger.cli.context import Context, fail, pass_context
 from chatledger.cli.output import (
     MAX_INT,
@@ -29,7 +30,6 @@ from chatledger.cli.reading import (
     print_message,
 )
 from chatledger.cli.render import Column, emit_table, format_options, output_format
-from chatledger import Explanation, PastStore
 
 # -- as-of ------------------------------------------------------------------------------------------
 

@@ -8,9 +8,9 @@ from typing import BinaryIO
 import click
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
+from chatledger import IMPORT_KINDS, ImportReport
 from chatledger.cli.context import Context, Interrupted, fail, pass_context
 from chatledger.cli.output import console, echo_json, escape_controls
-from chatledger import IMPORT_KINDS, ImportReport
 from chatledger.errors import AlreadyImported, ImportInterrupted, ImportStopped, NothingToResume
 
 # Below this size a progress bar would only flicker.

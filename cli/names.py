@@ -9,8 +9,8 @@ from typing import Any
 import click
 from click.shell_completion import CompletionItem
 
-from chatledger.cli.context import Context, fail
 from chatledger import ChatStore, IdKind, default_data_dir
+from chatledger.cli.context import Context, fail
 from chatledger.errors import AmbiguousId
 
 _COMPLETIONS = 50

@@ -7,6 +7,7 @@ from typing import Any
 import click
 import msgspec
 
+from chatledger import ChannelState, StoredMessage
 from chatledger.cli.context import Context, fail, pass_context
 from chatledger.cli.names import CID, MESSAGE_ID, StoredId, not_stored, resolve
 from chatledger.cli.output import (
@@ -19,7 +20,6 @@ from chatledger.cli.output import (
     stored_json,
 )
 from chatledger.cli.render import Column, emit_table, format_options, output_format
-from chatledger import ChannelState, StoredMessage
 
 
 def _json_option(value: str | None, name: str) -> Any:

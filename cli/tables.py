@@ -6,10 +6,10 @@ import apsw
 import click
 from eventsourcing.persistence import PersistenceError
 
+from chatledger import ChatStore, Damage
 from chatledger.cli.context import Context, DamagedFile, fail, is_corruption, pass_context
 from chatledger.cli.output import MAX_INT, echo_json
 from chatledger.cli.progress import replay_progress
-from chatledger import ChatStore, Damage
 from chatledger.errors import StoreError
 
 
