@@ -20,14 +20,25 @@ from chatledger.errors import (
     StoreError, TimedOut, UnknownCommand, UnknownMessage, UnknownTarget, UnusableAnswer,
     UserIdError, WireError, WriteLockTimeout, WriterClosed,
 )
+from chatledger.eventstore.importer import KINDS as IMPORT_KINDS
+from chatledger.eventstore.importer import ImportReport
+from chatledger.eventstore.importer import Kind as ImportKind
+from chatledger.eventstore.ingest import MAX_RESPONSE_BYTES
+from chatledger.eventstore.log import AppendResult, Damage, LogEntry
+from chatledger.eventstore.seal import ChainReport
+from chatledger.eventstore.userfiles import StoreFile
 from chatledger.projections.aio_store import AsyncChatStore
+from chatledger.projections.engine import Difference
+from chatledger.projections.history import Explanation, PastStore
+from chatledger.projections.ids import IdKind
+from chatledger.projections.outbox import CommandEvent, CommandInfo, PendingCommand
 from chatledger.projections.results import (
     ChannelMute, ChannelState, ChannelSummary, ConnectionInfo, QuarantineEntry, ResultRow,
     StoreStats, StoredDraft, StoredMember, StoredMessage, StoredPoll, StoredRead, StoredReaction,
     StoredReminder, StoredThread, StoredUser, ThreadRead, UnprojectedEntry, UnreadCounts,
     UserMute,
 )
-from chatledger.projections.store import ChatStore
+from chatledger.projections.store import ChatStore, default_data_dir
 
 if TYPE_CHECKING:
     from chatledger.sync import archive
@@ -68,6 +79,10 @@ __all__ = [
     "StoredReaction", "UnreadCounts", "StoredUser", "StoredDraft", "StoredPoll", "StoredThread",
     "ThreadRead", "StoredReminder", "UserMute", "ChannelMute", "ConnectionInfo",
     "UnprojectedEntry", "QuarantineEntry", "StoreStats", "ResultRow",
+    # what the other ChatStore methods return or take
+    "default_data_dir", "LogEntry", "AppendResult", "Damage", "StoreFile", "ImportReport",
+    "ImportKind", "IMPORT_KINDS", "MAX_RESPONSE_BYTES", "IdKind", "ChainReport", "Difference",
+    "Explanation", "PastStore", "PendingCommand", "CommandInfo", "CommandEvent",
     "Backend", "StreamBackend", "SyncClient", "SyncReport", "ReplayReport", "Outcome", "archive",
     # the errors (chatledger.errors has the tree)
     "ChatledgerError", "StoreError", "KeyRequired", "DestinationExists", "WriterClosed",

@@ -1,4 +1,4 @@
-"""A seeded generator of a realistic Stream Chat workload, shaped after `WIRE.md`.
+"""A seeded generator of a realistic Stream Chat workload, shaped after docs/wire.md.
 
 Everything here is generated from a `random.Random(seed)`: the same arguments give the same bytes on
 every run and machine (same Python minor version). Nothing is copied from Stream's SDKs or fixtures.

@@ -12,11 +12,11 @@ from contextlib import contextmanager
 
 import click
 
+from chatledger import IdKind
 from chatledger.cli.context import Context, fail, pass_context
 from chatledger.cli.names import CID, MESSAGE_ID, not_stored, resolve
 from chatledger.cli.output import MAX_INT, echo_json
-from chatledger.projections.actions import UnknownTarget
-from chatledger.projections.ids import IdKind
+from chatledger.errors import UnknownTarget
 
 
 def _done(ctx: Context, command_id: str, as_json: bool, what: str) -> None:

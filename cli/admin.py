@@ -8,11 +8,10 @@ import click
 import msgspec
 from rich.table import Table
 
+from chatledger import ChatStore
 from chatledger.cli.context import Context, fail, missing_store_message, pass_context
 from chatledger.cli.output import MAX_INT, console, echo_json, format_time, iso_time, shown
 from chatledger.cli.render import Column, emit_table, format_options, output_format
-from chatledger.eventstore.userfiles import store_files, user_db_path
-from chatledger.projections.store import ChatStore
 
 
 @click.command("stats")
@@ -164,8 +163,8 @@ def flush_command(ctx: Context, yes: bool) -> None:
       chatledger --user alice flush --yes
     """
     user = ctx.require_user()
-    path = user_db_path(ctx.data_dir, user)
-    if not store_files(path):  # any of its files: a flush killed half-way left some
+    path = ChatStore.store_file(ctx.data_dir, user)
+    if not ChatStore.store_files(ctx.data_dir, user):  # any of its files: a flush killed half-way left some
         fail(missing_store_message(ctx.data_dir, user))
     if not yes:
         click.confirm(f"Delete the store of {user!r} ({path})?", abort=True)

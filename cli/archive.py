@@ -26,7 +26,7 @@ _SCHEMA_ENV = "CHATLEDGER_ARCHIVE_SCHEMA"
 
 def _archive() -> ModuleType:
     try:
-        from chatledger.sync import archive
+        from chatledger import archive
     except ImportError as error:
         fail(f"the archive needs psycopg ({error}): pip install 'chatledger[archive]'")
     return archive

@@ -8,6 +8,7 @@ from typing import Any
 import click
 import msgspec
 
+from chatledger import Explanation, PastStore
 from chatledger.cli.context import Context, fail, pass_context
 from chatledger.cli.output import (
     MAX_INT,
@@ -29,7 +30,6 @@ from chatledger.cli.reading import (
     print_message,
 )
 from chatledger.cli.render import Column, emit_table, format_options, output_format
-from chatledger.projections.history import Explanation, PastStore, as_of
 
 # -- as-of ------------------------------------------------------------------------------------------
 
@@ -67,8 +67,8 @@ def _past(ctx: Context, cids: list[str] | None = None,
     store = ctx.store(create=False)
     try:
         with replay_progress("replaying the log") as on_progress:
-            return as_of(store, position=position, time=time_us, on_progress=on_progress,
-                         cids=cids, message_id=message_id)
+            return store.as_of(position=position, time=time_us, on_progress=on_progress,
+                               cids=cids, message_id=message_id)
     except ValueError as error:
         fail(str(error))
 

@@ -11,9 +11,9 @@ from typing import Any, NoReturn, TypeVar
 import apsw
 import click
 
+from chatledger import ChatStore
 from chatledger.eventstore import seal
-from chatledger.eventstore.log import KeyRequired
-from chatledger.projections.store import ChatStore
+from chatledger.errors import KeyRequired
 
 T = TypeVar("T")
 
@@ -61,15 +61,11 @@ class Context:
 
     def store_path(self) -> Path | None:
         """The file of the user's store, when a user is given."""
-        from chatledger.eventstore.userfiles import user_db_path
-
-        return user_db_path(self.data_dir, self.user) if self.user else None
+        return ChatStore.store_file(self.data_dir, self.user) if self.user else None
 
     def store_exists(self) -> bool:
         """Whether the user's store file is there (before `store()` may create it)."""
-        from chatledger.eventstore.userfiles import user_db_path
-
-        return user_db_path(self.data_dir, self.require_user()).exists()
+        return ChatStore.store_file(self.data_dir, self.require_user()).exists()
 
     def _check_store_is_there(self) -> None:
         """A missing store, said with what is there instead: a data directory that does not

@@ -11,10 +11,10 @@ import click
 import msgspec
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+from chatledger import MAX_RESPONSE_BYTES
 from chatledger.cli.context import Context, fail, pass_context
 from chatledger.cli.output import MAX_INT, console, echo_json
-from chatledger.eventstore.backup import DestinationExists
-from chatledger.eventstore.ingest import MAX_RESPONSE_BYTES
+from chatledger.errors import DestinationExists
 
 # Below this many pages (64 MiB of 4 KiB pages) a backup takes well under a second.
 _PROGRESS_MIN_PAGES = 16_384

@@ -50,7 +50,7 @@ def demo_command(click_ctx: click.Context) -> None:
       chatledger demo
       chatledger --data-dir ./chatledger-demo --user alice outbox --all
     """
-    from chatledger.projections.store import ChatStore
+    from chatledger import ChatStore
     from chatledger.sync.demo import run_demo
 
     data_dir, user = _demo_target(click_ctx)
@@ -58,7 +58,7 @@ def demo_command(click_ctx: click.Context) -> None:
     out = console()
     out.rule("[bold]chatledger demo")
     store = ChatStore.open(data_dir, user)
-    store.log.set_meta(_MARK, "chatledger demo")
+    store.set_note(_MARK, "chatledger demo")
     try:
         result = asyncio.run(run_demo(store, lambda line: out.print(f"[green]•[/green] {line}"),
                                       user=user))
@@ -95,18 +95,17 @@ def demo_command(click_ctx: click.Context) -> None:
 
 def _replace_previous_demo(data_dir: Path, user: str) -> None:
     """Remove the store a previous demo left; refuse to touch one the demo did not make."""
-    from chatledger.eventstore.log import EventLog
-    from chatledger.eventstore.userfiles import user_db_path
-    from chatledger.projections.store import ChatStore
+    from chatledger import ChatStore
+    from chatledger.errors import StoreError
 
-    path = user_db_path(data_dir, user)
+    path = ChatStore.store_file(data_dir, user)
     if not path.exists():
         return
-    log = EventLog.open(path)
     try:
-        made_by = log.get_meta(_MARK)
-    finally:
-        log.close()
+        with ChatStore.open_file(path) as previous:
+            made_by = previous.note(_MARK)
+    except StoreError:  # sealed, damaged, or no store at all: not the demo's
+        made_by = None
     if made_by != "chatledger demo":
         fail(f"{path} holds a store the demo did not make; give the demo another --data-dir")
     ChatStore.flush_user(data_dir, user)

@@ -48,16 +48,15 @@ def diff_command(ctx: Context, base_url: str, api_key: str, token: str, cids: tu
       chatledger --user alice diff --base-url http://127.0.0.1:4400 --api-key devkey --token $T
       chatledger --user alice diff --cid messaging:general --messages 100 --json
     """
-    from chatledger.sync.backend import BackendError
-    from chatledger.sync.client import SyncClient
+    from chatledger import StreamBackend, SyncClient
+    from chatledger.errors import BackendError
     from chatledger.sync.diff import mismatch_dict
     from chatledger.sync.http import redact
-    from chatledger.sync.stream import StreamBackend
 
     def clean(text: str) -> str:
         return redact(text, [token, api_key])
 
-    from chatledger.eventstore.log import StoreError
+    from chatledger.errors import StoreError
 
     user = ctx.require_user()
     try:

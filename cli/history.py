@@ -8,11 +8,11 @@ from typing import Any
 import click
 import msgspec
 
+from chatledger import LogEntry
 from chatledger.cli.context import Context, pass_context
 from chatledger.cli.names import CID
 from chatledger.cli.output import MAX_INT, echo_json, iso_time, parse_when, stored_json
 from chatledger.cli.render import Column, emit_table, format_options, output_format
-from chatledger.eventstore.log import LogEntry
 from chatledger.eventstore.wire import repair_utf8
 
 

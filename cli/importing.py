@@ -8,16 +8,10 @@ from typing import BinaryIO
 import click
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
+from chatledger import IMPORT_KINDS, ImportReport
 from chatledger.cli.context import Context, Interrupted, fail, pass_context
 from chatledger.cli.output import console, echo_json, escape_controls
-from chatledger.eventstore.importer import (
-    KINDS,
-    AlreadyImported,
-    ImportInterrupted,
-    ImportReport,
-    ImportStopped,
-    NothingToResume,
-)
+from chatledger.errors import AlreadyImported, ImportInterrupted, ImportStopped, NothingToResume
 
 # Below this size a progress bar would only flicker.
 _PROGRESS_MIN_BYTES = 4 * 1024 * 1024
@@ -27,7 +21,7 @@ _PROGRESS_MIN_BYTES = 4 * 1024 * 1024
 @click.argument("file", type=click.File("rb"), default="-")
 @click.option(
     "--kind",
-    type=click.Choice(KINDS),
+    type=click.Choice(IMPORT_KINDS),
     default="auto",
     show_default=True,
     help="What the file holds: JSON lines of events, or one query-channels, sync or channel "

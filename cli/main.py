@@ -12,6 +12,7 @@ import apsw
 import click
 from eventsourcing.persistence import PersistenceError
 
+from chatledger import default_data_dir
 from chatledger.cli.actions import ACTION_COMMANDS
 from chatledger.cli.admin import flush_command, quarantine_command, stats_command, users_command
 from chatledger.cli.archive import archive_group
@@ -33,10 +34,7 @@ from chatledger.cli.reading import channels_command, show_group
 from chatledger.cli.sealing import head_command, rekey_command
 from chatledger.cli.sync import sync_command
 from chatledger.cli.tables import rebuild_command, verify_command
-from chatledger.eventstore.log import StoreError
-from chatledger.eventstore.userfiles import UserIdError
-from chatledger.eventstore.wire import WireError
-from chatledger.projections.store import default_data_dir
+from chatledger.errors import StoreError, UserIdError, WireError
 
 
 _ARGV_KEY = "chatledger.argv"

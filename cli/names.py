@@ -9,9 +9,9 @@ from typing import Any
 import click
 from click.shell_completion import CompletionItem
 
+from chatledger import ChatStore, IdKind, default_data_dir
 from chatledger.cli.context import Context, fail
-from chatledger.projections.ids import AmbiguousId, IdKind
-from chatledger.projections.store import ChatStore, default_data_dir
+from chatledger.errors import AmbiguousId
 
 _COMPLETIONS = 50
 # Where a global option given after the command is kept while the shell completes (ctx.meta).

@@ -8,11 +8,11 @@ from typing import Any
 
 import click
 
+from chatledger import CommandEvent, CommandInfo
 from chatledger.cli.context import Context, pass_context
 from chatledger.cli.names import COMMAND_ID, resolve
 from chatledger.cli.output import console, echo_json, iso_time, labelled_time, shown
 from chatledger.cli.render import Column, emit_table, format_options, output_format
-from chatledger.projections.outbox import CommandEvent, CommandInfo
 
 
 def _micros(seconds: float | None) -> int | None:

@@ -7,10 +7,10 @@ from typing import Any
 import click
 import msgspec
 
+from chatledger import ChannelMute, ResultRow, UserMute
 from chatledger.cli.context import Context, pass_context
 from chatledger.cli.output import echo_json, iso_time
 from chatledger.cli.render import Column, emit_table, format_options, output_format
-from chatledger.projections.results import ChannelMute, ResultRow, UserMute
 
 _TIMES = ("remind_at", "created_at", "updated_at", "expires")
 REMINDER_COLUMNS = (

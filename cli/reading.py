@@ -7,6 +7,7 @@ from typing import Any
 import click
 import msgspec
 
+from chatledger import ChannelState, StoredMessage
 from chatledger.cli.context import Context, fail, pass_context
 from chatledger.cli.names import CID, MESSAGE_ID, StoredId, not_stored, resolve
 from chatledger.cli.output import (
@@ -19,8 +20,6 @@ from chatledger.cli.output import (
     stored_json,
 )
 from chatledger.cli.render import Column, emit_table, format_options, output_format
-from chatledger.projections.queries import StoredMessage
-from chatledger.projections.results import ChannelState
 
 
 def _json_option(value: str | None, name: str) -> Any:
@@ -78,7 +77,7 @@ def channels_command(
       chatledger --user alice channels --sort '[{"field": "unread_count", "direction": -1}]' --json
       chatledger --user alice channels --sort '{"last_message_at": -1}' --csv
     """
-    from chatledger.projections.filters import FilterError
+    from chatledger.errors import FilterError
 
     store = ctx.store(create=False)
     filter_value, sort_value = _json_option(filter_, "--filter"), _json_option(sort, "--sort")

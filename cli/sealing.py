@@ -11,7 +11,7 @@ import click
 from chatledger.cli.context import Context, fail, key_action, pass_context
 from chatledger.cli.output import echo_json
 from chatledger.eventstore import seal
-from chatledger.eventstore.log import KeyRequired, StoreError
+from chatledger.errors import KeyRequired, StoreError
 
 T = TypeVar("T")
 

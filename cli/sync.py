@@ -120,11 +120,10 @@ def sync_command(ctx: Context, base_url: str, api_key: str, token: str, once: bo
       chatledger --user alice sync --base-url http://127.0.0.1:4400 --api-key devkey --token $T
       CHATLEDGER_TOKEN=$T chatledger --user alice sync --once --base-url ... --api-key ...
     """
-    from chatledger.sync.backend import BackendError
-    from chatledger.sync.client import SyncClient
+    from chatledger import StreamBackend, SyncClient
+    from chatledger.errors import BackendError
     from chatledger.sync.http import redact
     from chatledger.sync.outcomes import failure_kind
-    from chatledger.sync.stream import StreamBackend
 
     secrets = [token, api_key]
 
@@ -236,7 +235,7 @@ def _is_store_error(error: BaseException) -> bool:
     """Errors the command group words itself (one line, exit 1)."""
     from eventsourcing.persistence import PersistenceError
 
-    from chatledger.eventstore.log import StoreError
+    from chatledger.errors import StoreError
 
     return isinstance(error, (StoreError, PersistenceError, OSError))
 

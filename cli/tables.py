@@ -6,10 +6,11 @@ import apsw
 import click
 from eventsourcing.persistence import PersistenceError
 
+from chatledger import ChatStore, Damage
 from chatledger.cli.context import Context, DamagedFile, fail, is_corruption, pass_context
 from chatledger.cli.output import MAX_INT, echo_json
 from chatledger.cli.progress import replay_progress
-from chatledger.eventstore.log import Damage, EventLog, StoreError
+from chatledger.errors import StoreError
 
 
 @click.command("rebuild")
@@ -36,27 +37,21 @@ def rebuild_command(ctx: Context) -> None:
     click.echo(f"Rebuilt the read tables up to log position {position:,}.")
 
 
-def _open_log(ctx: Context) -> EventLog:
-    """The log alone, with the key of the global options (a sealed store needs it)."""
-    from chatledger.cli.context import open_sealed
-
-    return open_sealed(ctx, lambda key: EventLog.open(ctx.store_path() or "", key=key))
-
-
 def _log_damage(ctx: Context, detail: str) -> Damage:
     """What is damaged, checked through the log alone: opening the whole store reads read
     tables too, which may be what is damaged."""
+    from chatledger.cli.context import open_sealed
+
     ctx.close()
     try:
-        log = _open_log(ctx)
+        # With the key of the global options: a sealed store needs it.
+        damage = open_sealed(ctx, lambda key: ChatStore.check_file(ctx.store_path() or "",
+                                                                   key=key))
     except (StoreError, PersistenceError, apsw.CorruptError) as error:
         if not is_corruption(error):
             raise
         return Damage([detail], log_hit=True)
-    try:
-        return log.damage() or Damage([detail], log_hit=False)
-    finally:
-        log.close()
+    return damage or Damage([detail], log_hit=False)
 
 
 def _rebuild_damaged(ctx: Context, detail: str) -> int:
@@ -66,16 +61,14 @@ def _rebuild_damaged(ctx: Context, detail: str) -> int:
     damage = _log_damage(ctx, detail)
     if damage.log_hit:
         raise DamagedFile(ctx.store_path(), damage.problems[0], damage.advice())
-    log = _open_log(ctx)
-    try:
-        log.forget_read_tables()
-    finally:
-        log.close()
+    from chatledger.cli.context import open_sealed
+
+    open_sealed(ctx, lambda key: ChatStore.forget_read_tables(ctx.store_path() or "", key=key))
     store = ctx.store(create=False)  # opening builds the read tables from the log again
     damage_left = store.damage()
     if damage_left is not None:
         raise DamagedFile(store.path, damage_left.problems[0], damage_left.advice())
-    return store.projections.position() or 0
+    return store.projected_position()
 
 
 @click.command("verify")
@@ -132,4 +125,4 @@ def verify_command(ctx: Context, as_json: bool, limit: int, chain: bool,
         fail(f"the read tables differ from a fresh rebuild in {len(differences):,} rows "
              "(`chatledger rebuild` repairs them)")
     if not as_json:
-        click.echo(f"The read tables match the log (position {store.projections.position() or 0:,}).")
+        click.echo(f"The read tables match the log (position {store.projected_position():,}).")

@@ -72,7 +72,8 @@ WRITE_METHODS: frozenset[str] = frozenset({
     "ingest", "ingest_many", "ingest_query_channels", "ingest_channel_state", "ingest_sync",
     "rebuild", "record_unusable_answer", "rekey",
 })
-# Name stems of the local actions and maintenance jobs of the design (DESIGN.md) that write.
+# Name stems of the methods that write: the local actions (send_, update_, delete_, mark_, pin_,
+# ...) and the maintenance jobs (rebuild, train_dictionary, checkpoint, vacuum, retain, ...).
 WRITE_PREFIXES: tuple[str, ...] = (
     "ingest", "append", "import", "send", "update", "partial_update", "delete", "mark", "save",
     "retry", "cancel", "rebuild", "record", "set", "apply", "pin", "unpin", "train", "checkpoint",
@@ -352,6 +353,42 @@ class AsyncChatStore:
         """`ChatStore.damage`, in the read pool."""
         return self._read(self.store.damage)
 
+    def projected_position(self) -> asyncio.Future[int]:
+        """`ChatStore.projected_position`, in the read pool."""
+        return self._read(self.store.projected_position)
+
+    @staticmethod
+    async def check_file(
+        path: str | os.PathLike[str], *, key: bytes | None = None
+    ) -> Damage | None:
+        """`ChatStore.check_file` off the event loop (for a file that is not open)."""
+        return await asyncio.to_thread(ChatStore.check_file, path, key=key)
+
+    @staticmethod
+    async def forget_read_tables(
+        path: str | os.PathLike[str], *, key: bytes | None = None
+    ) -> None:
+        """`ChatStore.forget_read_tables` off the event loop (for a file that is not open)."""
+        await asyncio.to_thread(ChatStore.forget_read_tables, path, key=key)
+
+    def note(self, name: str) -> asyncio.Future[str | None]:
+        """`ChatStore.note`, in the read pool."""
+        return self._read(self.store.note, name)
+
+    def set_note(self, name: str, value: str | None) -> asyncio.Future[None]:
+        """`ChatStore.set_note`, on the writer thread, in call order."""
+        return self._write(self.store.set_note, name, value)
+
+    @staticmethod
+    def store_file(data_dir: str | os.PathLike[str] | None, user_id: str) -> Path:
+        """`ChatStore.store_file` (a name only: nothing is read, so nothing to await)."""
+        return ChatStore.store_file(data_dir, user_id)
+
+    @staticmethod
+    async def store_files(data_dir: str | os.PathLike[str] | None, user_id: str) -> list[Path]:
+        """`ChatStore.store_files` off the event loop."""
+        return await asyncio.to_thread(ChatStore.store_files, data_dir, user_id)
+
     def last_position(self) -> asyncio.Future[int]:
         """`ChatStore.last_position`, in the read pool."""
         return self._read(self.store.last_position)
@@ -392,10 +429,11 @@ class AsyncChatStore:
     def as_of(
         self, *, position: int | None = None, time: TimeLike | None = None,
         cids: Sequence[str] | None = None, message_id: str | None = None,
+        on_progress: ProgressCallback | None = None,
     ) -> asyncio.Future[PastStore]:
         """`ChatStore.as_of`, in the read pool."""
         return self._read(self.store.as_of, position=position, time=time, cids=cids,
-                          message_id=message_id)
+                          message_id=message_id, on_progress=on_progress)
 
     def backup(
         self,

@@ -31,7 +31,13 @@ from chatledger.eventstore.ingest import (
 from chatledger.eventstore.log import AppendResult, Damage, EventLog, LogEntry, StoreError
 from chatledger.eventstore.schema import Source
 from chatledger.eventstore.seal import ChainReport
-from chatledger.eventstore.userfiles import StoreFile, flush_files, list_stores, user_db_path
+from chatledger.eventstore.userfiles import (
+    StoreFile,
+    flush_files,
+    list_stores,
+    store_files,
+    user_db_path,
+)
 from chatledger.projections.actions import ActionsMixin
 from chatledger.projections.engine import Difference, ProgressCallback, Projections
 from chatledger.projections.export import export_channels
@@ -55,6 +61,14 @@ def _chatledger_version() -> str:
         return "unknown"
 
 
+# Application notes (`set_note`) share the file's meta table with the store's own keys; the
+# prefix keeps the two apart.
+_NOTE_PREFIX = "note:"
+# Notes written before notes had their prefix, under their bare name: `chatledger demo`'s mark
+# of a store it made (so that a new demo still recognises, and replaces, an older demo's store).
+_UNPREFIXED_NOTES = frozenset({"made_by"})
+
+
 def default_data_dir() -> Path:
     """`$CHATLEDGER_DATA_DIR`, else `$XDG_DATA_HOME/chatledger`, else `~/.local/share/chatledger`."""
     if env := os.environ.get("CHATLEDGER_DATA_DIR"):
@@ -75,16 +89,42 @@ class ChatStore(ActionsMixin, ReadAPI):
         self, log: EventLog, *, user_id: str | None = None,
         on_rebuild_progress: ProgressCallback | None = None,
     ) -> None:
-        self.log = log
+        # The parts are private: applications (and the CLI) use the methods below. Three stay
+        # reachable as documented read-only properties (`log`, `read`, `outbox`), because the
+        # user docs show them and the sync layer drives the outbox through its own API. (The
+        # mixins declare them as plain attributes, the names their methods use: PastStore
+        # assigns its `read`; hence the `override` ignores on the properties.)
+        self._log = log
         self.user_id = user_id
-        self.projections = Projections(log, user_id)
+        self._projections = Projections(log, user_id)
         # "rebuilt" when the read tables had to be built from the log (first open, or an upgrade).
-        self.opened_as = self.projections.install(on_rebuild_progress)
-        self.read = ReadModel(log.datastore, user_id)
-        self.read.warm_up()
+        self.opened_as = self._projections.install(on_rebuild_progress)
+        self._read_model = ReadModel(log.datastore, user_id)
+        self._read_model.warm_up()
         # The local commands: the retry stream for the replayer, retry and cancel for the user.
-        self.outbox = Outbox(log)
+        self._outbox = Outbox(log)
         self._ids = IdLookup(log.datastore)
+
+    @property
+    def log(self) -> EventLog:  # type: ignore[override]
+        """The store's `EventLog` (docs/python-api.md, "EventLog"): for append listeners,
+        checkpoints and the other log-level tools an application may want. Everyday work needs
+        only this class's methods."""
+        return self._log
+
+    @property
+    def read(self) -> ReadModel:  # type: ignore[override]
+        """The read tables' query object, for the functions that take one
+        (`chatledger.projections.export.iter_export`)."""
+        return self._read_model
+
+    @property
+    def outbox(self) -> Outbox:  # type: ignore[override]
+        """The local commands (docs/actions.md): `pending()`, `list()`, `conflicts()`,
+        `get(id)`, `retry(id)`, `cancel(id)`, and the calls the replayer records outcomes
+        with. Public because the sync layer (`Replayer`, `SyncClient`) and applications that
+        replay on their own drive it."""
+        return self._outbox
 
     # -- opening -------------------------------------------------------------------------------
 
@@ -150,7 +190,7 @@ class ChatStore(ActionsMixin, ReadAPI):
 
     @property
     def path(self) -> Path | None:
-        return self.log.datastore.path
+        return self._log.datastore.path
 
     # -- ingest --------------------------------------------------------------------------------
 
@@ -166,7 +206,7 @@ class ChatStore(ActionsMixin, ReadAPI):
         Raises `RejectedInput` (with the reason) when the event is malformed; it is then kept in
         the quarantine, and nothing else changes.
         """
-        result = self.log.append_events([event], source=source, connection_id=connection_id)
+        result = self._log.append_events([event], source=source, connection_id=connection_id)
         if result.quarantined:
             rejected = result.quarantined[0]
             raise RejectedInput(rejected.reason, rejected.quarantine_id)
@@ -182,7 +222,7 @@ class ChatStore(ActionsMixin, ReadAPI):
         connection_id: str | None = None,
     ) -> AppendResult:
         """Append a batch of events in one transaction; malformed ones go to the quarantine."""
-        return self.log.append_events(events, source=source, connection_id=connection_id)
+        return self._log.append_events(events, source=source, connection_id=connection_id)
 
     def ingest_query_channels(
         self,
@@ -198,18 +238,18 @@ class ChatStore(ActionsMixin, ReadAPI):
         naming the channels the answer held as queried again; a response refused as a whole
         (quarantined) advances nothing. The last entry's position is then the sync point's."""
         if synced_at is None:
-            return self.log.append_query_channels(response, filter=filter, sort=sort)
+            return self._log.append_query_channels(response, filter=filter, sort=sort)
         entries = query_channels_entries(response, filter=filter, sort=sort)
         if all(type(entry) is Rejection for entry in entries):
-            return self.log.append(entries, source="query")
+            return self._log.append(entries, source="query")
         cids = [entry.stream for entry in entries
                 if type(entry) is Entry and entry.type == CHANNEL_STATE]
         entries.append(sync_point_entry(synced_at, requeried=cids))
-        return self.log.append(entries, source="query")
+        return self._log.append(entries, source="query")
 
     def ingest_channel_state(self, state: Payload | Any) -> AppendResult:
         """Append the state of one channel, as a channel query returns it."""
-        return self.log.append_channel_state(state)
+        return self._log.append_channel_state(state)
 
     def ingest_sync(
         self, response: Payload | Any, *, last_sync_at: str | None = None,
@@ -217,7 +257,7 @@ class ChatStore(ActionsMixin, ReadAPI):
     ) -> AppendResult:
         """Append a `/sync` response: the missed events, in order. `synced_at` (RFC 3339)
         advances `last_sync_at()`: the store now holds every event up to that time."""
-        return self.log.append_sync(response, last_sync_at=last_sync_at, synced_at=synced_at)
+        return self._log.append_sync(response, last_sync_at=last_sync_at, synced_at=synced_at)
 
     def record_unusable_answer(
         self, payload: bytes, reason: str, *, source: Source | str = "sync",
@@ -225,14 +265,14 @@ class ChatStore(ActionsMixin, ReadAPI):
         """Keep an answer the sync client could not use (not JSON, an error object, over the
         size cap, ...) in the quarantine with `reason`; nothing else changes. Returns its
         quarantine id (what `quarantine()` lists)."""
-        result = self.log.append([Rejection(bytes(payload), reason)], source=source)
+        result = self._log.append([Rejection(bytes(payload), reason)], source=source)
         return result.quarantined[0].quarantine_id
 
     def mark_synced(self, synced_at: str, *, requeried: Iterable[str] = ()) -> int:
         """Record that the store holds every event up to `synced_at` (RFC 3339), having closed
         the gap some other way than `/sync` (the channels in `requeried` were queried again, or
         the event stream was followed live). Returns the log position of the mark."""
-        result = self.log.append([sync_point_entry(synced_at, requeried=list(requeried))],
+        result = self._log.append([sync_point_entry(synced_at, requeried=list(requeried))],
                                  source="sync")
         position = result.positions[0]
         assert position is not None
@@ -252,7 +292,7 @@ class ChatStore(ActionsMixin, ReadAPI):
         that: `NothingToResume` otherwise). A full disk raises `ImportInterrupted`, Ctrl-C
         `ImportStopped` (a KeyboardInterrupt); both say what was committed.
         `on_progress(bytes_read)` follows the reading."""
-        return import_stream(self.log, file, kind=kind, source=source, batch_size=batch_size,
+        return import_stream(self._log, file, kind=kind, source=source, batch_size=batch_size,
                              on_progress=on_progress, again=again, resume=resume)
 
     @contextmanager
@@ -266,18 +306,18 @@ class ChatStore(ActionsMixin, ReadAPI):
         >>> with store.batch():                                     # doctest: +SKIP
         ...     ids = [store.send_message(cid, text) for text in texts]
         """
-        with self.log.write_transaction():
+        with self._log.write_transaction():
             yield
 
     # -- reading the log -----------------------------------------------------------------------
 
     def last_position(self) -> int:
         """The position of the newest log entry; 0 for a store that holds nothing yet."""
-        return self.log.max_position() or 0
+        return self._log.max_position() or 0
 
     def is_empty(self) -> bool:
         """Whether the store holds nothing: no log entry and nothing quarantined."""
-        return not self.last_position() and not self.log.quarantine(limit=1)
+        return not self.last_position() and not self._log.quarantine(limit=1)
 
     def history(
         self,
@@ -294,7 +334,7 @@ class ChatStore(ActionsMixin, ReadAPI):
         `since` and `until` take a timezone-aware `datetime`, RFC 3339 text, a date (UTC), an
         age such as "2h" or "3d", or epoch microseconds; a naive datetime or text that is no
         time raises `ValueError`."""
-        return self.log.entries(
+        return self._log.entries(
             stream=cid, types=tuple(types), since=optional_micros(since),
             until=optional_micros(until), limit=limit, newest_first=newest_first,
         )
@@ -310,27 +350,27 @@ class ChatStore(ActionsMixin, ReadAPI):
     ) -> Iterator[LogEntry]:
         """`history` without a limit, read a page at a time in short read transactions: a
         log of any size streams in constant memory."""
-        return self.log.iter_entries(
+        return self._log.iter_entries(
             stream=cid, types=tuple(types), since=optional_micros(since),
             until=optional_micros(until), newest_first=newest_first,
         )
 
     def quarantine(self, *, limit: int | None = None) -> list[QuarantineEntry]:
         """Input the store refused, newest first, with the reason and the bytes as they arrived."""
-        return [QuarantineEntry(**item) for item in self.log.quarantine(limit=limit)]
+        return [QuarantineEntry(**item) for item in self._log.quarantine(limit=limit)]
 
     def stats(self) -> StoreStats:
         """Counts and sizes of the log (see `EventLog.stats`), with the channel counts of the
         read tables: `channels` is what `channels()` lists (`channel_count()`),
         `hidden_channels` the hidden ones it leaves out, `channel_streams` the channels the log
         has entries for (a channel can be on file without any: a query's or a member's)."""
-        stats = self.log.stats()
+        stats = self._log.stats()
         stats["channel_streams"] = stats["channels"]
-        stats["channels"] = self.read.channel_count()
-        stats["hidden_channels"] = self.read.channel_count({"hidden": True})
+        stats["channels"] = self._read_model.channel_count()
+        stats["hidden_channels"] = self._read_model.channel_count({"hidden": True})
         # Stored but not wholly projected (see projections.screen): counted, the latest named.
-        stats["unprojected"] = self.read.unprojected_count()
-        stats["unprojected_latest"] = self.read.unprojected(limit=10)
+        stats["unprojected"] = self._read_model.unprojected_count()
+        stats["unprojected_latest"] = self._read_model.unprojected(limit=10)
         stats["user_id"] = self.user_id
         stats["path"] = str(self.path) if self.path else ":memory:"
         # A bundle (`bundle()`) says so: who made it, redacted or not, cut down to what.
@@ -341,7 +381,7 @@ class ChatStore(ActionsMixin, ReadAPI):
         """How this store was made, when it is a bundle (see `bundle`): `redacted`,
         `chatledger_version` and `projection_version` of the store that made it, `made_at`
         (epoch µs), `since` and `cids` it was cut down to. None for a store of one's own."""
-        raw = self.log.get_meta(BUNDLE_META_KEY)
+        raw = self._log.get_meta(BUNDLE_META_KEY)
         if raw is None:
             return None
         try:
@@ -375,7 +415,7 @@ class ChatStore(ActionsMixin, ReadAPI):
         each with the known names close to it: `{"nmae": ["name"]}`. Empty when all is known."""
         from chatledger.projections.filters import close_field_names, unknown_fields
 
-        custom = self.read.custom_channel_fields()
+        custom = self._read_model.custom_channel_fields()
         return {name: close_field_names(name, custom)
                 for name in unknown_fields(filter, sort, custom)}
 
@@ -383,17 +423,58 @@ class ChatStore(ActionsMixin, ReadAPI):
 
     def rebuild(self, on_progress: ProgressCallback | None = None) -> int:
         """Rebuild the read tables from the whole log; returns the log position they reflect."""
-        return self.projections.rebuild(on_progress)
+        return self._projections.rebuild(on_progress)
+
+    def projected_position(self) -> int:
+        """The log position the read tables reflect (0 before anything is projected). It
+        equals `last_position()` whenever no write is under way: entries are projected in the
+        transaction that appends them."""
+        return self._projections.position() or 0
 
     def damage(self) -> Damage | None:
         """SQLite's integrity check of the whole file: None when it is intact, else what is
         damaged and whether the log itself is hit (`Damage.advice()` says what to do). Reads
         every page: as long as a rebuild."""
-        return self.log.damage()
+        return self._log.damage()
 
     def verify(self, on_progress: ProgressCallback | None = None) -> list[Difference]:
         """Rebuild into a scratch copy and list how the live tables differ (empty: all good)."""
-        return self.projections.verify(on_progress)
+        return self._projections.verify(on_progress)
+
+    @staticmethod
+    def check_file(path: str | os.PathLike[str], *, key: bytes | None = None) -> Damage | None:
+        """`damage()` for a store file that cannot be opened as a store: SQLite's integrity
+        check through the log alone, without reading or building the read tables (which may be
+        what is damaged). None when the file is intact. Raises `StoreError` (or APSW's
+        `CorruptError`) when even the log cannot be opened; `key` opens a sealed file."""
+        with EventLog.open(Path(path), key=key) as log:
+            return log.damage()
+
+    @staticmethod
+    def forget_read_tables(path: str | os.PathLike[str], *, key: bytes | None = None) -> None:
+        """Remove the read tables from a store file that is not open, keeping the log: the
+        next open builds them afresh from the log. The repair for a file whose damage is in
+        the read tables only (`check_file(path)` or `damage()` says `log_hit=False`); SQLite
+        cannot drop a damaged table, so the file is repacked without them."""
+        with EventLog.open(Path(path), key=key) as log:
+            log.forget_read_tables()
+
+    # -- notes ---------------------------------------------------------------------------------
+
+    def note(self, name: str) -> str | None:
+        """The note `name` an application (or a tool such as `chatledger demo`) left in this
+        store with `set_note`; None when there is none. Notes live in the file, beside the log,
+        and are neither log entries nor part of a backup's meaning of "the events"."""
+        value = self._log.get_meta(_NOTE_PREFIX + name)
+        if value is None and name in _UNPREFIXED_NOTES:
+            value = self._log.get_meta(name)
+        return None if value is None else str(value)
+
+    def set_note(self, name: str, value: str | None) -> None:
+        """Keep a short text under `name` in the store file (None removes it): who made the
+        store, a tool's setting. Notes have their own names, apart from the keys the store
+        keeps for itself (its user id, its version), so no note can change those."""
+        self._log.set_meta(_NOTE_PREFIX + name, value)
 
     # -- backup and export ---------------------------------------------------------------------
 
@@ -405,7 +486,7 @@ class ChatStore(ActionsMixin, ReadAPI):
         in use; the copy is checked before it takes the name. Returns `path`, `bytes`, `pages`,
         `events`, `seconds`, `user_id`, `restarts`. An existing file is replaced only with
         `overwrite=True`; `on_progress(pages_copied, pages)` follows the copy."""
-        return backup_database(self.log.datastore, dest, overwrite=overwrite,
+        return backup_database(self._log.datastore, dest, overwrite=overwrite,
                                on_progress=on_progress).as_dict()
 
     def export_channels(
@@ -416,7 +497,7 @@ class ChatStore(ActionsMixin, ReadAPI):
         file object `file`, with all their messages or the newest `messages`; see
         `chatledger.projections.export`. Returns `channels`, `messages`, `bytes`,
         `local_left_out`, `parts`."""
-        return export_channels(self.read, file, cids=cids, messages=messages,
+        return export_channels(self._read_model, file, cids=cids, messages=messages,
                                include_local=include_local).as_dict()
 
     def bundle(
@@ -441,8 +522,8 @@ class ChatStore(ActionsMixin, ReadAPI):
                              "(chatledger backup, then rekey --decrypt on the copy)")
         info = {"chatledger_version": _chatledger_version(),
                 "projection_version": PROJECTION_VERSION,
-                "source_position": self.log.max_position()}
-        copy = copy_for_bundle(self.log.datastore, dest, self.user_id, redact=redact,
+                "source_position": self._log.max_position()}
+        copy = copy_for_bundle(self._log.datastore, dest, self.user_id, redact=redact,
                                since=since, cids=list(cids) if cids is not None else None,
                                info=info)
         try:
@@ -463,28 +544,28 @@ class ChatStore(ActionsMixin, ReadAPI):
     # -- lifecycle -----------------------------------------------------------------------------
 
     def close(self) -> None:
-        self.log.close()
+        self._log.close()
 
     # -- sealing -------------------------------------------------------------------------------
 
     @property
     def sealed(self) -> bool:
         """Whether the store's payloads are encrypted at rest."""
-        return self.log.sealed
+        return self._log.sealed
 
     def rekey(self, new_key: bytes | None) -> None:
         """Re-encrypt the store under `new_key` (a plain store: encrypt it in place; None:
         decrypt it), in one transaction. The chain is computed again: record the new head."""
-        self.log.rekey(new_key)
+        self._log.rekey(new_key)
 
     def chain_head(self) -> tuple[int, bytes]:
         """(last log position, its chain hash): record it to prove the log unchanged later."""
-        return self.log.head()
+        return self._log.head()
 
     def verify_chain(self, head: tuple[bytes, int] | None = None) -> ChainReport:
         """Recompute the log's chain (and check a recorded (hash, position) head); the report
         names the first entry changed, removed, inserted or reordered."""
-        return self.log.verify_chain(head)
+        return self._log.verify_chain(head)
 
     def flush(self) -> list[Path]:
         """Log out: close the store and delete its files (database, -wal, -shm)."""
@@ -505,6 +586,20 @@ class ChatStore(ActionsMixin, ReadAPI):
         directory = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
         return list_stores(directory)
 
+    @staticmethod
+    def store_file(data_dir: str | os.PathLike[str] | None, user_id: str) -> Path:
+        """Where the store of `user_id` lives in `data_dir` (default: `default_data_dir()`),
+        whether or not it exists yet: `<data dir>/<encoded user id>.chatledger`. Raises
+        `UserIdError` for a user id that cannot name a store."""
+        directory = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+        return user_db_path(directory, user_id)
+
+    @staticmethod
+    def store_files(data_dir: str | os.PathLike[str] | None, user_id: str) -> list[Path]:
+        """The files of `user_id`'s store that are there (the database, its `-wal` and
+        `-shm`): empty when there is no store; a flush killed half-way can leave some."""
+        return store_files(ChatStore.store_file(data_dir, user_id))
+
     def __enter__(self) -> ChatStore:
         return self
 
@@ -516,17 +611,18 @@ class ChatStore(ActionsMixin, ReadAPI):
     def as_of(
         self, *, position: int | None = None, time: TimeLike | None = None,
         cids: Sequence[str] | None = None, message_id: str | None = None,
+        on_progress: ProgressCallback | None = None,
     ) -> PastStore:
         """The read tables as of a log position or a time, read-only: a `PastStore` with the
         read methods of this class. Close it when done. `time` takes the forms `history`'s
         `since` takes (an aware datetime, RFC 3339, an age, epoch microseconds). `cids`: only
         these channels will be asked about, and only their entries are replayed; `message_id`:
         only this message, and only its channel's entries are replayed (see
-        `history.as_of`)."""
+        `history.as_of`). `on_progress(done, total)` follows the replay."""
         from chatledger.projections.history import as_of
 
         return as_of(self, position=position, time=optional_micros(time), cids=cids,
-                     message_id=message_id)
+                     message_id=message_id, on_progress=on_progress)
 
     def explain(self, message_id: str, *, unchanged: bool = False) -> list[Explanation]:
         """Every log entry that changed a message, oldest first, with what it changed."""

@@ -1,5 +1,5 @@
-"""What a 2xx answer must hold before the client believes it (WIRE.md: "A 2xx is not always a
-success").
+"""What a 2xx answer must hold before the client believes it (docs/wire.md, "Errors": a 2xx is
+not always a success).
 
 Proxies and captive portals answer 200 with an HTML page; some gateways answer 200 with an error
 object in the body. So a status is never enough:
@@ -227,7 +227,7 @@ def _sent_id(request: dict[str, Any]) -> Any:
     return message.get("id") if isinstance(message, dict) else None
 
 
-# What each endpoint's 2xx answer must carry (WIRE.md's endpoint table). `request` is the
+# What each endpoint's 2xx answer must carry (docs/wire.md, "Endpoints"). `request` is the
 # command's request: the keyword arguments of the `Backend` method named by the kind.
 CONFIRMATIONS: dict[str, Check] = {
     "send_message": _message_with_id(_sent_id),

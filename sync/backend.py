@@ -43,7 +43,7 @@ class EventStream(Protocol):
 class Backend(Protocol):
     """The calls a chat client makes. Each returns the raw response body or raises
     `BackendError`. `cid` is `"<type>:<id>"`; message and reaction bodies are the JSON objects
-    of WIRE.md's endpoint table, as dicts."""
+    the endpoints take (docs/backend.md, "What goes on the wire"), as dicts."""
 
     # -- local actions -------------------------------------------------------------------------
 

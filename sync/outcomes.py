@@ -1,4 +1,5 @@
-"""What a replay does with an answer: WIRE.md's error table, as code.
+"""What a replay does with an answer: the backend's errors (docs/backend.md, "When a call
+fails"), as code.
 
 `classify(kind, error)` maps a `BackendError` raised by a command's call to one `Outcome`. The
 table is the only place that knows which status and code mean what, so the replayer, the

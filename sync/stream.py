@@ -1,6 +1,6 @@
 """The Stream Chat adapter: `chatledger.sync.backend.Backend` over aiohttp.
 
-Built from WIRE.md's endpoint table (not from Stream's SDKs). Every call returns the response
+Built from the endpoints of docs/wire.md and docs/backend.md (not from Stream's SDKs). Every call returns the response
 body exactly as it arrived, so the store can append it without re-encoding; failures are
 `BackendError` (the service answered with an error) or `NoResponse` (it did not answer), which
 `chatledger.sync.outcomes.classify` turns into what a replay should do.
@@ -29,7 +29,7 @@ from chatledger.sync.http import build_url, encode_json, redact, request, split_
 from chatledger.sync.websocket import StreamConnection, open_connection, websocket_url
 
 DEFAULT_BASE_URL = "https://chat.stream-io-api.com"
-MAX_SYNC_CHANNELS = 255  # WIRE.md: at most 255 channels per /sync call
+MAX_SYNC_CHANNELS = 255  # the backend takes at most 255 channels per /sync call
 
 ENV_BASE_URL = "CHATLEDGER_BASE_URL"
 ENV_API_KEY = "CHATLEDGER_API_KEY"

@@ -1,4 +1,4 @@
-"""Hand-written Stream-shaped payloads (from WIRE.md), for tests that need a few events."""
+"""Hand-written Stream-shaped payloads (from docs/wire.md), for tests that need a few events."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """A chat backend on 127.0.0.1 that answers the way broken networks and servers do.
 
-Written from WIRE.md for the tests of issue 14 (not from any SDK). It runs in a thread with its
+Written from docs/wire.md for the tests of issue 14 (not from any SDK). It runs in a thread with its
 own event loop, so a test can talk to it from `asyncio.run(...)` or from a subprocess (the
 command line). Each endpoint answers properly by default; `server.answer(route, *answers)`
 queues hostile answers for the next calls to that route, one each:
@@ -292,7 +292,7 @@ class HostileServer:
             return await answer(self, request, body)
         return handle
 
-    # -- proper answers (WIRE.md) ----------------------------------------------------------
+    # -- proper answers (docs/wire.md, "Endpoints") -------------------------------------------------------
 
     async def proper(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
         route = body["@route"]

@@ -52,6 +52,17 @@ def test_demo_runs_again_over_its_own_store_but_not_over_another(tmp_path):
         assert store.message("keep-me") is not None
 
 
+def test_demo_replaces_a_store_an_earlier_release_of_the_demo_made(tmp_path):
+    # Earlier releases marked the demo's store under the bare meta key `made_by`.
+    assert run("--data-dir", str(tmp_path), "demo").exit_code == 0
+    with ChatStore.open(tmp_path, "alice", create=False) as store:
+        store.set_note("made_by", None)
+        store.log.set_meta("made_by", "chatledger demo")
+        assert store.note("made_by") == "chatledger demo"
+    result = CliRunner().invoke(cli, ["--data-dir", str(tmp_path), "demo"])
+    assert result.exit_code == 0, result.output
+
+
 def test_sync_once_against_the_development_server(tmp_path):
     with ThreadedDevServer(seed="demo", health_interval=0.5) as server:
         env = {"CHATLEDGER_BASE_URL": server.url, "CHATLEDGER_API_KEY": server.api_key,

@@ -1,5 +1,5 @@
 """Kill the process at any moment: the log is intact, the tables equal a fresh rebuild, and no
-pending action is lost or sent twice (DESIGN.md, Quality bars).
+pending action is lost or sent twice (docs/reliability.md).
 
 A worker process (tests/crash_worker.py) ingests events, queues actions and replays them
 against a development server running in this process, and reports every append and action the

@@ -258,7 +258,7 @@ async def run_session(ops: list[tuple[Any, ...]], directory: str) -> None:
 
 
 def test_a_reaction_replayed_after_a_hard_delete_is_not_kept(tmp_path) -> None:
-    """WIRE.md: a hard delete removes the message *and its reactions*. After a reconnect,
+    """A hard delete removes the message *and its reactions* (docs/wire.md, "Events"). After a reconnect,
     `/sync` replays the older `reaction.new` once the row is gone; the reaction must not stay
     behind as an orphan (found by test_random_offline_sessions_converge: react to an own
     message, hard-delete it, sync)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import types
 
 import pytest
 
@@ -13,7 +14,10 @@ import chatledger
 @pytest.mark.parametrize("name", chatledger.__all__)
 def test_every_exported_name_resolves(name: str) -> None:
     value = getattr(chatledger, name)
-    assert getattr(value, "__name__", name).rpartition(".")[2] == name  # a class, or a module
+    if isinstance(value, (type, types.ModuleType, types.FunctionType)):
+        assert value.__name__.rpartition(".")[2] == name  # a class, a module, a function
+    else:  # a type alias (`IdKind`) or a constant (`MAX_RESPONSE_BYTES`)
+        assert value is not None
 
 
 def test_an_unknown_name_is_an_attribute_error() -> None:

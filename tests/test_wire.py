@@ -1,6 +1,6 @@
 """Tests of the wire models: heads, time, splits, errors, full models.
 
-The fixtures are written by hand from WIRE.md (no SDK fixtures).
+The fixtures are written by hand from docs/wire.md (no SDK fixtures).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def us_of(dt: datetime) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# Fixtures, written by hand from WIRE.md. Bytes, with the spacing a server might use.
+# Fixtures, written by hand from docs/wire.md. Bytes, with the spacing a server might use.
 
 ALICE = {
     "id": "alice",

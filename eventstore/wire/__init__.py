@@ -1,4 +1,4 @@
-"""The Stream Chat wire format (see WIRE.md): fast heads for the log, full models for projections.
+"""The Stream Chat wire format (docs/wire.md): fast heads for the log, full models for projections.
 
 - `errors`: `WireError`, and msgspec's errors turned into its short reasons.
 - `times`: RFC 3339 text <-> integer microseconds (`parse_time`, `format_time`, `UNSET_TIME`).

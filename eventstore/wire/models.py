@@ -306,7 +306,7 @@ class ChannelState(_Model):
 
 
 class Event(_Model):
-    """Any event with the optional keys of WIRE.md's events table; projections read this."""
+    """Any event, every key but `type` optional (docs/wire.md, "Events"); projections read this."""
 
     type: str
     created_at: str | None = None

@@ -1,4 +1,4 @@
-"""Rows as the wire objects of WIRE.md ("Objects"): custom keys at the top level, RFC 3339 times.
+"""Rows as the wire objects (docs/wire.md, "Objects"): custom keys at the top level, RFC 3339 times.
 
 The reserved keys are written after the custom ones, so a custom key can never shadow `id` or
 `created_at` in what a client receives.

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 WINDOW = 60.0
 
-# WIRE.md: 1,000/min for message and reaction writes, 10,000/min for query channels and mark
-# read. The other endpoints get generous limits so benchmarks are not throttled by accident.
+# The backend's limits per endpoint: 1,000/min for message and reaction writes, 10,000/min for
+# query channels and mark read. The other endpoints get generous limits so benchmarks are not throttled by accident.
 DEFAULT_LIMITS: dict[str, int | None] = {
     "send_message": 1000, "update_message": 1000, "partial_update_message": 1000,
     "delete_message": 1000, "send_reaction": 1000, "delete_reaction": 1000,

@@ -89,7 +89,7 @@ def decode_object(data: bytes | str, what: str) -> dict[str, Any]:
 
 
 def error_body(status: int, code: int, message: str, more_info: str = "") -> dict[str, Any]:
-    """Exactly the five keys of WIRE.md's error body."""
+    """Exactly the five keys of the backend's error body (docs/wire.md, "Errors")."""
     return {"code": code, "message": message, "StatusCode": status, "duration": "0.00ms",
             "more_info": more_info or "https://getstream.io/chat/docs/api_errors_response"}
 
