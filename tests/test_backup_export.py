@@ -68,7 +68,7 @@ def test_backup_is_the_store(generated_store: ChatStore, tmp_path: Path) -> None
     dest = tmp_path / "copy.chatledger"
     report = generated_store.backup(dest)
     assert report["path"] == str(dest) and report["user_id"] == "alice"
-    assert report.events == generated_store.stats().events == 2500
+    assert report["events"] == generated_store.stats().events == 2500
     assert report["bytes"] == dest.stat().st_size and report["pages"] > 0
     assert stat.S_IMODE(dest.stat().st_mode) == 0o600
     assert _no_leftovers(tmp_path) == []
