@@ -85,7 +85,7 @@ def child_main(argv: list[str]) -> None:
         else:
             with as_of(store, position=store.log.max_position(), cids=[cid]) as past:
                 state = past.channel(cid)
-                out["rows"] = 0 if state is None else len(state["messages"])
+                out["rows"] = 0 if state is None else len(state.messages)
         out["ms"] = (time.perf_counter_ns() - t0) / 1e6
         gc.enable()
     finally:

@@ -151,8 +151,8 @@ def test_quarantined_items_are_reported_to_their_own_caller(tmp_path: Path) -> N
             r4 = await last
             assert [q.index for q in r4.quarantined] == [0] and r4.positions[0] is None
             quarantine = await store.quarantine()
-            assert [q["raw"] for q in quarantine] == [b"[1]", b"not json at all", b"{bad"]
-            assert caught.value.quarantine_id == quarantine[1]["id"]
+            assert [q.raw for q in quarantine] == [b"[1]", b"not json at all", b"{bad"]
+            assert caught.value.quarantine_id == quarantine[1].id
 
     run(main())
 
@@ -263,7 +263,7 @@ def test_close_while_busy_loses_nothing(tmp_path: Path) -> None:
     expected = sum(1 + i % 7 for i in range(300))
     assert len(stored_ids(tmp_path)) == expected
     with ChatStore.open(tmp_path, USER, create=False) as store:
-        assert store.stats()["events"] == expected + 300
+        assert store.stats().events == expected + 300
 
 
 def test_closing_gives_back_the_page_cache_before_the_connection_closes(tmp_path: Path) -> None:
@@ -424,7 +424,7 @@ def test_reads_see_whole_batches_only(tmp_path: Path) -> None:
             seen: list[int] = []
             while not all(w.done() for w in writes):
                 history, stats = await asyncio.gather(store.history(), store.stats())
-                seen += [len(history), stats["events"]]
+                seen += [len(history), stats.events]
             await asyncio.gather(*writes)
             seen.append(len(await store.history()))
             assert all(n % batch == 0 for n in seen), seen
@@ -439,9 +439,9 @@ def test_quarantine_and_stats_through_the_async_api(tmp_path: Path) -> None:
             with pytest.raises(RejectedInput):
                 await store.ingest(b'{"type": 5}')
             [item] = await store.quarantine(limit=5)
-            assert item["raw"] == b'{"type": 5}' and "type" in item["reason"]
+            assert item.raw == b'{"type": 5}' and "type" in item.reason
             stats = await store.stats()
-            assert stats["quarantined"] == 1 and stats["user_id"] == USER
+            assert stats.quarantined == 1 and stats.user_id == USER
 
     run(main())
 

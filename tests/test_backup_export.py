@@ -68,7 +68,7 @@ def test_backup_is_the_store(generated_store: ChatStore, tmp_path: Path) -> None
     dest = tmp_path / "copy.chatledger"
     report = generated_store.backup(dest)
     assert report["path"] == str(dest) and report["user_id"] == "alice"
-    assert report["events"] == generated_store.stats()["events"] == 2500
+    assert report["events"] == generated_store.stats().events == 2500
     assert report["bytes"] == dest.stat().st_size and report["pages"] > 0
     assert stat.S_IMODE(dest.stat().st_mode) == 0o600
     assert _no_leftovers(tmp_path) == []
@@ -76,7 +76,7 @@ def test_backup_is_the_store(generated_store: ChatStore, tmp_path: Path) -> None
         assert copy.user_id == "alice"
         assert _tables(copy) == _tables(generated_store)
         assert copy.verify() == []
-        assert copy.quarantine()[0]["raw"] == b"{not json"
+        assert copy.quarantine()[0].raw == b"{not json"
 
 
 def test_backup_refuses_what_it_must_not_touch(generated_store: ChatStore, tmp_path: Path) -> None:
@@ -99,7 +99,7 @@ def test_backup_refuses_what_it_must_not_touch(generated_store: ChatStore, tmp_p
     assert _no_leftovers(tmp_path) == []
     assert generated_store.backup(dest, overwrite=True)["events"] == 2500
     with ChatStore.open_file(dest) as copy:
-        assert copy.stats()["events"] == 2500
+        assert copy.stats().events == 2500
 
 
 def test_backup_into_a_directory_takes_the_store_file_name(tmp_path: Path) -> None:
@@ -126,7 +126,7 @@ def test_a_store_changing_between_steps_restarts_the_copy_and_still_ends(tmp_pat
     report = backup_database(store.log.datastore, tmp_path / "copy.chatledger",
                              pages_per_step=8, on_progress=append_between_steps)
     assert report.restarts == MAX_RESTARTS
-    assert 1500 < report.events < store.stats()["events"]  # a snapshot taken mid-way
+    assert 1500 < report.events < store.stats().events  # a snapshot taken mid-way
     with ChatStore.open_file(tmp_path / "copy.chatledger") as copy:
         assert copy.verify() == []
         assert [e.payload for e in copy.history()] == [
@@ -341,7 +341,7 @@ def test_export_of_hand_made_events_round_trips(tmp_path: Path) -> None:
             assert _state(copy) == _state(store)
             assert copy.unread_counts() == store.unread_counts()
             assert copy.message("m5") is None and copy.message("m4") is None
-            assert copy.user("bob")["favourite_colour"] == "teal"  # known from the members
+            assert copy.user("bob").user["favourite_colour"] == "teal"  # known from the members
             assert copy.verify() == []
 
 

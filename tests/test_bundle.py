@@ -110,13 +110,13 @@ def test_a_redacted_bundle_holds_no_original_byte(original: Path, tmp_path: Path
     with ChatStore.open(out, USER, create=False) as bundled:
         assert bundled.verify() == []
         stats = bundled.stats()
-        assert stats["bundle"]["redacted"] is True
-        assert stats["bundle"]["projection_version"] == PROJECTION_VERSION
-        assert stats["bundle"]["chatledger_version"]
-        assert stats["dictionaries"] == 1  # compressed again, with a redacted dictionary
+        assert stats.bundle["redacted"] is True
+        assert stats.bundle["projection_version"] == PROJECTION_VERSION
+        assert stats.bundle["chatledger_version"]
+        assert stats.dictionaries == 1  # compressed again, with a redacted dictionary
         # Decoded, too: every payload and quarantined item.
         decoded = b"".join(entry.payload for entry in bundled.history())
-        decoded += b"".join(item["raw"] + item["reason"].encode()
+        decoded += b"".join(item.raw + item.reason.encode()
                             for item in bundled.quarantine())
         for what, secret in SECRETS.items():
             assert secret.encode() not in decoded, what
@@ -140,7 +140,7 @@ def test_a_redacted_bundle_holds_no_original_byte(original: Path, tmp_path: Path
         names = {json.loads(entry.payload).get("message", {}).get("user", {}).get("name")
                  for entry in bundled.history(cid=OPS, types=["message.new"])}
         assert len(names - {None}) == 1
-        channel = bundled.channel(OPS)["channel"]
+        channel = bundled.channel(OPS).channel
         assert len(channel["name"]) == len(SECRETS["channel name"])
         assert channel["codename"] != SECRETS["custom channel value"]
         assert bundled.message("offline-1").local_state == "sending"
@@ -162,7 +162,7 @@ def test_a_plain_bundle_cut_to_one_channel_and_a_time(original: Path, tmp_path: 
         assert {c.cid for c in bundled.channels(limit=50)} == {OPS}
         assert SECRETS["text"] in bundled.message("ops-1").json()["text"]  # not redacted
         assert {c.cid for c in bundled.outbox.list()} == {OPS}
-        info = bundled.stats()["bundle"]
+        info = bundled.stats().bundle
         assert info["redacted"] is False and info["cids"] == [OPS]
         assert bundled.verify() == []
         # Positions are the original's: a bug report's positions match the user's store.

@@ -140,7 +140,7 @@ def test_a_send_shows_at_once_and_the_answer_confirms_it(store: ChatStore) -> No
     assert (row.local_state, row.local_command, row.type) == ("sending", command_id, "reply")
     assert row.json()["text"] == "reply" and row.json()["user"] == {"id": "alice"}
     assert store.message("parent").reply_count == 1
-    assert store.channel(CID)["channel"]  # filed under its channel
+    assert store.channel(CID).channel  # filed under its channel
     store.outbox.start([command_id])
     store.outbox.settle([Failed(command_id, ERROR_500, 99.0)])
     assert store.message("r1").local_state == "sending"  # a failed attempt changes nothing shown
@@ -293,56 +293,56 @@ def test_reactions_reads_and_drafts(store: ChatStore) -> None:
     received(store, "m2")
     first = store.send_reaction("m1", "like")
     store.send_reaction("m1", "love", enforce_unique=True)
-    assert [r["type"] for r in store.reactions("m1", own=True)] == ["love"]
+    assert [r.type for r in store.reactions("m1", own=True)] == ["love"]
     removal = store.delete_reaction("m1", "love")
     assert store.reactions("m1", own=True) == []
     store.outbox.cancel(removal)
-    assert [r["type"] for r in store.reactions("m1", own=True)] == ["love"]
+    assert [r.type for r in store.reactions("m1", own=True)] == ["love"]
     store.outbox.start([first])
     reply = {"message": {"id": "m1", "reaction_counts": {"like": 1}},
              "reaction": {"message_id": "m1", "user_id": "alice", "type": "like", "score": 1}}
     store.outbox.settle([Delivered(first, msgspec.json.encode(reply))])
-    assert store.unread_counts()["total_unread_count"] == 2
+    assert store.unread_counts().total_unread_count == 2
     store.mark_read(CID)
-    assert store.unread_counts()["total_unread_count"] == 0
-    assert store.reads(CID)[0]["last_read_message_id"] == "m2"
+    assert store.unread_counts().total_unread_count == 0
+    assert store.reads(CID)[0].last_read_message_id == "m2"
     store.mark_unread(CID, message_id="m2")
-    assert store.unread_counts()["total_unread_count"] == 1
+    assert store.unread_counts().total_unread_count == 1
     store.save_draft(CID, "later")
-    assert store.channel(CID)["draft_position"] is not None
+    assert store.channel(CID).draft_position is not None
     store.delete_draft(CID)
-    assert store.channel(CID)["draft_position"] is None
+    assert store.channel(CID).draft_position is None
 
 
 def test_cancelling_read_marks_and_drafts_puts_back_what_they_replaced(store: ChatStore) -> None:
     received(store, "m1")
     received(store, "m2")
-    assert store.unread_counts()["total_unread_count"] == 2
+    assert store.unread_counts().total_unread_count == 2
     read = store.mark_read(CID)
-    assert store.unread_counts()["total_unread_count"] == 0
+    assert store.unread_counts().total_unread_count == 0
     store.outbox.cancel(read)
-    assert store.unread_counts()["total_unread_count"] == 2  # unread again, as before
+    assert store.unread_counts().total_unread_count == 2  # unread again, as before
     unread = store.mark_unread(CID, message_id="m2")
     store.outbox.cancel(unread)
-    assert store.unread_counts()["total_unread_count"] == 2
+    assert store.unread_counts().total_unread_count == 2
 
     first = store.save_draft(CID, "first thoughts")
-    kept = store.channel(CID)["draft_position"]
+    kept = store.channel(CID).draft_position
     second = store.save_draft(CID, "second thoughts")
     store.outbox.cancel(second)
-    assert store.channel(CID)["draft_position"] == kept  # the earlier draft is back
+    assert store.channel(CID).draft_position == kept  # the earlier draft is back
     removal = store.delete_draft(CID)
-    assert store.channel(CID)["draft_position"] is None
+    assert store.channel(CID).draft_position is None
     store.outbox.cancel(removal)
-    assert store.channel(CID)["draft_position"] == kept
+    assert store.channel(CID).draft_position == kept
     store.outbox.cancel(first)
-    assert store.channel(CID)["draft_position"] is None  # no draft before the first
+    assert store.channel(CID).draft_position is None  # no draft before the first
 
     # Something newer than the command: its cancel leaves the row alone.
     read = store.mark_read(CID)
     received(store, "m3")
     store.outbox.cancel(read)
-    assert store.unread_counts()["total_unread_count"] == 1  # m3 only: the read mark stays
+    assert store.unread_counts().total_unread_count == 1  # m3 only: the read mark stays
 
 
 def test_a_cancelled_send_gives_back_the_channels_time_and_read_mark(store: ChatStore) -> None:
@@ -678,7 +678,7 @@ def test_a_store_used_offline_trains_its_dictionary_on_its_commands(tmp_path: Pa
     store = ChatStore.open(tmp_path, "alice")
     sent = [store.send_message(CID, f"offline message number {i} " + "words " * (i % 7),
                                id=f"m{i}") for i in range(TRAIN_AFTER_EVENTS + 1)]
-    assert store.stats()["dictionaries"] == 1
+    assert store.stats().dictionaries == 1
     store.outbox.record([*sent[:3], *(Delivered(c, answer(f"m{i}", "from the server"))
                                       for i, c in enumerate(sent[:3]))])
     with store.log.datastore.transaction(commit=False) as c:

@@ -28,9 +28,9 @@ def draft_event(kind: str, parent_id: str | None = None, text: str = "half a tho
 def test_drafts_from_backend_events(store):
     store.ingest(draft_event("draft.updated"))
     store.ingest(draft_event("draft.updated", parent_id="p1", text="in the thread"))
-    assert {(d["cid"], d["parent_id"]) for d in store.drafts()} == {(CID, None), (CID, "p1")}
-    assert store.draft(CID)["draft"]["message"]["text"] == "half a thought"
-    assert store.draft(CID, "p1")["draft"]["message"]["text"] == "in the thread"
+    assert {(d.cid, d.parent_id) for d in store.drafts()} == {(CID, None), (CID, "p1")}
+    assert store.draft(CID).draft["message"]["text"] == "half a thought"
+    assert store.draft(CID, "p1").draft["message"]["text"] == "in the thread"
     store.ingest(draft_event("draft.deleted", parent_id="p1"))
     assert store.draft(CID, "p1") is None
     assert store.drafts("messaging:other") == []
@@ -39,7 +39,7 @@ def test_drafts_from_backend_events(store):
 def test_a_draft_saved_here_is_read_back_at_once(store):
     store.save_draft(CID, "typed offline", parent_id="p1")
     saved = store.draft(CID, "p1")
-    assert saved is not None and saved["draft"]["message"]["text"] == "typed offline"
+    assert saved is not None and saved.draft["message"]["text"] == "typed offline"
     assert store.draft(CID) is None  # a thread's draft is not the channel's
     store.delete_draft(CID, parent_id="p1")
     assert store.draft(CID, "p1") is None
@@ -50,7 +50,7 @@ def test_a_channel_state_brings_its_draft(store):
     state["draft"] = {"channel_cid": CID, "created_at": T0,
                       "message": {"id": "d9", "text": "from the server"}}
     store.ingest_channel_state(state)
-    assert store.draft(CID)["draft"]["message"]["text"] == "from the server"
+    assert store.draft(CID).draft["message"]["text"] == "from the server"
 
 
 def test_polls(store):
@@ -61,11 +61,11 @@ def test_polls(store):
     voted = {**poll, "vote_count": 3, "updated_at": "2026-11-25T11:00:00Z"}
     store.ingest(event("poll.vote_casted", poll=voted, at="2026-11-25T11:00:00Z"))
     [stored] = store.polls(CID)
-    assert stored["id"] == "poll-1" and stored["poll"]["vote_count"] == 3
-    assert store.poll("poll-1")["poll"]["name"] == "Lunch?"
+    assert stored.id == "poll-1" and stored.poll["vote_count"] == 3
+    assert store.poll("poll-1").poll["name"] == "Lunch?"
     assert store.poll("nope") is None
     with store.as_of(position=2) as past:
-        assert past.poll("poll-1")["poll"]["vote_count"] == 0
+        assert past.poll("poll-1").poll["vote_count"] == 0
 
 
 def test_threads_from_thread_updated(store):
@@ -75,13 +75,13 @@ def test_threads_from_thread_updated(store):
               "updated_at": "2026-11-25T11:00:00Z", "title": "Lunch"}
     store.ingest(event("thread.updated", thread=thread))
     [stored] = store.threads(CID)
-    assert stored["parent_id"] == "parent" and stored["reply_count"] == 7
-    assert stored["participant_count"] == 3 and stored["thread"]["title"] == "Lunch"
+    assert stored.parent_id == "parent" and stored.reply_count == 7
+    assert stored.participant_count == 3 and stored.thread["title"] == "Lunch"
     assert store.message("parent").reply_count == 7
     store.ingest(event("thread.updated", thread={"parent_message_id": "parent",
                                                  "reply_count": 8}))
-    assert store.threads()[0]["reply_count"] == 8
-    assert store.threads()[0]["participant_count"] == 3  # kept when not said again
+    assert store.threads()[0].reply_count == 8
+    assert store.threads()[0].participant_count == 3  # kept when not said again
     assert store.threads("messaging:other") == []
 
 
@@ -99,5 +99,5 @@ def test_an_integer_too_big_for_sqlite_costs_only_its_own_projection(store):
     assert store.message("big").json()["reply_count"] == huge  # as stored, exactly
     assert store.ingest_channel_state(state).stored >= 1
     assert len(store.history()) >= 3 and not store.quarantine()
-    assert {entry["position"] for entry in store.unprojected()} >= {result.positions[0]}
+    assert {entry.position for entry in store.unprojected()} >= {result.positions[0]}
     assert store.verify() == []

@@ -122,7 +122,7 @@ def test_ingest_one_item_is_stored_or_refused_with_a_reason(data: st.DataObject)
                 assert str(e)  # a reason
                 quarantined += 1
                 assert len(store.quarantine()) == quarantined
-                assert store.quarantine(limit=1)[0]["reason"]
+                assert store.quarantine(limit=1)[0].reason
             else:
                 assert position > 0
                 payloads.append(store.history(newest_first=True, limit=1)[0].payload)
@@ -327,7 +327,7 @@ def test_import_of_any_file_is_a_clean_report(content: bytes, kind: str, batch: 
             store = ChatStore.open(Path(directory) / "data", "alice", create=False)
             try:
                 assert len(store.quarantine()) == report["quarantined"]
-                assert all(q["reason"] for q in store.quarantine())
+                assert all(q.reason for q in store.quarantine())
                 check_store(store)
             finally:
                 store.close()

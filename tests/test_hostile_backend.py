@@ -110,7 +110,7 @@ def test_an_unusable_sync_answer_keeps_the_sync_point_and_the_next_sync_brings_t
                 assert "could not be used" in str(failed.value) or "redirect" in str(failed.value)
                 assert store.last_sync_at() == since  # the old sync point stays
                 [kept] = store.quarantine()
-                assert kept["source"] == "sync" and kept["reason"]
+                assert kept.source == "sync" and kept.reason
                 assert client.status.quarantined == 1
                 # The backend answers properly again: one sync brings the gap.
                 report = await client.run_once()
@@ -137,7 +137,7 @@ def test_a_sync_answer_over_the_size_cap_is_cut_off_quarantined_and_retried(tmp_
                     await client.run_once()
                 assert store.last_sync_at() == since
                 [kept] = store.quarantine()
-                assert kept["size"] <= 64 * 1024  # the head of it, not 65 MiB
+                assert kept.size <= 64 * 1024  # the head of it, not 65 MiB
                 await client.run_once()
                 assert store.message("bob-away") is not None
 
@@ -255,7 +255,7 @@ def test_loaded_lists_only_the_channels_the_store_filed(tmp_path: Path) -> None:
                 return await client.load_channels()
 
         loaded = run_async(main(), 60)
-    assert loaded == [] and store.stats()["channels"] == 0
+    assert loaded == [] and store.stats().channels == 0
     assert len(store.quarantine(limit=100)) == 50
     store.close()
 
@@ -274,8 +274,8 @@ def test_an_answer_echoing_the_credentials_is_quarantined_without_them(tmp_path:
 
         run_async(main(), 60)
     [kept] = store.quarantine()
-    assert b"you asked for" in kept["raw"]
-    assert TOKEN.encode() not in kept["raw"] and API_KEY.encode() not in kept["raw"]
+    assert b"you asked for" in kept.raw
+    assert TOKEN.encode() not in kept.raw and API_KEY.encode() not in kept.raw
     store.close()
 
 
@@ -459,8 +459,8 @@ def test_a_value_beyond_64_bits_in_a_websocket_frame_costs_only_itself(tmp_path:
     stored = {e.type for e in store.history(cid=GENERAL)}
     assert {"message.new", "reaction.new"} <= stored
     skipped = store.unprojected()
-    assert len(skipped) == 3 and all("64 bits" in s["reason"] for s in skipped)
-    assert store.stats()["unprojected"] == 3
+    assert len(skipped) == 3 and all("64 bits" in s.reason for s in skipped)
+    assert store.stats().unprojected == 3
     assert store.verify() == []
     store.close()
 
@@ -505,7 +505,7 @@ def test_one_event_a_json_decoder_refuses_costs_only_itself(tmp_path: Path) -> N
     assert store.message("good-0") is not None and store.message("good-1") is not None
     assert store.message("bad") is None
     [kept] = store.quarantine()
-    assert b"\\ud800" in kept["raw"] and "not JSON" in kept["reason"]
+    assert b"\\ud800" in kept.raw and "not JSON" in kept.reason
     assert store.last_sync_at() == report.synced_at
     assert store.verify() == []
     store.close()
@@ -749,7 +749,7 @@ def test_a_query_channels_answer_over_the_store_limit_reports_no_loaded_cids(tmp
             await client.sync_missed(at(0))
 
     run_async(main(), 120)
-    assert store.last_sync_at() is None and store.stats()["channels"] == 0
+    assert store.last_sync_at() is None and store.stats().channels == 0
     assert client.status.quarantined == 1
     store.close()
 

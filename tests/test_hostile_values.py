@@ -138,7 +138,7 @@ def test_an_import_with_integers_beyond_64_bits_keeps_every_line(tmp_path: Path)
         assert store.message("ok1") and store.message("ok2") and store.message("big")
         assert not store.quarantine()
         [unprojected] = store.unprojected()
-        assert "64 bits" in unprojected["reason"]
+        assert "64 bits" in unprojected.reason
         assert store.verify() == []
 
 

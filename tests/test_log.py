@@ -85,8 +85,8 @@ def test_malformed_events_are_quarantined_with_a_reason(
         store.ingest(payload)
     assert reason in caught.value.reason
     [item] = store.quarantine()
-    assert item["raw"] == payload
-    assert item["reason"] == caught.value.reason
+    assert item.raw == payload
+    assert item.reason == caught.value.reason
     assert [e.json()["message"]["id"] for e in store.history()] == ["kept"]
 
 
@@ -95,7 +95,7 @@ def test_a_huge_payload_is_refused_and_the_store_stays_usable(store: ChatStore) 
     with pytest.raises(RejectedInput, match="exceeds"):
         store.ingest(huge)
     [item] = store.quarantine()
-    assert item["size"] == len(huge) and item["raw"] == huge
+    assert item.size == len(huge) and item.raw == huge
     assert store.ingest(message_new()) == 1
 
 
@@ -298,7 +298,7 @@ def test_one_store_shared_by_threads_stays_consistent(tmp_path: Path) -> None:
     assert errors == []
     payloads = {e.payload for e in store.history()}
     assert all(p in payloads for b in batches for p in b)
-    assert store.stats()["dictionaries"] == 1
+    assert store.stats().dictionaries == 1
     store.close()
 
 

@@ -185,7 +185,7 @@ def test_a_channel_left_stays_left_against_older_events(store: ChatStore) -> Non
     store.ingest(event("notification.removed_from_channel", at=at(5),
                        member={"user_id": "alice"}))
     store.ingest(new("m3", 3))  # from before the removal, delivered after it
-    assert store.channels() == [] and store.unread_counts()["channels"] == {}
+    assert store.channels() == [] and store.unread_counts().channels == {}
     store.ingest(event("notification.added_to_channel", at=at(8),
                        member={"user_id": "alice", "user": user("alice")}))
     store.ingest(new("m9", 9))
@@ -210,7 +210,7 @@ def test_a_late_reaction_event_does_not_roll_back_the_message(store: ChatStore) 
     store.ingest(updated("m1", 1, 5, "fifth"))
     store.ingest(reaction("reaction.new", "m1", 1, 3))  # carries the message as it was at T3
     assert store.message("m1").json()["text"] == "fifth"
-    assert [r["user_id"] for r in store.reactions("m1")] == ["carol"]  # the reaction itself is new
+    assert [r.user_id for r in store.reactions("m1")] == ["carol"]  # the reaction itself is new
 
 
 def test_a_reaction_deleted_later_stays_deleted_against_an_older_add(store: ChatStore) -> None:
@@ -219,9 +219,9 @@ def test_a_reaction_deleted_later_stays_deleted_against_an_older_add(store: Chat
     store.ingest(reaction("reaction.new", "m1", 1, 3))
     assert store.reactions("m1") == []
     store.ingest(reaction("reaction.new", "m1", 1, 6, counts={"like": 1}))  # added again, later
-    assert [r["user_id"] for r in store.reactions("m1")] == ["carol"]
+    assert [r.user_id for r in store.reactions("m1")] == ["carol"]
     store.ingest(reaction("reaction.deleted", "m1", 1, 5, counts={}))  # older than the re-add
-    assert [r["user_id"] for r in store.reactions("m1")] == ["carol"]
+    assert [r.user_id for r in store.reactions("m1")] == ["carol"]
 
 
 def test_an_older_read_does_not_undo_a_newer_one(store: ChatStore) -> None:
@@ -230,18 +230,18 @@ def test_an_older_read_does_not_undo_a_newer_one(store: ChatStore) -> None:
     store.ingest(event("notification.mark_unread", at=at(4), user=user("alice"),
                        last_read_at=at(1), unread_messages=2, last_read_message_id="m1",
                        first_unread_message_id="m2"))
-    assert store.unread_counts()["channels"] == {}
-    [read] = [r for r in store.reads(CID) if r["user_id"] == "alice"]
-    assert read["last_read_message_id"] == "m3"
+    assert store.unread_counts().channels == {}
+    [read] = [r for r in store.reads(CID) if r.user_id == "alice"]
+    assert read.last_read_message_id == "m3"
 
 
 def test_a_message_older_than_the_read_mark_is_not_unread(store: ChatStore) -> None:
     store.ingest(new("m1", 1))
     store.ingest(event("message.read", at=at(5), user=user("alice"), last_read_message_id="m1"))
     store.ingest(new("m0", 3))  # sent before the read mark, delivered after it
-    assert store.unread_counts()["channels"] == {}
+    assert store.unread_counts().channels == {}
     store.ingest(new("m9", 9))
-    assert store.unread_counts()["channels"] == {CID: 1}
+    assert store.unread_counts().channels == {CID: 1}
 
 
 def test_an_older_member_event_does_not_undo_a_newer_one(store: ChatStore) -> None:
@@ -252,7 +252,7 @@ def test_an_older_member_event_does_not_undo_a_newer_one(store: ChatStore) -> No
                        member={"user_id": "bob", "user": user("bob"), "role": "member",
                                "channel_role": "channel_member", "updated_at": at(1)}))
     [bob] = store.members(CID)
-    assert (bob["role"], bob["channel_role"]) == ("moderator", "channel_moderator")
+    assert (bob.role, bob.channel_role) == ("moderator", "channel_moderator")
 
 
 def test_an_older_channel_object_does_not_undo_a_newer_one(store: ChatStore) -> None:
@@ -265,7 +265,7 @@ def test_an_older_channel_object_does_not_undo_a_newer_one(store: ChatStore) -> 
     store.ingest(renamed("Second", 2))
     [summary] = store.channels()
     assert summary.name == "Third"
-    assert store.channel(CID)["channel"]["name"] == "Third"
+    assert store.channel(CID).channel["name"] == "Third"
 
 
 def test_an_older_delivery_mark_does_not_undo_a_newer_one(store: ChatStore) -> None:
@@ -274,8 +274,8 @@ def test_an_older_delivery_mark_does_not_undo_a_newer_one(store: ChatStore) -> N
                        last_delivered_at=at(4), last_delivered_message_id="m2"))
     store.ingest(event("message.delivered", at=at(3), user=user("bob"),
                        last_delivered_at=at(3), last_delivered_message_id="m1"))
-    [read] = [r for r in store.reads(CID) if r["user_id"] == "bob"]
-    assert read["last_delivered_message_id"] == "m2"
+    [read] = [r for r in store.reads(CID) if r.user_id == "bob"]
+    assert read.last_delivered_message_id == "m2"
 
 
 def test_an_older_hide_or_show_does_not_undo_a_newer_one(store: ChatStore) -> None:
@@ -297,7 +297,7 @@ def test_a_removed_member_stays_removed_against_older_member_events(store: ChatS
     assert store.members(CID) == []
     store.ingest(event("member.added", at=at(8), member={"user_id": "bob", "created_at": at(8),
                                                          "updated_at": at(8)}))
-    assert [m["user_id"] for m in store.members(CID)] == ["bob"]
+    assert [m.user_id for m in store.members(CID)] == ["bob"]
 
 
 def test_an_older_user_object_does_not_undo_a_newer_one(store: ChatStore) -> None:
@@ -305,7 +305,7 @@ def test_an_older_user_object_does_not_undo_a_newer_one(store: ChatStore) -> Non
                        user={**user("bob"), "name": "Robert", "updated_at": at(3)}))
     store.ingest(event("user.updated", cid=None, at=at(2),
                        user={**user("bob"), "name": "Bobby", "updated_at": at(2)}))
-    assert store.user("bob")["name"] == "Robert"
+    assert store.user("bob").name == "Robert"
 
 
 def test_a_local_edit_in_flight_still_shows_over_an_older_backend_state(store: ChatStore) -> None:

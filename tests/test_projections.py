@@ -39,7 +39,7 @@ def test_new_messages_fill_the_channel_and_count_unread(store: ChatStore) -> Non
     assert summary.last_message.json()["text"] == "hi"
     store.ingest(event("message.new", at=at(9), message=message("own", at=at(9), uid="alice"),
                        user=user("alice")))
-    assert store.unread_counts()["total_unread_count"] == 0
+    assert store.unread_counts().total_unread_count == 0
 
 
 def test_update_delete_undelete(store: ChatStore) -> None:
@@ -85,26 +85,26 @@ def test_reactions_and_counters_from_the_event(store: ChatStore) -> None:
                        reaction={"message_id": "m1", "user_id": "bob", "type": "love"},
                        message=message("m1", reaction_counts={"like": 1, "love": 1})))
     assert len(store.reactions("m1")) == 2
-    assert [r["type"] for r in store.reactions("m1", own=True)] == ["like"]
+    assert [r.type for r in store.reactions("m1", own=True)] == ["like"]
     assert store.message("m1").json()["reaction_counts"] == {"like": 1, "love": 1}
     store.ingest(event("reaction.deleted", at=at(3),
                        reaction={"message_id": "m1", "user_id": "bob", "type": "love"},
                        message=message("m1", reaction_counts={"like": 1})))
-    assert [r["user_id"] for r in store.reactions("m1")] == ["alice"]
+    assert [r.user_id for r in store.reactions("m1")] == ["alice"]
 
 
 def test_reads(store: ChatStore) -> None:
     store.ingest_many([event("message.new", cid=c, message=message(f"m-{c}", cid=c))
                        for c in ("messaging:a", "messaging:b")])
-    assert store.unread_counts()["total_unread_count"] == 2
+    assert store.unread_counts().total_unread_count == 2
     store.ingest(event("message.read", cid="messaging:a", user=user("alice"),
                        last_read_message_id="m-messaging:a"))
-    assert store.unread_counts()["channels"] == {"messaging:b": 1}
+    assert store.unread_counts().channels == {"messaging:b": 1}
     store.ingest(event("notification.mark_unread", cid="messaging:a", user=user("alice"),
                        unread_messages=4, last_read_at=at(1), first_unread_message_id="x"))
-    assert store.unread_counts()["channels"] == {"messaging:a": 4, "messaging:b": 1}
+    assert store.unread_counts().channels == {"messaging:a": 4, "messaging:b": 1}
     store.ingest(event("notification.mark_read", cid=None, user=user("alice")))
-    assert store.unread_counts()["total_unread_count"] == 0
+    assert store.unread_counts().total_unread_count == 0
 
 
 def test_truncation_drops_only_older_messages(store: ChatStore) -> None:
@@ -138,18 +138,18 @@ def test_members_and_own_removal(store: ChatStore) -> None:
     store.ingest(event("member.added", member={"user_id": "alice", "user": user("alice"),
                                                "channel_role": "channel_member"}))
     store.ingest(event("member.added", member={"user_id": "bob", "user": user("bob")}))
-    assert [m["user_id"] for m in store.members("messaging:general")] == ["alice", "bob"]
+    assert [m.user_id for m in store.members("messaging:general")] == ["alice", "bob"]
     store.ingest(event("member.removed", member={"user_id": "bob"}))
-    assert [m["user_id"] for m in store.members("messaging:general")] == ["alice"]
+    assert [m.user_id for m in store.members("messaging:general")] == ["alice"]
     store.ingest(event("notification.removed_from_channel", member={"user_id": "alice"}))
     assert store.channels() == []
 
 
 def test_users(store: ChatStore) -> None:
     store.ingest(event("user.updated", cid=None, user={**user("bob"), "name": "Robert"}))
-    assert store.user("bob")["name"] == "Robert"
+    assert store.user("bob").name == "Robert"
     store.ingest(event("user.banned", cid=None, user=user("bob")))
-    assert store.user("bob")["_row"]["banned"] == 1
+    assert store.user("bob").row["banned"] == 1
     store.ingest_many([event("message.new", message=message("b1", uid="bob")),
                        event("message.new", cid="messaging:x", message=message("b2", cid="messaging:x", uid="bob"))])
     store.ingest(event("user.messages.deleted", cid="messaging:x", user=user("bob")))
@@ -163,12 +163,12 @@ def test_a_channel_states_members_are_known_users(store: ChatStore) -> None:
     state["members"].append({"user_id": "bob", "user": {**user("bob"), "mood": "sunny"}})
     store.ingest_channel_state(msgspec.json.encode(state))
     bob = store.user("bob")  # the member's own object, verbatim, custom fields and all
-    assert (bob["name"], bob["mood"], bob["_row"]["slot"]) == ("Bob", "sunny", 1)
-    assert store.user("alice")["favourite_colour"] == "teal"
+    assert (bob.name, bob.user["mood"], bob.row["slot"]) == ("Bob", "sunny", 1)
+    assert store.user("alice").user["favourite_colour"] == "teal"
     store.ingest(event("user.updated", cid=None, user={**user("bob"), "name": "Robert"}))
-    assert store.user("bob")["name"] == "Robert"  # newer news of the user wins
+    assert store.user("bob").name == "Robert"  # newer news of the user wins
     store.ingest_channel_state(msgspec.json.encode(state))
-    assert store.user("bob")["name"] == "Bob"  # and so does a newer channel state
+    assert store.user("bob").name == "Bob"  # and so does a newer channel state
     assert store.user("carol") is None
 
 
@@ -180,19 +180,19 @@ def test_snapshots_replace_what_they_cover_and_keep_the_rest(store: ChatStore) -
     assert set(store.cached_channels({"members": {"$in": ["alice"]}})) == {
         "messaging:general", "messaging:b"}
     state = store.channel("messaging:b")
-    assert state["channel"]["team_colour"] == "blue"
-    assert [m["user_id"] for m in state["members"]] == ["alice"]
-    assert len(state["messages"]) == 2 and state["messages"][0].json()["cid"] == "messaging:b"
+    assert state.channel["team_colour"] == "blue"
+    assert [m.user_id for m in state.members] == ["alice"]
+    assert len(state.messages) == 2 and state.messages[0].json()["cid"] == "messaging:b"
 
 
 def test_drafts_polls_and_connection(store: ChatStore) -> None:
     store.ingest(event("draft.updated", cid=None,
                        draft={"channel_cid": "messaging:general", "message": {"text": "wip"}}))
-    assert store.channel("messaging:general")["draft_position"] is not None
+    assert store.channel("messaging:general").draft_position is not None
     store.ingest(event("draft.deleted", cid=None, draft={"channel_cid": "messaging:general"}))
-    assert store.channel("messaging:general")["draft_position"] is None
+    assert store.channel("messaging:general").draft_position is None
     store.ingest(event("health.check", cid=None, connection_id="c-1", me=user("alice")))
-    assert store.connection_info()["connection_id"] == "c-1"
+    assert store.connection_info().connection_id == "c-1"
 
 
 def test_cursor_paging(store: ChatStore) -> None:
@@ -352,8 +352,8 @@ def test_rows_another_connection_wrote_are_not_taken_as_remembered(tmp_path: Pat
         second.ingest(said("Robert", 2))
         second.ingest(event("member.added", cid="messaging:c", member={"user_id": "bob"}))
     first.ingest(said("Bob", 3))
-    assert first.user("bob")["name"] == "Bob"
-    assert first.unread_counts()["channels"] == {"messaging:c": 2}  # not m3: alice is not in it
+    assert first.user("bob").name == "Bob"
+    assert first.unread_counts().channels == {"messaging:c": 2}  # not m3: alice is not in it
     assert first.verify() == []
     first.close()
 
@@ -374,7 +374,7 @@ def test_unread_counts_only_in_channels_the_user_is_in(store: ChatStore) -> None
                        message=message("t1", cid="messaging:theirs")))
     store.ingest(event("message.new", cid="messaging:unknown",
                        message=message("u1", cid="messaging:unknown")))
-    assert store.unread_counts()["channels"] == {"messaging:unknown": 1}
+    assert store.unread_counts().channels == {"messaging:unknown": 1}
 
 
 def test_hidden_channels_listed_when_any_part_of_the_filter_asks(store: ChatStore) -> None:

@@ -50,20 +50,20 @@ def test_reminders_are_created_updated_due_and_deleted(store) -> None:
     store.ingest(reminder_event("reminder.created", "m3", remind_at="2026-11-25T12:00:00Z",
                                 cid="messaging:other"))
     rows = store.reminders()
-    assert [r["message_id"] for r in rows] == ["m3", "m1", "m2"]  # soonest first, no time last
-    assert rows[2]["remind_at"] is None and rows[2]["reminder"]["message"]["id"] == "m2"
-    assert [r["message_id"] for r in store.reminders("messaging:other")] == ["m3"]
+    assert [r.message_id for r in rows] == ["m3", "m1", "m2"]  # soonest first, no time last
+    assert rows[2].remind_at is None and rows[2].reminder["message"]["id"] == "m2"
+    assert [r.message_id for r in store.reminders("messaging:other")] == ["m3"]
 
     later = "2026-11-25T11:00:00Z"
     store.ingest(reminder_event("reminder.updated", "m1", remind_at="2026-11-25T11:30:00Z",
                                 updated_at=later, at=later))
     store.ingest(reminder_event("notification.reminder_due", "m3", updated_at=later, at=later,
                                 remind_at="2026-11-25T12:00:00Z", cid="messaging:other"))
-    assert [r["message_id"] for r in store.reminders()] == ["m1", "m3", "m2"]
-    assert [r["message_id"] for r in store.reminders(due=True)] == ["m3"]
+    assert [r.message_id for r in store.reminders()] == ["m1", "m3", "m2"]
+    assert [r.message_id for r in store.reminders(due=True)] == ["m3"]
 
     store.ingest(reminder_event("reminder.deleted", "m2", at=later))
-    assert [r["message_id"] for r in store.reminders()] == ["m1", "m3"]
+    assert [r.message_id for r in store.reminders()] == ["m1", "m3"]
 
 
 def test_an_older_reminder_event_arriving_late_changes_nothing(store) -> None:
@@ -71,7 +71,7 @@ def test_an_older_reminder_event_arriving_late_changes_nothing(store) -> None:
     store.ingest(reminder_event("reminder.updated", "m1", remind_at="2026-11-27T00:00:00Z",
                                 updated_at=later, at=later))
     store.ingest(reminder_event("reminder.created", "m1", remind_at="2026-11-26T00:00:00Z"))
-    assert store.reminders()[0]["remind_at"] == 1795737600000000  # 2026-11-27, the newer state
+    assert store.reminders()[0].remind_at == 1795737600000000  # 2026-11-27, the newer state
     # A deletion is sticky against older states, and a newer creation brings it back.
     store.ingest(reminder_event("reminder.deleted", "m1", updated_at=later,
                                 at="2026-11-25T12:00:00Z"))
@@ -79,7 +79,7 @@ def test_an_older_reminder_event_arriving_late_changes_nothing(store) -> None:
     assert store.reminders() == []
     again = "2026-11-25T13:00:00Z"
     store.ingest(reminder_event("reminder.created", "m1", updated_at=again, at=again))
-    assert [r["message_id"] for r in store.reminders()] == ["m1"]
+    assert [r.message_id for r in store.reminders()] == ["m1"]
 
 
 def test_reminders_command(tmp_path: Path) -> None:
@@ -134,7 +134,7 @@ def new_message(cid: str, mid: str, at: str = T0, uid: str = "bob") -> bytes:
 
 
 def unread(store: ChatStore) -> dict:
-    return store.unread_counts()["channels"]
+    return store.unread_counts().channels
 
 
 def test_a_muted_channel_does_not_count_unread_and_filters_on_muted(store) -> None:
@@ -143,12 +143,12 @@ def test_a_muted_channel_does_not_count_unread_and_filters_on_muted(store) -> No
     store.ingest(connected(mutes=[user_mute], channel_mutes=[channel_mute(MUTED)]))
     store.ingest_many([new_message(MUTED, "x1"), new_message(CID, "g1"), new_message(MUTED, "x2")])
     assert unread(store) == {CID: 1}
-    assert store.unread_counts()["total_unread_count"] == 1
+    assert store.unread_counts().total_unread_count == 1
     assert [c.cid for c in store.channels({"muted": True})] == [MUTED]
     assert [c.cid for c in store.channels({"muted": False})] == [CID]
-    assert [m["cid"] for m in store.channel_mutes()] == [MUTED]
-    assert store.channel_mutes()[0]["mute"]["channel"]["cid"] == MUTED
-    assert [(m["user_id"], m["expires"]) for m in store.mutes()] == [("carol", None)]
+    assert [m.cid for m in store.channel_mutes()] == [MUTED]
+    assert store.channel_mutes()[0].mute["channel"]["cid"] == MUTED
+    assert [(m.user_id, m.expires) for m in store.mutes()] == [("carol", None)]
 
 
 def test_an_expired_mute_no_longer_counts(store) -> None:
@@ -173,7 +173,7 @@ def test_mutes_updated_replaces_the_list_and_an_older_one_changes_nothing(store)
     store.ingest(event("notification.mutes_updated", cid=None, at=at_hour(1.5),
                        me=me(mutes=[{"target": user("dave"), "created_at": later}])))
     assert store.channel_mutes() == []
-    assert [m["user_id"] for m in store.mutes()] == ["dave"]
+    assert [m.user_id for m in store.mutes()] == ["dave"]
     store.ingest(new_message(MUTED, "x1", at=at_hour(2)))
     assert unread(store) == {MUTED: 1}
 
@@ -247,7 +247,7 @@ def test_a_pinned_message_older_than_the_page_is_reachable_but_not_contiguous(st
     # And the other way: from the pin to the page.
     newer = store.messages(CID, after=key(store, "old-pin"), limit=2)
     assert [m.id for m in newer] == ["p50", "p51"] and newer.gaps[0].older == key(store, "old-pin")
-    assert store.channel(CID, messages=10)["messages"].gaps == wide.gaps
+    assert store.channel(CID, messages=10).messages.gaps == wide.gaps
 
 
 def test_live_messages_and_sync_extend_the_held_history(store) -> None:

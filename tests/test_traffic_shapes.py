@@ -60,16 +60,16 @@ def test_a_thread_read_does_not_touch_the_channel_read(store: ChatStore) -> None
     store.ingest(event("message.read", at=at(9), user=user("alice"), last_read_message_id="r2",
                        thread={"parent_message_id": "m1", "channel_cid": CID, "reply_count": 2,
                                "participants": [{"user_id": "bob", "user": user("bob")}]}))
-    assert store.unread_counts()["channels"] == {CID: 3}
-    [read] = [r for r in store.reads(CID) if r["user_id"] == "alice"]
-    assert read["last_read"] is None and read["last_read_message_id"] is None
+    assert store.unread_counts().channels == {CID: 3}
+    [read] = [r for r in store.reads(CID) if r.user_id == "alice"]
+    assert read.last_read is None and read.last_read_message_id is None
     # The thread's own read state is kept, and an older thread read arriving late leaves it.
     [thread_read] = store.thread_reads("m1")
-    assert (thread_read["user_id"], thread_read["last_read_message_id"]) == ("alice", "r2")
-    assert thread_read["cid"] == CID and thread_read["last_read"] is not None
+    assert (thread_read.user_id, thread_read.last_read_message_id) == ("alice", "r2")
+    assert thread_read.cid == CID and thread_read.last_read is not None
     store.ingest(event("message.read", at=at(5), user=user("alice"), last_read_message_id="r1",
                        thread={"parent_message_id": "m1", "channel_cid": CID}))
-    assert [r["last_read_message_id"] for r in store.thread_reads("m1")] == ["r2"]
+    assert [r.last_read_message_id for r in store.thread_reads("m1")] == ["r2"]
     assert store.thread_reads("m2") == []
     assert store.verify() == []
 
@@ -85,20 +85,20 @@ def test_a_partial_membership_keeps_the_role_members_give(store: ChatStore) -> N
     membership = {"user": user("alice"), "channel_role": "channel_member",
                   "created_at": at(0), "updated_at": at(0), "banned": False}
     store.ingest_channel_state(state(members=members, membership=membership))
-    roles = {m["user_id"]: (m["role"], m["channel_role"]) for m in store.members(CID)}
+    roles = {m.user_id: (m.role, m.channel_role) for m in store.members(CID)}
     assert roles == {"alice": ("owner", "channel_member"), "bob": ("member", "channel_member")}
     [summary] = store.channels()
-    assert summary.membership["role"] == "owner"
-    assert store.channel(CID)["membership"]["role"] == "owner"
+    assert summary.membership.role == "owner"
+    assert store.channel(CID).membership.role == "owner"
     # An event about the member without a role keeps it too; one with a pin sets it, and an
     # explicit null unpins.
     store.ingest(event("member.updated", at=at(2),
                        member={"user_id": "alice", "pinned_at": at(2), "updated_at": at(2)}))
-    assert store.channel(CID)["membership"]["role"] == "owner"
-    assert store.channel(CID)["membership"]["pinned_at"] is not None
+    assert store.channel(CID).membership.role == "owner"
+    assert store.channel(CID).membership.pinned_at is not None
     store.ingest(event("member.updated", at=at(3),
                        member={"user_id": "alice", "pinned_at": None, "updated_at": at(3)}))
-    assert store.channel(CID)["membership"]["pinned_at"] is None
+    assert store.channel(CID).membership.pinned_at is None
 
 
 # -- 3: a channel state's own hidden flag ---------------------------------------------------------
@@ -126,7 +126,7 @@ def test_a_reaction_to_a_message_not_on_file_stores_the_message(store: ChatStore
     assert stored is not None and stored.json()["reaction_counts"] == {"like": 1}
     assert stored.json()["text"] == "never seen"
     assert [m.id for m in store.messages(CID)] == ["m1"]
-    assert [r["user_id"] for r in store.reactions("m1")] == ["bob"]
+    assert [r.user_id for r in store.reactions("m1")] == ["bob"]
 
 
 # -- 6: the system message of channel.updated -----------------------------------------------------
@@ -140,7 +140,7 @@ def test_the_system_message_of_a_channel_update_is_in_the_history(store: ChatSto
     assert store.channels()[0].name == "Renamed"
     assert [m.id for m in store.messages(CID)] == ["sys1"]
     assert store.message("sys1").type == "system"
-    assert store.unread_counts()["channels"] == {}  # a system message is not unread
+    assert store.unread_counts().channels == {}  # a system message is not unread
 
 
 # -- 7: reactions inside channel states -----------------------------------------------------------
@@ -152,9 +152,9 @@ def test_latest_and_own_reactions_of_a_channel_state_reach_reactions(store: Chat
                                reaction_object("m1", "carol", "love", 3)],
           "own_reactions": [reaction_object("m1", "alice", "like", 4)]}
     store.ingest_channel_state(state(messages=[m1]))
-    assert sorted((r["user_id"], r["type"]) for r in store.reactions("m1")) == [
+    assert sorted((r.user_id, r.type) for r in store.reactions("m1")) == [
         ("alice", "like"), ("bob", "like"), ("carol", "love")]
-    assert [(r["user_id"], r["type"]) for r in store.reactions("m1", own=True)] == [
+    assert [(r.user_id, r.type) for r in store.reactions("m1", own=True)] == [
         ("alice", "like")]
 
 
@@ -166,10 +166,10 @@ def test_a_reaction_value_the_table_cannot_hold_costs_only_that_reaction(store: 
                                      members=[{"user_id": "bob", "user": user("bob")}]))
     assert [m.id for m in store.messages(CID)] == ["m1", "m2"]
     # The score no column holds is left out (and recorded); the reaction itself is known.
-    assert sorted(r["user_id"] for r in store.reactions("m1")) == ["bob", "carol"]
-    assert [entry["reason"] for entry in store.unprojected()] and "64 bits" in (
-        store.unprojected()[0]["reason"])
-    assert [m["user_id"] for m in store.members(CID)] == ["bob"]
+    assert sorted(r.user_id for r in store.reactions("m1")) == ["bob", "carol"]
+    assert [entry.reason for entry in store.unprojected()] and "64 bits" in (
+        store.unprojected()[0].reason)
+    assert [m.user_id for m in store.members(CID)] == ["bob"]
     assert store.verify() == []
 
 
@@ -189,8 +189,8 @@ def test_a_thread_notification_stores_the_reply_and_touches_its_thread(store: Ch
     assert [m.id for m in store.thread("p")] == ["r2"]
     assert store.message("p").reply_count == 2
     [thread] = store.threads()
-    assert thread["reply_count"] == 2 and thread["last_message_at"] is not None
-    assert store.unread_counts()["channels"] == {}  # a reply only in its thread
+    assert thread.reply_count == 2 and thread.last_message_at is not None
+    assert store.unread_counts().channels == {}  # a reply only in its thread
     store.ingest(event("message.new", at=at(5), message=reply, user=user("bob")))
     assert store.message("p").reply_count == 2  # the same reply again counts once
 
@@ -208,10 +208,10 @@ def test_the_zero_time_is_unset_in_rows(store: ChatStore) -> None:
         messages=[{**message("m1", at=at(1)), "pinned_at": ZERO, "deleted_at": ZERO}],
         read=[{"user": user("alice"), "last_read": ZERO, "unread_messages": 0}]))
     [summary] = store.channels()  # not deleted, not truncated
-    assert summary.membership["pinned_at"] is None and summary.membership["archived_at"] is None
+    assert summary.membership.pinned_at is None and summary.membership.archived_at is None
     assert store.channels({"pinned": True}) == [] and store.channels({"archived": True}) == []
     assert store.message("m1").deleted_at is None
-    assert store.user("alice")["_row"]["last_active"] is None
+    assert store.user("alice").row["last_active"] is None
     assert [m.id for m in store.messages(CID)] == ["m1"]
 
 
@@ -222,5 +222,5 @@ def test_an_unread_mark_for_a_channel_not_on_file_is_counted(store: ChatStore) -
     store.ingest(event("notification.mark_unread", cid="messaging:new", at=at(3),
                        user=user("alice"), last_read_at=at(1), unread_messages=4,
                        last_read_message_id="x0", first_unread_message_id="x1"))
-    assert store.unread_counts() == {"total_unread_count": 4, "unread_channels": 1,
-                                     "channels": {"messaging:new": 4}}
+    assert msgspec.structs.asdict(store.unread_counts()) == {
+        "total_unread_count": 4, "unread_channels": 1, "channels": {"messaging:new": 4}}

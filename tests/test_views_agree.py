@@ -97,8 +97,8 @@ def test_stats_counts_the_channels_that_channels_lists(store, run) -> None:
     hidden = store.channels({"hidden": True}, limit=1_000)
     assert hidden  # the workload hid one
     stats = store.stats()
-    assert stats["channels"] == len(listed)
-    assert stats["hidden_channels"] == len(hidden) and store.channel_count() == len(listed)
+    assert stats.channels == len(listed)
+    assert stats.hidden_channels == len(hidden) and store.channel_count() == len(listed)
     shown = json.loads(run("stats", "--json"))
     assert shown["channels"] == len(json_lines(run("channels", "--limit", "1000", "--json")))
     human = run("stats")
@@ -108,13 +108,13 @@ def test_stats_counts_the_channels_that_channels_lists(store, run) -> None:
 def test_the_own_user_shows_the_unread_counts_and_mutes_of_the_store(store, run) -> None:
     counts = store.unread_counts()
     shown = json.loads(run("show", "user", store.user_id, "--json"))
-    assert counts["total_unread_count"] != 99  # the stale figure of the connection's `me`
-    assert shown.get("total_unread_count") == counts["total_unread_count"]
-    assert shown["unread_count"] == counts["total_unread_count"]
-    assert shown["unread_channels"] == counts["unread_channels"]
-    assert shown["channel_mutes"] == [m["mute"] for m in store.channel_mutes()]
+    assert counts.total_unread_count != 99  # the stale figure of the connection's `me`
+    assert shown.get("total_unread_count") == counts.total_unread_count
+    assert shown["unread_count"] == counts.total_unread_count
+    assert shown["unread_channels"] == counts.unread_channels
+    assert shown["channel_mutes"] == [m.mute for m in store.channel_mutes()]
     human = run("show", "user", store.user_id)
-    assert f"total_unread_count  {counts['total_unread_count']}\n" in human
+    assert f"total_unread_count  {counts.total_unread_count}\n" in human
 
 
 def test_show_message_shows_the_reactions_its_json_shows(store, run) -> None:
