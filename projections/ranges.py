@@ -51,6 +51,10 @@ RANGES_OVERLAPPING = (
 )
 
 
+# Channels whose newest stretch is remembered between appends (a bound on memory).
+HEADS_REMEMBERED = 10_000
+
+
 class _Head:
     """The newest stretch of a channel as it stands; `moved` when its end is not written yet."""
 
@@ -71,9 +75,11 @@ class HeldRanges:
     the head of each channel is kept here and written once (`flush`), which the projector does
     at the end of every `apply` (so the table is current whenever a transaction can commit).
     A rebuild of 100,000 events spent 14 % of its time on the SELECT + UPDATE per new message
-    this replaces. Contract: between `extend_head` and `flush`, nothing but this object writes
-    `held_ranges` (its own `cover` and `forget` write the channel's head first); `discard`
-    drops what was not written (the transaction is being rolled back).
+    this replaces. The heads stay remembered, as on file, across appends: reading each busy
+    channel's head again in every batch of 1,000 took 12,500 SELECTs per 100,000 events.
+    Contract: nothing but this object writes `held_ranges` on its connection (its own `cover`
+    and `forget` write the channel's head first); `discard` drops what is remembered, written
+    or not (the transaction is being rolled back, or another connection committed).
     """
 
     def __init__(self) -> None:
@@ -116,10 +122,12 @@ class HeldRanges:
             self.cover(cursor, cid, key, key)
 
     def flush(self, cursor: apsw.Cursor) -> None:
-        """Write the heads moved since the last flush, and forget them."""
+        """Write the heads moved since the last flush; they stay remembered as on file."""
         for cid, head in self._heads.items():
             head.write(cursor, cid)
-        self._heads.clear()
+            head.moved = False
+        if len(self._heads) > HEADS_REMEMBERED:
+            self._heads.clear()  # a bound on memory; forgotten heads are read again
 
     def discard(self) -> None:
         """Forget the heads without writing them (the transaction is rolled back)."""

@@ -267,3 +267,32 @@ def test_any_value_is_refused_or_readable(tmp_path_factory: pytest.TempPathFacto
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-q"]))
+
+
+# --------------------------------------------------------------------------------------------
+# The ingest check's signs: a number with a 3-digit exponent wherever a value can stand is
+# refused; "e" and three digits inside text (hex ids: half the events of a chat) cost no decode.
+
+BIG_EXPONENT_DOCUMENTS = [b"1e999", b'{"a":1e999}', b'{"a": -1.5E+400}', b'[1,2e400]',
+                          b'[\n3e999]', b'{"a":[0.25E0400]}', b'{"a":\t-7e+9999}']
+
+
+@pytest.mark.parametrize("raw", BIG_EXPONENT_DOCUMENTS)
+def test_a_number_past_the_double_range_is_refused_wherever_it_stands(raw: bytes) -> None:
+    with pytest.raises(wire.WireError):
+        wire.check_storable(raw)
+
+
+def test_hex_ids_that_look_like_exponents_take_no_full_check(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from chatledger.eventstore.wire import values
+
+    walked: list[object] = []
+    monkeypatch.setattr(values, "unstorable_reason",
+                        lambda document, **options: walked.append(document))
+    raw = (b'{"message_id":"3e456789-1643-4e12-8848-8d73170d7e97","id":"e7340618",'
+           b'"text":"x","n":1.5e10}')
+    wire.check_storable(raw)
+    assert walked == []
+    wire.check_storable(b'{"message_id":"x","n":1.5e100}')  # a sign: decoded and walked
+    assert len(walked) == 1

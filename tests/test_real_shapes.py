@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import apsw
 import msgspec
 import pytest
 from click.testing import CliRunner
@@ -296,3 +297,51 @@ def test_show_channel_says_where_its_messages_cross_a_gap(tmp_path: Path) -> Non
     assert "gap: the store may lack messages between old-pin" in human and "and p50" in human
     shown = json.loads(run_cli(tmp_path, "show", "channel", CID, "--json").stdout)
     assert shown["message_gaps"] == [[list(pin), list(first)]]
+
+
+def test_the_held_history_follows_another_connections_writes(tmp_path: Path) -> None:
+    # The newest stretch of a channel is remembered between appends; another connection's
+    # channel state that merges it into a longer stretch (a new start) must not be missed, or
+    # the next live message would extend a stretch no longer on file.
+    first = ChatStore.open(tmp_path, "alice")
+    second = ChatStore.open(tmp_path, "alice")
+    try:
+        first.ingest(new_message(CID, "live1", at=minutes(60)))
+        first.ingest(new_message(CID, "live2", at=minutes(61)))
+        state = state_with_old_pin()
+        state["messages"] = ([message(f"p{n}", CID, at=minutes(n)) for n in range(50, 60)]
+                             + [message("live1", CID, at=minutes(60), uid="bob"),
+                                message("live2", CID, at=minutes(61), uid="bob")])
+        second.ingest_channel_state(state)
+        first.ingest(new_message(CID, "live3", at=minutes(62)))
+        page = first.messages(CID, limit=13)  # (not back to the old pin, outside it)
+        assert [m.id for m in page][-3:] == ["live1", "live2", "live3"] and page.contiguous
+        assert first.verify() == []
+    finally:
+        second.close()
+        first.close()
+
+
+def test_a_channels_held_history_is_read_once_across_appends(tmp_path: Path) -> None:
+    heads: list[str] = []
+
+    def trace(cursor: apsw.Cursor, sql: str, bindings: object) -> bool:
+        if sql.startswith("SELECT start_at, start_id, end_at, end_id FROM held_ranges WHERE cid=?"):
+            heads.append(sql)
+        return True
+
+    def hook(connection: apsw.Connection) -> None:
+        connection.exec_trace = trace
+
+    apsw.connection_hooks.append(hook)
+    try:
+        store = ChatStore.open(tmp_path, "alice")
+    finally:
+        apsw.connection_hooks.remove(hook)
+    try:
+        for n in range(5):
+            store.ingest(new_message(CID, f"live{n}", at=minutes(60 + n)))
+        assert len(heads) == 1
+        assert store.messages(CID, limit=10).contiguous
+    finally:
+        store.close()

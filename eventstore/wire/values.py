@@ -32,16 +32,21 @@ _INT_MIN, _INT_MAX = -(2**63), 2**63 - 1  # what an SQLite INTEGER holds
 
 # Cheap signs that a full decode is needed, looked for in one copy of the payload with digits
 # folded to "0", "E" to "e", "{" to "[" and signs removed: a run of 19 digits (an integer past
-# 64 bits, or a float with a huge mantissa), a 3-digit exponent (a float past the double range),
-# more brackets than MAX_DEPTH (the sign for the depth). Payloads without any (nearly every
-# event) skip the full decode; a false sign (digits that only look joined once the signs are
-# gone) costs that decode, nothing else. Escapes that are not text (a lone surrogate) need no
+# 64 bits, or a float with a huge mantissa), a 3-digit exponent of a number (a float past the
+# double range), more brackets than MAX_DEPTH (the sign for the depth). Payloads without any
+# (nearly every event) skip the full decode; a false sign (digits that only look joined once the
+# signs are gone) costs that decode, nothing else. Escapes that are not text (a lone surrogate) need no
 # sign: the decoder that reads the head of every payload already refuses them, skipped values
 # included; it does not check UTF-8 bytes or the range of numbers it skips.
 _FOLD = bytes.maketrans(b"0123456789E{", b"0000000000e[")
 _SIGNS_REMOVED = b"+-"
 _LONG_DIGITS = b"0" * 19
 _BIG_EXPONENT = b"e000"
+# An exponent counts only after a number's digits (and point) that start where a JSON value can
+# (after ":", ",", "[" or white space; the sign is gone): "e000" inside a hex id ("...3e456...",
+# in half the events of a chat) is no number, and costed half of all payloads a full decode.
+_MANTISSA = frozenset(b"0.")
+_VALUE_STARTS = frozenset(b":,[ \t\n\r")
 
 UNREADABLE_KEY = "chatledger_unreadable"
 """The key of the marker object `decode_stored` gives for stored bytes that are not JSON."""
@@ -50,7 +55,21 @@ UNREADABLE_KEY = "chatledger_unreadable"
 def _needs_full_check(raw: bytes) -> bool:
     folded = raw.translate(_FOLD, _SIGNS_REMOVED)
     return (folded.count(b"[") > MAX_DEPTH or _LONG_DIGITS in folded
-            or _BIG_EXPONENT in folded)
+            or _has_big_exponent(folded))
+
+
+def _has_big_exponent(folded: bytes) -> bool:
+    """Whether the folded payload holds a number with a 3-digit exponent (or text that looks
+    like one)."""
+    at = folded.find(_BIG_EXPONENT)
+    while at != -1:
+        start = at
+        while start and folded[start - 1] in _MANTISSA:
+            start -= 1
+        if start < at and (start == 0 or folded[start - 1] in _VALUE_STARTS):
+            return True
+        at = folded.find(_BIG_EXPONENT, at + 1)
+    return False
 
 
 def unstorable_reason(document: Any, *, integers: bool = True) -> str | None:

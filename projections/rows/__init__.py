@@ -64,6 +64,7 @@ class Rows:
         self.users.forget()
         self.members.forget()
         self.channels.forget()
+        self.ranges.discard()  # (called between appends: every head is written already)
 
     def forget(self) -> None:
         """Forget everything remembered (after a rollback or a rebuild), and drop what was not
