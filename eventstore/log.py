@@ -525,7 +525,7 @@ class EventLog:
             if self._check_schema_version(cursor) != schema.LINKS_SCHEMA_VERSION - 1:
                 return  # another process upgraded it meanwhile
             cursor.execute(links.LINKS_TABLE)
-            if "position" not in {row[1] for row in cursor.execute(_STREAMS_COLUMNS)}:
+            if "position" not in {name for _, name, *_ in cursor.execute(_STREAMS_COLUMNS)}:
                 cursor.execute(schema.ADD_STREAM_POSITION)
             links.mark_pending(cursor, 0)
             cursor.execute(_SET_META, ("schema_version", schema.LINKS_SCHEMA_VERSION))
@@ -782,13 +782,15 @@ class EventLog:
         try:
             positions = self.recorder.insert_rows(cursor, rows)
         except apsw.ConstraintError as error:
+            stream, *_ = rows[0]
             raise IntegrityError(
-                f"a version of {rows[0][0]} was recorded concurrently ({error})") from error
+                f"a version of {stream} was recorded concurrently ({error})") from error
         self._count_raw(rows)
         if self.listeners:
             appended = [
-                AppendedEntry(p, Entry(str(r[0]), r[2], s.state), when)
-                for p, r, s in zip(positions, rows, stored_events)
+                AppendedEntry(position, Entry(str(stream), topic, stored_event.state), when)
+                for position, (stream, _, topic, *_), stored_event
+                in zip(positions, rows, stored_events)
             ]
             for listener in self.listeners:
                 listener.appended(cursor, appended)

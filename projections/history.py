@@ -621,7 +621,7 @@ def _snapshot(cursor: apsw.Cursor, message_id: str, objects: _Objects) -> Snapsh
     rows = cursor.execute(_MESSAGE_ROW, (message_id,)).fetchall()
     if not rows:
         return None, reactions
-    (row,) = rows
+    row, *_ = rows
     *columns, position, slot = row
     obj = objects.get(cast(int, position), cast(int, slot))
     fields: dict[str, Any] = {}
@@ -652,7 +652,7 @@ def _diff(before: Snapshot, after: Snapshot) -> dict[str, tuple[Any, Any]]:
 
 
 def _note(kind: str, before: Snapshot, after: Snapshot, changes: dict[str, tuple[Any, Any]]) -> str:
-    old, new = before[0], after[0]
+    (old, _), (new, _) = before, after
     if old is None and new is not None:
         return "stored"
     if old is not None and new is None:
@@ -847,7 +847,8 @@ class _ScopedReader:
         yield [kept[p] for p in wanted]
 
     def relevant(self, row: Row) -> bool:
-        return row[1] not in _CHANGES_ONLY_WHAT_IT_NAMES or any(n in row[4] for n in self._needles)
+        _, topic, _, _, payload, _, _ = row
+        return topic not in _CHANGES_ONLY_WHAT_IT_NAMES or any(n in payload for n in self._needles)
 
 
 def _named_in_scope(
@@ -884,7 +885,8 @@ def _replies(payload: bytes, message_id: str) -> list[str]:
     doc = _object(payload)
     if doc is None:
         return []
-    # Message objects, or whatever stands in their place (a reply names its parent by id).
+    # What the payload holds there: message objects, or None or anything else (`_get` reads
+    # dicts only).
     found: list[Any] = [doc.get("message")]
     for key in ("messages", "pinned_messages"):
         items = doc.get(key)
@@ -920,7 +922,7 @@ def _named_by(
             if check(topic, payload, message_id):
                 named.add(position)
                 streams.add(stream)
-        after = rows[-1][0]
+        after, *_ = rows[-1]
     return named, streams
 
 
