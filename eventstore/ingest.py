@@ -9,7 +9,7 @@ said as a whole (which channels, in which order, which were inaccessible).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, final
 
 import msgspec
 
@@ -32,6 +32,8 @@ SYNC_RESULT = "chatledger/sync.result"
 Payload = bytes | bytearray | memoryview | str | dict[str, Any]
 
 
+# Final, so that `type(item) is Rejection` tells mypy the other case is an `Entry`.
+@final
 @dataclass(slots=True)
 class Entry:
     """One thing to append: its stream, its type (the topic) and the bytes to keep."""
@@ -43,6 +45,7 @@ class Entry:
     connection_id: str | None = None
 
 
+@final
 @dataclass(slots=True)
 class Rejection:
     """Input the log refuses to append; it goes to the quarantine table with the reason."""

@@ -18,8 +18,10 @@ them), readers get None from `stream_positions` and scan the log as before.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
-from typing import Any
+from contextlib import AbstractContextManager
+from typing import Any, NamedTuple, cast
 
 import apsw
 
@@ -84,6 +86,36 @@ _HAS_TABLE = "SELECT 1 FROM {schema}sqlite_schema WHERE type='table' AND name='s
 RELINK_PAGE = 50_000
 
 
+class _Statements(NamedTuple):
+    """The templates above filled in for one schema ("" or "live.") and log table."""
+
+    get_meta: str
+    last_of_streams: str
+    page_of_streams: str
+    stream_head: str
+    tail_head: str
+    chain: str
+    has_table: str
+
+
+@functools.cache
+def _statements(schema: str, table: str) -> _Statements:
+    """Each template filled once per schema and table: a process sees one or two of each."""
+    return _Statements(
+        get_meta=_GET_META.format(schema=schema),
+        last_of_streams=_LAST_OF_STREAMS.format(table=table),
+        page_of_streams=_PAGE_OF_STREAMS.format(table=table),
+        stream_head=_STREAM_HEAD.format(schema=schema),
+        tail_head=_TAIL_HEAD.format(schema=schema, table=table),
+        chain=_CHAIN.format(schema=schema),
+        has_table=_HAS_TABLE.format(schema=schema),
+    )
+
+
+# The own file's meta table (no schema prefix).
+_GET_OWN_META = _GET_META.format(schema="")
+
+
 def link(
     positions: Sequence[int], streams: Sequence[str], topics: Sequence[str], last: dict[str, int],
 ) -> list[tuple[int, int]]:
@@ -101,27 +133,29 @@ def link(
     return out
 
 
-def last_positions(c: apsw.Cursor, table: str, upto: int) -> dict[str, int]:
+def last_positions(cursor: apsw.Cursor, table: str, upto: int) -> dict[str, int]:
     """The last position of every backend stream at or before `upto` (one scan of the log)."""
     return {str(stream): position for stream, position in
-            c.execute(_LAST_OF_STREAMS.format(table=table), (upto,)).fetchall()
+            cursor.execute(_statements("", table).last_of_streams, (upto,)).fetchall()
             if isinstance(position, int)}
 
 
-def relink_page(c: apsw.Cursor, table: str, after: int, last: dict[str, int]) -> tuple[int, int]:
+def relink_page(cursor: apsw.Cursor, table: str, after: int, last: dict[str, int]) -> tuple[int, int]:
     """Link the next `RELINK_PAGE` backend entries after position `after`, given the streams'
     last positions up to it (`last`, advanced). Returns (the last position read, rows read)."""
-    rows = c.execute(_PAGE_OF_STREAMS.format(table=table), (after, RELINK_PAGE)).fetchall()
+    # (position, stream, topic)
+    rows = cast("list[tuple[int, str, str]]", cursor.execute(
+        _statements("", table).page_of_streams, (after, RELINK_PAGE)).fetchall())
     if not rows:
         return after, 0
-    positions = [int(r[0]) for r in rows]  # type: ignore[arg-type]
-    c.executemany(INSERT_LINKS, link(positions, [str(r[1]) for r in rows],
-                                     [str(r[2]) for r in rows], last))
+    positions = [int(position) for position, _, _ in rows]
+    cursor.executemany(INSERT_LINKS, link(positions, [str(stream) for _, stream, _ in rows],
+                                          [str(topic) for _, _, topic in rows], last))
     return positions[-1], len(rows)
 
 
 def finish_links(
-    transaction: Callable[[], object], table: str,
+    transaction: Callable[[], AbstractContextManager[apsw.Cursor]], table: str,
     on_page: Callable[[int], None] | None = None,
 ) -> None:
     """Compute the links of an upgraded store, a page per transaction, from where the pending
@@ -132,43 +166,46 @@ def finish_links(
     last: dict[str, int] = {}
     expected: int | None = None
     while True:
-        with transaction() as c:  # type: ignore[attr-defined]
-            row = c.execute(_GET_META.format(schema=""), (META_LINKS_PENDING,)).fetchone()
+        with transaction() as cursor:
+            row = cursor.execute(_GET_OWN_META, (META_LINKS_PENDING,)).fetchone()
             if row is None:
                 return
-            after = int(row[0])
+            (pending_after,) = row
+            after = int(pending_after)
             if after != expected:
                 # First page of this call, or another process linked pages meanwhile.
-                c.execute(_CLEAR_LINKS, (after,))
-                last = last_positions(c, table, after)
-            end, read = relink_page(c, table, after, last)
+                cursor.execute(_CLEAR_LINKS, (after,))
+                last = last_positions(cursor, table, after)
+            end, read = relink_page(cursor, table, after, last)
             if read < RELINK_PAGE:
                 # Valid whatever `streams_position` says: a reader takes the later of this
                 # and what it finds after that position.
-                c.executemany(_SET_STREAM_POSITION, [(p, s) for s, p in last.items()])
-                c.execute(_DELETE_META, (META_LINKS_PENDING,))
+                cursor.executemany(_SET_STREAM_POSITION,
+                                   [(position, stream) for stream, position in last.items()])
+                cursor.execute(_DELETE_META, (META_LINKS_PENDING,))
                 return
-            c.execute(_SET_META, (META_LINKS_PENDING, end))
+            cursor.execute(_SET_META, (META_LINKS_PENDING, end))
             expected = end
         if on_page is not None:
             on_page(end)
 
 
-def relink(c: apsw.Cursor, table: str) -> None:
+def relink(cursor: apsw.Cursor, table: str) -> None:
     """Recompute every link and stream head position of the log, in the caller's transaction
     (after rows were removed, as a bundle cut down to some channels does)."""
-    c.execute(_CLEAR_LINKS, (0,))
+    cursor.execute(_CLEAR_LINKS, (0,))
     last: dict[str, int] = {}
     after = 0
     while True:
-        after, read = relink_page(c, table, after, last)
+        after, read = relink_page(cursor, table, after, last)
         if read < RELINK_PAGE:
             break
-    c.executemany(_SET_STREAM_POSITION, [(p, s) for s, p in last.items()])
+    cursor.executemany(_SET_STREAM_POSITION,
+                       [(position, stream) for stream, position in last.items()])
 
 
 def stream_positions(
-    c: apsw.Cursor, table: str, stream: str, *, upto: int | None = None, schema: str = "",
+    cursor: apsw.Cursor, table: str, stream: str, *, upto: int | None = None, schema: str = "",
     leave_out: int = 0,
 ) -> list[int] | None:
     """Every position of a backend stream, oldest first (at most `upto` when given), read from
@@ -178,22 +215,25 @@ def stream_positions(
     `leave_out`: bits (`QUIET`, `PROFILE`); the entries with any of them are left out."""
     # fetchall throughout: no statement is left open on the caller's connection (one would
     # lock its tables against a DROP of a scratch table on the same connection).
-    if not c.execute(_HAS_TABLE.format(schema=schema)).fetchall():
+    statements = _statements(schema, table)
+    if not cursor.execute(statements.has_table).fetchall():
         return None
-    if c.execute(_GET_META.format(schema=schema), (META_LINKS_PENDING,)).fetchall():
+    if cursor.execute(statements.get_meta, (META_LINKS_PENDING,)).fetchall():
         return None
-    rows = c.execute(_STREAM_HEAD.format(schema=schema), (stream,)).fetchall()
+    rows = cursor.execute(statements.stream_head, (stream,)).fetchall()
     if not rows:
         return []
-    head = _whole(rows[0][0])
-    valid = c.execute(_GET_META.format(schema=schema), (META_STREAMS_POSITION,)).fetchall()
+    (stored_head,) = rows[0]
+    head = _whole(stored_head)
+    valid = cursor.execute(statements.get_meta, (META_STREAMS_POSITION,)).fetchall()
+    (valid_up_to,) = valid[0] if valid else (0,)
     # Heads are written down every few thousand rows: the rows after that are scanned.
-    found = c.execute(_TAIL_HEAD.format(schema=schema, table=table),
-                      (_whole(valid[0][0]) if valid else 0, stream)).fetchall()
-    head = max(head, _whole(found[0][0]) if found else 0)
+    found = cursor.execute(statements.tail_head, (_whole(valid_up_to), stream)).fetchall()
+    (tail_head,) = found[0] if found else (0,)
+    head = max(head, _whole(tail_head))
     if not head:
         return []
-    chain = c.execute(_CHAIN.format(schema=schema), (head,)).fetchall()
+    chain = cursor.execute(statements.chain, (head,)).fetchall()
     positions = [_whole(p) for p, back in chain if not _whole(back) & leave_out]
     positions.reverse()
     if upto is not None and positions and positions[-1] > upto:
@@ -206,16 +246,16 @@ def _whole(value: Any) -> int:
     return int(value or 0)
 
 
-def pending(c: apsw.Cursor) -> bool:
+def pending(cursor: apsw.Cursor) -> bool:
     """Whether an upgrade is still computing the links."""
-    return bool(c.execute(_GET_META.format(schema=""), (META_LINKS_PENDING,)).fetchall())
+    return bool(cursor.execute(_GET_OWN_META, (META_LINKS_PENDING,)).fetchall())
 
 
-def mark_pending(c: apsw.Cursor, linked_up_to: int) -> None:
+def mark_pending(cursor: apsw.Cursor, linked_up_to: int) -> None:
     """Leave the links of every entry after position `linked_up_to` to `finish_links` (an
     upgrade, or a log that appends without links); an earlier mark stands."""
-    if not pending(c):
-        c.execute(_SET_META, (META_LINKS_PENDING, linked_up_to))
+    if not pending(cursor):
+        cursor.execute(_SET_META, (META_LINKS_PENDING, linked_up_to))
 
 
 

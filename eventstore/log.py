@@ -45,6 +45,8 @@ TRAIN_SAMPLE_EVENTS = 20_000
 _SOURCE_CODES = {s.name.lower(): int(s) for s in schema.Source}
 # Handing a batch to the compression thread pays off from about this many events.
 _BACKGROUND_MIN_BATCH = 64
+# What `_write` appends: entries, and the rejections it quarantines.
+_Items = list[Entry | Rejection]
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,6 +314,53 @@ _PAGE_COUNT = "PRAGMA page_count"
 _SAVEPOINT = "SAVEPOINT chatledger_action"
 _ROLLBACK_TO_SAVEPOINT = "ROLLBACK TO chatledger_action"
 _RELEASE_SAVEPOINT = "RELEASE chatledger_action"
+_INSERT_QUARANTINE = (
+    "INSERT INTO quarantine (received_at, source, connection_id, reason, size, codec, raw) "
+    "VALUES (?,?,?,?,?,?,?)")
+
+
+@dataclass(frozen=True, slots=True)
+class _TableStatements:
+    """The statements over the events table, its name filled into the templates once, at open."""
+
+    select_stored_rows: str
+    select_entries: str
+    restore_row: str
+    select_local: str
+    count_raw: str
+    training_samples: str
+    raw_rows: str
+    reencode_row: str
+    sizes: str
+    count_by_type: str
+    count_by_source: str
+    count_channels: str
+    # The integrity check of each table of the log, and the statement that forgets every other
+    # table (its parameters: `log_tables`).
+    check_log_tables: tuple[str, ...]
+    forget_read_tables: str
+    log_tables: tuple[str, ...]
+
+    @classmethod
+    def over(cls, table: str) -> _TableStatements:
+        log_tables = (table, *_LOG_TABLES)
+        return cls(
+            select_stored_rows=_SELECT_STORED_ROWS.format(table=table),
+            select_entries=_SELECT_ENTRIES.format(table=table),
+            restore_row=_RESTORE_ROW.format(table=table),
+            select_local=_SELECT_LOCAL.format(table=table),
+            count_raw=_COUNT_RAW.format(table=table),
+            training_samples=_TRAINING_SAMPLES.format(table=table),
+            raw_rows=_RAW_ROWS.format(table=table),
+            reencode_row=_REENCODE_ROW.format(table=table),
+            sizes=_SIZES.format(table=table),
+            count_by_type=_COUNT_BY_TYPE.format(table=table),
+            count_by_source=_COUNT_BY_SOURCE.format(table=table),
+            count_channels=_COUNT_CHANNELS.format(table=table),
+            check_log_tables=tuple(_CHECK_TABLE.format(name) for name in log_tables),
+            forget_read_tables=_FORGET_TABLES.format(",".join("?" * len(log_tables))),
+            log_tables=log_tables,
+        )
 
 
 class EventLog:
@@ -324,22 +373,23 @@ class EventLog:
         self.datastore = datastore
         self.recorder = APSWProcessRecorder(datastore)
         self._keys = seal.StoreKeys(self.recorder.events_table_name)
+        self._sql = _TableStatements.over(self.recorder.events_table_name)
         # Opening an existing store only reads, so it never waits for another process's writer.
-        with datastore.transaction(commit=False) as c:
+        with datastore.transaction(commit=False) as cursor:
             # Before anything is created: a file from a newer version is left exactly as it is.
-            version = self._check_schema_version(c)
-            ready = self._is_set_up(c)
+            version = self._check_schema_version(cursor)
+            ready = self._is_set_up(cursor)
             if ready:
                 # Before any dictionary is read (a sealed store keeps them encrypted); a missing
                 # or wrong key is refused here, before anything is written.
-                _unlock(self._keys, c, datastore, key, new=False)
-                datastore.codec.load(c)
+                _unlock(self._keys, cursor, datastore, key, new=False)
+                datastore.codec.load(cursor)
         if not ready:
             self.recorder.create_table()
-            with datastore.transaction(commit=True) as c:
-                c.execute(schema.QUARANTINE_TABLE)
-                c.execute(_SET_FIRST_SCHEMA_VERSION, (schema.SCHEMA_VERSION,))
-                _unlock(self._keys, c, datastore, key, new=True)
+            with datastore.transaction(commit=True) as cursor:
+                cursor.execute(schema.QUARANTINE_TABLE)
+                cursor.execute(_SET_FIRST_SCHEMA_VERSION, (schema.SCHEMA_VERSION,))
+                _unlock(self._keys, cursor, datastore, key, new=True)
         else:
             if version is not None and version < schema.CHAIN_SCHEMA_VERSION:
                 self._add_chain()
@@ -418,26 +468,26 @@ class EventLog:
                  | (apsw.SQLITE_OPEN_URI if alone else 0))
         try:
             connection = apsw.Connection(name, flags=flags)
-        except apsw.Error as e:
-            raise StoreError(f"cannot open {path}: {e}") from e
+        except apsw.Error as error:
+            raise StoreError(f"cannot open {path}: {error}") from error
         try:
             connection.set_busy_timeout(5_000)
             cls._check_schema_version(connection.cursor())
-        except apsw.Error as e:
-            raise StoreError(f"{path} is not a chatledger store ({e})") from e
+        except apsw.Error as error:
+            raise StoreError(f"{path} is not a chatledger store ({error})") from error
         finally:
             connection.close()
 
-    def _is_set_up(self, c: apsw.Cursor) -> bool:
-        tables = {name for (name,) in c.execute(_TABLE_NAMES)}
+    def _is_set_up(self, cursor: apsw.Cursor) -> bool:
+        tables = {name for (name,) in cursor.execute(_TABLE_NAMES)}
         needed = {self.recorder.events_table_name, "streams", "zstd_dictionaries", "tracking",
                   "chatledger_meta", "quarantine"}
-        return needed <= tables and c.execute(_HAS_SCHEMA_VERSION).fetchone() is not None
+        return needed <= tables and cursor.execute(_HAS_SCHEMA_VERSION).fetchone() is not None
 
     @staticmethod
-    def _check_schema_version(c: apsw.Cursor) -> int | None:
+    def _check_schema_version(cursor: apsw.Cursor) -> int | None:
         """The file's schema version (None for a new file); refuses a newer one."""
-        tables = {cast(str, name) for (name,) in c.execute(_TABLE_NAMES)}
+        tables = {cast(str, name) for (name,) in cursor.execute(_TABLE_NAMES)}
         if "chatledger_meta" not in tables:
             if tables:
                 raise StoreError(
@@ -445,7 +495,7 @@ class EventLog:
                     f"{', '.join(sorted(tables)[:5])}); chatledger leaves it alone"
                 )
             return None
-        row = c.execute(_GET_SCHEMA_VERSION).fetchone()
+        row = cursor.execute(_GET_SCHEMA_VERSION).fetchone()
         if row is None:
             return None
         (stored_version,) = row
@@ -461,24 +511,24 @@ class EventLog:
     def _add_chain(self) -> None:
         """Upgrade a version 1 file: the chain column, then its values (`_finish_chain`)."""
         table = self.recorder.events_table_name
-        with self.datastore.transaction(commit=True) as c:
-            if self._check_schema_version(c) != 1:
+        with self.datastore.transaction(commit=True) as cursor:
+            if self._check_schema_version(cursor) != 1:
                 return  # another process upgraded it meanwhile
-            c.execute(schema.add_chain_column(table))
-            c.execute(_SET_META, (seal.META_CHAIN_PENDING, 0))
-            c.execute(_SET_META, ("schema_version", schema.CHAIN_SCHEMA_VERSION))
+            cursor.execute(schema.add_chain_column(table))
+            cursor.execute(_SET_META, (seal.META_CHAIN_PENDING, 0))
+            cursor.execute(_SET_META, ("schema_version", schema.CHAIN_SCHEMA_VERSION))
 
     def _add_links(self) -> None:
         """Upgrade a version 2 file: the links table and the streams' positions, computed
         afterwards (`finish_links`)."""
-        with self.datastore.transaction(commit=True) as c:
-            if self._check_schema_version(c) != schema.LINKS_SCHEMA_VERSION - 1:
+        with self.datastore.transaction(commit=True) as cursor:
+            if self._check_schema_version(cursor) != schema.LINKS_SCHEMA_VERSION - 1:
                 return  # another process upgraded it meanwhile
-            c.execute(links.LINKS_TABLE)
-            if "position" not in {row[1] for row in c.execute(_STREAMS_COLUMNS)}:
-                c.execute(schema.ADD_STREAM_POSITION)
-            links.mark_pending(c, 0)
-            c.execute(_SET_META, ("schema_version", schema.LINKS_SCHEMA_VERSION))
+            cursor.execute(links.LINKS_TABLE)
+            if "position" not in {name for _, name, *_ in cursor.execute(_STREAMS_COLUMNS)}:
+                cursor.execute(schema.ADD_STREAM_POSITION)
+            links.mark_pending(cursor, 0)
+            cursor.execute(_SET_META, ("schema_version", schema.LINKS_SCHEMA_VERSION))
 
     def finish_links(self, on_page: Any = None) -> None:
         """Compute the streams' back-pointers still missing (an upgraded file), a page of the log
@@ -495,18 +545,18 @@ class EventLog:
             return
         writer = seal.ChainWriter(self.recorder.events_table_name)
         while True:
-            with self.datastore.transaction(commit=True) as c:
-                row = c.execute(_GET_META, (seal.META_CHAIN_PENDING,)).fetchone()
+            with self.datastore.transaction(commit=True) as cursor:
+                row = cursor.execute(_GET_META, (seal.META_CHAIN_PENDING,)).fetchone()
                 if row is None:
                     return
                 (pending_after,) = row
                 after = int(pending_after)
-                previous = writer.previous(c, after + 1)
-                last, _, done = writer.rechain_page(c, after, previous or seal.GENESIS)
+                previous = writer.previous(cursor, after + 1)
+                last, _, done = writer.rechain_page(cursor, after, previous or seal.GENESIS)
                 if done < writer.PAGE:
-                    c.execute(_DELETE_META, (seal.META_CHAIN_PENDING,))
+                    cursor.execute(_DELETE_META, (seal.META_CHAIN_PENDING,))
                     return
-                c.execute(_SET_META, (seal.META_CHAIN_PENDING, last))
+                cursor.execute(_SET_META, (seal.META_CHAIN_PENDING, last))
 
     @property
     def sealed(self) -> bool:
@@ -515,8 +565,8 @@ class EventLog:
 
     def head(self) -> tuple[int, bytes]:
         """The last position of the log and its chain hash (0 and 32 zero bytes when empty)."""
-        with self.datastore.transaction(commit=False) as c:
-            position, chain = self.datastore.sealer.tail(c, self.recorder.events_table_name)
+        with self.datastore.transaction(commit=False) as cursor:
+            position, chain = self.datastore.sealer.tail(cursor, self.recorder.events_table_name)
         if chain is None:
             raise StoreError("the log's chain is still being computed: open the store again")
         return position, chain
@@ -546,16 +596,16 @@ class EventLog:
     # -- metadata ------------------------------------------------------------------------------
 
     def get_meta(self, key: str) -> Any:
-        with self.datastore.transaction(commit=False) as c:
-            row = c.execute(_GET_META, (key,)).fetchone()
+        with self.datastore.transaction(commit=False) as cursor:
+            row = cursor.execute(_GET_META, (key,)).fetchone()
         if row is None:
             return None
         (value,) = row
         return value
 
     def set_meta(self, key: str, value: Any) -> None:
-        with self.datastore.transaction(commit=True) as c:
-            c.execute(_SET_META, (key, value))
+        with self.datastore.transaction(commit=True) as cursor:
+            cursor.execute(_SET_META, (key, value))
 
     # -- appending -----------------------------------------------------------------------------
 
@@ -569,16 +619,18 @@ class EventLog:
     ) -> AppendResult:
         """Append backend events, verbatim, in one transaction."""
         self._maybe_train()
-        payloads = [ingest.payload_of(e) for e in events]
+        payloads = [ingest.payload_of(event) for event in events]
         entry_of = ingest.entry_of
         if len(payloads) >= _BACKGROUND_MIN_BATCH and self.compression and self.datastore.codec.active:
             # Compression (native code, no GIL) runs while this thread decodes the events.
             pending = self._encoder_pool().submit(
                 self._encode, [p if type(p) is bytes else b"" for p in payloads]
             )
-            items = [entry_of(p) if type(p) is bytes else p for p in payloads]
+            items = cast(_Items, [entry_of(p) if type(p) is bytes else p for p in payloads])
             return self._write(items, pending.result(), source, connection_id, received_at)
-        items = [entry_of(p) if type(p) is bytes else p for p in payloads]
+        # One cast of the whole list (`payload_of` gives bytes or a Rejection, and mypy cannot
+        # narrow `bytes` by `type() is`): none per event.
+        items = cast(_Items, [entry_of(p) if type(p) is bytes else p for p in payloads])
         return self._write(items, None, source, connection_id, received_at)
 
     def append_event(self, event: Payload | Any, **envelope: Any) -> AppendResult:
@@ -637,7 +689,7 @@ class EventLog:
         if encoded is None:
             # Compressed before taking the write lock: the costliest step needs no database.
             encoded = self._encode([i.payload if type(i) is Entry else b"" for i in items])
-        src = _SOURCE_CODES.get(source) if type(source) is str else None  # type: ignore[call-overload]
+        src = _SOURCE_CODES.get(source) if type(source) is str else None
         if src is None:
             src = int(schema.Source.parse(source))
         when = now_us() if received_at is None else received_at
@@ -646,51 +698,51 @@ class EventLog:
         stored: list[int] = []  # indexes of the items that became rows
         quarantined: list[Quarantined] = []
         try:
-            with self.datastore.transaction(commit=True) as c:
-                if heads.sync(c):
-                    self._on_foreign_commit(c)
+            with self.datastore.transaction(commit=True) as cursor:
+                if heads.sync(cursor):
+                    self._on_foreign_commit(cursor)
                 next_version = heads.next_version
                 for index, item in enumerate(items):
                     if type(item) is Rejection:
                         quarantined.append(Quarantined(
                             index, item.reason,
-                            self._quarantine(c, item, src, connection_id, when)))
+                            self._quarantine(cursor, item, src, connection_id, when)))
                         continue
                     codec, state = encoded[index]
                     rows.append((
-                        item.stream, next_version(c, item.stream), item.type, state, codec,
+                        item.stream, next_version(cursor, item.stream), item.type, state, codec,
                         src, when, item.event_at, item.connection_id or connection_id,
                     ))
                     stored.append(index)
-                positions = self.recorder.insert_rows(c, rows)
+                positions = self.recorder.insert_rows(cursor, rows)
                 if rows:
-                    self._link(c, positions, [r[0] for r in rows], [r[2] for r in rows])
-                heads.appended(c, len(rows), positions[-1] if positions else None)
+                    self._link(cursor, positions, [r[0] for r in rows], [r[2] for r in rows])
+                heads.appended(cursor, len(rows), positions[-1] if positions else None)
                 if self.listeners and rows:
-                    appended = [AppendedEntry(p, items[i], when) for p, i in zip(positions, stored)]  # type: ignore[arg-type]
+                    appended = [AppendedEntry(p, items[i], when) for p, i in zip(positions, stored)]  # type: ignore[arg-type]  # `stored`: entries' indexes
                     for listener in self.listeners:
-                        listener.appended(c, appended)
+                        listener.appended(cursor, appended)
         except BaseException:
             # The transaction rolled back: the heads advanced in memory are not in the file.
             heads.invalidate()
             raise
         self._count_raw(rows)
         if len(stored) == len(items):
-            return AppendResult(positions, quarantined)
+            return AppendResult(cast("list[int | None]", positions), quarantined)
         result: list[int | None] = [None] * len(items)
         for position, index in zip(positions, stored):
             result[index] = position
         return AppendResult(result, quarantined)
 
-    def _link(self, c: apsw.Cursor, positions: Sequence[int], streams: Sequence[str],
+    def _link(self, cursor: apsw.Cursor, positions: Sequence[int], streams: Sequence[str],
               topics: Sequence[str]) -> None:
         """The back-pointers of backend entries just inserted (`links.py`): one small row each,
         appended at the end of their table, in the append's transaction."""
         if self.stream_links:
-            c.executemany(links.INSERT_LINKS,
-                          links.link(positions, streams, topics, self._heads.positions))
+            cursor.executemany(links.INSERT_LINKS,
+                               links.link(positions, streams, topics, self._heads.positions))
         else:
-            links.mark_pending(c, positions[0] - 1)
+            links.mark_pending(cursor, positions[0] - 1)
             # The heads' positions stay right: the next open links the rows from the mark.
             last = self._heads.positions
             for position, stream in zip(positions, streams):
@@ -699,12 +751,12 @@ class EventLog:
     # -- the library's own aggregates (local commands) ------------------------------------------
 
     def write_transaction(self) -> _LocalTransaction:
-        """A write transaction for recording commands: `with log.write_transaction() as c:`,
-        then `record(c, ...)` as often as needed; everything commits (or not) together."""
+        """A write transaction for recording commands: `with log.write_transaction() as cursor:`,
+        then `record(cursor, ...)` as often as needed; everything commits (or not) together."""
         return _LocalTransaction(self)
 
     def record(
-        self, c: apsw.Cursor, stored_events: Sequence[StoredEvent], *,
+        self, cursor: apsw.Cursor, stored_events: Sequence[StoredEvent], *,
         received_at: int | None = None,
     ) -> list[int]:
         """Insert already-versioned events of this client's aggregates (source `local`) inside the
@@ -728,57 +780,58 @@ class EventLog:
             for s, (codec, state) in zip(stored_events, encoded)
         ]
         try:
-            positions = self.recorder.insert_rows(c, rows)
-        except apsw.ConstraintError as e:
+            positions = self.recorder.insert_rows(cursor, rows)
+        except apsw.ConstraintError as error:
+            stream, *_ = rows[0]
             raise IntegrityError(
-                f"a version of {rows[0][0]} was recorded concurrently ({e})") from e
+                f"a version of {stream} was recorded concurrently ({error})") from error
         self._count_raw(rows)
         if self.listeners:
             appended = [
-                AppendedEntry(p, Entry(str(r[0]), r[2], s.state), when)
-                for p, r, s in zip(positions, rows, stored_events)
+                AppendedEntry(position, Entry(str(stream), topic, stored_event.state), when)
+                for position, (stream, _, topic, *_), stored_event
+                in zip(positions, rows, stored_events)
             ]
             for listener in self.listeners:
-                listener.appended(c, appended)
+                listener.appended(cursor, appended)
         return positions
 
     def insert_local(self, stored_events: Sequence[StoredEvent]) -> list[int]:
         """`record` in a transaction of its own."""
-        with self.write_transaction() as c:
-            return self.record(c, stored_events)
+        with self.write_transaction() as cursor:
+            return self.record(cursor, stored_events)
 
-    def select_local(self, c: apsw.Cursor, originator_id: str) -> list[tuple[int, StoredEvent]]:
+    def select_local(self, cursor: apsw.Cursor, originator_id: str) -> list[tuple[int, StoredEvent]]:
         """The events of one of this client's aggregates, with their positions, read through
         the caller's cursor (so inside a write transaction it sees what was just recorded)."""
         decode = self.datastore.codec.decode
         return [
             (rowid, StoredEvent(originator_id=originator_id, originator_version=version,
                                 topic=topic, state=decode(codec, state, rowid)))
-            for rowid, version, topic, codec, state in c.execute(
-                _SELECT_LOCAL.format(table=self.recorder.events_table_name), (originator_id,))
+            for rowid, version, topic, codec, state in cursor.execute(
+                self._sql.select_local, (originator_id,))
         ]
 
-    def _on_foreign_commit(self, c: apsw.Cursor) -> None:
+    def _on_foreign_commit(self, cursor: apsw.Cursor) -> None:
         """Another connection wrote to the file: it may have trained a dictionary."""
-        self.datastore.codec.refresh(c)
+        self.datastore.codec.refresh(cursor)
         self._raw_rows = None
 
     def _quarantine(
-        self, c: apsw.Cursor, rejection: Rejection, source: int,
+        self, cursor: apsw.Cursor, rejection: Rejection, source: int,
         connection_id: str | None, received_at: int,
     ) -> int:
         codec, raw = self.datastore.codec.encode_plain(rejection.payload)
         cipher = self.datastore.codec.cipher
         if cipher is None:
-            c.execute(
-                "INSERT INTO quarantine (received_at, source, connection_id, reason, size, codec, raw) "
-                "VALUES (?,?,?,?,?,?,?)",
+            cursor.execute(
+                _INSERT_QUARANTINE,
                 (received_at, source, connection_id, rejection.reason, len(rejection.payload), codec, raw),
             )
-            return c.connection.last_insert_rowid()
+            return cursor.connection.last_insert_rowid()
         # Sealed: the id is chosen first, the bytes bound to it.
-        quarantine_id = c.execute(_NEXT_QUARANTINE_ID).fetchone()[0]
-        c.execute(_INSERT_QUARANTINE_WITH_ID, (
+        (quarantine_id,) = cast("tuple[int]", cursor.execute(_NEXT_QUARANTINE_ID).fetchone())
+        cursor.execute(_INSERT_QUARANTINE_WITH_ID, (
             quarantine_id, received_at, source, connection_id, rejection.reason,
             len(rejection.payload), codec, cipher.seal_numbered(b"qua1", quarantine_id, raw)))
         return quarantine_id
@@ -807,9 +860,9 @@ class EventLog:
         if not self.compression or self.datastore.codec.active:
             return
         if self._raw_rows is None:
-            with self.datastore.transaction(commit=False) as c:
-                (self._raw_rows,) = cast("tuple[int]", c.execute(
-                    _COUNT_RAW.format(table=self.recorder.events_table_name),
+            with self.datastore.transaction(commit=False) as cursor:
+                (self._raw_rows,) = cast("tuple[int]", cursor.execute(
+                    self._sql.count_raw,
                     (RAW, MIN_COMPRESS_SIZE),
                 ).fetchone())
         if self._raw_rows >= TRAIN_AFTER_EVENTS:
@@ -825,14 +878,14 @@ class EventLog:
         codec = self.datastore.codec
         dictionary_id: int | None = None
         try:
-            with self.datastore.transaction(commit=True) as c:
-                codec.refresh(c)  # another connection may have trained one already
+            with self.datastore.transaction(commit=True) as cursor:
+                codec.refresh(cursor)  # another connection may have trained one already
                 if codec.active:
                     return codec.dictionary_id
                 samples = [
                     codec.decode(stored_codec, state, position)
-                    for stored_codec, state, position in c.execute(
-                        _TRAINING_SAMPLES.format(table=table),
+                    for stored_codec, state, position in cursor.execute(
+                        self._sql.training_samples,
                         (MIN_COMPRESS_SIZE, TRAIN_SAMPLE_EVENTS),
                     )
                 ]
@@ -840,23 +893,23 @@ class EventLog:
                     self._raw_rows = 0  # not again before as many new rows have come
                     return None
                 try:
-                    dictionary_id = codec.train(c, samples, trained_on=len(samples))
+                    dictionary_id = codec.train(cursor, samples, trained_on=len(samples))
                 except zstandard.ZstdError:
                     # Samples too uniform or too few to learn from: try again once as many new
                     # rows have come (not on every append: a training costs a few tenths of s).
                     self._raw_rows = 0
                     return None
-                raw_rows = cast("list[tuple[int, bytes]]", c.execute(
-                    _RAW_ROWS.format(table=table), (RAW, MIN_COMPRESS_SIZE),
+                raw_rows = cast("list[tuple[int, bytes]]", cursor.execute(
+                    self._sql.raw_rows, (RAW, MIN_COMPRESS_SIZE),
                 ).fetchall())
-                c.executemany(
-                    _REENCODE_ROW.format(table=table),
+                cursor.executemany(
+                    self._sql.reencode_row,
                     (self._keys.reencoded(codec, rowid, state) for rowid, state in raw_rows),
                 )
                 if raw_rows:
                     # The stored bytes changed: their chain (and every one after) with them.
                     first_position, _ = raw_rows[0]
-                    seal.ChainWriter(table).rechain_from(c, first_position)
+                    seal.ChainWriter(table).rechain_from(cursor, first_position)
         except BaseException:
             if dictionary_id is not None:
                 codec.forget_since(dictionary_id)  # it never reached the file
@@ -888,8 +941,8 @@ class EventLog:
         clauses, params = _filter_clauses(types, since, until)
         order = "DESC" if newest_first else "ASC"
         table = self.recorder.events_table_name
-        with self.datastore.transaction(commit=False) as c:
-            positions = None if stream is None else links.stream_positions(c, table, stream)
+        with self.datastore.transaction(commit=False) as cursor:
+            positions = None if stream is None else links.stream_positions(cursor, table, stream)
             if not positions:  # no stream asked for, a command's stream, or links not there
                 if stream is not None:
                     clauses.append("originator_id=?")
@@ -898,23 +951,23 @@ class EventLog:
                     clauses.append("rowid<?" if newest_first else "rowid>?")
                     params.append(after)
                 where = f"WHERE {' AND '.join(clauses)} " if clauses else ""
-                statement = f"{_SELECT_ENTRIES.format(table=table)} {where}ORDER BY rowid {order}"
+                statement = f"{self._sql.select_entries} {where}ORDER BY rowid {order}"
                 if limit is not None:
                     statement += " LIMIT ?"
                     params.append(limit)
-                return self._entries(c.execute(statement, params))
+                return self._entries(cursor.execute(statement, params))
             # A backend stream: only its own rows, found by its back-pointers.
-            return self._entries_among(c, _ordered(positions, after, newest_first), clauses,
+            return self._entries_among(cursor, _ordered(positions, after, newest_first), clauses,
                                        params, limit, newest_first)
 
     def _entries_among(
-        self, c: apsw.Cursor, positions: list[int], clauses: list[str], params: list[Any],
+        self, cursor: apsw.Cursor, positions: list[int], clauses: list[str], params: list[Any],
         limit: int | None, newest_first: bool,
     ) -> list[LogEntry]:
         """The entries at `positions` (in the order asked for) that pass the filters, at most
         `limit`: read a chunk of positions at a time, so a limit reads little more than it
         returns."""
-        statement = (f"{_SELECT_ENTRIES.format(table=self.recorder.events_table_name)} WHERE "
+        statement = (f"{self._sql.select_entries} WHERE "
                      f"{' AND '.join([*clauses, _AMONG])} "
                      f"ORDER BY rowid {'DESC' if newest_first else 'ASC'}")
         out: list[LogEntry] = []
@@ -922,7 +975,7 @@ class EventLog:
         start = 0
         while start < len(positions) and (limit is None or len(out) < limit):
             wanted = positions[start:start + chunk]
-            out.extend(self._entries(c.execute(statement, [*params, json.dumps(wanted)])))
+            out.extend(self._entries(cursor.execute(statement, [*params, json.dumps(wanted)])))
             start += chunk
             chunk = min(chunk * 4, 4_096)
         return out if limit is None else out[:limit]
@@ -954,16 +1007,16 @@ class EventLog:
         stream = filters.get("stream")
         if stream is not None:
             # A backend stream's positions are found once, then read a batch at a time.
-            with self.datastore.transaction(commit=False) as c:
-                positions = links.stream_positions(c, self.recorder.events_table_name, stream)
+            with self.datastore.transaction(commit=False) as cursor:
+                positions = links.stream_positions(cursor, self.recorder.events_table_name, stream)
             if positions:
                 newest_first = bool(filters.get("newest_first", False))
                 ordered = _ordered(positions, after, newest_first)
                 clauses, params = _filter_clauses(filters.get("types", ()), filters.get("since"),
                                                   filters.get("until"))
                 for start in range(0, len(ordered), batch):
-                    with self.datastore.transaction(commit=False) as c:
-                        page = self._entries_among(c, ordered[start:start + batch], clauses,
+                    with self.datastore.transaction(commit=False) as cursor:
+                        page = self._entries_among(cursor, ordered[start:start + batch], clauses,
                                                    params, None, newest_first)
                     yield from page
                 return
@@ -981,15 +1034,15 @@ class EventLog:
     ) -> list[StoredRow]:
         """Entries after position `after` (up to `upto`), exactly as kept: payloads still encoded.
         Read in one short transaction; page on with `after=rows[-1].position`."""
-        statement = _SELECT_STORED_ROWS.format(table=self.recorder.events_table_name)
+        statement = self._sql.select_stored_rows
         end = (1 << 62) if upto is None else upto
-        with self.datastore.transaction(commit=False) as c:
-            return [StoredRow(*row) for row in c.execute(statement, (after, end, limit))]
+        with self.datastore.transaction(commit=False) as cursor:
+            return [StoredRow(*row) for row in cursor.execute(statement, (after, end, limit))]
 
     def stored_dictionaries(self) -> list[StoredDictionary]:
         """The file's compression dictionaries, oldest first."""
-        with self.datastore.transaction(commit=False) as c:
-            return [StoredDictionary(*row) for row in c.execute(_SELECT_DICTIONARIES)]
+        with self.datastore.transaction(commit=False) as cursor:
+            return [StoredDictionary(*row) for row in cursor.execute(_SELECT_DICTIONARIES)]
 
     def decode_payload(self, codec: int, state: bytes, position: int | None = None) -> bytes:
         """The bytes that arrived, from a payload as kept (see `StoredRow`); a sealed store's
@@ -1005,17 +1058,17 @@ class EventLog:
         """
         table = self.recorder.events_table_name
         try:
-            with self.datastore.transaction(commit=True) as c:
+            with self.datastore.transaction(commit=True) as cursor:
                 for dictionary in dictionaries:
-                    (found,) = (c.execute(_SELECT_DICTIONARY_DATA, (dictionary.id,)).fetchone()
-                                or (None,))
+                    (found,) = (cursor.execute(_SELECT_DICTIONARY_DATA,
+                                               (dictionary.id,)).fetchone() or (None,))
                     if found is not None and bytes(found) != dictionary.data:
                         raise StoreError(
                             f"dictionary {dictionary.id} differs from the one in this file")
-                    c.execute(_RESTORE_DICTIONARY, (dictionary.id, dictionary.created_at,
-                                                    dictionary.trained_on, dictionary.level,
-                                                    dictionary.data))
-                last = self.recorder.max_notification_id_in(c) or 0
+                    cursor.execute(_RESTORE_DICTIONARY, (dictionary.id, dictionary.created_at,
+                                                         dictionary.trained_on, dictionary.level,
+                                                         dictionary.data))
+                last = self.recorder.max_notification_id_in(cursor) or 0
                 for row in rows:
                     if row.position <= last:
                         raise StoreError(
@@ -1023,27 +1076,27 @@ class EventLog:
                     last = row.position
                 # The streams' last positions before these rows, for their back-pointers.
                 self._heads.invalidate()
-                self._heads.sync(c)
-                c.executemany(_RESTORE_ROW.format(table=table), [
+                self._heads.sync(cursor)
+                cursor.executemany(self._sql.restore_row, [
                     (r.position, r.stream, r.version, r.type, r.codec, r.state, r.source,
                      r.received_at, r.event_at, r.connection_id) for r in rows])
                 local = int(schema.Source.LOCAL)
                 backend = [r for r in rows if r.source != local]
                 if backend:
-                    self._link(c, [r.position for r in backend], [r.stream for r in backend],
+                    self._link(cursor, [r.position for r in backend], [r.stream for r in backend],
                                [r.type for r in backend])
-                c.executemany(_RESTORE_STREAM, [
+                cursor.executemany(_RESTORE_STREAM, [
                     (name,) for name in dict.fromkeys(r.stream for r in rows if r.source != local)])
                 # The heads are a cache of the log: reload them (the tail scan finds the rows
                 # just written) and write them down at the new end.
                 self._heads.invalidate()
-                self._heads.sync(c)
-                self._heads.persist(c, last)
-                self.datastore.codec.refresh(c)
+                self._heads.sync(cursor)
+                self._heads.persist(cursor, last)
+                self.datastore.codec.refresh(cursor)
                 if rows:
                     # The chain covers restored rows too, from the first of them on: later
                     # appends continue it, and `verify --chain` finds it whole.
-                    seal.ChainWriter(table).rechain_from(c, rows[0].position)
+                    seal.ChainWriter(table).rechain_from(cursor, rows[0].position)
         except BaseException:
             self._heads.invalidate()
             raise
@@ -1055,7 +1108,7 @@ class EventLog:
         statement, params = ((_SELECT_QUARANTINE, ()) if limit is None
                              else (_SELECT_QUARANTINE_NEWEST, (limit,)))
         decode = self._keys.quarantined
-        with self.datastore.transaction(commit=False) as c:
+        with self.datastore.transaction(commit=False) as cursor:
             return [
                 {
                     "id": qid,
@@ -1066,7 +1119,7 @@ class EventLog:
                     "size": size,
                     "raw": decode(self.datastore.codec, qid, codec, raw),
                 }
-                for qid, received_at, source, connection_id, reason, size, codec, raw in c.execute(
+                for qid, received_at, source, connection_id, reason, size, codec, raw in cursor.execute(
                     statement, params
                 )
             ]
@@ -1084,8 +1137,7 @@ class EventLog:
         return Damage(problems, log_hit)
 
     def _log_table_checks(self) -> list[str]:
-        return [_CHECK_TABLE.format(table)
-                for table in (self.recorder.events_table_name, *_LOG_TABLES)]
+        return list(self._sql.check_log_tables)
 
     def forget_read_tables(self) -> None:
         """Remove every table that is not the log's from the file (the read tables, which the
@@ -1094,11 +1146,10 @@ class EventLog:
         For a file whose damage is in read tables only: SQLite cannot drop a damaged table (it
         reads the pages it frees), but it can forget one, and VACUUM writes a new file from the
         tables it still knows, leaving the damaged pages behind. Close the log afterwards."""
-        keep = (self.recorder.events_table_name, *_LOG_TABLES)
         with self.datastore.transaction(commit=True) as cursor:
             (version,) = cast("tuple[int]", cursor.execute(_SCHEMA_VERSION).fetchone())
             cursor.execute(_WRITABLE_SCHEMA_ON)
-            cursor.execute(_FORGET_TABLES.format(",".join("?" * len(keep))), keep)
+            cursor.execute(self._sql.forget_read_tables, self._sql.log_tables)
             cursor.execute(_WRITABLE_SCHEMA_OFF)
             # Other connections learn of the change by the schema version, as after DROP TABLE.
             cursor.execute(_SET_SCHEMA_VERSION.format(int(version) + 1))
@@ -1116,26 +1167,25 @@ class EventLog:
 
     def stats(self) -> dict[str, Any]:
         """Counts and sizes: entries by source and type, streams, payload and file bytes."""
-        table = self.recorder.events_table_name
-        with self.datastore.transaction(commit=False) as c:
+        with self.datastore.transaction(commit=False) as cursor:
             payload_size = cast("apsw.ScalarProtocol",
                                 _sealed_payload_size if self.sealed else _payload_size)
-            c.connection.create_scalar_function(_PAYLOAD_SIZE_FUNCTION, payload_size, 2,
-                                                deterministic=True)
+            cursor.connection.create_scalar_function(_PAYLOAD_SIZE_FUNCTION, payload_size, 2,
+                                                     deterministic=True)
             events, payload, stored, streams = cast(
-                "tuple[int, int, int, int]", c.execute(_SIZES.format(table=table)).fetchone())
+                "tuple[int, int, int, int]", cursor.execute(self._sql.sizes).fetchone())
             by_type = dict(cast("list[tuple[str, int]]",
-                                c.execute(_COUNT_BY_TYPE.format(table=table)).fetchall()))
+                                cursor.execute(self._sql.count_by_type).fetchall()))
             by_source = {
                 _source_name(source): count
-                for source, count in c.execute(_COUNT_BY_SOURCE.format(table=table))
+                for source, count in cursor.execute(self._sql.count_by_source)
             }
-            (quarantined,) = cast("tuple[int]", c.execute(_COUNT_QUARANTINED).fetchone())
-            (dictionaries,) = cast("tuple[int]", c.execute(_COUNT_DICTIONARIES).fetchone())
-            (channels,) = cast("tuple[int]", c.execute(
-                _COUNT_CHANNELS.format(table=table), (schema.Source.LOCAL,)).fetchone())
-            (page_size,) = cast("tuple[int]", c.execute(_PAGE_SIZE).fetchone())
-            (pages,) = cast("tuple[int]", c.execute(_PAGE_COUNT).fetchone())
+            (quarantined,) = cast("tuple[int]", cursor.execute(_COUNT_QUARANTINED).fetchone())
+            (dictionaries,) = cast("tuple[int]", cursor.execute(_COUNT_DICTIONARIES).fetchone())
+            (channels,) = cast("tuple[int]", cursor.execute(
+                self._sql.count_channels, (schema.Source.LOCAL,)).fetchone())
+            (page_size,) = cast("tuple[int]", cursor.execute(_PAGE_SIZE).fetchone())
+            (pages,) = cast("tuple[int]", cursor.execute(_PAGE_COUNT).fetchone())
         file_bytes = page_size * pages
         if self.datastore.path is not None:
             file_bytes = sum(
@@ -1167,9 +1217,9 @@ class EventLog:
             # Write the heads down so the next open need not scan for them. They are a cache of
             # the log: if another writer holds the file, the next open rebuilds them instead.
             try:
-                with self.datastore.transaction(commit=True) as c:
-                    self._heads.sync(c)
-                    self._heads.persist(c, self.recorder.max_notification_id_in(c) or 0)
+                with self.datastore.transaction(commit=True) as cursor:
+                    self._heads.sync(cursor)
+                    self._heads.persist(cursor, self.recorder.max_notification_id_in(cursor) or 0)
             except OperationalError:
                 pass
         if self._encoder is not None:
@@ -1277,10 +1327,10 @@ def _payload_size(codec: int, state: bytes) -> int:
     return size if size >= 0 else len(state)
 
 
-def _unlock(keys: seal.StoreKeys, c: apsw.Cursor, datastore: APSWDatastore, key: bytes | None,
+def _unlock(keys: seal.StoreKeys, cursor: apsw.Cursor, datastore: APSWDatastore, key: bytes | None,
             *, new: bool) -> None:
     try:
-        keys.unlock(c, datastore, key, new=new)
+        keys.unlock(cursor, datastore, key, new=new)
     except seal.StoreKeyError as error:
         raise KeyRequired(str(error)) from None
 

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import apsw
 import msgspec
@@ -72,8 +72,35 @@ _MESSAGE_CIDS = ("SELECT cid FROM {schema}messages WHERE id=?1 "
 # SQLite reads this backwards from the end of the table (rowid order) and stops at the first
 # match (its min/max optimisation: `EXPLAIN QUERY PLAN` says SEARCH, not SCAN).
 _LAST_RECEIVED_BY = "SELECT MAX(rowid) FROM {table} WHERE received_at<=?"
+_MAX_POSITION = "SELECT MAX(rowid) FROM {table}"
+# A scan of the log for some streams (`_StreamReader`), and for the entries naming a message
+# (`_named_by`): a chunk of positions at a time.
+_STREAM_ROWS = ("SELECT rowid, topic, originator_id, source, codec, state, received_at, event_at "
+                "FROM {table} WHERE rowid>? AND rowid<=? "
+                "AND originator_id IN (SELECT value FROM json_each(?)) ORDER BY rowid LIMIT ?")
+_NAMING_ROWS = ("SELECT rowid, originator_id, topic, source, codec, state FROM {table} "
+                "WHERE rowid>? AND rowid<=? ORDER BY rowid LIMIT ?")
+_PAYLOAD_AT = "SELECT codec, state FROM {table} WHERE rowid=?"
+_REACTIONS_OF = ("SELECT type, user_id, score FROM reactions WHERE message_id=? "
+                 "ORDER BY type, user_id")
+# The scratch database: the live file attached read-only, each read in one transaction.
+_ATTACH_LIVE = "ATTACH DATABASE ? AS live"
+_BEGIN = "BEGIN"
+_ROLLBACK = "ROLLBACK"
+_COMMIT = "COMMIT"
+_QUERY_ONLY = "PRAGMA query_only=1"
+# `_copy_payloads`: the live table's columns, and its rows at some positions, copied as they are.
+_TABLE_COLUMNS = "PRAGMA main.table_info({table})"
+_ROWS_WITH_COLUMNS = ("SELECT rowid, {columns} FROM {table} "
+                      "WHERE rowid IN (SELECT value FROM json_each(?))")
+_COPY_ROWS = "INSERT INTO main.{table} (rowid, {columns}) VALUES ({placeholders})"
 _MEMORY_FLAGS = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE | apsw.SQLITE_OPEN_URI
 _CHUNK = 2_000
+# A log row as `_ROWS_AT` and `_STREAM_ROWS` read it: (position, topic, stream, source, codec,
+# state as stored, received_at, event_at).
+_StoredRow = tuple[int, str, str, int, int, bytes, int, "int | None"]
+# `_NAMING_ROWS`: (position, stream, topic, source, codec, state as stored).
+_NamingRow = tuple[int, str, str, int, int, bytes]
 _COPY_CHUNK = 500
 
 
@@ -104,27 +131,29 @@ def _reading(store: HasLog, scratch: apsw.Connection) -> Iterator[tuple[apsw.Cur
     target = scratch.cursor()
     path = log.datastore.path
     if path is not None:
-        target.execute("ATTACH DATABASE ? AS live", (readonly_uri(path),))
-        target.execute("BEGIN")
+        target.execute(_ATTACH_LIVE, (readonly_uri(path),))
+        target.execute(_BEGIN)
         try:
             yield target, f"live.{table}"
         except BaseException:
-            target.execute("ROLLBACK")
+            target.execute(_ROLLBACK)
             raise
-        target.execute("COMMIT")
+        target.execute(_COMMIT)
         return
     with log.datastore.transaction(commit=False) as source:
-        target.execute("BEGIN")
+        target.execute(_BEGIN)
         try:
             yield source, table
         except BaseException:
-            target.execute("ROLLBACK")
+            target.execute(_ROLLBACK)
             raise
-        target.execute("COMMIT")
+        target.execute(_COMMIT)
 
 
 def _max_position(source: apsw.Cursor, table: str) -> int:
-    return source.execute(f"SELECT MAX(rowid) FROM {table}").fetchall()[0][0] or 0
+    ((last,),) = cast("list[tuple[int | None]]",
+                      source.execute(_MAX_POSITION.format(table=table)).fetchall())
+    return last or 0
 
 
 def _position_at(source: apsw.Cursor, table: str, time: int) -> int:
@@ -138,16 +167,16 @@ def _position_at(source: apsw.Cursor, table: str, time: int) -> int:
     (`append(received_at=...)`, an import); the answer must be the definition's (the highest
     such position), not an approximation of it.
     """
-    rows = source.execute(_LAST_RECEIVED_BY.format(table=table), (time,)).fetchall()
-    return int(rows[0][0] or 0)
+    ((last,),) = source.execute(_LAST_RECEIVED_BY.format(table=table), (time,)).fetchall()
+    return int(last or 0)
 
 
 def position_at(store: HasLog, time: int) -> int:
     """The log position that stood at `time` (see the module doc); 0 before the first entry."""
     log = store.log
     table = log.recorder.events_table_name
-    with log.datastore.transaction(commit=False) as c:
-        return _position_at(c, table, time)
+    with log.datastore.transaction(commit=False) as cursor:
+        return _position_at(cursor, table, time)
 
 
 # -- point in time -----------------------------------------------------------------------------------
@@ -173,12 +202,12 @@ class _ScratchDatastore:
             cursor = self.connection.cursor()
             outer = not self.connection.in_transaction
             if outer:
-                cursor.execute("BEGIN")
+                cursor.execute(_BEGIN)
             try:
                 yield cursor
             finally:
                 if outer and self.connection.in_transaction:
-                    cursor.execute("ROLLBACK")
+                    cursor.execute(_ROLLBACK)
 
     def close(self) -> None:
         with self._lock:
@@ -293,7 +322,7 @@ def as_of(
             if log.datastore.path is None:
                 _copy_payloads(source, table, target)
         # Whatever reads the copy must not write to it (nor, through it, to the live file).
-        scratch.execute("PRAGMA query_only=1")
+        scratch.execute(_QUERY_ONLY)
     except BaseException:
         scratch.close()
         raise
@@ -321,7 +350,7 @@ def _stream_positions(
 def _local_positions(source: apsw.Cursor, table: str, upto: int) -> list[int]:
     """Positions of every entry of the local commands (through their index: as many as there
     are commands' events, whatever the length of the log)."""
-    schema, bare = _split(table)
+    _, bare = _split(table)
     return [p for (p,) in source.execute(
         _LOCAL_POSITIONS.format(table=table, index=f"{bare}_aggregate"), (upto,))]
 
@@ -354,13 +383,14 @@ def _scope(source: apsw.Cursor, table: str, cids: list[str], upto: int) -> list[
 
 def _rows_at(
     source: apsw.Cursor, table: str, positions: Sequence[int],
-) -> Iterator[list[tuple[Any, ...]]]:
+) -> Iterator[list[_StoredRow]]:
     """The rows at these positions (ascending), a chunk at a time: (position, topic, stream,
     source, codec, state, received_at, event_at)."""
     reader = source.connection.cursor()
     statement = _ROWS_AT.format(table=table)
     for start in range(0, len(positions), _CHUNK):
-        yield reader.execute(statement, (json.dumps(positions[start:start + _CHUNK]),)).fetchall()
+        yield cast("list[_StoredRow]", reader.execute(
+            statement, (json.dumps(positions[start:start + _CHUNK]),)).fetchall())
 
 
 def _replay_positions(
@@ -370,8 +400,9 @@ def _replay_positions(
     decode = codec.decode
     done = 0
     for rows in _rows_at(source, table, positions):
-        projector.apply(target, [Item(r[0], r[1], r[2], decode(r[4], r[5], r[0]), r[6])
-                                 for r in rows])
+        projector.apply(target, [
+            Item(position, topic, stream, decode(codec, state, position), received_at)
+            for position, topic, stream, _, codec, state, received_at, _ in rows])
         done += len(rows)
         if on_progress is not None:
             on_progress(done, len(positions))
@@ -394,16 +425,18 @@ def _copy_payloads(source: apsw.Cursor, table: str, target: apsw.Cursor) -> None
     in the tables, not by the length of the log."""
     # The live table's own layout, so that whatever a query reads of it is there.
     target.execute(events_table(f"main.{table}")[0])
-    columns = ", ".join(d[1] for d in target.execute(f"PRAGMA main.table_info({table})"))
+    names = [name for _, name, *_ in target.execute(_TABLE_COLUMNS.format(table=table))]
+    columns = ", ".join(str(name) for name in names)
+    select = _ROWS_WITH_COLUMNS.format(columns=columns, table=table)
+    # A row is the rowid and the columns.
+    insert = _COPY_ROWS.format(table=table, columns=columns,
+                               placeholders=", ".join("?" * (len(names) + 1)))
     positions = [p for (p,) in target.execute(_REFERENCED_POSITIONS).fetchall() if p is not None]
     for start in range(0, len(positions), _COPY_CHUNK):
         rows = source.execute(
-            f"SELECT rowid, {columns} FROM {table} WHERE rowid IN (SELECT value FROM json_each(?))",
-            (json.dumps(positions[start:start + _COPY_CHUNK]),),
-        ).fetchall()
+            select, (json.dumps(positions[start:start + _COPY_CHUNK]),)).fetchall()
         if rows:
-            target.executemany(f"INSERT INTO main.{table} (rowid, {columns}) "
-                               f"VALUES ({', '.join('?' * len(rows[0]))})", rows)
+            target.executemany(insert, rows)
 
 
 # -- explain ----------------------------------------------------------------------------------------
@@ -435,6 +468,7 @@ class Explanation:
 _ROW_COLUMNS = ("cid", "created_at", "user_id", "type", "parent_id", "show_in_channel",
                 "reply_count", "pinned", "pinned_at", "updated_at", "deleted_at", "deleted_for_me",
                 "silent", "local_state", "local_command")
+_MESSAGE_ROW = f"SELECT {', '.join(_ROW_COLUMNS)}, position, slot FROM messages WHERE id=?"
 _BOOL_COLUMNS = frozenset({"show_in_channel", "pinned", "deleted_for_me", "silent"})
 _TIME_COLUMNS = frozenset({"created_at", "pinned_at", "updated_at", "deleted_at"})
 # Fields of the message object left out of the comparison: the author's user object (it changes
@@ -484,9 +518,10 @@ def mentions(topic: str, payload: bytes, message_id: str) -> bool:
     if doc is None:
         return False
     if topic == ingest.CHANNEL_STATE:
-        return any(_get(m, "id") == message_id
-                   for key in ("messages", "pinned_messages")
-                   for m in (doc.get(key) if isinstance(doc.get(key), list) else ()))
+        listed: list[list[Any]] = [
+            value for key in ("messages", "pinned_messages")
+            if isinstance(value := doc.get(key), list)]
+        return any(_get(m, "id") == message_id for messages in listed for m in messages)
     message = doc.get("message")
     return (doc.get("message_id") == message_id
             or _get(message, "id") == message_id
@@ -513,7 +548,8 @@ def command_note(topic: str, payload: bytes) -> str:
     """What a command's event says, in words: which action, which attempt, which outcome."""
     doc = decode_stored(payload)
     doc = doc if isinstance(doc, dict) else {}
-    error = doc.get("error") if isinstance(doc.get("error"), dict) else {}
+    reported = doc.get("error")
+    error: dict[str, Any] = reported if isinstance(reported, dict) else {}
     said = " ".join(str(v) for v in (error.get("status"), error.get("message")) if v)
     if topic == commands.REQUESTED:
         return f"{doc.get('kind', 'command')} requested"
@@ -555,7 +591,7 @@ class _Objects:
 
     def __init__(self, source: apsw.Cursor, table: str, codec: PayloadCodec) -> None:
         self._reader = source.connection.cursor()
-        self._table = table
+        self._payload_at = _PAYLOAD_AT.format(table=table)
         self._codec = codec
         self._key: tuple[int, int] | None = None
         self._value: dict[str, Any] = {}
@@ -566,29 +602,32 @@ class _Objects:
             if self.current is not None and self.current[0] == position:
                 payload = self.current[1]
             else:
-                rows = self._reader.execute(  # fetchall: no statement left open
-                    f"SELECT codec, state FROM {self._table} WHERE rowid=?", (position,)).fetchall()
-                payload = self._codec.decode(*rows[0], position) if rows else b""
+                rows = cast("list[tuple[int, bytes]]", self._reader.execute(
+                    self._payload_at, (position,)).fetchall())  # fetchall: no statement left open
+                if rows:
+                    ((codec, state),) = rows
+                    payload = self._codec.decode(codec, state, position)
+                else:
+                    payload = b""
             self._key, self._value = (position, slot), message_object(payload, slot)
         return self._value
 
 
-def _snapshot(c: apsw.Cursor, message_id: str, objects: _Objects) -> Snapshot:
+def _snapshot(cursor: apsw.Cursor, message_id: str, objects: _Objects) -> Snapshot:
     reactions = {
-        f"{kind}({user})": score for kind, user, score in c.execute(
-            "SELECT type, user_id, score FROM reactions WHERE message_id=? ORDER BY type, user_id",
-            (message_id,))
+        f"{kind}({user})": score for kind, user, score in cursor.execute(
+            _REACTIONS_OF, (message_id,))
     }
-    rows = c.execute(f"SELECT {', '.join(_ROW_COLUMNS)}, position, slot FROM messages WHERE id=?",
-                    (message_id,)).fetchall()
-    row = rows[0] if rows else None
-    if row is None:
+    rows = cursor.execute(_MESSAGE_ROW, (message_id,)).fetchall()
+    if not rows:
         return None, reactions
-    obj = objects.get(row[-2], row[-1])
+    row, *_ = rows
+    *columns, position, slot = row
+    obj = objects.get(cast(int, position), cast(int, slot))
     fields: dict[str, Any] = {}
     if "text" in obj:
         fields["text"] = obj["text"]
-    for name, value in zip(_ROW_COLUMNS, row):
+    for name, value in zip(_ROW_COLUMNS, columns):
         fields[name] = bool(value) if name in _BOOL_COLUMNS else value
     for key in sorted(obj):
         if key not in fields and key not in _NOISE:
@@ -613,7 +652,7 @@ def _diff(before: Snapshot, after: Snapshot) -> dict[str, tuple[Any, Any]]:
 
 
 def _note(kind: str, before: Snapshot, after: Snapshot, changes: dict[str, tuple[Any, Any]]) -> str:
-    old, new = before[0], after[0]
+    (old, _), (new, _) = before, after
     if old is None and new is not None:
         return "stored"
     if old is not None and new is None:
@@ -730,7 +769,7 @@ class _StreamReader:
 
     def __init__(self, source: apsw.Cursor, table: str, codec: PayloadCodec, end: int) -> None:
         self._reader = source.connection.cursor()
-        self._table = table
+        self._stream_rows = _STREAM_ROWS.format(table=table)
         self._decode = codec.decode
         self._end = end
 
@@ -739,15 +778,14 @@ class _StreamReader:
         after = 0
         decode = self._decode
         while after < self._end:
-            rows = self._reader.execute(
-                f"SELECT rowid, topic, originator_id, source, codec, state, received_at, event_at "
-                f"FROM {self._table} WHERE rowid>? AND rowid<=? "
-                "AND originator_id IN (SELECT value FROM json_each(?)) ORDER BY rowid LIMIT ?",
-                (after, self._end, wanted, _CHUNK)).fetchall()
+            rows = cast("list[_StoredRow]", self._reader.execute(
+                self._stream_rows, (after, self._end, wanted, _CHUNK)).fetchall())
             if not rows:
                 return
-            yield [(r[0], r[1], r[2], r[3], decode(r[4], r[5], r[0]), r[6], r[7]) for r in rows]
-            after = rows[-1][0]
+            yield [(position, topic, stream, origin, decode(codec, state, position), received_at,
+                    event_at)
+                   for position, topic, stream, origin, codec, state, received_at, event_at in rows]
+            after, *_ = rows[-1]
 
     def relevant(self, row: Row) -> bool:
         return True
@@ -782,8 +820,9 @@ class _ScopedReader:
             wanted.extend(p for p in found if p not in self.kept)
         decode = self._decode
         for rows in _rows_at(self._source, self._table, sorted(set(wanted))):
-            for r in rows:
-                self.kept[r[0]] = (r[0], r[1], r[2], r[3], decode(r[4], r[5], r[0]), r[6], r[7])
+            for position, topic, stream, origin, codec, state, received_at, event_at in rows:
+                self.kept[position] = (position, topic, stream, origin,
+                                       decode(codec, state, position), received_at, event_at)
         return True
 
     def read_local(self) -> None:
@@ -808,7 +847,8 @@ class _ScopedReader:
         yield [kept[p] for p in wanted]
 
     def relevant(self, row: Row) -> bool:
-        return row[1] not in _CHANGES_ONLY_WHAT_IT_NAMES or any(n in row[4] for n in self._needles)
+        _, topic, _, _, payload, _, _ = row
+        return topic not in _CHANGES_ONLY_WHAT_IT_NAMES or any(n in payload for n in self._needles)
 
 
 def _named_in_scope(
@@ -845,7 +885,9 @@ def _replies(payload: bytes, message_id: str) -> list[str]:
     doc = _object(payload)
     if doc is None:
         return []
-    found = [doc.get("message")]
+    # What the payload holds there: message objects, or None or anything else (`_get` reads
+    # dicts only).
+    found: list[Any] = [doc.get("message")]
     for key in ("messages", "pinned_messages"):
         items = doc.get(key)
         if isinstance(items, list):
@@ -865,10 +907,10 @@ def _named_by(
     after = 0
     decode = codec.decode
     local = int(Source.LOCAL)
+    statement = _NAMING_ROWS.format(table=table)
     while after < end:
-        rows = reader.execute(
-            f"SELECT rowid, originator_id, topic, source, codec, state FROM {table} "
-            "WHERE rowid>? AND rowid<=? ORDER BY rowid LIMIT ?", (after, end, _CHUNK)).fetchall()
+        rows = cast("list[_NamingRow]", reader.execute(
+            statement, (after, end, _CHUNK)).fetchall())
         if not rows:
             break
         for position, stream, topic, origin, kind, state in rows:
@@ -880,7 +922,7 @@ def _named_by(
             if check(topic, payload, message_id):
                 named.add(position)
                 streams.add(stream)
-        after = rows[-1][0]
+        after, *_ = rows[-1]
     return named, streams
 
 
