@@ -34,12 +34,11 @@ from typing import Any
 import click
 
 from benchmarks.common import (
-    batches, checkpointed_size, emit_json, environment, median, progress, remove_db, scratch_dir,
-    timed,
+    checkpointed_size, emit_json, environment, median, progress, remove_db, scratch_dir,
 )
 from benchmarks.project import (
-    MachineLoad, build_store_file, common_options, file_figures, fmt_bytes, prepare_workload,
-    run_child, space_by_table,
+    MachineLoad, build_store_file, common_options, file_figures, fmt_bytes, log_append,
+    prepare_workload, run_child, space_by_table,
 )
 
 TARGETS_MS = {"explain": 100.0, "log50": 100.0, "asof": 300.0}
@@ -115,24 +114,6 @@ def subjects(path: Path) -> dict[str, Any]:
 # --- what the links cost the ingest ----------------------------------------------------------------
 
 
-def _log_append(path: Path, payloads: list[bytes], batch: int, with_links: bool) -> float:
-    from chatledger.eventstore.log import EventLog
-
-    log = EventLog.open(path, synchronous="NORMAL", stream_links=with_links)
-    try:
-        chunks = [list(c) for c in batches(payloads, batch)]
-        append = log.append_events
-
-        def run() -> None:
-            for chunk in chunks:
-                append(chunk, source="websocket")
-
-        elapsed, _ = timed(run)
-    finally:
-        log.close()
-    return elapsed
-
-
 def _relink_seconds(path: Path) -> float:
     """Open a log appended without links: the open links it, as it links an upgraded store."""
     from chatledger.eventstore.log import EventLog
@@ -151,7 +132,8 @@ def ingest_cost(scratch: Path, payloads: list[bytes], batch: int, reps: int) -> 
         for subject in (("with", "without") if rep % 2 == 0 else ("without", "with")):
             path = scratch / f"log-{subject}.chatledger"
             remove_db(path)
-            seconds[subject].append(_log_append(path, payloads, batch, subject == "with"))
+            seconds[subject].append(log_append(path, payloads, batch,
+                                                     stream_links=subject == "with"))
             sizes[subject] = checkpointed_size(path)
             if subject == "without":
                 relink.append(_relink_seconds(path))

@@ -297,10 +297,12 @@ LABELS = {
 TARGET_RATIO_SNAPSHOT = 1.75
 
 
-def _log_append(path: Path, payloads: Sequence[bytes], batch: int) -> float:
+def log_append(path: Path, payloads: Sequence[bytes], batch: int, **open_options: Any) -> float:
+    """Seconds to append `payloads` to a fresh log alone (no read tables), `batch` a call;
+    `open_options` go to `EventLog.open` (the audit benchmark's `stream_links=False`)."""
     from chatledger.eventstore.log import EventLog
 
-    log = EventLog.open(path, synchronous="NORMAL")
+    log = EventLog.open(path, synchronous="NORMAL", **open_options)
     try:
         chunks = [list(c) for c in batches(payloads, batch)]
         append = log.append_events
@@ -351,7 +353,7 @@ def command(n_events: int, seed: int, directory: str | None, keep: bool, batch: 
                     elif subject == "plain_es":
                         s = plain_event_store_ingest(path, workload.records, batch)
                     elif subject == "log":
-                        s = _log_append(path, workload.payloads, batch)
+                        s = log_append(path, workload.payloads, batch)
                     else:
                         s, path = build_store(scratch / f"chatstore-{rep}", workload.user_id,
                                               workload.payloads, batch)
