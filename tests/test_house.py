@@ -98,12 +98,13 @@ def test_no_one_letter_names(module: str) -> None:
     assert not found, f"{module}: one-letter names (line, name): {found}"
 
 
-@pytest.mark.parametrize("module", sorted(ALLOWED))
-def test_allowed_modules_still_need_it(module: str) -> None:
-    # The allow-list only shrinks: a module cleaned (or gone) leaves it.
-    path = ROOT / module
-    assert path.exists() and one_letter_names(path.read_text(encoding="utf-8")), (
-        f"{module} holds no one-letter names now: take it off ALLOWED")
+def test_allowed_modules_still_need_it() -> None:
+    # The allow-list only shrinks: a module cleaned (or gone) leaves it. (Empty today; one test
+    # over the list rather than one per entry, so that an empty list is not a skipped test.)
+    cleaned = [module for module in sorted(ALLOWED)
+               if not ((ROOT / module).exists()
+                       and one_letter_names((ROOT / module).read_text(encoding="utf-8")))]
+    assert not cleaned, f"{cleaned} hold no one-letter names now: take them off ALLOWED"
 
 
 def test_the_check_finds_what_it_forbids() -> None:
