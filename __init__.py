@@ -13,13 +13,9 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from chatledger.errors import (
-    AlreadyImported, AmbiguousId, ArchiveError, BackendError, ChatledgerError, CommandError,
-    ConnectionLost, DestinationExists, ExportError, FilterError, ImportInterrupted,
-    ImportStopped, InvalidTransition, KeyRequired, NoResponse, NothingToResume, RejectedInput,
-    StoreError, TimedOut, UnknownCommand, UnknownMessage, UnknownTarget, UnusableAnswer,
-    UserIdError, WireError, WriteLockTimeout, WriterClosed,
-)
+from chatledger import errors
+# Every error, by the list chatledger.errors keeps (re-exported below through `__all__`).
+from chatledger.errors import *  # noqa: F403
 from chatledger.eventstore.importer import KINDS as IMPORT_KINDS
 from chatledger.eventstore.importer import ImportReport
 from chatledger.eventstore.importer import Kind as ImportKind
@@ -84,12 +80,7 @@ __all__ = [
     "ImportKind", "IMPORT_KINDS", "MAX_RESPONSE_BYTES", "IdKind", "ChainReport", "Difference",
     "Explanation", "PastStore", "PendingCommand", "CommandInfo", "CommandEvent",
     "Backend", "StreamBackend", "SyncClient", "SyncReport", "ReplayReport", "Outcome", "archive",
-    # the errors (chatledger.errors has the tree)
-    "ChatledgerError", "StoreError", "KeyRequired", "DestinationExists", "WriterClosed",
-    "ExportError",
-    "ImportInterrupted", "AlreadyImported", "NothingToResume", "ImportStopped", "ArchiveError",
-    "CommandError", "UnknownCommand", "InvalidTransition", "UnknownMessage", "UnknownTarget",
-    "WriteLockTimeout", "UserIdError", "WireError", "RejectedInput", "FilterError",
-    "AmbiguousId", "BackendError", "NoResponse", "TimedOut", "ConnectionLost", "UnusableAnswer",
 ]
+# ... and every error, as chatledger.errors lists them (one list, not a copy to keep in step).
+__all__ += errors.__all__
 __version__ = "0.1.0"
