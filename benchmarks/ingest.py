@@ -79,15 +79,22 @@ class _Unchained:
         return rows
 
 
-def chatledger_append(event_log: Any, path: Path, payloads: Sequence[bytes], batch: int,
-                      variant: str = "chatledger") -> tuple[float, dict]:
-    """Append through chatledger's log; returns (seconds in the appends, log.stats())."""
+def _open_variant(event_log: Any, path: Path, variant: str) -> Any:
+    """A fresh log of one of chatledger's variants: plain, sealed (with the benchmark's key), or
+    unchained (the sealer and the chain column taken out, to price the chain)."""
     key = BENCH_KEY if variant == "chatledger_sealed" else None
     log = event_log.open(path, synchronous="NORMAL", key=key)
     if variant == "chatledger_unchained":
         log.datastore.sealer = _Unchained()
         log.recorder.insert_statement = log.recorder.insert_statement.replace(
             ", chain)", ")").replace(",?)", ")")
+    return log
+
+
+def chatledger_append(event_log: Any, path: Path, payloads: Sequence[bytes], batch: int,
+                      variant: str = "chatledger") -> tuple[float, dict]:
+    """Append through chatledger's log; returns (seconds in the appends, log.stats())."""
+    log = _open_variant(event_log, path, variant)
     try:
         chunks = [list(c) for c in batches(payloads, batch)]
         append = log.append_events
@@ -119,14 +126,7 @@ def paired_append(event_log: Any, scratch: Path, payloads: Sequence[bytes], batc
 
     logs: dict[str, Any] = {}
     for variant in PAIRED:
-        path = scratch / f"paired-{label}-{variant}.db"
-        key = BENCH_KEY if variant == "chatledger_sealed" else None
-        log = event_log.open(path, synchronous="NORMAL", key=key)
-        if variant == "chatledger_unchained":
-            log.datastore.sealer = _Unchained()
-            log.recorder.insert_statement = log.recorder.insert_statement.replace(
-                ", chain)", ")").replace(",?)", ")")
-        logs[variant] = log
+        logs[variant] = _open_variant(event_log, scratch / f"paired-{label}-{variant}.db", variant)
     seconds = dict.fromkeys(PAIRED, 0.0)
     cpu = dict.fromkeys(PAIRED, 0.0)
     clock, cpu_clock = time.perf_counter, time.process_time
