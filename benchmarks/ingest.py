@@ -113,6 +113,14 @@ def chatledger_append(event_log: Any, path: Path, payloads: Sequence[bytes], bat
 PAIRED = ("chatledger", "chatledger_sealed", "chatledger_unchained")
 
 
+def paired_warm_up(batch: int) -> int:
+    """The batches `paired_append` appends before its clock starts: those up to the compression
+    dictionary's training, and one more."""
+    from chatledger.eventstore.log import TRAIN_AFTER_EVENTS
+
+    return -(-(TRAIN_AFTER_EVENTS + 1) // batch) + 1
+
+
 def paired_append(event_log: Any, scratch: Path, payloads: Sequence[bytes], batch: int,
                   label: str) -> tuple[dict[str, float], dict[str, float]]:
     """Seconds each of chatledger's variants spends appending the same batches, the three logs
@@ -122,15 +130,13 @@ def paired_append(event_log: Any, scratch: Path, payloads: Sequence[bytes], batc
     the wall clock, and it counts the compression thread). The first batches, up to the compression dictionary's training (a few tenths of a
     second, once per store, and the same for all three) are appended before the clock starts:
     the figure is the steady append. Returns {variant: seconds}."""
-    from chatledger.eventstore.log import TRAIN_AFTER_EVENTS
-
     logs: dict[str, Any] = {}
     for variant in PAIRED:
         logs[variant] = _open_variant(event_log, scratch / f"paired-{label}-{variant}.db", variant)
     seconds = dict.fromkeys(PAIRED, 0.0)
     cpu = dict.fromkeys(PAIRED, 0.0)
     clock, cpu_clock = time.perf_counter, time.process_time
-    warm_up = -(-(TRAIN_AFTER_EVENTS + 1) // batch) + 1  # batches, the training's included
+    warm_up = paired_warm_up(batch)
     try:
         with gc_paused():
             for index, chunk in enumerate(batches(payloads, batch)):
@@ -277,6 +283,11 @@ def command(n_events: int, batch: int, seed: int, directory: str | None, reps: i
         if event_log is not None and not any(v in skip for v in PAIRED):
             for name, (size, counts) in series.items():
                 n = counts["chatledger"]
+                if -(-n // size) <= paired_warm_up(size):
+                    # Every batch would be warm-up: nothing timed, no ratio to give.
+                    progress(f"paired: skipped for {n:,} events, batch {size:,} (all of them "
+                             "come before the compression dictionary; use more events)")
+                    continue
                 progress(f"paired: chatledger, encrypted and unchained in turn, {n:,} events, "
                          f"batch {size:,} ...")
                 paired[name] = paired_append(event_log, scratch, payloads[:n], size, name)
