@@ -224,6 +224,19 @@ def test_a_reaction_deleted_later_stays_deleted_against_an_older_add(store: Chat
     assert [r.user_id for r in store.reactions("m1")] == ["carol"]
 
 
+def test_a_reaction_given_again_shows_its_second_creation_whatever_the_order(
+        store: ChatStore) -> None:
+    # Given at T3, removed at T4, given again at T5; the removal arrives last. The row is the
+    # reaction of T5, created then, not the first one's creation time with the newer update.
+    store.ingest(new("m1", 1))
+    store.ingest(reaction("reaction.new", "m1", 1, 3))
+    store.ingest(reaction("reaction.new", "m1", 1, 5))
+    store.ingest(reaction("reaction.deleted", "m1", 1, 4, counts={}))
+    [given] = store.reactions("m1")
+    assert given.created is not None and given.created.second == 5
+    assert given.updated == given.created
+
+
 def test_an_older_read_does_not_undo_a_newer_one(store: ChatStore) -> None:
     store.ingest_many([new(f"m{i}", i) for i in range(1, 4)])
     store.ingest(event("message.read", at=at(5), user=user("alice"), last_read_message_id="m3"))

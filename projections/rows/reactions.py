@@ -11,6 +11,8 @@ __all__ = ["ReactionKey", "ReactionRows"]
 ReactionKey = tuple[str, str, str]  # (message id, user id, reaction type): a row's key
 
 # A reaction is newer than the row of its key, and than any deletion of it, or changes nothing.
+# The newer state wins whole: a reaction removed and given again (its deletion delivered late)
+# shows the creation time of the second one, as the backend does.
 UPSERT = (
     "INSERT INTO reactions (message_id, user_id, type, score, created_at, updated_at, position) "
     "SELECT ?1,?2,?3,?4,?5,?6,?7 "
@@ -18,6 +20,7 @@ UPSERT = (
     "AND NOT EXISTS (SELECT 1 FROM deleted_reactions "
     "WHERE message_id=?1 AND user_id=?2 AND type=?3 AND deleted_at >= ?6) "
     "ON CONFLICT (message_id, user_id, type) DO UPDATE SET score=excluded.score, "
+    "created_at=coalesce(excluded.created_at, reactions.created_at), "
     "updated_at=excluded.updated_at, position=excluded.position "
     "WHERE excluded.updated_at IS NULL OR reactions.updated_at IS NULL "
     "OR excluded.updated_at >= reactions.updated_at")
