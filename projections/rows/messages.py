@@ -26,54 +26,50 @@ _COLUMNS = ("cid, created_at, id, user_id, type, parent_id, show_in_channel, rep
             "pinned, pinned_at, updated_at, deleted_at, silent, position, slot, state_at")
 
 
-def _reply_count(count: str, parent_id: str, as_is: str, later: str, gone: str) -> str:
+def _reply_count(count: str, parent_id: str, as_is: str, message_id: str, stamp: str) -> str:
     """SQL for a message's reply count, from the count `count` its payload of server time
-    `stamp` gives: the replies the backend counted then, plus those on file created after
-    (`later`), less those it counted that were hard-deleted after (`gone`); both from
-    `REPLIES_SINCE`. Whatever order the replies, the deletions and the message's states arrive
-    in, the count comes out the same. A reply has no replies: its count is the payload's,
-    without looking; and so is the count of a channel state's message (`as_is` true), which is
-    as of the query, a time the state does not give."""
+    `stamp` gives: the replies the backend counted then, plus those on file created after,
+    less those it counted that were hard-deleted after (the two subqueries of `_REPLIES_SINCE`
+    for message `message_id`). Whatever order the replies, the deletions and the message's
+    states arrive in, the count comes out the same. A reply has no replies: its count is the
+    payload's, without looking; and so is the count of a channel state's message (`as_is`
+    true), which is as of the query, a time the state does not give. (SQLite evaluates a CASE
+    lazily: the subqueries run only for a count they change.)"""
+    later, gone = (part.format(id=message_id, at=stamp) for part in _REPLIES_SINCE)
     return (f"CASE WHEN {parent_id} IS NOT NULL OR {as_is} THEN {count} "
             f"ELSE max(0, {count} + {later} - {gone}) END")
 
 
-# The two counts `_reply_count` needs for message ?1 whose state is of server time ?2.
-REPLIES_SINCE = (
-    "SELECT (SELECT count(*) FROM messages WHERE parent_id=?1 AND created_at > coalesce(?2, -1)), "
-    "(SELECT count(*) FROM deleted_messages WHERE parent_id=?1 "
-    "AND created_at <= ?2 AND deleted_at > ?2)")
-NO_REPLIES = (0, 0)
-# Whether message ?1, created at ?3 in channel ?2, may be filed (not when the backend
-# hard-deleted it, nor when it is older than its channel's truncation or cleared history:
-# delivered late), and, when ?5 (a message that is no reply, not from a channel state),
-# `REPLIES_SINCE` at ?4.
-# Asked by a statement of its own before a plain `INSERT ... VALUES`: the same checks inside
-# `INSERT INTO messages ... SELECT ... WHERE NOT EXISTS` (with subqueries on `messages`, which
-# made SQLite copy the row through a temporary table) measured 19.4 us a new message against
-# 2.2 + 9.7 us for the two statements (40,000 messages, alternating, same minutes).
-FILING = (
-    "SELECT EXISTS (SELECT 1 FROM deleted_messages WHERE id=?1) "
-    "OR EXISTS (SELECT 1 FROM channels "
-    "WHERE cid=?2 AND (truncated_at > ?3 OR cleared_at >= ?3)), "
-    "CASE WHEN ?5 THEN (SELECT count(*) FROM messages WHERE parent_id=?1 "
-    "AND created_at > coalesce(?4, -1)) ELSE 0 END, "
-    "CASE WHEN ?5 THEN (SELECT count(*) FROM deleted_messages WHERE parent_id=?1 "
-    "AND created_at <= ?4 AND deleted_at > ?4) ELSE 0 END")
-# A message not on file costs this statement, after `FILING` (?18, ?19: its counts).
+# For message {id}, whose state is of server time {at}: the replies on file created after,
+# and those hard-deleted after that were created by then.
+_REPLIES_SINCE = (
+    "(SELECT count(*) FROM messages WHERE parent_id={id} AND created_at > coalesce({at}, -1))",
+    "(SELECT count(*) FROM deleted_messages WHERE parent_id={id} "
+    "AND created_at <= {at} AND deleted_at > {at})")
+# Whether message ?3, created at ?2 in channel ?1, is refused: the backend hard-deleted it, or
+# it is older than its channel's truncation or cleared history (delivered late).
+_REFUSED = ("EXISTS (SELECT 1 FROM deleted_messages WHERE id=?3) "
+            "OR EXISTS (SELECT 1 FROM channels WHERE cid=?1 AND (truncated_at > ?2 "
+            "OR cleared_at >= ?2))")
+# A message not on file: filed unless refused, in one statement. A refused message gets a
+# NULL id, which `messages.id NOT NULL` makes the row's conflict, and OR IGNORE skips the row,
+# as it does a message on file: either way nothing changes. The checks and the counts are
+# scalar subqueries of a single-row VALUES, which SQLite evaluates before it writes (no
+# temporary table, unlike `INSERT ... SELECT` reading `messages`). This replaced a SELECT of
+# the checks and counts before a plain INSERT: one statement a new message instead of two.
 INSERT = (
     f"INSERT OR IGNORE INTO messages ({_COLUMNS}) "
-    f"VALUES (?1,?2,?3,?4,?5,?6,?7,{_reply_count('?8', '?6', '?17', '?18', '?19')},"
-    "?9,?10,?11,?12,?13,?14,?15,?16)")
+    f"VALUES (?1,?2,CASE WHEN {_REFUSED} THEN NULL ELSE ?3 END,?4,?5,?6,?7,"
+    f"{_reply_count('?8', '?6', '?17', '?3', '?16')},?9,?10,?11,?12,?13,?14,?15,?16)")
 ON_FILE = ("SELECT created_at, local_state, local_command, position, slot, state_at "
            "FROM messages WHERE id=?")
 # A payload without reply_count keeps the count the store has built up. ?18: a channel
-# state's message; ?19, ?20: `REPLIES_SINCE` for ?17 at the server time the row will show (this
-# state's, or the row's own when this one has none).
+# state's message; ?19: the server time the row will show (this state's, or the row's own when
+# this one has none), which its count is of.
 REPLACE = (
     "UPDATE messages SET cid=?1, created_at=?2, user_id=?3, type=?4, parent_id=?5, "
     "show_in_channel=?6, reply_count=CASE WHEN ?7 IS NULL THEN reply_count ELSE "
-    f"{_reply_count('?7', '?5', '?18', '?19', '?20')} END, "
+    f"{_reply_count('?7', '?5', '?18', '?17', '?19')} END, "
     "pinned=?8, pinned_at=?9, updated_at=?10, deleted_at=?11, silent=?12, position=?13, "
     "slot=?14, state_at=coalesce(?15, state_at), local_state=?16 WHERE id=?17")
 # Whether a row's local change belongs to a command never tried (see `MessageRows.upsert`).
@@ -246,43 +242,20 @@ class MessageRows:
         author, parent_id = message.author, message.parent_id
         shown, pinned = as_flag(message.show_in_channel), as_flag(message.pinned)
         pinned_at, silent = epoch_us(message.pinned_at), as_flag(message.silent)
-        counts = parent_id is None and not snapshot  # (else the payload's count stands)
-        replies: tuple[int, ...] | None = None
-
-        def file_at(created_at: int) -> tuple[bool, tuple[int, ...]]:
-            """File the row, created at `created_at`, unless the backend hard-deleted it, it is
-            older than its channel's truncation, or it is on file: (filed, its reply counts)."""
-            filing: Any = cursor.execute(
-                FILING, (message_id, cid, created_at, stamp, counts)).fetchone()
-            refused, *counts_since = filing
-            since = tuple(counts_since)
-            if refused:
-                return False, since
-            cursor.execute(INSERT, (
-                cid, created_at, message_id, author, kind, parent_id, shown,
-                message.reply_count or 0, pinned, pinned_at, updated, gone_at, silent, position,
-                slot, stamp, snapshot, *since))
-            if not cursor.connection.changes():
-                return False, since
-            self._remember(message_id)
-            if parent_id and not snapshot:
-                self.count_reply(cursor, parent_id, created_at)
-            return True, since
-
+        # All of the row but its creation time, which the filing may have to take as the epoch.
+        columns = (message_id, author, kind, parent_id, shown, message.reply_count or 0, pinned,
+                   pinned_at, updated, gone_at, silent, position, slot, stamp, snapshot)
         seen = message_id in self._seen
-        if created is not None and not seen:
-            filed, replies = file_at(created)
-            if filed:
-                return True
+        if created is not None and not seen and self._file(cursor, cid, created, columns):
+            return True
         existing = cursor.execute(ON_FILE, (message_id,)).fetchone()
         if existing is None and seen and created is not None:
             # Gone since it was seen: filed as if never seen (the usual path above).
-            filed, replies = file_at(created)
-            if filed:
+            if self._file(cursor, cid, created, columns):
                 return True
         if existing is None:  # no time given, or hard-deleted: file it at the epoch, or not
             self._seen.discard(message_id)
-            return file_at(0)[0]
+            return self._file(cursor, cid, 0, columns)
         self._remember(message_id)
         created_on_file, state, command, position_on_file, slot_on_file, on_file_at = existing
         if stamp is not None and on_file_at is not None and stamp < on_file_at:
@@ -297,17 +270,25 @@ class MessageRows:
             # keeps showing it (and its state) until the command's own outcome.
             new_state, position, slot = state, position_on_file, slot_on_file
         shown_at = stamp if stamp is not None else on_file_at  # the row's time after this
-        if message.reply_count is None or not counts:
-            replies = NO_REPLIES
-        elif replies is None or shown_at != stamp:  # (else read above, nothing written since)
-            replies_since: Any = cursor.execute(REPLIES_SINCE,
-                                                            (message_id, shown_at)).fetchone()
-            replies = replies_since
         cursor.execute(REPLACE, (
             cid, created, author, kind, parent_id, shown, message.reply_count, pinned, pinned_at,
             updated, gone_at, silent, position, slot, stamp, new_state, message_id, snapshot,
-            *replies))
+            shown_at))
         return False
+
+    def _file(self, cursor: apsw.Cursor, cid: str, created_at: int,
+              columns: tuple[Any, ...]) -> bool:
+        """File a message's row (`columns`: `upsert`'s, in `INSERT`'s order from the id on),
+        created at `created_at`, unless the backend hard-deleted it, it is older than its
+        channel's truncation, or it is on file: True when filed."""
+        cursor.execute(INSERT, (cid, created_at, *columns))
+        if not cursor.connection.changes():
+            return False
+        self._remember(columns[0])
+        parent_id = columns[3]
+        if parent_id and not columns[-1]:  # (a channel state's reply is counted already)
+            self.count_reply(cursor, parent_id, created_at)
+        return True
 
     @staticmethod
     def _untried(cursor: apsw.Cursor, command_id: str | None) -> bool:
