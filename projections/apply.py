@@ -192,13 +192,10 @@ class EventHandlers:
                unread: Iterable[tuple[str, list[int | None]]]) -> None:
         """Write what a run of new messages did to their channels and the own unread counts."""
         runs = []
-        unhidden = []
         for cid, (latest, members, count, counts_at, unhide_at) in channels:
             kind, _, ident = cid.partition(":")
-            runs.append((cid, kind, ident, latest, members, count, counts_at))
-            if unhide_at is not None:
-                unhidden.append((unhide_at, cid))
-        self.rows.channels.flush_run(cursor, runs, unhidden)
+            runs.append((cid, kind, ident, latest, members, count, counts_at, unhide_at))
+        self.rows.channels.flush_run(cursor, runs)
         self.rows.reads.add_unread(cursor, unread)
 
     # -- messages --------------------------------------------------------------------------------
