@@ -19,6 +19,9 @@ __all__ = ["ChannelRows", "RemovedChannels", "RunOfChannel"]
 # again if hidden).
 RunOfChannel = tuple[str, str, str, int | None, int | None, int | None, int | None, int | None]
 
+# Channels remembered as having a row (see `ChannelRows`): a bound on memory.
+CHANNELS_REMEMBERED = 100_000
+
 ENSURE = "INSERT OR IGNORE INTO channels (cid, type, id) VALUES (?,?,?)"
 UPSERT = (
     "INSERT INTO channels (cid, type, id, name, created_by, created_at, updated_at, "
@@ -123,19 +126,30 @@ class RemovedChannels:
 
 
 class ChannelRows:
-    """Writes `channels` and `deleted_channels` (through `removed`)."""
+    """Writes `channels` and `deleted_channels` (through `removed`); remembers which channels
+    have a row, as on file, while no other connection writes: most events of a channel's
+    messages and reactions make sure of its row, ~13,000 INSERTs per 100,000 events that SQLite
+    ignored. A hint only in one direction: a cid remembered has a row (this writer deletes
+    rows, and forgets them then); one not remembered costs the INSERT."""
 
     def __init__(self) -> None:
         self.removed = RemovedChannels()
+        self._on_file: set[str] = set()
 
     def forget(self) -> None:
+        """Drop what is remembered (a rollback, a rebuild, another connection's commit)."""
         self.removed.forget()
+        self._on_file.clear()
 
-    @staticmethod
-    def ensure(cursor: apsw.Cursor, cid: str) -> None:
+    def ensure(self, cursor: apsw.Cursor, cid: str) -> None:
         """A channel first heard of through one of its events gets a row from its cid alone."""
+        if cid in self._on_file:
+            return
         kind, _, ident = cid.partition(":")
         cursor.execute(ENSURE, (cid, kind, ident))
+        if len(self._on_file) >= CHANNELS_REMEMBERED:
+            self._on_file.clear()  # a bound on memory; a forgotten cid costs an INSERT
+        self._on_file.add(cid)
 
     @staticmethod
     def upsert(cursor: apsw.Cursor, cid: str, channel: payloads.Channel, custom: str | None,
@@ -183,6 +197,6 @@ class ChannelRows:
                                 moved_to: int | None) -> None:
         cursor.execute(RESTORE_LAST_MESSAGE_AT, (was, cid, moved_to))
 
-    @staticmethod
-    def delete(cursor: apsw.Cursor, cid: str) -> None:
+    def delete(self, cursor: apsw.Cursor, cid: str) -> None:
         cursor.execute(DELETE, (cid,))
+        self._on_file.discard(cid)
