@@ -39,26 +39,35 @@ class UserRows:
 
     def __init__(self) -> None:
         self._on_file: dict[str, tuple[object, ...] | None] = {}
+        # By user id, the object last seen that says what the row on file says: an equal
+        # object (msgspec compares the fields in C) needs neither its times parsed nor a row
+        # built to compare. Dropped whenever the row is written or forgotten.
+        self._agreeing: dict[str, payloads.User] = {}
 
     def forget(self) -> None:
         """Drop the rows remembered (a rollback, a rebuild, another connection's commit)."""
         self._on_file.clear()
+        self._agreeing.clear()
 
     def remember(self, cursor: apsw.Cursor, user: payloads.User | None, position: int,
                  slot: int = SLOT_EVENT) -> None:
         """Upsert a user seen in passing, unless the row on file already says the same (`slot`:
         where the object is in the entry; see the `users` table)."""
-        if user is None or not user.id:
+        if user is None:
+            return
+        user_id = user.id
+        if not user_id or self._agreeing.get(user_id) == user:
             return
         # Decided by the row on file (remembered only as it is on file): a rebuild must make the
         # same choice, or `verify` would find the positions differ.
-        on_file = self._on_file.get(user.id, _MISSING)
+        on_file = self._on_file.get(user_id, _MISSING)
         if on_file is _MISSING:
-            on_file = cursor.execute(ON_FILE, (user.id,)).fetchone()
-            self._keep(user.id, on_file)
+            on_file = cursor.execute(ON_FILE, (user_id,)).fetchone()
+            self._keep(user_id, on_file)
         if on_file == (user.name, user.role, as_flag(user.online), as_flag(user.banned),
                        epoch_us(user.last_active), epoch_us(user.updated_at),
                        epoch_us(user.deleted_at)):
+            self._agreeing[user_id] = user
             return
         self.upsert(cursor, user, position, slot=slot)
 
@@ -75,12 +84,17 @@ class UserRows:
             self._keep(user.id, row)
         else:
             self._on_file.pop(user.id, None)  # the row on file stands
+            self._agreeing.pop(user.id, None)
 
     def set_banned(self, cursor: apsw.Cursor, user_id: str, banned: int) -> None:
         cursor.execute(SET_BANNED, (banned, user_id))
         self._on_file.pop(user_id, None)
+        self._agreeing.pop(user_id, None)
 
     def _keep(self, user_id: str, row: tuple[object, ...] | None) -> None:
+        """Remember `row` as the user's row on file (None: no row)."""
         if len(self._on_file) >= USERS_REMEMBERED:
             self._on_file.clear()  # a bound on memory; forgotten rows are read again
+            self._agreeing.clear()
         self._on_file[user_id] = row
+        self._agreeing.pop(user_id, None)
