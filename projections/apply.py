@@ -218,18 +218,21 @@ class EventHandlers:
             self._channel_upsert(cursor, item, event.channel, SLOT_EVENT)
         if message is None or not message.id:
             return
-        cid = self.cid_of(item, event, message)
+        # (This handler runs for most events: `cid_of` only when the message names no channel.)
+        cid = message.cid or self.cid_of(item, event)
         if cid is None:
             return
         created = epoch_us(message.created_at)
-        in_channel = not message.parent_id or bool(message.show_in_channel)
+        event_at = epoch_us(event.created_at)
+        parent_id = message.parent_id
+        in_channel = not parent_id or bool(message.show_in_channel)
         latest = created if in_channel else None
         # A new message shows a hidden channel again, unless the channel is muted then.
         unhide = (created if in_channel and created is not None
                   and not self.mutes.silences(cursor, cid, created) else None)
         members, count = event.channel_member_count, event.channel_message_count
         # The counters are as of the event's server time; an event without them says nothing.
-        counts_at = epoch_us(event.created_at) if members is not None or count is not None else None
+        counts_at = event_at if members is not None or count is not None else None
         pending = self._pending_channels.get(cid)
         if pending is not None:
             run_latest, run_members, run_count, run_counts_at, run_unhide = pending
@@ -245,12 +248,12 @@ class EventHandlers:
                 count = count if count is not None else run_count
         self._pending_channels[cid] = (latest, members, count, counts_at, unhide)
         is_new = rows.messages.upsert(cursor, cid, message, item.position, SLOT_EVENT,
-                                      event_at=epoch_us(event.created_at))
+                                      event_at=event_at)
         if item.type == "message.new" and in_channel and created is not None:
             rows.ranges.extend_head(cursor, cid, (created, message.id))  # the channel is followed
         rows.users.remember(cursor, event.user, item.position)
-        if is_new and message.parent_id:
-            rows.threads.count_reply(cursor, message.parent_id, created)
+        if is_new and parent_id:
+            rows.threads.count_reply(cursor, parent_id, created)
         if not is_new or self.own is None:
             return
         if message.author == self.own:
