@@ -88,11 +88,9 @@ def reason(left_out: list[str]) -> str:
 def screened(cursor: apsw.Cursor, items: Iterable[Any]) -> Iterator[Any]:
     """The items (`projections.item.Item`), each with its payload screened; what was left out
     of one is recorded in `unprojected` under its position, in the caller's transaction."""
-    digits_as_zeros, long_run = _DIGITS_AS_ZEROS, _LONG_RUN
     for item in items:
         payload = item.payload
-        # (`has_long_digits`, inline: once for every entry projected)
-        if type(payload) is not bytes or long_run not in payload.translate(digits_as_zeros):
+        if type(payload) is not bytes or not has_long_digits(payload):
             yield item
             continue
         result = screen(payload)

@@ -254,11 +254,8 @@ class MessageRows:
         updated = epoch_us(message.updated_at)
         stamp = newest(updated, gone_at, event_at)
         author, parent_id = message.author, message.parent_id
-        # (as_flag, inline: ~95,000 messages per 100,000 events come through here)
-        shown = 1 if message.show_in_channel else 0
-        pinned = 1 if message.pinned else 0
-        silent = 1 if message.silent else 0
-        pinned_at = epoch_us(message.pinned_at)
+        shown, pinned = as_flag(message.show_in_channel), as_flag(message.pinned)
+        pinned_at, silent = epoch_us(message.pinned_at), as_flag(message.silent)
         # All of the row but its creation time, which the filing may have to take as the epoch.
         columns = (message_id, author, kind, parent_id, shown, message.reply_count or 0, pinned,
                    pinned_at, updated, gone_at, silent, position, slot, stamp, snapshot)
