@@ -47,11 +47,10 @@ NO_ZERO_LAST_MESSAGE = ("UPDATE channels SET last_message_at=NULLIF(last_message
 # newest message time, and the counters the events carried unless the row holds newer ones by
 # the server's clock (`counts_at`): a late event does not roll them back. (SET expressions see
 # the row as it was.)
-# `hidden` (per user) changes by events of its own; the newest time it was set wins. A hidden
-# channel is shown again by a message newer than the hide (?8; not by one from before it,
-# delivered late): the message's time becomes the flag's. (One statement with the counters:
-# a separate UPDATE per channel of the run, nearly always a no-op, cost 20,000 statements per
-# 100,000 events.)
+# A hidden channel (see `SET_HIDDEN`) is shown again by a message newer than the hide (?8; not
+# by one from before it, delivered late): the message's time becomes the flag's. (One statement
+# with the counters: a separate UPDATE per channel of the run, nearly always a no-op, cost
+# 20,000 statements per 100,000 events.)
 _UNHIDES = "hidden=1 AND ?8 > coalesce(hidden_at, 0)"
 FLUSH_RUN = (
     "INSERT INTO channels (cid, type, id, last_message_at, member_count, message_count, "
