@@ -28,6 +28,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,8 @@ from benchmarks.common import (
     remove_db,
     scratch_dir,
 )
+from benchmarks.partition import describe as describe_partition
+from benchmarks.partition import partition_floor_figures, partition_ratios
 from benchmarks.project import (
     MachineLoad,
     build_store_file,
@@ -296,6 +299,17 @@ def fold_floor_figures(path: Path, user_id: str) -> dict[str, Any]:
             "fold_floor_events_per_s": round(entries / (scan_s + write_s), 1)}
 
 
+def _floor(design: str, prefix: str, measure: Callable[[Path, str], dict[str, Any]],
+           path: Path, user_id: str) -> dict[str, Any]:
+    """A design's floor measured on the rebuilt store (not counted in the reps), with the share
+    of the cores other processes kept busy meanwhile as `<prefix>_cores_busy_other`."""
+    progress(f"the floor of {design} (not counted) ...")
+    load = MachineLoad()
+    figures = measure(path, user_id)
+    figures[f"{prefix}_cores_busy_other"] = load.stop()
+    return figures
+
+
 # --- the subcommand ------------------------------------------------------------------------------
 
 
@@ -313,9 +327,13 @@ def fold_floor_figures(path: Path, user_id: str) -> dict[str, Any]:
 @click.option("--fold-floor", is_flag=True,
               help="After the reps: the floor of a fold-in-memory rebuild (decode every entry, "
                    "write each final row once in key order, index after): the fold_* keys.")
+@click.option("--partition-floor", is_flag=True,
+              help="After the reps: the floor of a rebuild split by channel over two processes "
+                   "(each replays half the channels, then a merge): the partition_* keys, with "
+                   "the rows the merge still gets wrong.")
 def command(n_events: int, seed: int, directory: str | None, keep: bool, batch: int,
             channels: int, users: int, reps: int | None, profile: bool, sql_profile: bool,
-            fold_floor: bool) -> None:
+            fold_floor: bool, partition_floor: bool) -> None:
     """Rebuild of the read tables by replaying the log: events/s and peak memory (fresh process)."""
     reps = reps or default_reps(n_events)
     workload = prepare_workload(n_events, seed, channels, users)
@@ -363,12 +381,11 @@ def command(n_events: int, seed: int, directory: str | None, keep: bool, batch: 
         cores_busy_other = load.stop()
         load_after = os.getloadavg()
         remove_db(plain_path)
-        fold: dict[str, Any] = {}
-        if fold_floor:
-            progress("the floor of a fold-in-memory rebuild (not counted) ...")
-            floor_load = MachineLoad()
-            fold = fold_floor_figures(path, workload.user_id)
-            fold["fold_cores_busy_other"] = floor_load.stop()
+        fold = (_floor("a fold-in-memory rebuild", "fold", fold_floor_figures, path,
+                       workload.user_id) if fold_floor else {})
+        partition = (_floor("a rebuild split by channel over 2 processes", "partition",
+                            partition_floor_figures, path, workload.user_id)
+                     if partition_floor else {})
         after = file_figures(path, workload.payload_bytes)
         if profile:
             progress("profiled rebuild (not counted) ...")
@@ -456,6 +473,8 @@ def command(n_events: int, seed: int, directory: str | None, keep: bool, batch: 
         **fold,
         **({"fold_floor_ratio_raw": round(fold["fold_floor_events_per_s"] / raw_rate, 4)}
            if fold else {}),
+        **partition,
+        **(partition_ratios(partition, raw_rate, rate) if partition else {}),
         **({"sql_floor_ratio_raw": round(sql["sql_floor_events_per_s"] / raw_rate, 4)}
            if sql.get("sql_floor_events_per_s") else {}),
         "env": environment(),
@@ -466,6 +485,8 @@ def command(n_events: int, seed: int, directory: str | None, keep: bool, batch: 
               f"each final row once in key order and indexing {fold['fold_write_s']:.2f} s = "
               f"{fmt_rate(fold['fold_floor_events_per_s'])} events/s, "
               f"{result['fold_floor_ratio_raw']:.2f} x raw APSW append.", flush=True)
+    if partition:
+        print(describe_partition(result), flush=True)
     if sql:
         from benchmarks.sqlprofile import print_figures
 
