@@ -45,9 +45,10 @@ _CHUNK = 5_000
 _LOG = "stored_events"
 
 
-def split_streams(path: Path) -> tuple[list[set[str]], list[int]]:
+def split_streams(path: Path) -> tuple[list[set[str]], list[int], int]:
     """The channel streams of the log at `path` in two halves of about equal entries (largest
-    stream first, each to the half with fewer entries so far), and the halves' entry counts."""
+    stream first, each to the half with fewer entries so far), the halves' entry counts, and the
+    entries of the whole log."""
     import apsw
 
     from chatledger.eventstore.ingest import USER_STREAM
@@ -59,6 +60,7 @@ def split_streams(path: Path) -> tuple[list[set[str]], list[int]]:
         counts = conn.execute(
             f"SELECT originator_id, COUNT(*) FROM {_LOG} WHERE source != ? "
             "GROUP BY originator_id ORDER BY 2 DESC, 1", (int(Source.LOCAL),)).fetchall()
+        total = int(conn.execute(f"SELECT COUNT(*) FROM {_LOG}").fetchone()[0])
     finally:
         conn.close()
     halves: list[set[str]] = [set(), set()]
@@ -69,7 +71,7 @@ def split_streams(path: Path) -> tuple[list[set[str]], list[int]]:
         lighter = 0 if loads[0] <= loads[1] else 1
         halves[lighter].add(stream)
         loads[lighter] += count
-    return halves, loads
+    return halves, loads, total
 
 
 def replay_half(path: str, user_id: str, skipped: set[str], target: str) -> dict[str, float]:
@@ -122,7 +124,7 @@ def partition_floor_figures(path: Path, user_id: str) -> dict[str, Any]:
 
     from chatledger.projections.schema import INDEXES, LOOKUP_INDEXES, TABLES
 
-    halves, loads = split_streams(path)
+    halves, loads, total = split_streams(path)
     targets = [path.parent / f"partition-{half}.db" for half in (0, 1)]
     context = multiprocessing.get_context("spawn")
     started = time.perf_counter()
@@ -180,27 +182,16 @@ def partition_floor_figures(path: Path, user_id: str) -> dict[str, Any]:
         merged.close()
     for target in targets:
         remove_db(target)
-    entries = sum(loads)  # channel entries; the rest are replayed by both halves
-    total = _entries(path)
     return {
         "partition_entries": [loads[0], loads[1]],
-        "partition_shared_entries": total - entries,
+        # Entries of no channel, replayed by both halves.
+        "partition_shared_entries": total - sum(loads),
         "partition_half_s": [round(run["seconds"], 4) for run in own],
         "partition_replay_s": round(replay_s, 4),
         "partition_merge_s": round(merge_s, 4),
         "partition_floor_events_per_s": round(total / (replay_s + merge_s), 1),
         "partition_rows_differing": differing,
     }
-
-
-def _entries(path: Path) -> int:
-    import apsw
-
-    conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
-    try:
-        return int(conn.execute(f"SELECT COUNT(*) FROM {_LOG}").fetchone()[0])
-    finally:
-        conn.close()
 
 
 def partition_ratios(figures: dict[str, Any], raw_rate: float,

@@ -38,12 +38,13 @@ def _store(folder: Path, events: int) -> Path:
 
 def test_halves_cover_every_channel_entry_once(tmp_path: Path) -> None:
     path = _store(tmp_path, 1_500)
-    halves, loads = split_streams(path)
+    halves, loads, total = split_streams(path)
     assert not halves[0] & halves[1]
     conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
     try:
         counts = dict(conn.execute("SELECT originator_id, COUNT(*) FROM stored_events "
                                    "WHERE source != 0 GROUP BY originator_id").fetchall())
+        assert total == conn.execute("SELECT COUNT(*) FROM stored_events").fetchone()[0]
     finally:
         conn.close()
     channels = {stream for stream in counts if stream != USER_STREAM}
