@@ -21,18 +21,31 @@ This measures that design on a rebuilt store, in the same run as the reps:
   dropped before and every index is built after;
 - the merged tables are compared with the rebuilt store's, row by row.
 
-`partition_rows_differing` counts, by table, the rows the merge gets wrong: the tables whose rule
-orders objects across channels (`users`: an object equal to the row on file keeps the row's
-position, a user object without times replaces any) need the two halves' observations replayed
-in log order at the merge, which this floor does not do; it is the work the design has left. The
-rate is a floor: that work and the checks a real split needs (an entry naming a channel of the
-other half) come on top.
+`users` is keyed by no channel, and its rule orders one user's objects across channels (an object
+equal to the row on file keeps the row's position, one without times replaces any). So each half
+records the calls its entries make to the users' writer (`UserRows`): the entries of its own
+channels, and the first half also those of no channel. The merge empties `users` and makes those
+calls again, from both halves in log order, through a fresh writer: the rows a sequential rebuild
+makes.
+
+`partition_rows_differing` counts, by table, the rows the merge still gets wrong.
+
+A real split also needs a guard: an entry of one half's channel that names a channel or a message
+of the other half (a message whose `cid` is not its event's, a reply to a parent filed in
+another channel) is decided differently by a half that lacks the other half's rows, and the
+rebuild would have to go back to one process. Measured here is the cost of the guard's
+evidence: each half keeps every text value its own channels' entries bind to a statement
+(`exec_trace`: the keys of every row they read or write), and the merge counts those of one half
+that are a channel or a message id of the other (`partition_crossing_keys`; what a real guard
+would do on a count above 0 is not measured). The rate includes that cost; a guard proven
+complete (the entries of no channel reading the other half's rows, too) is the work left.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +56,26 @@ _BY_MESSAGE = ("reactions", "deleted_reactions")
 _CHUNK = 5_000
 # The log's table in a store file (`EventLog.recorder.events_table_name`).
 _LOG = "stored_events"
+# The calls a half's entries made to the users' writer, in order (see `_user_call_recorder`).
+_USER_CALLS = ("CREATE TABLE user_calls (position INTEGER NOT NULL, seq INTEGER NOT NULL, "
+               "kind INTEGER NOT NULL, user_id TEXT, user BLOB, slot INTEGER, banned INTEGER, "
+               "PRIMARY KEY (position, seq)) WITHOUT ROWID")
+_RECORD_USER_CALL = "INSERT INTO user_calls VALUES (?,?,?,?,?,?,?)"
+_BOTH_HALVES_USER_CALLS = (
+    "SELECT position, seq, kind, user_id, user, slot, banned FROM main.user_calls UNION ALL "
+    "SELECT position, seq, kind, user_id, user, slot, banned FROM second.user_calls "
+    "ORDER BY position, seq")
+# The text values a half's own entries bound to statements (see `replay_half`).
+_MENTIONED = "CREATE TABLE mentioned (key TEXT PRIMARY KEY) WITHOUT ROWID"
+_RECORD_MENTIONED = "INSERT INTO mentioned VALUES (?)"
+# The keys one half mentioned that are a channel of the other (`other_half(cid)`), or the id of
+# a message the other half filed in one of its channels.
+_CROSSING_KEYS = (
+    "SELECT COUNT(*) FROM {mentioning}.mentioned WHERE other_half_{other}(key) "
+    "OR key IN (SELECT id FROM {other}.messages WHERE other_half_{other}(cid)) "
+    "OR key IN (SELECT id FROM {other}.deleted_messages WHERE other_half_{other}(cid))")
+# Kinds of call (`UserRows` methods).
+_REMEMBER, _UPSERT, _SET_BANNED = 0, 1, 2
 
 
 def split_streams(path: Path) -> tuple[list[set[str]], list[int], int]:
@@ -74,9 +107,77 @@ def split_streams(path: Path) -> tuple[list[set[str]], list[int], int]:
     return halves, loads, total
 
 
-def replay_half(path: str, user_id: str, skipped: set[str], target: str) -> dict[str, float]:
+def _user_call_recorder() -> Any:
+    """A users' writer (`UserRows`) that also keeps, in `calls`, each call made while an entry
+    that `track` marks as recorded is applied."""
+    import msgspec
+
+    from chatledger.projections.item import Item
+    from chatledger.projections.rows.users import UserRows
+    from chatledger.projections.schema import SLOT_EVENT
+
+    encode = msgspec.msgpack.encode
+
+    class RecordingUserRows(UserRows):
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls: list[tuple[Any, ...]] = []
+            self.position = 0
+            self.recording = False
+            self.own_channel = False  # the item applied is of the half's own channels
+            self._seq = 0
+            self._depth = 0  # `remember` calls `upsert`: only the outer call is kept
+
+        def track(self, items: Iterable[Item], own: set[str],
+                  recorded: set[str] | None) -> Iterator[Item]:
+            """The items, noting which one is being applied (the projector pulls them one at
+            a time), whether it is of the `own` streams, and whether its calls are kept: those
+            of the streams in `recorded` (None: of every stream)."""
+            for item in items:
+                self.position, self._seq = item.position, 0
+                self.own_channel = item.stream in own
+                self.recording = recorded is None or self.own_channel
+                yield item
+
+        def _keep_call(self, kind: int, user_id: str | None, user: Any, slot: int | None,
+                       banned: int | None) -> None:
+            if self.recording and self._depth == 0:
+                self.calls.append((self.position, self._seq, kind, user_id,
+                                   None if user is None else encode(user), slot, banned))
+                self._seq += 1
+
+        def remember(self, cursor: Any, user: Any, position: int,
+                     slot: int = SLOT_EVENT) -> None:
+            if user is not None:  # `remember` of no user does nothing
+                self._keep_call(_REMEMBER, None, user, slot, None)
+            self._depth += 1
+            try:
+                super().remember(cursor, user, position, slot)
+            finally:
+                self._depth -= 1
+
+        def upsert(self, cursor: Any, user: Any, position: int, *, banned: int | None = None,
+                   slot: int = SLOT_EVENT) -> None:
+            self._keep_call(_UPSERT, None, user, slot, banned)
+            self._depth += 1
+            try:
+                super().upsert(cursor, user, position, banned=banned, slot=slot)
+            finally:
+                self._depth -= 1
+
+        def set_banned(self, cursor: Any, user_id: str, banned: int) -> None:
+            self._keep_call(_SET_BANNED, user_id, None, None, banned)
+            super().set_banned(cursor, user_id, banned)
+
+    return RecordingUserRows()
+
+
+def replay_half(path: str, user_id: str, own: set[str], skipped: set[str], target: str,
+                with_shared_user_calls: bool) -> dict[str, float]:
     """Replay every entry of the log at `path` but those of the `skipped` streams into fresh
-    read tables at `target` (run in a child process). Returns its own seconds."""
+    read tables at `target` (run in a child process), keeping in `user_calls` the calls to the
+    users' writer made by the entries of the `own` streams (and of every other stream replayed,
+    those of no channel, when `with_shared_user_calls`). Returns its own seconds."""
     import apsw
 
     from chatledger.eventstore.datastore import STATEMENT_CACHE_SIZE
@@ -96,7 +197,24 @@ def replay_half(path: str, user_id: str, skipped: set[str], target: str) -> dict
                 scratch.execute(pragma).fetchall()
             cursor = scratch.cursor()
             create_tables(cursor, with_indexes=False)
+            cursor.execute(_USER_CALLS)
+            cursor.execute(_MENTIONED)
             projector = Projector(user_id)
+            users = _user_call_recorder()
+            projector.rows.users = users
+            recorded = None if with_shared_user_calls else own
+            mentioned: set[str] = set()
+            keep = mentioned.add
+
+            def trace(_cursor: Any, _sql: str, bindings: Any) -> bool:
+                if users.own_channel and bindings:
+                    for value in (bindings.values() if isinstance(bindings, dict)
+                                  else bindings):
+                        if type(value) is str:
+                            keep(value)
+                return True
+
+            scratch.exec_trace = trace
             with collector_paused(), log.datastore.transaction(commit=False) as reading:
                 cursor.execute("BEGIN")
                 chunk: list[Item] = []
@@ -108,14 +226,47 @@ def replay_half(path: str, user_id: str, skipped: set[str], target: str) -> dict
                     chunk.append(Item(position, topic, stream,
                                       codec.decode(codec_id, state, position), received_at))
                     if len(chunk) == _CHUNK:
-                        projector.apply(cursor, chunk)
+                        projector.apply(cursor, users.track(chunk, own, recorded))
                         chunk = []
                 if chunk:
-                    projector.apply(cursor, chunk)
+                    projector.apply(cursor, users.track(chunk, own, recorded))
+                scratch.exec_trace = None
+                cursor.executemany(_RECORD_USER_CALL, users.calls)
+                cursor.executemany(_RECORD_MENTIONED, ((key,) for key in mentioned))
                 cursor.execute("COMMIT")
         finally:
             scratch.close()
     return {"seconds": time.perf_counter() - started}
+
+
+def _replay_user_calls(merged: Any) -> None:
+    """Empty the merged `users` and make both halves' calls again, in log order."""
+    import msgspec
+
+    from chatledger.projections import payloads
+    from chatledger.projections.rows.users import UserRows
+
+    decode = msgspec.msgpack.Decoder(payloads.User).decode
+    writer = UserRows()
+    cursor = merged.cursor()
+    cursor.execute("DELETE FROM main.users")
+    for position, _, kind, user_id, user, slot, banned in merged.cursor().execute(
+            _BOTH_HALVES_USER_CALLS):
+        if kind == _REMEMBER:
+            writer.remember(cursor, decode(user), position, slot)
+        elif kind == _UPSERT:
+            writer.upsert(cursor, decode(user), position, banned=banned, slot=slot)
+        else:
+            writer.set_banned(cursor, user_id, banned)
+    cursor.execute("DROP TABLE main.user_calls")
+
+
+def _crossing_keys(merged: Any) -> int:
+    """The keys each half's own entries mentioned that are the other half's (before the
+    merge)."""
+    return sum(merged.execute(_CROSSING_KEYS.format(mentioning=mentioning, other=other))
+               .fetchone()[0]
+               for mentioning, other in (("main", "second"), ("second", "main")))
 
 
 def partition_floor_figures(path: Path, user_id: str) -> dict[str, Any]:
@@ -129,20 +280,30 @@ def partition_floor_figures(path: Path, user_id: str) -> dict[str, Any]:
     context = multiprocessing.get_context("spawn")
     started = time.perf_counter()
     with context.Pool(2) as pool:
-        pending = [pool.apply_async(replay_half, (str(path), user_id, halves[1 - half],
-                                                  str(targets[half])))
+        # The first half also keeps the calls of the entries of no channel (both replay them).
+        pending = [pool.apply_async(replay_half, (str(path), user_id, halves[half],
+                                                  halves[1 - half], str(targets[half]),
+                                                  half == 0))
                    for half in (0, 1)]
-        own = [result.get() for result in pending]
+        runs = [result.get() for result in pending]
     replay_s = time.perf_counter() - started
     second = halves[1]
     merged = apsw.Connection(str(targets[0]), flags=apsw.SQLITE_OPEN_READWRITE
                              | apsw.SQLITE_OPEN_CREATE | apsw.SQLITE_OPEN_URI)
     try:
+        first = halves[0]
         merged.create_scalar_function(
             "second_half", lambda cid: cid in second, 1, deterministic=True)
+        # Named by the database whose channels they test, for `_CROSSING_KEYS`.
+        merged.create_scalar_function(
+            "other_half_second", lambda cid: cid in second, 1, deterministic=True)
+        merged.create_scalar_function(
+            "other_half_main", lambda cid: cid in first, 1, deterministic=True)
         merged.execute("ATTACH DATABASE ? AS second", (str(targets[1]),))
         started = time.perf_counter()
         merged.execute("BEGIN")
+        crossing = _crossing_keys(merged)
+        merged.execute("DROP TABLE main.mentioned")
         # The merged tables are indexed once, after: the first half's lookup indexes go first.
         for (index,) in merged.execute("SELECT name FROM main.sqlite_schema "
                                        "WHERE type = 'index' AND sql IS NOT NULL").fetchall():
@@ -164,6 +325,7 @@ def partition_floor_figures(path: Path, user_id: str) -> dict[str, Any]:
                     f"INSERT OR IGNORE INTO main.{name} SELECT * FROM second.{name} "
                     "WHERE message_id NOT IN (SELECT id FROM second.messages) "
                     "AND message_id NOT IN (SELECT id FROM main.messages)")
+        _replay_user_calls(merged)
         for ddl in LOOKUP_INDEXES + INDEXES:
             merged.execute(ddl)
         merged.execute("COMMIT")
@@ -186,11 +348,12 @@ def partition_floor_figures(path: Path, user_id: str) -> dict[str, Any]:
         "partition_entries": [loads[0], loads[1]],
         # Entries of no channel, replayed by both halves.
         "partition_shared_entries": total - sum(loads),
-        "partition_half_s": [round(run["seconds"], 4) for run in own],
+        "partition_half_s": [round(run["seconds"], 4) for run in runs],
         "partition_replay_s": round(replay_s, 4),
         "partition_merge_s": round(merge_s, 4),
         "partition_floor_events_per_s": round(total / (replay_s + merge_s), 1),
         "partition_rows_differing": differing,
+        "partition_crossing_keys": crossing,
     }
 
 
