@@ -58,3 +58,36 @@ def new_schema() -> str:
 def drop_schema(name: str) -> None:
     with psycopg.connect(server_url(), autocommit=True) as conn:
         conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
+
+
+# The events table partitioned by user, made by hand before the first push: the DDL of
+# docs/archive.md ("Scaling").
+PARTITIONED_EVENTS = """CREATE TABLE {schema}.chatledger_events (
+    user_id text NOT NULL DEFAULT '',
+    originator_id text NOT NULL,
+    originator_version bigint NOT NULL,
+    topic text,
+    state bytea,
+    notification_id bigserial,
+    position bigint,
+    codec integer NOT NULL DEFAULT 0,
+    source smallint NOT NULL DEFAULT 0,
+    received_at bigint NOT NULL
+        DEFAULT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint,
+    event_at bigint,
+    connection_id text,
+    message_ids text[],
+    PRIMARY KEY (user_id, originator_id, originator_version)
+) PARTITION BY HASH (user_id)"""
+PARTITION = ("CREATE TABLE {schema}.chatledger_events_{number} PARTITION OF "
+             "{schema}.chatledger_events FOR VALUES WITH (MODULUS {partitions}, "
+             "REMAINDER {number})")
+
+
+def make_partitioned_events(schema: str, partitions: int = 4) -> None:
+    """The archive's events table in `schema`, hash-partitioned by user, as a user would make it
+    before the first push."""
+    with psycopg.connect(server_url(), autocommit=True) as conn:
+        conn.execute(PARTITIONED_EVENTS.format(schema=schema))
+        for number in range(partitions):
+            conn.execute(PARTITION.format(schema=schema, number=number, partitions=partitions))

@@ -19,7 +19,7 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
-from archive_pg import drop_schema, new_schema, server_url
+from archive_pg import drop_schema, make_partitioned_events, new_schema, server_url
 from chatledger import ChatStore
 from chatledger.cli.main import cli
 from chatledger.eventstore.commands import Delivered, Refused
@@ -316,6 +316,41 @@ def test_payloads_are_compressed_with_lz4_and_older_archives_still_work(
     assert archive.push(url, data_dir=data, schema=schema).pushed == 60
     archive.pull(url, "alice", data_dir=tmp_path / "pulled", schema=schema)
     assert_same_store(data, tmp_path / "pulled", "alice")
+
+
+def test_an_events_table_partitioned_by_user(url: str, schema: str, tmp_path: Path) -> None:
+    """The library's unique index of notification ids cannot be made on a partitioned table;
+    the archive makes it a plain one, and push, pull, find and a second push work as on one
+    table."""
+    make_partitioned_events(schema)
+    data = tmp_path / "data"
+    users = ["alice", "bob", "carol", "dave", "erin"]
+    for seed, user_id in enumerate(users):
+        make_store(data, user_id, events=150, seed=seed)
+    report = archive.push(url, data_dir=data, schema=schema)
+    assert {u.user_id: u.pushed for u in report.users} == {u: 157 for u in users}
+    with psycopg.connect(url) as conn:
+        partitions = conn.execute(
+            f"SELECT tableoid::regclass::text, count(DISTINCT user_id) "
+            f"FROM {schema}.chatledger_events GROUP BY 1").fetchall()
+        (unique, in_all) = conn.execute(
+            f"SELECT count(DISTINCT notification_id), count(*) "
+            f"FROM {schema}.chatledger_events").fetchone()
+        (index,) = conn.execute(
+            "SELECT indexdef FROM pg_indexes WHERE schemaname = %s "
+            "AND indexname = 'chatledger_events_notification_id_idx'", (schema,)).fetchone()
+    assert len(partitions) > 1 and sum(users for _, users in partitions) == 5
+    assert unique == in_all == 5 * 157
+    assert "UNIQUE" not in index
+    for user_id in users:
+        assert_each_entry_once(url, schema, data, user_id)
+    assert {f["user_id"] for f in archive.find(url, "shared-message", schema=schema)} == set(users)
+    archive.pull(url, "carol", data_dir=tmp_path / "pulled", schema=schema)
+    assert_same_store(data, tmp_path / "pulled", "carol")
+    with ChatStore.open(data, "alice") as store:
+        store.ingest_many(_generated(20, seed=9))
+    assert archive.push(url, data_dir=data, schema=schema).pushed == 20
+    assert_each_entry_once(url, schema, data, "alice")
 
 
 # -- the cross-user questions --------------------------------------------------------------------

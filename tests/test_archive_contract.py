@@ -16,7 +16,7 @@ from eventsourcing.persistence import (
 from eventsourcing.tests import persistence as contract
 from eventsourcing.utils import Environment
 
-from archive_pg import drop_schema, new_schema, server_url
+from archive_pg import drop_schema, make_partitioned_events, new_schema, server_url
 from chatledger.sync.archive.connection import ArchiveDatastore
 from chatledger.sync.archive.persistence import (
     ArchiveAggregateRecorder,
@@ -72,6 +72,20 @@ class TestApplicationRecorder(OnPostgres, contract.ApplicationRecorderTestCase):
         bob.insert_events([StoredEvent("messaging:general", 1, "t", b"bob's")])
         self.assertEqual([e.state for e in alice.select_events("messaging:general")], [b"alice's"])
         self.assertEqual([e.state for e in bob.select_events("messaging:general")], [b"bob's"])
+
+
+class TestApplicationRecorderOnPartitionedTable(TestApplicationRecorder):
+    """The same cases on an events table partitioned by user (docs/archive.md, "Scaling"),
+    whose index of notification ids cannot be unique."""
+
+    def create_recorder(self) -> ApplicationRecorder:
+        if not getattr(self, "_partitioned", False):
+            make_partitioned_events(self.schema)
+            self._partitioned = True
+        recorder = ArchiveApplicationRecorder(self.datastore, user_id="alice")
+        recorder.index_partitioned_table()
+        recorder.create_table()
+        return recorder
 
 
 class TestTrackingRecorder(OnPostgres, contract.TrackingRecorderTestCase):

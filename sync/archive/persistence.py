@@ -66,6 +66,10 @@ _CREATE_POSITION_INDEX = (
 _CREATE_MESSAGES_INDEX = (
     "CREATE INDEX IF NOT EXISTS {index} ON {schema}.{table} USING gin (message_ids) "
     "WHERE message_ids IS NOT NULL")
+# The index of notification ids on an events table partitioned by user (see
+# `ArchiveApplicationRecorder.index_partitioned_table`).
+_CREATE_NOTIFICATION_INDEX = (
+    "CREATE INDEX IF NOT EXISTS {index} ON {schema}.{table} (notification_id)")
 _INSERT_EVENTS = (
     "INSERT INTO {schema}.{table} (user_id, originator_id, originator_version, topic, state) "
     "SELECT %s, originator_id, originator_version, topic, state "
@@ -155,6 +159,22 @@ class ArchiveApplicationRecorder(PostgresApplicationRecorder, _UserRows):
         self.user_id = user_id
         super().__init__(datastore, events_table_name=events_table_name)
         self._use_archive_table()
+
+    def index_partitioned_table(self) -> None:
+        """Make `create_table` fit an events table made beforehand partitioned by `user_id`
+        (docs/archive.md, "Scaling"). PostgreSQL refuses a unique index on a partitioned table
+        unless it holds the partition key, so the library's unique index of notification ids
+        becomes a plain one under the same name. The ids stay unique (one sequence gives them
+        all, under the table's lock) and in order, which is what the library reads them by."""
+        names = {"index": Identifier(self.notification_id_index_name),
+                 "schema": Identifier(self.datastore.schema),
+                 "table": Identifier(self.events_table_name)}
+        self.sql_create_statements = [
+            SQL(_CREATE_NOTIFICATION_INDEX).format(**names)
+            if self.notification_id_index_name in statement.as_string()
+            and "UNIQUE" in statement.as_string() else statement
+            for statement in self.sql_create_statements
+        ]
 
 
 class ArchiveTrackingRecorder(PostgresTrackingRecorder):

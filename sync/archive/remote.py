@@ -126,13 +126,18 @@ class Archive:
                                                (self.schema,)).fetchone() or (None,)
                 if not schema_found:
                     conn.execute(self.sql.create_schema)
+                (partitioned,) = conn.execute(self.sql.events_partitioned,
+                                              (self.sql.events_name,)).fetchone() or (False,)
             except psycopg.Error as error:
                 raise explain_error(self.url, error) from None
             datastore = ArchiveDatastore(self.url, schema=self.schema, pool_size=1)
             try:
                 with self._errors():
                     # The library's own statements make the events table, its type and indexes.
-                    ArchiveApplicationRecorder(datastore).create_table()
+                    recorder = ArchiveApplicationRecorder(datastore)
+                    if partitioned:
+                        recorder.index_partitioned_table()
+                    recorder.create_table()
                     with datastore.transaction(commit=True) as curs:
                         for statement in self.sql.create_tables:
                             curs.execute(statement)

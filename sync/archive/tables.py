@@ -83,6 +83,11 @@ class Statements:
         self.schema_exists = SQL("SELECT to_regnamespace(%s) IS NOT NULL AS found")
         self.create_schema = sql("CREATE SCHEMA IF NOT EXISTS {schema}")
         self.meta_exists = SQL("SELECT to_regclass(%s) IS NOT NULL AS found")
+        # True when the events table was made beforehand partitioned (docs/archive.md,
+        # "Scaling"); no row when there is no events table yet.
+        self.events_partitioned = SQL(
+            "SELECT relkind = 'p' AS partitioned FROM pg_class WHERE oid = to_regclass(%s)")
+        self.events_name = f'"{schema}".{EVENTS_TABLE}'
         self.create_tables = [sql(s) for s in _CREATE]
         self.payload_compression = SQL(PAYLOAD_COMPRESSION).format(
             schema=Identifier(schema), table=Identifier(EVENTS_TABLE))
