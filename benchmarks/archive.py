@@ -10,7 +10,8 @@ started for the run, see pg_cluster.py):
   lock, no mention extraction, no bookkeeping, no second thread; and, for comparison with
   earlier runs, the same in COPY's text format;
 - `archive.push` with 1 process (every store), then with 2 processes (half the stores each,
-  into an archive of their own), each into a fresh schema;
+  into an archive of their own), each into a fresh schema (with `--partitions N`, an archive
+  whose events table is split by user into N hash partitions);
 - `archive.pull` of every user into a fresh data directory: the log restored, then the read
   tables rebuilt from it (`verify` off: it would rebuild them a second time).
 
@@ -141,13 +142,13 @@ def _push_child(url: str, schema: str, data_dir: str, users: list[str], batch: i
 
 
 def push_processes(url: str, data_dir: Path, names: Sequence[str], processes: int,
-                   batch: int) -> tuple[float, int]:
+                   batch: int, partitions: int | None = None) -> tuple[float, int]:
     """Wall seconds for `processes` processes to push the stores (split between them)."""
     from chatledger.sync import archive
 
     schema = _schema(url)
     # The tables are made first, outside the timing (first use creates them).
-    archive.Archive(url, schema=schema, create=True).close()
+    archive.Archive(url, schema=schema, create=True, partitions=partitions).close()
     context = multiprocessing.get_context("fork")
     start = context.Event()
     results = context.Queue()
@@ -194,7 +195,11 @@ def _timed(label: str, run: Callable[[], Any]) -> tuple[float, Any]:
 @click.option("--url", default=None, metavar="URL",
               help="A PostgreSQL server to use [default: a throw-away cluster for the run].")
 @click.option("--dir", "parent", default=None, help="Where to build the stores (a temp dir).")
-def command(entries: int, users: int, batch: int, url: str | None, parent: str | None) -> None:
+@click.option("--partitions", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Push into archives whose events table is split by user into N hash "
+                   "partitions [default: one table].")
+def command(entries: int, users: int, batch: int, url: str | None, parent: str | None,
+            partitions: int | None) -> None:
     """Archive push and pull throughput, against a plain COPY of the same rows."""
     from benchmarks.pg_cluster import Cluster
 
@@ -211,9 +216,11 @@ def command(entries: int, users: int, batch: int, url: str | None, parent: str |
             copy_seconds, copied = _timed("the limit: plain COPY",
                                           lambda: copy_limit(server, data_dir, names, batch))
             progress("push, 1 process...")
-            push1_seconds, pushed1 = push_processes(server, data_dir, names, 1, batch)
+            push1_seconds, pushed1 = push_processes(server, data_dir, names, 1, batch,
+                                                    partitions)
             progress("push, 2 processes...")
-            push2_seconds, pushed2 = push_processes(server, data_dir, names, 2, batch)
+            push2_seconds, pushed2 = push_processes(server, data_dir, names, 2, batch,
+                                                    partitions)
             schema = _schema(server)
             from chatledger.sync import archive
 
@@ -228,7 +235,8 @@ def command(entries: int, users: int, batch: int, url: str | None, parent: str |
     push1_rate = pushed1 / push1_seconds
     push2_rate = pushed2 / push2_seconds
     pull_rate = pulled / pull_seconds
-    print(f"archive: {users} users, {entries:,} entries, batches of {batch:,}")
+    layout = f", events table in {partitions} partitions" if partitions else ""
+    print(f"archive: {users} users, {entries:,} entries, batches of {batch:,}{layout}")
     print(f"  limit, plain COPY into a plain table   {fmt_rate(copy_rate):>12} entries/s")
     print(f"  (the same in COPY's text format        {fmt_rate(text_rate):>12} entries/s)")
     print(f"  push, 1 process                        {fmt_rate(push1_rate):>12} entries/s"
@@ -238,6 +246,7 @@ def command(entries: int, users: int, batch: int, url: str | None, parent: str |
     print(f"  pull (log restored + tables rebuilt)   {fmt_rate(pull_rate):>12} entries/s")
     emit_json({
         "benchmark": "archive", "users": users, "entries": entries, "batch": batch,
+        "partitions": partitions,
         "copy_entries_per_s": round(copy_rate), "copy_text_entries_per_s": round(text_rate), "push1_entries_per_s": round(push1_rate),
         "push2_entries_per_s": round(push2_rate), "pull_entries_per_s": round(pull_rate),
         "push1_vs_copy": round(push1_rate / copy_rate, 3),

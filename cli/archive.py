@@ -80,8 +80,12 @@ def archive_group() -> None:
 @_url_option("--to")
 @_schema_option
 @click.option("--json", "as_json", is_flag=True, help="Print a summary as one JSON line.")
+@click.option("--partitions", type=click.IntRange(1, 1024), default=None, metavar="N",
+              help="If this push creates the archive: split its events table by user into N "
+                   "hash partitions (an archive that exists keeps its layout).")
 @pass_context
-def push_command(ctx: Context, url: str, schema: str, as_json: bool) -> None:
+def push_command(ctx: Context, url: str, schema: str, as_json: bool,
+                 partitions: int | None) -> None:
     """Send to the archive what it lacks of the store of --user, or of every store in the
     data directory. Run it again after an interruption: each entry is stored once. Several
     machines may push at once. The archive's tables are created on first use.
@@ -90,12 +94,13 @@ def push_command(ctx: Context, url: str, schema: str, as_json: bool) -> None:
     Examples:
       chatledger archive push --to postgresql://archiver@db.example/chat
       chatledger --user alice archive push --to postgresql:///?service=archive --json
+      chatledger archive push --to postgresql://archiver@db.example/chat --partitions 16
     """
     archive = _archive()
     users = [ctx.user] if ctx.user else None
     with _progress("pushing", as_json) as on_progress:
         report = archive.push(url, data_dir=ctx.data_dir, users=users, schema=schema,
-                              on_progress=on_progress)
+                              on_progress=on_progress, partitions=partitions)
     if as_json:
         echo_json(report.as_dict())
         return

@@ -353,6 +353,54 @@ def test_an_events_table_partitioned_by_user(url: str, schema: str, tmp_path: Pa
     assert_each_entry_once(url, schema, data, "alice")
 
 
+def _partitions_of(url: str, schema: str) -> list[tuple[str, int]]:
+    """The events table's partitions and the users in each (none: not partitioned)."""
+    with psycopg.connect(url) as conn:
+        names = [name for (name,) in conn.execute(
+            "SELECT inhrelid::regclass::text FROM pg_inherits "
+            "WHERE inhparent = %s::regclass ORDER BY 1", (f"{schema}.chatledger_events",))]
+        return [(name, conn.execute(f"SELECT count(DISTINCT user_id) FROM {name}").fetchone()[0])
+                for name in names]
+
+
+def test_push_makes_a_partitioned_archive_when_asked(url: str, schema: str,
+                                                     tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    users = ["alice", "bob", "carol", "dave"]
+    for seed, user_id in enumerate(users):
+        make_store(data, user_id, events=120, seed=seed)
+    runner = CliRunner()
+    result = runner.invoke(cli, ["--data-dir", str(data), "--user", "alice", "archive", "push",
+                                 "--to", url, "--partitions", "3", "--json"],
+                           env={"CHATLEDGER_ARCHIVE_SCHEMA": schema})
+    assert result.exit_code == 0, result.output
+    assert msgspec.json.decode(result.output.splitlines()[-1])["pushed"] == 127
+    # An archive that exists keeps its layout, whatever a later push asks.
+    report = archive.push(url, data_dir=data, schema=schema, partitions=7)
+    assert report.pushed == 3 * 127
+    partitions = _partitions_of(url, schema)
+    assert [name.rsplit(".", 1)[1] for name, _ in partitions] == [
+        f"chatledger_events_{number}" for number in range(3)]
+    assert sum(held for _, held in partitions) == 4
+    for user_id in users:
+        assert_each_entry_once(url, schema, data, user_id)
+    assert {f["user_id"] for f in archive.find(url, "shared-message", schema=schema)} == set(users)
+    archive.pull(url, "dave", data_dir=tmp_path / "pulled", schema=schema)
+    assert_same_store(data, tmp_path / "pulled", "dave")
+    with pytest.raises(ValueError, match="partitions"):
+        archive.push(url, data_dir=data, schema=f"{schema}_never_made", partitions=0)
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT to_regnamespace(%s)", (f"{schema}_never_made",)
+                            ).fetchone() == (None,)
+
+
+def test_without_partitions_the_events_table_is_one(url: str, schema: str,
+                                                    tmp_path: Path) -> None:
+    make_store(tmp_path / "data", "alice", events=50, seed=1)
+    archive.push(url, data_dir=tmp_path / "data", schema=schema)
+    assert _partitions_of(url, schema) == []
+
+
 # -- the cross-user questions --------------------------------------------------------------------
 
 

@@ -34,7 +34,7 @@ from eventsourcing.postgres import (
 from eventsourcing.utils import Environment, EnvType
 from psycopg import Cursor
 from psycopg.rows import DictRow
-from psycopg.sql import SQL, Composed, Identifier
+from psycopg.sql import SQL, Composed, Identifier, Literal
 
 EVENTS_TABLE = "chatledger_events"
 TRACKING_TABLE = "chatledger_tracking"
@@ -43,8 +43,7 @@ TRACKING_TABLE = "chatledger_tracking"
 # other indexes serve the archive: a user's log in position order (push's high-water mark, pull)
 # and the messages an entry names (find). Entries that name no message are left out of that
 # index (NULL), which is most of them.
-_CREATE_EVENTS = (
-    "CREATE TABLE IF NOT EXISTS {schema}.{table} ("
+_EVENTS_COLUMNS = (
     "user_id text NOT NULL DEFAULT '', "
     "originator_id text NOT NULL, "
     "originator_version bigint NOT NULL, "
@@ -58,9 +57,17 @@ _CREATE_EVENTS = (
     "event_at bigint, "
     "connection_id text, "
     "message_ids text[], "
-    "PRIMARY KEY (user_id, originator_id, originator_version)) "
-    "WITH (autovacuum_vacuum_threshold = 100000000, autovacuum_vacuum_scale_factor = 0.5)"
+    "PRIMARY KEY (user_id, originator_id, originator_version))"
 )
+_AUTOVACUUM = (
+    " WITH (autovacuum_vacuum_threshold = 100000000, autovacuum_vacuum_scale_factor = 0.5)")
+_CREATE_EVENTS = "CREATE TABLE IF NOT EXISTS {schema}.{table} (" + _EVENTS_COLUMNS + _AUTOVACUUM
+# The same table split by user into hash partitions (`partition_by_user`), and one partition.
+_CREATE_PARTITIONED_EVENTS = ("CREATE TABLE IF NOT EXISTS {schema}.{table} (" + _EVENTS_COLUMNS
+                              + " PARTITION BY HASH (user_id)")
+_CREATE_PARTITION = (
+    "CREATE TABLE IF NOT EXISTS {schema}.{partition} PARTITION OF {schema}.{table} "
+    "FOR VALUES WITH (MODULUS {modulus}, REMAINDER {remainder})" + _AUTOVACUUM)
 _CREATE_POSITION_INDEX = (
     "CREATE UNIQUE INDEX IF NOT EXISTS {index} ON {schema}.{table} (user_id, position)")
 _CREATE_MESSAGES_INDEX = (
@@ -159,6 +166,25 @@ class ArchiveApplicationRecorder(PostgresApplicationRecorder, _UserRows):
         self.user_id = user_id
         super().__init__(datastore, events_table_name=events_table_name)
         self._use_archive_table()
+
+    def partition_by_user(self, partitions: int) -> None:
+        """Make `create_table` make the events table split by `user_id` into `partitions` hash
+        partitions (`chatledger_events_0`, ...), indexed as `index_partitioned_table` says.
+        Each user's entries, mark and lookups stay in one partition, whose indexes are a
+        fraction of the whole's (docs/archive.md, "Scaling")."""
+        if partitions < 1:
+            raise ValueError(f"partitions must be 1 or more, not {partitions}")
+        names = {"schema": Identifier(self.datastore.schema),
+                 "table": Identifier(self.events_table_name)}
+        position = self.create_table_statement_index
+        self.sql_create_statements[position] = SQL(_CREATE_PARTITIONED_EVENTS).format(**names)
+        self.sql_create_statements[position + 1:position + 1] = [
+            SQL(_CREATE_PARTITION).format(
+                partition=Identifier(f"{self.events_table_name}_{remainder}"),
+                modulus=Literal(partitions), remainder=Literal(remainder), **names)
+            for remainder in range(partitions)
+        ]
+        self.index_partitioned_table()
 
     def index_partitioned_table(self) -> None:
         """Make `create_table` fit an events table made beforehand partitioned by `user_id`

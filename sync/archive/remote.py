@@ -75,10 +75,16 @@ class Archive:
     ...     archive.users()
     """
 
-    def __init__(self, url: str, *, schema: str = DEFAULT_SCHEMA, create: bool = False) -> None:
+    def __init__(self, url: str, *, schema: str = DEFAULT_SCHEMA, create: bool = False,
+                 partitions: int | None = None) -> None:
         self.url = url
         self.schema = schema
         self.sql = Statements(schema)
+        # When this creates the archive: its events table split by user into this many hash
+        # partitions (None: one table). An archive that exists keeps its layout.
+        if partitions is not None and partitions < 1:
+            raise ValueError(f"partitions must be 1 or more, not {partitions}")
+        self.partitions = partitions
         # One connection first, so a bad URL, password or server is one clear line, not the
         # pool's "couldn't get a connection".
         with connect(url, autocommit=True) as conn:
@@ -126,8 +132,8 @@ class Archive:
                                                (self.schema,)).fetchone() or (None,)
                 if not schema_found:
                     conn.execute(self.sql.create_schema)
-                (partitioned,) = conn.execute(self.sql.events_partitioned,
-                                              (self.sql.events_name,)).fetchone() or (False,)
+                found = conn.execute(self.sql.events_partitioned,
+                                     (self.sql.events_name,)).fetchone()
             except psycopg.Error as error:
                 raise explain_error(self.url, error) from None
             datastore = ArchiveDatastore(self.url, schema=self.schema, pool_size=1)
@@ -135,7 +141,9 @@ class Archive:
                 with self._errors():
                     # The library's own statements make the events table, its type and indexes.
                     recorder = ArchiveApplicationRecorder(datastore)
-                    if partitioned:
+                    if found is None and self.partitions is not None:
+                        recorder.partition_by_user(self.partitions)
+                    elif found is not None and found[0]:  # partitioned by hand
                         recorder.index_partitioned_table()
                     recorder.create_table()
                     with datastore.transaction(commit=True) as curs:

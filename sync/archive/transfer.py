@@ -65,10 +65,13 @@ def push(
     url: str, *, data_dir: str | os.PathLike[str] | None = None,
     users: Iterable[str] | None = None, schema: str = DEFAULT_SCHEMA,
     batch: int = PUSH_BATCH, on_progress: TransferProgress | None = None,
+    partitions: int | None = None,
 ) -> PushReport:
     """Push to the archive at `url` what it lacks of the stores of `users` (default: every
     store in `data_dir`). Incremental and idempotent: run it again after an interruption and
-    each entry is stored once. Creates the archive's tables on first use."""
+    each entry is stored once. Creates the archive's tables on first use, the events table
+    split by user into `partitions` hash partitions if given (an archive that exists keeps its
+    layout)."""
     started = time.monotonic()
     directory = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
     if users is None:
@@ -78,7 +81,7 @@ def push(
         for user_id, path in zip(users, paths):
             if not path.exists():
                 raise ArchiveError(f"no store for user {user_id!r} in {directory}")
-    with Archive(url, schema=schema, create=True) as archive:
+    with Archive(url, schema=schema, create=True, partitions=partitions) as archive:
         done = archive.push_stores(paths, batch=batch, on_progress=on_progress)
     return PushReport(redact(url), schema, done, round(time.monotonic() - started, 3))
 
