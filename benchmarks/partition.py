@@ -68,12 +68,12 @@ _BOTH_HALVES_USER_CALLS = (
 # The text values a half's own entries bound to statements (see `replay_half`).
 _MENTIONED = "CREATE TABLE mentioned (key TEXT PRIMARY KEY) WITHOUT ROWID"
 _RECORD_MENTIONED = "INSERT INTO mentioned VALUES (?)"
-# The keys one half mentioned that are a channel of the other (`other_half(cid)`), or the id of
-# a message the other half filed in one of its channels.
+# The keys one half mentioned that are a channel of the other (`in_half_<database>(cid)`: one of
+# the channels that half replays), or the id of a message the other half filed in one of them.
 _CROSSING_KEYS = (
-    "SELECT COUNT(*) FROM {mentioning}.mentioned WHERE other_half_{other}(key) "
-    "OR key IN (SELECT id FROM {other}.messages WHERE other_half_{other}(cid)) "
-    "OR key IN (SELECT id FROM {other}.deleted_messages WHERE other_half_{other}(cid))")
+    "SELECT COUNT(*) FROM {mentioning}.mentioned WHERE in_half_{other}(key) "
+    "OR key IN (SELECT id FROM {other}.messages WHERE in_half_{other}(cid)) "
+    "OR key IN (SELECT id FROM {other}.deleted_messages WHERE in_half_{other}(cid))")
 # Kinds of call (`UserRows` methods).
 _REMEMBER, _UPSERT, _SET_BANNED = 0, 1, 2
 
@@ -287,18 +287,13 @@ def partition_floor_figures(path: Path, user_id: str) -> dict[str, Any]:
                    for half in (0, 1)]
         runs = [result.get() for result in pending]
     replay_s = time.perf_counter() - started
-    second = halves[1]
     merged = apsw.Connection(str(targets[0]), flags=apsw.SQLITE_OPEN_READWRITE
                              | apsw.SQLITE_OPEN_CREATE | apsw.SQLITE_OPEN_URI)
     try:
-        first = halves[0]
-        merged.create_scalar_function(
-            "second_half", lambda cid: cid in second, 1, deterministic=True)
-        # Named by the database whose channels they test, for `_CROSSING_KEYS`.
-        merged.create_scalar_function(
-            "other_half_second", lambda cid: cid in second, 1, deterministic=True)
-        merged.create_scalar_function(
-            "other_half_main", lambda cid: cid in first, 1, deterministic=True)
+        # Whether a cid is one of a half's channels, named by the database that half wrote.
+        for database, channels in (("main", halves[0]), ("second", halves[1])):
+            merged.create_scalar_function(f"in_half_{database}", channels.__contains__, 1,
+                                          deterministic=True)
         merged.execute("ATTACH DATABASE ? AS second", (str(targets[1]),))
         started = time.perf_counter()
         merged.execute("BEGIN")
@@ -311,9 +306,9 @@ def partition_floor_figures(path: Path, user_id: str) -> dict[str, Any]:
         for name in TABLES:
             columns = {row[1] for row in merged.execute(f"PRAGMA main.table_info({name})")}
             if "cid" in columns:
-                where = "second_half(cid)"
+                where = "in_half_second(cid)"
             elif name in _BY_MESSAGE:
-                where = "message_id IN (SELECT id FROM second.messages WHERE second_half(cid))"
+                where = "message_id IN (SELECT id FROM second.messages WHERE in_half_second(cid))"
             else:
                 continue
             merged.execute(f"DELETE FROM main.{name} WHERE {where}")

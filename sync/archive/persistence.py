@@ -88,6 +88,12 @@ _SELECT_EVENTS = (
 )
 
 
+def check_partitions(partitions: int) -> None:
+    """Refuse a number of hash partitions the events table cannot be split into."""
+    if partitions < 1:
+        raise ValueError(f"partitions must be 1 or more, not {partitions}")
+
+
 class _UserRows(PostgresAggregateRecorder):
     """The library's row-level insert and select, for the rows of one user."""
 
@@ -172,8 +178,7 @@ class ArchiveApplicationRecorder(PostgresApplicationRecorder, _UserRows):
         partitions (`chatledger_events_0`, ...), indexed as `index_partitioned_table` says.
         Each user's entries, mark and lookups stay in one partition, whose indexes are a
         fraction of the whole's (docs/archive.md, "Scaling")."""
-        if partitions < 1:
-            raise ValueError(f"partitions must be 1 or more, not {partitions}")
+        check_partitions(partitions)
         names = {"schema": Identifier(self.datastore.schema),
                  "table": Identifier(self.events_table_name)}
         position = self.create_table_statement_index
@@ -243,4 +248,4 @@ Factory = ArchiveFactory
 
 __all__ = ["ArchiveAggregateRecorder", "ArchiveApplicationRecorder", "ArchiveFactory",
            "ArchiveProcessRecorder", "ArchiveTrackingRecorder", "EVENTS_TABLE", "Factory",
-           "TRACKING_TABLE"]
+           "TRACKING_TABLE", "check_partitions"]

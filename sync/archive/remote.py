@@ -35,7 +35,11 @@ from chatledger.sync.archive.connection import (
     redact,
 )
 from chatledger.sync.archive.mentions import message_ids
-from chatledger.sync.archive.persistence import EVENTS_TABLE, ArchiveApplicationRecorder
+from chatledger.sync.archive.persistence import (
+    EVENTS_TABLE,
+    ArchiveApplicationRecorder,
+    check_partitions,
+)
 from chatledger.sync.archive.tables import (
     ARCHIVE_SCHEMA_VERSION,
     DEFAULT_SCHEMA,
@@ -82,8 +86,8 @@ class Archive:
         self.sql = Statements(schema)
         # When this creates the archive: its events table split by user into this many hash
         # partitions (None: one table). An archive that exists keeps its layout.
-        if partitions is not None and partitions < 1:
-            raise ValueError(f"partitions must be 1 or more, not {partitions}")
+        if partitions is not None:
+            check_partitions(partitions)  # before anything is made
         self.partitions = partitions
         # One connection first, so a bad URL, password or server is one clear line, not the
         # pool's "couldn't get a connection".
