@@ -173,18 +173,29 @@ _WAITING_NOT_REJECTED = ("SELECT id FROM outbox WHERE depends_on=? AND status NO
 _Decode = Callable[[int, bytes, "int | None"], bytes]
 
 
+# The answers that prove a request was refused before it took effect: the 4xx statuses, but for
+# 408 (the server gave up waiting, possibly after the write).
+_REFUSED_FIRST, _REFUSED_END, _TIMED_OUT = 400, 500, 408
+
+
 def _json(text: str | None) -> Any:
     return msgspec.json.decode(text) if text else None
 
 
 def surely_unsent(status: str, attempts: int, last_error: dict[str, Any] | None) -> bool:
     """Whether a command (unfinished, or rejected) certainly never took effect at the backend:
-    never tried, or every try was answered with an error (a rejection included). A try that got
-    no answer may have been applied, so a command tried that way is treated as sent (folding
-    into it could lose the change)."""
+    never tried, or its last try was refused (a 4xx answer: a rejection, an expired token, a
+    rate limit). A try that got no answer, a 5xx or a timeout (a gateway's 502 can come after
+    the backend applied the write) or a 2xx that could not be read may have been applied, so a
+    command tried that way is treated as sent: folding an edit into it would be answered
+    "already exists" on the resend, and the edit lost."""
     if status not in (CommandStatus.PENDING, CommandStatus.FAILED, CommandStatus.REJECTED):
         return False
-    return attempts == 0 or (last_error is not None and last_error.get("status") is not None)
+    if attempts == 0:
+        return True
+    answered = last_error.get("status") if last_error is not None else None
+    return (isinstance(answered, int) and _REFUSED_FIRST <= answered < _REFUSED_END
+            and answered != _TIMED_OUT)
 
 
 class Outbox:

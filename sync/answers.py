@@ -56,6 +56,7 @@ class _Named(msgspec.Struct):
     id: Any = None
     type: Any = None
     message_id: Any = None
+    text: Any = None
 
 
 _ANSWER = msgspec.json.Decoder(_Answer)
@@ -155,6 +156,38 @@ def obviously_unusable(body: bytes) -> str | None:
     return error_in(answer)
 
 
+class _Lists(msgspec.Struct):
+    """The lists the read endpoints promise at the top level, as raw slices."""
+
+    events: msgspec.Raw = _ABSENT
+    channels: msgspec.Raw = _ABSENT
+
+
+_LISTS = msgspec.json.Decoder(_Lists)
+
+
+def missing_list(body: bytes, key: str) -> str | None:
+    """Why a read's answer (a JSON object) has no JSON array at `key` ("events" for `/sync`,
+    "channels" for query channels), in a few words; None when it has one, or when it cannot be
+    read here (the store judges such an answer, and may salvage its good items).
+
+    `null` is no list either: read as "nothing", it would move a sync point over a gap nobody
+    sent (a gateway's rewrite, a server's empty slot), so it is a failed attempt like `{}`."""
+    if key not in _Lists.__struct_fields__:
+        raise ValueError(f"no list {key!r} in any read's answer")
+    try:
+        member = getattr(_LISTS.decode(body), key)
+    except _DECODE_ERRORS:
+        return None
+    if _starts(member, b"["):
+        return None
+    if not len(member):
+        return f"no '{key}' in the answer"
+    first = bytes(memoryview(member)[:1])[0]
+    kind = "an object" if first == ord("{") else _KIND_BY_FIRST_BYTE.get(first, "a number")
+    return f"'{key}' is {kind}, not a list"
+
+
 # -- local actions --------------------------------------------------------------------------------
 
 Check = Callable[[bytes, _Answer, dict[str, Any]], "str | None"]
@@ -201,12 +234,15 @@ def _reaction(body: bytes, answer: _Answer, request: dict[str, Any]) -> str | No
         return reaction
     asked = request.get("reaction")
     wanted_type = asked.get("type") if isinstance(asked, dict) else request.get("reaction_type")
+    # The type must be named, not merely not contradicted: `{"reaction": {}}` confirms nothing.
     got_type = reaction.type
-    if isinstance(got_type, str) and isinstance(wanted_type, str) and got_type != wanted_type:
+    if isinstance(wanted_type, str) and got_type != wanted_type:
+        if not isinstance(got_type, str):
+            return "the answer's reaction names no type"
         return f"the answer's reaction is {got_type!r}, not {wanted_type!r}"
     got_message = reaction.message_id
     wanted_message = request.get("message_id")
-    if isinstance(got_message, str) and isinstance(wanted_message, str) \
+    if got_message is not None and isinstance(wanted_message, str) \
             and got_message != wanted_message:
         return f"the answer's reaction is on message {got_message!r}, not {wanted_message!r}"
     return None
@@ -257,6 +293,26 @@ def confirmation_problem(kind: str, request: dict[str, Any], body: bytes) -> str
     if check is _any_object:
         return error_in(answer)
     return None
+
+
+# Actions whose answer is the message as the backend now keeps it.
+_MESSAGE_ANSWERS = frozenset({"send_message", "update_message", "partial_update_message"})
+
+
+def refusal_in(kind: str, body: bytes) -> str | None:
+    """The refusal a 2xx answer carries, worded; None when it carries none. Moderation answers
+    a blocked or bounced message with 201 and the message as `type: "error"` (its text says
+    why): the message was not published, so the action is refused, not delivered."""
+    if kind not in _MESSAGE_ANSWERS:
+        return None
+    try:
+        message = _named(_MESSAGE_REF.decode(body).message, "message")
+    except _DECODE_ERRORS:
+        return None  # not an object: `confirmation_problem` says why
+    if isinstance(message, str) or message.type != "error":
+        return None
+    said = f": {message.text[:200]}" if isinstance(message.text, str) and message.text else ""
+    return f"the backend answered with an error message (blocked or bounced){said}"
 
 
 def kept_answer(body: bytes) -> str:

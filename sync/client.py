@@ -29,10 +29,16 @@ from chatledger.eventstore.log import AppendResult
 from chatledger.eventstore.wire import WireError
 from chatledger.eventstore.wire.times import format_time, parse_time
 from chatledger.projections.store import RejectedInput
-from chatledger.sync.answers import KEPT_HEAD_BYTES, describe_body, obviously_unusable
+from chatledger.sync.answers import (
+    KEPT_HEAD_BYTES,
+    describe_body,
+    missing_list,
+    obviously_unusable,
+)
 from chatledger.sync.backend import Backend, BackendError, ConnectionLost, EventStream, UnusableAnswer
 from chatledger.sync.diff import DEFAULT_MESSAGES, Differ, DiffReport
 from chatledger.sync.diff import ProgressCallback as DiffProgress
+from chatledger.sync.http import split_cid
 from chatledger.sync.outcomes import Backoff, failure_kind
 from chatledger.sync.replayer import Replayer, ReplayReport, TokenProvider
 from chatledger.sync.stores import AnyStore, done
@@ -40,6 +46,10 @@ from chatledger.sync.stores import AnyStore, done
 logger = logging.getLogger("chatledger.sync")
 
 SYNC_CHUNK = 255  # channels per `/sync` call, the backend's limit
+EVERY_CHANNEL = 2**63 - 1  # as a `limit`: no limit (SQLite's largest)
+# The backend's own word that a channel cannot be queried again: it does not exist (404, code
+# 16) or the user may no longer read it (403, code 17). Its gap may then be passed over.
+_CHANNEL_GONE = frozenset({(404, 16), (403, 17)})
 MAX_GAP_US = 30 * 24 * 3600 * 1_000_000  # the oldest `last_sync_at` the backend accepts
 # How often, while connected, the store notes that it holds everything up to the latest frame,
 # so that a crash costs at most this much of a re-sync.
@@ -125,6 +135,9 @@ class SyncClient:
         self.on_status = on_status
         self.status = Status()
         self._last_frame_at: str | None = None
+        # The backend's clock as the first frame of the connection gave it (µs), and this
+        # machine's monotonic clock then: what later frames' times are checked against.
+        self._backend_clock: tuple[int, float] | None = None
         self._marked_at = 0.0
         self._appending: set[asyncio.Future[Any]] = set()  # frames queued in background mode
         # Why a frame of this connection could not be stored (not a refusal of its content):
@@ -150,7 +163,8 @@ class SyncClient:
         sort = self.channel_sort if sort is None else list(sort)
         what = "POST /channels"
         raw = await self._read_answer(what, self.backend.query_channels(
-            filter, sort, limit=limit or self.channel_limit, offset=offset), source="query")
+            filter, sort, limit=limit or self.channel_limit, offset=offset), source="query",
+            listing="channels")
         result = await done(self.store.ingest_query_channels(raw, filter=filter, sort=list(sort),
                                                              synced_at=synced_at))
         if not result.stored:
@@ -173,7 +187,9 @@ class SyncClient:
         used raises (`UnusableAnswer`, quarantined; or the `BackendError` of the call) and
         leaves `last_sync_at` where it was, so the next attempt asks from there again."""
         report = SyncReport(since=await done(self.store.last_sync_at()), synced_at=until)
-        cids = await done(self.store.channel_ids_to_sync())
+        # Every stored channel, not the store's default of the most active few: one sync
+        # point covers them all, so a channel left out would have its gap skipped for good.
+        cids = await done(self.store.channel_ids_to_sync(EVERY_CHANNEL))
         if report.since is None:
             # Never synced: the channel list itself is what is missing.
             report.loaded = await self.load_channels(synced_at=until)
@@ -197,7 +213,8 @@ class SyncClient:
         for number, chunk in enumerate(chunks, 1):
             report.calls += 1
             try:
-                raw = await self._read_answer(what, self.backend.sync(chunk, report.since))
+                raw = await self._read_answer(what, self.backend.sync(chunk, report.since),
+                                              listing="events")
             except UnusableAnswer:
                 raise
             except BackendError as error:
@@ -222,14 +239,32 @@ class SyncClient:
         for cid in cids:
             what = "POST /channels/{type}/{id}/query"
             try:
+                split_cid(cid)
+            except ValueError:
+                # A cid the backend once gave without a `type:` part: no query can name it.
+                # Like a channel that is gone, what the store has of it stays as it was.
+                logger.warning("cannot query channel %r again: not a type:id cid", cid)
+                continue
+            try:
                 raw = await self._read_answer(what, self.backend.query_channel(cid),
                                               source="query")
             except UnusableAnswer:
                 raise
             except BackendError as error:
-                if error.status in (403, 404):
+                if (error.status, error.code) in _CHANNEL_GONE:
                     continue  # gone, or no longer ours: what the store has stays as it was
+                # Anything else (a suspended app, a cooldown, a proxy's 403 or 404 page) says
+                # nothing about the channel: its gap is not filled, so the sync point stays.
                 raise
+            answered = _state_cid(raw)
+            if answered is not None and answered != cid:
+                # Another channel's state (a cache or gateway keyed wrongly): `cid` is not up
+                # to date, so the sync point must not pass it.
+                unusable = UnusableAnswer(
+                    f"the answer to {what} could not be used: it is the state of channel "
+                    f"{answered!r}, not {cid!r}", body=raw[:KEPT_HEAD_BYTES])
+                await self._quarantine(unusable, "query")
+                raise unusable
             result = await done(self.store.ingest_channel_state(raw))
             if not result.stored:
                 raise self._refused(what, raw, result)
@@ -237,10 +272,11 @@ class SyncClient:
         return queried
 
     async def _read_answer(self, what: str, call: Awaitable[bytes], *,
-                           source: str = "sync") -> bytes:
+                           source: str = "sync", listing: str | None = None) -> bytes:
         """The answer of a read call, when it can be one: an answer the adapter found unusable
-        (over the size cap, a redirect, ...), or that is no JSON object or an error object, is
-        quarantined and raised here (`UnusableAnswer`); the store checks the rest."""
+        (over the size cap, a redirect, ...), or that is no JSON object or an error object, or
+        (with `listing`) has no JSON array under that key, is quarantined and raised here
+        (`UnusableAnswer`); the store checks the rest."""
         try:
             raw = await call
         except UnusableAnswer as error:
@@ -248,6 +284,8 @@ class SyncClient:
                 await self._quarantine(error, source)
             raise
         problem = obviously_unusable(raw)
+        if problem is None and listing is not None:
+            problem = missing_list(raw, listing)
         if problem is not None:
             unusable = UnusableAnswer(f"the answer to {what} could not be used: {problem}",
                                       body=raw)
@@ -322,13 +360,15 @@ class SyncClient:
                     self._set(state="offline", last_error=str(error),
                               last_failure=failure_kind(error))
                     await self._fresh_credentials_or_raise(error)
-                    await _sleep_or_stop(stop, self.reconnect_backoff.delay(failures))
+                    await _sleep_or_stop(stop, self._reconnect_delay(failures, error))
                     continue
+                failed: BackendError | None = None
                 try:
                     await self._connected(stream, stop)
                     failures = 0
                 except BackendError as error:
                     failures += 1
+                    failed = error
                     self._set(state="offline", last_error=str(error),
                               last_failure=failure_kind(error))
                     await self._fresh_credentials_or_raise(error)
@@ -337,10 +377,16 @@ class SyncClient:
                         await stream.close()
                 if not stop.is_set():
                     self.status.reconnects += 1
-                    await _sleep_or_stop(stop, self.reconnect_backoff.delay(max(1, failures)))
+                    await _sleep_or_stop(stop, self._reconnect_delay(max(1, failures), failed))
         finally:
             await self._appended_all()
             self._set(state="stopped")
+
+    def _reconnect_delay(self, failures: int, error: BackendError | None) -> float:
+        """The backoff before the next connection, and never less than the wait the backend
+        named (a 429's reset, `Retry-After`; bounded by `Backoff.max_backend_wait`)."""
+        now = time.time()
+        return max(0.0, self.reconnect_backoff.next_try(failures, now, error) - now)
 
     async def _fresh_credentials_or_raise(self, error: BackendError) -> None:
         """After a failure: when the backend refused the credentials, get a fresh token from
@@ -419,6 +465,7 @@ class SyncClient:
 
     async def _read(self, stream: EventStream, first: asyncio.Event) -> None:
         self._unstored = None
+        self._backend_clock = None
         async for frame in stream:
             self._append(frame, stream.connection_id)
             if self._unstored is not None:
@@ -427,15 +474,33 @@ class SyncClient:
             self.status.frames += 1
             try:
                 head = _HEAD.decode(frame)
-            except msgspec.DecodeError:
+            except (msgspec.DecodeError, UnicodeError, RecursionError):
+                # Not JSON, or nested past the decoder's stack: the store has judged the frame
+                # already (quarantined); it tells no time, and must not end the connection.
                 head = None
             if head is not None and head.created_at:
-                self._last_frame_at = _frame_time(head.created_at) or self._last_frame_at
+                at = _frame_time(head.created_at)
+                if at is not None and not first.is_set():
+                    self._backend_clock = (_sync_point_us(at), time.monotonic())
+                elif at is not None and self._ahead_of_backend(at):
+                    at = None  # stored, but no end of a gap: the previous end stands
+                self._last_frame_at = at or self._last_frame_at
             if not first.is_set():
                 first.set()
             elif self.status.state == "online" and time.monotonic() - self._marked_at > MARK_EVERY:
                 await self._mark_synced_quietly()
             self._notify_status()
+
+    def _ahead_of_backend(self, at: str) -> bool:
+        """Whether a frame claims a later moment than the backend's clock can show now (its
+        time at the first frame, plus the time elapsed here since, plus `FRAME_CLOCK_SLACK_US`).
+        Such a frame (junk, or a hostile server's) must not end a gap: a sync point there would
+        make the next catch-up skip everything sent in between."""
+        if self._backend_clock is None:
+            return False
+        base_us, base_monotonic = self._backend_clock
+        elapsed_us = int((time.monotonic() - base_monotonic) * 1_000_000)
+        return _sync_point_us(at) > base_us + elapsed_us + FRAME_CLOCK_SLACK_US
 
     def _append(self, frame: bytes, connection_id: str | None) -> None:
         """Append a frame as it arrived. In background mode the frame is queued on the writer
@@ -535,6 +600,20 @@ _ANSWER = msgspec.json.Decoder(_Answer)
 _STATE = msgspec.json.Decoder(_State)
 
 
+def _channel_cid(channel: _Channel) -> str:
+    return channel.cid or (f"{channel.type}:{channel.id}" if channel.type and channel.id else "")
+
+
+def _state_cid(raw: bytes) -> str | None:
+    """The cid a channel state is about; None when it names none readably (the store judges
+    such an answer itself)."""
+    try:
+        channel = _STATE.decode(raw).channel
+    except (msgspec.DecodeError, UnicodeError, RecursionError):
+        return None
+    return (_channel_cid(channel) or None) if channel is not None else None
+
+
 def _filed_cids(raw: bytes, positions: Sequence[int | None]) -> list[str]:
     """The cids of a query-channels answer that the store filed, in the answer's order.
     `positions` is the append's: one per channel state in the answer's order (None where the
@@ -554,7 +633,7 @@ def _filed_cids(raw: bytes, positions: Sequence[int | None]) -> list[str]:
         channel = state.channel
         if channel is None:
             continue
-        cid = channel.cid or (f"{channel.type}:{channel.id}" if channel.type and channel.id else "")
+        cid = _channel_cid(channel)
         if cid:
             cids.append(cid)
     return cids
@@ -563,6 +642,10 @@ def _filed_cids(raw: bytes, positions: Sequence[int | None]) -> list[str]:
 # How far ahead of this machine's clock a frame's time may be and still end a gap: a later
 # time would claim events not yet sent (a backend with a broken clock, or a hostile one).
 MAX_CLOCK_LEAD_US = 24 * 3600 * 1_000_000
+# How far a later frame of a connection may be dated after the backend's clock as its first
+# frame gave it (plus the time elapsed since): events are dated when the backend makes them,
+# so more than this is a frame that claims a moment that has not come yet.
+FRAME_CLOCK_SLACK_US = 60 * 1_000_000
 
 
 def _frame_time(created_at: str) -> str | None:

@@ -8,6 +8,7 @@ use the same URL quoting and error mapping for its handshake.
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import time
 from collections.abc import Iterable, Mapping
@@ -73,9 +74,13 @@ def parse_retry_at(headers: Mapping[str, str], status: int, now: float | None = 
     if retry_after:
         value = retry_after.strip()
         try:
-            return now + max(0.0, float(value))
+            seconds = float(value)
         except ValueError:
             pass
+        else:
+            # "inf", "nan", "1e999" are numbers to float() but no time: unreadable, like "soon".
+            if math.isfinite(seconds):
+                return now + max(0.0, seconds)
         try:
             return parsedate_to_datetime(value).timestamp()
         except (TypeError, ValueError, IndexError, OverflowError):
@@ -84,9 +89,12 @@ def parse_retry_at(headers: Mapping[str, str], status: int, now: float | None = 
         reset = headers.get("X-RateLimit-Reset")
         if reset:
             try:
-                return float(reset.strip())
+                at = float(reset.strip())
             except ValueError:
                 pass
+            else:
+                if math.isfinite(at):
+                    return at
     return None
 
 
@@ -99,7 +107,9 @@ def error_from_answer(status: int | None, reason: str | None, headers: Mapping[s
     message: str | None = None
     try:
         decoded = msgspec.json.decode(body) if body else None
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeError, RecursionError):
+        # Not JSON, or nested past the decoder's stack (a hostile gateway's page): no Stream
+        # error, but still an error with its status, never a crash of the caller.
         decoded = None
     if isinstance(decoded, dict):
         # A WebSocket error frame nests the object under "error"; accept both shapes.
@@ -222,6 +232,13 @@ async def request(session: aiohttp.ClientSession, method: str, url: URL, *,
                 raise UnusableAnswer(
                     f"the answer to {what} is a redirect (HTTP {resp.status}), not the chat "
                     "API's (a captive portal or a proxy?)", status=resp.status, body=raw)
+            if resp.status < 400:
+                # A final 1xx (101 to a plain request) or a status below 100: no answer the
+                # chat API gives, and no refusal of the request either (the outcome table
+                # would read "any other 4xx-like status" as a permanent rejection).
+                raise UnusableAnswer(
+                    f"the answer to {what} is HTTP {resp.status}, not the chat API's",
+                    status=resp.status, body=raw)
             raise error_from_answer(resp.status, resp.reason, resp.headers, raw)
     except BackendError:
         raise

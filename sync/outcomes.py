@@ -8,6 +8,7 @@ adapter's tests and the development server agree on it.
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 from enum import Enum
@@ -28,6 +29,7 @@ REMOVALS = frozenset({"delete_message", "delete_reaction", "delete_draft"})
 SENDS = frozenset({"send_message"})
 
 TOKEN_CODES = frozenset({2, 5, 40, 41, 42, 43})
+NOT_FOUND_CODE = 16  # Stream's "does not exist"
 
 
 def classify(kind: str, error: BackendError) -> Outcome:
@@ -49,7 +51,11 @@ def classify(kind: str, error: BackendError) -> Outcome:
             return Outcome.STOP
         return Outcome.REJECT
     if status == 404:
-        return Outcome.DELIVERED if kind in REMOVALS else Outcome.REJECT
+        # "Already gone" is Stream's own answer (code 16), never a bare 404: a proxy's page or a
+        # wrong base URL answers 404 too, and the removal has then not reached the backend.
+        if kind in REMOVALS and code == NOT_FOUND_CODE:
+            return Outcome.DELIVERED
+        return Outcome.REJECT
     if status in (408, 429) or status >= 500:
         return Outcome.RETRY
     return Outcome.REJECT  # any other 4xx: the request itself is wrong
@@ -76,6 +82,13 @@ def failure_kind(error: BackendError) -> str:
     return "error"
 
 
+# The longest a time named by the backend (`Retry-After`, `X-RateLimit-Reset`) may hold a
+# command back. Stream's limits reset every minute and a slow-mode cooldown is shorter; a later
+# time is a broken or hostile header (a reset in milliseconds is 50,000 years away), and
+# honouring it would park the command for good, which is losing it.
+MAX_BACKEND_WAIT = 3600.0
+
+
 @dataclass(frozen=True, slots=True)
 class Backoff:
     """Exponential backoff with full jitter: attempt n waits uniformly in [0, min(cap, base * factor**(n-1))]."""
@@ -83,6 +96,7 @@ class Backoff:
     base: float = 0.5
     factor: float = 2.0
     cap: float = 60.0
+    max_backend_wait: float = MAX_BACKEND_WAIT
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         ceiling = min(self.cap, self.base * self.factor ** max(0, attempt - 1))
@@ -93,6 +107,9 @@ class Backoff:
         """When to try again (unix time): after the jittered delay, and never before the time
         the backend named (rate-limit reset, `Retry-After`, cooldown)."""
         at = now + self.delay(attempt, rng)
-        if error is not None and error.retry_at is not None:
-            at = max(at, error.retry_at)
+        retry_at = error.retry_at if error is not None else None
+        # Any backend's error may carry it: only a finite time counts, and at most
+        # `max_backend_wait` ahead (NaN and infinity would not even survive being stored).
+        if retry_at is not None and math.isfinite(retry_at):
+            at = max(at, min(retry_at, now + self.max_backend_wait))
         return at

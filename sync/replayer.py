@@ -28,7 +28,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chatledger.eventstore.commands import Delivered, Failed, Refused
-from chatledger.sync.answers import UNCONFIRMED, confirmation_problem, kept_answer
+from chatledger.sync.answers import (
+    UNCONFIRMED,
+    confirmation_problem,
+    kept_answer,
+    refusal_in,
+)
 from chatledger.sync.backend import Backend, BackendError, UnusableAnswer
 from chatledger.sync.outcomes import Backoff, Outcome, classify
 from chatledger.sync.stores import AnyStore, done
@@ -404,6 +409,16 @@ class Replayer:
                 if problem is not None:
                     return self._unconfirmed(command, attempt, problem, None, response,
                                              journal, state)
+                refusal = refusal_in(command.kind, response)
+                if refusal is not None:
+                    # A 2xx about our message that says no (moderation blocked it): a conflict
+                    # at once, the answer kept; sending it again would be refused again.
+                    journal.settled(Refused(command.id, refusal, {
+                        "status": None, "code": None, "message": refusal, "retry_at": None,
+                        "answer": kept_answer(response)}))
+                    state.rejected.add(command.id)
+                    report.rejected += 1
+                    return True
                 journal.settled(Delivered(command.id, response))
                 report.delivered += 1
                 return True
