@@ -24,9 +24,10 @@ This measures that design on a rebuilt store, in the same run as the reps:
 `users` is keyed by no channel, and its rule orders one user's objects across channels (an object
 equal to the row on file keeps the row's position, one without times replaces any). So each half
 records the calls its entries make to the users' writer (`UserRows`): the entries of its own
-channels, and the first half also those of no channel. The merge empties `users` and makes those
-calls again, from both halves in log order, through a fresh writer: the rows a sequential rebuild
-makes.
+channels, and the first half also those of no channel. The merge empties `users` (and
+`user_bans`, the bans' times, which the same writer keeps) and makes those calls again, from both
+halves in log order, through a fresh writer: the rows a sequential rebuild makes. Of the tables
+keyed by no channel that only gain rows (`deleted_polls`), both halves' rows are kept.
 
 `partition_rows_differing` counts, by table, the rows the merge still gets wrong.
 
@@ -59,12 +60,14 @@ _LOG = "stored_events"
 # The calls a half's entries made to the users' writer, in order (see `_user_call_recorder`).
 _USER_CALLS = ("CREATE TABLE user_calls (position INTEGER NOT NULL, seq INTEGER NOT NULL, "
                "kind INTEGER NOT NULL, user_id TEXT, user BLOB, slot INTEGER, banned INTEGER, "
-               "PRIMARY KEY (position, seq)) WITHOUT ROWID")
-_RECORD_USER_CALL = "INSERT INTO user_calls VALUES (?,?,?,?,?,?,?)"
+               "at INTEGER, PRIMARY KEY (position, seq)) WITHOUT ROWID")
+_RECORD_USER_CALL = "INSERT INTO user_calls VALUES (?,?,?,?,?,?,?,?)"
 _BOTH_HALVES_USER_CALLS = (
-    "SELECT position, seq, kind, user_id, user, slot, banned FROM main.user_calls UNION ALL "
-    "SELECT position, seq, kind, user_id, user, slot, banned FROM second.user_calls "
+    "SELECT position, seq, kind, user_id, user, slot, banned, at FROM main.user_calls UNION ALL "
+    "SELECT position, seq, kind, user_id, user, slot, banned, at FROM second.user_calls "
     "ORDER BY position, seq")
+# Tables keyed by no channel that only ever gain rows (facts): the merge keeps both halves'.
+_BY_NO_CHANNEL_FACTS = ("deleted_polls",)
 # The text values a half's own entries bound to statements (see `replay_half`).
 _MENTIONED = "CREATE TABLE mentioned (key TEXT PRIMARY KEY) WITHOUT ROWID"
 _RECORD_MENTIONED = "INSERT INTO mentioned VALUES (?)"
@@ -140,34 +143,35 @@ def _user_call_recorder() -> Any:
                 yield item
 
         def _keep_call(self, kind: int, user_id: str | None, user: Any, slot: int | None,
-                       banned: int | None) -> None:
+                       banned: int | None = None, at: int | None = None) -> None:
             if self.recording and self._depth == 0:
                 self.calls.append((self.position, self._seq, kind, user_id,
-                                   None if user is None else encode(user), slot, banned))
+                                   None if user is None else encode(user), slot, banned, at))
                 self._seq += 1
 
         def remember(self, cursor: Any, user: Any, position: int,
                      slot: int = SLOT_EVENT) -> None:
             if user is not None:  # `remember` of no user does nothing
-                self._keep_call(_REMEMBER, None, user, slot, None)
+                self._keep_call(_REMEMBER, None, user, slot)
             self._depth += 1
             try:
                 super().remember(cursor, user, position, slot)
             finally:
                 self._depth -= 1
 
-        def upsert(self, cursor: Any, user: Any, position: int, *, banned: int | None = None,
+        def upsert(self, cursor: Any, user: Any, position: int, *,
                    slot: int = SLOT_EVENT) -> None:
-            self._keep_call(_UPSERT, None, user, slot, banned)
+            self._keep_call(_UPSERT, None, user, slot)
             self._depth += 1
             try:
-                super().upsert(cursor, user, position, banned=banned, slot=slot)
+                super().upsert(cursor, user, position, slot=slot)
             finally:
                 self._depth -= 1
 
-        def set_banned(self, cursor: Any, user_id: str, banned: int) -> None:
-            self._keep_call(_SET_BANNED, user_id, None, None, banned)
-            super().set_banned(cursor, user_id, banned)
+        def set_banned(self, cursor: Any, user_id: str, banned: int,
+                       at: int | None = None) -> None:
+            self._keep_call(_SET_BANNED, user_id, None, None, banned, at)
+            super().set_banned(cursor, user_id, banned, at)
 
     return RecordingUserRows()
 
@@ -240,7 +244,8 @@ def replay_half(path: str, user_id: str, own: set[str], skipped: set[str], targe
 
 
 def _replay_user_calls(merged: Any) -> None:
-    """Empty the merged `users` and make both halves' calls again, in log order."""
+    """Empty the merged `users` (and `user_bans`, which its writer also keeps) and make both
+    halves' calls again, in log order."""
     import msgspec
 
     from chatledger.projections import payloads
@@ -250,14 +255,15 @@ def _replay_user_calls(merged: Any) -> None:
     writer = UserRows()
     cursor = merged.cursor()
     cursor.execute("DELETE FROM main.users")
-    for position, _, kind, user_id, user, slot, banned in merged.cursor().execute(
+    cursor.execute("DELETE FROM main.user_bans")
+    for position, _, kind, user_id, user, slot, banned, at in merged.cursor().execute(
             _BOTH_HALVES_USER_CALLS):
         if kind == _REMEMBER:
             writer.remember(cursor, decode(user), position, slot)
         elif kind == _UPSERT:
-            writer.upsert(cursor, decode(user), position, banned=banned, slot=slot)
+            writer.upsert(cursor, decode(user), position, slot=slot)
         else:
-            writer.set_banned(cursor, user_id, banned)
+            writer.set_banned(cursor, user_id, banned, at)
     cursor.execute("DROP TABLE main.user_calls")
 
 
@@ -309,6 +315,9 @@ def partition_floor_figures(path: Path, user_id: str) -> dict[str, Any]:
                 where = "in_half_second(cid)"
             elif name in _BY_MESSAGE:
                 where = "message_id IN (SELECT id FROM second.messages WHERE in_half_second(cid))"
+            elif name in _BY_NO_CHANNEL_FACTS:
+                merged.execute(f"INSERT OR IGNORE INTO main.{name} SELECT * FROM second.{name}")
+                continue
             else:
                 continue
             merged.execute(f"DELETE FROM main.{name} WHERE {where}")

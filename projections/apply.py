@@ -257,11 +257,14 @@ class EventHandlers:
         if not is_new or self.own is None:
             return
         if message.author == self.own:
-            self._pending_unread.pop(cid, None)  # reading up to here clears what came before
             # (A local send, an event without a server time, sets no server time either.)
-            rows.reads.set(cursor, cid, self.own, last_read=created, unread=0,
-                           last_read_message_id=message.id,
-                           state_at=created if event.created_at else None)
+            if self._set_read(cursor, cid, self.own, last_read=created, unread=0,
+                              last_read_message_id=message.id,
+                              state_at=created if event.created_at else None):
+                # Reading up to here clears what came before (and what came after, on file,
+                # is counted again): the run's unread messages are written. Not when the read
+                # state on file is newer (an own message delivered late): they still count.
+                self._pending_unread.pop(cid, None)
         elif (in_channel and not message.silent and message.type not in NOT_UNREAD_TYPES
               and rows.members.counts_unread(cursor, cid)
               and not self.mutes.silences(cursor, cid,
@@ -371,8 +374,8 @@ class EventHandlers:
         if cid is None:  # notification.mark_read without a channel: everything is read
             self.rows.reads.read_all(cursor, user_id, when)
             return
-        self.rows.reads.set(cursor, cid, user_id, last_read=when, unread=0,
-                            last_read_message_id=event.last_read_message_id, state_at=when)
+        self._set_read(cursor, cid, user_id, last_read=when, unread=0,
+                       last_read_message_id=event.last_read_message_id, state_at=when)
 
     def mark_unread(self, cursor: apsw.Cursor, item: Item, event: payloads.Event) -> None:
         user_id = event_user(event) or self.own
@@ -380,12 +383,29 @@ class EventHandlers:
         if user_id is None or cid is None:
             return
         self.rows.channels.ensure(cursor, cid)  # a channel known only by this event has unread
-        self.rows.reads.set(
+        self._set_read(
             cursor, cid, user_id, last_read=epoch_us(event.last_read_at),
             unread=event.unread_messages or 0, last_read_message_id=event.last_read_message_id,
             first_unread_message_id=event.first_unread_message_id,
             state_at=epoch_us(event.created_at),
         )
+
+    def _set_read(self, cursor: apsw.Cursor, cid: str, user_id: str, *, last_read: int | None,
+                  unread: int, last_read_message_id: str | None,
+                  first_unread_message_id: str | None = None,
+                  state_at: int | None = None) -> bool:
+        """File a read state of the backend (True when it replaced the row). The own one may
+        be older than messages already on file (a late `/sync` page, a retried answer): those
+        count unread on top of it, so the count is the same whatever order the read and the
+        messages arrived in."""
+        replaced = self.rows.reads.set(
+            cursor, cid, user_id, last_read=last_read, unread=unread,
+            last_read_message_id=last_read_message_id,
+            first_unread_message_id=first_unread_message_id, state_at=state_at)
+        if (replaced and user_id == self.own and state_at is not None
+                and self.rows.members.counts_unread(cursor, cid)):
+            self.rows.reads.add_unread_after(cursor, cid, user_id, state_at)
+        return replaced
 
     def delivered(self, cursor: apsw.Cursor, item: Item, event: payloads.Event) -> None:
         user_id = event_user(event)
@@ -435,16 +455,31 @@ class EventHandlers:
 
     def channel_truncated(self, cursor: apsw.Cursor, item: Item, event: payloads.Event) -> None:
         cid = self.cid_of(item, event)
+        cut_at = None
         if event.channel:
             cid = self._channel_upsert(cursor, item, event.channel, SLOT_EVENT) or cid
+            try:
+                cut_at = epoch_us(payloads.CHANNEL.decode(event.channel).truncated_at)
+            except DECODE_ERRORS:
+                pass
         if cid is None:
             return
-        until = self.rows.channels.truncated_at(cursor, cid) or epoch_us(event.created_at)
+        self.rows.channels.ensure(cursor, cid)
+        # The cut: the object's (filed above only if not older than the row), else the event's
+        # time; a newer one on file stands.
+        own_cut = cut_at or epoch_us(event.created_at)
+        until = newest(self.rows.channels.truncated_at(cursor, cid), own_cut)
         if until is not None:
+            self.rows.channels.cut(cursor, cid, until)
             self.rows.messages.hard_delete(cursor, IN_CHANNEL_BEFORE, (cid, until))
+            # The unread messages before the cut went with it.
+            self.rows.reads.cap_unread_after_cut(cursor, cid)
         if event.message is not None and event.message.id:
+            # The truncation's own system message stays, even a little older than the cut,
+            # unless a newer cut (delivered first) took it away.
             self.rows.messages.upsert(cursor, cid, event.message, item.position, SLOT_EVENT,
-                                      event_at=epoch_us(event.created_at))
+                                      event_at=epoch_us(event.created_at),
+                                      after_cut=until is None or own_cut == until)
 
     def channel_deleted(self, cursor: apsw.Cursor, item: Item, event: payloads.Event) -> None:
         cid = self.cid_of(item, event)
@@ -504,14 +539,15 @@ class EventHandlers:
         if user_id is None:
             return
         banned = 1 if event.type == "user.banned" else 0
+        when = epoch_us(event.created_at)
         cid = self.cid_of(item, event)
         if cid is not None:  # banned from one channel
-            self.rows.members.set_banned(cursor, cid, user_id, banned)
+            self.rows.members.set_banned(cursor, cid, user_id, banned, when)
             return
         if event.user is not None:
-            self.rows.users.upsert(cursor, event.user, item.position, banned=banned)
-        else:
-            self.rows.users.set_banned(cursor, user_id, banned)
+            self.rows.users.upsert(cursor, event.user, item.position)
+        # Ordered by the event's time: the user object it carries may keep the user's old times.
+        self.rows.users.set_banned(cursor, user_id, banned, when)
 
     def user_messages_deleted(self, cursor: apsw.Cursor, item: Item,
                               event: payloads.Event) -> None:
@@ -530,14 +566,18 @@ class EventHandlers:
         if cid is None:
             return
         self.rows.channels.ensure(cursor, cid)
-        self.rows.drafts.save(cursor, cid, (draft.parent_id if draft else None) or "",
-                              epoch_us(draft.created_at) if draft else None, item.position)
+        self.rows.drafts.save_from_backend(
+            cursor, cid, (draft.parent_id if draft else None) or "",
+            (epoch_us(draft.created_at) if draft else None) or epoch_us(event.created_at),
+            item.position)
 
     def draft_deleted(self, cursor: apsw.Cursor, item: Item, event: payloads.Event) -> None:
         draft = event.draft
         cid = (draft.channel_cid if draft else None) or self.cid_of(item, event)
         if cid is not None:
-            self.rows.drafts.delete(cursor, cid, (draft.parent_id if draft else None) or "")
+            self.rows.drafts.deleted_by_backend(cursor, cid,
+                                                (draft.parent_id if draft else None) or "",
+                                                epoch_us(event.created_at))
 
     def poll(self, cursor: apsw.Cursor, item: Item, event: payloads.Event) -> None:
         """Any `poll.*` event: the poll's row follows its newest state; `poll.deleted` drops it."""
@@ -555,9 +595,10 @@ class EventHandlers:
         thread = event.thread
         if thread is None or not thread.parent_message_id:
             return
-        self.rows.threads.upsert(cursor, thread, thread.channel_cid or self.cid_of(item, event),
-                                 item.position)
-        if thread.reply_count is not None:
+        filed = self.rows.threads.upsert(cursor, thread,
+                                         thread.channel_cid or self.cid_of(item, event),
+                                         item.position)
+        if filed and thread.reply_count is not None:
             # The backend's count is the truth for the parent message too.
             self.rows.messages.set_reply_count(cursor, thread.parent_message_id,
                                                thread.reply_count)
@@ -605,8 +646,12 @@ class EventHandlers:
         rows.ranges.cover_page(cursor, cid, [
             (epoch_us(message.created_at) or 0, message.id) for message in state.messages or ()
             if message.id and message.created_at and (message.cid or cid) == cid])
+        # Pinned messages may be older than the page: each is filed as any state of it (newer
+        # than the row: it replaces it, so a pin the events missed shows), unless the page
+        # itself carries it.
+        in_page = {message.id for message in state.messages or ()}
         for index, message in enumerate(state.pinned_messages or ()):
-            if message.id and not rows.messages.is_on_file(cursor, message.id):
+            if message.id and message.id not in in_page:
                 rows.messages.upsert(cursor, message.cid or cid, message, item.position,
                                      SLOT_PINNED_BASE + index, event_at=state_at, snapshot=True)
                 self._state_reactions(cursor, item, message.id, message)
@@ -623,14 +668,14 @@ class EventHandlers:
             user_id = read.user_id or (read.user.id if read.user else None)
             if user_id:
                 last_read = epoch_us(read.last_read)
-                rows.reads.set(cursor, cid, user_id, last_read=last_read,
+                self._set_read(cursor, cid, user_id, last_read=last_read,
                                unread=read.unread_messages or 0,
                                last_read_message_id=read.last_read_message_id,
                                first_unread_message_id=read.first_unread_message_id,
                                state_at=newest(last_read, state_at))
         if state.draft is not None:
-            rows.drafts.save(cursor, cid, state.draft.parent_id or "",
-                             epoch_us(state.draft.created_at), item.position)
+            rows.drafts.save_from_backend(cursor, cid, state.draft.parent_id or "",
+                                          epoch_us(state.draft.created_at), item.position)
 
     def _older_than_removal(self, cursor: apsw.Cursor, item: Item,
                             state: payloads.ChannelState) -> bool:

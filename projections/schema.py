@@ -12,7 +12,7 @@ from __future__ import annotations
 
 # Bumped whenever what the tables hold, or how events change them, changes: a file whose tables
 # were built by another version is rebuilt from the log when it is opened.
-PROJECTION_VERSION = 12
+PROJECTION_VERSION = 13
 
 # `slot` says where the object sits in the payload at `position`:
 SLOT_EVENT = -1  # the event's own `message` / `channel` / `user` / ... object
@@ -155,12 +155,48 @@ TABLES: dict[str, str] = {
         position INTEGER NOT NULL,
         slot INTEGER NOT NULL DEFAULT -1  -- -1: the entry's `user` (or `me`); k: a channel state's k-th member's
     ) WITHOUT ROWID""",
+    # The server time of the last ban or unban of a user, everywhere (`user_bans`) and in one
+    # channel (`member_bans`): an older ban event, or an object of the user or member older than
+    # it, delivered late, does not change the `banned` flag back.
+    "user_bans": """CREATE TABLE user_bans (
+        user_id TEXT PRIMARY KEY,
+        banned_at INTEGER NOT NULL
+    ) WITHOUT ROWID""",
+    "member_bans": """CREATE TABLE member_bans (
+        cid TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        banned_at INTEGER NOT NULL,
+        PRIMARY KEY (cid, user_id)
+    ) WITHOUT ROWID""",
     "drafts": """CREATE TABLE drafts (
         cid TEXT NOT NULL,
         parent_id TEXT NOT NULL DEFAULT '',  -- '' for the channel's own draft
         created_at INTEGER,
         position INTEGER NOT NULL,
         PRIMARY KEY (cid, parent_id)
+    ) WITHOUT ROWID""",
+    # `user.messages.deleted`: whose messages were deleted, in which channel ('' everywhere), up
+    # to when, hard or soft: a message of theirs from before that, delivered late, is filed as
+    # deleted (soft) or not at all (hard).
+    "deleted_user_messages": """CREATE TABLE deleted_user_messages (
+        user_id TEXT NOT NULL,
+        cid TEXT NOT NULL DEFAULT '',
+        hard INTEGER NOT NULL,
+        deleted_at INTEGER NOT NULL,
+        PRIMARY KEY (user_id, cid, hard)
+    ) WITHOUT ROWID""",
+    # Drafts the backend deleted, and when: an older `draft.updated` (or channel state's draft)
+    # delivered after the deletion does not bring the draft back.
+    "deleted_drafts": """CREATE TABLE deleted_drafts (
+        cid TEXT NOT NULL,
+        parent_id TEXT NOT NULL DEFAULT '',
+        deleted_at INTEGER NOT NULL,
+        PRIMARY KEY (cid, parent_id)
+    ) WITHOUT ROWID""",
+    # Polls the backend deleted: poll ids are never used again, so no event about one, however
+    # late, brings it back.
+    "deleted_polls": """CREATE TABLE deleted_polls (
+        id TEXT PRIMARY KEY
     ) WITHOUT ROWID""",
     "polls": """CREATE TABLE polls (
         id TEXT PRIMARY KEY,

@@ -32,6 +32,7 @@ _RECORD = (
     "position=excluded.position "
     "WHERE coalesce(excluded.last_read, 0) >= coalesce(thread_reads.last_read, 0)"
 )
+_OF_CHANNEL = "DELETE FROM thread_reads WHERE cid=?"
 _OF_THREAD = (
     f"SELECT {', '.join(THREAD_READ_COLUMNS)} FROM thread_reads WHERE parent_id=? "
     "ORDER BY user_id"
@@ -46,6 +47,10 @@ class ThreadReads:
                last_read: int | None, last_read_message_id: str | None, position: int) -> None:
         """A user read the thread under `parent_id` at `last_read` (the event's server time)."""
         cursor.execute(_RECORD, (parent_id, user_id, cid, last_read, last_read_message_id, position))
+
+    @staticmethod
+    def forget_channel(cursor: apsw.Cursor, cid: str) -> None:
+        cursor.execute(_OF_CHANNEL, (cid,))
 
     @staticmethod
     def of_thread(cursor: apsw.Cursor, parent_id: str) -> list[ThreadRead]:

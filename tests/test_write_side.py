@@ -18,7 +18,9 @@ PROJECTIONS = ROOT / "projections"
 SKIPPED = {"tests", "benchmarks", "docs", "build"}  # top-level folders outside the package
 # The tables the row writers own, and the SQL that writes one.
 OWNED = ("messages", "deleted_messages", "reactions", "deleted_reactions", "reads", "channels",
-         "deleted_channels", "members", "removed_members", "users", "drafts", "polls", "threads",
+         "deleted_channels", "members", "removed_members", "users", "drafts", "deleted_drafts",
+         "polls", "deleted_polls", "threads", "deleted_user_messages", "user_bans",
+         "member_bans",
          "connection", "channel_queries", "outbox", "retry_stream")
 WRITE = re.compile(
     r"\b(?:INSERT(?:\s+OR\s+\w+)?\s+INTO|UPDATE|DELETE\s+FROM)\s+(" + "|".join(OWNED) + r")\b")

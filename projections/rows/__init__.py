@@ -56,12 +56,18 @@ class Rows:
         self.members.forget_channel(cursor, cid)
         self.reads.forget_channel(cursor, cid)
         self.drafts.forget_channel(cursor, cid)
+        # Its threads (and their reads) and polls go too: `threads()` and `polls()` list none
+        # of a channel gone.
+        self.threads.forget_channel(cursor, cid)
+        self.polls.forget_channel(cursor, cid)
+        self.thread_reads.forget_channel(cursor, cid)
         self.channels.delete(cursor, cid)
         self.ranges.forget(cursor, cid)
 
     def forget_others_rows(self) -> None:
         """Forget rows remembered as on file: another connection may have changed them."""
         self.users.forget()
+        self.messages.forget_others_rows()
         self.members.forget()
         self.channels.forget()
         self.ranges.discard()  # (called between appends: every head is written already)

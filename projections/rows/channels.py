@@ -35,14 +35,17 @@ UPSERT = (
     "member_count=coalesce(excluded.member_count, channels.member_count), "
     "frozen=excluded.frozen, disabled=excluded.disabled, "
     "hidden=CASE WHEN ? THEN excluded.hidden ELSE channels.hidden END, team=excluded.team, "
-    "truncated_at=excluded.truncated_at, deleted_at=excluded.deleted_at, "
+    "truncated_at=max(coalesce(excluded.truncated_at, 0), coalesce(channels.truncated_at, 0)), "
+    "deleted_at=excluded.deleted_at, "
     "custom=excluded.custom, position=excluded.position, slot=excluded.slot "
     # An older object of the channel, delivered late, does not replace a newer one.
     "WHERE excluded.updated_at IS NULL OR channels.updated_at IS NULL "
     "OR excluded.updated_at >= channels.updated_at")
-# (The max() above makes 0 of an absent time: absent it stays.)
-NO_ZERO_LAST_MESSAGE = ("UPDATE channels SET last_message_at=NULLIF(last_message_at, 0) "
-                        "WHERE cid=?")
+# (The max() above makes 0 of an absent time: absent it stays.) A truncation only moves forward:
+# a channel object without `truncated_at` (most events' channels, a `channel.updated` after the
+# truncation) does not undo it, or messages from before it, delivered late, would come back.
+NO_ZERO_LAST_MESSAGE = ("UPDATE channels SET last_message_at=NULLIF(last_message_at, 0), "
+                        "truncated_at=NULLIF(truncated_at, 0) WHERE cid=?")
 # What a run of new messages did to a channel: filed (even one not heard of before) with its
 # newest message time, and the counters the events carried unless the row holds newer ones by
 # the server's clock (`counts_at`): a late event does not roll them back. (SET expressions see
@@ -76,6 +79,9 @@ SET_HIDDEN = ("UPDATE channels SET hidden=?1, hidden_at=coalesce(?2, hidden_at) 
 # and stays gone for messages of that time delivered late.
 CLEAR_HISTORY = "UPDATE channels SET cleared_at=max(coalesce(cleared_at, ?1), ?1) WHERE cid=?2"
 TRUNCATED_AT = "SELECT truncated_at FROM channels WHERE cid=?"
+# A truncation at ?1 is on file even when its channel object was older than the row's (a
+# `channel.updated` after it delivered first): messages before the cut stay out.
+CUT = "UPDATE channels SET truncated_at=max(coalesce(truncated_at, ?1), ?1) WHERE cid=?2"
 LAST_MESSAGE_AT = "SELECT last_message_at FROM channels WHERE cid=?"
 # A cancelled send gives back the last message time it moved, unless a newer message moved it.
 RESTORE_LAST_MESSAGE_AT = ("UPDATE channels SET last_message_at=? "
@@ -185,6 +191,10 @@ class ChannelRows:
     def truncated_at(cursor: apsw.Cursor, cid: str) -> int | None:
         row = cursor.execute(TRUNCATED_AT, (cid,)).fetchone()
         return row[0] if row and row[0] else None
+
+    @staticmethod
+    def cut(cursor: apsw.Cursor, cid: str, at: int) -> None:
+        cursor.execute(CUT, (at, cid))
 
     @staticmethod
     def last_message_at(cursor: apsw.Cursor, cid: str) -> int | None:

@@ -1,4 +1,5 @@
-"""The one writer of `members`, and of `removed_members` (when each member went)."""
+"""The one writer of `members`, and of `removed_members` (when each member went) and
+`member_bans` (when each was last banned from the channel or let back)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,10 @@ UPSERT = (
     "WHERE NOT EXISTS (SELECT 1 FROM removed_members "
     "WHERE cid=?1 AND user_id=?2 AND removed_at >= ?12) "
     "ON CONFLICT (cid, user_id) DO UPDATE SET role=coalesce(?3, role), "
-    "channel_role=coalesce(?4, channel_role), banned=coalesce(?5, banned), "
+    "channel_role=coalesce(?4, channel_role), "
+    # A ban or unban in the channel newer than the object stands (see SET_BANNED).
+    "banned=iif(?5 IS NOT NULL AND (?12 IS NULL OR NOT EXISTS (SELECT 1 FROM member_bans "
+    "WHERE cid=?1 AND user_id=?2 AND banned_at > ?12)), ?5, banned), "
     "pinned_at=iif(?10, ?6, pinned_at), archived_at=iif(?11, ?7, archived_at), "
     "created_at=coalesce(?8, created_at), updated_at=coalesce(?9, updated_at) "
     # An older object of the member, delivered late, does not replace a newer one.
@@ -35,7 +39,14 @@ REMOVE = ("DELETE FROM members WHERE cid=?1 AND user_id=?2 "
 REMEMBER_REMOVED = (
     "INSERT INTO removed_members (cid, user_id, removed_at) VALUES (?, ?, ?) "
     "ON CONFLICT (cid, user_id) DO UPDATE SET removed_at=max(removed_at, excluded.removed_at)")
-SET_BANNED = "UPDATE members SET banned=? WHERE cid=? AND user_id=?"
+# A ban or unban in one channel at ?2: the newest by the server's clock wins (?2 None: no time,
+# it just applies).
+SET_BANNED = ("UPDATE members SET banned=?1 WHERE cid=?3 AND user_id=?4 AND (?2 IS NULL OR "
+              "NOT EXISTS (SELECT 1 FROM member_bans WHERE cid=?3 AND user_id=?4 "
+              "AND banned_at > ?2))")
+REMEMBER_BAN = (
+    "INSERT INTO member_bans (cid, user_id, banned_at) VALUES (?, ?, ?) "
+    "ON CONFLICT (cid, user_id) DO UPDATE SET banned_at=max(banned_at, excluded.banned_at)")
 # Whether the own user is a member, and whether any members are known.
 OWN_MEMBERSHIP = "SELECT max(user_id = ?), count(*) FROM members WHERE cid=?"
 DELETE_OF_CHANNEL = "DELETE FROM members WHERE cid=?"
@@ -85,9 +96,13 @@ class MemberRows:
         self._counts_unread_in.pop(cid, None)
 
     @staticmethod
-    def set_banned(cursor: apsw.Cursor, cid: str, user_id: str, banned: int) -> None:
-        """Banned from (or let back into) one channel."""
-        cursor.execute(SET_BANNED, (banned, cid, user_id))
+    def set_banned(cursor: apsw.Cursor, cid: str, user_id: str, banned: int,
+                   at: int | None = None) -> None:
+        """Banned from (or let back into) one channel at `at`, the event's server time: an
+        older ban or unban, delivered late, changes nothing."""
+        cursor.execute(SET_BANNED, (banned, at, cid, user_id))
+        if at is not None:
+            cursor.execute(REMEMBER_BAN, (cid, user_id, at))
 
     def counts_unread(self, cursor: apsw.Cursor, cid: str) -> bool:
         """Unread counts are kept for channels the own user is in (or whose members are unknown)."""

@@ -1,4 +1,5 @@
-"""The one writer of `messages` and of its tombstones, `deleted_messages`.
+"""The one writer of `messages` and of its tombstones, `deleted_messages` and
+`deleted_user_messages`.
 
 Out-of-order events: each row keeps the state with the newest server time (`state_at`); a
 message the backend hard-deleted is remembered in `deleted_messages` and never filed again.
@@ -63,6 +64,10 @@ INSERT = (
     f"INSERT OR IGNORE INTO messages ({_COLUMNS}) "
     f"VALUES (?1,?2,CASE WHEN {_REFUSED} THEN NULL ELSE ?3 END,?4,?5,?6,?7,"
     f"{_reply_count('?8', '?6', '?17', '?3', '?16')},?9,?10,?11,?12,?13,?14,?15,?16)")
+# The same for the system message a truncation comes with: it belongs to the history after the
+# cut even when its creation time is a little before `truncated_at` (refused only when the
+# backend hard-deleted it).
+INSERT_AFTER_CUT = INSERT.replace(_REFUSED, "EXISTS (SELECT 1 FROM deleted_messages WHERE id=?3)")
 # A row showing a local change whose command was never tried: whatever the backend sends
 # about the message predates that change, so the row keeps showing it (its state, and the entry
 # it points at) until the command's own outcome.
@@ -159,6 +164,20 @@ SOFT_DELETE_BY_USER = {
           f"state_at=max(coalesce(state_at, ?2), coalesce(?2, state_at)) WHERE {_by_user(*key)}")
     for key in BY_USER}
 
+# Remembered: the user's messages up to ?4 were deleted (in channel ?2, '' everywhere; ?3 hard).
+REMEMBER_USER_DELETION = (
+    "INSERT INTO deleted_user_messages (user_id, cid, hard, deleted_at) VALUES (?,?,?,?) "
+    "ON CONFLICT (user_id, cid, hard) DO UPDATE "
+    "SET deleted_at=max(deleted_at, excluded.deleted_at)")
+ANY_USER_DELETION = "SELECT 1 FROM deleted_user_messages LIMIT 1"
+# The deletion of the user's messages that covers a state of one of theirs of time ?3 in channel
+# ?2, if any: a hard one first.
+USER_DELETION_OF = (
+    "SELECT hard, deleted_at FROM deleted_user_messages WHERE user_id=?1 AND cid IN ('', ?2) "
+    "AND deleted_at >= ?3 ORDER BY hard DESC, deleted_at DESC LIMIT 1")
+SOFT_DELETE_ONE = ("UPDATE messages SET type='deleted', deleted_at=coalesce(deleted_at, ?1), "
+                   "state_at=max(coalesce(state_at, ?1), ?1) WHERE id=?2")
+
 # -- local commands: the optimistic rows -------------------------------------------------------
 # A message sent from here has no server time until the backend answers: any state the
 # backend sends of it is newer than this one.
@@ -221,10 +240,18 @@ class MessageRows:
         # ~25,000 of them per 100,000 events). A hint only: a message removed since is filed as
         # the usual path would file it, so the tables never depend on it.
         self._seen: set[str] = set()
+        # Whether `deleted_user_messages` has rows, as on file (None: to be read): nearly
+        # always empty, and then a new message needs no look at it.
+        self._user_deletions: bool | None = None
 
     def forget(self) -> None:
         """Drop the ids remembered (after a rollback or a rebuild)."""
         self._seen.clear()
+        self._user_deletions = None
+
+    def forget_others_rows(self) -> None:
+        """Another connection may have written: read again what is remembered of the table."""
+        self._user_deletions = None
 
     # -- the backend's states ------------------------------------------------------------------
 
@@ -232,6 +259,7 @@ class MessageRows:
         self, cursor: apsw.Cursor, cid: str, message: payloads.Message, position: int,
         slot: int, *, event_at: int | None = None, confirm: tuple[str, ...] = SENT_STATES,
         deleted_at: int | None = None, leave_local: bool = False, snapshot: bool = False,
+        after_cut: bool = False,
     ) -> bool:
         """Insert a message's row, or replace it when this state is not older than the row's;
         True when it was not on file before (a new reply then counts for its parent).
@@ -242,8 +270,9 @@ class MessageRows:
         `deleted_at`: the message is soft-deleted (at the message's own time, else this one);
         `leave_local`: a row showing a local change of its own is left as it is; `snapshot`:
         the message comes from a channel state (its reply count is taken as it is, and a reply
-        it files is counted in its parent's already). A message the backend hard-deleted is
-        never filed again.
+        it files is counted in its parent's already); `after_cut`: the message came with its
+        channel's truncation, and is kept whatever its time. A message the backend hard-deleted
+        is never filed again.
         """
         message_id = message.id
         assert message_id is not None
@@ -260,7 +289,8 @@ class MessageRows:
         columns = (message_id, author, kind, parent_id, shown, message.reply_count or 0, pinned,
                    pinned_at, updated, gone_at, silent, position, slot, stamp, snapshot)
         seen = message_id in self._seen
-        if created is not None and not seen and self._file(cursor, cid, created, columns):
+        if created is not None and not seen and self._file(cursor, cid, created, columns,
+                                                           after_cut):
             return True
         # On file (the usual case for a message seen before): replaced unless the row is newer.
         cursor.execute(REPLACE, (
@@ -273,27 +303,48 @@ class MessageRows:
         on_file = cursor.execute(IS_ON_FILE, (message_id,)).fetchone() is not None
         if not on_file and seen and created is not None:
             # Gone since it was seen: filed as if never seen (the usual path above).
-            if self._file(cursor, cid, created, columns):
+            if self._file(cursor, cid, created, columns, after_cut):
                 return True
         if not on_file:  # no time given, or hard-deleted: file it at the epoch, or not
             self._seen.discard(message_id)
-            return self._file(cursor, cid, 0, columns)
+            return self._file(cursor, cid, 0, columns, after_cut)
         self._remember(message_id)
         return False  # an older state than the row shows (delivered late), or a local change
 
     def _file(self, cursor: apsw.Cursor, cid: str, created_at: int,
-              columns: tuple[Any, ...]) -> bool:
+              columns: tuple[Any, ...], after_cut: bool = False) -> bool:
         """File a message's row (`columns`: `upsert`'s, in `INSERT`'s order from the id on),
         created at `created_at`, unless the backend hard-deleted it, it is older than its
         channel's truncation, or it is on file: True when filed."""
-        cursor.execute(INSERT, (cid, created_at, *columns))
+        # (Against the state's own time: an undeletion after it, say, stands.)
+        deletion = self._user_deletion(cursor, cid, columns[1],
+                                       newest(created_at, columns[-2]) or created_at)
+        if deletion is not None and deletion[0]:
+            # The backend hard-deleted the author's messages after this one was created.
+            cursor.execute(TOMBSTONE, (columns[0], cid, columns[3], created_at, deletion[1]))
+        cursor.execute(INSERT_AFTER_CUT if after_cut else INSERT, (cid, created_at, *columns))
         if not cursor.connection.changes():
             return False
+        if deletion is not None:  # soft-deleted with the author's other messages
+            cursor.execute(SOFT_DELETE_ONE, (deletion[1], columns[0]))
         self._remember(columns[0])
         parent_id = columns[3]
         if parent_id and not columns[-1]:  # (a channel state's reply is counted already)
             self.count_reply(cursor, parent_id, created_at)
         return True
+
+    def _user_deletion(self, cursor: apsw.Cursor, cid: str, author: str | None,
+                       at: int) -> tuple[int, int] | None:
+        """(hard, when) of the `user.messages.deleted` that covers a state of a message of
+        `author` in `cid` of server time `at` (delivered after it), None when none does."""
+        if author is None:
+            return None
+        if self._user_deletions is None:
+            self._user_deletions = cursor.execute(ANY_USER_DELETION).fetchone() is not None
+        if not self._user_deletions:
+            return None
+        found = cursor.execute(USER_DELETION_OF, (author, cid, at)).fetchone()
+        return (found[0], found[1]) if found is not None else None
 
     def _remember(self, message_id: str) -> None:
         if len(self._seen) >= MESSAGES_REMEMBERED:
@@ -351,6 +402,10 @@ class MessageRows:
             params = (*params, cid)
         if until is not None:
             params = (*params, until)
+        if until is not None:
+            # Sticky: a message of theirs from before, delivered late, is deleted as well.
+            cursor.execute(REMEMBER_USER_DELETION, (user_id, cid or "", int(hard), until))
+            self._user_deletions = True
         if hard:
             cursor.execute(TOMBSTONE_BY_USER[key], (until, *params))
             self.hard_delete(cursor, BY_USER[key], params, deleted_at=until)

@@ -24,8 +24,16 @@ SET = (
     "state_at=coalesce(excluded.state_at, reads.state_at) "
     "WHERE excluded.state_at IS NULL OR reads.state_at IS NULL "
     "OR excluded.state_at >= reads.state_at")
-READ_ALL = ("UPDATE reads SET unread_messages=0, last_read=?1, state_at=coalesce(?1, state_at) "
+# Everything read at ?1: no message is a first unread one any more.
+READ_ALL = ("UPDATE reads SET unread_messages=0, last_read=?1, first_unread_message_id=NULL, "
+            "state_at=coalesce(?1, state_at) "
             "WHERE user_id=?2 AND (?1 IS NULL OR state_at IS NULL OR state_at <= ?1)")
+# ... also, for the own user, in the channels without a read row yet: a message from before then,
+# delivered late, is not unread there either (see ADD_UNREAD).
+READ_ALL_WITHOUT_ROW = (
+    "INSERT INTO reads (cid, user_id, last_read, unread_messages, state_at) "
+    "SELECT cid, ?2, ?1, 0, ?1 FROM channels WHERE ?1 IS NOT NULL "
+    "ON CONFLICT (cid, user_id) DO NOTHING")
 # New messages of a run, by creation time (a JSON list): those the read state already covers
 # (created before its time) are not unread again.
 ADD_UNREAD = (
@@ -33,6 +41,15 @@ ADD_UNREAD = (
     "WHERE true ON CONFLICT (cid, user_id) DO UPDATE SET "
     "unread_messages=unread_messages+(SELECT count(*) FROM json_each(?3) "
     "WHERE value IS NULL OR reads.state_at IS NULL OR value > reads.state_at)")
+# A read state of server time ?3 arrived after messages created later than that: they count on
+# top of it, as they would have had they arrived after it (see ADD_UNREAD; a message of a
+# channel muted when it was created counts as it did then, not at all).
+ADD_UNREAD_AFTER = (
+    "UPDATE reads SET unread_messages=unread_messages+(SELECT count(*) FROM messages m "
+    "WHERE m.cid=?1 AND m.created_at > ?3 AND (m.parent_id IS NULL OR m.show_in_channel=1) "
+    "AND coalesce(m.user_id, '') != ?2 AND m.type NOT IN ('system', 'ephemeral', 'error') "
+    "AND m.silent=0 AND NOT EXISTS (SELECT 1 FROM channel_mutes mu WHERE mu.cid=?1 "
+    "AND (mu.expires IS NULL OR mu.expires > m.created_at))) WHERE cid=?1 AND user_id=?2")
 DELIVERED = (
     "INSERT INTO reads (cid, user_id, last_delivered_at, last_delivered_message_id) "
     "VALUES (?,?,?,?) ON CONFLICT (cid, user_id) DO UPDATE SET "
@@ -40,6 +57,16 @@ DELIVERED = (
     "last_delivered_message_id=excluded.last_delivered_message_id "
     "WHERE excluded.last_delivered_at IS NULL OR reads.last_delivered_at IS NULL "
     "OR excluded.last_delivered_at >= reads.last_delivered_at")
+# A truncation removed the messages before the cut: the user's unread count of channel ?1 is at
+# most the messages left that count as unread (of others, shown in the channel, newer than the
+# last read), as a client counts them again after the cut. (Deleted ones too: a deletion does not
+# change an unread count, in whichever order it arrives.)
+CAP_UNREAD_AFTER_CUT = (
+    "UPDATE reads SET unread_messages=min(unread_messages, (SELECT count(*) FROM messages m "
+    "WHERE m.cid=?1 AND m.created_at > coalesce(reads.last_read, -1) "
+    "AND (m.parent_id IS NULL OR m.show_in_channel=1) AND coalesce(m.user_id, '') != ?2 "
+    "AND m.type NOT IN ('system', 'ephemeral', 'error') AND m.silent=0)) "
+    "WHERE cid=?1 AND user_id=?2 AND unread_messages > 0")
 # The columns a local command's undo keeps of a read row.
 _KEPT = ("last_read, unread_messages, last_read_message_id, first_unread_message_id, "
          "last_delivered_at, last_delivered_message_id, state_at")
@@ -61,16 +88,27 @@ class ReadRows:
         cursor: apsw.Cursor, cid: str, user_id: str, *, last_read: int | None, unread: int,
         last_read_message_id: str | None, first_unread_message_id: str | None = None,
         state_at: int | None = None,
-    ) -> None:
+    ) -> bool:
         """Replace a read row, unless it holds a newer state (`state_at`: the server time of
-        this one; None for a local change, which replaces whatever is on file)."""
+        this one; None for a local change, which replaces whatever is on file); True when
+        replaced."""
         cursor.execute(SET, (cid, user_id, last_read, unread, last_read_message_id,
                              first_unread_message_id, state_at))
+        return cursor.connection.changes() > 0
 
     @staticmethod
-    def read_all(cursor: apsw.Cursor, user_id: str, at: int | None) -> None:
+    def add_unread_after(cursor: apsw.Cursor, cid: str, user_id: str, after: int) -> None:
+        """The user's read state of `cid` is of server time `after`: the messages on file
+        created since (delivered before it) are unread on top of it."""
+        cursor.execute(ADD_UNREAD_AFTER, (cid, user_id, after))
+
+    def read_all(self, cursor: apsw.Cursor, user_id: str, at: int | None) -> None:
         """`notification.mark_read` without a channel: the user read everything at `at`."""
         cursor.execute(READ_ALL, (at, user_id))
+        if user_id == self.own:
+            # Unread counts are the own user's only: another user gets no row in every
+            # channel of the store (most of which they are not in).
+            cursor.execute(READ_ALL_WITHOUT_ROW, (at, user_id))
 
     def add_unread(self, cursor: apsw.Cursor,
                    unread: Iterable[tuple[str, list[int | None]]]) -> None:
@@ -82,6 +120,11 @@ class ReadRows:
     def delivered(cursor: apsw.Cursor, cid: str, user_id: str, at: int | None,
                   message_id: str | None) -> None:
         cursor.execute(DELIVERED, (cid, user_id, at, message_id))
+
+    def cap_unread_after_cut(self, cursor: apsw.Cursor, cid: str) -> None:
+        """Channel `cid` was truncated: the own unread count counts only what is left."""
+        if self.own is not None:
+            cursor.execute(CAP_UNREAD_AFTER_CUT, (cid, self.own))
 
     @staticmethod
     def forget_channel(cursor: apsw.Cursor, cid: str) -> None:

@@ -1,4 +1,5 @@
-"""The one writer of `users`."""
+"""The one writer of `users`, and of `user_bans` (when each user was last banned or let
+back)."""
 
 from __future__ import annotations
 
@@ -23,13 +24,22 @@ UPSERT = (
     "INSERT INTO users (id, name, role, online, banned, last_active, updated_at, deleted_at, "
     "position, slot) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT (id) DO UPDATE SET "
     "name=excluded.name, role=excluded.role, online=excluded.online, "
-    "banned=excluded.banned, last_active=excluded.last_active, "
+    # A ban or unban (`user_bans`) newer than the object stands: the object's `banned` is older
+    # news then (one carried by a message after the ban, say, with the user's old times).
+    f"banned=iif({_USER_TIME.format('excluded')} >= coalesce((SELECT banned_at FROM user_bans "
+    "WHERE user_bans.user_id=users.id), 0), excluded.banned, users.banned), "
+    "last_active=excluded.last_active, "
     "updated_at=excluded.updated_at, deleted_at=excluded.deleted_at, "
     "position=excluded.position, slot=excluded.slot "
     # An older object of the user, delivered late, does not replace a newer one.
     f"WHERE {_USER_TIME.format('excluded')} = 0 "
-    f"OR {_USER_TIME.format('excluded')} >= {_USER_TIME.format('users')}")
-SET_BANNED = "UPDATE users SET banned=? WHERE id=?"
+    f"OR {_USER_TIME.format('excluded')} >= {_USER_TIME.format('users')} "
+    "RETURNING banned")
+# A ban or unban at ?2: the newest by the server's clock wins (?2 None: no time, it just applies).
+SET_BANNED = ("UPDATE users SET banned=?1 WHERE id=?3 AND (?2 IS NULL OR NOT EXISTS ("
+              "SELECT 1 FROM user_bans WHERE user_id=?3 AND banned_at > ?2))")
+REMEMBER_BAN = ("INSERT INTO user_bans (user_id, banned_at) VALUES (?, ?) ON CONFLICT (user_id) "
+                "DO UPDATE SET banned_at=max(banned_at, excluded.banned_at)")
 
 
 class UserRows:
@@ -72,22 +82,26 @@ class UserRows:
         self.upsert(cursor, user, position, slot=slot)
 
     def upsert(self, cursor: apsw.Cursor, user: payloads.User, position: int, *,
-               banned: int | None = None, slot: int = SLOT_EVENT) -> None:
-        """File the user object unless the row holds a newer one (`banned`: instead of the
-        object's own flag)."""
+               slot: int = SLOT_EVENT) -> None:
+        """File the user object unless the row holds a newer one."""
         assert user.id is not None
-        row = (user.name, user.role, as_flag(user.online),
-               banned if banned is not None else as_flag(user.banned), epoch_us(user.last_active),
-               epoch_us(user.updated_at), epoch_us(user.deleted_at))
-        cursor.execute(UPSERT, (user.id, *row, position, slot))
-        if cursor.connection.changes():
-            self._keep(user.id, row)
+        row = (user.name, user.role, as_flag(user.online), as_flag(user.banned),
+               epoch_us(user.last_active), epoch_us(user.updated_at), epoch_us(user.deleted_at))
+        filed = cursor.execute(UPSERT, (user.id, *row, position, slot)).fetchall()
+        if filed:
+            # (The row's `banned` may be a newer ban's, not the object's.)
+            self._keep(user.id, (*row[:3], filed[0][0], *row[4:]))
         else:
             self._on_file.pop(user.id, None)  # the row on file stands
             self._agreeing.pop(user.id, None)
 
-    def set_banned(self, cursor: apsw.Cursor, user_id: str, banned: int) -> None:
-        cursor.execute(SET_BANNED, (banned, user_id))
+    def set_banned(self, cursor: apsw.Cursor, user_id: str, banned: int,
+                   at: int | None = None) -> None:
+        """Banned (or let back) everywhere at `at`, the event's server time: an older ban or
+        unban, delivered late, changes nothing."""
+        cursor.execute(SET_BANNED, (banned, at, user_id))
+        if at is not None:
+            cursor.execute(REMEMBER_BAN, (user_id, at))
         self._on_file.pop(user_id, None)
         self._agreeing.pop(user_id, None)
 
