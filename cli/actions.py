@@ -15,7 +15,7 @@ import click
 from chatledger import IdKind
 from chatledger.cli.context import Context, fail, pass_context
 from chatledger.cli.names import CID, MESSAGE_ID, not_stored, resolve
-from chatledger.cli.output import MAX_INT, echo_json
+from chatledger.cli.output import MAX_INT, echo_json, escape_controls
 from chatledger.errors import UnknownTarget
 
 
@@ -23,12 +23,15 @@ def _done(ctx: Context, command_id: str, as_json: bool, what: str) -> None:
     info = ctx.store(create=False).outbox.get(command_id)
     if as_json:
         echo_json({"command_id": command_id, "status": info.status})
-    elif info.status == "cancelled":  # a delete of a message never sent: it is not sent at all
-        click.echo(f"not sent: command {command_id} cancelled ({info.reason})")
+        return
+    # The id holds a message id as the backend or the user wrote it: shown escaped.
+    said = escape_controls(command_id)
+    if info.status == "cancelled":  # a delete of a message never sent: it is not sent at all
+        click.echo(f"not sent: command {said} cancelled ({escape_controls(info.reason or '')})")
     elif what != "sending" and info.kind == "send_message":  # folded into the unsent message
-        click.echo(f"changed the unsent message: command {command_id} carries it")
+        click.echo(f"changed the unsent message: command {said} carries it")
     else:
-        click.echo(f"{what}: command {command_id} {'queued' if info.unfinished else info.status}")
+        click.echo(f"{what}: command {said} {'queued' if info.unfinished else info.status}")
 
 
 _json_flag = click.option("--json", "as_json", is_flag=True, help='Print {"command_id": ..., "status": ...}.')

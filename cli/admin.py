@@ -10,7 +10,8 @@ from rich.table import Table
 
 from chatledger import ChatStore
 from chatledger.cli.context import Context, fail, missing_store_message, pass_context
-from chatledger.cli.output import MAX_INT, console, echo_json, format_time, iso_time, shown
+from chatledger.cli.output import (MAX_INT, console, echo_json, escape_controls, format_time,
+                                   iso_time, shown, writable)
 from chatledger.cli.render import Column, emit_table, format_options, output_format
 
 
@@ -50,13 +51,17 @@ def stats_command(ctx: Context, as_json: bool) -> None:
         *_bundle_rows(stats.get("bundle")),
     ):
         summary.add_row(label, shown(value))
-    out.print(summary)
-    if stats["by_type"]:
-        types = Table("type", "events", box=None, pad_edge=False, header_style="bold")
-        for topic, count in stats["by_type"].items():
-            types.add_row(shown(topic), f"{count:,}")
-        out.print()
-        out.print(types)
+    with out.capture() as captured:
+        out.print(summary)
+        if stats["by_type"]:
+            types = Table("type", "events", box=None, pad_edge=False, header_style="bold")
+            for topic, count in stats["by_type"].items():
+                types.add_row(shown(topic), f"{count:,}")
+            out.print()
+            out.print(types)
+    # Rich pads every cell to its column's width: no line ends in that padding.
+    for line in captured.get().splitlines():
+        click.echo(line.rstrip())
 
 
 # What a bundle's `redacted` says (any other value: just "a bundle").
@@ -106,13 +111,15 @@ def users_command(click_ctx: click.Context, fmt: str | None) -> None:
     stores = ChatStore.list_users(ctx.data_dir)
     if fmt == "json":
         for store in stores:
-            echo_json({"user_id": store.user_id, "path": str(store.path), "bytes": store.bytes,
+            # A file name's bytes need not be text: escaped, so that the line is JSON.
+            user_id = None if store.user_id is None else writable(store.user_id)
+            echo_json({"user_id": user_id, "path": writable(str(store.path)), "bytes": store.bytes,
                        "events": store.events, "last_activity_at": iso_time(store.last_activity_at),
                        "problem": store.problem})
         return
     if not stores and fmt is None:
         where = "does not exist" if not ctx.data_dir.is_dir() else "holds no stores"
-        click.echo(f"The data directory {ctx.data_dir} {where}.")
+        click.echo(f"The data directory {escape_controls(writable(str(ctx.data_dir)))} {where}.")
         return
     emit_table(USER_COLUMNS, ((store.user_id or "?", store.bytes, store.events,
                                store.last_activity_at, store.problem or store.path.name)

@@ -221,6 +221,8 @@ def _show(field: str, value: Any, width: int = 40) -> str:
         text = str(value).lower() if isinstance(value, bool) else str(value)
     else:
         text = msgspec.json.encode(value).decode()
+    if field == "cid" or field.endswith("_id"):
+        return text  # an id is never cut (`user_id`, `parent_id`, `quoted_message_id`)
     return text if len(text) <= width else text[: width - 1] + "…"
 
 

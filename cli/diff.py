@@ -78,8 +78,12 @@ def diff_command(ctx: Context, base_url: str, api_key: str, token: str, cids: tu
     except BackendError as error:
         click.echo(f"Error: the backend: {clean(str(error))}", err=True)
         raise click.exceptions.Exit(EXIT_ERROR) from None
-    except (OSError, ValueError, StoreError) as error:
-        click.echo(f"Error: {clean(str(error))}", err=True)
+    except Exception as error:  # noqa: BLE001 - one line (and no credentials), whatever it is
+        # The store's errors, and whatever the HTTP library raises before a request is made
+        # (a URL it refuses, with the URL, its password and the API key in the message).
+        said = str(error) if isinstance(error, (OSError, ValueError, StoreError)) else (
+            f"{type(error).__name__}: {error}")
+        click.echo(f"Error: {clean(said)}", err=True)
         raise click.exceptions.Exit(EXIT_ERROR) from None
     if as_json:
         for mismatch in report.mismatches:

@@ -58,8 +58,10 @@ def log_command(
         raise click.UsageError("give --limit or --all, not both")
     store = ctx.store(create=False)
     filters: dict[str, Any] = dict(cid=cid, types=types,
-                                   since=parse_when(since) if since else None,
-                                   until=parse_when(until) if until else None)
+                                   # An empty time (`--since "$T"`, T unset) is a usage
+                                   # error, as for `as-of --time`, not "no limit".
+                                   since=parse_when(since) if since is not None else None,
+                                   until=parse_when(until) if until is not None else None)
     entries: Iterable[LogEntry]
     if show_all:
         entries = store.iter_history(newest_first=newest_first, **filters)

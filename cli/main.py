@@ -21,7 +21,7 @@ from chatledger.cli.audit import as_of_group, explain_command
 from chatledger.cli.browse import browse_command
 from chatledger.cli.context import Context, DamagedFile, Interrupted, fail, is_corruption
 from chatledger.cli.names import GLOBAL_OPTION_KEY, USER_ID, complete_with
-from chatledger.cli.output import settings
+from chatledger.cli.output import escape_line, settings, without_credentials
 from chatledger.cli.demo import demo_command
 from chatledger.cli.devserver import devserver_command
 from chatledger.cli.bundle import bundle_command
@@ -72,7 +72,12 @@ class ChatledgerGroup(click.Group):
                     "(it holds bytes that are not UTF-8)")
         try:
             return self._invoke_reporting_errors(ctx)
-        except BaseException:
+        except BaseException as error:
+            if isinstance(error, click.ClickException):
+                # An error is one line, and an id or a name from the store quoted in it can
+                # neither clear the screen nor break the line; no credential is shown.
+                # (click types `message` as final; it is a plain attribute, read by `show`.)
+                error.message = escape_line(without_credentials(error.message))  # type: ignore[misc]
             # No command leaves behind a store it created and then stored nothing in (a failed
             # first sync, an import stopped before its first batch).
             context = ctx.find_object(Context)
@@ -187,6 +192,14 @@ def _set_debug(context: Context, value: bool) -> None:
     context.debug = value
 
 
+def _set_key_file(context: Context, value: Path) -> None:
+    context.key_file = value
+
+
+def _set_keyring(context: Context, value: bool) -> None:
+    context.use_keyring = value
+
+
 def _set_local_time(context: Context, value: bool) -> None:
     settings.local_time = value
 
@@ -218,8 +231,8 @@ def _global_option(option: click.Option, apply: Callable[[Context, Any], None]) 
 
 _APPLY_GLOBAL: dict[str, Callable[[Context, Any], None]] = {
     "data_dir": _set_data_dir, "user": _set_user, "synchronous": _set_synchronous,
-    "lock_timeout": _set_lock_timeout, "debug": _set_debug, "local_time": _set_local_time,
-    "no_pager": _set_no_pager}
+    "lock_timeout": _set_lock_timeout, "key_file": _set_key_file, "use_keyring": _set_keyring,
+    "debug": _set_debug, "local_time": _set_local_time, "no_pager": _set_no_pager}
 
 
 def accept_global_options(command: click.Command) -> None:

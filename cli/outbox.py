@@ -11,7 +11,8 @@ import click
 from chatledger import CommandEvent, CommandInfo
 from chatledger.cli.context import Context, pass_context
 from chatledger.cli.names import COMMAND_ID, resolve
-from chatledger.cli.output import console, echo_json, iso_time, labelled_time, shown
+from chatledger.cli.output import (console, echo_json, escape_controls, iso_time, labelled_time,
+                                   shown)
 from chatledger.cli.render import Column, emit_table, format_options, output_format
 
 
@@ -110,7 +111,7 @@ def outbox_retry(ctx: Context, command_id: str) -> None:
     """
     command_id = resolve(ctx, "command", command_id)
     ctx.store(create=False).outbox.retry(command_id)
-    click.echo(f"{command_id}: pending again")
+    click.echo(f"{escape_controls(command_id)}: pending again")
 
 
 @outbox_group.command("cancel")
@@ -126,7 +127,7 @@ def outbox_cancel(ctx: Context, command_id: str) -> None:
     """
     command_id = resolve(ctx, "command", command_id)
     ctx.store(create=False).outbox.cancel(command_id)
-    click.echo(f"{command_id}: cancelled")
+    click.echo(f"{escape_controls(command_id)}: cancelled")
 
 
 @click.command("conflicts")

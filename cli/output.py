@@ -23,8 +23,15 @@ MAX_INT = 2**63 - 1
 
 # C0 controls, DEL, C1 controls and the Unicode line and paragraph separators: shown escaped so that data cannot move the cursor, clear the
 # screen or set the window title. Backslash is escaped too, so that the escaped text is
-# unambiguous (as git quotes names).
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\\]")
+# unambiguous (as git quotes names). Also escaped: the bidirectional embeddings, overrides and
+# isolates (U+202A-U+202E, U+2066-U+2069), which reorder what follows them on the line (a
+# column of ids shown backwards), the invisible zero-width space, word joiner and BOM (two ids
+# that look the same), and lone surrogates (a file name's undecodable bytes), which no output
+# encoding can write.
+_CONTROL_CHARS = (r"\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\u200b\u2060"
+                  r"\ufeff\ud800-\udfff")
+_CONTROL = re.compile(f"[{_CONTROL_CHARS}\\\\]")
+_CONTROL_IN_LINE = re.compile(f"[{_CONTROL_CHARS}]")
 _NAMED_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\\": "\\\\"}
 
 
@@ -53,12 +60,18 @@ def time_label() -> str:
     return datetime.now().astimezone().tzname() or "local"
 
 
+# The width Rich is told when output is not a terminal: no line is ever wrapped or cut.
+_UNFITTED_WIDTH = 1_000_000
+
+
 def console(err: bool = False) -> Console:
     stream = sys.stderr if err else sys.stdout
     # Rich assumes 80 columns when output is not a terminal and drops columns to fit; a pipe
-    # or a file should get whole lines instead.
-    width = None if stream.isatty() else 200
-    return Console(stderr=err, highlight=False, soft_wrap=False, width=width)
+    # or a file should get whole lines instead. Printed lines are never broken by Rich (an id
+    # longer than the line would be cut in two): the terminal wraps them, as it does for `cat`.
+    # No `:name:` in data is turned into an emoji (`x:joy:y` is an id, not `x😂y`).
+    width = None if stream.isatty() else _UNFITTED_WIDTH
+    return Console(stderr=err, highlight=False, soft_wrap=True, width=width, emoji=False)
 
 
 def parse_when(text: str, *, now_us: int | None = None) -> int:
@@ -124,6 +137,38 @@ def _escape_one(match: re.Match[str]) -> str:
 def escape_controls(text: str) -> str:
     """`text` with control characters (and backslash) written as escapes: `\\x1b`, `\\n`."""
     return _CONTROL.sub(_escape_one, text)
+
+
+def escape_line(text: str) -> str:
+    """`text` for a one-line message (an error): control characters escaped as in
+    `escape_controls`, so that a stored id quoted in an error can neither act on the terminal
+    nor break the line; backslashes stay as they are (the text may hold a `repr` already)."""
+    return _CONTROL_IN_LINE.sub(_escape_one, text)
+
+
+# The password of a URL's user (`postgresql://u:secret@host/db`), and credentials given as
+# parameters (`?api_key=...`, `password=...` in a connection string).
+_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/\s@:'\"<>]*):[^/\s@'\"<>]*@", re.IGNORECASE)
+_CREDENTIAL_PARAMS = re.compile(
+    r"(?i)\b(password|passwd|api_key|apikey|token|access_token|authorization)=[^&\s'\"<>]*")
+
+
+def without_credentials(text: str) -> str:
+    """`text` with the password of any URL in it, and any credential parameter's value,
+    replaced by `***`: what every error the command line prints goes through, whichever layer
+    wrote it."""
+    text = _URL_PASSWORD.sub(r"\1:***@", text)
+    return _CREDENTIAL_PARAMS.sub(r"\1=***", text)
+
+
+def writable(text: str) -> str:
+    """`text` as any UTF-8 output can write it: lone surrogates (the undecodable bytes of a file
+    name, `\\udcff`) written as escapes; any other text is returned unchanged."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 def shown(value: object) -> str:

@@ -164,8 +164,9 @@ def show_channel(ctx: Context, cid: str, messages: int, fmt: str | None) -> None
     out.file.flush()
     emit_table(MESSAGE_COLUMNS, map(message_row, state.messages), "table")
     for gap in state.messages.gaps:
-        out.print(f"gap: the store may lack messages between {gap.older[1]} "
-                  f"({format_time(gap.older[0])}) and {gap.newer[1]} ({format_time(gap.newer[0])})")
+        out.print(f"gap: the store may lack messages between {shown(gap.older[1])} "
+                  f"({format_time(gap.older[0])}) and {shown(gap.newer[1])} "
+                  f"({format_time(gap.newer[0])})")
 
 
 @show_group.command("message")

@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import click
+from rich.cells import cell_len, set_cell_size
 
-from chatledger.cli.output import escape_controls, format_time, iso_time, time_label
+from chatledger.cli.output import escape_controls, format_time, iso_time, time_label, writable
 
 Format = Literal["table", "csv", "tsv", "json"]
 Kind = Literal["key", "text", "time", "count"]
@@ -135,12 +136,20 @@ def _with_newlines(first: str, lines: Iterator[str]) -> Iterator[str]:
 
 
 def _write_delimited(columns: Sequence[Column], rows: Iterable[Sequence[Any]], fmt: str) -> int:
-    writer = csv.writer(sys.stdout, dialect="excel-tab" if fmt == "tsv" else "excel",
-                        lineterminator="\n")
+    dialect = "excel-tab" if fmt == "tsv" else "excel"
+    writer = csv.writer(sys.stdout, dialect=dialect, lineterminator="\n")
+    # With "\n" ending the lines, the csv module does not quote a value holding a lone "\r",
+    # which every CSV reader takes for the end of the row: such a row is written all quoted.
+    quoted = csv.writer(sys.stdout, dialect=dialect, lineterminator="\n",
+                        quoting=csv.QUOTE_ALL)
     writer.writerow([column.name for column in columns])
     count = 0
     for row in rows:
-        writer.writerow([_delimited_value(column, value) for column, value in zip(columns, row)])
+        values = [_delimited_value(column, value) for column, value in zip(columns, row)]
+        if any(isinstance(value, str) and "\r" in value for value in values):
+            quoted.writerow(values)
+        else:
+            writer.writerow(values)
         count += 1
     sys.stdout.flush()
     return count
@@ -151,7 +160,7 @@ def _delimited_value(column: Column, value: Any) -> Any:
         return ""
     if column.kind == "time" and isinstance(value, int):
         return iso_time(value)
-    return value
+    return writable(value) if isinstance(value, str) else value
 
 
 def _cell(column: Column, value: Any) -> str:
@@ -177,7 +186,7 @@ def table_lines(columns: Sequence[Column], rows: Iterable[Sequence[Any]],
                  for row in _take(iterator, CHUNK_ROWS)]
         if not chunk:
             return
-        natural = [max([len(column.header())] + [len(cells[index]) for cells in chunk])
+        natural = [max([cell_len(column.header())] + [cell_len(cells[index]) for cells in chunk])
                    for index, column in enumerate(columns)]
         if widths is None:
             shown_columns, widths = fit(columns, natural, width)
@@ -232,16 +241,20 @@ def fit(columns: Sequence[Column], natural: list[int],
         if excess <= 0:
             break
         if columns[index].kind == "text" and natural[index] > _MIN_TEXT:
-            widths[index] = max(len(columns[index].header()), _MIN_TEXT // 2,
+            widths[index] = max(cell_len(columns[index].header()), _MIN_TEXT // 2,
                                 widths[index] - excess)
     return shown_columns, widths
 
 
 def _line(cells: list[str], widths: list[int], keys: list[bool] | None = None) -> str:
+    """Cells laid out by the columns they take on a terminal, not by their length: a CJK
+    character or an emoji takes two, a combining accent none."""
     parts = []
     last = len(cells) - 1
     for index, (cell, width) in enumerate(zip(cells, widths)):
-        if len(cell) > width and not (keys and keys[index]):
-            cell = cell[: max(0, width - 1)] + _ELLIPSIS
-        parts.append(cell if index == last else cell.ljust(width))
+        size = cell_len(cell)
+        if size > width and not (keys and keys[index]):
+            cell = set_cell_size(cell, max(0, width - 1)).rstrip(" ") + _ELLIPSIS
+            size = cell_len(cell)
+        parts.append(cell if index == last else cell + " " * (width - size))
     return _GAP.join(parts).rstrip()

@@ -64,19 +64,26 @@ def encode_user_id(user_id: str) -> str:
 
 
 def decode_user_id(stem: str) -> str | None:
-    """The user id a stem was made from, or None when the stem ends in a hash (ask the file)."""
+    """The user id a stem was made from, or None when the stem ends in a hash (ask the file) or
+    is no stem `encode_user_id` makes (a stray file's name: `é`, `a~zz`, bytes no text)."""
     if "~~" in stem:
         return None
     out = bytearray()
     index = 0
-    while index < len(stem):
-        if stem[index] == "~":
-            out.append(int(stem[index + 1 : index + 3], 16))
-            index += 3
-        else:
-            out.append(ord(stem[index]))
-            index += 1
-    return out.decode("utf-8", "surrogatepass")
+    try:
+        while index < len(stem):
+            if stem[index] == "~":
+                escaped = stem[index + 1 : index + 3]
+                if len(escaped) != 2:
+                    return None
+                out.append(int(escaped, 16))
+                index += 3
+            else:
+                out.append(ord(stem[index]))  # ValueError past one byte: no encoder's output
+                index += 1
+        return out.decode("utf-8", "surrogatepass")
+    except ValueError:  # UnicodeDecodeError included
+        return None
 
 
 def user_db_path(data_dir: str | os.PathLike[str], user_id: str) -> Path:
@@ -157,6 +164,9 @@ def _describe_store(path: Path) -> StoreFile:
         connection = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
     except apsw.Error as error:
         return StoreFile(named, path, size, None, None, str(error))
+    except UnicodeEncodeError:
+        # A name of bytes that are no text (a stray file): SQLite takes UTF-8 paths only.
+        return StoreFile(named, path, size, None, None, "the file's name is not UTF-8")
     try:
         connection.set_busy_timeout(1000)
         owner = connection.execute(_STORE_OWNER).fetchone()

@@ -31,7 +31,10 @@ def redact(url: str) -> str:
     except ValueError:
         return "<the archive URL>"
     if parts.scheme not in ("postgresql", "postgres"):
-        return "<the archive URL>" if "password" in url.lower() else url
+        # Another scheme's URL (a mistake the caller is told about) may still hold a password,
+        # in its authority or anywhere else: name it only when it plainly holds none.
+        plain = "@" not in parts.netloc and "password" not in url.lower()
+        return url if plain else "<the archive URL>"
     netloc = parts.netloc
     if "@" in netloc:
         credentials, _, hosts = netloc.rpartition("@")
