@@ -144,6 +144,12 @@ class ImportLedger:
                 cursor.execute(_FORGET_POINTS, (self.key,))
 
 
+# A UTF-8 byte order mark, which some editors and shells (Notepad, Windows PowerShell's
+# `Out-File`) write at the start of a text file: it says how the file is encoded and belongs to
+# no line, so an import leaves it out (each run alike: resume points agree).
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
 def _document_kind(document: object) -> str:
     if isinstance(document, list):
         return "events"
@@ -185,6 +191,7 @@ def import_stream(
     options = _LedgerOptions(again, resume)
     skipped = 0  # blank lines before the first line with content
     first = stream.readline()
+    first = first.removeprefix(UTF8_BOM)  # the file's encoding mark, not part of its first item
     while first and not first.strip():
         skipped += 1
         first = stream.readline()

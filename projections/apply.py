@@ -598,10 +598,12 @@ class EventHandlers:
         filed = self.rows.threads.upsert(cursor, thread,
                                          thread.channel_cid or self.cid_of(item, event),
                                          item.position)
+        if filed:
+            self.rows.messages.thread_filed()  # a parent filed after this one takes its count
         if filed and thread.reply_count is not None:
             # The backend's count is the truth for the parent message too.
             self.rows.messages.set_reply_count(cursor, thread.parent_message_id,
-                                               thread.reply_count)
+                                               thread.reply_count, epoch_us(thread.updated_at))
 
     def health_check(self, cursor: apsw.Cursor, item: Item, event: payloads.Event) -> None:
         values: list[tuple[str, object]] = [("last_health_check_at", item.received_at)]

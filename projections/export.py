@@ -36,6 +36,7 @@ import msgspec
 from chatledger.errors import ExportError
 from chatledger.eventstore.wire import WireError, decode_stored, parse_time, repair_utf8
 from chatledger.eventstore.wire.times import format_time_or_none
+from chatledger.projections import payloads
 from chatledger.projections.queries import (
     ReadModel,
     channel_state_of,
@@ -90,8 +91,10 @@ class _DraftHolder(msgspec.Struct):
     draft: msgspec.Raw = msgspec.Raw()
 
 
-_MESSAGE_FIELDS = msgspec.json.Decoder(_MessageFields)
-_CHANNEL_FIELDS = msgspec.json.Decoder(_ChannelFields)
+# As the projection reads them (`payloads.Decoder`): a value of the wrong type, such as
+# `"reply_count": "3"`, costs only itself, not the object's stored bytes.
+_MESSAGE_FIELDS = payloads.Decoder(_MessageFields)
+_CHANNEL_FIELDS = payloads.Decoder(_ChannelFields)
 _DRAFT_HOLDER = msgspec.json.Decoder(_DraftHolder)
 _DECODE_ERRORS = (msgspec.MsgspecError, ValueError, RecursionError)
 

@@ -21,6 +21,7 @@ from typing import Any, cast
 import apsw
 import msgspec
 
+from chatledger.projections import payloads
 from chatledger.projections.item import Item
 from chatledger.projections.results import ChannelMute, UserMute
 from chatledger.projections.rows.connection import ConnectionRows
@@ -67,7 +68,10 @@ class _RawMeEvent(msgspec.Struct, gc=False):
     me: _RawMe | None = None
 
 
-_DECODE = msgspec.json.Decoder(_MeEvent).decode
+# A value of the wrong type (`"expires": 5`) costs only itself, not every mute of the frame;
+# a mute that is not an object leaves an empty one in its place, so the slots of the others
+# stay those of `_DECODE_RAW` (`payloads.Decoder`).
+_DECODE = payloads.Decoder(_MeEvent).decode
 _DECODE_RAW = msgspec.json.Decoder(_RawMeEvent).decode
 _DECODE_ERRORS = (msgspec.MsgspecError, ValueError, RecursionError)
 

@@ -7,7 +7,12 @@ Times stay RFC 3339 text here and are converted only where a row needs them.
 
 from __future__ import annotations
 
+import re
+from typing import Any, Generic, TypeVar
+
 import msgspec
+
+T = TypeVar("T")
 
 NO_RAW = msgspec.Raw()
 
@@ -195,8 +200,105 @@ class SyncResult(msgspec.Struct, gc=False):
     synced_at: str | None = None
 
 
-EVENT = msgspec.json.Decoder(Event)
-CHANNEL = msgspec.json.Decoder(Channel)
-CHANNEL_STATE = msgspec.json.Decoder(ChannelState)
+# -- values of the wrong JSON type ----------------------------------------------------------------
+# Clients and proxies send `"reply_count": "3"`, `2.0`, `"show_in_channel": 1`, `"pinned":
+# "true"`, numeric ids. Such a value must cost only itself, not the event it stands in: the
+# strict decoder is tried first (the payloads the backend sends decode there, at full speed);
+# a payload it refuses is decoded again with each wrong value taken as a careful client would
+# (below), or left out (as if absent), one at a time, the decoder's error naming where.
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# At most this many values are mended in one payload: past it, the payload projects nothing.
+MENDED_MAX = 64
+_WHERE = re.compile(r"Expected `([^`]*)`, got `([^`]*)` - at `\$((?:\.[^.\[`]+|\[\d+\])+)`$")
+_STEP = re.compile(r"\.([^.\[`]+)|\[(\d+)\]")
+_INTEGER = re.compile(r"-?[0-9]{1,19}")
+_TRUE, _FALSE = ("true", "1"), ("false", "0")
+_NOT_MENDED = object()
+
+
+def _mended(value: Any, expected: str) -> Any:
+    """`value` as the type `expected` (msgspec's wording: `int | null`), else `_NOT_MENDED`."""
+    wants = set(expected.replace(" ", "").split("|"))
+    if "int" in wants:
+        number: Any = _NOT_MENDED
+        if isinstance(value, float) and value.is_integer():
+            number = int(value)
+        elif isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
+            number = int(value)
+        if isinstance(number, int) and INT64_MIN <= number <= INT64_MAX:
+            return number
+    if "bool" in wants:
+        if isinstance(value, int) and not isinstance(value, bool) and value in (0, 1):
+            return bool(value)
+        if isinstance(value, str) and value.strip().lower() in (*_TRUE, *_FALSE):
+            return value.strip().lower() in _TRUE
+    if "str" in wants and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)  # a numeric id
+    return _NOT_MENDED
+
+
+class Decoder(Generic[T]):
+    """`msgspec.json.Decoder(kind)`, but a value of the wrong type costs only itself."""
+
+    def __init__(self, kind: type[T]) -> None:
+        self._strict = msgspec.json.Decoder(kind)
+        # The strict decoder alone, for a loop that calls `mended` itself on its
+        # ValidationError (no Python frame per payload).
+        self.strict = self._strict.decode
+
+    def decode(self, payload: bytes | bytearray | memoryview | str) -> T:
+        try:
+            return self._strict.decode(payload)
+        except msgspec.ValidationError as error:
+            return self.mended(payload, error)
+
+    def mended(self, payload: bytes | bytearray | memoryview | str,
+               refused: msgspec.ValidationError) -> T:
+        """`payload`, which the strict decoder refused with `refused`, decoded with its wrong
+        values mended or left out; raises `refused` (or the decoder's error) when it cannot."""
+        document = msgspec.json.decode(payload)  # valid JSON: it decoded as far as a value
+        for _ in range(MENDED_MAX):
+            if not self._mend(document, str(refused)):
+                raise refused
+            try:
+                return self._strict.decode(_ENCODE(document))
+            except msgspec.ValidationError as error:
+                refused = error
+        raise refused
+
+    @staticmethod
+    def _mend(document: Any, reason: str) -> bool:
+        """Mend or leave out the value `reason` names in `document`: False when it cannot."""
+        where = _WHERE.match(reason)
+        if where is None:
+            return False  # the document itself is not an object
+        expected, path = where.group(1), where.group(3)
+        steps: list[Any] = [name or int(index) for name, index in _STEP.findall(path)]
+        holder: Any = document
+        try:
+            for step in steps[:-1]:
+                holder = holder[step]
+            key = steps[-1]
+            value = holder[key]
+        except (KeyError, IndexError, TypeError):
+            return False  # (a path this document does not have: not mended)
+        mended = _mended(value, expected)
+        if mended is not _NOT_MENDED:
+            holder[key] = mended
+        elif isinstance(key, int) and "object" in expected:
+            # An item of a list of objects: an empty one, so the others keep their places
+            # (rows point at a channel state's messages by their index in the payload).
+            holder[key] = {}
+        else:
+            del holder[key]  # as if absent
+        return True
+
+
+_ENCODE = msgspec.json.Encoder().encode
+
+EVENT = Decoder(Event)
+CHANNEL = Decoder(Channel)
+CHANNEL_STATE = Decoder(ChannelState)
 SYNC_RESULT = msgspec.json.Decoder(SyncResult)
 QUERY_RESULT = msgspec.json.Decoder(QueryResult)

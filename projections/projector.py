@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import apsw
+import msgspec
 
 from chatledger.eventstore import commands
 from chatledger.projections import payloads
@@ -94,7 +95,7 @@ class Projector:
         self_decoding = self._self_decoding
         events = self.events
         removed = self.rows.channels.removed
-        decode = payloads.EVENT.decode
+        decode, mended = payloads.EVENT.strict, payloads.EVENT.mended
         for item in items:
             kind = item.type
             handler = by_type.get(kind)
@@ -113,7 +114,10 @@ class Projector:
                     continue  # unknown, ephemeral, or the library's own events: the log keeps them
                 handler = events.poll
             try:
-                event = decode(item.payload)
+                try:
+                    event = decode(item.payload)
+                except msgspec.ValidationError as refused:
+                    event = mended(item.payload, refused)  # a wrong value costs only itself
             except DECODE_ERRORS:
                 # Stored verbatim but not shaped as this type says: nothing to project.
                 continue

@@ -15,6 +15,7 @@ from chatledger.eventstore.codec import PayloadCodec
 from chatledger.eventstore.datastore import APSWDatastore
 from chatledger.eventstore.wire import decode_stored
 from chatledger.eventstore.wire.times import format_time_or_none
+from chatledger.projections import payloads
 from chatledger.projections.filters import canonical_query_key, compile_channel_query
 from chatledger.projections.mutes import MuteReader, now_us
 from chatledger.projections.ranges import RANGES_OVERLAPPING, MessagePage, find_gaps
@@ -74,8 +75,10 @@ _RESPONSE = msgspec.json.Decoder(_WithResponse)
 _CHANNEL = msgspec.json.Decoder(_WithChannel)
 _USER = msgspec.json.Decoder(_WithUser)
 _STATE = msgspec.json.Decoder(_State)
-_MEMBERS = msgspec.json.Decoder(_WithMembers)
-_ID = msgspec.json.Decoder(_Id)
+# As the projection read them (`payloads.Decoder`): a member that is not an object keeps the
+# others' places, a numeric id is its text.
+_MEMBERS = payloads.Decoder(_WithMembers)
+_ID = payloads.Decoder(_Id)
 
 
 def user_object(payload: bytes, slot: int, user_id: str) -> bytes:

@@ -18,6 +18,7 @@ from typing import Any
 import apsw
 import msgspec
 
+from chatledger.projections import payloads
 from chatledger.projections.item import Item
 from chatledger.projections.rowtime import epoch_us
 
@@ -46,7 +47,8 @@ class _ReminderEvent(msgspec.Struct, gc=False):
     reminder: _Reminder | None = None
 
 
-_DECODE = msgspec.json.Decoder(_ReminderEvent).decode
+# (A value of the wrong type, a numeric id say, costs only itself: `payloads.Decoder`.)
+_DECODE = payloads.Decoder(_ReminderEvent).decode
 
 # A row changes only for a state at least as new as the one it holds (deleted or not).
 _NOT_OLDER = "{time} >= max(coalesce(reminders.updated_at, 0), coalesce(reminders.deleted_at, 0))"

@@ -851,7 +851,7 @@ def test_event_like_objects(value: dict[str, Any]) -> None:
     if head is not None:
         assert head.type == value["type"]
         created = value.get("created_at")
-        assert head.created_at == (None if created is None else parse_time(created))
+        assert head.created_at == (parse_time(created) if created else None)  # "": no time
         if isinstance(value.get("cid"), str) and value["cid"]:
             assert head.cid == value["cid"]
     try:

@@ -86,6 +86,33 @@ def _is_valid_utf8(raw: Buffer | None) -> bool:
     return True
 
 
+# A `\uD800`-`\uDFFF` escape outside a high-low pair (after an even run of backslashes, so an
+# escaped backslash followed by "u" is text): no reader can show it, and msgspec's message for it
+# ("truncated") would send whoever reads the reason looking in the wrong place.
+_LONE_SURROGATE_RE = re.compile(
+    rb"(?<!\\)(?:\\\\)*\\u[dD](?:[89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])|[c-fC-F][0-9a-fA-F]{2})")
+
+
+def _lone_surrogate(raw: Buffer | None) -> bool:
+    """Whether `raw` holds a surrogate escape that is not the high half of a pair followed by
+    its low half (a low half is only matched where no high half took it)."""
+    if raw is None:
+        return False
+    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else bytes(raw)
+    at = 0
+    while (match := _LONE_SURROGATE_RE.search(data, at)) is not None:
+        escape = match.group(0)[-6:]
+        if escape[2:3] in b"dD" and escape[3:4].lower() in b"cdef":
+            # A low half: lone unless a high half stands just before it (taken as a pair).
+            before = data[max(0, match.end() - 12):match.end() - 6]
+            if not re.fullmatch(rb"\\u[dD][89abAB][0-9a-fA-F]{2}", before):
+                return True
+        else:
+            return True
+        at = match.end()
+    return False
+
+
 def not_json_reason(exc: BaseException, raw: Buffer | None = None) -> str:
     """The reason a document is not JSON, worded by us: `not JSON: <kind>[ (byte N)]`."""
     if isinstance(exc, RecursionError):
@@ -95,6 +122,8 @@ def not_json_reason(exc: BaseException, raw: Buffer | None = None) -> str:
         return "not JSON: invalid UTF-8 text"
     if raw is not None and not (raw.strip() if isinstance(raw, str) else bytes(raw).strip()):
         return "not JSON: input data was truncated"
+    if _lone_surrogate(raw):
+        return "not JSON: a lone surrogate escape (not text)"
     kind = next((words for key, words in _MALFORMED_KINDS if key in message), None)
     if kind in (None, "invalid character") and not _is_valid_utf8(raw):
         # Whatever the decoder calls it, a document that is not UTF-8 is told as such.

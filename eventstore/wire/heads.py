@@ -124,7 +124,8 @@ def decode_event(raw: Buffer) -> EventHead:
     if not head.type:
         raise WireError("'type' must not be empty")
     created_at: int | None = None
-    if head.created_at is not None:
+    # An empty `created_at` says no time, as null and the zero time do: the event is kept.
+    if head.created_at:
         try:
             created_at = parse_time(head.created_at)
         except WireError as exc:

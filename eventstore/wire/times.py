@@ -76,7 +76,7 @@ def _parse_time_slow(value: str) -> int | None:
         and 1 <= day <= _MONTH_DAYS[month] + leap
         and hour <= 23
         and minute <= 59
-        and second <= 59
+        and second <= 60
     ):
         raise WireError(f"not a valid time: {value[:64]!r}")
     base = (_days_from_civil(year, month, day) * 1440 + hour * 60 + minute) * 60_000_000
@@ -92,6 +92,13 @@ def _parse_time_slow(value: str) -> int | None:
             raise WireError(f"not a valid time offset: {value[:64]!r}")
         offset = (off_h * 60 + off_m) * 60_000_000
         base -= offset if sign == "+" else -offset
+    if second == 60:
+        # A leap second (RFC 3339 allows one, at 23:59:60 UTC only): the store's clock has
+        # none, so it is the last microsecond before the next minute, still ordered after
+        # everything earlier. (The fast path never sees one: `fromisoformat` refuses :60.)
+        if base % _US_PER_DAY != _US_PER_DAY - 60_000_000:
+            raise WireError(f"not a valid time: {value[:64]!r}")
+        second, micros = 59, 999_999
     us = base + second * 1_000_000 + micros
     if not MIN_TIME_US <= us <= MAX_TIME_US:
         raise WireError(f"out of range (years 0001-9999 in UTC): {value[:64]!r}")

@@ -120,9 +120,23 @@ POINT_AT_REACTION_EVENT = (
     "UPDATE messages SET position=?1, slot=?2, state_at=coalesce(?3, state_at) "
     "WHERE id=?4 AND (local_command IS NULL OR local_state IS NULL) "
     "AND (?3 IS NULL OR state_at IS NULL OR state_at <= ?3)")
-# The backend's count of a thread is the truth for its parent message too.
-SET_REPLY_COUNT = "UPDATE messages SET reply_count=? WHERE id=?"
+# The backend's count of a thread (?1, of server time ?3) is the truth for its parent message
+# too, unless the message was updated after it (a newer object, with its own count, delivered
+# first): the same rule as COUNT_OF_THREAD, so either order of the two ends alike. (Against
+# the message's `updated_at`, not `state_at`: a reaction event moves `state_at` and leaves the
+# count as it was.)
+SET_REPLY_COUNT = ("UPDATE messages SET reply_count=?1 WHERE id=?2 "
+                   "AND (?3 IS NULL OR updated_at IS NULL OR ?3 >= updated_at)")
 IS_ON_FILE = "SELECT 1 FROM messages WHERE id=?"
+ANY_THREAD = "SELECT 1 FROM threads LIMIT 1"
+# A message filed after its thread's state (`thread.updated` delivered first): the backend's
+# count of the thread is its count, as it would be had the thread come after, unless the
+# message was updated after the thread's state (an unknown time on either side orders nothing).
+COUNT_OF_THREAD = (
+    "UPDATE messages SET reply_count=threads.reply_count FROM threads "
+    "WHERE messages.id=?1 AND threads.parent_id=?1 AND threads.reply_count IS NOT NULL "
+    "AND (threads.updated_at IS NULL OR messages.updated_at IS NULL "
+    "OR threads.updated_at >= messages.updated_at)")
 DELETE_OF_CHANNEL = "DELETE FROM messages WHERE cid=?"
 
 
@@ -243,15 +257,23 @@ class MessageRows:
         # Whether `deleted_user_messages` has rows, as on file (None: to be read): nearly
         # always empty, and then a new message needs no look at it.
         self._user_deletions: bool | None = None
+        # Likewise whether `threads` has rows: a new message looks for its thread only then.
+        self._threads: bool | None = None
 
     def forget(self) -> None:
         """Drop the ids remembered (after a rollback or a rebuild)."""
         self._seen.clear()
         self._user_deletions = None
+        self._threads = None
 
     def forget_others_rows(self) -> None:
         """Another connection may have written: read again what is remembered of the table."""
         self._user_deletions = None
+        self._threads = None
+
+    def thread_filed(self) -> None:
+        """`threads` has a row now (see `_file`)."""
+        self._threads = True
 
     # -- the backend's states ------------------------------------------------------------------
 
@@ -331,6 +353,13 @@ class MessageRows:
         parent_id = columns[3]
         if parent_id and not columns[-1]:  # (a channel state's reply is counted already)
             self.count_reply(cursor, parent_id, created_at)
+        elif not parent_id:
+            # A thread's state may have come first (a reply is no thread's parent). `threads`
+            # is nearly always empty: then this costs no statement.
+            if self._threads is None:
+                self._threads = cursor.execute(ANY_THREAD).fetchone() is not None
+            if self._threads:
+                cursor.execute(COUNT_OF_THREAD, (columns[0],))
         return True
 
     def _user_deletion(self, cursor: apsw.Cursor, cid: str, author: str | None,
@@ -423,8 +452,10 @@ class MessageRows:
         cursor.execute(POINT_AT_REACTION_EVENT, (position, slot, stamp, message_id))
 
     @staticmethod
-    def set_reply_count(cursor: apsw.Cursor, parent_id: str, count: int) -> None:
-        cursor.execute(SET_REPLY_COUNT, (count, parent_id))
+    def set_reply_count(cursor: apsw.Cursor, parent_id: str, count: int,
+                        updated_at: int | None) -> None:
+        """The thread's count, of server time `updated_at`, for its parent message."""
+        cursor.execute(SET_REPLY_COUNT, (count, parent_id, updated_at))
 
     @staticmethod
     def is_on_file(cursor: apsw.Cursor, message_id: str) -> bool:
