@@ -126,8 +126,11 @@ def query_channels_entries(
     *,
     filter: dict[str, Any] | None = None,
     sort: list[Any] | None = None,
+    offset: int = 0,
 ) -> list[Entry | Rejection]:
-    """A query-channels response: one entry per channel state, then the query's result."""
+    """A query-channels response: one entry per channel state, then the query's result (with
+    `offset`, the position in the query's list of the answer's first channel: a later page of
+    the same query adds to the list its first page began)."""
     try:
         payload = as_bytes(item)
     except wire.WireError as error:
@@ -146,13 +149,10 @@ def query_channels_entries(
         duration = _lenient(others.get("duration"), str, None)
     out: list[Entry | Rejection] = [channel_state_entry(raw) for raw in states]
     cids = [e.stream for e in out if isinstance(e, Entry)]
-    out.append(
-        _summary(
-            USER_STREAM,
-            QUERY_RESULT,
-            {"filter": filter, "sort": sort, "cids": cids, "duration": duration},
-        )
-    )
+    result: dict[str, Any] = {"filter": filter, "sort": sort, "cids": cids, "duration": duration}
+    if offset:
+        result["offset"] = offset  # (absent for a first page: such summaries stay as they were)
+    out.append(_summary(USER_STREAM, QUERY_RESULT, result))
     return out
 
 

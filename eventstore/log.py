@@ -642,11 +642,14 @@ class EventLog:
         *,
         filter: dict[str, Any] | None = None,
         sort: list[Any] | None = None,
+        offset: int = 0,
         source: schema.Source | str = "query",
         received_at: int | None = None,
     ) -> AppendResult:
-        """Append a query-channels response: each channel state, then the query's result."""
-        entries = ingest.query_channels_entries(response, filter=filter, sort=sort)
+        """Append a query-channels response: each channel state, then the query's result
+        (`offset`: where the answer's page begins in the query's list)."""
+        entries = ingest.query_channels_entries(response, filter=filter, sort=sort,
+                                                offset=offset)
         return self.append(entries, source=source, received_at=received_at)
 
     def append_channel_state(

@@ -241,10 +241,10 @@ class AsyncChatStore:
 
     def ingest_query_channels(
         self, response: Payload | Any, *, filter: dict[str, Any] | None = None,
-        sort: list[Any] | None = None, synced_at: str | None = None,
+        sort: list[Any] | None = None, synced_at: str | None = None, offset: int = 0,
     ) -> asyncio.Future[AppendResult]:
         return self._write(self.store.ingest_query_channels, response, filter=filter, sort=sort,
-                           synced_at=synced_at)
+                           synced_at=synced_at, offset=offset)
 
     def ingest_channel_state(self, state: Payload | Any) -> asyncio.Future[AppendResult]:
         return self._write(self.store.ingest_channel_state, state)

@@ -737,6 +737,11 @@ class EventHandlers:
         except DECODE_ERRORS:
             return
         key = query_key(bytes(result.filter) or None, bytes(result.sort) or None)
+        cids = result.cids
+        if result.offset > 0:
+            # A later page: the list its first page began, then this page's new channels.
+            before = self.rows.connection.query_cids(cursor, key)
+            known = set(before)
+            cids = [*before, *(cid for cid in cids if cid not in known)]
         self.rows.connection.set_query_result(
-            cursor, key, msgspec.json.encode(result.cids).decode(), item.position,
-            item.received_at)
+            cursor, key, msgspec.json.encode(cids).decode(), item.position, item.received_at)

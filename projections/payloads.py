@@ -192,6 +192,7 @@ class QueryResult(msgspec.Struct, gc=False):
     filter: msgspec.Raw = NO_RAW
     sort: msgspec.Raw = NO_RAW
     cids: list[str] = []
+    offset: int = 0  # a later page of the query: its channels add to the list
 
 
 class SyncResult(msgspec.Struct, gc=False):

@@ -231,15 +231,19 @@ class ChatStore(ActionsMixin, ReadAPI):
         filter: dict[str, Any] | None = None,
         sort: list[Any] | None = None,
         synced_at: str | None = None,
+        offset: int = 0,
     ) -> AppendResult:
-        """Append a query-channels response (and the filter and sort that asked for it).
+        """Append a query-channels response (and the filter and sort that asked for it; with
+        `offset`, the answer is a later page of that query, and `cached_channels` gives the
+        pages together).
 
         With `synced_at` (RFC 3339), the same transaction advances `last_sync_at()` to it,
         naming the channels the answer held as queried again; a response refused as a whole
         (quarantined) advances nothing. The last entry's position is then the sync point's."""
         if synced_at is None:
-            return self._log.append_query_channels(response, filter=filter, sort=sort)
-        entries = query_channels_entries(response, filter=filter, sort=sort)
+            return self._log.append_query_channels(response, filter=filter, sort=sort,
+                                                   offset=offset)
+        entries = query_channels_entries(response, filter=filter, sort=sort, offset=offset)
         if all(type(entry) is Rejection for entry in entries):
             return self._log.append(entries, source="query")
         cids = [entry.stream for entry in entries

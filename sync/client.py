@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import hashlib
 import inspect
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -24,7 +25,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
-
+from chatledger.eventstore.ingest import (
+    CHANNEL_STATE,
+    Entry,
+    Rejection,
+    query_channels_entries,
+)
 from chatledger.eventstore.log import AppendResult
 from chatledger.eventstore.wire import WireError
 from chatledger.eventstore.wire.times import format_time, parse_time
@@ -35,7 +41,13 @@ from chatledger.sync.answers import (
     missing_list,
     obviously_unusable,
 )
-from chatledger.sync.backend import Backend, BackendError, ConnectionLost, EventStream, UnusableAnswer
+from chatledger.sync.backend import (
+    Backend,
+    BackendError,
+    ConnectionLost,
+    EventStream,
+    UnusableAnswer,
+)
 from chatledger.sync.diff import DEFAULT_MESSAGES, Differ, DiffReport
 from chatledger.sync.diff import ProgressCallback as DiffProgress
 from chatledger.sync.http import split_cid
@@ -50,6 +62,12 @@ EVERY_CHANNEL = 2**63 - 1  # as a `limit`: no limit (SQLite's largest)
 # The backend's own word that a channel cannot be queried again: it does not exist (404, code
 # 16) or the user may no longer read it (403, code 17). Its gap may then be passed over.
 _CHANNEL_GONE = frozenset({(404, 16), (403, 17)})
+# At most this many channels of one query-channels answer that the store refused are queried
+# again one by one before a sync point is set; more make the answer a failed attempt (a hostile
+# or broken server must not turn one answer into thousands of calls).
+MAX_REFILED = 30
+# The most channels a first load asks for, page by page (`channel_limit` a call).
+MAX_FIRST_LOAD_CHANNELS = 1000
 MAX_GAP_US = 30 * 24 * 3600 * 1_000_000  # the oldest `last_sync_at` the backend accepts
 # How often, while connected, the store notes that it holds everything up to the latest frame,
 # so that a crash costs at most this much of a re-sync.
@@ -158,18 +176,117 @@ class SyncClient:
         An answer the store cannot file (not JSON, an error object, the wrong shape, over the
         cap) is quarantined and raises `UnusableAnswer`: nothing is reported as loaded, and the
         query's cached result stays as it was. With `synced_at`, `last_sync_at` advances to it
-        in the same transaction as the channels."""
+        in the same transaction as the channels, and only over channels the store filed: a
+        channel state the store refuses is queried once more first, and when it is refused
+        again the sync point stays (see `_file_channels`). One page only (`limit`, `offset`):
+        a first sync reads them all (`_first_load`)."""
         filter = self.channel_filter if filter is None else filter
         sort = self.channel_sort if sort is None else list(sort)
-        what = "POST /channels"
-        raw = await self._read_answer(what, self.backend.query_channels(
+        raw = await self._read_answer("POST /channels", self.backend.query_channels(
             filter, sort, limit=limit or self.channel_limit, offset=offset), source="query",
             listing="channels")
-        result = await done(self.store.ingest_query_channels(raw, filter=filter, sort=list(sort),
-                                                             synced_at=synced_at))
+        return await self._file_channels(raw, filter, sort, synced_at=synced_at,
+                                         requery=synced_at is not None, offset=offset)
+
+    async def _first_load(self, until: str, *, stored: Sequence[str] = ()) -> tuple[
+            list[str], list[str]]:
+        """A store that never synced loads its channel list: every page of it (`channel_limit`
+        channels a call), since later `/sync` calls name only the channels the store holds and
+        a channel left out would never be fetched. The last page carries the sync point.
+
+        Bounded: at most `MAX_FIRST_LOAD_CHANNELS` channels, and a page that brings no channel
+        not seen before (a server that ignores `offset`) is the last.
+
+        Channels the store holds already (`stored`: ingested or imported before any sync) that
+        the list does not bring are queried one by one, as after a "too old" answer: they have
+        no sync point yet, and one past their gap would skip it for good. Returns the channels
+        loaded from the list, and those queried so."""
+        filter, sort = self.channel_filter, list(self.channel_sort)
+        limit = max(1, self.channel_limit)
+        loaded: list[str] = []
+        seen: set[str] = set()
+        others: list[str] = []
+        offset = 0
+        while True:
+            raw = await self._read_answer("POST /channels", self.backend.query_channels(
+                filter, sort, limit=limit, offset=offset), source="query", listing="channels")
+            entries = query_channels_entries(raw, filter=filter, sort=sort, offset=offset)
+            states = entries[:-1] if type(entries[-1]) is Entry else []
+            cids = {cid for cid in (_lenient_state_cid(state.payload) for state in states)
+                    if cid is not None}
+            last = (len(states) < limit or not cids - seen
+                    or offset + len(states) >= MAX_FIRST_LOAD_CHANNELS)
+            if last and len(states) >= limit and cids - seen:
+                logger.warning("first load stopped at %d channels (MAX_FIRST_LOAD_CHANNELS)",
+                               offset + len(states))
+            others = [cid for cid in stored if cid not in seen and cid not in cids] if last else []
+            filed = await self._file_channels(
+                raw, filter, sort, synced_at=until if last and not others else None,
+                requery=True, entries=entries, offset=offset)
+            loaded.extend(cid for cid in filed if cid not in seen)
+            seen.update(cids)
+            seen.update(filed)
+            if last:
+                break
+            offset += len(states)
+        requeried: list[str] = []
+        if others:
+            requeried = await self._requery(others)
+            await done(self.store.mark_synced(until, requeried=[*loaded, *requeried]))
+        return loaded, requeried
+
+    async def _file_channels(
+        self, raw: bytes, filter: dict[str, Any], sort: list[dict[str, Any]], *,
+        synced_at: str | None, requery: bool,
+        entries: list[Entry | Rejection] | None = None, offset: int = 0,
+    ) -> list[str]:
+        """Append one query-channels answer; returns the cids the store filed (in the answer's
+        order, then those a channel query filed after a refusal, `requery`).
+
+        With `synced_at`, `last_sync_at` moves to it, and only over channels the store holds: a
+        sync point past a channel the store refused would lose that channel for good (later
+        `/sync` calls name only stored channels). So the answer is judged first, as the store
+        will judge it (`query_channels_entries`): when every state will be filed, the channels
+        and the sync point share one transaction; otherwise the answer is stored without it,
+        each refused channel that names a cid is queried once more (`requery`), and the sync
+        point is written after them, only when they were filed too (or the backend says they
+        are gone). A state that names no channel cannot be asked for again or synced: it stays
+        in the quarantine and is passed over."""
+        what = "POST /channels"
+        if entries is None:
+            entries = query_channels_entries(raw, filter=filter, sort=sort, offset=offset)
+        states = entries[:-1] if type(entries[-1]) is Entry else []
+        refused = [entry for entry in states if type(entry) is Rejection]
+        result = await done(self.store.ingest_query_channels(
+            raw, filter=filter, sort=list(sort), synced_at=None if refused else synced_at,
+            offset=offset))
         if not result.stored:
             raise self._refused(what, raw, result)
-        return _filed_cids(raw, result.positions)
+        filed = _filed_cids(entries, result.positions)
+        if not refused or not (requery or synced_at is not None):
+            return filed
+        named = list(dict.fromkeys(
+            cid for cid in (_lenient_state_cid(entry.payload) for entry in refused)
+            if cid is not None and cid not in filed))
+        if len(named) < len(refused):
+            logger.warning("%d channel state(s) of %s name no channel: quarantined, passed over",
+                           len(refused) - len(named), what)
+        if not requery or len(named) > MAX_REFILED:
+            # No leave to ask again, or more refused channels than are worth querying one by
+            # one: the answer is a failed attempt (its bad states are in the quarantine), and
+            # the sync point stays where it was.
+            self.status.quarantined += 1
+            unusable = UnusableAnswer(
+                f"the answer to {what} could not be used: the store refused {len(named)} of "
+                f"its channel states ({', '.join(named[:3])}{', ...' if len(named) > 3 else ''};"
+                f" {result.quarantined[0].reason})", body=raw[:KEPT_HEAD_BYTES])
+            raise unusable.quarantined_as(result.quarantined[0].quarantine_id)
+        # `_requery` raises (the sync point kept) when a channel is refused again or the
+        # backend answers anything but "gone": the next attempt loads the list again.
+        filed.extend(await self._requery(named))
+        if synced_at is not None:
+            await done(self.store.mark_synced(synced_at, requeried=filed))
+        return filed
 
     async def replay(self) -> ReplayReport:
         """Send the retry stream now."""
@@ -192,7 +309,7 @@ class SyncClient:
         cids = await done(self.store.channel_ids_to_sync(EVERY_CHANNEL))
         if report.since is None:
             # Never synced: the channel list itself is what is missing.
-            report.loaded = await self.load_channels(synced_at=until)
+            report.loaded, report.requeried = await self._first_load(until, stored=cids)
         elif not cids:
             await done(self.store.mark_synced(until))
         elif _sync_point_us(until) - _sync_point_us(report.since) > MAX_GAP_US:
@@ -592,11 +709,6 @@ class _State(msgspec.Struct):
     channel: _Channel | None = None
 
 
-class _Answer(msgspec.Struct):
-    channels: list[msgspec.Raw] | None = None
-
-
-_ANSWER = msgspec.json.Decoder(_Answer)
 _STATE = msgspec.json.Decoder(_State)
 
 
@@ -614,29 +726,36 @@ def _state_cid(raw: bytes) -> str | None:
     return (_channel_cid(channel) or None) if channel is not None else None
 
 
-def _filed_cids(raw: bytes, positions: Sequence[int | None]) -> list[str]:
+def _filed_cids(entries: Sequence[Entry | Rejection], positions: Sequence[int | None]) -> list[str]:
     """The cids of a query-channels answer that the store filed, in the answer's order.
-    `positions` is the append's: one per channel state in the answer's order (None where the
-    state was quarantined), then the query's result (`eventstore.ingest.query_channels_entries`)."""
+    `entries` are the answer as the store judges it (`query_channels_entries`: one per channel
+    state, then the query's result); `positions` the append's, in the same order (None where
+    the state was quarantined). Read from the entries, not by decoding the answer again: an
+    answer the store split by structure (one state's bytes are no JSON) is no JSON as a whole."""
+    return [entry.stream for entry, position in zip(entries[:-1], positions)
+            if position is not None and type(entry) is Entry and entry.type == CHANNEL_STATE]
+
+
+def _lenient_state_cid(raw: bytes) -> str | None:
+    """The cid a refused channel state names, read leniently (its bytes may be no JSON to a
+    strict decoder: a lone surrogate, bytes that are not UTF-8), so that it can be asked for
+    again; None when it names none."""
+    cid = _state_cid(raw)
+    if cid is not None:
+        return cid
     try:
-        states = _ANSWER.decode(raw).channels or []
-    except (msgspec.DecodeError, UnicodeError, RecursionError):
-        return []
-    cids = []
-    for state_raw, position in zip(states, positions):
-        if position is None:
-            continue
-        try:
-            state = _STATE.decode(state_raw)
-        except (msgspec.DecodeError, UnicodeError, RecursionError):
-            continue
-        channel = state.channel
-        if channel is None:
-            continue
-        cid = _channel_cid(channel)
-        if cid:
-            cids.append(cid)
-    return cids
+        state = json.loads(raw.decode("utf-8", "replace"))
+    except (ValueError, RecursionError):
+        return None
+    channel = state.get("channel") if isinstance(state, dict) else None
+    if not isinstance(channel, dict):
+        return None
+    cid, kind, name = channel.get("cid"), channel.get("type"), channel.get("id")
+    if isinstance(cid, str) and cid:
+        return cid
+    if isinstance(kind, str) and isinstance(name, str) and kind and name:
+        return f"{kind}:{name}"
+    return None
 
 
 # How far ahead of this machine's clock a frame's time may be and still end a gap: a later

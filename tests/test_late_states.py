@@ -551,3 +551,18 @@ def test_any_delivery_order_of_messages_reads_purges_and_cuts_ends_the_same(
             delivered.ingest(payload)
         assert shown(delivered) == expected
         assert delivered.verify() == []
+
+
+def test_the_pages_of_a_query_are_cached_together_until_its_first_page_comes_again(
+        store: ChatStore) -> None:
+    def page(*cids: str) -> dict[str, Any]:
+        return {"channels": [state(cid=cid) for cid in cids], "duration": "1ms"}
+
+    query = {"filter": {"type": "messaging"}, "sort": [{"field": "last_message_at",
+                                                        "direction": -1}]}
+    store.ingest_query_channels(page("messaging:a", "messaging:b"), **query)
+    store.ingest_query_channels(page("messaging:b", "messaging:c"), **query, offset=2)
+    assert store.cached_channels(**query) == ["messaging:a", "messaging:b", "messaging:c"]
+    # A first page again is a new answer to the query: it replaces the list.
+    store.ingest_query_channels(page("messaging:c"), **query)
+    assert store.cached_channels(**query) == ["messaging:c"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import apsw
+import msgspec
 
 __all__ = ["ConnectionRows"]
 
@@ -19,6 +20,7 @@ SET_QUERY_RESULT = (
     "INSERT INTO channel_queries (query, cids, position, received_at) VALUES (?,?,?,?) "
     "ON CONFLICT (query) DO UPDATE SET cids=excluded.cids, position=excluded.position, "
     "received_at=excluded.received_at")
+QUERY_CIDS = "SELECT cids FROM channel_queries WHERE query=?"
 
 
 class ConnectionRows:
@@ -37,6 +39,13 @@ class ConnectionRows:
     def move_last_sync(cursor: apsw.Cursor, synced_at: int) -> None:
         """`last_sync_at` moves forward only: the store holds every event up to it."""
         cursor.execute(MOVE_LAST_SYNC, (synced_at,))
+
+    @staticmethod
+    def query_cids(cursor: apsw.Cursor, query_key: str) -> list[str]:
+        """The channels on file for a query (its pages so far), in their order."""
+        row = cursor.execute(QUERY_CIDS, (query_key,)).fetchone()
+        cids = msgspec.json.decode(row[0]) if row and row[0] else []
+        return [cid for cid in cids if isinstance(cid, str)] if isinstance(cids, list) else []
 
     @staticmethod
     def set_query_result(cursor: apsw.Cursor, query_key: str, cids_json: str, position: int,
