@@ -13,6 +13,7 @@ import asyncio
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,19 @@ def at(seconds_ago: float) -> str:
 def backend(url: str, **options: Any) -> StreamBackend:
     options.setdefault("timeout", 3.0)
     return StreamBackend(url, API_KEY, TOKEN, "alice", health_interval=5.0, **options)
+
+
+async def run_until(client: SyncClient, done: Callable[[], bool], tries: int = 300) -> None:
+    """Run `client` until `done()` (or it stops by itself), then stop it; raises what crashed
+    it, if anything did."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(client.run(stop))
+    for _ in range(tries):
+        if done() or task.done():
+            break
+        await asyncio.sleep(0.02)
+    stop.set()
+    await asyncio.wait_for(task, 10)
 
 
 def synced_store(tmp_path: Path, since: str, cids: list[str] | None = None) -> ChatStore:
@@ -113,14 +127,7 @@ def test_a_websocket_frame_nested_past_the_decoder_costs_only_itself(tmp_path: P
         async def main() -> None:
             async with backend(server.url) as chat:
                 client = SyncClient(store, chat, backoff=FAST, reconnect_backoff=FAST)
-                stop = asyncio.Event()
-                task = asyncio.create_task(client.run(stop))
-                for _ in range(300):
-                    if store.message("after") is not None or task.done():
-                        break
-                    await asyncio.sleep(0.02)
-                stop.set()
-                await asyncio.wait_for(task, 10)  # raises what crashed it, if anything did
+                await run_until(client, lambda: store.message("after") is not None)
                 assert client.status.quarantined == 2
 
         run_async(main(), 60)
@@ -549,14 +556,8 @@ def test_a_newer_frame_received_before_an_older_sync_answer_wins(tmp_path: Path)
         async def main() -> None:
             async with backend(server.url) as chat:
                 client = SyncClient(store, chat, backoff=FAST)
-                stop = asyncio.Event()
-                task = asyncio.create_task(client.run(stop))
-                for _ in range(300):
-                    if client.status.state == "online" and client.status.frames >= 3:
-                        break
-                    await asyncio.sleep(0.02)
-                stop.set()
-                await asyncio.wait_for(task, 10)
+                await run_until(client, lambda: client.status.state == "online"
+                                and client.status.frames >= 3)
 
         run_async(main(), 30)
     arrived = [entry.json()["type"] for entry in store.history(cid=GENERAL)
@@ -779,14 +780,8 @@ def test_a_frame_dated_ahead_of_the_backends_clock_does_not_move_the_sync_point(
         async def main() -> Any:
             async with backend(server.url) as chat:
                 client = SyncClient(store, chat, backoff=FAST)
-                stop = asyncio.Event()
-                task = asyncio.create_task(client.run(stop))
-                for _ in range(300):
-                    if client.status.state == "online" and client.status.frames >= 3:
-                        break
-                    await asyncio.sleep(0.02)
-                stop.set()
-                await asyncio.wait_for(task, 10)
+                await run_until(client, lambda: client.status.state == "online"
+                                and client.status.frames >= 3)
 
         run_async(main(), 30)
     assert store.message("ahead") is not None and store.message("live") is not None
