@@ -92,7 +92,7 @@ class SyncReport:
     events: int = 0
     calls: int = 0
     requeried: list[str] = field(default_factory=list)
-    loaded: list[str] = field(default_factory=list)  # channels queried on a first sync
+    loaded: list[str] = field(default_factory=list)  # channels filed from the channel list
     replay: ReplayReport | None = None
 
 
@@ -121,7 +121,8 @@ class SyncClient:
     >>> await client.run(stop_event)                                           # doctest: +SKIP
 
     `channel_filter` and `channel_sort` choose the channels a first sync loads (default: the
-    user's own channels, most recent first). `on_status` is called whenever `status` changes.
+    user's own channels, most recent first), and the list page each later catch-up queries
+    again for channels joined meanwhile. `on_status` is called whenever `status` changes.
     """
 
     def __init__(
@@ -311,14 +312,43 @@ class SyncClient:
             # Never synced: the channel list itself is what is missing.
             report.loaded, report.requeried = await self._first_load(until, stored=cids)
         elif not cids:
-            await done(self.store.mark_synced(until))
+            report.loaded = await self._new_channels(cids, synced_at=until)
         elif _sync_point_us(until) - _sync_point_us(report.since) > MAX_GAP_US:
+            report.loaded = await self._new_channels(cids, synced_at=None)
             report.requeried = await self._requery(cids)
-            await done(self.store.mark_synced(until, requeried=report.requeried))
+            await done(self.store.mark_synced(
+                until, requeried=[*report.loaded, *report.requeried]))
         else:
+            report.loaded = await self._new_channels(cids, synced_at=None)
             await self._sync_chunks(cids, report)
         await self._read_sync_point()
         return report
+
+    async def _new_channels(self, stored: Sequence[str], *, synced_at: str | None) -> list[str]:
+        """A catch-up after a reconnect asks for the first page of the channel list again
+        (`channel_limit` channels, at most `MAX_FIRST_LOAD_CHANNELS`): `/sync` names only the
+        channels the store holds, so a channel the user joined while offline would otherwise
+        never be fetched. When the page brings a channel not in `stored`, the answer is filed
+        (`_file_channels`: a refused state is queried once more); otherwise nothing is
+        written. Returns the new channels filed. Any failure raises before a sync point moves.
+
+        With `synced_at` (no `/sync` follows), the sync point moves to it: with the channels
+        in one transaction, or on its own when the page brings nothing new."""
+        filter, sort = self.channel_filter, list(self.channel_sort)
+        limit = max(1, min(self.channel_limit, MAX_FIRST_LOAD_CHANNELS))
+        raw = await self._read_answer("POST /channels", self.backend.query_channels(
+            filter, sort, limit=limit, offset=0), source="query", listing="channels")
+        entries = query_channels_entries(raw, filter=filter, sort=sort, offset=0)
+        known = set(stored)
+        if type(entries[-1]) is Entry and all(
+                cid is None or cid in known
+                for cid in (_lenient_state_cid(entry.payload) for entry in entries[:-1])):
+            if synced_at is not None:
+                await done(self.store.mark_synced(synced_at))
+            return []
+        filed = await self._file_channels(raw, filter, sort, synced_at=synced_at, requery=True,
+                                          entries=entries)
+        return list(dict.fromkeys(cid for cid in filed if cid not in known))
 
     async def _sync_chunks(self, cids: Sequence[str], report: SyncReport) -> None:
         """`/sync` for `cids`, at most 255 a call. The last call's answer carries the new sync

@@ -331,3 +331,112 @@ def test_background_mode_holds_the_sync_point_for_a_refused_channel_too(
                 await store.close()
 
         run_async(main(), 30)
+
+
+# --------------------------------------------------------------------------------------------
+# A catch-up after a reconnect loads the channel list again: channels joined while offline.
+
+def test_a_channel_joined_while_offline_is_found_by_the_next_catch_up(tmp_path: Path) -> None:
+    """`/sync` names only stored channels: a channel the user was added to while offline is
+    found by the catch-up's query of the channel list (its first page), and filed before the
+    sync point moves."""
+    since = at(3600)
+    store = ChatStore.open(tmp_path, "alice")
+    store.ingest_query_channels(query_channels_response([GENERAL]))
+    store.mark_synced(since)
+    with HostileServer(channels=[OTHER, GENERAL]) as server:
+
+        async def main() -> Any:
+            async with backend(server) as chat:
+                return await SyncClient(store, chat, backoff=FAST).run_once()
+
+        report = run_async(main(), 30)
+        assert len(server.calls_to("query_channels")) == 1
+        assert server.calls_to("query_channels")[0]["offset"] == 0
+        assert len(server.calls_to("sync")) == 1
+    assert report.loaded == [OTHER]
+    assert store.channel(OTHER) is not None and store.last_sync_at() == report.synced_at
+    assert sorted(store.channel_ids_to_sync(100)) == [GENERAL, OTHER]
+    store.close()
+
+
+def test_a_channel_joined_while_offline_is_found_with_no_stored_channels(
+        tmp_path: Path) -> None:
+    """A store that synced while the user had no channels: the catch-up finds the new one."""
+    store = ChatStore.open(tmp_path, "alice")
+    store.mark_synced(at(3600))
+    with HostileServer(channels=[OTHER]) as server:
+
+        async def main() -> Any:
+            async with backend(server) as chat:
+                return await SyncClient(store, chat, backoff=FAST).run_once()
+
+        report = run_async(main(), 30)
+        assert server.calls_to("sync") == []
+    assert report.loaded == [OTHER]
+    assert store.channel(OTHER) is not None and store.last_sync_at() == report.synced_at
+    store.close()
+
+
+def test_a_catch_up_with_no_new_channel_files_nothing_from_the_list(tmp_path: Path) -> None:
+    since = at(3600)
+    store = ChatStore.open(tmp_path, "alice")
+    store.ingest_query_channels(query_channels_response([GENERAL]))
+    store.mark_synced(since)
+    with HostileServer(channels=[GENERAL]) as server:
+
+        async def main() -> Any:
+            async with backend(server) as chat:
+                return await SyncClient(store, chat, backoff=FAST).run_once()
+
+        report = run_async(main(), 30)
+        assert len(server.calls_to("query_channels")) == 1
+    assert report.loaded == [] and store.last_sync_at() == report.synced_at
+    store.close()
+
+
+@pytest.mark.parametrize("answer", ["5xx", "html"])
+def test_a_failed_list_query_in_a_catch_up_keeps_the_sync_point(
+        tmp_path: Path, answer: str) -> None:
+    since = at(3600)
+    store = ChatStore.open(tmp_path, "alice")
+    store.ingest_query_channels(query_channels_response([GENERAL]))
+    store.mark_synced(since)
+    failure = (raw(500, b'{"code": -1, "message": "internal", "StatusCode": 500}')
+               if answer == "5xx" else raw(200, b"<!DOCTYPE html><html>portal</html>"))
+    with HostileServer(channels=[OTHER, GENERAL]) as server:
+        server.answer("query_channels", failure)
+
+        async def main() -> Any:
+            async with backend(server) as chat:
+                client = SyncClient(store, chat, backoff=FAST)
+                with pytest.raises(BackendError):
+                    await client.run_once()
+                assert store.last_sync_at() == since and store.channel(OTHER) is None
+                return await client.run_once()  # the backend answers again
+
+        report = run_async(main(), 30)
+    assert report.loaded == [OTHER] and store.channel(OTHER) is not None
+    assert store.last_sync_at() == report.synced_at
+    store.close()
+
+
+def test_a_channel_joined_while_offline_is_found_in_background_mode(tmp_path: Path) -> None:
+    from chatledger import AsyncChatStore
+
+    with HostileServer(channels=[OTHER, GENERAL]) as server:
+
+        async def main() -> None:
+            store = await AsyncChatStore.open(tmp_path, "alice")
+            try:
+                await store.ingest_query_channels(query_channels_response([GENERAL]))
+                await store.mark_synced(at(3600))
+                async with backend(server) as chat:
+                    report = await SyncClient(store, chat, backoff=FAST).run_once()
+                assert report.loaded == [OTHER]
+                assert await store.channel(OTHER) is not None
+                assert await store.last_sync_at() == report.synced_at
+            finally:
+                await store.close()
+
+        run_async(main(), 30)
