@@ -58,7 +58,11 @@ _UPSERT = (
     "ON CONFLICT (message_id, user_id) DO UPDATE SET "
     "cid=coalesce(excluded.cid, reminders.cid), remind_at=excluded.remind_at, "
     "created_at=coalesce(excluded.created_at, reminders.created_at), "
-    "updated_at=excluded.updated_at, due=excluded.due, deleted_at=NULL, "
+    # A due notice carries the reminder's own state (its `updated_at`): that state, delivered
+    # again or late, leaves it due; a newer state says afresh.
+    "updated_at=excluded.updated_at, due=iif(excluded.updated_at = reminders.updated_at "
+    "AND reminders.deleted_at IS NULL, max(excluded.due, reminders.due), excluded.due), "
+    "deleted_at=NULL, "
     "position=excluded.position WHERE " + _NOT_OLDER.format(time="?6")
 )
 _DELETE = (

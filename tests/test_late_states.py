@@ -566,3 +566,194 @@ def test_the_pages_of_a_query_are_cached_together_until_its_first_page_comes_aga
     # A first page again is a new answer to the query: it replaces the list.
     store.ingest_query_channels(page("messaging:c"), **query)
     assert store.cached_channels(**query) == ["messaging:c"]
+
+
+# -- threads: a reply newer than the thread's state counts on top of it --------------------------
+
+
+@pytest.mark.parametrize("reply_first", [False, True])
+def test_a_reply_newer_than_the_thread_state_counts_in_either_order(
+        store: ChatStore, reply_first: bool) -> None:
+    store.ingest(new("p", 1))
+    reply, older_reply = new("r", 7, parent_id="p"), new("q", 5, parent_id="p")
+    deliveries = [reply, older_reply, thread(6, 4)]
+    for payload in (deliveries if reply_first else deliveries[::-1]):
+        store.ingest(payload)
+    [t] = store.threads()
+    # The reply at t5 is in the count of t6; the one at t7 is on top of it.
+    assert t.reply_count == 5
+    assert t.last_message_at == store.message("r").created_at  # the reply at t7 is the last
+    assert store.message("p").reply_count == 5
+
+
+class _OtherServer:
+    """Threads and their reads, reminders, mutes and members as the server sends them: event
+    `n` at time `n` (from 10 on), each object as the server holds it then."""
+
+    def __init__(self) -> None:
+        self.events: list[bytes] = []
+        self.replies: list[str] = []
+        self.reminder: dict[str, Any] | None = None
+        self.muted_users: list[str] = []
+        self.muted_channels: list[str] = []
+        self.other_member = False
+
+    def apply(self, n: int, op: str) -> None:
+        if op == "reply":
+            self.replies.append(f"r{n}")
+            self.events.append(new(f"r{n}", n, uid="carol", parent_id="p"))
+        elif op == "thread":
+            self.events.append(thread(n, len(self.replies)))
+        elif op in ("read alice", "read bob"):
+            reader = op.split()[1]
+            fields: dict[str, Any] = {"last_read_message_id": self.replies[-1]} \
+                if self.replies else {}
+            self.events.append(event("message.read", at=at(n), user=user(reader),
+                                     thread={"parent_message_id": "p", "channel_cid": CID},
+                                     **fields))
+        elif op == "remind":
+            kind = "reminder.updated" if self.reminder else "reminder.created"
+            self.reminder = {"message_id": "p", "cid": CID, "user_id": "alice",
+                             "remind_at": at(n + 30), "created_at": at(n), "updated_at": at(n)}
+            self.events.append(event(kind, at=at(n), reminder=self.reminder))
+        elif op == "due" and self.reminder:  # the reminder as it is, with its own updated_at
+            self.events.append(event("notification.reminder_due", at=at(n),
+                                     reminder=self.reminder))
+        elif op == "unremind" and self.reminder:
+            self.events.append(event("reminder.deleted", at=at(n),
+                                     reminder={**self.reminder, "updated_at": at(n)}))
+            self.reminder = None
+        elif op in ("mute user", "mute channel", "hello"):
+            if op == "mute user":
+                self.muted_users = [] if self.muted_users else ["dave", "erin"][: n % 2 + 1]
+            elif op == "mute channel":
+                self.muted_channels = [] if self.muted_channels else ["messaging:x"]
+            me = {**user("alice"),
+                  "mutes": [{"user": user("alice"), "target": user(uid), "created_at": at(n),
+                             "updated_at": at(n)} for uid in self.muted_users],
+                  "channel_mutes": [{"user": user("alice"), "channel": channel_object(cid),
+                                     "created_at": at(n), "updated_at": at(n)}
+                                    for cid in self.muted_channels]}
+            kind = {"mute user": "notification.mutes_updated", "hello": "health.check",
+                    "mute channel": "notification.channel_mutes_updated"}[op]
+            self.events.append(event(kind, cid=None, at=at(n), connection_id="c", me=me))
+        elif op in ("add", "update"):
+            kind = "member.updated" if op == "update" and self.other_member else "member.added"
+            self.other_member = True
+            self.events.append(event(kind, at=at(n), member={
+                "user_id": "dave", "user": user("dave"), "role": "member",
+                "channel_role": f"role{n}", "banned": False, "created_at": at(n),
+                "updated_at": at(n)}))
+        elif op == "remove" and self.other_member:
+            self.other_member = False
+            self.events.append(event("member.removed", at=at(n), user=user("dave"),
+                                     member={"user_id": "dave", "user": user("dave")}))
+        elif op in ("added me", "removed me"):
+            cid = "messaging:other"
+            kind = ("notification.added_to_channel" if op == "added me"
+                    else "notification.removed_from_channel")
+            self.events.append(event(kind, cid=cid, at=at(n), channel=channel_object(cid, n),
+                                     member={"user_id": "alice", "user": user("alice"),
+                                             "role": "member", "created_at": at(n),
+                                             "updated_at": at(n)}))
+
+
+def _other_shown(store: ChatStore) -> dict[str, Any]:
+    return {
+        "threads": [(t.parent_id, t.reply_count, t.last_message_at) for t in store.threads()],
+        "parent": store.message("p").reply_count,
+        "thread reads": [(r.user_id, r.last_read, r.last_read_message_id)
+                         for r in store.thread_reads("p")],
+        "reminders": [(r.message_id, r.remind_at, r.updated_at, r.due)
+                      for r in store.reminders()],
+        "mutes": [(m.user_id, m.updated_at) for m in store.mutes(expired=True)],
+        "channel mutes": [(m.cid, m.updated_at) for m in store.channel_mutes(expired=True)],
+        "members": {cid: [(m.user_id, m.role, m.channel_role, m.banned, m.updated_at)
+                          for m in store.members(cid)] for cid in (CID, "messaging:other")},
+        "channels": sorted(c.cid for c in store.channels()),
+    }
+
+
+_OTHER_OPS = st.lists(st.sampled_from([
+    "reply", "thread", "read alice", "read bob", "remind", "due", "unremind", "mute user",
+    # ("removed me" is left out: see the xfail test below.)
+    "mute channel", "hello", "add", "update", "remove", "added me"]),
+    min_size=4, max_size=25)
+
+
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(ops=_OTHER_OPS, data=st.data())
+def test_any_delivery_order_of_threads_reads_reminders_mutes_and_members_ends_the_same(
+        tmp_path_factory: pytest.TempPathFactory, ops: list[str], data: st.DataObject) -> None:
+    server = _OtherServer()
+    for n, op in enumerate(ops, start=10):
+        server.apply(n, op)
+    first = [new("p", 1)]  # the parent message first; the rest in any order
+    shuffled = data.draw(st.permutations(server.events))
+    with ChatStore.open(tmp_path_factory.mktemp("ordered"), "alice") as ordered:
+        ordered.ingest_many(first + server.events)
+        expected = _other_shown(ordered)
+    with ChatStore.open(tmp_path_factory.mktemp("shuffled"), "alice") as delivered:
+        delivered.ingest_many(first)
+        for payload in shuffled:
+            delivered.ingest(payload)
+        assert _other_shown(delivered) == expected
+        assert delivered.verify() == []
+
+
+def test_a_due_reminder_stays_due_against_its_own_state_delivered_late(store: ChatStore) -> None:
+    # `notification.reminder_due` carries the reminder as it is: the same `updated_at` as the
+    # `reminder.updated` before it. Either order ends due.
+    reminder = {"message_id": "p", "cid": CID, "user_id": "alice", "remind_at": at(30),
+                "created_at": at(5), "updated_at": at(5)}
+    store.ingest(event("notification.reminder_due", at=at(30), reminder=reminder))
+    store.ingest(event("reminder.updated", at=at(5), reminder=reminder))  # late
+    [r] = store.reminders()
+    assert r.due
+    # A newer state of the reminder (snoozed) is due no more.
+    store.ingest(event("reminder.updated", at=at(31), reminder={
+        **reminder, "remind_at": at(60), "updated_at": at(31)}))
+    assert not store.reminders()[0].due
+
+
+@pytest.mark.xfail(strict=True, reason="open: the own user's removal delivered after a newer "
+                   "re-add drops the channel (apply.member_removed -> rows.drop_channel)")
+def test_an_older_removal_of_the_own_user_does_not_undo_a_newer_add(store: ChatStore) -> None:
+    other = "messaging:other"
+
+    def membership(kind: str, n: int) -> bytes:
+        return event(kind, cid=other, at=at(n), channel=channel_object(other, n),
+                     member={"user_id": "alice", "user": user("alice"), "role": "member",
+                             "created_at": at(n), "updated_at": at(n)})
+
+    store.ingest(membership("notification.added_to_channel", 13))
+    store.ingest(membership("notification.removed_from_channel", 10))  # late
+    assert other in [c.cid for c in store.channels()]
+
+
+def _hard_deleted_reply(mid: str, n: int, created: int) -> bytes:
+    return event("message.deleted", at=at(n), hard_delete=True, message={
+        **message(mid, at=at(created), uid="carol", parent_id="p"), "type": "deleted"})
+
+
+@pytest.mark.parametrize("story", [
+    # reply r10, r11; the thread of t12 counts 2; r10 hard-deleted at t13; the thread of t14: 1
+    [new("r10", 10, uid="carol", parent_id="p"), new("r11", 11, uid="carol", parent_id="p"),
+     thread(12, 2), _hard_deleted_reply("r10", 13, 10), thread(14, 1)],
+    # a reply after the thread's state, hard-deleted after it
+    [new("r10", 10, uid="carol", parent_id="p"), thread(12, 1),
+     new("r13", 13, uid="carol", parent_id="p"), _hard_deleted_reply("r13", 14, 13)],
+])
+def test_hard_deleted_replies_and_thread_states_count_alike_in_any_order(
+        tmp_path_factory: pytest.TempPathFactory, story: list[bytes]) -> None:
+    counts = set()
+    for order in itertools.permutations(story):
+        with ChatStore.open(tmp_path_factory.mktemp("order"), "alice") as store:
+            store.ingest(new("p", 1))
+            for payload in order:
+                store.ingest(payload)
+            counts.add(([t.reply_count for t in store.threads()][0],
+                        store.message("p").reply_count))
+            assert store.verify() == []
+    assert counts == {(1, 1)}

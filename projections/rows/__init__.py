@@ -34,14 +34,14 @@ class Rows:
 
     def __init__(self, own_user_id: str | None) -> None:
         self.reactions = ReactionRows()
-        self.messages = MessageRows(self.reactions)
+        self.threads = ThreadRows()
+        self.messages = MessageRows(self.reactions, self.threads)
         self.reads = ReadRows(own_user_id)
         self.channels = ChannelRows()
         self.members = MemberRows(own_user_id)
         self.users = UserRows()
         self.drafts = DraftRows()
         self.polls = PollRows()
-        self.threads = ThreadRows()
         self.thread_reads = ThreadReads()
         self.connection = ConnectionRows()
         self.outbox = OutboxRows()

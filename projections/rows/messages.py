@@ -13,6 +13,7 @@ import apsw
 
 from chatledger.projections import payloads
 from chatledger.projections.rows.reactions import ReactionRows
+from chatledger.projections.rows.threads import ThreadRows
 from chatledger.projections.rows.values import as_flag
 from chatledger.projections.rowtime import epoch_us, newest
 
@@ -96,14 +97,22 @@ REPLACE = (
 # A new reply counts for its parent unless the parent's state is newer (it counts it already).
 COUNT_REPLY = ("UPDATE messages SET reply_count=reply_count+1 "
                "WHERE id=?2 AND (state_at IS NULL OR ?1 > state_at)")
+# The server time the parent's count is of when `threads` has rows: its state's, or its
+# thread's when newer (SET_REPLY_COUNT).
+_COUNTED_AT = ("max(coalesce(messages.state_at, -1), coalesce((SELECT threads.updated_at "
+               "FROM threads WHERE threads.parent_id=messages.id "
+               "AND threads.reply_count IS NOT NULL), -1))")
+# The same when `threads` has rows: nor when the thread's state is as new.
+COUNT_REPLY_OF_THREAD = ("UPDATE messages SET reply_count=reply_count+1 "
+                         f"WHERE id=?2 AND ?1 > {_COUNTED_AT}")
 # A reply removed at ?1 (its deletion, or its creation when it just goes) counted for its parent
-# unless the parent's state is newer (the backend no longer counted it then).
+# unless the parent's count is newer (the backend no longer counted it then).
 UNCOUNT_REPLY = ("UPDATE messages SET reply_count=max(reply_count-1, 0) "
-                 "WHERE id=?2 AND (state_at IS NULL OR ?1 > state_at)")
-# A reply never on file, created at ?1 and hard-deleted at ?2: the parent's state counted it
+                 f"WHERE id=?2 AND ?1 > {_COUNTED_AT}")
+# A reply never on file, created at ?1 and hard-deleted at ?2: the parent's count counted it
 # when it is from between the two.
 UNCOUNT_UNSEEN_REPLY = ("UPDATE messages SET reply_count=max(reply_count-1, 0) "
-                        "WHERE id=?3 AND ?1 <= state_at AND ?2 > state_at")
+                        f"WHERE id=?3 AND ?1 <= {_COUNTED_AT} AND ?2 > {_COUNTED_AT}")
 REPLY_ON_FILE = "SELECT parent_id, created_at FROM messages WHERE id=?"
 TOMBSTONE = (
     "INSERT INTO deleted_messages (id, cid, parent_id, created_at, deleted_at) "
@@ -125,8 +134,18 @@ POINT_AT_REACTION_EVENT = (
 # first): the same rule as COUNT_OF_THREAD, so either order of the two ends alike. (Against
 # the message's `updated_at`, not `state_at`: a reaction event moves `state_at` and leaves the
 # count as it was.)
-SET_REPLY_COUNT = ("UPDATE messages SET reply_count=?1 WHERE id=?2 "
-                   "AND (?3 IS NULL OR updated_at IS NULL OR ?3 >= updated_at)")
+# It counts the replies created by then; those on file created after count on top of it, as they
+# would had they come after (COUNT_REPLY_OF_THREAD), unless the row's state is newer still.
+# Less those it counted that were hard-deleted after (as UNCOUNT_REPLY would, had they come
+# after).
+SET_REPLY_COUNT = (
+    "UPDATE messages SET reply_count=max(0, ?1 + (SELECT count(*) FROM messages AS reply "
+    "WHERE reply.parent_id=?2 AND reply.created_at > max(coalesce(?3, -1), "
+    "coalesce(messages.state_at, -1))) - (SELECT count(*) FROM deleted_messages AS gone "
+    "WHERE gone.parent_id=?2 AND gone.created_at <= max(coalesce(?3, -1), "
+    "coalesce(messages.state_at, -1)) AND gone.deleted_at > max(coalesce(?3, -1), "
+    "coalesce(messages.state_at, -1)))) WHERE id=?2 "
+    "AND (?3 IS NULL OR updated_at IS NULL OR ?3 >= updated_at)")
 IS_ON_FILE = "SELECT 1 FROM messages WHERE id=?"
 ANY_THREAD = "SELECT 1 FROM threads LIMIT 1"
 # A message filed after its thread's state (`thread.updated` delivered first): the backend's
@@ -247,8 +266,9 @@ class MessageRows:
     """Writes `messages` and `deleted_messages` (a hard deletion takes the message's reactions
     with it, through `reactions`)."""
 
-    def __init__(self, reactions: ReactionRows) -> None:
+    def __init__(self, reactions: ReactionRows, threads: ThreadRows) -> None:
         self.reactions = reactions
+        self.threads = threads  # a removed reply counts for its thread no more
         # Ids of messages seen on file: an update or a reaction to one of them looks the row up
         # first instead of trying to file it anew (a check and an INSERT that SQLite ignores,
         # ~25,000 of them per 100,000 events). A hint only: a message removed since is filed as
@@ -380,10 +400,12 @@ class MessageRows:
             self._seen.clear()  # a bound on memory; a forgotten id costs a try
         self._seen.add(message_id)
 
-    @staticmethod
-    def count_reply(cursor: apsw.Cursor, parent_id: str, created: int | None) -> None:
+    def count_reply(self, cursor: apsw.Cursor, parent_id: str, created: int | None) -> None:
         """A reply created at `created` was filed: its parent counts it (see COUNT_REPLY)."""
-        cursor.execute(COUNT_REPLY, (created if created is not None else 0, parent_id))
+        if self._threads is None:
+            self._threads = cursor.execute(ANY_THREAD).fetchone() is not None
+        cursor.execute(COUNT_REPLY_OF_THREAD if self._threads else COUNT_REPLY,
+                       (created if created is not None else 0, parent_id))
 
     def hard_delete(self, cursor: apsw.Cursor, removal: Removal, params: tuple[object, ...], *,
                     deleted_at: int | None = None) -> None:
@@ -395,7 +417,9 @@ class MessageRows:
             self.reactions.forget_message(cursor, message_id)
             if parent_id:
                 # (A deletion stamped before the creation is taken as at the creation.)
-                cursor.execute(UNCOUNT_REPLY, (newest(deleted_at, created), parent_id))
+                removed_at = newest(deleted_at, created)
+                cursor.execute(UNCOUNT_REPLY, (removed_at, parent_id))
+                self.threads.uncount_reply(cursor, parent_id, removed_at)
         cursor.execute(removal.delete, params)
 
     def hard_deleted(self, cursor: apsw.Cursor, message_id: str, cid: str | None,
@@ -419,6 +443,7 @@ class MessageRows:
             self.hard_delete(cursor, BY_ID, (message_id,), deleted_at=deleted_at)
         elif parent_id and created is not None and deleted_at is not None:
             cursor.execute(UNCOUNT_UNSEEN_REPLY, (created, deleted_at, parent_id))
+            self.threads.uncount_unseen_reply(cursor, parent_id, created, deleted_at)
         self.reactions.forget_message(cursor, message_id)
 
     def deleted_by_user(self, cursor: apsw.Cursor, user_id: str, cid: str | None,
