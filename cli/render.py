@@ -36,7 +36,7 @@ CHUNK_ROWS = 200
 _GAP = "  "
 _ELLIPSIS = "…"
 # Free text is shortened to no less than this before a column is dropped instead.
-_MIN_TEXT = 12
+MIN_TEXT = 12
 # What the pager is told when the user has not set LESS: quit when one screen holds it all,
 # pass colours through, leave the screen as it is (git's choice).
 _LESS_DEFAULT = "FRX"
@@ -212,7 +212,7 @@ def _take(iterator: Iterator[Sequence[Any]], count: int) -> list[Sequence[Any]]:
 def fit(columns: Sequence[Column], natural: list[int],
         width: int | None) -> tuple[list[int], list[int]]:
     """Which columns to show and how wide, within `width`: free text is shortened first (to
-    `_MIN_TEXT`), then columns are dropped, highest `drop` first; key columns keep their width
+    `MIN_TEXT`), then columns are dropped, highest `drop` first; key columns keep their width
     even when the line must then overflow."""
     widths = list(natural)
     shown_columns = list(range(len(columns)))
@@ -228,7 +228,7 @@ def fit(columns: Sequence[Column], natural: list[int],
         excess = total() - width
         if excess <= 0:
             break
-        widths[index] = max(min(_MIN_TEXT, natural[index]), widths[index] - excess)
+        widths[index] = max(min(MIN_TEXT, natural[index]), widths[index] - excess)
     for index in sorted((i for i in shown_columns if columns[i].drop),
                         key=lambda column_index: -columns[column_index].drop):
         if total() <= width:
@@ -240,8 +240,8 @@ def fit(columns: Sequence[Column], natural: list[int],
         excess = total() - width
         if excess <= 0:
             break
-        if columns[index].kind == "text" and natural[index] > _MIN_TEXT:
-            widths[index] = max(cell_len(columns[index].header()), _MIN_TEXT // 2,
+        if columns[index].kind == "text" and natural[index] > MIN_TEXT:
+            widths[index] = max(cell_len(columns[index].header()), MIN_TEXT // 2,
                                 widths[index] - excess)
     return shown_columns, widths
 

@@ -166,8 +166,16 @@ def test_tables_line_up_and_fit_by_the_columns_characters_take(rows, width) -> N
         before_id = line[: len(line) - len(ident)]
         assert line.endswith(ident) and line.startswith(user_id), (line, ident)
         assert cell_len(before_id) == id_at, lines  # the id column starts at one place
-        if width is not None and cell_len(user_id) + cell_len(ident) + 6 + 4 <= width:
-            assert cell_len(line) <= width, (width, lines)
+    # What cannot give way: the key columns, and a text column no wider than the shortest
+    # text is ever cut to (`render.MIN_TEXT`: a short value cut would say nothing), else half
+    # of that (`render.fit`). Within that, every line fits.
+    keys = (max(4, *(cell_len(user_id) for user_id, _, _ in rows))
+            + max(2, *(cell_len(ident) for _, _, ident in rows)))
+    text_width = max(4, *(cell_len(text) for _, text, _ in rows))
+    floor = keys + (text_width if text_width <= render.MIN_TEXT
+                    else max(4, render.MIN_TEXT // 2)) + 2 * 2
+    if width is not None and floor <= width:
+        assert all(cell_len(line) <= width for line in lines), (width, lines)
 
 
 def test_an_ambiguous_prefix_of_hostile_ids_is_a_one_line_escaped_error(tmp_path: Path) -> None:
