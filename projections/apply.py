@@ -26,6 +26,7 @@ from chatledger.projections.item import Item
 from chatledger.projections.mutes import MuteProjector
 from chatledger.projections.rows import Rows
 from chatledger.projections.rows.messages import IN_CHANNEL_BEFORE, IN_CHANNEL_UNTIL
+from chatledger.projections.rows.reads import NOT_UNREAD_TYPES
 from chatledger.projections.rows.values import as_flag
 from chatledger.projections.rowtime import epoch_us, newest
 from chatledger.projections.schema import SLOT_EVENT, SLOT_PINNED_BASE
@@ -61,8 +62,6 @@ RUN_WITH_NEW_MESSAGES = frozenset({
 # Local states a backend state of the message confirms (the backend has what they show).
 CONFIRMS_EDIT = ("sending", "send_failed", "updating", "update_failed")
 CONFIRMS_DELETE = ("sending", "send_failed", "deleting", "delete_failed")
-# Messages that never count as unread.
-NOT_UNREAD_TYPES = ("system", "ephemeral", "error")
 
 # What a run of new messages did to one channel so far: (newest message time, member count,
 # message count, the counts' server time, the newest message that shows the channel again if

@@ -51,7 +51,7 @@ from chatledger.sync.backend import (
 from chatledger.sync.diff import DEFAULT_MESSAGES, Differ, DiffReport
 from chatledger.sync.diff import ProgressCallback as DiffProgress
 from chatledger.sync.http import split_cid
-from chatledger.sync.outcomes import Backoff, failure_kind
+from chatledger.sync.outcomes import NOT_FOUND_CODE, Backoff, failure_kind
 from chatledger.sync.replayer import Replayer, ReplayReport, TokenProvider
 from chatledger.sync.stores import AnyStore, done
 
@@ -61,7 +61,7 @@ SYNC_CHUNK = 255  # channels per `/sync` call, the backend's limit
 EVERY_CHANNEL = 2**63 - 1  # as a `limit`: no limit (SQLite's largest)
 # The backend's own word that a channel cannot be queried again: it does not exist (404, code
 # 16) or the user may no longer read it (403, code 17). Its gap may then be passed over.
-_CHANNEL_GONE = frozenset({(404, 16), (403, 17)})
+_CHANNEL_GONE = frozenset({(404, NOT_FOUND_CODE), (403, 17)})
 # At most this many channels of one query-channels answer that the store refused are queried
 # again one by one before a sync point is set; more make the answer a failed attempt (a hostile
 # or broken server must not turn one answer into thousands of calls).
@@ -213,7 +213,7 @@ class SyncClient:
                 filter, sort, limit=limit, offset=offset), source="query", listing="channels")
             entries = query_channels_entries(raw, filter=filter, sort=sort, offset=offset)
             states = entries[:-1] if type(entries[-1]) is Entry else []
-            cids = {cid for cid in (_lenient_state_cid(state.payload) for state in states)
+            cids = {cid for cid in (_state_cid_of(state) for state in states)
                     if cid is not None}
             last = (len(states) < limit or not cids - seen
                     or offset + len(states) >= MAX_FIRST_LOAD_CHANNELS)
@@ -342,7 +342,7 @@ class SyncClient:
         known = set(stored)
         if type(entries[-1]) is Entry and all(
                 cid is None or cid in known
-                for cid in (_lenient_state_cid(entry.payload) for entry in entries[:-1])):
+                for cid in (_state_cid_of(entry) for entry in entries[:-1])):
             if synced_at is not None:
                 await done(self.store.mark_synced(synced_at))
             return []
@@ -764,6 +764,12 @@ def _filed_cids(entries: Sequence[Entry | Rejection], positions: Sequence[int | 
     answer the store split by structure (one state's bytes are no JSON) is no JSON as a whole."""
     return [entry.stream for entry, position in zip(entries[:-1], positions)
             if position is not None and type(entry) is Entry and entry.type == CHANNEL_STATE]
+
+
+def _state_cid_of(entry: Entry | Rejection) -> str | None:
+    """The cid a channel state of an answer names: the stream the store files it in, or for one
+    it refuses, as read leniently (no state is decoded again that the store has judged)."""
+    return entry.stream if type(entry) is Entry else _lenient_state_cid(entry.payload)
 
 
 def _lenient_state_cid(raw: bytes) -> str | None:

@@ -283,8 +283,7 @@ class MessageRows:
     def forget(self) -> None:
         """Drop the ids remembered (after a rollback or a rebuild)."""
         self._seen.clear()
-        self._user_deletions = None
-        self._threads = None
+        self.forget_others_rows()
 
     def forget_others_rows(self) -> None:
         """Another connection may have written: read again what is remembered of the table."""
@@ -294,6 +293,12 @@ class MessageRows:
     def thread_filed(self) -> None:
         """`threads` has a row now (see `_file`)."""
         self._threads = True
+
+    def _any_threads(self, cursor: apsw.Cursor) -> bool:
+        """Whether `threads` has rows (read once, then kept up: see `thread_filed`)."""
+        if self._threads is None:
+            self._threads = cursor.execute(ANY_THREAD).fetchone() is not None
+        return self._threads
 
     # -- the backend's states ------------------------------------------------------------------
 
@@ -376,9 +381,7 @@ class MessageRows:
         elif not parent_id:
             # A thread's state may have come first (a reply is no thread's parent). `threads`
             # is nearly always empty: then this costs no statement.
-            if self._threads is None:
-                self._threads = cursor.execute(ANY_THREAD).fetchone() is not None
-            if self._threads:
+            if self._any_threads(cursor):
                 cursor.execute(COUNT_OF_THREAD, (columns[0],))
         return True
 
@@ -402,9 +405,7 @@ class MessageRows:
 
     def count_reply(self, cursor: apsw.Cursor, parent_id: str, created: int | None) -> None:
         """A reply created at `created` was filed: its parent counts it (see COUNT_REPLY)."""
-        if self._threads is None:
-            self._threads = cursor.execute(ANY_THREAD).fetchone() is not None
-        cursor.execute(COUNT_REPLY_OF_THREAD if self._threads else COUNT_REPLY,
+        cursor.execute(COUNT_REPLY_OF_THREAD if self._any_threads(cursor) else COUNT_REPLY,
                        (created if created is not None else 0, parent_id))
 
     def hard_delete(self, cursor: apsw.Cursor, removal: Removal, params: tuple[object, ...], *,

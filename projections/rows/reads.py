@@ -44,11 +44,16 @@ ADD_UNREAD = (
 # A read state of server time ?3 arrived after messages created later than that: they count on
 # top of it, as they would have had they arrived after it (see ADD_UNREAD; a message of a
 # channel muted when it was created counts as it did then, not at all).
+# Messages that never count as unread (`apply` files new messages by the same rule).
+NOT_UNREAD_TYPES = ("system", "ephemeral", "error")
+# A message `m` the user ?2 counts unread: of another user, shown in the channel, not silent.
+_NOT_UNREAD_LIST = ", ".join(f"'{kind}'" for kind in NOT_UNREAD_TYPES)
+_COUNTS_UNREAD = (
+    "(m.parent_id IS NULL OR m.show_in_channel=1) AND coalesce(m.user_id, '') != ?2 "
+    f"AND m.type NOT IN ({_NOT_UNREAD_LIST}) AND m.silent=0")
 ADD_UNREAD_AFTER = (
     "UPDATE reads SET unread_messages=unread_messages+(SELECT count(*) FROM messages m "
-    "WHERE m.cid=?1 AND m.created_at > ?3 AND (m.parent_id IS NULL OR m.show_in_channel=1) "
-    "AND coalesce(m.user_id, '') != ?2 AND m.type NOT IN ('system', 'ephemeral', 'error') "
-    "AND m.silent=0 AND NOT EXISTS (SELECT 1 FROM channel_mutes mu WHERE mu.cid=?1 "
+    f"WHERE m.cid=?1 AND m.created_at > ?3 AND {_COUNTS_UNREAD} AND NOT EXISTS (SELECT 1 FROM channel_mutes mu WHERE mu.cid=?1 "
     "AND (mu.expires IS NULL OR mu.expires > m.created_at))) WHERE cid=?1 AND user_id=?2")
 DELIVERED = (
     "INSERT INTO reads (cid, user_id, last_delivered_at, last_delivered_message_id) "
@@ -63,9 +68,7 @@ DELIVERED = (
 # change an unread count, in whichever order it arrives.)
 CAP_UNREAD_AFTER_CUT = (
     "UPDATE reads SET unread_messages=min(unread_messages, (SELECT count(*) FROM messages m "
-    "WHERE m.cid=?1 AND m.created_at > coalesce(reads.last_read, -1) "
-    "AND (m.parent_id IS NULL OR m.show_in_channel=1) AND coalesce(m.user_id, '') != ?2 "
-    "AND m.type NOT IN ('system', 'ephemeral', 'error') AND m.silent=0)) "
+    f"WHERE m.cid=?1 AND m.created_at > coalesce(reads.last_read, -1) AND {_COUNTS_UNREAD})) "
     "WHERE cid=?1 AND user_id=?2 AND unread_messages > 0")
 # The columns a local command's undo keeps of a read row.
 _KEPT = ("last_read, unread_messages, last_read_message_id, first_unread_message_id, "
